@@ -1,0 +1,32 @@
+//! The one narrow interface through which the server changes replicated state.
+//! The single-node implementation (`LocalCommit`) persists to redb; the Raft
+//! implementation replaces it without the server noticing.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use hanfs_state::{Command, State};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// This node may not change state (not leader, lease lost, shutting down).
+    #[error("not the active node")]
+    NotLeader,
+    /// The durable write failed.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+pub type CommitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), CommitError>> + Send + 'a>>;
+
+pub trait Commit: Send + Sync + 'static {
+    /// Durably commit `cmds` and apply them to the state machine. Returns once they
+    /// are applied, so a reply sent afterwards never depends on uncommitted state.
+    /// Concurrent calls are grouped into one log entry (group commit).
+    fn commit(&self, cmds: Vec<Command>) -> CommitFuture<'_>;
+
+    /// The applied state, for reads (handle resolution, rmtab, epoch, DRC lookup).
+    /// Hold the read lock briefly and never across an `.await`.
+    fn state(&self) -> Arc<RwLock<State>>;
+}

@@ -1,0 +1,12 @@
+//! hanfs-server: the NFSv3 service of one active node.
+//!
+//! Owns the ONC RPC layer (`rpc`), the RPC programs (`nfs3`, `mount`, `portmap`),
+//! the passthrough filesystem with handle resolution and credential switching
+//! (`vfs`), the export table (`exports`) and the node lifecycle (`node`).
+//! Replicated state is read from and changed only through `hanfs_raft::commit::Commit`.
+//! Must not import `hanfs-cli` or any clap/TOML types.
+
+pub mod config;
+pub mod rpc;
+pub mod services;
+pub mod vfs;

@@ -1,0 +1,95 @@
+//! The interface between the RPC layer and the programs (NFSv3, MOUNT, portmap,
+//! later NLM and NSM). Each program is a table from procedure number to `Proc`,
+//! like nfsd's `nfsd_procedures3`. Handlers never see sockets, record marking or
+//! the DRC: they get a checked `Ctx` and the argument bytes, and return the reply
+//! body plus the replicated effects that must be committed before it is sent.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hanfs_state::Command;
+
+use crate::services::Services;
+
+/// Caller credentials, already parsed from the RPC call header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cred {
+    /// AUTH_NONE (treated as anonymous by the export's squash rules).
+    None,
+    /// AUTH_SYS / AUTH_UNIX. At most 16 supplementary gids (checked by the decoder).
+    Sys { uid: u32, gid: u32, gids: Vec<u32>, machine: String },
+}
+
+/// Everything a handler may know about the call.
+#[derive(Clone)]
+pub struct Ctx {
+    pub services: Arc<Services>,
+    pub peer: SocketAddr,
+    pub xid: u32,
+    pub cred: Cred,
+    pub transport: Transport,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// What a handler produces on success.
+pub struct Reply {
+    /// XDR-encoded procedure result (everything after the accepted-reply header).
+    pub body: Vec<u8>,
+    /// Replicated state changes this reply depends on (new handles, rmtab ...).
+    /// Dispatch commits them, together with the DRC record, before sending `body`.
+    pub effects: Vec<Command>,
+}
+
+impl Reply {
+    pub fn new(body: Vec<u8>) -> Self {
+        Reply { body, effects: Vec::new() }
+    }
+    pub fn with_effects(body: Vec<u8>, effects: Vec<Command>) -> Self {
+        Reply { body, effects }
+    }
+}
+
+/// Why a handler produced no result body.
+#[derive(Debug)]
+pub enum ProcError {
+    /// The arguments did not decode or broke a limit: GARBAGE_ARGS.
+    GarbageArgs,
+    /// The server failed in a way the protocol has no status for: SYSTEM_ERR.
+    SystemErr,
+}
+
+pub type ProcFuture = Pin<Box<dyn Future<Output = Result<Reply, ProcError>> + Send>>;
+
+/// A handler takes the context and the raw argument bytes (bounded by the record
+/// size limit) and decodes them itself with the program's checked decoders.
+pub type Handler = fn(Ctx, Vec<u8>) -> ProcFuture;
+
+/// Whether a procedure's reply is remembered in the replicated duplicate-request cache.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Drc {
+    /// Idempotent: re-executing is harmless.
+    Skip,
+    /// Non-idempotent: record the reply together with its effect.
+    Record,
+}
+
+pub struct Proc {
+    pub name: &'static str,
+    pub handler: Handler,
+    pub drc: Drc,
+}
+
+/// One program version: its number, version and procedure table.
+pub struct Program {
+    pub name: &'static str,
+    pub prog: u32,
+    pub vers: u32,
+    pub procs: &'static [Proc],
+}

@@ -1,0 +1,61 @@
+//! The replicated commands. Every change to client-visible state is one of these,
+//! applied by `State::apply` in log order on every node.
+//!
+//! Wire and replicated types use u32/u64, never usize. Time is stamped by the
+//! leader into the command (`now_ms`), so `apply` never reads a clock.
+
+use serde::{Deserialize, Serialize};
+
+/// One entry of the handle table: where the object with inode `ino` in export
+/// `export_id` lives. Objects are recorded by (parent, name), not by full path,
+/// so renaming a directory updates one entry and every descendant follows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandleEntry {
+    pub export_id: u32,
+    /// Inode number on the shared filesystem (stable across nodes that mount it).
+    pub ino: u64,
+    /// Identity check: birth time or inode generation. A reused inode number has a
+    /// different `ident`, so an old handle never resolves to the new object.
+    pub ident: u64,
+    /// Inode of the directory holding `name`. For the export root, equal to `ino`.
+    pub parent_ino: u64,
+    /// File name inside the parent (no `/`, no NUL). Empty for the export root.
+    pub name: Vec<u8>,
+}
+
+/// Key of a duplicate-request-cache entry: same client, xid, program, version,
+/// procedure and argument checksum means a retransmission.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DrcKey {
+    /// Client address without port (the Linux client may reconnect from another port).
+    pub client: String,
+    pub xid: u32,
+    pub prog: u32,
+    pub vers: u32,
+    pub proc_: u32,
+    /// Checksum of the argument bytes (e.g. FNV-1a 64 or CRC64), computed by the server.
+    pub args_sum: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Several commands committed as one log entry (group commit). Applied in order.
+    Batch(Vec<Command>),
+    /// Record an export's cluster-assigned id and its path (from config).
+    RegisterExport { export_id: u32, path: String },
+    /// Insert or update handle entries (LOOKUP, CREATE, READDIRPLUS, RENAME ...).
+    PutHandles(Vec<HandleEntry>),
+    /// Forget a handle entry, but only if `ident` still matches (REMOVE, RMDIR).
+    RemoveHandle { export_id: u32, ino: u64, ident: u64 },
+    /// rmtab: `client` mounted `path` (MOUNT MNT).
+    Mount { client: String, path: String },
+    /// rmtab: `client` unmounted `path` (MOUNT UMNT).
+    Unmount { client: String, path: String },
+    /// rmtab: `client` unmounted everything (MOUNT UMNTALL).
+    UnmountAll { client: String },
+    /// Start a new write-verifier epoch (every promotion / restart).
+    BumpEpoch,
+    /// Remember the reply to a non-idempotent request. Entries older than the
+    /// window, or beyond the entry bound, are evicted deterministically here.
+    DrcInsert { key: DrcKey, reply: Vec<u8>, now_ms: u64 },
+}
