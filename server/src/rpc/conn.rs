@@ -1,0 +1,4 @@
+//! Connection registry (skeleton; filled in by the RPC work).
+
+#[derive(Default)]
+pub struct ConnRegistry {}

@@ -1,0 +1,3 @@
+//! Passthrough filesystem (skeleton; filled in by the NFSv3 work).
+
+pub struct Vfs {}
