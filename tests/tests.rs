@@ -1,1 +1,13 @@
+//! Cross-crate integration tests. One binary, one module per topic; shared
+//! helpers live in `util.rs` only.
 
+mod util;
+
+mod handles;
+mod malformed;
+mod mount;
+mod nfs3_ops;
+mod perms;
+mod portmap;
+mod readdir;
+mod tools;

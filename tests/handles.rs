@@ -1,0 +1,1 @@
+//! handles tests (to be written).

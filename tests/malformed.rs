@@ -1,0 +1,1 @@
+//! malformed tests (to be written).

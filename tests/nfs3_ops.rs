@@ -1,0 +1,1 @@
+//! nfs3_ops tests (to be written).

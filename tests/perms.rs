@@ -1,0 +1,1 @@
+//! perms tests (to be written).

@@ -1,0 +1,1 @@
+//! portmap tests (to be written).

@@ -1,0 +1,1 @@
+//! readdir tests (to be written).

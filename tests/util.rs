@@ -1,0 +1,1 @@
+//! util tests (to be written).
