@@ -1,0 +1,1 @@
+//! Property tests: random command sequences against a simple model (filled in next).
