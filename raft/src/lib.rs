@@ -6,3 +6,6 @@
 //! Imports `hanfs-state`; must never import `hanfs-server` or `hanfs-cli`.
 
 pub mod commit;
+pub mod local;
+
+pub use local::LocalCommit;

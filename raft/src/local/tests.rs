@@ -1,0 +1,187 @@
+//! LocalCommit: group commit, durability across reopen, per-caller error isolation.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use hanfs_state::{ApplyError, Command, HandleEntry, NameError, State, Store};
+
+use super::{LocalCommit, STORE_FILE};
+use crate::commit::{Commit, CommitError};
+
+const EXPORT_ID: u32 = 9;
+const CALLERS: u64 = 200;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("hanfs-local-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn entry(ino: u64, name: &[u8]) -> HandleEntry {
+    HandleEntry { export_id: EXPORT_ID, ino, ident: ino ^ 0x5555, parent_ino: 1, name: name.to_vec() }
+}
+
+fn root() -> HandleEntry {
+    HandleEntry { export_id: EXPORT_ID, ino: 1, ident: 1, parent_ino: 1, name: vec![] }
+}
+
+async fn open_registered(dir: &TempDir) -> Arc<LocalCommit> {
+    let commit = LocalCommit::open(&dir.0).expect("open");
+    let setup = vec![
+        Command::RegisterExport { export_id: EXPORT_ID, path: "/srv/e".into() },
+        Command::PutHandles(vec![root()]),
+    ];
+    commit.commit(setup).await.expect("setup commit");
+    commit
+}
+
+fn snapshot(commit: &LocalCommit) -> State {
+    commit.state().read().expect("state lock").clone()
+}
+
+/// Commits from `CALLERS` tasks at once; caller `i` puts inode 100+i.
+async fn concurrent_puts(commit: &Arc<LocalCommit>, bad: Option<u64>) -> Vec<Result<(), CommitError>> {
+    let mut tasks = Vec::new();
+    for i in 0..CALLERS {
+        let commit = commit.clone();
+        let name = if Some(i) == bad { b"a/b".to_vec() } else { format!("f{i}").into_bytes() };
+        tasks.push(tokio::spawn(async move {
+            let cmds = vec![Command::PutHandles(vec![entry(100 + i, &name)]), Command::BumpEpoch];
+            commit.commit(cmds).await
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("task"));
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_share_log_entries() {
+    let dir = TempDir::new("group");
+    let commit = open_registered(&dir).await;
+    let before = commit.entries_written();
+    let results = concurrent_puts(&commit, None).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let entries = commit.entries_written() - before;
+    assert!(entries >= 1, "nothing written");
+    assert!(entries < CALLERS, "{CALLERS} commits took {entries} entries: no grouping");
+    let state = snapshot(&commit);
+    assert_eq!(state.handle_count(), CALLERS + 1);
+    assert_eq!(state.epoch(), CALLERS);
+    for i in 0..CALLERS {
+        assert_eq!(state.path_of(EXPORT_ID, 100 + i), Some(vec![format!("f{i}").into_bytes()]));
+    }
+    assert_eq!(state.check_invariants(), Ok(()));
+    commit.shutdown().await;
+}
+
+#[tokio::test]
+async fn reopen_restores_the_committed_state() {
+    let dir = TempDir::new("reopen");
+    let commit = open_registered(&dir).await;
+    let results = concurrent_puts(&commit, None).await;
+    assert!(results.iter().all(Result::is_ok));
+    let cmds = vec![Command::Mount { client: "10.1.1.1".into(), path: "/srv/e".into() }];
+    commit.commit(cmds).await.expect("mount");
+    let remove = vec![Command::RemoveHandle { export_id: EXPORT_ID, ino: 105, ident: 105 ^ 0x5555 }];
+    commit.commit(remove).await.expect("remove");
+    let before = snapshot(&commit);
+    let last = commit.last_index();
+    commit.shutdown().await;
+    drop(commit);
+
+    let reopened = LocalCommit::open(&dir.0).expect("reopen");
+    assert_eq!(snapshot(&reopened), before);
+    assert_eq!(reopened.last_index(), last);
+    assert!(reopened.state().read().expect("lock").handle(EXPORT_ID, 105).is_none());
+    // It keeps appending after the old entries.
+    reopened.commit(vec![Command::BumpEpoch]).await.expect("commit after reopen");
+    assert_eq!(reopened.last_index(), last + 1);
+    reopened.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_caller_fails_alone() {
+    let dir = TempDir::new("isolation");
+    let commit = open_registered(&dir).await;
+    let bad = 57;
+    let results = concurrent_puts(&commit, Some(bad)).await;
+    for (i, result) in (0u64..).zip(&results) {
+        if i == bad {
+            let expected = ApplyError::HandleName { export_id: EXPORT_ID, ino: 100 + bad, reason: NameError::Slash };
+            assert!(matches!(result, Err(CommitError::Rejected(e)) if *e == expected), "{result:?}");
+        } else {
+            assert!(result.is_ok(), "caller {i}: {result:?}");
+        }
+    }
+    let state = snapshot(&commit);
+    assert!(state.handle(EXPORT_ID, 100 + bad).is_none());
+    // The bad caller's BumpEpoch was rolled back with its PutHandles.
+    assert_eq!(state.epoch(), CALLERS - 1);
+    assert_eq!(state.handle_count(), CALLERS);
+    commit.shutdown().await;
+    let reopened = LocalCommit::open(&dir.0).expect("reopen");
+    assert_eq!(snapshot(&reopened), state);
+    reopened.shutdown().await;
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_state_and_trims_the_log() {
+    let dir = TempDir::new("compact");
+    let commit = LocalCommit::open_with(&dir.0, 5).expect("open");
+    commit.commit(vec![Command::RegisterExport { export_id: EXPORT_ID, path: "/srv/e".into() }]).await.expect("reg");
+    commit.commit(vec![Command::PutHandles(vec![root()])]).await.expect("root");
+    for i in 0..12u64 {
+        commit.commit(vec![Command::PutHandles(vec![entry(200 + i, b"x")])]).await.expect("put");
+    }
+    let before = snapshot(&commit);
+    let last = commit.last_index();
+    assert_eq!(last, 14);
+    commit.shutdown().await;
+    drop(commit);
+
+    let store = Store::open(&dir.0.join(STORE_FILE)).expect("store");
+    assert_eq!(store.snapshot_index().expect("snapshot index"), 10);
+    assert_eq!(store.log_len().expect("log len"), 4);
+    let (state, index) = store.load().expect("load");
+    assert_eq!(index, last);
+    assert_eq!(state, before);
+}
+
+#[tokio::test]
+async fn after_shutdown_commits_are_refused() {
+    let dir = TempDir::new("shutdown");
+    let commit = LocalCommit::open(&dir.0).expect("open");
+    commit.commit(vec![Command::BumpEpoch]).await.expect("bump");
+    commit.shutdown().await;
+    assert!(matches!(commit.commit(vec![Command::BumpEpoch]).await, Err(CommitError::NotLeader)));
+    // Empty commits are a no-op, not an error.
+    assert!(commit.commit(Vec::new()).await.is_ok());
+    assert_eq!(commit.state().read().expect("lock").epoch(), 1);
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_directory_fails() {
+    let dir = TempDir::new("double");
+    let commit = LocalCommit::open(&dir.0).expect("open");
+    assert!(matches!(LocalCommit::open(&dir.0), Err(CommitError::Storage(_))));
+    commit.shutdown().await;
+    let again = LocalCommit::open(&dir.0).expect("open after shutdown");
+    again.shutdown().await;
+}
