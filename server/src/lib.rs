@@ -10,6 +10,7 @@ pub mod admin;
 pub mod config;
 pub mod exports;
 pub mod mount;
+pub mod nfs3;
 pub mod node;
 pub mod portmap;
 pub mod rpc;

@@ -7,8 +7,12 @@
 //! ever reached. Handles are `handle::FileHandle`; where an object lives is the
 //! replicated handle table in `hanfs_state::State`.
 
+pub mod attr;
+pub mod cred;
+pub mod dir;
 pub mod errno;
 pub mod handle;
+pub mod resolve;
 pub mod sys;
 
 use std::os::fd::{AsRawFd, OwnedFd};
