@@ -10,10 +10,10 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 
 use hanfs_raft::commit::{Commit, CommitError};
+use hanfs_raft::local::LocalCommit;
 use hanfs_state::Command;
 use nfs3_types::portmap::{mapping, IPPROTO_TCP, IPPROTO_UDP};
 use tokio::net::{TcpListener, UdpSocket};
@@ -26,7 +26,7 @@ use crate::rpc::listener::Listeners;
 use crate::rpc::program::Program;
 use crate::services::Services;
 use crate::vfs::Vfs;
-use crate::{admin, mount, portmap};
+use crate::{admin, mount, nfs3, portmap};
 
 /// Attempts to find an ephemeral port free for both TCP and UDP.
 pub const EPHEMERAL_BIND_ATTEMPTS: u32 = 16;
@@ -62,18 +62,17 @@ pub struct Node {
     system_portmap: Option<(u16, Vec<mapping>)>,
     admin_stop: broadcast::Sender<()>,
     admin_task: tokio::task::JoinHandle<()>,
+    /// Closed last on stop, so the state directory can be reopened.
+    local: Arc<LocalCommit>,
 }
 
-fn open_commit(state_dir: &Path) -> Result<Arc<dyn Commit>, NodeError> {
-    let commit = hanfs_raft::local::LocalCommit::open(state_dir)?;
-    Ok(commit)
-}
 
 /// Start a node: everything in the module doc, in that order.
 pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
     std::fs::create_dir_all(&config.state_dir)
         .map_err(|source| NodeError::StateDir { path: config.state_dir.display().to_string(), source })?;
-    let commit = open_commit(&config.state_dir)?;
+    let local = LocalCommit::open(&config.state_dir)?;
+    let commit: Arc<dyn Commit> = local.clone();
     let mut cmds: Vec<Command> = config
         .exports
         .iter()
@@ -132,7 +131,7 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
     let admin_task = admin::serve(services.clone(), admin_rx).map_err(NodeError::Admin)?;
     let ports = BoundPorts { portmap: portmap_port, nfs, mount };
     tracing::info!(%listen, ?ports, exports = services.config.exports.len(), "serving");
-    Ok(Node { services, listeners, ports, system_portmap, admin_stop, admin_task })
+    Ok(Node { services, listeners, ports, system_portmap, admin_stop, admin_task, local })
 }
 
 impl Node {
@@ -158,6 +157,7 @@ impl Node {
         self.services.conns.close_all();
         let _ = self.admin_stop.send(());
         let _ = self.admin_task.await;
+        self.local.shutdown().await;
         tracing::info!("stopped");
     }
 }
@@ -170,10 +170,11 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     Ok(())
 }
 
-/// The programs served on the NFS port. TEMPORARY: empty until the NFSv3
-/// table (`crate::nfs3::PROGRAM`) lands; every NFS call is PROG_UNAVAIL meanwhile.
+/// The programs served on the NFS port (TCP only: the Linux client refuses
+/// NFS over UDP, and a 1 MiB READ does not fit a datagram).
 fn nfs_programs() -> &'static [&'static Program] {
-    &[]
+    static NFS_PROGRAMS: [&Program; 1] = [&nfs3::PROGRAM];
+    &NFS_PROGRAMS
 }
 
 fn dispatcher(services: &Arc<Services>, programs: &[&'static Program]) -> Arc<Dispatcher> {
