@@ -168,3 +168,6 @@ fn read_snapshot(chunks: &redb::ReadOnlyTable<u64, &[u8]>) -> Result<State, Stor
     }
     Ok(State::from_snapshot(&bytes)?)
 }
+
+#[cfg(test)]
+mod tests;

@@ -185,3 +185,92 @@ async fn a_second_open_of_the_same_directory_fails() {
     let again = LocalCommit::open(&dir.0).expect("open after shutdown");
     again.shutdown().await;
 }
+
+/// Set in the child process of `killed_writer_loses_nothing_acknowledged`.
+const CRASH_WRITER_ENV: &str = "HANFS_TEST_CRASH_WRITER_DIR";
+/// Acknowledged commits the parent waits for before the SIGKILL.
+const CRASH_ACKS: u64 = 40;
+/// Upper bound on the child's commits (it is killed long before).
+const CRASH_WRITES_MAX: u64 = 100_000;
+/// Bound on waiting for the child's acknowledgements (a hang fails the test).
+const CRASH_WAIT_SECS: u64 = 120;
+
+/// The child: commits one (BumpEpoch, PutHandles) pair at a time and prints
+/// `ACK n` only after commit n returned.
+fn crash_writer(dir: &str) {
+    use std::io::Write;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let commit = LocalCommit::open(std::path::Path::new(dir)).expect("open");
+        let reg = vec![
+            Command::RegisterExport { export_id: EXPORT_ID, path: "/srv/e".into() },
+            Command::PutHandles(vec![root()]),
+        ];
+        commit.commit(reg).await.expect("setup");
+        for n in 1..=CRASH_WRITES_MAX {
+            let cmds = vec![Command::BumpEpoch, Command::PutHandles(vec![entry(1000 + n, b"f")])];
+            commit.commit(cmds).await.expect("commit");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "ACK {n}");
+            let _ = out.flush();
+        }
+    });
+}
+
+/// A real SIGKILL in the middle of a stream of commits: everything that was
+/// acknowledged is there after reopening, and what is there is a clean prefix.
+#[test]
+fn killed_writer_loses_nothing_acknowledged() {
+    use std::io::BufRead;
+    if let Ok(dir) = std::env::var(CRASH_WRITER_ENV) {
+        crash_writer(&dir);
+        return;
+    }
+    let dir = TempDir::new("crash");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "local::tests::killed_writer_loses_nothing_acknowledged", "--nocapture", "--test-threads=1"])
+        .env(CRASH_WRITER_ENV, &dir.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn writer");
+    let stdout = child.stdout.take().expect("child stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("ACK ").and_then(|n| n.parse::<u64>().ok()) {
+                if tx.send(n).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(CRASH_WAIT_SECS);
+    let mut acked = 0;
+    while acked < CRASH_ACKS {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(n) => acked = n,
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Acknowledgements printed before the kill landed count too.
+    while let Ok(n) = rx.try_recv() {
+        acked = acked.max(n);
+    }
+    let _ = reader.join();
+    assert!(acked >= CRASH_ACKS, "writer acknowledged only {acked} commits");
+
+    let store = Store::open(&dir.0.join(STORE_FILE)).expect("reopen after kill");
+    let (state, _) = store.load().expect("load after kill");
+    let epoch = state.epoch();
+    assert!(epoch >= acked, "acknowledged {acked} commits but only {epoch} survived");
+    // A clean prefix: exactly the handles of commits 1..=epoch, plus the root.
+    assert_eq!(state.handle_count(), epoch + 1);
+    assert!(state.handle(EXPORT_ID, 1000 + epoch).is_some());
+    assert!(state.handle(EXPORT_ID, 1000 + epoch + 1).is_none());
+    assert_eq!(state.check_invariants(), Ok(()));
+}
