@@ -92,6 +92,8 @@ prepare_initramfs() {
     printf 'root:x:0:0:root:/root:/bin/sh\n_rpc:x:100:65534::/run/rpcbind:/bin/false\nstatd:x:101:65534::/var/lib/nfs:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\nuser:x:1000:1000::/tmp:/bin/sh\n' > "$tmp/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\nuser:x:1000:\n' > "$tmp/etc/group"
     printf 'hosts: files\npasswd: files\ngroup: files\n' > "$tmp/etc/nsswitch.conf"
+    chmod 755 "$tmp"
+    chmod 1777 "$tmp/tmp"
     cp "$INTEROP/guest/init" "$tmp/init"
     chmod 755 "$tmp/init"
     (cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -1) > "$INITRD.tmp"

@@ -33,7 +33,7 @@ EXPORT {
     SecType = sys;
     FSAL { Name = VFS; }
 }
-LOG { Default_Log_Level = EVENT; }
+LOG { Default_Log_Level = EVENT; ${GANESHA_LOG_EXTRA:-} }
 CONF
 }
 
