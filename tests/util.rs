@@ -413,3 +413,42 @@ pub fn server_binary() -> PathBuf {
     }
     bin
 }
+
+/// One datagram and its answer, waiting at most `wait_ms` (None: silence).
+pub fn udp_call_wait(port: u16, msg: &[u8], wait_ms: u64) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
+    s.set_read_timeout(Some(Duration::from_millis(wait_ms))).expect("timeout");
+    s.send_to(msg, (Ipv4Addr::LOCALHOST, port)).ok()?;
+    let mut buf = vec![0u8; 65536];
+    let n = s.recv(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// Lowest and highest local port tried for a "privileged" client connection.
+pub const PRIVILEGED_PORT_RANGE: (u16, u16) = (600, 1023);
+
+/// A tokio TCP connection to 127.0.0.1:`port`, from a privileged source port
+/// (< 1024, needs root) or an ordinary ephemeral one.
+pub async fn tokio_connect(port: u16, privileged: bool) -> TokioIo<tokio::net::TcpStream> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    if !privileged {
+        return TokioIo::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    for local in PRIVILEGED_PORT_RANGE.0..=PRIVILEGED_PORT_RANGE.1 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, local))).is_err() {
+            continue;
+        }
+        if let Ok(stream) = socket.connect(addr).await {
+            return TokioIo::new(stream);
+        }
+    }
+    panic!("no privileged source port available (tests must run as root)");
+}
+
+/// An `nfs3_client` MOUNT client on `port` with AUTH_SYS root credentials.
+pub async fn mount_client(port: u16, privileged: bool) -> nfs3_client::MountClient<TokioIo<tokio::net::TcpStream>> {
+    let io = tokio_connect(port, privileged).await;
+    nfs3_client::MountClient::new_with_auth(io, auth_sys(0, 0, &[]), opaque_auth::default())
+}
