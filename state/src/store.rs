@@ -27,8 +27,9 @@ const META_SNAPSHOT_INDEX: &str = "snapshot_index";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Boxed: redb's error is large and this is the cold path.
     #[error("redb: {0}")]
-    Redb(#[from] redb::Error),
+    Redb(Box<redb::Error>),
     #[error("codec: {0}")]
     Codec(#[from] CodecError),
     #[error("append out of order: expected index {expected}, got {got}")]
@@ -43,12 +44,12 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Redb(e.into())
+                StoreError::Redb(Box::new(e.into()))
             }
         }
     )*};
 }
-from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+from_redb!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 pub struct Store {
     db: Database,
@@ -154,14 +155,12 @@ impl Store {
 /// Reassembles the snapshot chunks; no chunks means the empty state.
 fn read_snapshot(chunks: &redb::ReadOnlyTable<u64, &[u8]>) -> Result<State, StoreError> {
     let mut bytes = Vec::new();
-    let mut expected = 0u64;
-    for row in chunks.iter()? {
+    for (expected, row) in (0u64..).zip(chunks.iter()?) {
         let (n, chunk) = row?;
         if n.value() != expected {
-            return Err(StoreError::Corrupt(format!("snapshot chunk {} missing", expected)));
+            return Err(StoreError::Corrupt(format!("snapshot chunk {expected} missing")));
         }
         bytes.extend_from_slice(chunk.value());
-        expected += 1;
     }
     if bytes.is_empty() {
         return Ok(State::default());

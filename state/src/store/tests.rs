@@ -107,7 +107,7 @@ fn damaged_contents_are_errors_not_panics() {
         let store = Store::open(&t.path()).expect("open");
         store.append(1, &Command::BumpEpoch).expect("append");
         // A log row that is not an encoded command.
-        let mut txn = store.db.begin_write().expect("txn");
+        let txn = store.db.begin_write().expect("txn");
         txn.open_table(LOG).expect("log").insert(2, &[0xde, 0xad][..]).expect("insert");
         txn.commit().expect("commit");
     }
@@ -115,7 +115,7 @@ fn damaged_contents_are_errors_not_panics() {
     assert!(matches!(store.load(), Err(StoreError::Codec(_))));
     {
         // A gap in the log.
-        let mut txn = store.db.begin_write().expect("txn");
+        let txn = store.db.begin_write().expect("txn");
         let bytes = encode_command(&Command::BumpEpoch).expect("encode");
         txn.open_table(LOG).expect("log").insert(2, bytes.as_slice()).expect("insert");
         txn.open_table(LOG).expect("log").insert(4, bytes.as_slice()).expect("insert");
@@ -124,7 +124,7 @@ fn damaged_contents_are_errors_not_panics() {
     assert!(matches!(store.load(), Err(StoreError::Corrupt(_))));
     {
         // A snapshot that is not a snapshot.
-        let mut txn = store.db.begin_write().expect("txn");
+        let txn = store.db.begin_write().expect("txn");
         txn.open_table(SNAPSHOT).expect("snap").insert(0, &[1u8, 0xff, 0xff][..]).expect("insert");
         txn.commit().expect("commit");
     }
