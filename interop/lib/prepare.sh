@@ -104,7 +104,7 @@ prepare_initramfs() {
 # Compiles the suites statically (once per source hash); sets SUITE_BIN.
 prepare_suites() {
     local hash s
-    hash=$(cat "$INTEROP"/suites/*.c "$INTEROP"/suites/*.h | sha256sum | cut -c1-16)
+    hash=$(cat "$INTEROP"/suites/*.c "$INTEROP"/suites/*.h "$INTEROP/lib/prepare.sh" | sha256sum | cut -c1-16)
     SUITE_BIN="$CACHE/suites-$hash"
     [ -f "$SUITE_BIN/.done" ] && return 0
     log "compiling suites into $SUITE_BIN"
