@@ -32,12 +32,18 @@ async fn root_is_squashed_by_default() {
     // Root-owned 0755 directory: squashed root may not create.
     assert_eq!(create(&mut c, &root, "denied").await.unwrap_err(), nfsstat3::NFS3ERR_ACCES);
     assert!(!p.join("denied").exists());
+    let excl = createhow3::EXCLUSIVE(createverf3([3; 8]));
+    assert_eq!(create_how(&mut c, &root, "denied", excl).await.unwrap_err(), nfsstat3::NFS3ERR_ACCES);
     // World-writable directory: the file belongs to nobody.
     let (open, _) = lookup(&mut c, &root, "open").await.unwrap();
     let f = create(&mut c, &open, "mine").await.unwrap();
     let m = std::fs::metadata(p.join("open/mine")).unwrap();
     assert_eq!((m.uid(), m.gid()), (NOBODY, NOBODY));
     assert_eq!(getattr(&mut c, &f).await.unwrap().uid, NOBODY);
+    // A uid/gid in the create request is not applied for the creator (knfsd).
+    let with_ids = sattr3 { mode: Nfs3Option::Some(0o644), uid: Nfs3Option::Some(0), gid: Nfs3Option::Some(0), ..Default::default() };
+    create_how(&mut c, &open, "ids", createhow3::GUARDED(with_ids)).await.unwrap();
+    assert_eq!(std::fs::metadata(p.join("open/ids")).unwrap().uid(), NOBODY);
 }
 
 #[tokio::test]

@@ -107,6 +107,12 @@ fn finish_attrs(op: &Op, dir: &Obj, name: &[u8], acc: &Access, mode: u32, rest: 
         op.vfs().child(&op.state(), dir, name)?
     };
     let mut s = Sattr { mode: None, ..rest.clone() };
+    if obj.st.uid == acc.creds.uid {
+        // As knfsd's nfsd_create_setattr: the creator already owns the object;
+        // a uid/gid in the request (e.g. root's, squashed) is not applied.
+        s.uid = None;
+        s.gid = None;
+    }
     if mode & op.vfs().umask() != 0 {
         s.mode = Some(mode);
     }
@@ -154,6 +160,11 @@ fn verf_times(verf: &[u8; 8]) -> (u32, u32) {
 fn create_exclusive(op: &Op, dir: &Obj, name: &[u8], acc: &Access, verf: &[u8; 8]) -> Result<Option<Obj>, nfsstat3> {
     let (mtime, atime) = verf_times(verf);
     let made = mknod_at(dir, name, acc, libc::S_IFREG | EXCLUSIVE_MODE, 0);
+    if let Err(e) = made {
+        if e != nfsstat3::NFS3ERR_EXIST {
+            return Err(e);
+        }
+    }
     let _user = acc.user()?;
     let obj = op.vfs().child(&op.state(), dir, name)?;
     match made {
@@ -161,7 +172,7 @@ fn create_exclusive(op: &Op, dir: &Obj, name: &[u8], acc: &Access, verf: &[u8; 8
             sys::utimens_fd(&obj.fd, TimeSet::At(atime, 0), TimeSet::At(mtime, 0))?;
             Ok(None)
         }
-        Err(nfsstat3::NFS3ERR_EXIST) => {
+        Err(_) => {
             let same = obj.st.is_reg()
                 && obj.st.mtime.0 == i64::from(mtime)
                 && obj.st.atime.0 == i64::from(atime);
@@ -171,7 +182,6 @@ fn create_exclusive(op: &Op, dir: &Obj, name: &[u8], acc: &Access, verf: &[u8; 8
                 Err(nfsstat3::NFS3ERR_EXIST)
             }
         }
-        Err(e) => Err(e),
     }
 }
 

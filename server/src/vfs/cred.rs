@@ -75,9 +75,13 @@ fn set_groups(groups: &[libc::gid_t]) -> Result<(), Errno> {
 }
 
 fn get_groups() -> Vec<libc::gid_t> {
-    const SAVED_GROUPS_MAX: usize = 65536;
-    let mut buf = vec![0 as libc::gid_t; SAVED_GROUPS_MAX];
-    // SAFETY: buf has SAVED_GROUPS_MAX writable entries.
+    // SAFETY: size 0 asks only for the count; nothing is written.
+    let n = unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>()) };
+    let mut buf = vec![0 as libc::gid_t; usize::try_from(n).unwrap_or(0)];
+    if buf.is_empty() {
+        return buf;
+    }
+    // SAFETY: buf has exactly the number of entries the kernel reported.
     let n = unsafe { libc::syscall(libc::SYS_getgroups, buf.len(), buf.as_mut_ptr()) };
     buf.truncate(usize::try_from(n).unwrap_or(0));
     buf
