@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use hanfs_state::{Command, State, Store, COMPACT_ENTRIES};
+use hanfs_state::{encoded_len, Command, State, Store, COMMAND_BYTES_MAX, COMPACT_ENTRIES};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -19,20 +19,38 @@ use crate::commit::{Commit, CommitError, CommitFuture};
 pub const COMMIT_QUEUE_MAX: usize = 1024;
 /// Most commands folded into one log entry (a single larger caller still goes alone).
 pub const BATCH_COMMANDS_MAX: usize = 4096;
+/// Encoded bytes one caller's commands add to an entry beyond their own size
+/// (the `Batch` tag and length prefix wrapping them, generously rounded).
+const REQUEST_OVERHEAD_BYTES: u64 = 16;
+/// Most encoded bytes of one log entry: what the codec accepts, less the
+/// outer `Batch`'s own tag and length prefix.
+pub const ENTRY_BYTES_MAX: u64 = COMMAND_BYTES_MAX - 16;
 /// The store's file name inside the state directory.
 pub const STORE_FILE: &str = "hanfs.redb";
 
 const _: () = assert!(COMMIT_QUEUE_MAX > 0);
 const _: () = assert!(BATCH_COMMANDS_MAX > 0);
+const _: () = assert!(ENTRY_BYTES_MAX > REQUEST_OVERHEAD_BYTES);
 
 type Reply = oneshot::Sender<Result<(), CommitError>>;
 
 struct Request {
     cmds: Vec<Command>,
+    /// Encoded size of `cmds` as one member of an entry, computed by the caller.
+    bytes: u64,
     reply: Reply,
 }
 
+/// Thresholds, fixed at open.
+#[derive(Clone, Copy)]
+struct Tuning {
+    compact_entries: u64,
+    entry_bytes_max: u64,
+}
+
 pub struct LocalCommit {
+    /// ENTRY_BYTES_MAX (smaller in tests).
+    entry_bytes_max: u64,
     state: Arc<RwLock<State>>,
     /// Taken (dropped) by `shutdown`, which ends the task.
     queue: Mutex<Option<mpsc::Sender<Request>>>,
@@ -50,11 +68,11 @@ impl LocalCommit {
     /// Opens (creating if needed) `state_dir/hanfs.redb`, loads the committed
     /// state, and spawns the group-commit task. Call inside a tokio runtime.
     pub fn open(state_dir: &Path) -> Result<Arc<LocalCommit>, CommitError> {
-        Self::open_with(state_dir, COMPACT_ENTRIES)
+        Self::open_with(state_dir, Tuning { compact_entries: COMPACT_ENTRIES, entry_bytes_max: ENTRY_BYTES_MAX })
     }
 
-    /// `open`, compacting every `compact_entries` entries (tests use small values).
-    fn open_with(state_dir: &Path, compact_entries: u64) -> Result<Arc<LocalCommit>, CommitError> {
+    /// `open` with other thresholds (tests use small values).
+    fn open_with(state_dir: &Path, tuning: Tuning) -> Result<Arc<LocalCommit>, CommitError> {
         std::fs::create_dir_all(state_dir).map_err(|e| storage(format!("{}: {e}", state_dir.display())))?;
         let store = Store::open(&state_dir.join(STORE_FILE)).map_err(storage)?;
         let (state, last_index) = store.load().map_err(storage)?;
@@ -69,10 +87,13 @@ impl LocalCommit {
             counters: counters.clone(),
             next_index: last_index.saturating_add(1),
             snapshot_index,
-            compact_entries: compact_entries.max(1),
+            compact_entries: tuning.compact_entries.max(1),
+            entry_bytes_max: tuning.entry_bytes_max.min(ENTRY_BYTES_MAX),
         };
+        let committer_entry_bytes_max = committer.entry_bytes_max;
         let task = tokio::spawn(committer.run(rx));
         Ok(Arc::new(LocalCommit {
+            entry_bytes_max: committer_entry_bytes_max,
             state,
             queue: Mutex::new(Some(tx)),
             task: Mutex::new(Some(task)),
@@ -108,9 +129,14 @@ impl Commit for LocalCommit {
             if cmds.is_empty() {
                 return Ok(());
             }
+            let bytes = cmds.iter().map(encoded_len).fold(REQUEST_OVERHEAD_BYTES, u64::saturating_add);
+            if bytes > self.entry_bytes_max {
+                let max = self.entry_bytes_max;
+                return Err(storage(format!("{bytes} bytes of commands exceed one log entry ({max})")));
+            }
             let queue = lock(&self.queue).clone().ok_or(CommitError::NotLeader)?;
             let (reply, answer) = oneshot::channel();
-            queue.send(Request { cmds, reply }).await.map_err(|_| CommitError::NotLeader)?;
+            queue.send(Request { cmds, bytes, reply }).await.map_err(|_| CommitError::NotLeader)?;
             answer.await.map_err(|_| storage("commit task ended before answering"))?
         })
     }
@@ -128,21 +154,35 @@ struct Committer {
     next_index: u64,
     snapshot_index: u64,
     compact_entries: u64,
+    entry_bytes_max: u64,
 }
 
 impl Committer {
+    /// Takes whatever is queued, up to BATCH_COMMANDS_MAX commands and
+    /// `entry_bytes_max` (ENTRY_BYTES_MAX) bytes; a request that would overflow the bytes waits
+    /// for the next entry (and every request fits one entry on its own).
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        while let Some(first) = rx.recv().await {
+        let mut carried: Option<Request> = None;
+        loop {
+            let first = match carried.take() {
+                Some(request) => request,
+                None => match rx.recv().await {
+                    Some(request) => request,
+                    None => break,
+                },
+            };
             let mut count = first.cmds.len();
+            let mut bytes = first.bytes;
             let mut requests = vec![first];
             while count < BATCH_COMMANDS_MAX {
-                match rx.try_recv() {
-                    Ok(request) => {
-                        count = count.saturating_add(request.cmds.len());
-                        requests.push(request);
-                    }
-                    Err(_) => break,
+                let Ok(request) = rx.try_recv() else { break };
+                if bytes.saturating_add(request.bytes) > self.entry_bytes_max {
+                    carried = Some(request);
+                    break;
                 }
+                count = count.saturating_add(request.cmds.len());
+                bytes = bytes.saturating_add(request.bytes);
+                requests.push(request);
             }
             self.commit_group(requests).await;
             self.maybe_compact().await;

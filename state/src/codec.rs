@@ -44,6 +44,12 @@ pub fn encode_command(cmd: &Command) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// Exact length of `encode_command(cmd)`, without building it.
+pub fn encoded_len(cmd: &Command) -> u64 {
+    // Cannot fail without a size limit; saturate so a caller's bound check refuses it.
+    options().serialized_size(cmd).map_or(u64::MAX, |n| n.saturating_add(1))
+}
+
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version != COMMAND_FORMAT_V1 {
@@ -109,6 +115,7 @@ mod tests {
     fn command_roundtrip() {
         let cmd = Command::Batch(vec![Command::BumpEpoch, Command::UnmountAll { client: "x".into() }]);
         let bytes = encode_command(&cmd).ok();
+        assert_eq!(bytes.as_ref().map(|b| b.len() as u64), Some(encoded_len(&cmd)));
         assert_eq!(bytes.as_deref().map(decode_command).and_then(Result::ok), Some(cmd));
     }
 

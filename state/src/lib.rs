@@ -24,7 +24,7 @@ mod store;
 #[cfg(test)]
 mod model_tests;
 
-pub use codec::{decode_command, encode_command, CodecError};
+pub use codec::{decode_command, encode_command, encoded_len, CodecError};
 pub use command::*;
 pub use drc::DrcEntry;
 pub use error::{ApplyError, NameError};

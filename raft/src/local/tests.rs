@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hanfs_state::{ApplyError, Command, HandleEntry, NameError, State, Store};
 
-use super::{LocalCommit, STORE_FILE};
+use super::{LocalCommit, Tuning, ENTRY_BYTES_MAX, REQUEST_OVERHEAD_BYTES, STORE_FILE};
 use crate::commit::{Commit, CommitError};
 
 const EXPORT_ID: u32 = 9;
@@ -79,6 +79,7 @@ async fn concurrent_commits_share_log_entries() {
     let results = concurrent_puts(&commit, None).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let entries = commit.entries_written() - before;
+    eprintln!("{CALLERS} concurrent commits took {entries} log entries");
     assert!(entries >= 1, "nothing written");
     assert!(entries < CALLERS, "{CALLERS} commits took {entries} entries: no grouping");
     let state = snapshot(&commit);
@@ -144,7 +145,8 @@ async fn one_bad_caller_fails_alone() {
 #[tokio::test]
 async fn compaction_keeps_the_state_and_trims_the_log() {
     let dir = TempDir::new("compact");
-    let commit = LocalCommit::open_with(&dir.0, 5).expect("open");
+    let tuning = Tuning { compact_entries: 5, entry_bytes_max: ENTRY_BYTES_MAX };
+    let commit = LocalCommit::open_with(&dir.0, tuning).expect("open");
     commit.commit(vec![Command::RegisterExport { export_id: EXPORT_ID, path: "/srv/e".into() }]).await.expect("reg");
     commit.commit(vec![Command::PutHandles(vec![root()])]).await.expect("root");
     for i in 0..12u64 {
@@ -162,6 +164,44 @@ async fn compaction_keeps_the_state_and_trims_the_log() {
     let (state, index) = store.load().expect("load");
     assert_eq!(index, last);
     assert_eq!(state, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_are_bounded_in_bytes() {
+    const ENTRY_BYTES: u64 = 256;
+    let dir = TempDir::new("bytes");
+    let tuning = Tuning { compact_entries: 1_000, entry_bytes_max: ENTRY_BYTES };
+    let commit = LocalCommit::open_with(&dir.0, tuning).expect("open");
+    let setup = vec![
+        Command::RegisterExport { export_id: EXPORT_ID, path: "/srv/e".into() },
+        Command::PutHandles(vec![root()]),
+    ];
+    commit.commit(setup).await.expect("setup");
+    let before = commit.entries_written();
+    // Each caller's commands take well over a quarter of an entry.
+    let name = vec![b'n'; 60];
+    let one = [Command::PutHandles(vec![entry(100, &name)])];
+    let per_caller: u64 = one.iter().map(hanfs_state::encoded_len).sum::<u64>() + REQUEST_OVERHEAD_BYTES;
+    assert!(per_caller * 4 > ENTRY_BYTES && per_caller <= ENTRY_BYTES, "{per_caller}");
+    let mut tasks = Vec::new();
+    for i in 0..CALLERS {
+        let commit = commit.clone();
+        let cmds = vec![Command::PutHandles(vec![entry(100 + i, &name)])];
+        tasks.push(tokio::spawn(async move { commit.commit(cmds).await }));
+    }
+    // One caller alone is larger than an entry: refused, and nobody else suffers.
+    let huge = vec![Command::PutHandles((0..10).map(|i| entry(5_000 + i, &name)).collect())];
+    assert!(matches!(commit.commit(huge).await, Err(CommitError::Storage(_))));
+    for task in tasks {
+        assert!(task.await.expect("task").is_ok());
+    }
+    let entries = commit.entries_written() - before;
+    let per_entry_max = ENTRY_BYTES / per_caller;
+    assert!(entries * per_entry_max >= CALLERS, "{CALLERS} callers in only {entries} entries of <= {per_entry_max}");
+    let state = snapshot(&commit);
+    assert_eq!(state.handle_count(), CALLERS + 1);
+    assert!(state.handle(EXPORT_ID, 5_000).is_none());
+    commit.shutdown().await;
 }
 
 #[tokio::test]
