@@ -143,3 +143,81 @@ fn several_calls_in_flight_on_one_connection() {
     xids.sort_unstable();
     assert_eq!(xids, (100..132).collect::<Vec<_>>());
 }
+
+/// The root handle of `/export`, from a raw MNT over TCP.
+fn root_fh(s: &TestServer) -> Vec<u8> {
+    let mut args = Vec::new();
+    put_opaque(&mut args, b"/export");
+    let reply = tcp_call(s.mount_port, &call_msg(1, MOUNT_PROGRAM, 3, 1, (1, &auth_sys_body(0, 0, &[])), &args)).expect("MNT");
+    let RpcReply::Accepted { stat: SUCCESS, body, .. } = parse_reply(&reply) else { panic!("MNT refused") };
+    let w = words(&body);
+    assert_eq!(w[0], 0, "MNT3_OK");
+    let len = w[1] as usize;
+    body[8..8 + len].to_vec()
+}
+
+#[test]
+fn retransmitted_remove_gets_the_cached_reply() {
+    let export = tempdir("drc");
+    std::fs::write(export.path().join("victim"), b"x").expect("write");
+    let s = TestServer::start(export.path(), "*(rw,insecure,no_root_squash)");
+    let fh = root_fh(&s);
+    let mut args = Vec::new();
+    put_opaque(&mut args, &fh);
+    put_opaque(&mut args, b"victim");
+    let cred = auth_sys_body(0, 0, &[]);
+    let remove = |xid: u32| {
+        let reply = tcp_call(s.nfs_port, &call_msg(xid, NFS_PROGRAM, 3, 12, (1, &cred), &args)).expect("REMOVE answered");
+        match parse_reply(&reply) {
+            RpcReply::Accepted { stat: SUCCESS, body, .. } => body,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = remove(0xd0c);
+    assert_eq!(words(&first)[0], 0, "NFS3_OK");
+    assert!(!export.path().join("victim").exists());
+    // Same client, xid, procedure and arguments, on a new connection: the original reply.
+    assert_eq!(remove(0xd0c), first, "a retransmission is answered from the DRC");
+    // A new request (another xid) really runs: the file is gone.
+    assert_eq!(words(&remove(0xd0d))[0], 2, "NFS3ERR_NOENT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_all_drops_every_connection() {
+    init_tracing();
+    let export = tempdir("close-all");
+    let state = tempdir("close-all-state");
+    let node = hanfs_server::node::start(test_config(export.path(), "*(rw,insecure)", state.path())).await.expect("start");
+    let ports = node.ports();
+    let conns = &node.services().conns;
+    let mut streams = Vec::new();
+    for (port, prog, vers) in [(ports.nfs, NFS_PROGRAM, 3), (ports.mount, MOUNT_PROGRAM, 3), (ports.portmap, 100_000, 2)] {
+        let mut st = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await.expect("connect");
+        // One answered call each, so the connection is certainly registered.
+        let msg = frame(&call_msg(1, prog, vers, 0, CRED_NONE, &[]));
+        tokio::io::AsyncWriteExt::write_all(&mut st, &msg).await.expect("send");
+        let mut reply = [0u8; 28];
+        tokio::io::AsyncReadExt::read_exact(&mut st, &mut reply).await.expect("reply");
+        streams.push(st);
+    }
+    assert_eq!(conns.count(), 3);
+    conns.close_all();
+    for mut st in streams {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(std::time::Duration::from_millis(IO_TIMEOUT_MS), tokio::io::AsyncReadExt::read(&mut st, &mut buf))
+            .await
+            .expect("closed within the timeout");
+        assert!(matches!(n, Ok(0) | Err(_)), "server side closed");
+    }
+    for _ in 0..100 {
+        if conns.count() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(conns.count(), 0);
+    // New connections are still accepted: close_all is not a shutdown.
+    let port = ports.mount;
+    tokio::task::spawn_blocking(move || assert_serves_null(port, MOUNT_PROGRAM, 3)).await.expect("served");
+    node.stop().await;
+}
