@@ -138,6 +138,17 @@ mod tests {
     }
 
     #[test]
+    fn exports_are_bounded() {
+        let mut e = Exports::default();
+        for id in 0..EXPORTS_MAX as u32 {
+            assert_eq!(e.register(id, &format!("/srv/{id}")), Ok(true));
+        }
+        assert_eq!(e.register(u32::MAX, "/srv/more"), Err(ApplyError::ExportsFull { max: EXPORTS_MAX }));
+        assert_eq!(e.register(0, "/srv/0"), Ok(false));
+        assert_eq!(e.check(), Ok(()));
+    }
+
+    #[test]
     fn invalid_paths_are_refused() {
         let mut e = Exports::default();
         assert_eq!(e.register(1, ""), Err(ApplyError::ExportPathInvalid));

@@ -43,11 +43,16 @@ impl Handles {
     /// Inserts or replaces `entry`; returns the entry it replaced (for undo).
     /// The caller has checked the export; this checks the name and the bound.
     pub(crate) fn put(&mut self, entry: &HandleEntry) -> Result<Option<HandleEntry>, ApplyError> {
+        self.put_bounded(entry, HANDLES_MAX)
+    }
+
+    /// `put` with the bound as a parameter, so tests can reach it.
+    fn put_bounded(&mut self, entry: &HandleEntry, max: u64) -> Result<Option<HandleEntry>, ApplyError> {
         let (export_id, ino) = (entry.export_id, entry.ino);
         check_name(entry).map_err(|reason| ApplyError::HandleName { export_id, ino, reason })?;
         let key = (export_id, ino);
-        if !self.map.contains_key(&key) && self.len() >= HANDLES_MAX {
-            return Err(ApplyError::HandlesFull { max: HANDLES_MAX });
+        if !self.map.contains_key(&key) && self.len() >= max {
+            return Err(ApplyError::HandlesFull { max });
         }
         Ok(self.map.insert(key, entry.clone()))
     }
@@ -145,6 +150,18 @@ mod tests {
         assert_eq!(h.len(), 0);
         assert_eq!(h.put(&entry(2, 1, &[b'x'; NAME_BYTES_MAX as usize])), Ok(None));
         assert_eq!(h.put(&entry(3, 1, b"...")), Ok(None));
+    }
+
+    #[test]
+    fn the_bound_refuses_new_entries_only() {
+        let mut h = Handles::default();
+        for ino in 2..5 {
+            assert_eq!(h.put_bounded(&entry(ino, 1, b"a"), 3), Ok(None));
+        }
+        assert_eq!(h.put_bounded(&entry(9, 1, b"a"), 3), Err(ApplyError::HandlesFull { max: 3 }));
+        // Replacing an existing entry (a rename) still works at the bound.
+        assert_eq!(h.put_bounded(&entry(4, 1, b"b"), 3), Ok(Some(entry(4, 1, b"a"))));
+        assert_eq!(h.len(), 3);
     }
 
     #[test]

@@ -112,6 +112,21 @@ mod tests {
     }
 
     #[test]
+    fn rows_are_bounded() {
+        let mut r = Rmtab::default();
+        for i in 0..RMTAB_ROWS_MAX {
+            assert_eq!(r.mount(&format!("c{i}"), "/srv"), Ok(true));
+        }
+        assert_eq!(r.mount("one-more", "/srv"), Err(ApplyError::RmtabFull { max: RMTAB_ROWS_MAX }));
+        // An existing row is still fine (idempotent), and room comes back after an unmount.
+        assert_eq!(r.mount("c0", "/srv"), Ok(false));
+        assert!(r.unmount("c0", "/srv"));
+        assert_eq!(r.mount("one-more", "/srv"), Ok(true));
+        assert_eq!(r.len(), RMTAB_ROWS_MAX);
+        assert_eq!(r.check(), Ok(()));
+    }
+
+    #[test]
     fn bad_rows_are_refused() {
         let mut r = Rmtab::default();
         assert_eq!(r.mount("", "/srv/a"), Err(ApplyError::ClientInvalid));
