@@ -223,3 +223,34 @@ async fn symlink_pointing_outside_is_not_followed() {
     assert_eq!(create(&mut c, &l, "x").await.unwrap_err(), nfsstat3::NFS3ERR_NOTDIR);
     assert!(!outside.path().join("x").exists());
 }
+
+#[tokio::test]
+async fn hard_link_keeps_the_handle_when_the_recorded_name_goes() {
+    let (_export, mut s) = server("handles-links");
+    let mut c = s.connect().await;
+    let root = c.root_nfs_fh3();
+    let sub = mkdir(&mut c, &root, "sub").await.unwrap();
+    let f = create(&mut c, &root, "a").await.unwrap();
+    write(&mut c, &f, 0, b"linked", stable_how::FILE_SYNC).await.unwrap();
+    for (dir, n) in [(&root, "b"), (&sub, "c")] {
+        let r = c.link(&LINK3args { file: f.clone(), link: diropargs(dir, n) }).await.unwrap();
+        assert!(matches!(r, Nfs3Result::Ok(_)), "LINK {n}");
+    }
+    // The recorded name goes; another link in the same directory takes over.
+    remove(&mut c, &root, "a").await.unwrap();
+    assert_eq!(getattr(&mut c, &f).await.unwrap().nlink, 2);
+    drop(c);
+    s.restart();
+    let mut c = s.connect().await;
+    let root = c.root_nfs_fh3();
+    assert_eq!(read(&mut c, &f, 0, 10).await.unwrap().0, b"linked", "after restart");
+    // The last link in this directory goes; the one in sub/ is found again by LOOKUP.
+    remove(&mut c, &root, "b").await.unwrap();
+    let (sub, _) = lookup(&mut c, &root, "sub").await.unwrap();
+    let (c_fh, _) = lookup(&mut c, &sub, "c").await.unwrap();
+    assert_eq!(c_fh, f, "one object, one handle");
+    assert_eq!(getattr(&mut c, &f).await.unwrap().nlink, 1);
+    // The last link: STALE.
+    remove(&mut c, &sub, "c").await.unwrap();
+    assert_eq!(getattr(&mut c, &f).await.unwrap_err(), nfsstat3::NFS3ERR_STALE);
+}

@@ -5,9 +5,11 @@
 //!
 //! Hard links: the table records one (parent, name) per inode. LINK leaves the
 //! entry as it is (any name reaches the object). REMOVE of the recorded name of
-//! a file that keeps other links drops the entry; a later LOOKUP through a
-//! remaining name records it again with the same ident, so the old handle
-//! resolves once more. When the last link goes, the entry is removed.
+//! a file that keeps other links re-points the entry to another name in the
+//! same directory; if there is none there, the entry is dropped and a later
+//! LOOKUP or READDIRPLUS through a remaining name records it again with the
+//! same ident, so the old handle resolves once more. When the last link goes,
+//! the entry is removed.
 
 use hanfs_state::Command;
 use nfs3_types::nfs3::*;
@@ -288,8 +290,10 @@ pub fn mknod(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
 }
 
 /// The handle-table change after `victim` (reached as `name` in `dir`) lost
-/// that name: drop the entry when no link is left, or when the entry recorded
-/// exactly this name.
+/// that name: drop the entry when no link is left. When links remain and the
+/// entry recorded exactly this name, re-point it to another name in the same
+/// directory if there is one, else drop it (a LOOKUP or READDIRPLUS through a
+/// remaining name records it again, with the same ident, so the handle lives on).
 pub(super) fn forget(op: &Op, dir: &Obj, name: &[u8], victim: &Obj, links_left: bool) -> Vec<Command> {
     let remove = Command::RemoveHandle { export_id: victim.export_id, ino: victim.st.ino, ident: victim.ident };
     if !links_left {
@@ -303,10 +307,12 @@ pub(super) fn forget(op: &Op, dir: &Obj, name: &[u8], victim: &Obj, links_left: 
                 .is_some_and(|e| e.parent_ino == dir.st.ino && e.name == name)
         })
         .unwrap_or(false);
-    if recorded_here {
-        vec![remove]
-    } else {
-        Vec::new()
+    if !recorded_here {
+        return Vec::new();
+    }
+    match op.vfs().find_link(dir, victim.st.ino, victim.ident) {
+        Some(other) => op.handle_effects(vec![victim.entry_in(dir, &other)]),
+        None => vec![remove],
     }
 }
 

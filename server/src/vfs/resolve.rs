@@ -10,9 +10,13 @@ use std::sync::RwLock;
 use hanfs_state::{Command, HandleEntry, State};
 use nfs3_types::nfs3::{fattr3, nfsstat3};
 
+use super::dir::{self, Take};
 use super::handle::{ident_of, FileHandle};
 use super::sys::{self, Stat};
 use super::{attr, ExportRoot, Vfs};
+
+/// Directory entries searched for another name of a hard-linked file.
+const LINK_SCAN_ENTRIES_MAX: u32 = 100_000;
 
 /// A resolved object: an O_PATH fd on it and its attributes.
 pub struct Obj {
@@ -151,6 +155,27 @@ impl Vfs {
         }
         let ident = ident_of(&fd, &st);
         Ok(Obj { export_id: dir.export_id, fd, st, ident })
+    }
+
+    /// Another name in `dir` for the object `ino`/`ident` (a hard link), found
+    /// by scanning at most LINK_SCAN_ENTRIES_MAX entries at the server's ids.
+    pub fn find_link(&self, dir: &Obj, ino: u64, ident: u64) -> Option<Vec<u8>> {
+        let fd = sys::reopen(&dir.fd, libc::O_RDONLY | libc::O_DIRECTORY).ok()?;
+        let mut candidates = Vec::new();
+        let mut scanned = 0u32;
+        let _ = dir::list(&fd, 0, |e| {
+            scanned += 1;
+            if e.ino == ino && e.name != b"." && e.name != b".." {
+                candidates.push(e.name);
+            }
+            if scanned >= LINK_SCAN_ENTRIES_MAX { Take::Full } else { Take::More }
+        });
+        candidates.into_iter().find(|name| {
+            sys::open_path_at(dir.raw(), name)
+                .ok()
+                .and_then(|fd| sys::stat_fd(&fd).ok().map(|st| (fd, st)))
+                .is_some_and(|(fd, st)| st.ino == ino && ident_of(&fd, &st) == ident)
+        })
     }
 
     /// The `PutHandles` command for `entries` that are new or changed, or None
