@@ -160,3 +160,22 @@ async fn device_nodes_need_privilege() {
     assert!(matches!(c.mknod(&args).await.unwrap(), Nfs3Result::Ok(_)));
     assert_eq!(std::fs::metadata(p.join("fifo")).unwrap().uid(), 1000);
 }
+
+#[tokio::test]
+async fn secure_export_refuses_unprivileged_ports() {
+    let export = tempdir("perms-secure");
+    let s = TestServer::start(export.path(), "*(rw,no_root_squash,secure)");
+    // nfs3_client connects from a reserved port (the tests run as root).
+    let mut c = s.connect().await;
+    let root = c.root_nfs_fh3();
+    assert!(getattr(&mut c, &root).await.is_ok());
+    // The same GETATTR from an ephemeral port: NFS3ERR_PERM, as knfsd.
+    let mut args = Vec::new();
+    put_opaque(&mut args, root.data.as_ref());
+    let cred = auth_sys_body(0, 0, &[]);
+    let reply = tcp_call(s.nfs_port, &call_msg(77, 100_003, 3, 1, (1, &cred), &args)).expect("reply");
+    let RpcReply::Accepted { stat, body, .. } = parse_reply(&reply) else { panic!("not accepted") };
+    assert_eq!(stat, SUCCESS);
+    assert_eq!(words(&body).first(), Some(&(nfsstat3::NFS3ERR_PERM as u32)));
+    assert!(getattr(&mut c, &root).await.is_ok(), "still served");
+}

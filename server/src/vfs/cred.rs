@@ -8,6 +8,8 @@
 //! capabilities (DAC override, fowner...), so permission checks and the
 //! ownership of new files are exactly the kernel's for that user.
 
+use std::sync::OnceLock;
+
 use crate::config::{ExportOptions, Squash};
 use crate::rpc::program::Cred;
 
@@ -50,9 +52,33 @@ pub fn squash(cred: &Cred, opts: &ExportOptions) -> Creds {
 
 /// While alive, the current thread's fs credentials are `Creds`.
 pub struct CredGuard {
-    saved_uid: u32,
-    saved_gid: u32,
-    saved_groups: Vec<libc::gid_t>,
+    /// None when the server cannot switch ids (see `can_switch`).
+    saved: Option<Saved>,
+}
+
+struct Saved {
+    uid: u32,
+    gid: u32,
+    groups: Vec<libc::gid_t>,
+}
+
+static CAN_SWITCH: OnceLock<bool> = OnceLock::new();
+
+/// Only root can act as other users. An unprivileged server (a quick start
+/// by an ordinary user) runs every operation with its own ids instead, and
+/// says so once.
+pub fn can_switch() -> bool {
+    *CAN_SWITCH.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == ROOT_ID;
+        if !root {
+            tracing::warn!(
+                "not running as root: NFS operations run with the server's own ids, \
+                 not the callers' (no per-user permission checks or ownership)"
+            );
+        }
+        root
+    })
 }
 
 fn setfsuid(uid: u32) -> u32 {
@@ -91,11 +117,14 @@ impl CredGuard {
     /// Switch this thread to `c`. Fails (and leaves the thread unchanged) if the
     /// kernel refuses any of the ids.
     pub fn switch(c: &Creds) -> Result<CredGuard, Errno> {
-        let saved_groups = get_groups();
+        if !can_switch() {
+            return Ok(CredGuard { saved: None });
+        }
+        let groups = get_groups();
         set_groups(&c.gids)?;
-        let saved_gid = setfsgid(c.gid);
-        let saved_uid = setfsuid(c.uid);
-        let guard = CredGuard { saved_uid, saved_gid, saved_groups };
+        let gid = setfsgid(c.gid);
+        let uid = setfsuid(c.uid);
+        let guard = CredGuard { saved: Some(Saved { uid, gid, groups }) };
         // setfsuid/setfsgid report no error; reading back (a second call
         // returns the current value) tells whether the switch took.
         if setfsuid(c.uid) != c.uid || setfsgid(c.gid) != c.gid {
@@ -107,10 +136,11 @@ impl CredGuard {
 
 impl Drop for CredGuard {
     fn drop(&mut self) {
+        let Some(saved) = &self.saved else { return };
         // Regain the fs capabilities first, then the group ids.
-        setfsuid(self.saved_uid);
-        setfsgid(self.saved_gid);
-        if let Err(e) = set_groups(&self.saved_groups) {
+        setfsuid(saved.uid);
+        setfsgid(saved.gid);
+        if let Err(e) = set_groups(&saved.groups) {
             tracing::error!(errno = e.0, "could not restore supplementary groups");
         }
     }
