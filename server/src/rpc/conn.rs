@@ -26,6 +26,9 @@ pub const CONN_INFLIGHT_MAX: usize = 16;
 /// Initial read buffer per connection; it grows up to one record.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+const _: () = assert!(CONNECTIONS_MAX > 0);
+const _: () = assert!(CONN_INFLIGHT_MAX > 0);
+
 struct Inner {
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, SocketAddr>>,
