@@ -183,18 +183,26 @@ pub async fn serve(
             _ = guard.closed.recv() => break false,
         }
     };
+    let mut writer = writer;
     if graceful {
-        // The peer finished sending: let its calls complete and their replies go out.
-        while calls.join_next().await.is_some() {}
+        // The peer finished sending: let its calls complete and their replies
+        // go out, unless the node stops or fences meanwhile (a peer that never
+        // reads its replies must not hold up shutdown).
+        let drain = async {
+            while calls.join_next().await.is_some() {}
+            drop(tx);
+            let _ = (&mut writer).await;
+        };
+        tokio::select! {
+            _ = drain => {}
+            _ = shutdown.recv() => {}
+            _ = guard.closed.recv() => {}
+        }
     } else {
-        calls.shutdown().await;
+        drop(tx);
     }
-    drop(tx);
-    if graceful {
-        let _ = writer.await;
-    } else {
-        writer.abort();
-    }
+    calls.shutdown().await;
+    writer.abort();
     drop(guard);
 }
 
