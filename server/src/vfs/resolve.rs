@@ -124,6 +124,10 @@ impl Vfs {
         let fh = {
             let s = read_state(state)?;
             let entry = s.handle(dir.export_id, dir.st.ino).ok_or(nfsstat3::NFS3ERR_STALE)?;
+            if entry.parent_ino == e.ino {
+                drop(s);
+                return self.root_obj(e);
+            }
             let parent = s.handle(dir.export_id, entry.parent_ino).ok_or(nfsstat3::NFS3ERR_STALE)?;
             FileHandle { export_id: dir.export_id, ino: parent.ino, ident: parent.ident }
         };
