@@ -212,9 +212,11 @@ fn registers_with_a_system_rpcbind_and_unregisters_on_exit() {
     let Ok(path) = Command::new("sh").args(["-c", "command -v rpcbind"]).output() else { return };
     let rpcbind_bin = String::from_utf8_lossy(&path.stdout).trim().to_string();
     assert!(!rpcbind_bin.is_empty(), "rpcbind is not installed (the test script installs it)");
-    let _ = std::fs::create_dir_all("/run/rpcbind");
-    let child = Command::new(&rpcbind_bin)
-        .arg("-f")
+    // rpcbind keeps its lock file and unix socket in /run; give it a private
+    // /run (its own mount namespace) so no other rpcbind on this host is touched.
+    let script = format!("mount -t tmpfs hanfs-test-run /run && mkdir -p /run/rpcbind && exec {rpcbind_bin} -f");
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
