@@ -73,7 +73,13 @@ impl LocalCommit {
 
     /// `open` with other thresholds (tests use small values).
     fn open_with(state_dir: &Path, tuning: Tuning) -> Result<Arc<LocalCommit>, CommitError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| storage(format!("{}: {e}", state_dir.display())))?;
+        if !state_dir.is_dir() {
+            std::fs::create_dir_all(state_dir).map_err(|e| storage(format!("{}: {e}", state_dir.display())))?;
+            // Make the new directory's own name durable too.
+            if let Some(parent) = state_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                hanfs_state::sync_dir(parent).map_err(storage)?;
+            }
+        }
         let store = Store::open(&state_dir.join(STORE_FILE)).map_err(storage)?;
         let (state, last_index) = store.load().map_err(storage)?;
         let snapshot_index = store.snapshot_index().map_err(storage)?;
