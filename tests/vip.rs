@@ -17,6 +17,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::future::Future;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -341,6 +342,48 @@ fn loopback_mode_adds_and_removes_without_announcing() {
     assert!(!held);
     assert!(!bindable);
     assert!(!ns.addrs("lo").contains("10.77.2.1"));
+}
+
+#[test]
+fn claim_and_release_from_a_multi_thread_runtime() {
+    // The node runs on a multi-thread runtime, where the netlink driver task
+    // may run on another worker than the caller. Workers started from the
+    // namespace thread inherit its namespace.
+    let Some(ns) = NetNs::with_veth("mt") else { return };
+    let v = vip("vipa", "10.77.3.10", 24);
+    let (claimed, garps, released) = ns.run(|_| {
+        let mt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("multi-thread runtime");
+        let cap = capture("vipb", ETH_P_ARP);
+        mt.block_on(async {
+            v.claim().await.expect("claim");
+            let claimed = v.held().await;
+            let garps = gratuitous(&drain(&cap)).len();
+            v.release().await.expect("release");
+            (claimed, garps, !v.held().await)
+        })
+    });
+    assert!(claimed);
+    assert_eq!(garps, ANNOUNCE_COUNT as usize);
+    assert!(released);
+    assert!(!ns.addrs("vipa").contains("10.77.3.10"));
+}
+
+#[test]
+fn outside_a_runtime_is_an_error_not_a_panic() {
+    let v = vip("lo", "10.77.4.1", 32);
+    // A future polled by hand, with no tokio runtime: claim must fail cleanly
+    // before touching any interface.
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut claim = std::pin::pin!(v.claim());
+    match claim.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(VipError::Netlink { .. })) => {}
+        other => panic!("claim outside a runtime: {other:?}"),
+    }
 }
 
 #[test]

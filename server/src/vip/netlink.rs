@@ -65,11 +65,14 @@ async fn bounded<T>(fut: impl std::future::Future<Output = io::Result<T>>) -> io
 }
 
 impl Netlink {
-    /// Opens a NETLINK_ROUTE socket in the calling thread's namespace. Must run
-    /// inside a tokio runtime (the connection driver is spawned on it).
+    /// Opens a NETLINK_ROUTE socket in the calling thread's namespace. The
+    /// connection driver is spawned on the current tokio runtime; outside one
+    /// this is an error, not a panic.
     pub fn open() -> io::Result<Netlink> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::other("the VIP code must run inside a tokio runtime"))?;
         let (conn, handle, _) = rtnetlink::new_connection()?;
-        let driver = tokio::spawn(conn);
+        let driver = runtime.spawn(conn);
         Ok(Netlink { handle, driver })
     }
 
