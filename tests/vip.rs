@@ -345,6 +345,22 @@ fn loopback_mode_adds_and_removes_without_announcing() {
 }
 
 #[test]
+fn release_removes_the_address_whatever_its_prefix() {
+    let Some(ns) = NetNs::with_veth("pfx") else { return };
+    // Added by hand with two other prefixes; the config says /24.
+    ns.ip(&["addr", "add", "10.77.5.10/32", "dev", "vipa"]);
+    ns.ip(&["addr", "add", "10.77.5.10/16", "dev", "vipa"]);
+    let v = vip("vipa", "10.77.5.10", 24);
+    let held = ns.run(|rt| {
+        assert!(rt.block_on(v.held()), "held() sees an address with another prefix");
+        rt.block_on(v.release()).expect("release");
+        rt.block_on(v.held())
+    });
+    assert!(!held);
+    assert!(!ns.addrs("vipa").contains("10.77.5.10"), "{}", ns.addrs("vipa"));
+}
+
+#[test]
 fn claim_and_release_from_a_multi_thread_runtime() {
     // The node runs on a multi-thread runtime, where the netlink driver task
     // may run on another worker than the caller. Workers started from the

@@ -8,7 +8,8 @@
 //!   AF_PACKET socket, so switches and neighbours move to this node's MAC
 //!   before clients retransmit. On the loopback device (the cluster tests'
 //!   model of a VIP) nothing is announced.
-//! - `Vip::release` deletes the address (already absent is fine).
+//! - `Vip::release` deletes the address, with whatever prefix it carries
+//!   (already absent is fine).
 //! - `Vip::held` checks whether the address is on the interface.
 //!
 //! Needs CAP_NET_ADMIN (address changes) and CAP_NET_RAW (announcements).
@@ -125,7 +126,14 @@ impl Vip {
             }
             Err(e) => return Err(e),
         };
-        nl.delete(link.index, c.addr, c.prefix).await.map_err(|e| self.netlink_error("address delete", e))?;
+        // Delete every copy, whatever its prefix: one left behind (added by
+        // hand, or before a prefix change in the config) would keep the VIP
+        // on this node.
+        let prefixes =
+            nl.prefixes(link.index, c.addr).await.map_err(|e| self.netlink_error("address lookup", e))?;
+        for prefix in prefixes {
+            nl.delete(link.index, c.addr, prefix).await.map_err(|e| self.netlink_error("address delete", e))?;
+        }
         tracing::info!(vip = %c.addr, interface = %c.interface, "VIP released");
         Ok(())
     }
@@ -136,7 +144,8 @@ impl Vip {
         let lookup = async {
             let nl = self.open("lookup")?;
             let link = self.link(&nl, "lookup").await?;
-            nl.has(link.index, self.config.addr).await.map_err(|e| self.netlink_error("address lookup", e))
+            let prefixes = nl.prefixes(link.index, self.config.addr).await;
+            prefixes.map(|p| !p.is_empty()).map_err(|e| self.netlink_error("address lookup", e))
         };
         match lookup.await {
             Ok(held) => held,

@@ -18,6 +18,8 @@ use super::frame::MAC_BYTES;
 /// Upper bound on one netlink request (the kernel answers in microseconds;
 /// this only keeps a wedged socket from hanging a promotion or demotion).
 pub const NETLINK_TIMEOUT_MS: u64 = 2_000;
+/// Copies of the VIP (one per prefix length) a lookup accepts on one interface.
+pub const ADDRESS_COPIES_MAX: usize = 129;
 
 /// What the VIP code needs to know about an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,8 +123,9 @@ impl Netlink {
         }
     }
 
-    /// Whether `addr` (any prefix) is assigned to interface `index`.
-    pub async fn has(&self, index: u32, addr: IpAddr) -> io::Result<bool> {
+    /// The prefix lengths with which `addr` is assigned to interface `index`
+    /// (IPv4 allows the same address once per prefix); empty if absent.
+    pub async fn prefixes(&self, index: u32, addr: IpAddr) -> io::Result<Vec<u8>> {
         let mut found = self
             .handle
             .address()
@@ -130,7 +133,16 @@ impl Netlink {
             .set_link_index_filter(index)
             .set_address_filter(addr)
             .execute();
-        bounded(async { Ok(found.try_next().await.map_err(to_io)?.is_some()) })
+        bounded(async {
+            let mut prefixes = Vec::new();
+            while let Some(msg) = found.try_next().await.map_err(to_io)? {
+                if prefixes.len() >= ADDRESS_COPIES_MAX {
+                    return Err(io::Error::other("too many copies of the VIP on the interface"));
+                }
+                prefixes.push(msg.header.prefix_len);
+            }
+            Ok(prefixes)
+        })
         .await
     }
 }
