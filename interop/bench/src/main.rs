@@ -149,10 +149,12 @@ async fn run(args: Args, selected: Vec<String>) -> ExitCode {
             failed = true;
         }
         if s_is_broken(&mut s, &mounted).await {
-            match target.session(&mounted).await {
+            // A fresh connection that cannot GETATTR the root means the server is gone or
+            // hung: stop here rather than spend a timeout on every remaining workload.
+            match reconnect(&target, &mounted).await {
                 Ok(fresh) => s = fresh,
                 Err(e) => {
-                    eprintln!("hanfs-bench: reconnect failed: {e}");
+                    eprintln!("hanfs-bench: server not answering on a fresh connection ({e}); stopping");
                     return ExitCode::from(1);
                 }
             }
@@ -162,6 +164,13 @@ async fn run(args: Args, selected: Vec<String>) -> ExitCode {
         eprintln!("hanfs-bench: RMDIR {work_name}: {e} (left behind)");
     }
     if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// A new session whose GETATTR of the root succeeds.
+async fn reconnect(target: &Target, mounted: &Mounted) -> Result<Session, BenchError> {
+    let mut fresh = target.session(mounted).await?;
+    fresh.getattr(&mounted.root).await?;
+    Ok(fresh)
 }
 
 /// True when the main session can no longer be used (a GETATTR of the root fails).
