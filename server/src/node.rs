@@ -31,18 +31,28 @@ use crate::{admin, mount, nfs3, portmap};
 /// Attempts to find an ephemeral port free for both TCP and UDP.
 pub const EPHEMERAL_BIND_ATTEMPTS: u32 = 16;
 
+/// Why a node could not start. Each message is complete on its own (no
+/// `source` chain), so it reads as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("state directory {path}: {source}")]
-    StateDir { path: String, source: io::Error },
-    #[error("state: {0}")]
-    Commit(#[from] CommitError),
+    #[error("state directory {path}: {error}")]
+    StateDir { path: String, error: io::Error },
+    #[error("opening the state: {0} (is another hanfs-server using this state directory?)")]
+    StateOpen(CommitError),
+    #[error("registering the exports: {0} (an export id or name changed since the last run?)")]
+    Commit(CommitError),
     #[error("{0}")]
     Export(io::Error),
-    #[error("cannot listen for {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: io::Error },
+    #[error("cannot listen for {what} on {addr}: {error}")]
+    Bind { what: &'static str, addr: SocketAddr, error: io::Error },
     #[error("admin socket: {0}")]
     Admin(io::Error),
+}
+
+impl From<CommitError> for NodeError {
+    fn from(e: CommitError) -> Self {
+        NodeError::Commit(e)
+    }
 }
 
 /// The ports the node listens on (TCP; UDP uses the same numbers where served).
@@ -70,8 +80,8 @@ pub struct Node {
 /// Start a node: everything in the module doc, in that order.
 pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
     std::fs::create_dir_all(&config.state_dir)
-        .map_err(|source| NodeError::StateDir { path: config.state_dir.display().to_string(), source })?;
-    let local = LocalCommit::open(&config.state_dir)?;
+        .map_err(|source| NodeError::StateDir { path: config.state_dir.display().to_string(), error: source })?;
+    let local = LocalCommit::open(&config.state_dir).map_err(NodeError::StateOpen)?;
     let commit: Arc<dyn Commit> = local.clone();
     let mut cmds: Vec<Command> = config
         .exports
@@ -117,7 +127,7 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
                 }
                 (port, None)
             }
-            Err(NodeError::Bind { source, .. }) if source.kind() == io::ErrorKind::AddrInUse && wanted.portmap != 0 => {
+            Err(NodeError::Bind { error, .. }) if error.kind() == io::ErrorKind::AddrInUse && wanted.portmap != 0 => {
                 tracing::info!(port = wanted.portmap, "portmap port in use (system rpcbind?): registering with it instead");
                 register_with_system(wanted.portmap, &mappings).await;
                 (wanted.portmap, Some((wanted.portmap, mappings.clone())))
@@ -188,8 +198,8 @@ async fn bind_tcp(
     what: &'static str,
     addr: SocketAddr,
 ) -> Result<u16, NodeError> {
-    let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, source })?;
-    let port = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, source })?.port();
+    let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, error: source })?;
+    let port = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, error: source })?.port();
     listeners.tcp(tcp, dispatcher(services, programs));
     Ok(port)
 }
@@ -206,8 +216,8 @@ async fn bind_pair(
     let mut last_err = None;
     for _ in 0..EPHEMERAL_BIND_ATTEMPTS {
         let addr = SocketAddr::new(ip, port);
-        let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, source })?;
-        let bound = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, source })?;
+        let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, error: source })?;
+        let bound = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, error: source })?;
         match UdpSocket::bind(bound).await {
             Ok(udp) => {
                 let d = dispatcher(services, programs);
@@ -217,15 +227,15 @@ async fn bind_pair(
             }
             // Port 0 gave a TCP port whose UDP twin is taken: try another.
             Err(source) if port == 0 && source.kind() == io::ErrorKind::AddrInUse => {
-                last_err = Some(NodeError::Bind { what, addr: bound, source });
+                last_err = Some(NodeError::Bind { what, addr: bound, error: source });
             }
-            Err(source) => return Err(NodeError::Bind { what, addr: bound, source }),
+            Err(source) => return Err(NodeError::Bind { what, addr: bound, error: source }),
         }
     }
     Err(last_err.unwrap_or(NodeError::Bind {
         what,
         addr: SocketAddr::new(ip, port),
-        source: io::Error::new(io::ErrorKind::AddrInUse, "no free port for TCP and UDP"),
+        error: io::Error::new(io::ErrorKind::AddrInUse, "no free port for TCP and UDP"),
     }))
 }
 
