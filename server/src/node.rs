@@ -45,8 +45,6 @@ pub enum NodeError {
     Export(io::Error),
     #[error("cannot listen for {what} on {addr}: {error}")]
     Bind { what: &'static str, addr: SocketAddr, error: io::Error },
-    #[error("admin socket: {0}")]
-    Admin(io::Error),
 }
 
 impl From<CommitError> for NodeError {
@@ -71,7 +69,8 @@ pub struct Node {
     /// Set when a system rpcbind owns the portmap port: what we registered there.
     system_portmap: Option<(u16, Vec<mapping>)>,
     admin_stop: broadcast::Sender<()>,
-    admin_task: tokio::task::JoinHandle<()>,
+    /// None when the admin socket could not be bound (NFS is served anyway).
+    admin_task: Option<tokio::task::JoinHandle<()>>,
     /// Closed last on stop, so the state directory can be reopened.
     local: Arc<LocalCommit>,
 }
@@ -138,7 +137,16 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
         services.portmap.set(*m);
     }
     let (admin_stop, admin_rx) = broadcast::channel(1);
-    let admin_task = admin::serve(services.clone(), admin_rx).map_err(NodeError::Admin)?;
+    // The admin socket is a convenience: failing to bind it (e.g. a state path
+    // longer than a unix socket path allows) must not stop NFS service.
+    let admin_task = match admin::serve(services.clone(), admin_rx) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            let path = admin::socket_path(&services.config.state_dir);
+            tracing::warn!(path = %path.display(), error = %e, "admin socket unavailable; `exports`/`clients` will not reach this server");
+            None
+        }
+    };
     let ports = BoundPorts { portmap: portmap_port, nfs, mount };
     tracing::info!(%listen, ?ports, exports = services.config.exports.len(), "serving");
     Ok(Node { services, listeners, ports, system_portmap, admin_stop, admin_task, local })
@@ -166,7 +174,9 @@ impl Node {
         self.listeners.shutdown().await;
         self.services.conns.close_all();
         let _ = self.admin_stop.send(());
-        let _ = self.admin_task.await;
+        if let Some(task) = self.admin_task {
+            let _ = task.await;
+        }
         self.local.shutdown().await;
         tracing::info!("stopped");
     }
