@@ -78,6 +78,9 @@ struct Args {
     /// WRITE/READ chunk, KiB (clamped to the server's wtmax/rtmax)
     #[arg(long, default_value_t = 1024)]
     chunk_kib: u32,
+    /// WRITE+READ passes (new file each); the median pass is reported
+    #[arg(long, default_value_t = 3)]
+    io_passes: u32,
     /// Deadline of each workload's timed loop, seconds
     #[arg(long, default_value_t = 120)]
     workload_seconds: u64,
@@ -191,8 +194,9 @@ async fn run_one(name: &str, args: &Args, target: &Target, mounted: &Mounted, s:
             let size = DataSize {
                 file_bytes: args.file_mib.saturating_mul(MIB_BYTES),
                 chunk_bytes: args.chunk_kib.saturating_mul(KIB_BYTES),
+                passes: args.io_passes,
             };
-            // Every call makes progress, so the file size bounds the calls; this is a backstop.
+            // Every call makes progress, so the file size bounds a pass's calls; this is a backstop.
             let calls = u32::try_from(size.file_bytes / 512 + 1).unwrap_or(u32::MAX);
             data::write_read(s, &mounted.root, work, "data", size, &Budget::new(calls, time)).await
         }
