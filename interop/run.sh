@@ -141,6 +141,8 @@ if [ -f "$RUN/sync/a_poweroff" ]; then
     guest_start 0 boot2
     guest_wait 0 "$(( $(date +%s) + REBOOT_WAIT_SECONDS_MAX ))" || true
 fi
+# If guest A is gone and guest B still waits for it, tell B to stop waiting.
+[ "$GUESTS" = 2 ] && [ ! -f "$RUN/sync/b_done" ] && touch "$RUN/sync/a_failed"
 [ "$GUESTS" = 2 ] && { guest_wait 1 "$(( $(date +%s) + BOOT_SECONDS_MAX ))" || true; }
 log "guests finished after $(( $(date +%s) - START )) s"
 

@@ -32,8 +32,48 @@ static const char *flag(const char *name) {
     snprintf(g_sync_path, sizeof g_sync_path, "%s/%s", g_opts.sync_dir, name);
     return g_sync_path;
 }
-static int wait_flag(const char *name, unsigned secs) { return wait_file(flag(name), secs); }
+/* Waits for a peer's flag; gives up early when either side has declared failure. */
+static int wait_flag(const char *name, unsigned secs) {
+    char want[PATH_BYTES_MAX], afail[PATH_BYTES_MAX], bfail[PATH_BYTES_MAX];
+    snprintf(want, sizeof want, "%s", flag(name));
+    snprintf(afail, sizeof afail, "%s", flag("a_failed"));
+    snprintf(bfail, sizeof bfail, "%s", flag("b_failed"));
+    struct stat st;
+    for (unsigned i = 0; i < secs * 5; i++) {
+        if (stat(want, &st) == 0) return 0;
+        if (stat(afail, &st) == 0) return failf("gave up waiting for %s: guest A failed", name);
+        if (stat(bfail, &st) == 0) return failf("gave up waiting for %s: guest B failed", name);
+        msleep(200);
+    }
+    return failf("waited %u s for %s", secs, name);
+}
 static int set_flag(const char *name) { return touch_file(flag(name)); }
+
+/* A step that hangs (dead server, missing NLM) ends the run. A signal handler would not do:
+ * NFS/NLM waits are only killable, so a watchdog process marks the failure for the peer,
+ * prints the FAIL line and SIGKILLs us. watchdog(secs) re-arms; watchdog(0) disarms. */
+static char g_fail_flag[PATH_BYTES_MAX];
+static pid_t g_watchdog = -1;
+static void watchdog(unsigned secs) {
+    if (g_watchdog > 0) { kill(g_watchdog, SIGKILL); waitpid(g_watchdog, NULL, 0); g_watchdog = -1; }
+    if (secs == 0) return;
+    pid_t parent = getpid();
+    fflush(stdout);
+    g_watchdog = fork();
+    if (g_watchdog != 0) return;
+    for (unsigned i = 0; i < secs * 5; i++) {
+        if (getppid() != parent) _exit(0);
+        msleep(200);
+    }
+    int fd = open(g_fail_flag, O_CREAT | O_WRONLY, 0644);
+    if (fd >= 0) close(fd);
+    printf("lock2_step_timeout: FAIL (a step hung for %u s: server dead, hung, or no NLM)\n", secs);
+    fflush(stdout);
+    kill(-parent, SIGKILL);   /* the whole group: holders and waiters too (NLM waits are killable) */
+    kill(parent, SIGKILL);
+    _exit(0);
+}
+static void set_fail_flag_name(const char *fail_flag) { snprintf(g_fail_flag, sizeof g_fail_flag, "%s", flag(fail_flag)); }
 
 /* ---- guest A ---- */
 
@@ -69,7 +109,8 @@ static int start_holder(struct holder *h, off_t start) {
 
 static int a_phase1(void) {
     struct holder h1, h2, h3;
-    alarm(STEP_ALARM_SECONDS);
+    set_fail_flag_name("a_failed");
+    watchdog(g_opts.case_timeout_s);
     int ok = ensure_mounted() == 0;
     char dir[PATH_BYTES_MAX];
     if (ok && path_in(dir, "lock2") == 0) {
@@ -86,7 +127,7 @@ static int a_phase1(void) {
     report("lock2_a_hold_two_ranges", ok, g_why);
     if (!ok) { set_flag("a_failed"); return summary(); }
     set_flag("a_held");
-    alarm(0);
+    watchdog(0);
 
     /* B blocks on range 1; A unlocks it; the server must grant B with a callback. */
     ok = wait_flag("b_waiting1", STEP_WAIT_SECONDS) == 0;
@@ -103,9 +144,9 @@ static int a_phase1(void) {
     set_flag("a_killed2");
 
     /* A fresh holder on range 3; B blocks on it; then A's guest powers off without unlocking. */
-    alarm(STEP_ALARM_SECONDS);
+    watchdog(g_opts.case_timeout_s);
     ok = start_holder(&h3, RANGE3_START) == 0;
-    alarm(0);
+    watchdog(0);
     if (ok) set_flag("a_held3");
     ok = ok && wait_flag("b_waiting3", STEP_WAIT_SECONDS) == 0;
     report("lock2_a_hold_range3_then_power_off", ok, g_why);
@@ -251,7 +292,8 @@ static int b_contend(off_t start, const char *waiting_flag, unsigned grant_secs,
 
 static int b_main(void) {
     int ok;
-    alarm(PEER_START_WAIT_SECONDS + STEP_ALARM_SECONDS);
+    set_fail_flag_name("b_failed");
+    watchdog(PEER_START_WAIT_SECONDS + STEP_ALARM_SECONDS);
     ok = ensure_mounted() == 0 && path_in(g_file, "lock2/file") == 0;
     if (ok) {
         for (unsigned i = 0; i < PEER_START_WAIT_SECONDS; i++) {
@@ -264,16 +306,16 @@ static int b_main(void) {
     }
     report("lock2_b_peer_ready", ok, g_why);
     if (!ok) return summary();
-    alarm(0);
+    watchdog(0);
     set_nlm_debug("32767");
     klogctl(5 /* SYSLOG_ACTION_CLEAR */, NULL, 0);
 
-    alarm(STEP_ALARM_SECONDS);
+    watchdog(g_opts.case_timeout_s);
     int fd = open(g_file, O_RDWR);
     report("lock2_setlk_refused", fd >= 0 && b_setlk_refused(fd) == 0, fd >= 0 ? g_why : strerror(errno));
     g_why[0] = 0;
     report("lock2_getlk_reports_holder", fd >= 0 && b_getlk_holder(fd) == 0, g_why);
-    alarm(0);
+    watchdog(0);
 
     g_why[0] = 0;
     report("lock2_setlkw_granted_by_callback", b_contend(RANGE1_START, "b_waiting1", GRANT_WAIT_SECONDS, 1) == 0, g_why);
@@ -290,6 +332,7 @@ static int b_main(void) {
 
 int main(int argc, char **argv) {
     parse_opts(argc, argv);
+    setpgid(0, 0);   /* the watchdog kills this group */
     if (!strcmp(g_opts.role, "b")) return b_main();
     if (!strcmp(g_opts.phase, "2")) return a_phase2();
     return a_phase1();
