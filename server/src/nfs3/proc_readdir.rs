@@ -14,7 +14,8 @@ use crate::rpc::program::{Ctx, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::dir::{self, DirEntry, Take};
 use crate::vfs::resolve::Obj;
-use crate::vfs::{handle, sys};
+use crate::vfs::handle::{self, FileHandle};
+use crate::vfs::{attr, sys};
 
 use super::common::{obj_attr, reply, run, Access, Op};
 use super::xdr::{self, Fh, DIR_BYTES_MAX};
@@ -118,15 +119,23 @@ pub fn readdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
 }
 
 /// One READDIRPLUS entry: attributes and handle for real names (not `.`/`..`),
-/// looked up under the caller's ids; a name that vanished meanwhile is listed
+/// looked up under the caller's ids (a statx relative to the directory, no
+/// open: see `Vfs::child_attrs`); a name that vanished meanwhile is listed
 /// without them.
 fn plus_entry(op: &Op, dir: &Obj, e: DirEntry, new: &mut Vec<HandleEntry>) -> entryplus3<'static> {
     let dots = e.name == b"." || e.name == b"..";
-    let child = if dots { None } else { op.vfs().child(&op.state(), dir, &e.name).ok() };
-    let (attrs, fh) = match &child {
-        Some(c) => {
-            new.push(c.entry_in(dir, &e.name));
-            (obj_attr(c), Nfs3Option::Some(nfs_fh3 { data: Opaque::owned(c.fh()) }))
+    let child = if dots { None } else { op.vfs().child_attrs(&op.state(), dir, &e.name).ok() };
+    let (attrs, fh) = match child {
+        Some((st, ident)) => {
+            new.push(HandleEntry {
+                export_id: dir.export_id,
+                ino: st.ino,
+                ident,
+                parent_ino: dir.st.ino,
+                name: e.name.clone(),
+            });
+            let fh = FileHandle { export_id: dir.export_id, ino: st.ino, ident }.encode();
+            (Nfs3Option::Some(attr::fattr(&st, dir.export_id)), Nfs3Option::Some(nfs_fh3 { data: Opaque::owned(fh) }))
         }
         None => (Nfs3Option::None, Nfs3Option::None),
     };

@@ -67,10 +67,16 @@ fn fold_btime(sec: i64, nsec: u32) -> u64 {
 
 static NO_IDENT_WARNING: Once = Once::new();
 
+/// The identity from the birth time alone, when the filesystem reports one
+/// (no fd needed: a listing can stat names without opening them).
+pub fn ident_from_btime(st: &Stat) -> Option<u64> {
+    st.btime.map(|(sec, nsec)| fold_btime(sec, nsec))
+}
+
 /// The identity of the object behind `fd` (whose statx is `st`).
 pub fn ident_of(fd: &OwnedFd, st: &Stat) -> u64 {
-    if let Some((sec, nsec)) = st.btime {
-        return fold_btime(sec, nsec);
+    if let Some(ident) = ident_from_btime(st) {
+        return ident;
     }
     match sys::generation(fd, st) {
         Ok(g) if g != 0 => g & !(1 << 63),

@@ -11,7 +11,7 @@ use hanfs_state::{Command, HandleEntry, State};
 use nfs3_types::nfs3::{fattr3, nfsstat3};
 
 use super::dir::{self, Take};
-use super::handle::{ident_of, FileHandle};
+use super::handle::{ident_from_btime, ident_of, FileHandle};
 use super::sys::{self, Stat};
 use super::{attr, ExportRoot, Vfs};
 
@@ -159,6 +159,29 @@ impl Vfs {
         }
         let ident = ident_of(&fd, &st);
         Ok(Obj { export_id: dir.export_id, fd, st, ident })
+    }
+
+    /// Attributes and identity of `name` in `dir` for a listing (READDIRPLUS),
+    /// with the same checks as `child`: one statx relative to the directory
+    /// (search permission checked by the kernel under the caller's ids, no
+    /// symlink followed), no open, when the filesystem reports a birth time;
+    /// otherwise through `child` (the generation needs an open fd).
+    pub fn child_attrs(&self, state: &RwLock<State>, dir: &Obj, name: &[u8]) -> Result<(Stat, u64), nfsstat3> {
+        if !dir.st.is_dir() {
+            return Err(nfsstat3::NFS3ERR_NOTDIR);
+        }
+        if name == b"." || name == b".." {
+            return self.child(state, dir, name).map(|o| (o.st, o.ident));
+        }
+        let e = self.export_of(dir.export_id)?;
+        let st = sys::stat_at(dir.raw(), name)?;
+        if !e.same_dev(&st) {
+            return Err(nfsstat3::NFS3ERR_ACCES);
+        }
+        match ident_from_btime(&st) {
+            Some(ident) => Ok((st, ident)),
+            None => self.child(state, dir, name).map(|o| (o.st, o.ident)),
+        }
     }
 
     /// Another name in `dir` for the object `ino`/`ident` (a hard link), found
