@@ -111,6 +111,22 @@ pub fn run<T: Send + 'static>(
     })
 }
 
+/// As `run`, for arguments that keep pointing into the argument bytes (WRITE's
+/// data): `body` also gets those bytes, so nothing large is copied to decode.
+pub fn run_args<T: Send + 'static>(
+    ctx: Ctx,
+    args: Vec<u8>,
+    dec: fn(&mut Reader) -> Result<T, DecodeError>,
+    body: fn(&Op, T, &[u8]) -> Reply,
+) -> ProcFuture {
+    let decoded = decode_all(&args, dec);
+    Box::pin(async move {
+        let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
+        let op = Op { svc: ctx.services.clone(), cred: ctx.cred.clone(), peer: ctx.peer };
+        tokio::task::spawn_blocking(move || body(&op, a, &args)).await.map_err(|_| ProcError::SystemErr)
+    })
+}
+
 /// Encode an NFSv3 result: status then the ok or fail body.
 pub fn reply<T: Pack, E: Pack>(r: Result<T, (nfsstat3, E)>) -> Vec<u8> {
     match r {

@@ -8,7 +8,7 @@ use crate::vfs::attr::nfstime;
 use crate::vfs::resolve::Obj;
 use crate::vfs::sys::{self, Errno, TimeSet};
 
-use super::common::{no_wcc, reply, run, wcc_after, Access};
+use super::common::{no_wcc, reply, run, run_args, wcc_after, Access};
 use super::io;
 use super::xdr::{self, Fh, Sattr, SetTime};
 
@@ -95,18 +95,22 @@ pub fn setattr(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
 }
 
 pub fn write(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, xdr::write, |op, w| {
+    run_args(ctx, args, xdr::write, |op, w, args| {
+        // The decoder checked the range against the argument bytes.
+        let Some(data) = args.get(w.data.clone()) else {
+            return Reply::new(reply::<WRITE3resok, _>(Err((nfsstat3::NFS3ERR_SERVERFAULT, WRITE3resfail::default()))));
+        };
         let (mut obj, acc) = match op.object(&w.fh) {
             Ok(v) => v,
             Err(e) => return Reply::new(reply::<WRITE3resok, _>(Err((e, WRITE3resfail::default())))),
         };
         let pre = obj.st.clone();
-        let r = io::write_at(&obj, &acc, w.offset, &w.data, w.stable);
+        let r = io::write_at(&obj, &acc, w.offset, data, w.stable);
         let file_wcc = wcc_after(&mut obj, &pre);
         let body = match r {
             Ok(()) => reply::<_, WRITE3resfail>(Ok(WRITE3resok {
                 file_wcc,
-                count: w.data.len() as u32,
+                count: data.len() as u32,
                 committed: match w.stable {
                     0 => stable_how::UNSTABLE,
                     1 => stable_how::DATA_SYNC,

@@ -198,7 +198,9 @@ pub struct WriteArgs {
     pub fh: Fh,
     pub offset: u64,
     pub stable: u32,
-    pub data: Vec<u8>,
+    /// Where the data lies in the argument bytes (borrowed, not copied: a
+    /// WRITE carries up to `IO_BYTES_MAX`).
+    pub data: std::ops::Range<usize>,
 }
 
 pub fn write(r: &mut Reader) -> Result<WriteArgs, DecodeError> {
@@ -209,11 +211,13 @@ pub fn write(r: &mut Reader) -> Result<WriteArgs, DecodeError> {
     if stable > 2 {
         return Err(DecodeError::BadValue);
     }
+    // The data follows its 4-byte length.
+    let start = r.position() + 4;
     let data = r.opaque(IO_BYTES_MAX as usize)?;
     if data.len() != count as usize {
         return Err(DecodeError::BadValue);
     }
-    Ok(WriteArgs { fh, offset, stable, data: data.to_vec() })
+    Ok(WriteArgs { fh, offset, stable, data: start..start + data.len() })
 }
 
 /// Decode with `f` and require that every byte was used.
@@ -280,7 +284,7 @@ mod tests {
         b.extend_from_slice(&5u32.to_be_bytes());
         b.extend_from_slice(&2u32.to_be_bytes());
         let ok = [b.clone(), opaque(b"hello")].concat();
-        assert_eq!(decode_all(&ok, write).map(|w| w.data), Ok(b"hello".to_vec()));
+        assert_eq!(decode_all(&ok, write).map(|w| ok[w.data].to_vec()), Ok(b"hello".to_vec()));
         let bad = [b, opaque(b"hell")].concat();
         assert!(decode_all(&bad, write).is_err());
     }

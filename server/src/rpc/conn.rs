@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -26,6 +26,10 @@ pub const CONNECTIONS_MAX: usize = 1024;
 pub const CONN_INFLIGHT_MAX: usize = 16;
 /// Initial read buffer per connection; it grows up to one record.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// A single-fragment record at least this long is read straight into its own
+/// exactly-sized buffer (one copy of a WRITE's payload, not several while the
+/// shared buffer grows); smaller records share `READ_BUFFER_BYTES` reads.
+pub const DIRECT_RECORD_BYTES_MIN: usize = 32 * 1024;
 
 const _: () = assert!(CONNECTIONS_MAX > 0);
 const _: () = assert!(CONN_INFLIGHT_MAX > 0);
@@ -166,14 +170,17 @@ fn spawn_writer(mut wr: OwnedWriteHalf, peer: SocketAddr) -> (mpsc::Sender<Vec<u
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CONN_INFLIGHT_MAX);
     let writer = tokio::spawn(async move {
         while let Some(reply) = rx.recv().await {
-            let framed = match record::frame(&reply) {
-                Ok(f) => f,
+            // The record-mark header and the reply go out in one vectored
+            // write: the reply is not copied into a framed buffer.
+            let header = match record::header(reply.len()) {
+                Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(%peer, error = ?e, "reply too large to frame; dropped");
                     continue;
                 }
             };
-            if wr.write_all(&framed).await.is_err() {
+            let mut framed = Buf::chain(header.as_slice(), reply.as_slice());
+            if wr.write_all_buf(&mut framed).await.is_err() {
                 break;
             }
         }
@@ -204,6 +211,19 @@ impl Reader {
                     log_record_error(peer, e);
                     return false;
                 }
+            };
+            let record = match record {
+                Some(r) => Some(r),
+                None => match record::pending_single(&buf, self.record_bytes_max) {
+                    Some(len) if len >= DIRECT_RECORD_BYTES_MIN => {
+                        match self.read_direct(&mut buf, len, calls, stop).await {
+                            Direct::Record(r) => Some(r),
+                            Direct::PeerClosed => return true,
+                            Direct::Drop => return false,
+                        }
+                    }
+                    _ => None,
+                },
             };
             if let Some(record) = record {
                 let permit = tokio::select! {
@@ -241,6 +261,62 @@ impl Reader {
                 _ = stop.wait() => return false,
             }
         }
+    }
+}
+
+/// How reading one record straight into its own buffer ended.
+enum Direct {
+    Record(Vec<u8>),
+    /// The peer closed its side inside the record.
+    PeerClosed,
+    /// A read error or a stop: drop the connection now.
+    Drop,
+}
+
+impl Reader {
+    /// Read the rest of a single-fragment record of `len` bytes (bounded by
+    /// `record_bytes_max`, checked by `record::pending_single`) whose header
+    /// and first bytes are in `buf`, straight into an exactly-sized buffer:
+    /// the payload is copied once, from the socket. Nothing past the record is
+    /// read, so the next record starts in `buf` as usual.
+    async fn read_direct(
+        &mut self,
+        buf: &mut BytesMut,
+        len: usize,
+        calls: &mut JoinSet<()>,
+        stop: &mut Stop<'_>,
+    ) -> Direct {
+        buf.advance(record::FRAGMENT_HEADER_BYTES);
+        let mut record = Vec::with_capacity(len);
+        let head = buf.len().min(len);
+        record.extend_from_slice(&buf[..head]);
+        buf.advance(head);
+        let peer = self.peer;
+        // Each pass reads at least one byte or reaps a finished call (at most
+        // CONN_INFLIGHT_MAX of them), so the loop ends.
+        while record.len() < len {
+            let want = len - record.len();
+            let read = {
+                let mut rest = (&mut record).limit(want);
+                tokio::select! {
+                    n = self.rd.read_buf(&mut rest) => Some(n),
+                    Some(_) = calls.join_next() => None,
+                    _ = stop.wait() => return Direct::Drop,
+                }
+            };
+            match read {
+                Some(Ok(0)) => {
+                    tracing::debug!(%peer, bytes = record.len(), "connection closed inside a record");
+                    return Direct::PeerClosed;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "read failed");
+                    return Direct::Drop;
+                }
+                Some(Ok(_)) | None => {}
+            }
+        }
+        Direct::Record(record)
     }
 }
 

@@ -142,7 +142,10 @@ impl Dispatcher {
         let Some(proc_) = usize::try_from(header.proc_).ok().and_then(|i| program.procs.get(i)) else {
             return Some(msg::accepted(header.xid, AcceptStat::ProcUnavail));
         };
-        let args = record.split_off(header.args_offset.min(record.len()));
+        // The arguments keep the record's buffer: the header is removed in
+        // place (a move within the buffer, no second allocation of a 1 MiB WRITE).
+        record.drain(..header.args_offset.min(record.len()));
+        let args = record;
         tracing::trace!(%peer, xid = header.xid, program = program.name, proc_ = proc_.name, "call");
         match proc_.drc {
             Drc::Skip => self.run_uncached(&header, proc_, args, peer, transport).await,

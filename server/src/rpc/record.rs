@@ -88,6 +88,30 @@ pub fn parse(buf: &mut BytesMut, max: u32) -> Result<Option<Vec<u8>>, RecordErro
     Ok(Some(record))
 }
 
+/// If `buf` starts with the header of a single-fragment record (the last
+/// fragment) of at most `max` bytes that is not wholly buffered yet, its
+/// length: the caller may read the rest straight into an exactly-sized buffer
+/// instead of growing `buf`. The bound is checked before the caller allocates.
+pub fn pending_single(buf: &[u8], max: u32) -> Option<usize> {
+    let header = buf.get(..FRAGMENT_HEADER_BYTES)?;
+    let word = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    let len = word & FRAGMENT_LENGTH_MASK;
+    if word & FRAGMENT_LAST_FLAG == 0 || len > max {
+        return None;
+    }
+    let len = len as usize;
+    (buf.len() < FRAGMENT_HEADER_BYTES + len).then_some(len)
+}
+
+/// The 4-byte header of a one-fragment record of `len` bytes.
+pub fn header(len: usize) -> Result<[u8; FRAGMENT_HEADER_BYTES], RecordError> {
+    let len = u32::try_from(len)
+        .ok()
+        .filter(|l| *l <= FRAGMENT_LENGTH_MASK)
+        .ok_or(RecordError::Oversize { len: len as u64, max: FRAGMENT_LENGTH_MASK })?;
+    Ok((len | FRAGMENT_LAST_FLAG).to_be_bytes())
+}
+
 /// Frame `body` as one record of a single fragment.
 pub fn frame(body: &[u8]) -> Result<Vec<u8>, RecordError> {
     let len = u32::try_from(body.len())
@@ -156,6 +180,17 @@ mod tests {
         let mut bytes = fragment(&[0; 40], false);
         bytes.extend(fragment(&[0; 40], true));
         assert!(matches!(check(&bytes, 64), Err(RecordError::Oversize { len: 80, .. })));
+    }
+
+    #[test]
+    fn pending_single_only_for_a_bounded_incomplete_last_fragment() {
+        let bytes = fragment(b"abcdef", true);
+        assert_eq!(pending_single(&bytes[..3], 64), None);
+        assert_eq!(pending_single(&bytes[..5], 64), Some(6));
+        assert_eq!(pending_single(&bytes, 64), None, "already complete");
+        assert_eq!(pending_single(&bytes[..5], 5), None, "over the bound");
+        assert_eq!(pending_single(&fragment(b"abcdef", false)[..5], 64), None, "not the last fragment");
+        assert_eq!(header(5).unwrap(), (5 | FRAGMENT_LAST_FLAG).to_be_bytes());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! capabilities (DAC override, fowner...), so permission checks and the
 //! ownership of new files are exactly the kernel's for that user.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use crate::config::{ExportOptions, Squash};
@@ -92,12 +93,38 @@ fn setfsgid(gid: u32) -> u32 {
 }
 
 fn set_groups(groups: &[libc::gid_t]) -> Result<(), Errno> {
-    // SAFETY: the pointer and length describe a valid slice.
+    // SAFETY: groups is a valid slice of gid_t for groups.len() entries.
     let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
     if rc < 0 {
         return Err(Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EPERM)));
     }
+    THREAD_GROUPS.with(|g| *g.borrow_mut() = Some(groups.to_vec()));
     Ok(())
+}
+
+thread_local! {
+    /// This thread's supplementary groups as last read or set here. Only this
+    /// module changes them, with the per-thread raw syscall, so the copy stays
+    /// exact and saves a getgroups pair per call, and a setgroups when the
+    /// caller's groups are the ones the thread already has.
+    static THREAD_GROUPS: RefCell<Option<Vec<libc::gid_t>>> = const { RefCell::new(None) };
+}
+
+/// This thread's supplementary groups (read from the kernel once per thread).
+fn thread_groups() -> Vec<libc::gid_t> {
+    THREAD_GROUPS.with(|g| {
+        let mut g = g.borrow_mut();
+        g.get_or_insert_with(get_groups).clone()
+    })
+}
+
+/// Set the supplementary groups unless the thread already has exactly these.
+fn ensure_groups(groups: &[libc::gid_t]) -> Result<(), Errno> {
+    let same = THREAD_GROUPS.with(|g| g.borrow().as_deref() == Some(groups));
+    if same {
+        return Ok(());
+    }
+    set_groups(groups)
 }
 
 fn get_groups() -> Vec<libc::gid_t> {
@@ -120,8 +147,8 @@ impl CredGuard {
         if !can_switch() {
             return Ok(CredGuard { saved: None });
         }
-        let groups = get_groups();
-        set_groups(&c.gids)?;
+        let groups = thread_groups();
+        ensure_groups(&c.gids)?;
         let gid = setfsgid(c.gid);
         let uid = setfsuid(c.uid);
         let guard = CredGuard { saved: Some(Saved { uid, gid, groups }) };
@@ -140,7 +167,7 @@ impl Drop for CredGuard {
         // Regain the fs capabilities first, then the group ids.
         setfsuid(saved.uid);
         setfsgid(saved.gid);
-        if let Err(e) = set_groups(&saved.groups) {
+        if let Err(e) = ensure_groups(&saved.groups) {
             tracing::error!(errno = e.0, "could not restore supplementary groups");
         }
     }
