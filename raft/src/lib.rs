@@ -1,8 +1,20 @@
 //! hanfs-raft: how replicated state is committed.
 //!
 //! Owns the `Commit` interface the server writes through, its single-node
-//! implementation on redb (`LocalCommit`), and (later) the openraft glue: log and
-//! state-machine storage, the authenticated peer transport, membership and lease.
+//! implementation on redb (`LocalCommit`), and the openraft glue: the type
+//! configuration (`types`), log and state-machine storage on redb (`log_store`,
+//! `sm_store`), the authenticated peer transport (`network`), membership and
+//! timing (`membership`) and the leader lease used for fencing (`lease`).
 //! Imports `hanfs-state`; must never import `hanfs-server` or `hanfs-cli`.
 
 pub mod commit;
+pub mod lease;
+pub mod log_store;
+pub mod membership;
+pub mod network;
+pub mod sm_store;
+mod state_compat;
+pub mod types;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! Tests of the Raft glue: openraft's storage suite on the redb stores, the
+//! authenticated transport, and an in-process 3-node cluster on loopback
+//! (two storage nodes plus a witness) through leader failure and partition.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hanfs_state::Command;
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{EntryPayload, RaftLogReader, ServerState};
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::lease::LeaseClock;
+use crate::log_store::{bind_identity, open_db, IdentityError, LogStore};
+use crate::membership::{initialize, raft_config, MembershipError};
+use crate::network::auth::{client_handshake, server_handshake, ClusterSecret};
+use crate::network::client::PeerNetwork;
+use crate::network::server::PeerServer;
+use crate::network::Faults;
+use crate::sm_store::StateMachineStore;
+use crate::types::{typ, Applied, NodeId, PeerNode, Role, TypeConfig};
+
+const CLUSTER: &str = "test-cluster";
+const SECRET: &[u8] = b"0123456789abcdef-test-secret";
+/// Upper bound on any wait for the cluster to converge (never asserted as a
+/// duration; only a bound so a broken build fails instead of hanging).
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------- storage suite
+
+struct RedbBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RedbBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), typ::StorageError> {
+        let dir = tempfile::tempdir().map_err(|e| openraft::StorageIOError::write(openraft::AnyError::new(&e)))?;
+        let db = open_db(&dir.path().join("raft.redb"))
+            .map_err(|e| openraft::StorageIOError::write(openraft::AnyError::new(&e)))?;
+        let sm = StateMachineStore::open(db.clone())?;
+        Ok((dir, LogStore::new(db), sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_redb() -> Result<(), typ::StorageError> {
+    Suite::test_all(RedbBuilder)?;
+    Ok(())
+}
+
+#[test]
+fn identity_binding_refuses_another_cluster_or_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_db(&dir.path().join("raft.redb")).expect("open");
+    bind_identity(&db, "alpha", 1).expect("first bind");
+    bind_identity(&db, "alpha", 1).expect("same identity again");
+    let wrong_cluster = bind_identity(&db, "beta", 1);
+    assert!(matches!(wrong_cluster, Err(IdentityError::Mismatch { .. })), "{wrong_cluster:?}");
+    let wrong_node = bind_identity(&db, "alpha", 2);
+    assert!(matches!(wrong_node, Err(IdentityError::Mismatch { .. })), "{wrong_node:?}");
+}
+
+// ---------------------------------------------------------------- transport auth
+
+fn secret(bytes: &[u8]) -> ClusterSecret {
+    ClusterSecret::new(bytes).expect("valid test secret")
+}
+
+/// Run one handshake between a server with `server_secret`/`server_cluster`
+/// and a client with `client_secret`/`client_cluster`.
+async fn handshake_pair(
+    server_secret: &[u8],
+    server_cluster: &'static str,
+    client_secret: &[u8],
+    client_cluster: &'static str,
+) -> (std::io::Result<NodeId>, std::io::Result<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let ss = secret(server_secret);
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        server_handshake(stream, &ss, server_cluster).await.map(|(id, _)| id)
+    });
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let client = client_handshake(stream, &secret(client_secret), client_cluster, 7).await.map(|_| ());
+    let server = tokio::time::timeout(CONVERGE_TIMEOUT, server).await.expect("server ends").expect("join");
+    (server, client)
+}
+
+#[tokio::test]
+async fn handshake_with_the_secret_succeeds() {
+    let (server, client) = handshake_pair(SECRET, CLUSTER, SECRET, CLUSTER).await;
+    assert_eq!(server.expect("server accepts"), 7);
+    client.expect("client accepts");
+}
+
+#[tokio::test]
+async fn handshake_without_the_secret_is_refused_on_both_sides() {
+    let (server, client) = handshake_pair(SECRET, CLUSTER, b"another-secret-of-16+bytes", CLUSTER).await;
+    let server_err = server.expect_err("server must refuse a wrong secret");
+    assert_eq!(server_err.kind(), std::io::ErrorKind::PermissionDenied);
+    // The client notices first: the server's proof does not verify with its key.
+    let client_err = client.expect_err("client must refuse a server without our secret");
+    assert_eq!(client_err.kind(), std::io::ErrorKind::PermissionDenied);
+}
+
+#[tokio::test]
+async fn handshake_into_another_cluster_is_refused() {
+    let (server, client) = handshake_pair(SECRET, CLUSTER, SECRET, "other-cluster").await;
+    assert_eq!(server.expect_err("refused").kind(), std::io::ErrorKind::PermissionDenied);
+    assert_eq!(client.expect_err("refused").kind(), std::io::ErrorKind::PermissionDenied);
+}
+
+#[test]
+fn short_secret_and_loose_permissions_are_rejected() {
+    assert!(ClusterSecret::new(b"  short \n").is_err());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("secret");
+    std::fs::write(&path, SECRET).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert!(ClusterSecret::from_file(&path).is_err(), "world-readable secret must be refused");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    ClusterSecret::from_file(&path).expect("0600 secret is accepted");
+}
+
+// ---------------------------------------------------------------- cluster harness
+
+struct TestNode {
+    role: Role,
+    raft: typ::Raft,
+    log: LogStore,
+    sm: StateMachineStore,
+    faults: Faults,
+    lease: LeaseClock,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestNode {
+    async fn start(id: NodeId, role: Role, dir: &TempDir, listener: TcpListener, key: &[u8]) -> TestNode {
+        let db = open_db(&dir.path().join(format!("node{id}.redb"))).expect("open db");
+        bind_identity(&db, CLUSTER, id).expect("identity");
+        let log = LogStore::new(db.clone());
+        let sm = StateMachineStore::open(db).expect("open sm");
+        let faults = Faults::default();
+        let lease = LeaseClock::default();
+        let network = PeerNetwork {
+            self_id: id,
+            cluster: CLUSTER.to_string(),
+            secret: secret(key),
+            faults: faults.clone(),
+            lease: lease.clone(),
+        };
+        let config = raft_config(CLUSTER, role).expect("config");
+        let raft = typ::Raft::new(id, config, network, log.clone(), sm.clone()).await.expect("raft");
+        let server = PeerServer { raft: raft.clone(), cluster: CLUSTER.to_string(), secret: secret(key), faults: faults.clone() }
+            .spawn(listener);
+        TestNode { role, raft, log, sm, faults, lease, server }
+    }
+
+    /// Kill the node in-process: stop Raft and close its listener and every
+    /// peer connection at once.
+    async fn kill(self) {
+        self.server.abort();
+        let _ = self.server.await;
+        self.raft.shutdown().await.expect("raft shutdown");
+    }
+
+    async fn wait_leader(&self, leader: NodeId, why: &str) {
+        self.raft.wait(Some(CONVERGE_TIMEOUT)).current_leader(leader, why).await.expect(why);
+    }
+
+    /// The `Normal` commands in this node's log, in order.
+    async fn logged_commands(&self) -> Vec<Command> {
+        let mut reader = self.log.clone();
+        let entries = reader.try_get_log_entries(0..).await.expect("read log");
+        entries
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                EntryPayload::Normal(cmd) => Some(cmd),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+async fn listeners(n: usize) -> Vec<(TcpListener, String)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        out.push((l, addr));
+    }
+    out
+}
+
+/// Nodes 1 and 2 are storage nodes, node 3 the witness. `keys[i]` is node
+/// i+1's secret. The cluster is initialized from node 1.
+async fn start_cluster(dir: &TempDir, keys: [&[u8]; 3]) -> Vec<TestNode> {
+    let roles = [Role::Storage, Role::Storage, Role::Witness];
+    let mut members = BTreeMap::new();
+    let mut nodes = Vec::new();
+    for (i, (listener, addr)) in listeners(3).await.into_iter().enumerate() {
+        let id = i as NodeId + 1;
+        members.insert(id, PeerNode { addr, role: roles[i] });
+        nodes.push(TestNode::start(id, roles[i], dir, listener, keys[i]).await);
+    }
+    initialize(&nodes[0].raft, Role::Storage, members).await.expect("initialize");
+    nodes[0].wait_leader(1, "node 1 leads after init").await;
+    nodes
+}
+
+fn mount(i: u32) -> Command {
+    Command::Mount { client: format!("10.0.0.{i}"), path: "/export".to_string() }
+}
+
+async fn write(raft: &typ::Raft, cmd: Command) -> typ::LogId {
+    let resp = raft.client_write(cmd).await.expect("client_write");
+    assert_eq!(resp.data, Applied::Ok);
+    resp.log_id
+}
+
+// ---------------------------------------------------------------- cluster tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_keeps_every_committed_command_and_skips_the_witness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = start_cluster(&dir, [SECRET, SECRET, SECRET]).await;
+    assert_eq!(nodes[2].role, Role::Witness);
+
+    // Initializing cannot happen twice.
+    let again = initialize(&nodes[1].raft, Role::Storage, BTreeMap::new()).await;
+    assert!(matches!(again, Err(MembershipError::AlreadyInitialized)), "{again:?}");
+    let on_witness = initialize(&nodes[2].raft, Role::Witness, BTreeMap::new()).await;
+    assert!(matches!(on_witness, Err(MembershipError::InitOnWitness)), "{on_witness:?}");
+
+    let written: Vec<Command> = (0..20).map(mount).collect();
+    let mut last = None;
+    for cmd in &written {
+        last = Some(write(&nodes[0].raft, cmd.clone()).await);
+    }
+    let last = last.expect("wrote something");
+
+    // The leader holds its lease while the quorum acknowledges it.
+    let metrics = nodes[0].raft.metrics();
+    let mut held = false;
+    for _ in 0..200 {
+        if nodes[0].lease.holds(&metrics.borrow()) {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(held, "leader never obtained its lease");
+
+    // Kill the leader.
+    let old = nodes.remove(0);
+    old.kill().await;
+
+    // Node 2 (storage) takes over; the witness never stands.
+    nodes[0].wait_leader(2, "node 2 becomes leader").await;
+    nodes[1].wait_leader(2, "the witness follows node 2").await;
+    assert_ne!(nodes[1].raft.metrics().borrow().state, ServerState::Leader);
+    assert_ne!(nodes[1].raft.metrics().borrow().state, ServerState::Candidate);
+
+    // Every committed command is in the new leader's log and applied.
+    let logged = nodes[0].logged_commands().await;
+    assert_eq!(&logged[..written.len()], &written[..], "new leader lost committed commands");
+    nodes[0]
+        .raft
+        .wait(Some(CONVERGE_TIMEOUT))
+        .applied_index_at_least(Some(last.index), "new leader applied everything")
+        .await
+        .expect("applied");
+    assert!(nodes[0].sm.last_applied().map(|l| l.index) >= Some(last.index));
+
+    // The surviving storage node and the witness are a quorum: writes go on.
+    let after = write(&nodes[0].raft, mount(99)).await;
+    assert!(after.index > last.index);
+    assert_eq!(nodes[1].logged_commands().await.last(), Some(&mount(99)));
+
+    for node in nodes {
+        node.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_secret_never_joins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = start_cluster(&dir, [SECRET, SECRET, b"not-the-cluster-secret!!"]).await;
+    write(&nodes[0].raft, mount(1)).await;
+    write(&nodes[0].raft, mount(2)).await;
+    // Nodes 1 and 2 commit without the impostor; it receives nothing. Give
+    // replication many heartbeats' worth of chances to (wrongly) reach it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(nodes[2].logged_commands().await.is_empty(), "a peer without the secret got log entries");
+    assert_eq!(nodes[2].raft.metrics().borrow().current_leader, None);
+    assert_eq!(nodes[1].logged_commands().await, vec![mount(1), mount(2)]);
+    for node in nodes {
+        node.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_loses_its_lease_and_the_other_storage_node_takes_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = start_cluster(&dir, [SECRET, SECRET, SECRET]).await;
+    write(&nodes[0].raft, mount(1)).await;
+
+    // Cut node 1 off from both peers, in both directions.
+    nodes[0].faults.block(2);
+    nodes[0].faults.block(3);
+    nodes[1].faults.block(1);
+    nodes[2].faults.block(1);
+
+    // Node 1 loses its lease (bounded poll, no wall-clock assertion).
+    let metrics = nodes[0].raft.metrics();
+    let mut lost = false;
+    for _ in 0..500 {
+        if !nodes[0].lease.holds(&metrics.borrow()) {
+            lost = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(lost, "partitioned leader kept its lease");
+
+    nodes[1].wait_leader(2, "node 2 leads the majority side").await;
+    write(&nodes[1].raft, mount(2)).await;
+    // The lease of the new leader: it holds once its quorum acknowledged it.
+    let m2 = nodes[1].raft.metrics();
+    let mut held = false;
+    for _ in 0..200 {
+        if nodes[1].lease.holds(&m2.borrow()) {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(held, "new leader never obtained its lease");
+    assert!(!nodes[0].lease.holds(&metrics.borrow()), "old leader regained a lease while cut off");
+
+    // Heal: node 1 rejoins as follower and catches up.
+    for node in &nodes {
+        node.faults.heal();
+    }
+    nodes[0].wait_leader(2, "node 1 follows node 2 after healing").await;
+    let leader_last = nodes[1].raft.metrics().borrow().last_log_index;
+    nodes[0]
+        .raft
+        .wait(Some(CONVERGE_TIMEOUT))
+        .log_index_at_least(leader_last, "node 1 catches up")
+        .await
+        .expect("catch up");
+    assert_eq!(nodes[0].logged_commands().await, vec![mount(1), mount(2)]);
+    for node in nodes {
+        node.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn garbage_and_oversize_frames_are_dropped_without_harm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ls = listeners(1).await;
+    let (listener, addr) = ls.remove(0);
+    let node = TestNode::start(1, Role::Storage, &dir, listener, SECRET).await;
+    // An oversize length prefix, then garbage: the server must close, not allocate.
+    for payload in [vec![0xff, 0xff, 0xff, 0xff], vec![0, 0, 0, 3, 1, 2, 3]] {
+        let mut s = TcpStream::connect(&addr).await.expect("connect");
+        s.write_all(&payload).await.expect("write");
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(CONVERGE_TIMEOUT, tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+            .await
+            .expect("server closes")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "server answered a bad frame");
+    }
+    assert!(!node.server.is_finished(), "accept loop died on bad input");
+    node.kill().await;
+}
+
