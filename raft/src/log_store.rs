@@ -16,7 +16,6 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, RaftLogId, StorageIOError};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::types::{decode, encode, typ, NodeId, TypeConfig};
 
@@ -110,22 +109,18 @@ impl LogStore {
         Ok(Some(decoded))
     }
 
-    async fn put_meta<T: Serialize>(&self, key: &'static str, value: &T) -> Result<(), typ::StorageError> {
-        let bytes = encode(value, META_BYTES_MAX).map_err(write_err)?;
-        self.write(move |txn| {
-            txn.open_table(META)?.insert(key, bytes.as_slice())?;
-            Ok(())
-        })
-        .await
+    /// Run `f` in one durable (fsynced) write transaction on the blocking pool.
+    async fn write<F>(&self, f: F) -> Result<(), typ::StorageError>
+    where F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static {
+        self.write_with(Durability::Immediate, f).await
     }
 
-    /// Run `f` in one durable write transaction on the blocking pool.
-    async fn write<F>(&self, f: F) -> Result<(), typ::StorageError>
+    async fn write_with<F>(&self, durability: Durability, f: F) -> Result<(), typ::StorageError>
     where F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static {
         let db = self.db.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
             let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::Immediate);
+            txn.set_durability(durability);
             f(&txn)?;
             txn.commit()?;
             Ok(())
@@ -205,7 +200,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<typ::LogId>) -> Result<(), typ::StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed).await
+        // The committed id is only a hint that lets a restarted node re-apply
+        // its log at once; losing the latest one in a crash is harmless (the
+        // leader re-establishes it). So no fsync of its own: redb makes it
+        // durable with the next `Immediate` commit (the next append or vote).
+        let bytes = encode(&committed, META_BYTES_MAX).map_err(write_err)?;
+        self.write_with(Durability::None, move |txn| {
+            txn.open_table(META)?.insert(KEY_COMMITTED, bytes.as_slice())?;
+            Ok(())
+        })
+        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<typ::LogId>, typ::StorageError> {

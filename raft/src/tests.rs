@@ -3,6 +3,7 @@
 //! (two storage nodes plus a witness) through leader failure and partition.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hanfs_state::Command;
@@ -12,7 +13,7 @@ use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::lease::LeaseClock;
+use crate::lease::{spawn_leadership_watch, LeaseClock, Leadership};
 use crate::log_store::{bind_identity, open_db, IdentityError, LogStore};
 use crate::membership::{initialize, raft_config, MembershipError};
 use crate::network::auth::{client_handshake, server_handshake, ClusterSecret};
@@ -133,11 +134,25 @@ struct TestNode {
     sm: StateMachineStore,
     faults: Faults,
     lease: LeaseClock,
+    leadership: tokio::sync::watch::Receiver<Leadership>,
     server: tokio::task::JoinHandle<()>,
+    watch: tokio::task::JoinHandle<()>,
 }
 
 impl TestNode {
     async fn start(id: NodeId, role: Role, dir: &TempDir, listener: TcpListener, key: &[u8]) -> TestNode {
+        let config = raft_config(CLUSTER, role).expect("config");
+        Self::start_with(id, role, dir, listener, key, config).await
+    }
+
+    async fn start_with(
+        id: NodeId,
+        role: Role,
+        dir: &TempDir,
+        listener: TcpListener,
+        key: &[u8],
+        config: Arc<openraft::Config>,
+    ) -> TestNode {
         let db = open_db(&dir.path().join(format!("node{id}.redb"))).expect("open db");
         bind_identity(&db, CLUSTER, id).expect("identity");
         let log = LogStore::new(db.clone());
@@ -151,11 +166,11 @@ impl TestNode {
             faults: faults.clone(),
             lease: lease.clone(),
         };
-        let config = raft_config(CLUSTER, role).expect("config");
         let raft = typ::Raft::new(id, config, network, log.clone(), sm.clone()).await.expect("raft");
         let server = PeerServer { raft: raft.clone(), cluster: CLUSTER.to_string(), secret: secret(key), faults: faults.clone() }
             .spawn(listener);
-        TestNode { role, raft, log, sm, faults, lease, server }
+        let (leadership, watch) = spawn_leadership_watch(raft.clone(), role, lease.clone());
+        TestNode { role, raft, log, sm, faults, lease, leadership, server, watch }
     }
 
     /// Kill the node in-process: stop Raft and close its listener and every
@@ -164,6 +179,23 @@ impl TestNode {
         self.server.abort();
         let _ = self.server.await;
         self.raft.shutdown().await.expect("raft shutdown");
+        // The watch ends by itself once Raft's metrics channel closes.
+        tokio::time::timeout(CONVERGE_TIMEOUT, self.watch).await.expect("watch ends").expect("watch join");
+    }
+
+    /// Wait until the leadership watch says we may serve; returns the term.
+    async fn wait_serving(&mut self) -> u64 {
+        let seen = tokio::time::timeout(
+            CONVERGE_TIMEOUT,
+            self.leadership.wait_for(|l| matches!(l, Leadership::Leader { .. })),
+        )
+        .await
+        .expect("node never got to serve")
+        .expect("watch alive");
+        match *seen {
+            Leadership::Leader { term } => term,
+            Leadership::Follower => unreachable!("wait_for returned a non-matching value"),
+        }
     }
 
     async fn wait_leader(&self, leader: NodeId, why: &str) {
@@ -197,13 +229,20 @@ async fn listeners(n: usize) -> Vec<(TcpListener, String)> {
 /// Nodes 1 and 2 are storage nodes, node 3 the witness. `keys[i]` is node
 /// i+1's secret. The cluster is initialized from node 1.
 async fn start_cluster(dir: &TempDir, keys: [&[u8]; 3]) -> Vec<TestNode> {
+    start_cluster_chunked(dir, keys, crate::membership::SNAPSHOT_CHUNK_BYTES).await
+}
+
+/// `start_cluster` with every node sending snapshots in `chunk_bytes` chunks.
+async fn start_cluster_chunked(dir: &TempDir, keys: [&[u8]; 3], chunk_bytes: u64) -> Vec<TestNode> {
     let roles = [Role::Storage, Role::Storage, Role::Witness];
     let mut members = BTreeMap::new();
     let mut nodes = Vec::new();
     for (i, (listener, addr)) in listeners(3).await.into_iter().enumerate() {
         let id = i as NodeId + 1;
         members.insert(id, PeerNode { addr, role: roles[i] });
-        nodes.push(TestNode::start(id, roles[i], dir, listener, keys[i]).await);
+        let mut config = (*raft_config(CLUSTER, roles[i]).expect("config")).clone();
+        config.snapshot_max_chunk_size = chunk_bytes;
+        nodes.push(TestNode::start_with(id, roles[i], dir, listener, keys[i], Arc::new(config)).await);
     }
     initialize(&nodes[0].raft, Role::Storage, members).await.expect("initialize");
     nodes[0].wait_leader(1, "node 1 leads after init").await;
@@ -228,12 +267,13 @@ async fn leader_failover_keeps_every_committed_command_and_skips_the_witness() {
     let mut nodes = start_cluster(&dir, [SECRET, SECRET, SECRET]).await;
     assert_eq!(nodes[2].role, Role::Witness);
 
-    // Initializing cannot happen twice.
+    // Initializing cannot happen twice, nor from the witness.
     let again = initialize(&nodes[1].raft, Role::Storage, BTreeMap::new()).await;
     assert!(matches!(again, Err(MembershipError::AlreadyInitialized)), "{again:?}");
     let on_witness = initialize(&nodes[2].raft, Role::Witness, BTreeMap::new()).await;
     assert!(matches!(on_witness, Err(MembershipError::InitOnWitness)), "{on_witness:?}");
 
+    let first_term = nodes[0].wait_serving().await;
     let written: Vec<Command> = (0..20).map(mount).collect();
     let mut last = None;
     for cmd in &written {
@@ -241,37 +281,22 @@ async fn leader_failover_keeps_every_committed_command_and_skips_the_witness() {
     }
     let last = last.expect("wrote something");
 
-    // The leader holds its lease while the quorum acknowledges it.
-    let metrics = nodes[0].raft.metrics();
-    let mut held = false;
-    for _ in 0..200 {
-        if nodes[0].lease.holds(&metrics.borrow()) {
-            held = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(held, "leader never obtained its lease");
-
     // Kill the leader.
     let old = nodes.remove(0);
     old.kill().await;
 
-    // Node 2 (storage) takes over; the witness never stands.
+    // Node 2 (storage) takes over and may serve; the witness never stands.
     nodes[0].wait_leader(2, "node 2 becomes leader").await;
+    let second_term = nodes[0].wait_serving().await;
+    assert!(second_term > first_term);
     nodes[1].wait_leader(2, "the witness follows node 2").await;
-    assert_ne!(nodes[1].raft.metrics().borrow().state, ServerState::Leader);
-    assert_ne!(nodes[1].raft.metrics().borrow().state, ServerState::Candidate);
+    assert_eq!(*nodes[1].leadership.borrow(), Leadership::Follower);
+    assert_eq!(nodes[1].raft.metrics().borrow().state, ServerState::Follower);
 
-    // Every committed command is in the new leader's log and applied.
+    // Every committed command is in the new leader's log and applied (the
+    // watch only reports Leader after everything committed is applied).
     let logged = nodes[0].logged_commands().await;
-    assert_eq!(&logged[..written.len()], &written[..], "new leader lost committed commands");
-    nodes[0]
-        .raft
-        .wait(Some(CONVERGE_TIMEOUT))
-        .applied_index_at_least(Some(last.index), "new leader applied everything")
-        .await
-        .expect("applied");
+    assert_eq!(logged.get(..written.len()), Some(&written[..]), "new leader lost committed commands");
     assert!(nodes[0].sm.last_applied().map(|l| l.index) >= Some(last.index));
 
     // The surviving storage node and the witness are a quorum: writes go on.
@@ -302,9 +327,10 @@ async fn a_node_without_the_secret_never_joins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitioned_leader_loses_its_lease_and_the_other_storage_node_takes_over() {
+async fn partitioned_leader_stops_serving_before_the_new_leader_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let nodes = start_cluster(&dir, [SECRET, SECRET, SECRET]).await;
+    let mut nodes = start_cluster(&dir, [SECRET, SECRET, SECRET]).await;
+    nodes[0].wait_serving().await;
     write(&nodes[0].raft, mount(1)).await;
 
     // Cut node 1 off from both peers, in both directions.
@@ -313,32 +339,13 @@ async fn partitioned_leader_loses_its_lease_and_the_other_storage_node_takes_ove
     nodes[1].faults.block(1);
     nodes[2].faults.block(1);
 
-    // Node 1 loses its lease (bounded poll, no wall-clock assertion).
-    let metrics = nodes[0].raft.metrics();
-    let mut lost = false;
-    for _ in 0..500 {
-        if !nodes[0].lease.holds(&metrics.borrow()) {
-            lost = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(lost, "partitioned leader kept its lease");
-
-    nodes[1].wait_leader(2, "node 2 leads the majority side").await;
+    // Node 2 gets to serve. At that moment node 1 must no longer hold a lease
+    // (it is still Raft leader of the old term: it has heard of no other).
+    nodes[1].wait_serving().await;
+    let old_metrics = nodes[0].raft.metrics().borrow().clone();
+    assert!(!nodes[0].lease.holds(&old_metrics), "old leader still holds its lease when the new one serves");
+    assert_eq!(*nodes[0].leadership.borrow(), Leadership::Follower, "old leader still serving");
     write(&nodes[1].raft, mount(2)).await;
-    // The lease of the new leader: it holds once its quorum acknowledged it.
-    let m2 = nodes[1].raft.metrics();
-    let mut held = false;
-    for _ in 0..200 {
-        if nodes[1].lease.holds(&m2.borrow()) {
-            held = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(held, "new leader never obtained its lease");
-    assert!(!nodes[0].lease.holds(&metrics.borrow()), "old leader regained a lease while cut off");
 
     // Heal: node 1 rejoins as follower and catches up.
     for node in &nodes {
@@ -353,6 +360,74 @@ async fn partitioned_leader_loses_its_lease_and_the_other_storage_node_takes_ove
         .await
         .expect("catch up");
     assert_eq!(nodes[0].logged_commands().await, vec![mount(1), mount(2)]);
+    assert_eq!(*nodes[0].leadership.borrow(), Leadership::Follower);
+    for node in nodes {
+        node.kill().await;
+    }
+}
+
+/// Snapshot chunk size for the rejoin test, so even a small state machine is
+/// sent in several chunks.
+const TEST_CHUNK_BYTES: u64 = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_from_an_empty_disk_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = start_cluster_chunked(&dir, [SECRET, SECRET, SECRET], TEST_CHUNK_BYTES).await;
+    let written: Vec<Command> = (0..30).map(mount).collect();
+    let mut last = None;
+    for cmd in &written {
+        last = Some(write(&nodes[0].raft, cmd.clone()).await);
+    }
+    let last = last.expect("wrote");
+
+    // Snapshot on the leader and purge its log, so the log alone cannot
+    // bring a new follower up to date.
+    nodes[0].raft.trigger().snapshot().await.expect("trigger snapshot");
+    nodes[0]
+        .raft
+        .wait(Some(CONVERGE_TIMEOUT))
+        .snapshot(last, "leader snapshot covers the writes")
+        .await
+        .expect("snapshot");
+    nodes[0].raft.trigger().purge_log(last.index).await.expect("purge");
+    nodes[0]
+        .raft
+        .wait(Some(CONVERGE_TIMEOUT))
+        .purged(Some(last), "leader log purged")
+        .await
+        .expect("purged");
+
+    // Node 2 dies and comes back on an empty disk with the same id and address.
+    let old = nodes.remove(1);
+    let addr = old.raft.metrics().borrow().membership_config.membership().get_node(&2).expect("member").addr.clone();
+    old.kill().await;
+    std::fs::remove_file(dir.path().join("node2.redb")).expect("wipe node 2");
+    let listener = TcpListener::bind(&addr).await.expect("rebind node 2's address");
+    let mut config = (*raft_config(CLUSTER, Role::Storage).expect("config")).clone();
+    config.snapshot_max_chunk_size = TEST_CHUNK_BYTES;
+    let fresh = TestNode::start_with(2, Role::Storage, &dir, listener, SECRET, Arc::new(config)).await;
+
+    fresh
+        .raft
+        .wait(Some(CONVERGE_TIMEOUT))
+        .snapshot(last, "rejoined node installed the leader's snapshot")
+        .await
+        .expect("snapshot installed");
+    assert!(fresh.sm.last_applied().map(|l| l.index) >= Some(last.index));
+    // The purged entries never reached it through the log.
+    assert!(fresh.logged_commands().await.is_empty());
+
+    // It keeps following: a new write reaches it through the log.
+    let next = write(&nodes[0].raft, mount(77)).await;
+    fresh
+        .raft
+        .wait(Some(CONVERGE_TIMEOUT))
+        .applied_index_at_least(Some(next.index), "rejoined node applies new writes")
+        .await
+        .expect("applied");
+    assert_eq!(fresh.logged_commands().await, vec![mount(77)]);
+    nodes.push(fresh);
     for node in nodes {
         node.kill().await;
     }
