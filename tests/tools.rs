@@ -1,1 +1,189 @@
-//! tools tests (to be written).
+//! Debian's `rpcinfo` and `showmount` against the real `hanfs-server` binary
+//! listening on 127.0.0.1 with our portmapper on port 111, plus the binary's
+//! own `exports`, `clients` and `check-config`. The port-111 tests run one at
+//! a time; if port 111 is taken (a system rpcbind), they print why and skip.
+
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::util::*;
+
+/// Port-111 tests must not overlap.
+static PORT_111: Mutex<()> = Mutex::new(());
+/// Polls while waiting for the server to come up or go down.
+const WAIT_POLLS: u32 = 200;
+const WAIT_POLL_MS: u64 = 50;
+
+/// The real binary, stopped (SIGTERM, then SIGKILL) on drop.
+struct Binary {
+    child: Child,
+    _state: TempDir,
+    state_dir: std::path::PathBuf,
+}
+
+impl Binary {
+    fn start(export: &Path, clients: &str) -> Binary {
+        let state = tempdir("tools-state");
+        let state_dir = state.path().to_path_buf();
+        let child = Command::new(server_binary())
+            .args(["run", "--export"])
+            .arg(export)
+            .args(["--clients", clients, "--listen", "127.0.0.1", "--nfs-port", "0", "--mount-port", "0", "--state-dir"])
+            .arg(&state_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hanfs-server");
+        let b = Binary { child, _state: state, state_dir };
+        b.wait_ready();
+        b
+    }
+
+    /// Ready once portmap on 111 answers GETPORT for MOUNT.
+    fn wait_ready(&self) {
+        for _ in 0..WAIT_POLLS {
+            if mount_port_via_111().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(WAIT_POLL_MS));
+        }
+        panic!("hanfs-server did not come up on 127.0.0.1:111");
+    }
+
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..WAIT_POLLS {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(WAIT_POLL_MS));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// GETPORT(MOUNT v3, UDP) from the portmapper on 127.0.0.1:111.
+fn mount_port_via_111() -> Option<u16> {
+    let mut args = Vec::new();
+    for w in [100_005u32, 3, 17, 0] {
+        put_u32(&mut args, w);
+    }
+    let reply = udp_call_wait(111, &call_msg(0x111, 100_000, 2, 3, CRED_NONE, &args), 200)?;
+    match parse_reply(&reply) {
+        RpcReply::Accepted { stat: SUCCESS, body, .. } => words(&body).first().and_then(|p| u16::try_from(*p).ok()).filter(|p| *p != 0),
+        _ => None,
+    }
+}
+
+/// False (with a message) if something else holds port 111 on loopback.
+fn port_111_free() -> bool {
+    let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 111));
+    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 111));
+    if tcp.is_err() || udp.is_err() {
+        println!("SKIPPED: port 111 on 127.0.0.1 is taken (a system rpcbind?); these tests need hanfs' own portmapper there");
+        return false;
+    }
+    true
+}
+
+fn run_tool(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    println!("$ {cmd} {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Rows of `rpcinfo -p`: (program, version, proto, port).
+fn rpcinfo_rows(text: &str) -> Vec<(u32, u32, String, u16)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.parse().ok()?, f.get(1)?.parse().ok()?, f.get(2)?.to_string(), f.get(3)?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn rpcinfo_showmount_and_admin_against_the_binary() {
+    let _serial = PORT_111.lock().unwrap_or_else(|p| p.into_inner());
+    if !port_111_free() {
+        return;
+    }
+    let export = tempdir("tools-export");
+    let mut server = Binary::start(export.path(), "*(rw,insecure) 10.0.0.0/8(ro)");
+    let mount_port = mount_port_via_111().expect("mount port");
+
+    let rows = rpcinfo_rows(&stdout(&run_tool("rpcinfo", &["-p", "127.0.0.1"])));
+    for proto in ["tcp", "udp"] {
+        assert!(rows.contains(&(100_000, 2, proto.to_string(), 111)), "portmapper {proto}: {rows:?}");
+        assert!(rows.contains(&(100_005, 3, proto.to_string(), mount_port)), "mountd v3 {proto}: {rows:?}");
+        assert!(rows.contains(&(100_005, 1, proto.to_string(), mount_port)), "mountd v1 {proto}: {rows:?}");
+    }
+    assert!(rows.iter().any(|r| r.0 == 100_003 && r.1 == 3 && r.2 == "tcp"), "nfs v3 tcp: {rows:?}");
+
+    let text = stdout(&run_tool("showmount", &["-e", "127.0.0.1"]));
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("Export list for 127.0.0.1:"));
+    let export_line = lines.next().expect("one export");
+    let fields: Vec<&str> = export_line.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&"/export"), "{export_line}");
+    assert_eq!(fields.get(1), Some(&"*,10.0.0.0/8"), "{export_line}");
+
+    // Mount (MNT over UDP, as mount.nfs does), then showmount -a lists it.
+    let mut args = Vec::new();
+    put_opaque(&mut args, b"/export");
+    let reply = udp_call(mount_port, &call_msg(7, 100_005, 3, 1, (1, &auth_sys_body(0, 0, &[])), &args)).expect("MNT");
+    assert!(matches!(parse_reply(&reply), RpcReply::Accepted { stat: SUCCESS, .. }));
+    let text = stdout(&run_tool("showmount", &["-a", "127.0.0.1"]));
+    assert_eq!(text.lines().collect::<Vec<_>>(), vec!["All mount points on 127.0.0.1:", "127.0.0.1:/export"]);
+
+    // The binary's own admin queries, answered by the running server.
+    let dir = server.state_dir.to_string_lossy().into_owned();
+    let bin = server_binary();
+    let bin = bin.to_string_lossy();
+    assert_eq!(stdout(&run_tool(&bin, &["clients", "--state-dir", &dir])), "127.0.0.1 /export\n");
+    assert_eq!(stdout(&run_tool(&bin, &["exports", "--state-dir", &dir])), "1 /export\n");
+
+    let status = server.stop().expect("hanfs-server stops on SIGTERM");
+    assert!(status.success(), "clean exit: {status:?}");
+    // With no server running, the same answers come from the state directory.
+    assert_eq!(stdout(&run_tool(&bin, &["clients", "--state-dir", &dir])), "127.0.0.1 /export\n");
+}
+
+#[test]
+fn check_config_names_the_line() {
+    let dir = tempdir("tools-config");
+    let good = dir.path().join("good.toml");
+    let export = dir.path().to_string_lossy().into_owned();
+    std::fs::write(&good, format!("[server]\nlisten = \"127.0.0.1\"\n\n[[export]]\nname = \"/export\"\ndir = \"{export}\"\nid = 1\nclients = \"*(rw)\"\n")).expect("write");
+    let bin = server_binary();
+    let out = run_tool(&bin.to_string_lossy(), &["check-config", &good.to_string_lossy()]);
+    assert!(out.status.success());
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, format!("[[export]]\nname = \"/export\"\ndir = \"{export}\"\nid = 1\nclients = \"*(rw,frobnicate)\"\n")).expect("write");
+    let out = run_tool(&bin.to_string_lossy(), &["check-config", &bad.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:5: clients:") && err.contains("unknown export option `frobnicate`"), "{err}");
+}

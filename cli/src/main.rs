@@ -1,1 +1,170 @@
-fn main() {}
+//! hanfs-cli: the `hanfs-server` binary. Parses the command line (clap, `args`),
+//! validates it into a `ServerConfig` (`config`), sets up logging, and runs
+//! the node or answers admin queries. The only crate that uses clap, TOML and
+//! anyhow; errors end as one line on stderr and an exit code.
+
+mod args;
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+
+use args::{Cli, Command, LogFormat, RunArgs, StateArgs, QUICK_STATE_DIR};
+
+/// Exit code for a bad config or bad flags (clap's usage errors use 2 too).
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for a failure while running.
+const EXIT_RUNTIME: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Exports(args) => query(args, "exports"),
+        Command::Clients(args) => query(args, "clients"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(msg)) => {
+            eprintln!("hanfs-server: {msg}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("hanfs-server: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+enum Failure {
+    Config(String),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn run(args: RunArgs) -> Result<(), Failure> {
+    let cfg = match &args.config {
+        Some(file) => {
+            let mut cfg = config::load_file(file).map_err(Failure::Config)?;
+            config::apply_overrides(&mut cfg, &args);
+            cfg
+        }
+        None => config::from_flags(&args).map_err(Failure::Config)?,
+    };
+    init_logging(cfg.log_format);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let state_dir = cfg.server.state_dir.clone();
+        hanfs_server::node::run(cfg.server, shutdown_signal())
+            .await
+            .with_context(|| format!("state directory {}", state_dir.display()))
+    })?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, Ctrl-C still works through tokio's own.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+fn check_config(file: &Path) -> Result<(), Failure> {
+    let cfg = config::load_file(file).map_err(Failure::Config)?;
+    let s = &cfg.server;
+    println!(
+        "{}: OK: listen {}, ports portmap {} nfs {} mount {}, state {}",
+        file.display(),
+        s.listen,
+        s.ports.portmap,
+        s.ports.nfs,
+        s.ports.mount,
+        s.state_dir.display()
+    );
+    for e in &s.exports {
+        let clients: Vec<String> = e.clients.iter().map(|r| hanfs_server::exports::pattern_string(&r.pattern)).collect();
+        println!("  export {} id {} dir {} clients {}", e.name, e.export_id, e.dir.display(), clients.join(" "));
+    }
+    Ok(())
+}
+
+fn state_dir_of(args: &StateArgs) -> Result<PathBuf, Failure> {
+    if let Some(d) = &args.state_dir {
+        return Ok(d.clone());
+    }
+    if let Some(file) = &args.config {
+        return Ok(config::load_file(file).map_err(Failure::Config)?.server.state_dir);
+    }
+    Ok(PathBuf::from(QUICK_STATE_DIR))
+}
+
+/// Ask the running server through its admin socket; with no server running,
+/// read the state directory directly.
+fn query(args: StateArgs, command: &str) -> Result<(), Failure> {
+    let dir = state_dir_of(&args)?;
+    let rt = runtime()?;
+    let text = rt.block_on(async {
+        match hanfs_server::admin::query(&dir, command).await {
+            Ok(text) => Ok(text),
+            Err(_) => read_state(&dir, command).await,
+        }
+    })?;
+    if let Some(err) = text.strip_prefix("error: ") {
+        return Err(Failure::Runtime(anyhow!("{}", err.trim_end())));
+    }
+    print!("{text}");
+    Ok(())
+}
+
+async fn read_state(dir: &Path, command: &str) -> anyhow::Result<String> {
+    let store = dir.join(hanfs_raft::local::STORE_FILE);
+    if !store.exists() {
+        return Err(anyhow!("no hanfs state in {} (no server has run there; use --state-dir)", dir.display()));
+    }
+    let local = hanfs_raft::local::LocalCommit::open(dir)
+        .with_context(|| format!("reading the state in {}", dir.display()))?;
+    let text = {
+        let state = hanfs_raft::commit::Commit::state(local.as_ref());
+        let guard = state.read().map_err(|_| anyhow!("state lock poisoned"))?;
+        hanfs_server::admin::answer(&guard, command)
+    };
+    local.shutdown().await;
+    Ok(text)
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use hanfs_state::{Command, State};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CommitError {
     /// This node may not change state (not leader, lease lost, shutting down).
     #[error("not the active node")]
@@ -16,6 +16,10 @@ pub enum CommitError {
     /// The durable write failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// `State::apply` refused these commands; nothing of them was applied.
+    /// Other callers grouped into the same log entry are unaffected.
+    #[error("rejected: {0}")]
+    Rejected(hanfs_state::ApplyError),
 }
 
 pub type CommitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), CommitError>> + Send + 'a>>;

@@ -9,12 +9,14 @@
 
 pub mod commit;
 pub mod lease;
+pub mod local;
 pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod sm_store;
-mod state_compat;
 pub mod types;
+
+pub use local::LocalCommit;
 
 #[cfg(test)]
 mod tests;

@@ -19,9 +19,11 @@ use serde::de::DeserializeOwned;
 
 use crate::types::{decode, encode, typ, NodeId, TypeConfig};
 
-/// Upper bound on one encoded log entry. The server's group commit must keep a
-/// batch below this; the leader refuses to store a larger one.
-pub const ENTRY_BYTES_MAX: u64 = 1024 * 1024;
+/// What a log entry adds around its command (log id, payload tag).
+pub const ENTRY_OVERHEAD_BYTES: u64 = 64 * 1024;
+/// Upper bound on one encoded log entry: the largest command `hanfs_state`
+/// accepts, plus the entry's own fields. Group commit keeps batches below it.
+pub const ENTRY_BYTES_MAX: u64 = hanfs_state::COMMAND_BYTES_MAX + ENTRY_OVERHEAD_BYTES;
 /// Upper bound on one encoded metadata value (vote, log ids).
 const META_BYTES_MAX: u64 = 64 * 1024;
 

@@ -32,9 +32,9 @@ pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 2_000;
 /// Snapshot chunk size: large enough to move a big handle table quickly, small
 /// enough that one chunk fits well inside a peer frame.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
-/// Entries per AppendEntries. Each entry is at most `ENTRY_BYTES_MAX`, so one
-/// request stays below `PEER_FRAME_BYTES_MAX`.
-pub const PAYLOAD_ENTRIES_MAX: u64 = 32;
+/// Entries per AppendEntries (the transport further cuts a request to the
+/// prefix that fits in `PEER_FRAME_BYTES_MAX`).
+pub const PAYLOAD_ENTRIES_MAX: u64 = 64;
 /// A follower further behind than this many entries is caught up by snapshot.
 pub const REPLICATION_LAG_ENTRIES_MAX: u64 = 5_000;
 /// Build a snapshot every this many applied entries (log purge policy).
@@ -48,10 +48,13 @@ pub const PURGE_BATCH_ENTRIES: u64 = 256;
 const _: () = assert!(ELECTION_TIMEOUT_MIN_MS >= 4 * HEARTBEAT_MS, "a few lost heartbeats must not trigger an election");
 const _: () = assert!(ELECTION_TIMEOUT_MIN_MS < ELECTION_TIMEOUT_MAX_MS);
 const _: () = assert!(
-    PAYLOAD_ENTRIES_MAX * crate::log_store::ENTRY_BYTES_MAX + 64 * 1024 <= crate::network::PEER_FRAME_BYTES_MAX,
-    "a full AppendEntries must fit in one peer frame"
+    crate::log_store::ENTRY_BYTES_MAX + crate::network::PEER_REQUEST_OVERHEAD_BYTES
+        <= crate::network::PEER_FRAME_BYTES_MAX,
+    "one largest entry must fit in one peer frame"
 );
-const _: () = assert!(2 * SNAPSHOT_CHUNK_BYTES <= crate::network::PEER_FRAME_BYTES_MAX);
+const _: () = assert!(
+    SNAPSHOT_CHUNK_BYTES + crate::network::PEER_REQUEST_OVERHEAD_BYTES <= crate::network::PEER_FRAME_BYTES_MAX
+);
 const _: () = assert!(LOG_KEEP_AFTER_SNAPSHOT_ENTRIES < SNAPSHOT_EVERY_ENTRIES);
 
 #[derive(Debug, thiserror::Error)]

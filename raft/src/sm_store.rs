@@ -18,8 +18,6 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use redb::{Database, Durability, TableDefinition};
 
-#[allow(unused_imports)] // the shim goes once hanfs-state's State has these methods
-use crate::state_compat::StateApi;
 use crate::types::{decode, encode, typ, Applied, NodeId, TypeConfig};
 
 /// Upper bound on the encoded snapshot metadata (log id + membership).

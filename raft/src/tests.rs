@@ -253,6 +253,17 @@ fn mount(i: u32) -> Command {
     Command::Mount { client: format!("10.0.0.{i}"), path: "/export".to_string() }
 }
 
+/// Compare two nodes' applied states (both must have applied the same index).
+fn same_state(a: &TestNode, b: &TestNode) -> Result<(), String> {
+    let sa = a.sm.state().read().map_err(|e| e.to_string())?.clone();
+    let sb = b.sm.state().read().map_err(|e| e.to_string())?.clone();
+    if sa == sb {
+        Ok(())
+    } else {
+        Err(format!("{sa:?} != {sb:?}"))
+    }
+}
+
 async fn write(raft: &typ::Raft, cmd: Command) -> typ::LogId {
     let resp = raft.client_write(cmd).await.expect("client_write");
     assert_eq!(resp.data, Applied::Ok);
@@ -275,11 +286,23 @@ async fn leader_failover_keeps_every_committed_command_and_skips_the_witness() {
 
     let first_term = nodes[0].wait_serving().await;
     let written: Vec<Command> = (0..20).map(mount).collect();
-    let mut last = None;
     for cmd in &written {
-        last = Some(write(&nodes[0].raft, cmd.clone()).await);
+        write(&nodes[0].raft, cmd.clone()).await;
     }
-    let last = last.expect("wrote something");
+    let last = write(&nodes[0].raft, Command::BumpEpoch).await;
+
+    // A command the state machine refuses is an answer, not a storage error:
+    // the log moves on and every node refuses it identically.
+    let bad = Command::PutHandles(vec![hanfs_state::HandleEntry {
+        export_id: 9,
+        ino: 5,
+        ident: 1,
+        parent_ino: 5,
+        name: Vec::new(),
+    }]);
+    let refused = nodes[0].raft.client_write(bad).await.expect("client_write");
+    assert!(matches!(refused.data, Applied::Rejected { .. }), "{:?}", refused.data);
+    assert_eq!(nodes[0].sm.state().read().expect("state lock").handle_count(), 0);
 
     // Kill the leader.
     let old = nodes.remove(0);
@@ -297,12 +320,24 @@ async fn leader_failover_keeps_every_committed_command_and_skips_the_witness() {
     // watch only reports Leader after everything committed is applied).
     let logged = nodes[0].logged_commands().await;
     assert_eq!(logged.get(..written.len()), Some(&written[..]), "new leader lost committed commands");
+    assert_eq!(logged.get(written.len()), Some(&Command::BumpEpoch));
     assert!(nodes[0].sm.last_applied().map(|l| l.index) >= Some(last.index));
+
+    let state = nodes[0].sm.state();
+    assert_eq!(state.read().expect("state lock").rmtab_len(), written.len() as u64);
+    assert_eq!(state.read().expect("state lock").epoch(), 1, "the epoch bump before the failover survives");
 
     // The surviving storage node and the witness are a quorum: writes go on.
     let after = write(&nodes[0].raft, mount(99)).await;
     assert!(after.index > last.index);
     assert_eq!(nodes[1].logged_commands().await.last(), Some(&mount(99)));
+    nodes[1]
+        .raft
+        .wait(Some(CONVERGE_TIMEOUT))
+        .applied_index_at_least(Some(after.index), "witness applies")
+        .await
+        .expect("witness applied");
+    assert_eq!(same_state(&nodes[0], &nodes[1]), Ok(()), "witness state differs from the leader's");
 
     for node in nodes {
         node.kill().await;
@@ -427,6 +462,14 @@ async fn a_node_restarted_from_an_empty_disk_catches_up_by_snapshot() {
         .await
         .expect("applied");
     assert_eq!(fresh.logged_commands().await, vec![mount(77)]);
+    nodes[0]
+        .raft
+        .wait(Some(CONVERGE_TIMEOUT))
+        .applied_index_at_least(Some(next.index), "leader applied")
+        .await
+        .expect("leader applied");
+    assert_eq!(same_state(&nodes[0], &fresh), Ok(()), "rejoined node's state differs");
+    assert_eq!(fresh.sm.state().read().expect("state lock").rmtab_len(), 31);
     nodes.push(fresh);
     for node in nodes {
         node.kill().await;

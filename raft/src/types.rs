@@ -2,8 +2,10 @@
 //! nodes are `u64` ids with a `PeerNode` (address + role), and snapshots are
 //! in-memory byte buffers produced by `State::to_snapshot()`.
 //!
-//! Also the one place that encodes openraft values to bytes (bincode 1.3,
-//! fixed-int, bounded on decode), so the encoding can be swapped in one module.
+//! Also the one place that encodes openraft values to bytes (bincode 1.3 with
+//! the same default options as `hanfs_state`'s codec, so a command has the same
+//! size in both; bounded on encode and decode), so the encoding can be swapped
+//! in one module.
 
 use std::fmt;
 use std::io::Cursor;
@@ -93,7 +95,7 @@ pub mod typ {
 pub struct CodecError(#[from] bincode::Error);
 
 fn options(limit_bytes: u64) -> impl Options {
-    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(limit_bytes)
+    bincode::DefaultOptions::new().with_limit(limit_bytes)
 }
 
 /// Encode `value`; fails if the encoding would exceed `limit_bytes`.
@@ -105,4 +107,9 @@ pub fn encode<T: Serialize>(value: &T, limit_bytes: u64) -> Result<Vec<u8>, Code
 /// hostile length prefix inside the payload cannot exhaust memory.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit_bytes: u64) -> Result<T, CodecError> {
     Ok(options(limit_bytes).deserialize(bytes)?)
+}
+
+/// Encoded size of `value` (no limit), saturating so a bound check refuses it.
+pub fn encoded_size<T: Serialize>(value: &T) -> u64 {
+    bincode::DefaultOptions::new().serialized_size(value).unwrap_or(u64::MAX)
 }

@@ -6,7 +6,13 @@
 //! Replicated state is read from and changed only through `hanfs_raft::commit::Commit`.
 //! Must not import `hanfs-cli` or any clap/TOML types.
 
+pub mod admin;
 pub mod config;
+pub mod exports;
+pub mod mount;
+pub mod nfs3;
+pub mod node;
+pub mod portmap;
 pub mod rpc;
 pub mod services;
 pub mod vfs;

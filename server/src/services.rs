@@ -5,7 +5,10 @@ use std::sync::Arc;
 use hanfs_raft::commit::Commit;
 
 use crate::config::ServerConfig;
+use crate::exports::ExportTable;
+use crate::portmap;
 use crate::rpc::conn::ConnRegistry;
+use crate::rpc::dispatch::InProgress;
 use crate::vfs::Vfs;
 
 pub struct Services {
@@ -16,4 +19,10 @@ pub struct Services {
     pub conns: ConnRegistry,
     /// Export table, handle resolution, credential switching.
     pub vfs: Vfs,
+    /// Exports by id and name, and each export's client list.
+    pub exports: ExportTable,
+    /// This node's portmap table (local, not replicated).
+    pub portmap: portmap::Table,
+    /// Non-idempotent calls executing now (retransmissions of them are dropped).
+    pub in_progress: InProgress,
 }

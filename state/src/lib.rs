@@ -1,8 +1,153 @@
-//! hanfs-state: the replicated data model (skeleton; filled in by the state work).
+//! hanfs-state: the replicated data model.
+//!
+//! Owns `Command` (every change to client-visible state), the deterministic
+//! `State::apply`, and the tables it changes: exports (`exports.rs`), handles
+//! (`handles.rs`), rmtab (`rmtab.rs`), the duplicate-request cache (`drc.rs`)
+//! and the write-verifier epoch. Locks, waiters and monitors join with NLM.
+//! `codec.rs` is the only place that knows the byte encoding; `store.rs` is
+//! the only I/O (its own redb file).
+//!
+//! Must never import another hanfs crate, tokio, or sockets, and `apply` must
+//! never read a clock, draw randomness, or leak hash order.
 
+mod apply;
+mod codec;
 mod command;
-pub use command::*;
+mod drc;
+mod error;
+mod exports;
+mod handles;
+pub mod limits;
+mod rmtab;
+mod store;
 
-/// The applied state machine.
-#[derive(Default, Debug)]
-pub struct State {}
+#[cfg(test)]
+mod model_tests;
+
+pub use codec::{decode_command, encode_command, encoded_len, CodecError};
+pub use command::*;
+pub use drc::DrcEntry;
+pub use error::{ApplyError, NameError};
+pub use limits::*;
+pub use store::{Store, StoreError, COMPACT_ENTRIES};
+
+use serde::{Deserialize, Serialize};
+
+use crate::drc::Drc;
+use crate::exports::Exports;
+use crate::handles::Handles;
+use crate::rmtab::Rmtab;
+
+/// The applied state machine. Change it only through `apply` (or `trial`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    epoch: u64,
+    exports: Exports,
+    handles: Handles,
+    rmtab: Rmtab,
+    drc: Drc,
+}
+
+impl State {
+    /// The handle entry for `ino` in `export_id`.
+    pub fn handle(&self, export_id: u32, ino: u64) -> Option<&HandleEntry> {
+        self.handles.get(export_id, ino)
+    }
+
+    /// Names from the export root down to the object (the root → empty vec).
+    /// None if a link is missing, the chain is deeper than `PATH_DEPTH_MAX`,
+    /// or it loops.
+    pub fn path_of(&self, export_id: u32, ino: u64) -> Option<Vec<Vec<u8>>> {
+        self.handles.path_of(export_id, ino)
+    }
+
+    /// Every handle entry, ordered by (export id, inode).
+    pub fn handles(&self) -> impl Iterator<Item = &HandleEntry> + '_ {
+        self.handles.iter()
+    }
+
+    pub fn handle_count(&self) -> u64 {
+        self.handles.len()
+    }
+
+    pub fn export_path(&self, export_id: u32) -> Option<&str> {
+        self.exports.path(export_id)
+    }
+
+    /// The export id registered for exactly this path.
+    pub fn export_id(&self, path: &str) -> Option<u32> {
+        self.exports.id_of(path)
+    }
+
+    /// (export id, path), ordered by id.
+    pub fn exports(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+        self.exports.iter()
+    }
+
+    /// (client, path) rows, sorted by client then path.
+    pub fn rmtab(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.rmtab.iter()
+    }
+
+    pub fn rmtab_len(&self) -> u64 {
+        self.rmtab.len()
+    }
+
+    /// The write-verifier epoch: 0 initially, +1 per `BumpEpoch`.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The cached reply for a retransmission of `key`, if still cached.
+    /// The window is enforced at insert time; callers that want a stricter
+    /// age check use `drc_entry` and its `time_ms`.
+    pub fn drc_get(&self, key: &DrcKey) -> Option<&[u8]> {
+        self.drc.get(key).map(|e| e.reply.as_slice())
+    }
+
+    pub fn drc_entry(&self, key: &DrcKey) -> Option<&DrcEntry> {
+        self.drc.get(key)
+    }
+
+    pub fn drc_len(&self) -> u64 {
+        self.drc.len()
+    }
+
+    /// Total bytes of cached replies.
+    pub fn drc_bytes(&self) -> u64 {
+        self.drc.bytes()
+    }
+
+    /// DRC keys in eviction order, oldest first.
+    pub fn drc_keys_by_age(&self) -> impl Iterator<Item = &DrcKey> + '_ {
+        self.drc.keys_by_age()
+    }
+
+    /// Full consistency check, O(size): every table's own invariants, plus
+    /// every handle's export registered. Run after loading a snapshot and in
+    /// tests; `apply` runs only the cheap checks.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.exports.check()?;
+        self.handles.check()?;
+        self.rmtab.check()?;
+        self.drc.check()?;
+        for entry in self.handles.iter() {
+            if !self.exports.contains(entry.export_id) {
+                return Err(format!("handle {}/{}: export not registered", entry.export_id, entry.ino));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes the whole state (see `codec.rs`).
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        codec::encode_state(self)
+    }
+
+    /// Decodes a snapshot and checks every invariant before accepting it.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, CodecError> {
+        let state = codec::decode_state(bytes)?;
+        state.check_invariants().map_err(CodecError::Invalid)?;
+        Ok(state)
+    }
+}

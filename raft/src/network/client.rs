@@ -6,6 +6,8 @@
 //! an RPC that outlives openraft's deadline is `RPCError::Timeout`.
 //! Snapshots go through openraft's default chunked `full_snapshot`, which
 //! calls `install_snapshot` once per `SNAPSHOT_CHUNK_BYTES` chunk.
+//! An AppendEntries larger than a frame is cut to a prefix that fits and
+//! answered as `PartialSuccess`; openraft sends the rest next.
 //! Acknowledged AppendEntries feed the `LeaseClock` used for fencing.
 
 use std::time::{Duration, Instant};
@@ -15,9 +17,12 @@ use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::AppendEntriesResponse;
 
 use super::auth::{client_handshake, ClusterSecret, SecureStream};
-use super::{ms, Faults, PeerRequest, PeerResponse, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS, PEER_FRAME_BYTES_MAX};
+use super::{
+    ms, Faults, PeerRequest, PeerResponse, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS, PEER_FRAME_BYTES_MAX,
+    PEER_REQUEST_OVERHEAD_BYTES,
+};
 use crate::lease::LeaseClock;
-use crate::types::{decode, encode, typ, NodeId, PeerNode, TypeConfig};
+use crate::types::{decode, encode, encoded_size, typ, NodeId, PeerNode, TypeConfig};
 
 /// What every outgoing connection of this node shares.
 #[derive(Clone, Debug)]
@@ -138,6 +143,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<typ::AppendEntriesResponse, typ::RPCError> {
         let ttl = option.hard_ttl();
         let vote = rpc.vote;
+        let (rpc, cut_at) = fit_in_frame(rpc);
         let sent_at = Instant::now();
         let resp = self.call(PeerRequest::Append(rpc), ttl).await;
         match resp {
@@ -147,7 +153,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
                     self.net.lease.record_ack(self.target, vote, sent_at);
                 }
-                Ok(resp)
+                match (resp, cut_at) {
+                    (AppendEntriesResponse::Success, Some(last_sent)) => {
+                        Ok(AppendEntriesResponse::PartialSuccess(Some(last_sent)))
+                    }
+                    (resp, _) => Ok(resp),
+                }
             }
             Ok(PeerResponse::Append(Err(e))) => Err(openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e))),
             Ok(_) => Err(self.mismatch()),
@@ -186,3 +197,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
+
+/// Cut `rpc` to the longest prefix of its entries (at least one) that fits in
+/// a peer frame. Returns the log id of the last entry kept if it was cut.
+fn fit_in_frame(mut rpc: typ::AppendEntriesRequest) -> (typ::AppendEntriesRequest, Option<typ::LogId>) {
+    let budget = PEER_FRAME_BYTES_MAX - PEER_REQUEST_OVERHEAD_BYTES;
+    let mut total = 0u64;
+    let mut keep = 0usize;
+    for entry in &rpc.entries {
+        total = total.saturating_add(encoded_size(entry));
+        if total > budget && keep > 0 {
+            break;
+        }
+        keep += 1;
+    }
+    if keep >= rpc.entries.len() {
+        return (rpc, None);
+    }
+    rpc.entries.truncate(keep);
+    let last = rpc.entries.last().map(|e| e.log_id);
+    (rpc, last)
+}

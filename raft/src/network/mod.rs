@@ -21,9 +21,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::types::{typ, NodeId};
 
-/// Upper bound on one frame after authentication (an AppendEntries with
-/// `PAYLOAD_ENTRIES_MAX` full entries, or one snapshot chunk).
-pub const PEER_FRAME_BYTES_MAX: u64 = 40 * 1024 * 1024;
+/// What a request adds around its entries or chunk (vote, log ids, tags, MAC).
+pub const PEER_REQUEST_OVERHEAD_BYTES: u64 = 64 * 1024;
+/// Upper bound on one frame after authentication: one largest log entry, or
+/// one snapshot chunk, plus overhead. An AppendEntries whose entries do not
+/// fit is sent as a prefix that does (openraft's `PartialSuccess`).
+pub const PEER_FRAME_BYTES_MAX: u64 = crate::log_store::ENTRY_BYTES_MAX + PEER_REQUEST_OVERHEAD_BYTES;
 /// Upper bound on one handshake frame, before the peer is authenticated: an
 /// unauthenticated peer can never make us allocate more than this.
 pub const HANDSHAKE_FRAME_BYTES_MAX: u64 = 4 * 1024;

@@ -63,6 +63,8 @@ pub enum ProcError {
     GarbageArgs,
     /// The server failed in a way the protocol has no status for: SYSTEM_ERR.
     SystemErr,
+    /// Send nothing at all (portmap CALLIT's silence, RFC 1833).
+    NoReply,
 }
 
 pub type ProcFuture = Pin<Box<dyn Future<Output = Result<Reply, ProcError>> + Send>>;

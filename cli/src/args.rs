@@ -1,0 +1,113 @@
+//! Stage one of argument handling: clap structures that mirror the command
+//! line. `config::load_*` turns them into a validated `ServerConfig`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default state directory for the quick start (`run --export`) and for
+/// `exports`/`clients` without `--state-dir` or `--config`.
+pub const QUICK_STATE_DIR: &str = "./hanfs-state";
+/// Default client list for the quick start.
+pub const QUICK_CLIENTS: &str = "*(rw,root_squash,sync,secure)";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hanfs-server",
+    version,
+    about = "Highly available NFSv3 server (NFSv3, MOUNT v3, portmap)",
+    long_about = "hanfs serves NFSv3 with MOUNT v3 and a portmapper. Every piece of client-visible \
+                  state (file handles, the mount table, the duplicate-request cache, the write \
+                  verifier epoch) is committed to a replicated log before a reply depends on it.\n\n\
+                  Quick start (one node, no config file):\n    \
+                  hanfs-server run --export ./data\n    \
+                  mount -t nfs SERVER:/export /mnt          # on a client\n\n\
+                  Logging: RUST_LOG (e.g. RUST_LOG=hanfs_server=debug), default `info`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve NFS: either one directory (--export) or everything in a config file (--config).
+    Run(RunArgs),
+    /// Check a config file and report every problem with its line number.
+    CheckConfig {
+        /// TOML config file.
+        file: PathBuf,
+    },
+    /// List the exports registered in the state (asks the running server, else reads the state).
+    Exports(StateArgs),
+    /// List the mounts recorded in the state, like `showmount -a` (rmtab).
+    Clients(StateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// TOML config file (see check-config). Conflicts with --export.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["export", "name", "clients", "export_id"])]
+    pub config: Option<PathBuf>,
+
+    /// Quick start: export this directory.
+    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    pub export: Option<PathBuf>,
+
+    /// Path clients mount (`mount -t nfs SERVER:/export /mnt`).
+    #[arg(long, value_name = "PATH", default_value = "/export")]
+    pub name: Option<String>,
+
+    /// Who may mount, in exports(5) syntax: `*`, host, a.b.c.d/nn, with options
+    /// rw|ro, root_squash|no_root_squash|all_squash, anonuid=N, anongid=N,
+    /// sync|async, secure|insecure. Example: '10.0.0.0/8(rw) *(ro)'.
+    #[arg(long, value_name = "SPEC", default_value = QUICK_CLIENTS)]
+    pub clients: Option<String>,
+
+    /// Export id (fsid): must be the same on every node serving this export.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub export_id: u32,
+
+    /// Address to listen on.
+    #[arg(long, value_name = "IP")]
+    pub listen: Option<IpAddr>,
+
+    /// Where the replicated state lives [quick-start default: ./hanfs-state].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Portmapper port [default: 111]. If a system rpcbind already owns it,
+    /// hanfs registers its programs there instead.
+    #[arg(long, value_name = "N")]
+    pub portmap_port: Option<u16>,
+
+    /// NFS port [default: 2049].
+    #[arg(long, value_name = "N")]
+    pub nfs_port: Option<u16>,
+
+    /// MOUNT port [default: 20048].
+    #[arg(long, value_name = "N")]
+    pub mount_port: Option<u16>,
+
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Args, Debug)]
+pub struct StateArgs {
+    /// State directory of the node to ask [default: ./hanfs-state].
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub state_dir: Option<PathBuf>,
+    /// Take the state directory from this config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}

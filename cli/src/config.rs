@@ -1,0 +1,286 @@
+//! Stage two: the TOML config file and the quick-start flags, validated into
+//! `hanfs_server::config::ServerConfig`. Every error names the line it is on.
+//!
+//! ```toml
+//! [server]
+//! listen = "0.0.0.0"            # default
+//! state_dir = "/var/lib/hanfs"  # default
+//! log_format = "text"           # or "json"
+//! record_bytes_max = 1114112    # default: 1 MiB + 64 KiB
+//!
+//! [ports]                       # defaults: 111, 2049, 20048
+//! portmap = 111
+//! nfs = 2049
+//! mount = 20048
+//!
+//! [[export]]
+//! name = "/export"              # the path clients mount
+//! dir = "/srv/nfs/export"       # must exist
+//! id = 1                        # fsid: the same on every node
+//! clients = "*(rw,root_squash)" # exports(5) syntax
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use hanfs_server::config::{ExportConfig, Ports, ServerConfig};
+use hanfs_server::exports::parse_clients;
+use hanfs_server::rpc::record::RECORD_BYTES_MAX;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::args::{LogFormat, RunArgs, QUICK_CLIENTS, QUICK_STATE_DIR};
+
+/// Default state directory with a config file.
+pub const CONFIG_STATE_DIR: &str = "/var/lib/hanfs";
+/// Smallest record bound accepted (a record must hold at least a header and a small call).
+pub const RECORD_BYTES_MIN: u32 = 4096;
+/// Largest record bound accepted (the record-marking limit).
+pub const RECORD_BYTES_LIMIT: u32 = 0x7fff_ffff;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    ports: PortsSection,
+    #[serde(default)]
+    export: Vec<ExportSection>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<Spanned<String>>,
+    state_dir: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    record_bytes_max: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PortsSection {
+    portmap: Option<u16>,
+    nfs: Option<u16>,
+    mount: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportSection {
+    name: Spanned<String>,
+    dir: Spanned<PathBuf>,
+    id: Spanned<u32>,
+    clients: Option<Spanned<String>>,
+}
+
+/// The validated result: what the server runs, plus what only the CLI uses.
+pub struct Config {
+    pub server: ServerConfig,
+    pub log_format: LogFormat,
+}
+
+/// 1-based line of byte offset `at` in `src`.
+fn line_of(src: &str, at: usize) -> usize {
+    src.get(..at).map_or(1, |s| s.matches('\n').count() + 1)
+}
+
+/// Read and validate a config file. On failure, every problem found, one per line.
+pub fn load_file(path: &Path) -> Result<Config, String> {
+    let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    load_str(&src, path.parent().unwrap_or(Path::new("."))).map_err(|errors| {
+        errors.iter().map(|e| format!("{}:{e}", path.display())).collect::<Vec<_>>().join("\n")
+    })
+}
+
+/// Validate config text; relative `dir`s are resolved against `base`.
+pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
+    let file: FileConfig = toml::from_str(src).map_err(|e| {
+        let line = e.span().map_or(1, |s| line_of(src, s.start));
+        vec![format!("{line}: {}", e.message())]
+    })?;
+    let mut errors = Vec::new();
+    let mut at = |span: std::ops::Range<usize>, msg: String| errors.push(format!("{}: {msg}", line_of(src, span.start)));
+
+    let listen = match &file.server.listen {
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+            at(l.span(), format!("listen: `{}` is not an IP address", l.get_ref()));
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }),
+    };
+    let record_bytes_max = match &file.server.record_bytes_max {
+        None => RECORD_BYTES_MAX,
+        Some(r) => {
+            let v = *r.get_ref();
+            if !(RECORD_BYTES_MIN..=RECORD_BYTES_LIMIT).contains(&v) {
+                at(r.span(), format!("record_bytes_max must be between {RECORD_BYTES_MIN} and {RECORD_BYTES_LIMIT}"));
+            }
+            v
+        }
+    };
+    let defaults = Ports::default();
+    let ports = Ports {
+        portmap: file.ports.portmap.unwrap_or(defaults.portmap),
+        nfs: file.ports.nfs.unwrap_or(defaults.nfs),
+        mount: file.ports.mount.unwrap_or(defaults.mount),
+    };
+    let mut exports: Vec<ExportConfig> = Vec::new();
+    for e in &file.export {
+        if let Some(x) = check_export(e, base, &exports, &mut at) {
+            exports.push(x);
+        }
+    }
+    if file.export.is_empty() {
+        errors.push("1: no [[export]] section: nothing to serve".to_string());
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let state_dir = file.server.state_dir.unwrap_or_else(|| PathBuf::from(CONFIG_STATE_DIR));
+    Ok(Config {
+        server: ServerConfig { listen, ports, exports, state_dir: base.join(state_dir), record_bytes_max },
+        log_format: file.server.log_format.unwrap_or(LogFormat::Text),
+    })
+}
+
+fn check_export(
+    e: &ExportSection,
+    base: &Path,
+    seen: &[ExportConfig],
+    at: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> Option<ExportConfig> {
+    let mut ok = true;
+    let name = e.name.get_ref();
+    if !name.starts_with('/') || name.contains('\0') || name.len() > hanfs_server::mount::MOUNT_PATH_BYTES_MAX {
+        at(e.name.span(), format!("export name `{name}` must be an absolute path (like /export)"));
+        ok = false;
+    }
+    if seen.iter().any(|x| x.name == *name) {
+        at(e.name.span(), format!("duplicate export name `{name}`"));
+        ok = false;
+    }
+    let id = *e.id.get_ref();
+    if seen.iter().any(|x| x.export_id == id) {
+        at(e.id.span(), format!("duplicate export id {id}"));
+        ok = false;
+    }
+    let dir = base.join(e.dir.get_ref());
+    if !dir.is_dir() {
+        at(e.dir.span(), format!("export dir `{}` is not an existing directory", dir.display()));
+        ok = false;
+    }
+    let (spec, span) = match &e.clients {
+        Some(c) => (c.get_ref().as_str(), c.span()),
+        None => (QUICK_CLIENTS, e.name.span()),
+    };
+    let clients = match parse_clients(spec) {
+        Ok(c) => Some(c),
+        Err(msg) => {
+            at(span, format!("clients: {msg}"));
+            None
+        }
+    };
+    let clients = clients.filter(|_| ok)?;
+    Some(ExportConfig { name: name.clone(), dir, export_id: id, clients })
+}
+
+/// The quick-start flags (`run --export DIR ...`) as a config.
+pub fn from_flags(args: &RunArgs) -> Result<Config, String> {
+    let dir = args.export.clone().ok_or("--export DIR or --config FILE is required")?;
+    if !dir.is_dir() {
+        return Err(format!("--export {}: not an existing directory", dir.display()));
+    }
+    let name = args.name.clone().unwrap_or_else(|| "/export".to_string());
+    if !name.starts_with('/') {
+        return Err(format!("--name {name}: must be an absolute path (like /export)"));
+    }
+    let spec = args.clients.clone().unwrap_or_else(|| QUICK_CLIENTS.to_string());
+    let clients = parse_clients(&spec).map_err(|e| format!("--clients: {e}"))?;
+    let defaults = Ports::default();
+    Ok(Config {
+        server: ServerConfig {
+            listen: args.listen.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            ports: Ports {
+                portmap: args.portmap_port.unwrap_or(defaults.portmap),
+                nfs: args.nfs_port.unwrap_or(defaults.nfs),
+                mount: args.mount_port.unwrap_or(defaults.mount),
+            },
+            exports: vec![ExportConfig { name, dir, export_id: args.export_id, clients }],
+            state_dir: args.state_dir.clone().unwrap_or_else(|| PathBuf::from(QUICK_STATE_DIR)),
+            record_bytes_max: RECORD_BYTES_MAX,
+        },
+        log_format: args.log_format.unwrap_or(LogFormat::Text),
+    })
+}
+
+/// Flags given with `--config` override the file's ports, listen and state dir.
+pub fn apply_overrides(config: &mut Config, args: &RunArgs) {
+    let s = &mut config.server;
+    if let Some(l) = args.listen {
+        s.listen = l;
+    }
+    if let Some(d) = &args.state_dir {
+        s.state_dir = d.clone();
+    }
+    if let Some(p) = args.portmap_port {
+        s.ports.portmap = p;
+    }
+    if let Some(p) = args.nfs_port {
+        s.ports.nfs = p;
+    }
+    if let Some(p) = args.mount_port {
+        s.ports.mount = p;
+    }
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errs(src: &str) -> Vec<String> {
+        match load_str(src, Path::new("/")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn full_config_loads() {
+        let src = "[server]\nlisten = \"127.0.0.1\"\nstate_dir = \"/tmp/st\"\nlog_format = \"json\"\n\
+                   [ports]\nportmap = 1111\nnfs = 2222\nmount = 3333\n\
+                   [[export]]\nname = \"/export\"\ndir = \"/tmp\"\nid = 7\nclients = \"127.0.0.0/8(rw,insecure)\"\n";
+        let c = load_str(src, Path::new("/")).map_err(|e| e.join("; ")).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((c.server.ports.portmap, c.server.ports.nfs, c.server.ports.mount), (1111, 2222, 3333));
+        assert_eq!(c.server.exports[0].export_id, 7);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let e = errs("[server]\nlisten = \n");
+        assert!(e[0].starts_with("2: "), "{e:?}");
+        let e = errs("[server]\n\nbogus = 1\n");
+        assert!(e[0].starts_with("3: ") && e[0].contains("bogus"), "{e:?}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_line() {
+        let src = "[[export]]\nname = \"/a\"\ndir = \"/tmp\"\nid = 1\n\
+                   [[export]]\nname = \"/b\"\ndir = \"/nonexistent-hanfs-dir\"\nid = 1\nclients = \"*(rw,bogus)\"\n";
+        let e = errs(src);
+        assert!(e.iter().any(|m| m.starts_with("7: ") && m.contains("not an existing directory")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("8: ") && m.contains("duplicate export id 1")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("9: ") && m.contains("unknown export option `bogus`")), "{e:?}");
+    }
+
+    #[test]
+    fn no_export_is_an_error() {
+        assert!(errs("[server]\n")[0].contains("no [[export]]"));
+    }
+}

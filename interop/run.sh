@@ -1,0 +1,140 @@
+#!/bin/bash
+# interop/run.sh: runs our Connectathon-style suites in QEMU (TCG) guests with the Debian 6.1
+# kernel NFS client against hanfs or nfs-ganesha, all inside a private network namespace.
+# See interop/README.md. Exit status: 0 all passed, 1 a case failed, 2 harness error.
+set -euo pipefail
+
+INTEROP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$INTEROP")
+CACHE=$INTEROP/.cache
+
+usage() {
+    cat <<USAGE
+usage: interop/run.sh --server hanfs|ganesha --suite basic|special|lock|all[,...] [options]
+  --server S              server under test: hanfs (target/release/hanfs-server) or ganesha
+  --suite LIST            basic, special, lock or all; a comma list runs several in one boot
+  --guests 1|2            guests to boot (default: 2 when the lock suite runs, else 1);
+                          with 1 the lock suite runs only its one-guest cases
+  --kill-server-after N   SIGKILL the server N seconds after the guests start (failure-path test)
+  --case-timeout N        per-case bound inside the guest (default 120 s)
+  --keep                  keep the export and the guests' shares under interop/.cache/runs/
+  --shell                 boot guest A with the server running and give a shell on this terminal
+USAGE
+}
+
+SERVER_KIND= SUITES= GUESTS= KEEP= SHELL_MODE= KILL_AFTER= CASE_TIMEOUT=120
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --server) SERVER_KIND=${2:-}; shift 2 ;;
+    --suite) SUITES=${2:-}; shift 2 ;;
+    --guests) GUESTS=${2:-}; shift 2 ;;
+    --kill-server-after) KILL_AFTER=${2:-}; shift 2 ;;
+    --case-timeout) CASE_TIMEOUT=${2:-}; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --shell) SHELL_MODE=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+    esac
+done
+case "$SERVER_KIND" in hanfs|ganesha) ;; *) usage >&2; exit 2 ;; esac
+[ -n "$SUITES" ] || [ -n "$SHELL_MODE" ] || { usage >&2; exit 2; }
+[ "$SUITES" = all ] && SUITES=basic,special,lock
+SUITE_LIST=()
+IFS=, read -r -a SUITE_LIST <<< "${SUITES:-}"
+HAS_LOCK=
+for s in "${SUITE_LIST[@]}"; do
+    case "$s" in basic|special) ;; lock) HAS_LOCK=1 ;; *) usage >&2; exit 2 ;; esac
+done
+[ -n "$GUESTS" ] || { if [ -n "$HAS_LOCK" ]; then GUESTS=2; else GUESTS=1; fi; }
+case "$GUESTS" in 1|2) ;; *) usage >&2; exit 2 ;; esac
+[ "$(id -u)" = 0 ] || { echo "interop/run.sh must run as root (namespaces, taps)" >&2; exit 2; }
+
+source "$INTEROP/lib/prepare.sh"
+source "$INTEROP/lib/net.sh"
+source "$INTEROP/lib/servers.sh"
+source "$INTEROP/lib/guests.sh"
+source "$INTEROP/lib/results.sh"
+
+# Bounds (seconds). The guest-side timeouts sit inside the host-side ones.
+BOOT_SECONDS_MAX=90
+declare -A SUITE_SECONDS_MAX=([basic]=300 [special]=420 [lock]=360 [lock2]=480)
+RUN_SECONDS_MAX=1800
+REBOOT_WAIT_SECONDS_MAX=600
+
+RUN_ID="$(date -u +%Y%m%d-%H%M%S)-$SERVER_KIND-$$"
+RUN=$CACHE/runs/$RUN_ID
+LOGDIR_FINAL=$CACHE/logs/$RUN_ID
+LOGDIR=$RUN/logs      # server-side.sh writes here; copied to $LOGDIR_FINAL at the end
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local i
+    for i in 0 1; do guest_kill "$i"; done
+    server_stop
+    net_down
+    if [ -d "$RUN/logs" ]; then
+        mkdir -p "$LOGDIR_FINAL"
+        cp -a "$RUN/logs/." "$LOGDIR_FINAL/" 2>/dev/null || true
+        for i in 0 1; do [ -d "$RUN/g$i/out" ] && cp -a "$RUN/g$i/out/." "$LOGDIR_FINAL/g$i-out/" 2>/dev/null; done
+    fi
+    [ -z "$KEEP" ] && rm -rf "$RUN"
+    log "logs: $LOGDIR_FINAL"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+mkdir -p "$CACHE"
+need_packages $HOST_PACKAGES
+[ "$SERVER_KIND" = ganesha ] && need_packages $GANESHA_PACKAGES
+prepare_kernel
+prepare_initramfs
+prepare_suites
+[ "$SERVER_KIND" = hanfs ] && prepare_hanfs
+
+mkdir -p "$RUN/logs" "$RUN/sync" "$LOGDIR_FINAL"
+for i in 0 1; do
+    mkdir -p "$RUN/g$i/out" "$RUN/g$i/nfs-state/sm" "$RUN/g$i/nfs-state/sm.bak" "$RUN/g$i/bin"
+    cp "$SUITE_BIN"/* "$RUN/g$i/bin/"
+done
+
+net_up
+server_start
+
+if [ -n "$SHELL_MODE" ]; then
+    log "shell mode: mount with  mount -t nfs $SERVER_IP:/export /mnt ; suites are in /share/bin"
+    guest_start 0 shell
+    exit 0
+fi
+
+# Guest jobs. Guest A runs the suites in order; guest B only the two-guest lock cases.
+JOB_A=() JOB_B=()
+for s in "${SUITE_LIST[@]}"; do
+    JOB_A+=("$s")
+    if [ "$s" = lock ] && [ "$GUESTS" = 2 ]; then JOB_A+=(lock2-a1); JOB_B+=(lock2-b); fi
+done
+write_job 0 "${JOB_A[@]}"
+[ "$GUESTS" = 2 ] && write_job 1 "${JOB_B[@]}"
+
+START=$(date +%s)
+[ -n "$KILL_AFTER" ] && KILL_SERVER_AT=$((START + KILL_AFTER))
+budget=$BOOT_SECONDS_MAX
+for s in "${JOB_A[@]}"; do budget=$((budget + ${SUITE_SECONDS_MAX[${s%%-*}]})); done
+DEADLINE=$((START + (budget < RUN_SECONDS_MAX ? budget : RUN_SECONDS_MAX)))
+guest_start 0 boot1
+[ "$GUESTS" = 2 ] && guest_start 1 boot1
+
+guest_wait 0 "$DEADLINE" || true
+if [ -f "$RUN/sync/a_poweroff" ]; then
+    # Guest A powered off holding a lock (lock2 phase 1). Boot it again: statd sends SM_NOTIFY.
+    write_job 0 lock2-a2
+    guest_start 0 boot2
+    guest_wait 0 "$(( $(date +%s) + REBOOT_WAIT_SECONDS_MAX ))" || true
+fi
+[ "$GUESTS" = 2 ] && { guest_wait 1 "$(( $(date +%s) + BOOT_SECONDS_MAX ))" || true; }
+log "guests finished after $(( $(date +%s) - START )) s"
+
+set +e
+report_results
+exit $?

@@ -1,0 +1,116 @@
+//! The local admin endpoint: a unix socket `admin.sock` in the state directory,
+//! owner-only (0600), line-oriented text. While the server runs, its state
+//! store is locked, so `hanfs-server exports` / `clients` ask the running
+//! server here; with no server running they read the state directly.
+//!
+//! Protocol: the client sends one command line (`exports` or `clients`); the
+//! server answers with zero or more lines and closes. An unknown command gets a
+//! line starting with `error:`.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hanfs_state::State;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast;
+
+use crate::services::Services;
+
+/// File name of the socket inside the state directory.
+pub const ADMIN_SOCKET_NAME: &str = "admin.sock";
+/// Longest command line read.
+pub const ADMIN_LINE_BYTES_MAX: u64 = 256;
+/// Longest answer a client reads.
+pub const ADMIN_ANSWER_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Time one admin exchange may take.
+pub const ADMIN_TIMEOUT_MS: u64 = 5000;
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(ADMIN_SOCKET_NAME)
+}
+
+/// `exports`: one line per registered export, `<id> <path>`.
+pub fn exports_lines(state: &State) -> String {
+    state.exports().map(|(id, path)| format!("{id} {path}\n")).collect()
+}
+
+/// `clients`: one line per rmtab row, `<client> <path>`.
+pub fn clients_lines(state: &State) -> String {
+    state.rmtab().map(|(client, path)| format!("{client} {path}\n")).collect()
+}
+
+/// The answer to one command line.
+pub fn answer(state: &State, line: &str) -> String {
+    match line.trim() {
+        "exports" => exports_lines(state),
+        "clients" => clients_lines(state),
+        other => format!("error: unknown command `{other}` (try `exports` or `clients`)\n"),
+    }
+}
+
+/// Bind the admin socket (replacing a stale one) and serve it until `shutdown`.
+pub fn serve(services: Arc<Services>, mut shutdown: broadcast::Receiver<()>) -> io::Result<tokio::task::JoinHandle<()>> {
+    let path = socket_path(&services.config.state_dir);
+    // A socket file left by a crashed server: nobody listens on it any more.
+    if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        continue;
+                    }
+                },
+                _ = shutdown.recv() => break,
+            };
+            let services = services.clone();
+            tokio::spawn(async move {
+                let wait = Duration::from_millis(ADMIN_TIMEOUT_MS);
+                if tokio::time::timeout(wait, exchange(stream, &services)).await.is_err() {
+                    tracing::debug!("admin client timed out");
+                }
+            });
+        }
+        let _ = std::fs::remove_file(&path);
+    }))
+}
+
+async fn exchange(stream: UnixStream, services: &Services) -> io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(rd.take(ADMIN_LINE_BYTES_MAX)).read_line(&mut line).await?;
+    let text = {
+        let state = services.commit.state();
+        let guard = state.read().unwrap_or_else(|p| p.into_inner());
+        answer(&guard, &line)
+    };
+    wr.write_all(text.as_bytes()).await?;
+    wr.shutdown().await
+}
+
+/// Ask a running server. Fails (e.g. `NotFound`, `ConnectionRefused`) when none
+/// runs on `state_dir`.
+pub async fn query(state_dir: &Path, command: &str) -> io::Result<String> {
+    let wait = Duration::from_millis(ADMIN_TIMEOUT_MS);
+    let exchange = async {
+        let mut stream = UnixStream::connect(socket_path(state_dir)).await?;
+        stream.write_all(format!("{command}\n").as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut out = String::new();
+        stream.take(ADMIN_ANSWER_BYTES_MAX).read_to_string(&mut out).await?;
+        Ok(out)
+    };
+    tokio::time::timeout(wait, exchange)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "admin socket timed out")))
+}

@@ -1,0 +1,215 @@
+//! MOUNT (RFC 1813 appendix I, program 100005): version 3, and version 1 for
+//! `showmount`, which asks v1 for DUMP and EXPORT (same encodings as v3).
+//!
+//! MNT looks the path up by export name, checks the client list, and returns
+//! the export's root handle; the rmtab row and the root's handle entry are the
+//! reply's effects, committed before the reply is sent. A `secure` export
+//! refuses callers from ports >= 1024 with MNT3ERR_ACCES, as rpc.mountd does
+//! ("illegal port"). The client is recorded by IP address (knfsd does the same
+//! when it does no reverse lookup).
+//!
+//! v1 MNT answers with a v1 `fhstatus`: the same access checks, but an allowed
+//! client gets EOPNOTSUPP (95), since a v1 mount is only for NFSv2, which hanfs
+//! does not serve (NFSv2 calls get PROG_MISMATCH(3, 3)).
+
+use std::net::SocketAddr;
+
+use hanfs_state::Command;
+use nfs3_types::mount::{
+    dirpath, export_node, exports, fhandle3, mountbody, mountres3, mountres3_ok, mountstat3, name,
+};
+use nfs3_types::nfs3::nfsstat3;
+use nfs3_types::xdr_codec::{BoundedList, List, Opaque};
+
+use crate::exports::pattern_string;
+use crate::rpc::program::{Ctx, Drc, Proc, ProcError, ProcFuture, Program, Reply, Transport};
+use crate::rpc::xdr::{self, Reader};
+
+pub const MOUNT_PROGRAM: u32 = 100_005;
+/// Longest path in a MOUNT call (RFC 1813 MNTPATHLEN).
+pub const MOUNT_PATH_BYTES_MAX: usize = 1024;
+/// Largest DUMP/EXPORT result over UDP (what fits in a datagram with headers).
+pub const MOUNT_UDP_RESULT_BYTES_MAX: usize = 60 * 1024;
+/// Largest DUMP/EXPORT result over TCP.
+pub const MOUNT_TCP_RESULT_BYTES_MAX: usize = 1024 * 1024;
+/// AUTH_SYS: the one flavor MNT offers (knfsd's default `sec=sys`).
+pub const AUTH_FLAVOR_SYS: u32 = 1;
+/// The v1 `fhstatus` error for a v1 (NFSv2) mount of an allowed export.
+pub const V1_EOPNOTSUPP: u32 = 95;
+
+static PROCS_V3: [Proc; 6] = [
+    Proc { name: "NULL", handler: null, drc: Drc::Skip },
+    Proc { name: "MNT", handler: mnt, drc: Drc::Skip },
+    Proc { name: "DUMP", handler: dump, drc: Drc::Skip },
+    Proc { name: "UMNT", handler: umnt, drc: Drc::Skip },
+    Proc { name: "UMNTALL", handler: umntall, drc: Drc::Skip },
+    Proc { name: "EXPORT", handler: export, drc: Drc::Skip },
+];
+
+static PROCS_V1: [Proc; 6] = [
+    Proc { name: "NULL", handler: null, drc: Drc::Skip },
+    Proc { name: "MNT", handler: mnt_v1, drc: Drc::Skip },
+    Proc { name: "DUMP", handler: dump, drc: Drc::Skip },
+    Proc { name: "UMNT", handler: umnt, drc: Drc::Skip },
+    Proc { name: "UMNTALL", handler: umntall, drc: Drc::Skip },
+    Proc { name: "EXPORT", handler: export, drc: Drc::Skip },
+];
+
+pub static PROGRAM_V3: Program = Program { name: "mount", prog: MOUNT_PROGRAM, vers: 3, procs: &PROCS_V3 };
+pub static PROGRAM_V1: Program = Program { name: "mount", prog: MOUNT_PROGRAM, vers: 1, procs: &PROCS_V1 };
+
+fn no_args(args: &[u8]) -> Result<(), ProcError> {
+    Reader::new(args).finish().map_err(|_| ProcError::GarbageArgs)
+}
+
+fn decode_path(args: &[u8]) -> Result<String, ProcError> {
+    let mut r = Reader::new(args);
+    let path = r.opaque(MOUNT_PATH_BYTES_MAX).map_err(|_| ProcError::GarbageArgs)?;
+    r.finish().map_err(|_| ProcError::GarbageArgs)?;
+    String::from_utf8(path.to_vec()).map_err(|_| ProcError::GarbageArgs)
+}
+
+fn client_name(peer: SocketAddr) -> String {
+    match peer.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
+        v4 => v4.to_string(),
+    }
+}
+
+/// The export id `path` names, if `ctx`'s caller may mount it.
+fn check_mount(ctx: &Ctx, path: &str) -> Result<u32, mountstat3> {
+    let exports = &ctx.services.exports;
+    let export = exports.by_name(path).ok_or(mountstat3::MNT3ERR_NOENT)?;
+    let Some(options) = exports.access(export.export_id, ctx.peer.ip()) else {
+        tracing::info!(peer = %ctx.peer, path, "mount refused: client not in the export's list");
+        return Err(mountstat3::MNT3ERR_ACCES);
+    };
+    if options.secure && ctx.peer.port() >= 1024 {
+        tracing::info!(peer = %ctx.peer, path, "mount refused: illegal port (export is `secure`)");
+        return Err(mountstat3::MNT3ERR_ACCES);
+    }
+    Ok(export.export_id)
+}
+
+fn mount_status(e: nfsstat3) -> mountstat3 {
+    match e {
+        nfsstat3::NFS3ERR_NOENT | nfsstat3::NFS3ERR_STALE => mountstat3::MNT3ERR_NOENT,
+        nfsstat3::NFS3ERR_ACCES => mountstat3::MNT3ERR_ACCES,
+        nfsstat3::NFS3ERR_PERM => mountstat3::MNT3ERR_PERM,
+        nfsstat3::NFS3ERR_NOTDIR => mountstat3::MNT3ERR_NOTDIR,
+        nfsstat3::NFS3ERR_IO => mountstat3::MNT3ERR_IO,
+        nfsstat3::NFS3ERR_NAMETOOLONG => mountstat3::MNT3ERR_NAMETOOLONG,
+        _ => mountstat3::MNT3ERR_SERVERFAULT,
+    }
+}
+
+fn null(_ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    Box::pin(async move {
+        no_args(&args)?;
+        Ok(Reply::new(Vec::new()))
+    })
+}
+
+fn mnt(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    Box::pin(async move {
+        let path = decode_path(&args)?;
+        let export_id = match check_mount(&ctx, &path) {
+            Ok(id) => id,
+            Err(stat) => return Ok(Reply::new(xdr::encode(&mountres3::Err(stat)))),
+        };
+        let (fh, entry) = match ctx.services.vfs.root_fh(export_id) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(path, error = ?e, "export root unusable");
+                return Ok(Reply::new(xdr::encode(&mountres3::Err(mount_status(e)))));
+            }
+        };
+        let export_name = ctx.services.exports.by_id(export_id).map(|e| e.name.clone()).unwrap_or(path);
+        tracing::info!(peer = %ctx.peer, path = %export_name, "mounted");
+        let ok = mountres3_ok { fhandle: fhandle3(Opaque::owned(fh)), auth_flavors: vec![AUTH_FLAVOR_SYS] };
+        let effects = vec![Command::Mount { client: client_name(ctx.peer), path: export_name }, Command::PutHandles(vec![entry])];
+        Ok(Reply::with_effects(xdr::encode(&mountres3::Ok(ok)), effects))
+    })
+}
+
+fn mnt_v1(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    Box::pin(async move {
+        let path = decode_path(&args)?;
+        let status = match check_mount(&ctx, &path) {
+            Ok(_) => V1_EOPNOTSUPP,
+            Err(stat) => stat as u32,
+        };
+        Ok(Reply::new(xdr::encode(&status)))
+    })
+}
+
+fn result_bytes_max(ctx: &Ctx) -> usize {
+    match ctx.transport {
+        Transport::Udp => MOUNT_UDP_RESULT_BYTES_MAX,
+        Transport::Tcp => MOUNT_TCP_RESULT_BYTES_MAX,
+    }
+}
+
+fn dump(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    Box::pin(async move {
+        no_args(&args)?;
+        let rows: Vec<(String, String)> = {
+            let state = ctx.services.commit.state();
+            let guard = state.read().unwrap_or_else(|p| p.into_inner());
+            guard.rmtab().map(|(c, p)| (c.to_string(), p.to_string())).collect()
+        };
+        let mut list = BoundedList::new(result_bytes_max(&ctx));
+        for (client, path) in &rows {
+            let body = mountbody {
+                ml_hostname: name(Opaque::borrowed(client.as_bytes())),
+                ml_directory: dirpath(Opaque::borrowed(path.as_bytes())),
+            };
+            if list.try_push(body).is_err() {
+                tracing::warn!(rows = rows.len(), "mount DUMP truncated to fit one reply");
+                break;
+            }
+        }
+        Ok(Reply::new(xdr::encode(&list.into_inner())))
+    })
+}
+
+fn umnt(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    Box::pin(async move {
+        let path = decode_path(&args)?;
+        let path = ctx.services.exports.by_name(&path).map(|e| e.name.clone()).unwrap_or(path);
+        let effects = vec![Command::Unmount { client: client_name(ctx.peer), path }];
+        Ok(Reply::with_effects(Vec::new(), effects))
+    })
+}
+
+fn umntall(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    Box::pin(async move {
+        no_args(&args)?;
+        let effects = vec![Command::UnmountAll { client: client_name(ctx.peer) }];
+        Ok(Reply::with_effects(Vec::new(), effects))
+    })
+}
+
+fn export(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    Box::pin(async move {
+        no_args(&args)?;
+        let mut list: Vec<export_node<'static, 'static>> = Vec::new();
+        let mut size = 4usize;
+        for e in ctx.services.exports.all() {
+            let groups: Vec<name<'static>> = e
+                .clients
+                .iter()
+                .map(|rule| name(Opaque::owned(pattern_string(&rule.pattern).into_bytes())))
+                .collect();
+            let node = export_node { ex_dir: dirpath(Opaque::owned(e.name.clone().into_bytes())), ex_groups: List(groups) };
+            size += 4 + nfs3_types::xdr_codec::Pack::packed_size(&node);
+            if size > result_bytes_max(&ctx) {
+                tracing::warn!("mount EXPORT truncated to fit one reply");
+                break;
+            }
+            list.push(node);
+        }
+        let list: exports<'static, 'static> = List(list);
+        Ok(Reply::new(xdr::encode(&list)))
+    })
+}

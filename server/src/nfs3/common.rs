@@ -1,0 +1,142 @@
+//! What every NFSv3 handler shares: decode-then-run plumbing, export access
+//! checks (client list, read-only, secure port), credential switching, and
+//! building post-op and wcc attributes. No sockets and no DRC logic here.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use hanfs_state::{Command, HandleEntry, State};
+use nfs3_types::nfs3::{post_op_attr, pre_op_attr, wcc_data, Nfs3Option, Nfs3Result, nfsstat3};
+use nfs3_types::xdr_codec::Pack;
+
+use crate::config::ExportOptions;
+use crate::rpc::program::{Cred, Ctx, ProcError, ProcFuture, Reply};
+use crate::rpc::xdr::{encode, DecodeError, Reader};
+use crate::services::Services;
+use crate::vfs::attr;
+use crate::vfs::cred::{squash, CredGuard, Creds};
+use crate::vfs::handle::FileHandle;
+use crate::vfs::resolve::Obj;
+use crate::vfs::sys::Stat;
+use crate::vfs::Vfs;
+
+use super::xdr::decode_all;
+
+/// Reserved ports end here: `secure` exports want a source port below it.
+const PRIVILEGED_PORT_END: u16 = 1024;
+
+/// One call being executed on a blocking thread.
+pub struct Op {
+    pub svc: Arc<Services>,
+    pub cred: Cred,
+    pub peer: SocketAddr,
+}
+
+/// The caller's rights on one export.
+pub struct Access {
+    pub opts: ExportOptions,
+    pub creds: Creds,
+}
+
+impl Access {
+    /// Switch this thread to the caller's (squashed) ids until the guard drops.
+    pub fn user(&self) -> Result<CredGuard, nfsstat3> {
+        CredGuard::switch(&self.creds).map_err(|_| nfsstat3::NFS3ERR_SERVERFAULT)
+    }
+
+    /// Modifying calls on a read-only export get NFS3ERR_ROFS.
+    pub fn writable(&self) -> Result<(), nfsstat3> {
+        if self.opts.read_only {
+            Err(nfsstat3::NFS3ERR_ROFS)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Op {
+    pub fn vfs(&self) -> &Vfs {
+        &self.svc.vfs
+    }
+
+    pub fn state(&self) -> Arc<RwLock<State>> {
+        self.svc.commit.state()
+    }
+
+    /// The caller's rights on `export_id`, as knfsd's fh_verify: an unknown
+    /// export is STALE, an insecure port on a `secure` export is PERM, a client
+    /// not in the list is ACCES.
+    pub fn access(&self, export_id: u32) -> Result<Access, nfsstat3> {
+        if self.vfs().export(export_id).is_none() {
+            return Err(nfsstat3::NFS3ERR_STALE);
+        }
+        let opts = self
+            .svc
+            .exports
+            .access(export_id, self.peer.ip())
+            .ok_or(nfsstat3::NFS3ERR_ACCES)?;
+        if opts.secure && self.peer.port() >= PRIVILEGED_PORT_END {
+            return Err(nfsstat3::NFS3ERR_PERM);
+        }
+        Ok(Access { opts, creds: squash(&self.cred, &opts) })
+    }
+
+    /// Resolve a handle from the wire and check the caller's export access.
+    pub fn object(&self, fh: &[u8]) -> Result<(Obj, Access), nfsstat3> {
+        let h = FileHandle::decode(fh)?;
+        let access = self.access(h.export_id)?;
+        let obj = self.vfs().resolve_fh(&self.state(), &h)?;
+        Ok((obj, access))
+    }
+
+    /// The commands recording `entries` (only new or changed ones).
+    pub fn handle_effects(&self, entries: Vec<HandleEntry>) -> Vec<Command> {
+        self.vfs().handle_updates(&self.state(), entries).into_iter().collect()
+    }
+}
+
+/// Decode the arguments with `dec` (else GARBAGE_ARGS), then run `body` on a
+/// blocking thread: every filesystem call blocks, and credentials are per thread.
+pub fn run<T: Send + 'static>(
+    ctx: Ctx,
+    args: Vec<u8>,
+    dec: fn(&mut Reader) -> Result<T, DecodeError>,
+    body: fn(&Op, T) -> Reply,
+) -> ProcFuture {
+    let decoded = decode_all(&args, dec);
+    Box::pin(async move {
+        let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
+        let op = Op { svc: ctx.services.clone(), cred: ctx.cred.clone(), peer: ctx.peer };
+        tokio::task::spawn_blocking(move || body(&op, a)).await.map_err(|_| ProcError::SystemErr)
+    })
+}
+
+/// Encode an NFSv3 result: status then the ok or fail body.
+pub fn reply<T: Pack, E: Pack>(r: Result<T, (nfsstat3, E)>) -> Vec<u8> {
+    match r {
+        Ok(v) => encode(&Nfs3Result::<T, E>::Ok(v)),
+        Err((s, e)) => encode(&Nfs3Result::<T, E>::Err((s, e))),
+    }
+}
+
+pub fn obj_attr(obj: &Obj) -> post_op_attr {
+    Nfs3Option::Some(obj.fattr())
+}
+
+pub fn pre_op(st: Option<&Stat>) -> pre_op_attr {
+    match st {
+        Some(s) => Nfs3Option::Some(attr::wcc(s)),
+        None => Nfs3Option::None,
+    }
+}
+
+/// wcc_data for `obj`: `pre` as taken before the change, and a fresh stat now.
+pub fn wcc_after(obj: &mut Obj, pre: &Stat) -> wcc_data {
+    let after = if obj.restat().is_ok() { obj_attr(obj) } else { Nfs3Option::None };
+    wcc_data { before: pre_op(Some(pre)), after }
+}
+
+/// wcc_data when the call failed before anything was resolved.
+pub fn no_wcc() -> wcc_data {
+    wcc_data::default()
+}

@@ -1,0 +1,370 @@
+//! NFSv3 procedures that change a directory: CREATE, MKDIR, SYMLINK, MKNOD,
+//! REMOVE, RMDIR (RFC 1813 §3.3; RENAME and LINK are in `proc_link.rs`). Each runs the syscall under the
+//! caller's ids and returns the handle-table changes as effects, committed
+//! before the reply is sent.
+//!
+//! Hard links: the table records one (parent, name) per inode. LINK leaves the
+//! entry as it is (any name reaches the object). REMOVE of the recorded name of
+//! a file that keeps other links re-points the entry to another name in the
+//! same directory; if there is none there, the entry is dropped and a later
+//! LOOKUP or READDIRPLUS through a remaining name records it again with the
+//! same ident, so the old handle resolves once more. When the last link goes,
+//! the entry is removed.
+
+use hanfs_state::Command;
+use nfs3_types::nfs3::*;
+use nfs3_types::xdr_codec::Opaque;
+
+use crate::rpc::program::{Ctx, ProcFuture, Reply};
+use crate::rpc::xdr::{DecodeError, Reader};
+use crate::vfs::resolve::Obj;
+use crate::vfs::sys::{self, TimeSet};
+
+use super::common::{no_wcc, obj_attr, reply, run, wcc_after, Access, Op};
+use super::proc_write::apply_sattr;
+use super::xdr::{self, CreateHow, Fh, Mknod, Name, NameUse, Sattr};
+
+/// Mode of a new file or directory when the client sends none.
+const FILE_MODE_DEFAULT: u32 = 0o644;
+const DIR_MODE_DEFAULT: u32 = 0o755;
+/// Mode of an exclusively created file until the client's follow-up SETATTR.
+const EXCLUSIVE_MODE: u32 = 0o600;
+/// knfsd clears the top bit of the verifier words it stores as times.
+const VERF_TIME_MASK: u32 = 0x7fff_ffff;
+
+/// Result of a successful create-type call.
+struct Made {
+    obj: Obj,
+    effects: Vec<Command>,
+}
+
+/// The parts every create-type reply has (CREATE, MKDIR, SYMLINK, MKNOD share
+/// one shape: obj, obj_attributes, dir_wcc / dir_wcc).
+type CreateOut = Result<(post_op_fh3, post_op_attr, wcc_data), (nfsstat3, wcc_data)>;
+
+/// fsync the directory (and the new object) on `sync` exports, as knfsd's
+/// commit_metadata, so an acknowledged create survives a crash.
+pub(super) fn sync_meta(acc: &Access, objs: &[&Obj]) {
+    if !acc.opts.sync {
+        return;
+    }
+    for o in objs {
+        if !(o.st.is_dir() || o.st.is_reg()) {
+            continue;
+        }
+        if let Ok(fd) = sys::reopen(&o.fd, libc::O_RDONLY | libc::O_NONBLOCK) {
+            if let Err(e) = std::fs::File::from(fd).sync_all() {
+                tracing::warn!(error = %e, "metadata fsync failed");
+            }
+        }
+    }
+}
+
+/// Resolve the directory, check the name and write access, run `make` under
+/// the caller's ids, then look the new object up and record its handle.
+fn create_in(
+    op: &Op,
+    fh: &Fh,
+    name: Name,
+    make: impl FnOnce(&Obj, &[u8], &Access) -> Result<Option<Obj>, nfsstat3>,
+) -> (CreateOut, Vec<Command>) {
+    let (mut dir, acc) = match op.object(fh) {
+        Ok(v) => v,
+        Err(s) => return (Err((s, no_wcc())), Vec::new()),
+    };
+    let pre = dir.st.clone();
+    let r = (|| {
+        let name = name?;
+        acc.writable()?;
+        if !dir.st.is_dir() {
+            return Err(nfsstat3::NFS3ERR_NOTDIR);
+        }
+        let existing = make(&dir, &name, &acc)?;
+        let obj = match existing {
+            Some(o) => o,
+            None => {
+                let _user = acc.user()?;
+                op.vfs().child(&op.state(), &dir, &name)?
+            }
+        };
+        sync_meta(&acc, &[&dir, &obj]);
+        let effects = op.handle_effects(vec![obj.entry_in(&dir, &name)]);
+        Ok(Made { obj, effects })
+    })();
+    let wcc = wcc_after(&mut dir, &pre);
+    match r {
+        Ok(m) => {
+            let fh = Nfs3Option::Some(nfs_fh3 { data: Opaque::owned(m.obj.fh()) });
+            (Ok((fh, obj_attr(&m.obj), wcc)), m.effects)
+        }
+        Err(s) => (Err((s, wcc)), Vec::new()),
+    }
+}
+
+/// Set the client's mode exactly (the process umask may have cleared bits),
+/// then the rest of the attributes.
+fn finish_attrs(op: &Op, dir: &Obj, name: &[u8], acc: &Access, mode: u32, rest: &Sattr) -> Result<(), nfsstat3> {
+    let obj = {
+        let _user = acc.user()?;
+        op.vfs().child(&op.state(), dir, name)?
+    };
+    let mut s = Sattr { mode: None, ..rest.clone() };
+    if obj.st.uid == acc.creds.uid {
+        // As knfsd's nfsd_create_setattr: the creator already owns the object;
+        // a uid/gid in the request (e.g. root's, squashed) is not applied.
+        s.uid = None;
+        s.gid = None;
+    }
+    if mode & op.vfs().umask() != 0 {
+        s.mode = Some(mode);
+    }
+    apply_sattr(&obj, acc, &s)
+}
+
+fn mknod_at(dir: &Obj, name: &[u8], acc: &Access, mode: u32, dev: u64) -> Result<(), nfsstat3> {
+    let _user = acc.user()?;
+    sys::mknod_at(dir.raw(), name, mode, dev).map_err(nfsstat3::from)
+}
+
+fn create_file(op: &Op, dir: &Obj, name: &[u8], acc: &Access, how: &CreateHow) -> Result<Option<Obj>, nfsstat3> {
+    match how {
+        CreateHow::Unchecked(s) | CreateHow::Guarded(s) => {
+            let mode = s.mode.unwrap_or(FILE_MODE_DEFAULT) & 0o7777;
+            match mknod_at(dir, name, acc, libc::S_IFREG | mode, 0) {
+                Ok(()) => finish_attrs(op, dir, name, acc, mode, s).map(|()| None),
+                Err(nfsstat3::NFS3ERR_EXIST) if matches!(how, CreateHow::Unchecked(_)) => {
+                    // knfsd: an existing regular file is kept; only a size is applied.
+                    let obj = {
+                        let _user = acc.user()?;
+                        op.vfs().child(&op.state(), dir, name)?
+                    };
+                    if !obj.st.is_reg() {
+                        return Err(nfsstat3::NFS3ERR_EXIST);
+                    }
+                    apply_sattr(&obj, acc, &Sattr { size: s.size, ..Sattr::default() })?;
+                    Ok(Some(obj))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        CreateHow::Exclusive(verf) => create_exclusive(op, dir, name, acc, verf),
+    }
+}
+
+fn verf_times(verf: &[u8; 8]) -> (u32, u32) {
+    let w = |i: usize| u32::from_be_bytes([verf[i], verf[i + 1], verf[i + 2], verf[i + 3]]);
+    (w(0) & VERF_TIME_MASK, w(4) & VERF_TIME_MASK)
+}
+
+/// EXCLUSIVE create, as knfsd: the verifier is stored in mtime/atime, so a
+/// retransmission with the same verifier finds "its" file and succeeds, and a
+/// different verifier gets NFS3ERR_EXIST. The client then sends SETATTR.
+fn create_exclusive(op: &Op, dir: &Obj, name: &[u8], acc: &Access, verf: &[u8; 8]) -> Result<Option<Obj>, nfsstat3> {
+    let (mtime, atime) = verf_times(verf);
+    let made = mknod_at(dir, name, acc, libc::S_IFREG | EXCLUSIVE_MODE, 0);
+    if let Err(e) = made {
+        if e != nfsstat3::NFS3ERR_EXIST {
+            return Err(e);
+        }
+    }
+    let _user = acc.user()?;
+    let obj = op.vfs().child(&op.state(), dir, name)?;
+    match made {
+        Ok(()) => {
+            sys::utimens_fd(&obj.fd, TimeSet::At(atime, 0), TimeSet::At(mtime, 0))?;
+            Ok(None)
+        }
+        Err(_) => {
+            let same = obj.st.is_reg()
+                && obj.st.mtime.0 == i64::from(mtime)
+                && obj.st.atime.0 == i64::from(atime);
+            if same {
+                Ok(Some(obj))
+            } else {
+                Err(nfsstat3::NFS3ERR_EXIST)
+            }
+        }
+    }
+}
+
+fn dec_create(r: &mut Reader) -> Result<(Fh, Name, CreateHow), DecodeError> {
+    let (fh, name) = xdr::dirop(r, NameUse::Create)?;
+    Ok((fh, name, xdr::createhow(r)?))
+}
+
+pub fn create(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_create, |op, (fh, name, how)| {
+        let (out, effects) = create_in(op, &fh, name, |dir, n, acc| create_file(op, dir, n, acc, &how));
+        let body = match out {
+            Ok((obj, obj_attributes, dir_wcc)) => {
+                reply::<_, CREATE3resfail>(Ok(CREATE3resok { obj, obj_attributes, dir_wcc }))
+            }
+            Err((s, dir_wcc)) => reply::<CREATE3resok, _>(Err((s, CREATE3resfail { dir_wcc }))),
+        };
+        Reply::with_effects(body, effects)
+    })
+}
+
+fn dec_mkdir(r: &mut Reader) -> Result<(Fh, Name, Sattr), DecodeError> {
+    let (fh, name) = xdr::dirop(r, NameUse::Create)?;
+    Ok((fh, name, xdr::sattr(r)?))
+}
+
+pub fn mkdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_mkdir, |op, (fh, name, s)| {
+        let (out, effects) = create_in(op, &fh, name, |dir, n, acc| {
+            let mode = s.mode.unwrap_or(DIR_MODE_DEFAULT) & 0o7777;
+            {
+                let _user = acc.user()?;
+                sys::mkdir_at(dir.raw(), n, mode)?;
+            }
+            finish_attrs(op, dir, n, acc, mode, &Sattr { size: None, ..s.clone() }).map(|()| None)
+        });
+        let body = match out {
+            Ok((obj, obj_attributes, dir_wcc)) => {
+                reply::<_, MKDIR3resfail>(Ok(MKDIR3resok { obj, obj_attributes, dir_wcc }))
+            }
+            Err((s, dir_wcc)) => reply::<MKDIR3resok, _>(Err((s, MKDIR3resfail { dir_wcc }))),
+        };
+        Reply::with_effects(body, effects)
+    })
+}
+
+fn dec_symlink(r: &mut Reader) -> Result<(Fh, Name, Sattr, Name), DecodeError> {
+    let (fh, name) = xdr::dirop(r, NameUse::Create)?;
+    let s = xdr::sattr(r)?;
+    Ok((fh, name, s, xdr::symlink_target(r)?))
+}
+
+pub fn symlink(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_symlink, |op, (fh, name, s, target)| {
+        let (out, effects) = create_in(op, &fh, name, |dir, n, acc| {
+            let target = target?;
+            {
+                let _user = acc.user()?;
+                sys::symlink_at(&target, dir.raw(), n)?;
+            }
+            // A symlink's mode means nothing on Linux; owner and times still apply.
+            let rest = Sattr { mode: None, size: None, ..s.clone() };
+            finish_attrs(op, dir, n, acc, 0, &rest).map(|()| None)
+        });
+        let body = match out {
+            Ok((obj, obj_attributes, dir_wcc)) => {
+                reply::<_, SYMLINK3resfail>(Ok(SYMLINK3resok { obj, obj_attributes, dir_wcc }))
+            }
+            Err((s, dir_wcc)) => reply::<SYMLINK3resok, _>(Err((s, SYMLINK3resfail { dir_wcc }))),
+        };
+        Reply::with_effects(body, effects)
+    })
+}
+
+fn dec_mknod(r: &mut Reader) -> Result<(Fh, Name, Mknod), DecodeError> {
+    let (fh, name) = xdr::dirop(r, NameUse::Create)?;
+    Ok((fh, name, xdr::mknod(r)?))
+}
+
+pub fn mknod(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_mknod, |op, (fh, name, what)| {
+        let (out, effects) = create_in(op, &fh, name, |dir, n, acc| {
+            let (kind, s, dev) = match &what {
+                Mknod::Chr(s, ma, mi) => (libc::S_IFCHR, s, libc::makedev(*ma, *mi)),
+                Mknod::Blk(s, ma, mi) => (libc::S_IFBLK, s, libc::makedev(*ma, *mi)),
+                Mknod::Sock(s) => (libc::S_IFSOCK, s, 0),
+                Mknod::Fifo(s) => (libc::S_IFIFO, s, 0),
+                Mknod::BadType => return Err(nfsstat3::NFS3ERR_BADTYPE),
+            };
+            let mode = s.mode.unwrap_or(FILE_MODE_DEFAULT) & 0o7777;
+            // Devices need CAP_MKNOD, which the kernel drops with a non-zero
+            // fsuid: a squashed or ordinary caller gets EPERM → NFS3ERR_PERM.
+            mknod_at(dir, n, acc, kind | mode, dev)?;
+            finish_attrs(op, dir, n, acc, mode, &Sattr { size: None, ..s.clone() }).map(|()| None)
+        });
+        let body = match out {
+            Ok((obj, obj_attributes, dir_wcc)) => {
+                reply::<_, MKNOD3resfail>(Ok(MKNOD3resok { obj, obj_attributes, dir_wcc }))
+            }
+            Err((s, dir_wcc)) => reply::<MKNOD3resok, _>(Err((s, MKNOD3resfail { dir_wcc }))),
+        };
+        Reply::with_effects(body, effects)
+    })
+}
+
+/// The handle-table change after `victim` (reached as `name` in `dir`) lost
+/// that name: drop the entry when no link is left. When links remain and the
+/// entry recorded exactly this name, re-point it to another name in the same
+/// directory if there is one, else drop it (a LOOKUP or READDIRPLUS through a
+/// remaining name records it again, with the same ident, so the handle lives on).
+pub(super) fn forget(op: &Op, dir: &Obj, name: &[u8], victim: &Obj, links_left: bool) -> Vec<Command> {
+    let remove = Command::RemoveHandle { export_id: victim.export_id, ino: victim.st.ino, ident: victim.ident };
+    if !links_left {
+        return vec![remove];
+    }
+    let st = op.state();
+    let recorded_here = st
+        .read()
+        .map(|s| {
+            s.handle(victim.export_id, victim.st.ino)
+                .is_some_and(|e| e.parent_ino == dir.st.ino && e.name == name)
+        })
+        .unwrap_or(false);
+    if !recorded_here {
+        return Vec::new();
+    }
+    match op.vfs().find_link(dir, victim.st.ino, victim.ident) {
+        Some(other) => op.handle_effects(vec![victim.entry_in(dir, &other)]),
+        None => vec![remove],
+    }
+}
+
+/// REMOVE and RMDIR: unlink `name` under the caller's ids.
+fn unlink(op: &Op, fh: &Fh, name: Name, flags: i32) -> (Result<wcc_data, (nfsstat3, wcc_data)>, Vec<Command>) {
+    let (mut dir, acc) = match op.object(fh) {
+        Ok(v) => v,
+        Err(s) => return (Err((s, no_wcc())), Vec::new()),
+    };
+    let pre = dir.st.clone();
+    let r = (|| {
+        let name = name?;
+        acc.writable()?;
+        let victim = {
+            let _user = acc.user()?;
+            let victim = op.vfs().child(&op.state(), &dir, &name)?;
+            sys::unlink_at(dir.raw(), &name, flags)?;
+            victim
+        };
+        sync_meta(&acc, &[&dir]);
+        let links_left = !victim.st.is_dir() && victim.st.nlink > 1;
+        Ok(forget(op, &dir, &name, &victim, links_left))
+    })();
+    let wcc = wcc_after(&mut dir, &pre);
+    match r {
+        Ok(effects) => (Ok(wcc), effects),
+        Err(s) => (Err((s, wcc)), Vec::new()),
+    }
+}
+
+fn dec_remove(r: &mut Reader) -> Result<(Fh, Name), DecodeError> {
+    xdr::dirop(r, NameUse::Remove)
+}
+
+pub fn remove(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_remove, |op, (fh, name)| {
+        let (r, effects) = unlink(op, &fh, name, 0);
+        let body = match r {
+            Ok(dir_wcc) => reply::<_, REMOVE3resfail>(Ok(REMOVE3resok { dir_wcc })),
+            Err((s, dir_wcc)) => reply::<REMOVE3resok, _>(Err((s, REMOVE3resfail { dir_wcc }))),
+        };
+        Reply::with_effects(body, effects)
+    })
+}
+
+pub fn rmdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_remove, |op, (fh, name)| {
+        let (r, effects) = unlink(op, &fh, name, libc::AT_REMOVEDIR);
+        let body = match r {
+            Ok(dir_wcc) => reply::<_, RMDIR3resfail>(Ok(RMDIR3resok { dir_wcc })),
+            Err((s, dir_wcc)) => reply::<RMDIR3resok, _>(Err((s, RMDIR3resfail { dir_wcc }))),
+        };
+        Reply::with_effects(body, effects)
+    })
+}

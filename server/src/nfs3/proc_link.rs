@@ -1,0 +1,126 @@
+//! NFSv3 RENAME and LINK (RFC 1813 §3.3.14, §3.3.15). RENAME re-points the
+//! moved object's handle entry to its new (parent, name), so it and everything
+//! below it still resolve; an object it replaced loses its entry when its last
+//! link goes. LINK leaves the entry alone: any name reaches the object.
+
+use hanfs_state::Command;
+use nfs3_types::nfs3::*;
+
+use crate::rpc::program::{Ctx, ProcFuture, Reply};
+use crate::rpc::xdr::{DecodeError, Reader};
+use crate::vfs::sys;
+
+use super::common::{no_wcc, obj_attr, reply, run, wcc_after, Op};
+use super::proc_dir::{forget, sync_meta};
+use super::xdr::{self, Fh, Name, NameUse};
+
+type Rename = (Fh, Name, Fh, Name);
+
+fn dec_rename(r: &mut Reader) -> Result<Rename, DecodeError> {
+    let (f, fname) = xdr::dirop(r, NameUse::Remove)?;
+    let (t, tname) = xdr::dirop(r, NameUse::Remove)?;
+    Ok((f, fname, t, tname))
+}
+
+fn do_rename(op: &Op, (ffh, fname, tfh, tname): Rename) -> (Result<(), nfsstat3>, wcc_data, wcc_data, Vec<Command>) {
+    let (mut from, acc) = match op.object(&ffh) {
+        Ok(v) => v,
+        Err(s) => return (Err(s), no_wcc(), no_wcc(), Vec::new()),
+    };
+    let (mut to, _) = match op.object(&tfh) {
+        Ok(v) => v,
+        Err(s) => {
+            let fw = wcc_data { before: Nfs3Option::None, after: obj_attr(&from) };
+            return (Err(s), fw, no_wcc(), Vec::new());
+        }
+    };
+    let (fpre, tpre) = (from.st.clone(), to.st.clone());
+    let r = (|| {
+        let (fname, tname) = (fname?, tname?);
+        acc.writable()?;
+        if from.export_id != to.export_id {
+            return Err(nfsstat3::NFS3ERR_XDEV);
+        }
+        if !from.st.is_dir() || !to.st.is_dir() {
+            return Err(nfsstat3::NFS3ERR_NOTDIR);
+        }
+        let (moved, replaced) = {
+            let _user = acc.user()?;
+            let state = op.state();
+            let moved = op.vfs().child(&state, &from, &fname)?;
+            let replaced = op.vfs().child(&state, &to, &tname).ok();
+            sys::rename_at(from.raw(), &fname, to.raw(), &tname)?;
+            (moved, replaced)
+        };
+        sync_meta(&acc, &[&from, &to]);
+        let mut effects = Vec::new();
+        if let Some(old) = replaced.filter(|o| o.st.ino != moved.st.ino) {
+            let links_left = !old.st.is_dir() && old.st.nlink > 1;
+            effects.extend(forget(op, &to, &tname, &old, links_left));
+        }
+        effects.extend(op.handle_effects(vec![moved.entry_in(&to, &tname)]));
+        Ok(effects)
+    })();
+    let fw = wcc_after(&mut from, &fpre);
+    let tw = wcc_after(&mut to, &tpre);
+    match r {
+        Ok(effects) => (Ok(()), fw, tw, effects),
+        Err(s) => (Err(s), fw, tw, Vec::new()),
+    }
+}
+
+pub fn rename(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_rename, |op, a| {
+        let (r, fromdir_wcc, todir_wcc, effects) = do_rename(op, a);
+        let body = match r {
+            Ok(()) => reply::<_, RENAME3resfail>(Ok(RENAME3resok { fromdir_wcc, todir_wcc })),
+            Err(s) => reply::<RENAME3resok, _>(Err((s, RENAME3resfail { fromdir_wcc, todir_wcc }))),
+        };
+        Reply::with_effects(body, effects)
+    })
+}
+
+fn dec_link(r: &mut Reader) -> Result<(Fh, Fh, Name), DecodeError> {
+    let f = xdr::fh(r)?;
+    let (d, name) = xdr::dirop(r, NameUse::Create)?;
+    Ok((f, d, name))
+}
+
+pub fn link(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_link, |op, (ffh, dfh, name)| {
+        let fail = |s, file_attributes, linkdir_wcc| {
+            Reply::new(reply::<LINK3resok, _>(Err((s, LINK3resfail { file_attributes, linkdir_wcc }))))
+        };
+        let (mut file, acc) = match op.object(&ffh) {
+            Ok(v) => v,
+            Err(s) => return fail(s, Nfs3Option::None, no_wcc()),
+        };
+        let (mut dir, _) = match op.object(&dfh) {
+            Ok(v) => v,
+            Err(s) => return fail(s, obj_attr(&file), no_wcc()),
+        };
+        let pre = dir.st.clone();
+        let r = (|| {
+            let name = name?;
+            acc.writable()?;
+            if file.export_id != dir.export_id {
+                return Err(nfsstat3::NFS3ERR_XDEV);
+            }
+            if file.st.is_dir() {
+                // Linux refuses hard links to directories (EPERM); RFC 1813 allows ISDIR.
+                return Err(nfsstat3::NFS3ERR_ISDIR);
+            }
+            let _user = acc.user()?;
+            sys::link_fd(&file.fd, dir.raw(), &name).map_err(nfsstat3::from)
+        })();
+        if r.is_ok() {
+            sync_meta(&acc, &[&dir]);
+        }
+        let linkdir_wcc = wcc_after(&mut dir, &pre);
+        let _ = file.restat();
+        match r {
+            Ok(()) => Reply::new(reply::<_, LINK3resfail>(Ok(LINK3resok { file_attributes: obj_attr(&file), linkdir_wcc }))),
+            Err(s) => fail(s, obj_attr(&file), linkdir_wcc),
+        }
+    })
+}

@@ -1,0 +1,243 @@
+//! NFSv3 procedures that read: NULL, GETATTR, LOOKUP, ACCESS, READLINK, READ,
+//! FSSTAT, FSINFO, PATHCONF (RFC 1813 §3.3).
+
+use nfs3_types::nfs3::*;
+use nfs3_types::xdr_codec::{Opaque, Void};
+
+use crate::rpc::program::{Ctx, ProcError, ProcFuture, Reply};
+use crate::rpc::xdr::Reader;
+use crate::vfs::sys;
+
+use super::common::{obj_attr, reply, run};
+use super::xdr::{self, Fh, Name, NameUse, DIR_BYTES_MAX, IO_BYTES_MAX, NAME_BYTES_MAX, PATH_BYTES_MAX};
+
+/// FSINFO rtmult/wtmult: the block size I/O should be a multiple of.
+const IO_MULTIPLE_BYTES: u32 = 4096;
+/// Largest file offset served (Linux MAX_LFS_FILESIZE).
+const FILE_BYTES_MAX: u64 = i64::MAX as u64;
+/// Linux ext4's link limit, when fpathconf cannot say.
+const LINKS_DEFAULT_MAX: u32 = 65000;
+
+pub fn null(_ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    Box::pin(async move {
+        if args.is_empty() {
+            Ok(Reply::new(Vec::new()))
+        } else {
+            Err(ProcError::GarbageArgs)
+        }
+    })
+}
+
+pub fn getattr(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, xdr::fh, |op, fh| {
+        let r = op.object(&fh).map(|(o, _)| GETATTR3resok { obj_attributes: o.fattr() });
+        Reply::new(reply(r.map_err(|s| (s, Void))))
+    })
+}
+
+fn dec_lookup(r: &mut Reader) -> Result<(Fh, Name), crate::rpc::xdr::DecodeError> {
+    xdr::dirop(r, NameUse::Lookup)
+}
+
+pub fn lookup(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_lookup, |op, (fh, name)| {
+        let (dir, access) = match op.object(&fh) {
+            Ok(v) => v,
+            Err(s) => return Reply::new(reply::<LOOKUP3resok, _>(Err((s, LOOKUP3resfail::default())))),
+        };
+        let fail = |s| reply::<LOOKUP3resok, _>(Err((s, LOOKUP3resfail { dir_attributes: obj_attr(&dir) })));
+        let name = match name {
+            Ok(n) => n,
+            Err(s) => return Reply::new(fail(s)),
+        };
+        let child = {
+            let _user = match access.user() {
+                Ok(g) => g,
+                Err(s) => return Reply::new(fail(s)),
+            };
+            op.vfs().child(&op.state(), &dir, &name)
+        };
+        match child {
+            Err(s) => Reply::new(fail(s)),
+            Ok(obj) => {
+                let effects = if name == b"." || name == b".." {
+                    Vec::new()
+                } else {
+                    op.handle_effects(vec![obj.entry_in(&dir, &name)])
+                };
+                let ok = LOOKUP3resok {
+                    object: nfs_fh3 { data: Opaque::owned(obj.fh()) },
+                    obj_attributes: obj_attr(&obj),
+                    dir_attributes: obj_attr(&dir),
+                };
+                Reply::with_effects(reply::<_, LOOKUP3resfail>(Ok(ok)), effects)
+            }
+        }
+    })
+}
+
+fn dec_access(r: &mut Reader) -> Result<(Fh, u32), crate::rpc::xdr::DecodeError> {
+    Ok((xdr::fh(r)?, r.u32()?))
+}
+
+/// ACCESS bits, as knfsd's nfs3_regaccess / nfs3_diraccess tables, checked by
+/// the kernel under the caller's fs credentials (faccessat2 AT_EACCESS).
+pub fn access(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_access, |op, (fh, want)| {
+        let (obj, acc) = match op.object(&fh) {
+            Ok(v) => v,
+            Err(s) => return Reply::new(reply::<ACCESS3resok, _>(Err((s, ACCESS3resfail::default())))),
+        };
+        let granted = {
+            let _user = match acc.user() {
+                Ok(g) => g,
+                Err(s) => {
+                    let f = ACCESS3resfail { obj_attributes: obj_attr(&obj) };
+                    return Reply::new(reply::<ACCESS3resok, _>(Err((s, f))));
+                }
+            };
+            let can = |mode| sys::access_fd(&obj.fd, mode);
+            let writable = !acc.opts.read_only;
+            let mut g = 0;
+            if obj.st.is_dir() {
+                let x = can(libc::X_OK);
+                let wx = writable && x && can(libc::W_OK);
+                g |= if can(libc::R_OK) { ACCESS3_READ } else { 0 };
+                g |= if x { ACCESS3_LOOKUP } else { 0 };
+                g |= if wx { ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE } else { 0 };
+            } else {
+                let w = writable && can(libc::W_OK);
+                g |= if can(libc::R_OK) { ACCESS3_READ } else { 0 };
+                g |= if w { ACCESS3_MODIFY | ACCESS3_EXTEND } else { 0 };
+                g |= if can(libc::X_OK) { ACCESS3_EXECUTE } else { 0 };
+            }
+            g
+        };
+        let ok = ACCESS3resok { obj_attributes: obj_attr(&obj), access: want & granted };
+        Reply::new(reply::<_, ACCESS3resfail>(Ok(ok)))
+    })
+}
+
+pub fn readlink(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, xdr::fh, |op, fh| {
+        let (obj, _) = match op.object(&fh) {
+            Ok(v) => v,
+            Err(s) => return Reply::new(reply::<READLINK3resok, _>(Err((s, READLINK3resfail::default())))),
+        };
+        let r = if obj.st.is_lnk() {
+            sys::readlink_fd(&obj.fd, PATH_BYTES_MAX).map_err(nfsstat3::from)
+        } else {
+            Err(nfsstat3::NFS3ERR_INVAL)
+        };
+        let body = match r {
+            Ok(target) => reply::<_, READLINK3resfail>(Ok(READLINK3resok {
+                symlink_attributes: obj_attr(&obj),
+                data: nfspath3(Opaque::owned(target)),
+            })),
+            Err(s) => reply::<READLINK3resok, _>(Err((s, READLINK3resfail { symlink_attributes: obj_attr(&obj) }))),
+        };
+        Reply::new(body)
+    })
+}
+
+fn dec_read(r: &mut Reader) -> Result<(Fh, u64, u32), crate::rpc::xdr::DecodeError> {
+    Ok((xdr::fh(r)?, r.u64()?, xdr::count(r, IO_BYTES_MAX)?))
+}
+
+pub fn read(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_read, |op, (fh, offset, count)| {
+        let (mut obj, acc) = match op.object(&fh) {
+            Ok(v) => v,
+            Err(s) => return Reply::new(reply::<READ3resok, _>(Err((s, READ3resfail::default())))),
+        };
+        let r = super::io::read_at(&obj, &acc, offset, count);
+        let _ = obj.restat();
+        let body = match r {
+            Ok(data) => {
+                let n = data.len() as u64;
+                let eof = n < u64::from(count) || offset.saturating_add(n) >= obj.st.size;
+                reply::<_, READ3resfail>(Ok(READ3resok {
+                    file_attributes: obj_attr(&obj),
+                    count: data.len() as u32,
+                    eof,
+                    data: Opaque::owned(data),
+                }))
+            }
+            Err(s) => reply::<READ3resok, _>(Err((s, READ3resfail { file_attributes: obj_attr(&obj) }))),
+        };
+        Reply::new(body)
+    })
+}
+
+pub fn fsstat(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, xdr::fh, |op, fh| {
+        let (obj, _) = match op.object(&fh) {
+            Ok(v) => v,
+            Err(s) => return Reply::new(reply::<FSSTAT3resok, _>(Err((s, FSSTAT3resfail::default())))),
+        };
+        let body = match sys::statvfs_fd(&obj.fd) {
+            Ok(sv) => {
+                let frsize = sv.f_frsize as u64;
+                reply::<_, FSSTAT3resfail>(Ok(FSSTAT3resok {
+                    obj_attributes: obj_attr(&obj),
+                    tbytes: (sv.f_blocks as u64).saturating_mul(frsize),
+                    fbytes: (sv.f_bfree as u64).saturating_mul(frsize),
+                    abytes: (sv.f_bavail as u64).saturating_mul(frsize),
+                    tfiles: sv.f_files as u64,
+                    ffiles: sv.f_ffree as u64,
+                    afiles: sv.f_favail as u64,
+                    invarsec: 0,
+                }))
+            }
+            Err(e) => reply::<FSSTAT3resok, _>(Err((e.into(), FSSTAT3resfail { obj_attributes: obj_attr(&obj) }))),
+        };
+        Reply::new(body)
+    })
+}
+
+pub fn fsinfo(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, xdr::fh, |op, fh| {
+        let obj = match op.object(&fh) {
+            Ok((o, _)) => o,
+            Err(s) => return Reply::new(reply::<FSINFO3resok, _>(Err((s, FSINFO3resfail::default())))),
+        };
+        let ok = FSINFO3resok {
+            obj_attributes: obj_attr(&obj),
+            rtmax: IO_BYTES_MAX,
+            rtpref: IO_BYTES_MAX,
+            rtmult: IO_MULTIPLE_BYTES,
+            wtmax: IO_BYTES_MAX,
+            wtpref: IO_BYTES_MAX,
+            wtmult: IO_MULTIPLE_BYTES,
+            dtpref: DIR_BYTES_MAX,
+            maxfilesize: FILE_BYTES_MAX,
+            time_delta: nfstime3 { seconds: 0, nseconds: 1 },
+            properties: FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME,
+        };
+        Reply::new(reply::<_, FSINFO3resfail>(Ok(ok)))
+    })
+}
+
+pub fn pathconf(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, xdr::fh, |op, fh| {
+        let obj = match op.object(&fh) {
+            Ok((o, _)) => o,
+            Err(s) => return Reply::new(reply::<PATHCONF3resok, _>(Err((s, PATHCONF3resfail::default())))),
+        };
+        let name_max = sys::statvfs_fd(&obj.fd)
+            .map(|sv| (sv.f_namemax as u32).min(NAME_BYTES_MAX as u32))
+            .unwrap_or(NAME_BYTES_MAX as u32);
+        // SAFETY: fpathconf on a valid fd; it only reads.
+        let links = unsafe { libc::fpathconf(obj.raw(), libc::_PC_LINK_MAX) };
+        let ok = PATHCONF3resok {
+            obj_attributes: obj_attr(&obj),
+            linkmax: u32::try_from(links).ok().filter(|l| *l > 0).unwrap_or(LINKS_DEFAULT_MAX),
+            name_max,
+            no_trunc: true,
+            chown_restricted: true,
+            case_insensitive: false,
+            case_preserving: true,
+        };
+        Reply::new(reply::<_, PATHCONF3resfail>(Ok(ok)))
+    })
+}

@@ -1,0 +1,189 @@
+//! NFSv3 READDIR and READDIRPLUS (RFC 1813 §3.3.16, §3.3.17).
+//!
+//! Cookies are getdents64 `d_off` values (see `vfs::dir`), so a listing
+//! resumes exactly after the last entry the client saw. The cookie verifier is
+//! always zero and not checked, as knfsd does. `.` and `..` are listed; `..` of
+//! the export root reports the root itself. READDIRPLUS records every new
+//! handle it returns in ONE `PutHandles` (one commit per reply, not per entry).
+
+use hanfs_state::HandleEntry;
+use nfs3_types::nfs3::*;
+use nfs3_types::xdr_codec::{List, Opaque};
+
+use crate::rpc::program::{Ctx, ProcFuture, Reply};
+use crate::rpc::xdr::{DecodeError, Reader};
+use crate::vfs::dir::{self, DirEntry, Take};
+use crate::vfs::resolve::Obj;
+use crate::vfs::{handle, sys};
+
+use super::common::{obj_attr, reply, run, Access, Op};
+use super::xdr::{self, Fh, DIR_BYTES_MAX};
+
+/// XDR bytes of a reply around the entries: status, post_op_attr (1 + fattr3),
+/// cookie verifier, end-of-list marker, eof flag.
+const REPLY_FIXED_BYTES: u32 = 4 + (4 + FATTR_BYTES) + 8 + 4 + 4;
+const FATTR_BYTES: u32 = 84;
+/// entry3 without its name: list marker, fileid, name length, cookie.
+const ENTRY_FIXED_BYTES: u32 = 4 + 8 + 4 + 8;
+/// entryplus3's extra: post_op_attr and post_op_fh3 with a v1 handle.
+const ENTRYPLUS_EXTRA_BYTES: u32 = (4 + FATTR_BYTES) + (4 + 4 + pad4(handle::FH_V1_BYTES as u32));
+
+const fn pad4(n: u32) -> u32 {
+    (n + 3) & !3
+}
+
+fn entry_bytes(name: &[u8]) -> u32 {
+    ENTRY_FIXED_BYTES + pad4(name.len() as u32)
+}
+
+struct Args {
+    fh: Fh,
+    cookie: u64,
+    dircount: u32,
+    maxcount: u32,
+}
+
+fn dec_readdir(r: &mut Reader) -> Result<Args, DecodeError> {
+    let fh = xdr::fh(r)?;
+    let cookie = r.u64()?;
+    let _verf = r.fixed(8)?;
+    let count = xdr::count(r, DIR_BYTES_MAX)?;
+    Ok(Args { fh, cookie, dircount: count, maxcount: count })
+}
+
+fn dec_readdirplus(r: &mut Reader) -> Result<Args, DecodeError> {
+    let fh = xdr::fh(r)?;
+    let cookie = r.u64()?;
+    let _verf = r.fixed(8)?;
+    let dircount = xdr::count(r, DIR_BYTES_MAX)?;
+    let maxcount = xdr::count(r, DIR_BYTES_MAX)?;
+    Ok(Args { fh, cookie, dircount, maxcount })
+}
+
+/// Open the directory for listing under the caller's ids (read permission).
+fn open_dir(dir: &Obj, acc: &Access) -> Result<std::os::fd::OwnedFd, nfsstat3> {
+    if !dir.st.is_dir() {
+        return Err(nfsstat3::NFS3ERR_NOTDIR);
+    }
+    let _user = acc.user()?;
+    sys::reopen(&dir.fd, libc::O_RDONLY | libc::O_DIRECTORY).map_err(nfsstat3::from)
+}
+
+/// The export root's `..` is the root itself: nothing above it is shown.
+fn fix_dotdot(op: &Op, dir: &Obj, e: &mut DirEntry) {
+    if e.name == b".." {
+        if let Some(root) = op.vfs().export(dir.export_id) {
+            if root.ino == dir.st.ino {
+                e.ino = root.ino;
+            }
+        }
+    }
+}
+
+pub fn readdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_readdir, |op, a| {
+        let (dir, acc) = match op.object(&a.fh) {
+            Ok(v) => v,
+            Err(s) => return Reply::new(reply::<READDIR3resok, _>(Err((s, READDIR3resfail::default())))),
+        };
+        let mut entries: Vec<entry3<'static>> = Vec::new();
+        let mut used = REPLY_FIXED_BYTES;
+        let listed = open_dir(&dir, &acc).and_then(|fd| {
+            dir::list(&fd, a.cookie, |mut e| {
+                let need = entry_bytes(&e.name);
+                if used.saturating_add(need) > a.maxcount {
+                    return Take::Full;
+                }
+                used += need;
+                fix_dotdot(op, &dir, &mut e);
+                entries.push(entry3 { fileid: e.ino, name: filename3(Opaque::owned(e.name)), cookie: e.cookie });
+                Take::More
+            })
+            .map_err(nfsstat3::from)
+        });
+        let body = match listed {
+            Ok(eof) if eof || !entries.is_empty() => reply::<_, READDIR3resfail>(Ok(READDIR3resok {
+                dir_attributes: obj_attr(&dir),
+                cookieverf: cookieverf3::default(),
+                reply: dirlist3 { entries: List(entries), eof },
+            })),
+            Ok(_) => reply::<READDIR3resok, _>(Err((
+                nfsstat3::NFS3ERR_TOOSMALL,
+                READDIR3resfail { dir_attributes: obj_attr(&dir) },
+            ))),
+            Err(s) => reply::<READDIR3resok, _>(Err((s, READDIR3resfail { dir_attributes: obj_attr(&dir) }))),
+        };
+        Reply::new(body)
+    })
+}
+
+/// One READDIRPLUS entry: attributes and handle for real names (not `.`/`..`),
+/// looked up under the caller's ids; a name that vanished meanwhile is listed
+/// without them.
+fn plus_entry(op: &Op, dir: &Obj, e: DirEntry, new: &mut Vec<HandleEntry>) -> entryplus3<'static> {
+    let dots = e.name == b"." || e.name == b"..";
+    let child = if dots { None } else { op.vfs().child(&op.state(), dir, &e.name).ok() };
+    let (attrs, fh) = match &child {
+        Some(c) => {
+            new.push(c.entry_in(dir, &e.name));
+            (obj_attr(c), Nfs3Option::Some(nfs_fh3 { data: Opaque::owned(c.fh()) }))
+        }
+        None => (Nfs3Option::None, Nfs3Option::None),
+    };
+    entryplus3 {
+        fileid: e.ino,
+        name: filename3(Opaque::owned(e.name)),
+        cookie: e.cookie,
+        name_attributes: attrs,
+        name_handle: fh,
+    }
+}
+
+pub fn readdirplus(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+    run(ctx, args, dec_readdirplus, |op, a| {
+        let (dir, acc) = match op.object(&a.fh) {
+            Ok(v) => v,
+            Err(s) => {
+                return Reply::new(reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail::default()))))
+            }
+        };
+        let mut entries: Vec<entryplus3<'static>> = Vec::new();
+        let mut new_handles = Vec::new();
+        let (mut used, mut dir_used) = (REPLY_FIXED_BYTES, 0u32);
+        let listed = open_dir(&dir, &acc).and_then(|fd| {
+            let _user = acc.user()?;
+            dir::list(&fd, a.cookie, |mut e| {
+                let short = entry_bytes(&e.name);
+                let need = short + ENTRYPLUS_EXTRA_BYTES;
+                if used.saturating_add(need) > a.maxcount || dir_used.saturating_add(short) > a.dircount {
+                    return Take::Full;
+                }
+                used += need;
+                dir_used += short;
+                fix_dotdot(op, &dir, &mut e);
+                entries.push(plus_entry(op, &dir, e, &mut new_handles));
+                Take::More
+            })
+            .map_err(nfsstat3::from)
+        });
+        let effects = match &listed {
+            Ok(_) => op.handle_effects(new_handles),
+            Err(_) => Vec::new(),
+        };
+        let body = match listed {
+            Ok(eof) if eof || !entries.is_empty() => reply::<_, READDIRPLUS3resfail>(Ok(READDIRPLUS3resok {
+                dir_attributes: obj_attr(&dir),
+                cookieverf: cookieverf3::default(),
+                reply: dirlistplus3 { entries: List(entries), eof },
+            })),
+            Ok(_) => reply::<READDIRPLUS3resok, _>(Err((
+                nfsstat3::NFS3ERR_TOOSMALL,
+                READDIRPLUS3resfail { dir_attributes: obj_attr(&dir) },
+            ))),
+            Err(s) => {
+                reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail { dir_attributes: obj_attr(&dir) })))
+            }
+        };
+        Reply::with_effects(body, effects)
+    })
+}

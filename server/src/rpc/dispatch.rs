@@ -1,0 +1,247 @@
+//! The one dispatch path for every program (nfsd's `nfsd_dispatch`): decode the
+//! header, find the program and procedure in the registry, consult the
+//! duplicate-request cache, run the handler, commit its effects (with the DRC
+//! record) and build the reply message. Transports call `Dispatcher::call` and
+//! send whatever it returns.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hanfs_state::{Command, DrcKey};
+
+use super::msg::{self, AcceptStat, CallHeader};
+use super::program::{Ctx, Drc, ProcError, Program, Transport};
+use crate::services::Services;
+
+/// Calls with the same DRC key being executed right now, so that a
+/// retransmission arriving meanwhile is dropped instead of run twice.
+#[derive(Default)]
+pub struct InProgress {
+    keys: Mutex<HashSet<DrcKey>>,
+}
+
+impl InProgress {
+    /// Claim `key`; false if it is already running.
+    fn claim(&self, key: &DrcKey) -> bool {
+        match self.keys.lock() {
+            Ok(mut keys) => keys.insert(key.clone()),
+            Err(poisoned) => poisoned.into_inner().insert(key.clone()),
+        }
+    }
+
+    fn release(&self, key: &DrcKey) {
+        match self.keys.lock() {
+            Ok(mut keys) => keys.remove(key),
+            Err(poisoned) => poisoned.into_inner().remove(key),
+        };
+    }
+}
+
+/// Releases an `InProgress` claim however the call ends (including a panic or
+/// the task being aborted on connection close).
+struct Claim<'a> {
+    set: &'a InProgress,
+    key: DrcKey,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set.release(&self.key);
+    }
+}
+
+/// The programs one listener serves.
+pub struct Registry {
+    programs: Vec<&'static Program>,
+}
+
+enum Lookup {
+    Found(&'static Program),
+    Mismatch { low: u32, high: u32 },
+    Unavailable,
+}
+
+impl Registry {
+    pub fn new(programs: &[&'static Program]) -> Self {
+        Registry { programs: programs.to_vec() }
+    }
+
+    pub fn programs(&self) -> &[&'static Program] {
+        &self.programs
+    }
+
+    fn find(&self, prog: u32, vers: u32) -> Lookup {
+        let mut range: Option<(u32, u32)> = None;
+        for p in self.programs.iter().filter(|p| p.prog == prog) {
+            if p.vers == vers {
+                return Lookup::Found(p);
+            }
+            range = Some(match range {
+                None => (p.vers, p.vers),
+                Some((low, high)) => (low.min(p.vers), high.max(p.vers)),
+            });
+        }
+        match range {
+            Some((low, high)) => Lookup::Mismatch { low, high },
+            None => Lookup::Unavailable,
+        }
+    }
+}
+
+/// FNV-1a 64 of the argument bytes: the DRC's argument checksum.
+pub fn args_checksum(args: &[u8]) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    args.iter().fold(OFFSET_BASIS, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+}
+
+/// Milliseconds since the Unix epoch, stamped into DRC records by this node.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Answers calls for one registry of programs.
+pub struct Dispatcher {
+    services: Arc<Services>,
+    registry: Registry,
+}
+
+impl Dispatcher {
+    pub fn new(services: Arc<Services>, registry: Registry) -> Self {
+        Dispatcher { services, registry }
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Handle one call record; returns the reply message, or `None` when
+    /// nothing must be sent (not a call, a retransmission in progress, a commit
+    /// failure the client will retry, a procedure that answers with silence).
+    pub async fn call(&self, mut record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        let header = match msg::decode_call(&record) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(%peer, error = ?e, "refused call header");
+                return e.reply();
+            }
+        };
+        let program = match self.registry.find(header.prog, header.vers) {
+            Lookup::Found(p) => p,
+            Lookup::Mismatch { low, high } => return Some(msg::prog_mismatch(header.xid, low, high)),
+            Lookup::Unavailable => return Some(msg::accepted(header.xid, AcceptStat::ProgUnavail)),
+        };
+        let Some(proc_) = usize::try_from(header.proc_).ok().and_then(|i| program.procs.get(i)) else {
+            return Some(msg::accepted(header.xid, AcceptStat::ProcUnavail));
+        };
+        let args = record.split_off(header.args_offset.min(record.len()));
+        tracing::trace!(%peer, xid = header.xid, program = program.name, proc_ = proc_.name, "call");
+        match proc_.drc {
+            Drc::Skip => self.run_uncached(&header, proc_, args, peer, transport).await,
+            Drc::Record => self.run_cached(&header, proc_, args, peer, transport).await,
+        }
+    }
+
+    fn ctx(&self, header: &CallHeader, peer: SocketAddr, transport: Transport) -> Ctx {
+        Ctx { services: self.services.clone(), peer, xid: header.xid, cred: header.cred.clone(), transport }
+    }
+
+    async fn run_uncached(
+        &self,
+        header: &CallHeader,
+        proc_: &super::program::Proc,
+        args: Vec<u8>,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let reply = match (proc_.handler)(self.ctx(header, peer, transport), args).await {
+            Ok(reply) => reply,
+            Err(e) => return error_reply(header.xid, e, proc_.name),
+        };
+        if !reply.effects.is_empty() {
+            if let Err(e) = self.services.commit.commit(reply.effects).await {
+                tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, error = %e, "commit failed; reply dropped");
+                return None;
+            }
+        }
+        Some(msg::success(header.xid, &reply.body))
+    }
+
+    async fn run_cached(
+        &self,
+        header: &CallHeader,
+        proc_: &super::program::Proc,
+        args: Vec<u8>,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let key = DrcKey {
+            client: peer.ip().to_string(),
+            xid: header.xid,
+            prog: header.prog,
+            vers: header.vers,
+            proc_: header.proc_,
+            args_sum: args_checksum(&args),
+        };
+        if !self.services.in_progress.claim(&key) {
+            tracing::debug!(%peer, xid = header.xid, proc_ = proc_.name, "retransmission while in progress; dropped");
+            return None;
+        }
+        let _claim = Claim { set: &self.services.in_progress, key: key.clone() };
+        if let Some(body) = drc_lookup(&self.services, &key) {
+            tracing::debug!(%peer, xid = header.xid, proc_ = proc_.name, "answered from the DRC");
+            return Some(msg::success(header.xid, &body));
+        }
+        let reply = match (proc_.handler)(self.ctx(header, peer, transport), args).await {
+            Ok(reply) => reply,
+            Err(e) => return error_reply(header.xid, e, proc_.name),
+        };
+        let mut cmds = reply.effects;
+        cmds.push(Command::DrcInsert { key, reply: reply.body.clone(), now_ms: now_ms() });
+        if let Err(e) = self.services.commit.commit(cmds).await {
+            tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, error = %e, "commit failed; reply dropped");
+            return None;
+        }
+        Some(msg::success(header.xid, &reply.body))
+    }
+}
+
+fn error_reply(xid: u32, e: ProcError, name: &str) -> Option<Vec<u8>> {
+    match e {
+        ProcError::GarbageArgs => Some(msg::accepted(xid, AcceptStat::GarbageArgs)),
+        ProcError::SystemErr => {
+            tracing::warn!(xid, proc_ = name, "SYSTEM_ERR");
+            Some(msg::accepted(xid, AcceptStat::SystemErr))
+        }
+        ProcError::NoReply => None,
+    }
+}
+
+/// The cached reply body for `key`, if the replicated DRC holds one.
+fn drc_lookup(services: &Services, key: &DrcKey) -> Option<Vec<u8>> {
+    let state = services.commit.state();
+    let guard = match state.read() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    guard.drc_get(key).map(|r| r.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_known_values() {
+        assert_eq!(args_checksum(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(args_checksum(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,150 @@
+//! TCP and UDP listeners (mini-redis' `server.rs`): a semaphore permit per
+//! accepted connection, one task per connection, a broadcast for shutdown, and
+//! a channel that closes once every task is done, so `shutdown` can wait for
+//! all of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+
+use super::conn;
+use super::dispatch::Dispatcher;
+use super::program::Transport;
+
+/// Largest UDP datagram received or sent.
+pub const UDP_DATAGRAM_BYTES_MAX: usize = 64 * 1024;
+/// UDP calls executing at the same time, per socket.
+pub const UDP_INFLIGHT_MAX: usize = 64;
+/// Pause after a failed accept (e.g. out of file descriptors).
+pub const ACCEPT_RETRY_MS: u64 = 100;
+
+/// A set of listeners that stop together.
+pub struct Listeners {
+    shutdown_tx: broadcast::Sender<()>,
+    done_tx: mpsc::Sender<()>,
+    done_rx: mpsc::Receiver<()>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Listeners {
+    pub fn new() -> Self {
+        let (shutdown_tx, _) = broadcast::channel(1);
+        let (done_tx, done_rx) = mpsc::channel(1);
+        Listeners { shutdown_tx, done_tx, done_rx }
+    }
+
+    /// Serve `dispatcher`'s programs on a bound TCP listener.
+    pub fn tcp(&self, listener: TcpListener, dispatcher: Arc<Dispatcher>) {
+        let shutdown = self.shutdown_tx.subscribe();
+        let done = self.done_tx.clone();
+        let handle_tx = self.shutdown_tx.clone();
+        tokio::spawn(accept_loop(listener, dispatcher, shutdown, handle_tx, done));
+    }
+
+    /// Serve `dispatcher`'s programs on a bound UDP socket.
+    pub fn udp(&self, socket: UdpSocket, dispatcher: Arc<Dispatcher>) {
+        let shutdown = self.shutdown_tx.subscribe();
+        let done = self.done_tx.clone();
+        tokio::spawn(udp_loop(Arc::new(socket), dispatcher, shutdown, done));
+    }
+
+    /// Stop accepting, close every connection of these listeners, and wait
+    /// until every task they started has finished.
+    pub async fn shutdown(self) {
+        let Listeners { shutdown_tx, done_tx, mut done_rx } = self;
+        // No receiver means nothing is running.
+        let _ = shutdown_tx.send(());
+        drop(done_tx);
+        // Returns None once every task has dropped its sender.
+        let _ = done_rx.recv().await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    dispatcher: Arc<Dispatcher>,
+    mut shutdown: broadcast::Receiver<()>,
+    shutdown_tx: broadcast::Sender<()>,
+    done: mpsc::Sender<()>,
+) {
+    let services = dispatcher.services().clone();
+    let permits = services.conns.permits();
+    let record_bytes_max = services.config.record_bytes_max;
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.recv() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = services.conns.register(peer);
+        let (dispatcher, conn_shutdown, done) = (dispatcher.clone(), shutdown_tx.subscribe(), done.clone());
+        tokio::spawn(async move {
+            conn::serve(stream, peer, dispatcher, record_bytes_max, conn_shutdown, guard).await;
+            drop(permit);
+            drop(done);
+        });
+    }
+}
+
+async fn udp_loop(
+    socket: Arc<UdpSocket>,
+    dispatcher: Arc<Dispatcher>,
+    mut shutdown: broadcast::Receiver<()>,
+    done: mpsc::Sender<()>,
+) {
+    let inflight = Arc::new(Semaphore::new(UDP_INFLIGHT_MAX));
+    let mut buf = vec![0u8; UDP_DATAGRAM_BYTES_MAX];
+    loop {
+        let permit = tokio::select! {
+            p = inflight.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.recv() => return,
+        };
+        let (n, peer) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "udp receive failed");
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => return,
+        };
+        let Some(datagram) = buf.get(..n).map(<[u8]>::to_vec) else { continue };
+        let (socket, dispatcher, done) = (socket.clone(), dispatcher.clone(), done.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Some(reply) = dispatcher.call(datagram, peer, Transport::Udp).await {
+                if reply.len() > UDP_DATAGRAM_BYTES_MAX {
+                    tracing::warn!(%peer, bytes = reply.len(), "udp reply too large; dropped");
+                } else if let Err(e) = socket.send_to(&reply, peer).await {
+                    tracing::debug!(%peer, error = %e, "udp send failed");
+                }
+            }
+            drop(done);
+        });
+    }
+}

@@ -1,0 +1,68 @@
+//! Directory listing with getdents64. The cookie of an entry is the kernel's
+//! `d_off` for it (the position just after it), so a listing resumes exactly
+//! where the client left off, as with telldir/seekdir. Cookie 0 is the start.
+
+use std::os::fd::OwnedFd;
+
+use super::sys::{self, SysResult};
+
+/// Bytes read from the kernel per getdents64 call.
+const DIRENT_BUF_BYTES: usize = 32 * 1024;
+/// getdents64 calls per listing; with the reply-size bound this is never
+/// reached, it only guarantees the loop ends.
+const DIRENT_CALLS_MAX: u32 = 4096;
+/// Offset of d_name inside struct linux_dirent64.
+const DIRENT_NAME_OFFSET: usize = 19;
+
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: Vec<u8>,
+    pub cookie: u64,
+}
+
+/// What the consumer says about an entry.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// Taken; go on.
+    More,
+    /// Did not fit: stop before it.
+    Full,
+}
+
+/// List the open directory `dir` from `cookie`, feeding entries to `take`
+/// until it reports `Full` (returns false) or the directory ends (returns true).
+pub fn list(dir: &OwnedFd, cookie: u64, mut take: impl FnMut(DirEntry) -> Take) -> SysResult<bool> {
+    sys::seek_dir(dir, cookie)?;
+    let mut buf = vec![0u8; DIRENT_BUF_BYTES];
+    for _ in 0..DIRENT_CALLS_MAX {
+        let n = sys::getdents(dir, &mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        let mut pos = 0usize;
+        while pos < n {
+            let rec = buf.get(pos..n).ok_or(sys::Errno(libc::EIO))?;
+            let (entry, reclen) = parse(rec).ok_or(sys::Errno(libc::EIO))?;
+            if take(entry) == Take::Full {
+                return Ok(false);
+            }
+            pos += reclen;
+        }
+    }
+    Err(sys::Errno(libc::EIO))
+}
+
+/// Parse one linux_dirent64 record: d_ino u64, d_off i64, d_reclen u16,
+/// d_type u8, d_name NUL-terminated.
+fn parse(rec: &[u8]) -> Option<(DirEntry, usize)> {
+    let ino = u64::from_ne_bytes(rec.get(0..8)?.try_into().ok()?);
+    let off = i64::from_ne_bytes(rec.get(8..16)?.try_into().ok()?);
+    let reclen = usize::from(u16::from_ne_bytes(rec.get(16..18)?.try_into().ok()?));
+    if reclen <= DIRENT_NAME_OFFSET {
+        return None;
+    }
+    let name_area = rec.get(DIRENT_NAME_OFFSET..reclen)?;
+    let len = name_area.iter().position(|b| *b == 0)?;
+    let name = name_area.get(..len)?.to_vec();
+    Some((DirEntry { ino, name, cookie: off as u64 }, reclen))
+}

@@ -1,0 +1,214 @@
+//! Handle → object, and name → object, always by walking from the export root
+//! fd one component at a time with O_PATH|O_NOFOLLOW (no symlink is followed,
+//! `..` is never walked). An object is accepted only if its inode number AND
+//! identity (birth time / generation) match the handle: a deleted object, or a
+//! reused inode number, gives NFS3ERR_STALE.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::RwLock;
+
+use hanfs_state::{Command, HandleEntry, State};
+use nfs3_types::nfs3::{fattr3, nfsstat3};
+
+use super::dir::{self, Take};
+use super::handle::{ident_of, FileHandle};
+use super::sys::{self, Stat};
+use super::{attr, ExportRoot, Vfs};
+
+/// Directory entries searched for another name of a hard-linked file.
+const LINK_SCAN_ENTRIES_MAX: u32 = 100_000;
+
+/// A resolved object: an O_PATH fd on it and its attributes.
+pub struct Obj {
+    pub export_id: u32,
+    pub fd: OwnedFd,
+    pub st: Stat,
+    pub ident: u64,
+}
+
+impl Obj {
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn handle(&self) -> FileHandle {
+        FileHandle { export_id: self.export_id, ino: self.st.ino, ident: self.ident }
+    }
+
+    pub fn fh(&self) -> Vec<u8> {
+        self.handle().encode()
+    }
+
+    pub fn fattr(&self) -> fattr3 {
+        attr::fattr(&self.st, self.export_id)
+    }
+
+    /// Re-read the attributes (after a change).
+    pub fn restat(&mut self) -> Result<(), nfsstat3> {
+        self.st = sys::stat_fd(&self.fd)?;
+        Ok(())
+    }
+
+    /// The handle-table entry for this object reached as `name` in `dir`.
+    pub fn entry_in(&self, dir: &Obj, name: &[u8]) -> HandleEntry {
+        HandleEntry {
+            export_id: self.export_id,
+            ino: self.st.ino,
+            ident: self.ident,
+            parent_ino: dir.st.ino,
+            name: name.to_vec(),
+        }
+    }
+}
+
+fn read_state(state: &RwLock<State>) -> Result<std::sync::RwLockReadGuard<'_, State>, nfsstat3> {
+    state.read().map_err(|_| nfsstat3::NFS3ERR_SERVERFAULT)
+}
+
+impl Vfs {
+    fn export_of(&self, export_id: u32) -> Result<&ExportRoot, nfsstat3> {
+        // An export this node does not serve: STALE, as knfsd for an unknown fsid.
+        self.export(export_id).ok_or(nfsstat3::NFS3ERR_STALE)
+    }
+
+    fn root_obj(&self, e: &ExportRoot) -> Result<Obj, nfsstat3> {
+        let fd = sys::dup(&e.root)?;
+        let st = sys::stat_fd(&fd)?;
+        Ok(Obj { export_id: e.export_id, fd, st, ident: e.ident })
+    }
+
+    /// Resolve a handle from the wire.
+    pub fn resolve(&self, state: &RwLock<State>, fh: &[u8]) -> Result<Obj, nfsstat3> {
+        let fh = FileHandle::decode(fh)?;
+        self.resolve_fh(state, &fh)
+    }
+
+    pub fn resolve_fh(&self, state: &RwLock<State>, fh: &FileHandle) -> Result<Obj, nfsstat3> {
+        let e = self.export_of(fh.export_id)?;
+        if fh.ino == e.ino {
+            if fh.ident != e.ident {
+                return Err(nfsstat3::NFS3ERR_STALE);
+            }
+            return self.root_obj(e);
+        }
+        let path = {
+            let s = read_state(state)?;
+            match s.handle(fh.export_id, fh.ino) {
+                Some(entry) if entry.ident == fh.ident => {}
+                _ => return Err(nfsstat3::NFS3ERR_STALE),
+            }
+            s.path_of(fh.export_id, fh.ino).ok_or(nfsstat3::NFS3ERR_STALE)?
+        };
+        let mut cur = sys::dup(&e.root)?;
+        for comp in &path {
+            cur = sys::open_path_at(cur.as_raw_fd(), comp).map_err(|_| nfsstat3::NFS3ERR_STALE)?;
+        }
+        let st = sys::stat_fd(&cur).map_err(|_| nfsstat3::NFS3ERR_STALE)?;
+        if st.ino != fh.ino || !e.same_dev(&st) {
+            return Err(nfsstat3::NFS3ERR_STALE);
+        }
+        let ident = ident_of(&cur, &st);
+        if ident != fh.ident {
+            return Err(nfsstat3::NFS3ERR_STALE);
+        }
+        Ok(Obj { export_id: fh.export_id, fd: cur, st, ident })
+    }
+
+    /// The parent directory of `dir`; the export root is its own parent, so
+    /// `..` never leaves the export.
+    pub fn parent(&self, state: &RwLock<State>, dir: &Obj) -> Result<Obj, nfsstat3> {
+        let e = self.export_of(dir.export_id)?;
+        if dir.st.ino == e.ino {
+            return self.root_obj(e);
+        }
+        let fh = {
+            let s = read_state(state)?;
+            let entry = s.handle(dir.export_id, dir.st.ino).ok_or(nfsstat3::NFS3ERR_STALE)?;
+            let parent = s.handle(dir.export_id, entry.parent_ino).ok_or(nfsstat3::NFS3ERR_STALE)?;
+            FileHandle { export_id: dir.export_id, ino: parent.ino, ident: parent.ident }
+        };
+        self.resolve_fh(state, &fh)
+    }
+
+    /// Look `name` up in `dir` under the caller's credentials (the kernel checks
+    /// search permission). `.` is `dir`, `..` is `parent`. Objects on another
+    /// device (a mount inside the export) are not served.
+    pub fn child(&self, state: &RwLock<State>, dir: &Obj, name: &[u8]) -> Result<Obj, nfsstat3> {
+        if !dir.st.is_dir() {
+            return Err(nfsstat3::NFS3ERR_NOTDIR);
+        }
+        if name == b"." || name == b".." {
+            if !sys::access_fd(&dir.fd, libc::X_OK) {
+                return Err(nfsstat3::NFS3ERR_ACCES);
+            }
+            return if name == b"." {
+                Ok(Obj { export_id: dir.export_id, fd: sys::dup(&dir.fd)?, st: dir.st.clone(), ident: dir.ident })
+            } else {
+                self.parent(state, dir)
+            };
+        }
+        let e = self.export_of(dir.export_id)?;
+        let fd = sys::open_path_at(dir.raw(), name)?;
+        let st = sys::stat_fd(&fd)?;
+        if !e.same_dev(&st) {
+            return Err(nfsstat3::NFS3ERR_ACCES);
+        }
+        let ident = ident_of(&fd, &st);
+        Ok(Obj { export_id: dir.export_id, fd, st, ident })
+    }
+
+    /// Another name in `dir` for the object `ino`/`ident` (a hard link), found
+    /// by scanning at most LINK_SCAN_ENTRIES_MAX entries at the server's ids.
+    pub fn find_link(&self, dir: &Obj, ino: u64, ident: u64) -> Option<Vec<u8>> {
+        let fd = sys::reopen(&dir.fd, libc::O_RDONLY | libc::O_DIRECTORY).ok()?;
+        let mut candidates = Vec::new();
+        let mut scanned = 0u32;
+        let _ = dir::list(&fd, 0, |e| {
+            scanned += 1;
+            if e.ino == ino && e.name != b"." && e.name != b".." {
+                candidates.push(e.name);
+            }
+            if scanned >= LINK_SCAN_ENTRIES_MAX { Take::Full } else { Take::More }
+        });
+        candidates.into_iter().find(|name| {
+            sys::open_path_at(dir.raw(), name)
+                .ok()
+                .and_then(|fd| sys::stat_fd(&fd).ok().map(|st| (fd, st)))
+                .is_some_and(|(fd, st)| st.ino == ino && ident_of(&fd, &st) == ident)
+        })
+    }
+
+    /// The `PutHandles` command for `entries` that are new or changed, or None
+    /// if the table already has them all (keeps commits cheap). Adds the export
+    /// root's entry if the table lacks it, so `path_of` can end there.
+    pub fn handle_updates(&self, state: &RwLock<State>, entries: Vec<HandleEntry>) -> Option<Command> {
+        let s = state.read().ok()?;
+        let mut out: Vec<HandleEntry> = Vec::new();
+        for entry in entries {
+            if s.handle(entry.export_id, entry.ino) == Some(&entry) {
+                continue;
+            }
+            if let Some(e) = self.export(entry.export_id) {
+                let root_known = s.handle(e.export_id, e.ino).is_some()
+                    || out.iter().any(|o| o.export_id == e.export_id && o.ino == e.ino);
+                if !root_known {
+                    out.push(HandleEntry {
+                        export_id: e.export_id,
+                        ino: e.ino,
+                        ident: e.ident,
+                        parent_ino: e.ino,
+                        name: Vec::new(),
+                    });
+                }
+            }
+            if !out.iter().any(|o| o.export_id == entry.export_id && o.ino == entry.ino) {
+                out.push(entry);
+            }
+        }
+        if out.is_empty() {
+            None
+        } else {
+            Some(Command::PutHandles(out))
+        }
+    }
+}

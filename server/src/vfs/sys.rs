@@ -1,0 +1,330 @@
+//! Thin, checked wrappers around the Linux syscalls the passthrough needs.
+//! Every path argument is one file name relative to a directory fd (the *at()
+//! family) or a `/proc/self/fd/N` magic link, never a joined path string.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// An errno value from a failed syscall.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+pub type SysResult<T> = Result<T, Errno>;
+
+fn last() -> Errno {
+    Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn check(rc: libc::c_int) -> SysResult<libc::c_int> {
+    if rc < 0 {
+        Err(last())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// A file name as a C string. Names were checked by the decoder (no NUL), so a
+/// NUL here is reported as EINVAL rather than trusted.
+pub fn cname(name: &[u8]) -> SysResult<CString> {
+    CString::new(name).map_err(|_| Errno(libc::EINVAL))
+}
+
+/// `/proc/self/fd/N`: reopening or addressing an O_PATH fd without a path walk.
+pub fn proc_path(fd: RawFd) -> CString {
+    // Digits only: this never contains a NUL.
+    CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
+}
+
+pub fn open_at(dir: RawFd, name: &[u8], flags: i32, mode: u32) -> SysResult<OwnedFd> {
+    let c = cname(name)?;
+    // SAFETY: c is a valid C string; the returned fd is owned by us.
+    let fd = check(unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
+    // SAFETY: fd was just returned by openat and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An O_PATH handle on `name` inside `dir`, never following a final symlink.
+pub fn open_path_at(dir: RawFd, name: &[u8]) -> SysResult<OwnedFd> {
+    open_at(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+}
+
+/// Reopen an O_PATH fd for I/O (permission is checked under the current fs creds).
+pub fn reopen(fd: &OwnedFd, flags: i32) -> SysResult<OwnedFd> {
+    let p = proc_path(fd.as_raw_fd());
+    // SAFETY: p is a valid C string; the returned fd is owned by us.
+    let nfd = check(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: nfd was just returned by open.
+    Ok(unsafe { OwnedFd::from_raw_fd(nfd) })
+}
+
+pub fn dup(fd: &OwnedFd) -> SysResult<OwnedFd> {
+    fd.try_clone().map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))
+}
+
+/// Attributes as read by statx(2).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub ino: u64,
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub blocks: u64,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub atime: (i64, u32),
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
+    /// Birth time, when the filesystem reports one.
+    pub btime: Option<(i64, u32)>,
+}
+
+impl Stat {
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+    pub fn is_reg(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+    pub fn is_lnk(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+}
+
+const STATX_WANT: u32 = libc::STATX_BASIC_STATS | libc::STATX_BTIME;
+
+fn statx_raw(dir: RawFd, name: &CString, flags: i32) -> SysResult<Stat> {
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and a properly sized out buffer.
+    check(unsafe {
+        libc::statx(dir, name.as_ptr(), flags | libc::AT_SYMLINK_NOFOLLOW, STATX_WANT, &mut sx)
+    })?;
+    let t = |ts: libc::statx_timestamp| (ts.tv_sec, ts.tv_nsec);
+    Ok(Stat {
+        ino: sx.stx_ino,
+        mode: u32::from(sx.stx_mode),
+        nlink: sx.stx_nlink,
+        uid: sx.stx_uid,
+        gid: sx.stx_gid,
+        size: sx.stx_size,
+        blocks: sx.stx_blocks,
+        rdev_major: sx.stx_rdev_major,
+        rdev_minor: sx.stx_rdev_minor,
+        dev_major: sx.stx_dev_major,
+        dev_minor: sx.stx_dev_minor,
+        atime: t(sx.stx_atime),
+        mtime: t(sx.stx_mtime),
+        ctime: t(sx.stx_ctime),
+        btime: if sx.stx_mask & libc::STATX_BTIME != 0 { Some(t(sx.stx_btime)) } else { None },
+    })
+}
+
+/// statx of the object an fd refers to (O_PATH fds included).
+pub fn stat_fd(fd: &OwnedFd) -> SysResult<Stat> {
+    statx_raw(fd.as_raw_fd(), &CString::default(), libc::AT_EMPTY_PATH)
+}
+
+/// statx of `name` inside `dir`, not following a final symlink.
+pub fn stat_at(dir: RawFd, name: &[u8]) -> SysResult<Stat> {
+    statx_raw(dir, &cname(name)?, 0)
+}
+
+/// Inode generation (FS_IOC_GETVERSION) of a regular file or directory.
+pub fn generation(fd: &OwnedFd, st: &Stat) -> SysResult<u64> {
+    if !st.is_reg() && !st.is_dir() {
+        // Opening devices or FIFOs could have side effects.
+        return Err(Errno(libc::ENOTTY));
+    }
+    let f = reopen(fd, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW)?;
+    let mut gen: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes one long into `gen`.
+    check(unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETVERSION, &mut gen) })?;
+    Ok(gen as u64)
+}
+
+pub fn mkdir_at(dir: RawFd, name: &[u8], mode: u32) -> SysResult<()> {
+    let c = cname(name)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::mkdirat(dir, c.as_ptr(), mode) }).map(drop)
+}
+
+pub fn mknod_at(dir: RawFd, name: &[u8], mode: u32, dev: u64) -> SysResult<()> {
+    let c = cname(name)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::mknodat(dir, c.as_ptr(), mode, dev) }).map(drop)
+}
+
+pub fn symlink_at(target: &[u8], dir: RawFd, name: &[u8]) -> SysResult<()> {
+    let t = cname(target)?;
+    let c = cname(name)?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir, c.as_ptr()) }).map(drop)
+}
+
+pub fn unlink_at(dir: RawFd, name: &[u8], flags: i32) -> SysResult<()> {
+    let c = cname(name)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::unlinkat(dir, c.as_ptr(), flags) }).map(drop)
+}
+
+pub fn rename_at(from_dir: RawFd, from: &[u8], to_dir: RawFd, to: &[u8]) -> SysResult<()> {
+    let f = cname(from)?;
+    let t = cname(to)?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::renameat(from_dir, f.as_ptr(), to_dir, t.as_ptr()) }).map(drop)
+}
+
+/// Link the object behind an O_PATH fd as `name` in `dir` (needs no capability,
+/// unlike AT_EMPTY_PATH).
+pub fn link_fd(fd: &OwnedFd, dir: RawFd, name: &[u8]) -> SysResult<()> {
+    let p = proc_path(fd.as_raw_fd());
+    let c = cname(name)?;
+    // SAFETY: valid C strings.
+    check(unsafe {
+        libc::linkat(libc::AT_FDCWD, p.as_ptr(), dir, c.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+    })
+    .map(drop)
+}
+
+/// Target of a symlink given as an O_PATH fd, at most `max` bytes.
+pub fn readlink_fd(fd: &OwnedFd, max: usize) -> SysResult<Vec<u8>> {
+    let mut buf = vec![0u8; max + 1];
+    let empty = CString::default();
+    // SAFETY: buf has max+1 writable bytes.
+    let n = unsafe {
+        libc::readlinkat(fd.as_raw_fd(), empty.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+    };
+    if n < 0 {
+        return Err(last());
+    }
+    let n = n as usize;
+    if n > max {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+pub fn chmod_fd(fd: &OwnedFd, mode: u32) -> SysResult<()> {
+    let p = proc_path(fd.as_raw_fd());
+    // SAFETY: valid C string.
+    check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode, 0) }).map(drop)
+}
+
+/// chown (u32::MAX = leave unchanged), not following symlinks.
+pub fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> SysResult<()> {
+    let empty = CString::default();
+    // SAFETY: valid C string.
+    check(unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+pub fn truncate_fd(fd: &OwnedFd, size: u64) -> SysResult<()> {
+    let p = proc_path(fd.as_raw_fd());
+    let size = libc::off_t::try_from(size).map_err(|_| Errno(libc::EFBIG))?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::truncate(p.as_ptr(), size) }).map(drop)
+}
+
+/// One timestamp for utimensat: leave, now, or an explicit time.
+#[derive(Copy, Clone, Debug)]
+pub enum TimeSet {
+    Omit,
+    Now,
+    At(u32, u32),
+}
+
+fn timespec(t: TimeSet) -> libc::timespec {
+    match t {
+        TimeSet::Omit => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        TimeSet::Now => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        TimeSet::At(s, ns) => {
+            libc::timespec { tv_sec: libc::time_t::from(s), tv_nsec: libc::c_long::from(ns) }
+        }
+    }
+}
+
+/// Set atime/mtime of the object behind an fd (symlinks included).
+pub fn utimens_fd(fd: &OwnedFd, atime: TimeSet, mtime: TimeSet) -> SysResult<()> {
+    let ts = [timespec(atime), timespec(mtime)];
+    let empty = CString::default();
+    // SAFETY: valid C string and two timespecs. AT_EMPTY_PATH on utimensat
+    // works on O_PATH fds on current kernels; fall back to the proc path.
+    let rc = unsafe {
+        libc::utimensat(fd.as_raw_fd(), empty.as_ptr(), ts.as_ptr(), libc::AT_EMPTY_PATH)
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let p = proc_path(fd.as_raw_fd());
+    // SAFETY: valid C string and two timespecs.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0) }).map(drop)
+}
+
+/// faccessat2 with AT_EACCESS: checks against the fs uid/gid the thread runs as.
+pub fn access_fd(fd: &OwnedFd, mode: i32) -> bool {
+    let empty = CString::default();
+    // SAFETY: valid C string.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            mode,
+            libc::AT_EACCESS | libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    rc == 0
+}
+
+pub fn statvfs_fd(fd: &OwnedFd) -> SysResult<libc::statvfs> {
+    // SAFETY: statvfs is plain old data.
+    let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and out buffer.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut sv) })?;
+    Ok(sv)
+}
+
+/// One getdents64 call into `buf`; returns the number of bytes filled.
+pub fn getdents(fd: &OwnedFd, buf: &mut [u8]) -> SysResult<usize> {
+    // SAFETY: buf is writable for buf.len() bytes.
+    let n = unsafe {
+        libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len())
+    };
+    if n < 0 {
+        return Err(last());
+    }
+    Ok(n as usize)
+}
+
+pub fn seek_dir(fd: &OwnedFd, pos: u64) -> SysResult<()> {
+    let off = libc::off_t::try_from(pos).map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: plain lseek on an owned fd.
+    let rc = unsafe { libc::lseek(fd.as_raw_fd(), off, libc::SEEK_SET) };
+    if rc < 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+/// The process umask, read without changing it (from /proc/self/status).
+pub fn current_umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .unwrap_or(0o022)
+}

@@ -1,0 +1,263 @@
+//! `State::apply`: matches on the command and lets each table compute. Every
+//! change is recorded in an undo list, so a command that fails part-way (a
+//! bad member of a batch) leaves the state exactly as it was.
+
+use crate::command::{Command, HandleEntry};
+use crate::drc::DrcUndo;
+use crate::error::ApplyError;
+use crate::limits::{BATCH_DEPTH_MAX, DRC_BYTES_MAX, DRC_ENTRIES_MAX, EXPORTS_MAX, HANDLES_MAX, RMTAB_ROWS_MAX};
+use crate::State;
+
+/// One reversible change.
+#[derive(Debug)]
+enum Undo {
+    ExportRegistered(u32),
+    Handle { key: (u32, u64), prev: Option<HandleEntry> },
+    Mounted { client: String, path: String },
+    Unmounted { client: String, paths: Vec<String> },
+    EpochBumped,
+    Drc(DrcUndo),
+}
+
+impl State {
+    /// Applies `cmd`. On error nothing changed. Deterministic: the same
+    /// sequence of commands gives the same state and the same results.
+    pub fn apply(&mut self, cmd: &Command) -> Result<(), ApplyError> {
+        let epoch_before = self.epoch;
+        let mut undo = Vec::new();
+        let result = self.apply_at(cmd, 0, &mut undo);
+        if result.is_err() {
+            self.rollback(undo);
+        }
+        self.assert_cheap_invariants(epoch_before);
+        result
+    }
+
+    /// Group commit's dry run: applies each group as a nested batch, in order,
+    /// exactly as `apply(&Command::Batch(ok groups, each as a Batch))` would,
+    /// reports each group's result, then restores the state exactly. A failed
+    /// group changes nothing, so applying only the Ok groups afterwards gives
+    /// the same results (all Ok) and the same state.
+    pub fn trial(&mut self, groups: &[&[Command]]) -> Vec<Result<(), ApplyError>> {
+        let before = self.epoch;
+        let mut all_undo = Vec::new();
+        let mut results = Vec::with_capacity(groups.len());
+        for group in groups {
+            let mut undo = Vec::new();
+            // Depth 1: the group sits inside the entry's outer Batch.
+            let result = self.apply_batch(group, 1, &mut undo);
+            if result.is_err() {
+                self.rollback(undo);
+            } else {
+                all_undo.extend(undo);
+            }
+            results.push(result);
+        }
+        self.rollback(all_undo);
+        debug_assert_eq!(self.epoch, before, "trial must leave the state unchanged");
+        results
+    }
+
+    fn apply_at(&mut self, cmd: &Command, depth: u32, undo: &mut Vec<Undo>) -> Result<(), ApplyError> {
+        match cmd {
+            Command::Batch(members) => self.apply_batch(members, depth, undo),
+            Command::RegisterExport { export_id, path } => {
+                if self.exports.register(*export_id, path)? {
+                    undo.push(Undo::ExportRegistered(*export_id));
+                }
+                Ok(())
+            }
+            Command::PutHandles(entries) => self.put_handles(entries, undo),
+            Command::RemoveHandle { export_id, ino, ident } => {
+                if let Some(prev) = self.handles.remove_if_ident(*export_id, *ino, *ident) {
+                    undo.push(Undo::Handle { key: (*export_id, *ino), prev: Some(prev) });
+                }
+                Ok(())
+            }
+            Command::Mount { client, path } => {
+                if self.rmtab.mount(client, path)? {
+                    undo.push(Undo::Mounted { client: client.clone(), path: path.clone() });
+                }
+                Ok(())
+            }
+            Command::Unmount { client, path } => {
+                if self.rmtab.unmount(client, path) {
+                    undo.push(Undo::Unmounted { client: client.clone(), paths: vec![path.clone()] });
+                }
+                Ok(())
+            }
+            Command::UnmountAll { client } => {
+                let paths = self.rmtab.unmount_all(client);
+                if !paths.is_empty() {
+                    undo.push(Undo::Unmounted { client: client.clone(), paths });
+                }
+                Ok(())
+            }
+            Command::BumpEpoch => {
+                self.epoch = self.epoch.checked_add(1).ok_or(ApplyError::EpochOverflow)?;
+                undo.push(Undo::EpochBumped);
+                Ok(())
+            }
+            Command::DrcInsert { key, reply, now_ms } => {
+                undo.push(Undo::Drc(self.drc.insert(key, reply, *now_ms)?));
+                Ok(())
+            }
+        }
+    }
+
+    /// The members of a `Batch` found at `depth`, in order.
+    fn apply_batch(&mut self, members: &[Command], depth: u32, undo: &mut Vec<Undo>) -> Result<(), ApplyError> {
+        if depth >= BATCH_DEPTH_MAX {
+            return Err(ApplyError::BatchTooDeep { max: BATCH_DEPTH_MAX });
+        }
+        for member in members {
+            self.apply_at(member, depth + 1, undo)?;
+        }
+        Ok(())
+    }
+
+    fn put_handles(&mut self, entries: &[HandleEntry], undo: &mut Vec<Undo>) -> Result<(), ApplyError> {
+        for entry in entries {
+            if !self.exports.contains(entry.export_id) {
+                return Err(ApplyError::HandleExportUnknown { export_id: entry.export_id, ino: entry.ino });
+            }
+            let prev = self.handles.put(entry)?;
+            undo.push(Undo::Handle { key: (entry.export_id, entry.ino), prev });
+        }
+        Ok(())
+    }
+
+    /// Reverts changes newest first.
+    fn rollback(&mut self, undo: Vec<Undo>) {
+        for change in undo.into_iter().rev() {
+            match change {
+                Undo::ExportRegistered(id) => self.exports.unregister(id),
+                Undo::Handle { key, prev } => self.handles.restore(key, prev),
+                Undo::Mounted { client, path } => self.rmtab.remove_raw(&client, &path),
+                Undo::Unmounted { client, paths } => {
+                    for path in paths {
+                        self.rmtab.insert_raw(client.clone(), path);
+                    }
+                }
+                Undo::EpochBumped => self.epoch = self.epoch.saturating_sub(1),
+                Undo::Drc(drc_undo) => self.drc.undo(drc_undo),
+            }
+        }
+    }
+
+    /// O(1) checks after every apply; the full walk is `check_invariants`.
+    fn assert_cheap_invariants(&self, epoch_before: u64) {
+        debug_assert!(self.epoch >= epoch_before, "epoch went backwards");
+        debug_assert!(self.drc.len() <= DRC_ENTRIES_MAX, "DRC over its entry bound");
+        debug_assert!(self.drc.bytes() <= DRC_BYTES_MAX, "DRC over its byte bound");
+        debug_assert!(self.handles.len() <= HANDLES_MAX, "handles over bound");
+        debug_assert!(self.exports.len() <= EXPORTS_MAX, "exports over bound");
+        debug_assert!(self.rmtab.len() <= RMTAB_ROWS_MAX, "rmtab over bound");
+        #[cfg(test)]
+        if let Err(e) = self.check_invariants() {
+            panic!("invariant broken after apply: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::DrcKey;
+    use crate::error::NameError;
+
+    fn entry(ino: u64, parent_ino: u64, name: &[u8]) -> HandleEntry {
+        HandleEntry { export_id: 7, ino, ident: ino + 100, parent_ino, name: name.to_vec() }
+    }
+
+    fn registered() -> State {
+        let mut s = State::default();
+        assert_eq!(s.apply(&Command::RegisterExport { export_id: 7, path: "/srv/x".into() }), Ok(()));
+        s
+    }
+
+    #[test]
+    fn handles_need_a_registered_export() {
+        let mut s = State::default();
+        let put = Command::PutHandles(vec![entry(1, 1, b"")]);
+        assert_eq!(s.apply(&put), Err(ApplyError::HandleExportUnknown { export_id: 7, ino: 1 }));
+        let mut s = registered();
+        assert_eq!(s.apply(&put), Ok(()));
+        assert_eq!(s.handle_count(), 1);
+    }
+
+    #[test]
+    fn a_rejected_batch_changes_nothing() {
+        let mut s = registered();
+        assert_eq!(s.apply(&Command::PutHandles(vec![entry(1, 1, b""), entry(2, 1, b"a")])), Ok(()));
+        assert_eq!(s.apply(&Command::Mount { client: "c".into(), path: "/srv/x".into() }), Ok(()));
+        let key = DrcKey { client: "c".into(), xid: 1, prog: 100003, vers: 3, proc_: 8, args_sum: 1 };
+        assert_eq!(s.apply(&Command::DrcInsert { key: key.clone(), reply: b"r".to_vec(), now_ms: 1 }), Ok(()));
+        let before = s.clone();
+        let bad = Command::Batch(vec![
+            Command::BumpEpoch,
+            Command::PutHandles(vec![entry(2, 1, b"renamed"), entry(3, 1, b"new")]),
+            Command::RemoveHandle { export_id: 7, ino: 1, ident: 101 },
+            Command::UnmountAll { client: "c".into() },
+            Command::Mount { client: "d".into(), path: "/srv/x".into() },
+            Command::RegisterExport { export_id: 8, path: "/srv/y".into() },
+            Command::DrcInsert { key: key.clone(), reply: b"other".to_vec(), now_ms: 10_000_000 },
+            Command::Batch(vec![Command::PutHandles(vec![entry(4, 1, b"a/b")])]),
+        ]);
+        let err = ApplyError::HandleName { export_id: 7, ino: 4, reason: NameError::Slash };
+        assert_eq!(s.apply(&bad), Err(err));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn batches_nest_only_so_deep() {
+        let mut s = State::default();
+        let mut cmd = Command::BumpEpoch;
+        for _ in 0..BATCH_DEPTH_MAX {
+            cmd = Command::Batch(vec![cmd]);
+        }
+        assert_eq!(s.apply(&cmd), Ok(()));
+        assert_eq!(s.epoch(), 1);
+        let deeper = Command::Batch(vec![cmd]);
+        assert_eq!(s.apply(&deeper), Err(ApplyError::BatchTooDeep { max: BATCH_DEPTH_MAX }));
+        assert_eq!(s.epoch(), 1);
+    }
+
+    #[test]
+    fn trial_reports_per_group_and_changes_nothing() {
+        let mut s = registered();
+        let good = vec![Command::PutHandles(vec![entry(1, 1, b"")]), Command::BumpEpoch];
+        let bad = vec![Command::BumpEpoch, Command::PutHandles(vec![entry(2, 1, b"..")])];
+        let depends = vec![Command::PutHandles(vec![entry(3, 1, b"f")])];
+        let before = s.clone();
+        let results = s.trial(&[&good, &bad, &depends]);
+        assert!(results[0].is_ok());
+        assert!(matches!(results[1], Err(ApplyError::HandleName { ino: 2, .. })));
+        assert!(results[2].is_ok());
+        assert_eq!(s, before);
+        let entry_cmd = Command::Batch(vec![Command::Batch(good), Command::Batch(depends)]);
+        assert_eq!(s.apply(&entry_cmd), Ok(()));
+        assert_eq!(s.epoch(), 1);
+        assert_eq!(s.path_of(7, 3), Some(vec![b"f".to_vec()]));
+    }
+
+    #[test]
+    fn remove_handle_needs_matching_ident() {
+        let mut s = registered();
+        assert_eq!(s.apply(&Command::PutHandles(vec![entry(5, 1, b"f")])), Ok(()));
+        assert_eq!(s.apply(&Command::RemoveHandle { export_id: 7, ino: 5, ident: 1 }), Ok(()));
+        assert!(s.handle(7, 5).is_some());
+        assert_eq!(s.apply(&Command::RemoveHandle { export_id: 7, ino: 5, ident: 105 }), Ok(()));
+        assert!(s.handle(7, 5).is_none());
+    }
+
+    #[test]
+    fn epoch_counts_bumps() {
+        let mut s = State::default();
+        assert_eq!(s.epoch(), 0);
+        for _ in 0..3 {
+            assert_eq!(s.apply(&Command::BumpEpoch), Ok(()));
+        }
+        assert_eq!(s.epoch(), 3);
+    }
+}

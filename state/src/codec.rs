@@ -1,0 +1,148 @@
+//! The byte encoding of commands (log entries) and of whole-state snapshots.
+//! The only place that uses bincode, so the encoding can be swapped here alone.
+//!
+//! Format: one version byte, then bincode 1.3 with its default options
+//! (varint integers, little endian, trailing bytes rejected). Decoding reads
+//! from a slice, so it never reads past the input, and serde caps the
+//! preallocation of any length prefix.
+
+use bincode::Options;
+
+use crate::command::Command;
+use crate::limits::COMMAND_BYTES_MAX;
+use crate::State;
+
+const COMMAND_FORMAT_V1: u8 = 1;
+const SNAPSHOT_FORMAT_V1: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("empty input")]
+    Empty,
+    #[error("unknown format version {0}")]
+    Version(u8),
+    #[error("encoded command of {bytes} bytes exceeds {max}")]
+    TooLarge { bytes: u64, max: u64 },
+    #[error("bincode: {0}")]
+    Bincode(#[from] bincode::Error),
+    #[error("snapshot violates an invariant: {0}")]
+    Invalid(String),
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+}
+
+/// Encodes one command; refuses anything `decode_command` would refuse for size.
+pub fn encode_command(cmd: &Command) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![COMMAND_FORMAT_V1];
+    options().with_limit(COMMAND_BYTES_MAX).serialize_into(&mut out, cmd)?;
+    let bytes = out.len() as u64;
+    if bytes > COMMAND_BYTES_MAX {
+        return Err(CodecError::TooLarge { bytes, max: COMMAND_BYTES_MAX });
+    }
+    Ok(out)
+}
+
+/// Exact length of `encode_command(cmd)`, without building it.
+pub fn encoded_len(cmd: &Command) -> u64 {
+    // Cannot fail without a size limit; saturate so a caller's bound check refuses it.
+    options().serialized_size(cmd).map_or(u64::MAX, |n| n.saturating_add(1))
+}
+
+pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != COMMAND_FORMAT_V1 {
+        return Err(CodecError::Version(version));
+    }
+    if bytes.len() as u64 > COMMAND_BYTES_MAX {
+        return Err(CodecError::TooLarge { bytes: bytes.len() as u64, max: COMMAND_BYTES_MAX });
+    }
+    Ok(options().with_limit(COMMAND_BYTES_MAX).deserialize(body)?)
+}
+
+/// Encodes a whole state. Serializing our types into a Vec cannot fail (no
+/// size limit, every sequence has a known length); should it ever, the empty
+/// result is refused by `decode_state`, so the fault surfaces at load.
+pub(crate) fn encode_state(state: &State) -> Vec<u8> {
+    let mut out = vec![SNAPSHOT_FORMAT_V1];
+    match options().serialize_into(&mut out, state) {
+        Ok(()) => out,
+        Err(e) => {
+            debug_assert!(false, "snapshot encoding failed: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Decodes a snapshot's bytes. Invariants are checked by `State::from_snapshot`.
+pub(crate) fn decode_state(bytes: &[u8]) -> Result<State, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != SNAPSHOT_FORMAT_V1 {
+        return Err(CodecError::Version(version));
+    }
+    Ok(options().deserialize(body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{DrcKey, HandleEntry};
+
+    fn sample_state() -> State {
+        let mut s = State::default();
+        let cmds = [
+            Command::RegisterExport { export_id: 3, path: "/srv/a".into() },
+            Command::PutHandles(vec![
+                HandleEntry { export_id: 3, ino: 10, ident: 1, parent_ino: 10, name: vec![] },
+                HandleEntry { export_id: 3, ino: 11, ident: 2, parent_ino: 10, name: b"f".to_vec() },
+            ]),
+            Command::Mount { client: "10.0.0.9".into(), path: "/srv/a".into() },
+            Command::BumpEpoch,
+            Command::DrcInsert {
+                key: DrcKey { client: "10.0.0.9".into(), xid: 5, prog: 100003, vers: 3, proc_: 8, args_sum: 9 },
+                reply: vec![1, 2, 3],
+                now_ms: 77,
+            },
+        ];
+        for cmd in &cmds {
+            assert!(s.apply(cmd).is_ok());
+        }
+        s
+    }
+
+    #[test]
+    fn command_roundtrip() {
+        let cmd = Command::Batch(vec![Command::BumpEpoch, Command::UnmountAll { client: "x".into() }]);
+        let bytes = encode_command(&cmd).ok();
+        assert_eq!(bytes.as_ref().map(|b| b.len() as u64), Some(encoded_len(&cmd)));
+        assert_eq!(bytes.as_deref().map(decode_command).and_then(Result::ok), Some(cmd));
+    }
+
+    #[test]
+    fn bad_command_bytes_are_errors() {
+        assert!(matches!(decode_command(&[]), Err(CodecError::Empty)));
+        assert!(matches!(decode_command(&[9, 0]), Err(CodecError::Version(9))));
+        assert!(matches!(decode_command(&[COMMAND_FORMAT_V1, 200, 200, 200]), Err(CodecError::Bincode(_))));
+        // A Vec length prefix claiming 2^60 elements must not allocate it.
+        let mut huge = vec![COMMAND_FORMAT_V1, 0];
+        huge.push(0xff);
+        huge.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(decode_command(&huge).is_err());
+        // Trailing bytes are refused.
+        let mut trailing = encode_command(&Command::BumpEpoch).unwrap_or_default();
+        trailing.push(0);
+        assert!(decode_command(&trailing).is_err());
+    }
+
+    #[test]
+    fn snapshot_roundtrip_and_rejects_garbage() {
+        let s = sample_state();
+        let bytes = s.to_snapshot();
+        let back = State::from_snapshot(&bytes);
+        assert_eq!(back.ok(), Some(s));
+        assert!(State::from_snapshot(&[]).is_err());
+        assert!(State::from_snapshot(&bytes[..bytes.len() / 2]).is_err());
+        assert!(State::from_snapshot(&[SNAPSHOT_FORMAT_V1 + 1]).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! The duplicate-request cache: replies to non-idempotent requests, bounded in
+//! entries, bytes and age. Eviction is deterministic: oldest by
+//! (`now_ms` stamped into the inserting command, insertion sequence number).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::DrcKey;
+use crate::error::ApplyError;
+use crate::limits::{DRC_BYTES_MAX, DRC_ENTRIES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrcEntry {
+    pub reply: Vec<u8>,
+    /// `now_ms` of the command that inserted it.
+    pub time_ms: u64,
+    /// Insertion sequence number: breaks ties between equal times.
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DrcWire")]
+pub(crate) struct Drc {
+    entries: BTreeMap<DrcKey, DrcEntry>,
+    next_seq: u64,
+    /// Derived: (time_ms, seq) → key, oldest first.
+    #[serde(skip)]
+    by_age: BTreeMap<(u64, u64), DrcKey>,
+    /// Derived: total reply bytes.
+    #[serde(skip)]
+    bytes: u64,
+}
+
+#[derive(Deserialize)]
+struct DrcWire {
+    entries: BTreeMap<DrcKey, DrcEntry>,
+    next_seq: u64,
+}
+
+impl TryFrom<DrcWire> for Drc {
+    type Error = String;
+    fn try_from(wire: DrcWire) -> Result<Self, String> {
+        let mut drc = Drc { next_seq: wire.next_seq, ..Drc::default() };
+        for (key, entry) in wire.entries {
+            drc.insert_raw(key, entry);
+        }
+        drc.check()?;
+        Ok(drc)
+    }
+}
+
+/// What one insert changed, so a failed batch can put it back.
+#[derive(Debug)]
+pub(crate) struct DrcUndo {
+    inserted: DrcKey,
+    /// Entries removed: the replaced one and every evicted one.
+    removed: Vec<(DrcKey, DrcEntry)>,
+    seq_before: u64,
+}
+
+impl Drc {
+    /// Inserts (or replaces) `key`, evicting first what is outside the window,
+    /// then the oldest until the new entry fits the entry and byte bounds.
+    pub(crate) fn insert(&mut self, key: &DrcKey, reply: &[u8], now_ms: u64) -> Result<DrcUndo, ApplyError> {
+        let reply_bytes = reply.len() as u64;
+        if reply_bytes > DRC_REPLY_BYTES_MAX {
+            return Err(ApplyError::DrcReplyTooLarge { bytes: reply_bytes, max: DRC_REPLY_BYTES_MAX });
+        }
+        if !crate::rmtab::client_valid(&key.client) {
+            return Err(ApplyError::ClientInvalid);
+        }
+        let mut removed = Vec::new();
+        if let Some(old) = self.remove_raw(key) {
+            removed.push((key.clone(), old));
+        }
+        let cutoff = now_ms.saturating_sub(DRC_WINDOW_MS);
+        while let Some(((time_ms, _), _)) = self.by_age.first_key_value() {
+            let too_old = *time_ms < cutoff;
+            let too_many = self.len() >= DRC_ENTRIES_MAX;
+            let too_big = self.bytes.saturating_add(reply_bytes) > DRC_BYTES_MAX;
+            if !(too_old || too_many || too_big) {
+                break;
+            }
+            match self.pop_oldest() {
+                Some(evicted) => removed.push(evicted),
+                None => break,
+            }
+        }
+        let seq_before = self.next_seq;
+        let entry = DrcEntry { reply: reply.to_vec(), time_ms: now_ms, seq: seq_before };
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.insert_raw(key.clone(), entry);
+        Ok(DrcUndo { inserted: key.clone(), removed, seq_before })
+    }
+
+    pub(crate) fn undo(&mut self, undo: DrcUndo) {
+        self.remove_raw(&undo.inserted);
+        for (key, entry) in undo.removed {
+            self.insert_raw(key, entry);
+        }
+        self.next_seq = undo.seq_before;
+    }
+
+    fn pop_oldest(&mut self) -> Option<(DrcKey, DrcEntry)> {
+        let (_, key) = self.by_age.pop_first()?;
+        let entry = self.entries.remove(&key)?;
+        self.bytes = self.bytes.saturating_sub(entry.reply.len() as u64);
+        Some((key, entry))
+    }
+
+    fn insert_raw(&mut self, key: DrcKey, entry: DrcEntry) {
+        self.remove_raw(&key);
+        self.bytes = self.bytes.saturating_add(entry.reply.len() as u64);
+        self.by_age.insert((entry.time_ms, entry.seq), key.clone());
+        self.entries.insert(key, entry);
+    }
+
+    fn remove_raw(&mut self, key: &DrcKey) -> Option<DrcEntry> {
+        let entry = self.entries.remove(key)?;
+        self.by_age.remove(&(entry.time_ms, entry.seq));
+        self.bytes = self.bytes.saturating_sub(entry.reply.len() as u64);
+        Some(entry)
+    }
+
+    pub(crate) fn get(&self, key: &DrcKey) -> Option<&DrcEntry> {
+        self.entries.get(key)
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Keys in eviction order, oldest first.
+    pub(crate) fn keys_by_age(&self) -> impl Iterator<Item = &DrcKey> + '_ {
+        self.by_age.values()
+    }
+
+    /// Bounds hold, the age index and byte count agree with the entries,
+    /// and no sequence number is at or past `next_seq`.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.len() > DRC_ENTRIES_MAX {
+            return Err("DRC over its entry bound".into());
+        }
+        if self.by_age.len() != self.entries.len() {
+            return Err("DRC age index size differs".into());
+        }
+        let mut bytes: u64 = 0;
+        for (key, entry) in &self.entries {
+            if entry.reply.len() as u64 > DRC_REPLY_BYTES_MAX {
+                return Err("DRC reply over its bound".into());
+            }
+            if self.by_age.get(&(entry.time_ms, entry.seq)) != Some(key) {
+                return Err("DRC age index disagrees".into());
+            }
+            if entry.seq >= self.next_seq {
+                return Err("DRC sequence number from the future".into());
+            }
+            bytes = bytes.saturating_add(entry.reply.len() as u64);
+        }
+        if bytes != self.bytes {
+            return Err("DRC byte count disagrees".into());
+        }
+        if bytes > DRC_BYTES_MAX {
+            return Err("DRC over its byte bound".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(xid: u32) -> DrcKey {
+        DrcKey { client: "10.0.0.1".into(), xid, prog: 100003, vers: 3, proc_: 12, args_sum: 7 }
+    }
+
+    #[test]
+    fn insert_get_replace() {
+        let mut d = Drc::default();
+        assert!(d.insert(&key(1), b"one", 1000).is_ok());
+        assert_eq!(d.get(&key(1)).map(|e| e.reply.as_slice()), Some(&b"one"[..]));
+        assert!(d.insert(&key(1), b"uno", 2000).is_ok());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.bytes(), 3);
+        assert_eq!(d.get(&key(1)).map(|e| e.time_ms), Some(2000));
+        assert_eq!(d.check(), Ok(()));
+    }
+
+    #[test]
+    fn window_evicts_old_entries() {
+        let mut d = Drc::default();
+        assert!(d.insert(&key(1), b"a", 1000).is_ok());
+        assert!(d.insert(&key(2), b"b", 2000).is_ok());
+        // Exactly at the window edge stays; older goes.
+        assert!(d.insert(&key(3), b"c", 2000 + DRC_WINDOW_MS).is_ok());
+        assert!(d.get(&key(1)).is_none());
+        assert!(d.get(&key(2)).is_some());
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.check(), Ok(()));
+    }
+
+    #[test]
+    fn entry_bound_evicts_oldest_deterministically() {
+        let mut d = Drc::default();
+        for xid in 0..DRC_ENTRIES_MAX as u32 + 10 {
+            // Equal times: the insertion sequence decides.
+            assert!(d.insert(&key(xid), b"r", 5).is_ok());
+        }
+        assert_eq!(d.len(), DRC_ENTRIES_MAX);
+        assert!(d.get(&key(9)).is_none());
+        assert!(d.get(&key(10)).is_some());
+        assert_eq!(d.keys_by_age().next(), Some(&key(10)));
+        assert_eq!(d.check(), Ok(()));
+    }
+
+    #[test]
+    fn byte_bound_and_reply_bound() {
+        let mut d = Drc::default();
+        let big = vec![0u8; DRC_REPLY_BYTES_MAX as usize];
+        let fit = DRC_BYTES_MAX / DRC_REPLY_BYTES_MAX;
+        for xid in 0..fit as u32 + 3 {
+            assert!(d.insert(&key(xid), &big, 1).is_ok());
+        }
+        assert_eq!(d.len(), fit);
+        assert!(d.bytes() <= DRC_BYTES_MAX);
+        let too_big = vec![0u8; DRC_REPLY_BYTES_MAX as usize + 1];
+        let before = d.clone();
+        assert!(matches!(d.insert(&key(999_999), &too_big, 1), Err(ApplyError::DrcReplyTooLarge { .. })));
+        assert_eq!(d, before);
+    }
+
+    #[test]
+    fn undo_restores_everything() {
+        let mut d = Drc::default();
+        for xid in 0..5 {
+            assert!(d.insert(&key(xid), b"x", u64::from(xid)).is_ok());
+        }
+        let before = d.clone();
+        let undo = d.insert(&key(2), b"replaced", DRC_WINDOW_MS + 3);
+        assert!(d.get(&key(0)).is_none());
+        if let Ok(undo) = undo {
+            d.undo(undo);
+        }
+        assert_eq!(d, before);
+        assert_eq!(d.check(), Ok(()));
+    }
+}
