@@ -4,7 +4,9 @@
 //! implementation on redb (`LocalCommit`), and the openraft glue: the type
 //! configuration (`types`), log and state-machine storage on redb (`log_store`,
 //! `sm_store`), the authenticated peer transport (`network`), membership and
-//! timing (`membership`) and the leader lease used for fencing (`lease`).
+//! timing (`membership`), the leader lease and leadership watch used for
+//! fencing (`lease`), and `RaftCommit`, the `Commit` implementation over Raft
+//! with group commit (`raft_commit`).
 //! Imports `hanfs-state`; must never import `hanfs-server` or `hanfs-cli`.
 
 pub mod commit;
@@ -13,6 +15,7 @@ pub mod local;
 pub mod log_store;
 pub mod membership;
 pub mod network;
+pub mod raft_commit;
 pub mod sm_store;
 pub mod types;
 

@@ -7,6 +7,9 @@
 //! (which is what lets openraft acknowledge them to the leader).
 //! Blocking redb calls run on tokio's blocking pool, never on a core thread.
 
+// openraft fixes `StorageError` (large) as the error type of these traits.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;

@@ -60,7 +60,7 @@ const _: () = assert!(LOG_KEEP_AFTER_SNAPSHOT_ENTRIES < SNAPSHOT_EVERY_ENTRIES);
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
     #[error("invalid raft config: {0}")]
-    Config(#[from] openraft::ConfigError),
+    Config(Box<openraft::ConfigError>),
     #[error("cluster needs exactly one storage node to initialize from, got a witness")]
     InitOnWitness,
     #[error("this node is already part of an initialized cluster; refusing a second init")]
@@ -91,7 +91,7 @@ pub fn raft_config(cluster_name: &str, role: Role) -> Result<Arc<Config>, Member
         enable_elect: role == Role::Storage,
         ..Config::default()
     };
-    Ok(Arc::new(config.validate()?))
+    Ok(Arc::new(config.validate().map_err(|e| MembershipError::Config(Box::new(e)))?))
 }
 
 /// Bootstrap the cluster once, from a storage node. Refuses (with a clear

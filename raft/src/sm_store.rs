@@ -9,6 +9,9 @@
 //! after it (the log store persists the committed id).
 //! No application logic here: what a command means is `hanfs-state`'s business.
 
+// openraft fixes `StorageError` (large) as the error type of these traits.
+#![allow(clippy::result_large_err)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::io::Cursor;

@@ -143,7 +143,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<typ::AppendEntriesResponse, typ::RPCError> {
         let ttl = option.hard_ttl();
         let vote = rpc.vote;
-        let (rpc, cut_at) = fit_in_frame(rpc);
+        let (rpc, cut_at) = fit_in_frame(rpc, PEER_FRAME_BYTES_MAX - PEER_REQUEST_OVERHEAD_BYTES);
         let sent_at = Instant::now();
         let resp = self.call(PeerRequest::Append(rpc), ttl).await;
         match resp {
@@ -198,10 +198,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 }
 
 
-/// Cut `rpc` to the longest prefix of its entries (at least one) that fits in
-/// a peer frame. Returns the log id of the last entry kept if it was cut.
-fn fit_in_frame(mut rpc: typ::AppendEntriesRequest) -> (typ::AppendEntriesRequest, Option<typ::LogId>) {
-    let budget = PEER_FRAME_BYTES_MAX - PEER_REQUEST_OVERHEAD_BYTES;
+/// Cut `rpc` to the longest prefix of its entries (at least one) whose encoded
+/// size fits in `budget` bytes. Returns the last kept log id if it was cut.
+pub(crate) fn fit_in_frame(
+    mut rpc: typ::AppendEntriesRequest,
+    budget: u64,
+) -> (typ::AppendEntriesRequest, Option<typ::LogId>) {
     let mut total = 0u64;
     let mut keep = 0usize;
     for entry in &rpc.entries {
