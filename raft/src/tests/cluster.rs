@@ -225,3 +225,50 @@ async fn a_node_restarted_from_an_empty_disk_catches_up_by_snapshot() {
         node.kill().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_cluster_restarts_from_its_disks_with_the_same_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = start_cluster(&dir, [SECRET, SECRET, SECRET]).await;
+    for i in 0..5 {
+        write(&nodes[0].raft, mount(i)).await;
+    }
+    // Half the writes end up in a snapshot, half only in the log.
+    nodes[0].raft.trigger().snapshot().await.expect("trigger snapshot");
+    let applied = nodes[0].raft.metrics().borrow().last_applied.expect("applied");
+    nodes[0].raft.wait(Some(CONVERGE_TIMEOUT)).snapshot(applied, "snapshot").await.expect("snapshot");
+    for i in 5..10 {
+        write(&nodes[0].raft, mount(i)).await;
+    }
+    let before = nodes[0].sm.state().read().expect("state lock").clone();
+
+    let membership = nodes[0].raft.metrics().borrow().membership_config.membership().clone();
+    for node in nodes {
+        node.kill().await;
+    }
+    let mut restarted = Vec::new();
+    for (id, member) in membership.nodes() {
+        let listener = TcpListener::bind(&member.addr).await.expect("rebind");
+        restarted.push(TestNode::start(*id, member.role, &dir, listener, SECRET).await);
+    }
+
+    // A storage node leads again (never the witness) with the same state.
+    let mut leader = None;
+    for _ in 0..200 {
+        leader = restarted[2].raft.metrics().borrow().current_leader;
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let leader = leader.expect("no leader after restart");
+    assert!(leader == 1 || leader == 2, "leader {leader} is the witness");
+    let index = usize::try_from(leader - 1).expect("small id");
+    restarted[index].wait_serving().await;
+    assert_eq!(*restarted[index].sm.state().read().expect("state lock"), before);
+    write(&restarted[index].raft, mount(10)).await;
+    assert_eq!(restarted[index].sm.state().read().expect("state lock").rmtab_len(), 11);
+    for node in restarted {
+        node.kill().await;
+    }
+}

@@ -9,7 +9,6 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
 use super::harness::*;
 use crate::commit::{Commit, CommitError};
 use crate::network::client::fit_in_frame;
-use crate::raft_commit::RaftCommit;
 use crate::types::{encoded_size, typ};
 
 /// Concurrent callers in the group-commit test.
@@ -24,7 +23,7 @@ async fn concurrent_commits_share_entries_and_reach_every_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut nodes = start_cluster(&dir, [SECRET, SECRET, SECRET]).await;
     nodes[0].wait_serving().await;
-    let commit = RaftCommit::start(nodes[0].raft.clone(), &nodes[0].sm, nodes[0].leadership.clone());
+    let commit = nodes[0].commit.clone();
 
     let mut tasks = Vec::new();
     for i in 0..CALLERS {
@@ -53,10 +52,8 @@ async fn concurrent_commits_share_entries_and_reach_every_node() {
     }
 
     // A follower refuses to commit.
-    let on_follower = RaftCommit::start(nodes[1].raft.clone(), &nodes[1].sm, nodes[1].leadership.clone());
-    assert!(matches!(on_follower.commit(vec![mount(1000)]).await, Err(CommitError::NotLeader)));
-    on_follower.shutdown().await;
-    commit.shutdown().await;
+    assert!(matches!(nodes[1].commit.commit(vec![mount(1000)]).await, Err(CommitError::NotLeader)));
+    assert!(matches!(nodes[2].commit.commit(vec![mount(1001)]).await, Err(CommitError::NotLeader)));
     for node in nodes {
         node.kill().await;
     }
@@ -67,7 +64,7 @@ async fn a_partitioned_leader_acknowledges_no_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut nodes = start_cluster(&dir, [SECRET, SECRET, SECRET]).await;
     nodes[0].wait_serving().await;
-    let old = RaftCommit::start(nodes[0].raft.clone(), &nodes[0].sm, nodes[0].leadership.clone());
+    let old = nodes[0].commit.clone();
     old.commit(vec![mount(1)]).await.expect("commit before the partition");
 
     nodes[0].faults.block(2);
@@ -79,14 +76,12 @@ async fn a_partitioned_leader_acknowledges_no_commit() {
     // From now on the old leader must acknowledge nothing.
     let refused = old.commit(vec![mount(2)]).await;
     assert!(matches!(refused, Err(CommitError::NotLeader)), "{refused:?}");
-    let new = RaftCommit::start(nodes[1].raft.clone(), &nodes[1].sm, nodes[1].leadership.clone());
+    let new = nodes[1].commit.clone();
     new.commit(vec![mount(3)]).await.expect("new leader commits");
     let rmtab: Vec<String> =
         new.state().read().expect("state lock").rmtab().map(|(client, _)| client.to_string()).collect();
     assert_eq!(rmtab, vec!["10.0.0.1".to_string(), "10.0.0.3".to_string()]);
 
-    old.shutdown().await;
-    new.shutdown().await;
     for node in nodes {
         node.kill().await;
     }

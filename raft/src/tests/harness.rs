@@ -10,14 +10,10 @@ use openraft::{EntryPayload, RaftLogReader};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
-use crate::lease::{spawn_leadership_watch, LeaseClock, Leadership};
-use crate::log_store::{bind_identity, open_db, LogStore};
-use crate::membership::{initialize, raft_config};
+use crate::cluster::{RaftNode, RaftNodeOptions};
+use crate::lease::Leadership;
+use crate::membership::raft_config;
 use crate::network::auth::ClusterSecret;
-use crate::network::client::PeerNetwork;
-use crate::network::server::PeerServer;
-use crate::network::Faults;
-use crate::sm_store::StateMachineStore;
 use crate::types::{typ, Applied, NodeId, PeerNode, Role};
 
 pub const CLUSTER: &str = "test-cluster";
@@ -31,15 +27,15 @@ pub fn secret(bytes: &[u8]) -> ClusterSecret {
 }
 
 pub struct TestNode {
-    pub role: Role,
-    pub raft: typ::Raft,
-    pub log: LogStore,
-    pub sm: StateMachineStore,
-    pub faults: Faults,
-    pub lease: LeaseClock,
+    pub node: RaftNode,
     pub leadership: tokio::sync::watch::Receiver<Leadership>,
-    pub server: tokio::task::JoinHandle<()>,
-    pub watch: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for TestNode {
+    type Target = RaftNode;
+    fn deref(&self) -> &RaftNode {
+        &self.node
+    }
 }
 
 impl TestNode {
@@ -56,34 +52,23 @@ impl TestNode {
         key: &[u8],
         config: Arc<openraft::Config>,
     ) -> TestNode {
-        let db = open_db(&dir.path().join(format!("node{id}.redb"))).expect("open db");
-        bind_identity(&db, CLUSTER, id).expect("identity");
-        let log = LogStore::new(db.clone());
-        let sm = StateMachineStore::open(db).expect("open sm");
-        let faults = Faults::default();
-        let lease = LeaseClock::default();
-        let network = PeerNetwork {
-            self_id: id,
+        let opts = RaftNodeOptions {
+            node_id: id,
+            role,
             cluster: CLUSTER.to_string(),
+            db_path: dir.path().join(format!("node{id}.redb")),
             secret: secret(key),
-            faults: faults.clone(),
-            lease: lease.clone(),
+            config: Some(config),
         };
-        let raft = typ::Raft::new(id, config, network, log.clone(), sm.clone()).await.expect("raft");
-        let server = PeerServer { raft: raft.clone(), cluster: CLUSTER.to_string(), secret: secret(key), faults: faults.clone() }
-            .spawn(listener);
-        let (leadership, watch) = spawn_leadership_watch(raft.clone(), role, lease.clone());
-        TestNode { role, raft, log, sm, faults, lease, leadership, server, watch }
+        let node = RaftNode::start(opts, listener).await.expect("start node");
+        let leadership = node.leadership();
+        TestNode { node, leadership }
     }
 
-    /// Kill the node in-process: stop Raft and close its listener and every
-    /// peer connection at once.
+    /// Kill the node in-process: close its listener and every peer
+    /// connection at once, stop Raft.
     pub async fn kill(self) {
-        self.server.abort();
-        let _ = self.server.await;
-        self.raft.shutdown().await.expect("raft shutdown");
-        // The watch ends by itself once Raft's metrics channel closes.
-        tokio::time::timeout(CONVERGE_TIMEOUT, self.watch).await.expect("watch ends").expect("watch join");
+        tokio::time::timeout(CONVERGE_TIMEOUT, self.node.shutdown()).await.expect("shutdown ends").expect("shutdown");
     }
 
     /// Wait until the leadership watch says we may serve; returns the term.
@@ -147,7 +132,7 @@ pub async fn start_cluster_chunked(dir: &TempDir, keys: [&[u8]; 3], chunk_bytes:
         config.snapshot_max_chunk_size = chunk_bytes;
         nodes.push(TestNode::start_with(id, roles[i], dir, listener, keys[i], Arc::new(config)).await);
     }
-    initialize(&nodes[0].raft, Role::Storage, members).await.expect("initialize");
+    nodes[0].bootstrap(members).await.expect("initialize");
     nodes[0].wait_leader(1, "node 1 leads after init").await;
     nodes
 }
