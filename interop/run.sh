@@ -17,12 +17,13 @@ usage: interop/run.sh --server hanfs|ganesha --suite basic|special|lock|all[,...
                           with 1 the lock suite runs only its one-guest cases
   --kill-server-after N   SIGKILL the server N seconds after the guests start (failure-path test)
   --case-timeout N        per-case bound inside the guest (default 120 s)
+  --hanfs-bin PATH        use this hanfs-server binary as is (default: build target/release if stale)
   --keep                  keep the export and the guests' shares under interop/.cache/runs/
   --shell                 boot guest A with the server running and give a shell on this terminal
 USAGE
 }
 
-SERVER_KIND= SUITES= GUESTS= KEEP= SHELL_MODE= KILL_AFTER= CASE_TIMEOUT=120
+SERVER_KIND= SUITES= GUESTS= KEEP= SHELL_MODE= KILL_AFTER= CASE_TIMEOUT=120 HANFS_BIN_ARG=
 while [ $# -gt 0 ]; do
     case "$1" in
     --server) SERVER_KIND=${2:-}; shift 2 ;;
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     --guests) GUESTS=${2:-}; shift 2 ;;
     --kill-server-after) KILL_AFTER=${2:-}; shift 2 ;;
     --case-timeout) CASE_TIMEOUT=${2:-}; shift 2 ;;
+    --hanfs-bin) HANFS_BIN_ARG=${2:-}; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --shell) SHELL_MODE=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -91,7 +93,14 @@ need_packages $HOST_PACKAGES
 prepare_kernel
 prepare_initramfs
 prepare_suites
-[ "$SERVER_KIND" = hanfs ] && prepare_hanfs
+if [ "$SERVER_KIND" = hanfs ]; then
+    if [ -n "$HANFS_BIN_ARG" ]; then
+        HANFS_BIN=$(realpath "$HANFS_BIN_ARG")
+        [ -x "$HANFS_BIN" ] || die "--hanfs-bin $HANFS_BIN_ARG is not executable"
+    else
+        prepare_hanfs
+    fi
+fi
 
 mkdir -p "$RUN/logs" "$RUN/sync" "$LOGDIR_FINAL"
 for i in 0 1; do

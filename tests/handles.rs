@@ -254,3 +254,32 @@ async fn hard_link_keeps_the_handle_when_the_recorded_name_goes() {
     remove(&mut c, &sub, "c").await.unwrap();
     assert_eq!(getattr(&mut c, &f).await.unwrap_err(), nfsstat3::NFS3ERR_STALE);
 }
+
+#[tokio::test]
+async fn over_long_handle_and_trailing_bytes_are_garbage_args() {
+    let (_export, s) = server("handles-garbage");
+    let mut c = s.connect().await;
+    let root = c.root_nfs_fh3();
+    let cred = auth_sys_body(0, 0, &[]);
+    // GETATTR with a 65-byte handle (NFS3_FHSIZE is 64).
+    let mut args = Vec::new();
+    put_opaque(&mut args, &[1u8; 65]);
+    let reply = tcp_call(s.nfs_port, &call_msg(41, 100_003, 3, 1, (1, &cred), &args)).expect("reply");
+    assert_eq!(parse_reply(&reply), RpcReply::Accepted { xid: 41, stat: GARBAGE_ARGS, body: vec![] });
+    // A valid GETATTR followed by junk.
+    let mut args = Vec::new();
+    put_opaque(&mut args, root.data.as_ref());
+    put_u32(&mut args, 7);
+    let reply = tcp_call(s.nfs_port, &call_msg(42, 100_003, 3, 1, (1, &cred), &args)).expect("reply");
+    assert_eq!(parse_reply(&reply), RpcReply::Accepted { xid: 42, stat: GARBAGE_ARGS, body: vec![] });
+    // A WRITE whose count disagrees with its data.
+    let mut args = Vec::new();
+    put_opaque(&mut args, root.data.as_ref());
+    args.extend_from_slice(&0u64.to_be_bytes());
+    put_u32(&mut args, 100);
+    put_u32(&mut args, 2);
+    put_opaque(&mut args, b"abc");
+    let reply = tcp_call(s.nfs_port, &call_msg(43, 100_003, 3, 7, (1, &cred), &args)).expect("reply");
+    assert_eq!(parse_reply(&reply), RpcReply::Accepted { xid: 43, stat: GARBAGE_ARGS, body: vec![] });
+    assert!(getattr(&mut c, &root).await.is_ok(), "still served");
+}

@@ -179,3 +179,34 @@ async fn secure_export_refuses_unprivileged_ports() {
     assert_eq!(words(&body).first(), Some(&(nfsstat3::NFS3ERR_PERM as u32)));
     assert!(getattr(&mut c, &root).await.is_ok(), "still served");
 }
+
+#[tokio::test]
+async fn concurrent_callers_never_share_credentials() {
+    const USERS: u32 = 4;
+    const FILES_EACH: u32 = 25;
+    let export = tempdir("perms-concurrent");
+    let p = export.path().to_path_buf();
+    chmod(&p, 0o777);
+    let s = TestServer::start(&p, "*(rw,insecure)");
+    let mut tasks = Vec::new();
+    for u in 0..USERS {
+        let uid = 2000 + u;
+        let mut c = s.connect_as(uid, uid, &[]).await;
+        tasks.push(tokio::spawn(async move {
+            let root = c.root_nfs_fh3();
+            for i in 0..FILES_EACH {
+                create(&mut c, &root, &format!("u{uid}-{i}")).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for u in 0..USERS {
+        let uid = 2000 + u;
+        for i in 0..FILES_EACH {
+            let m = std::fs::metadata(p.join(format!("u{uid}-{i}"))).unwrap();
+            assert_eq!((m.uid(), m.gid()), (uid, uid), "u{uid}-{i}");
+        }
+    }
+}

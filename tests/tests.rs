@@ -11,3 +11,4 @@ mod perms;
 mod portmap;
 mod readdir;
 mod tools;
+mod vip;

@@ -187,3 +187,65 @@ fn check_config_names_the_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:5: clients:") && err.contains("unknown export option `frobnicate`"), "{err}");
 }
+
+/// A system rpcbind started by this test, killed (by its pid) on drop.
+struct SystemRpcbind(Child);
+
+impl Drop for SystemRpcbind {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `rpcinfo -p` rows for `prog`.
+fn registered(prog: u32) -> Vec<(u32, u32, String, u16)> {
+    rpcinfo_rows(&stdout(&run_tool("rpcinfo", &["-p", "127.0.0.1"]))).into_iter().filter(|r| r.0 == prog).collect()
+}
+
+#[test]
+fn registers_with_a_system_rpcbind_and_unregisters_on_exit() {
+    let _serial = PORT_111.lock().unwrap_or_else(|p| p.into_inner());
+    if !port_111_free() {
+        return;
+    }
+    let Ok(path) = Command::new("sh").args(["-c", "command -v rpcbind"]).output() else { return };
+    let rpcbind_bin = String::from_utf8_lossy(&path.stdout).trim().to_string();
+    assert!(!rpcbind_bin.is_empty(), "rpcbind is not installed (the test script installs it)");
+    // rpcbind keeps its lock file and unix socket in /run; give it a private
+    // /run (its own mount namespace) so no other rpcbind on this host is touched.
+    let script = format!("mount -t tmpfs hanfs-test-run /run && mkdir -p /run/rpcbind && exec {rpcbind_bin} -f");
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start rpcbind");
+    let _rpcbind = SystemRpcbind(child);
+    let mut up = false;
+    for _ in 0..WAIT_POLLS {
+        if udp_call_wait(111, &call_msg(1, 100_000, 2, 0, CRED_NONE, &[]), 100).is_some() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(WAIT_POLL_MS));
+    }
+    assert!(up, "rpcbind did not come up");
+
+    let export = tempdir("tools-rpcbind");
+    let mut server = Binary::start(export.path(), "*(rw,insecure)");
+    let mount_port = mount_port_via_111().expect("MOUNT registered with rpcbind");
+    let mounts = registered(100_005);
+    for (vers, proto) in [(1, "tcp"), (1, "udp"), (3, "tcp"), (3, "udp")] {
+        assert!(mounts.contains(&(100_005, vers, proto.to_string(), mount_port)), "{mounts:?}");
+    }
+    assert_eq!(registered(100_003).len(), 1, "NFS v3 over TCP registered");
+    let text = stdout(&run_tool("showmount", &["-e", "127.0.0.1"]));
+    assert!(text.lines().any(|l| l.starts_with("/export")), "{text}");
+
+    let status = server.stop().expect("stops on SIGTERM");
+    assert!(status.success());
+    assert!(registered(100_005).is_empty(), "MOUNT unregistered on exit");
+    assert!(registered(100_003).is_empty(), "NFS unregistered on exit");
+}

@@ -317,6 +317,11 @@ pub fn raw_tcp(port: u16, bytes: &[u8]) -> Option<Vec<u8>> {
     read_record(&mut s)
 }
 
+/// Alias of `raw_tcp`: raw bytes in, one reply record (or `None`) out.
+pub fn raw_call(port: u16, bytes: &[u8]) -> Option<Vec<u8>> {
+    raw_tcp(port, bytes)
+}
+
 /// Like `raw_tcp`, then half-close our side first (a truncated record ends there).
 pub fn raw_tcp_then_close(port: u16, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut s = connect_tcp(port);

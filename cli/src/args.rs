@@ -23,6 +23,9 @@ pub const QUICK_CLIENTS: &str = "*(rw,root_squash,sync,secure)";
                   Quick start (one node, no config file):\n    \
                   hanfs-server run --export ./data\n    \
                   mount -t nfs SERVER:/export /mnt          # on a client\n\n\
+                  Like knfsd, root on the client is squashed to uid/gid 65534 unless the client \
+                  spec says no_root_squash, and `secure` (the default) wants clients on ports \
+                  below 1024, as the Linux kernel client uses.\n\n\
                   Logging: RUST_LOG (e.g. RUST_LOG=hanfs_server=debug), default `info`."
 )]
 pub struct Cli {
@@ -35,6 +38,22 @@ pub enum Command {
     /// Serve NFS: either one directory (--export) or everything in a config file (--config).
     Run(RunArgs),
     /// Check a config file and report every problem with its line number.
+    #[command(long_about = "Check a config file and report every problem with its line number.\n\n\
+        Example:\n\n\
+        [server]\n\
+        listen = \"0.0.0.0\"             # default\n\
+        state_dir = \"/var/lib/hanfs\"   # default; relative paths are relative to the file\n\
+        log_format = \"text\"            # or \"json\"\n\
+        record_bytes_max = 1114112     # largest RPC record; default 1 MiB + 64 KiB\n\n\
+        [ports]                        # defaults below\n\
+        portmap = 111\n\
+        nfs = 2049\n\
+        mount = 20048\n\n\
+        [[export]]                     # one per exported directory\n\
+        name = \"/export\"               # the path clients mount\n\
+        dir = \"/srv/nfs/export\"        # must exist\n\
+        id = 1                         # fsid; the same on every node\n\
+        clients = \"10.0.0.0/8(rw) *(ro)\"  # exports(5) syntax")]
     CheckConfig {
         /// TOML config file.
         file: PathBuf,
@@ -69,7 +88,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub export_id: u32,
 
-    /// Address to listen on.
+    /// Address to listen on [default: 0.0.0.0, every IPv4 address; use :: for IPv6].
     #[arg(long, value_name = "IP")]
     pub listen: Option<IpAddr>,
 

@@ -23,7 +23,7 @@ guest_start() {
     fi
     ip netns exec "$NS" "${cmd[@]}" > "$LOGDIR/$name-$label.qemu" 2>&1 < /dev/null &
     GUEST_PID[$idx]=$!
-    log "guest $name ($label) booting, pid ${GUEST_PID[$idx]}, console $LOGDIR/$name-$label.console"
+    log "guest $name ($label) booting, pid ${GUEST_PID[$idx]}, console $LOGDIR_FINAL/$name-$label.console"
 }
 
 guest_running() { [ -n "${GUEST_PID[$1]:-}" ] && kill -0 "${GUEST_PID[$1]}" 2>/dev/null; }

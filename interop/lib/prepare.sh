@@ -99,6 +99,7 @@ prepare_initramfs() {
     (cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -1) > "$INITRD.tmp"
     mv "$INITRD.tmp" "$INITRD"
     rm -rf "$tmp"
+    find "$CACHE" -maxdepth 1 -name 'initramfs-*.cpio.gz' ! -path "$INITRD" -mmin +60 -delete
 }
 
 # Compiles the suites statically (once per source hash); sets SUITE_BIN.
@@ -116,6 +117,7 @@ prepare_suites() {
             "$INTEROP/suites/common.c" || die "compiling $s.c failed"
     done
     touch "$SUITE_BIN/.done"
+    find "$CACHE" -maxdepth 1 -name 'suites-*' ! -path "$SUITE_BIN" -mmin +60 -exec rm -rf {} +
 }
 
 # Builds target/release/hanfs-server when missing or older than any Rust source; sets HANFS_BIN.

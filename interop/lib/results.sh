@@ -22,7 +22,7 @@ write_job() {
             secs=$(( ${SUITE_SECONDS_MAX[${step%%-*}]} - 30 ))
             echo "step $step $secs \$B/$bin -d /mnt -s $SERVER_IP:/export -y /sync -t $CASE_TIMEOUT $args"
         done
-        echo 'umount /mnt 2>/dev/null'
+        echo 'timeout -s KILL 20 umount /mnt 2>/dev/null'
     } > "$RUN/g$idx/job.sh"
     chmod +x "$RUN/g$idx/job.sh"
 }

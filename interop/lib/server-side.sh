@@ -36,7 +36,7 @@ ganesha)
     rpcbind -f -w > "$LOGDIR/rpcbind.log" 2>&1 < /dev/null &
     PIDS+=($!)
     wait_rpc portmapper || exit 1
-    rpc.statd -F > "$LOGDIR/statd.log" 2>&1 < /dev/null &
+    rpc.statd -F -d > "$LOGDIR/statd.log" 2>&1 < /dev/null &
     PIDS+=($!)
     wait_rpc status || exit 1
     ganesha.nfsd -F -f "$RUN/ganesha.conf" -L "$LOGDIR/server.log" -p /run/ganesha/ganesha.pid -N NIV_EVENT \

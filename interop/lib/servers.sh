@@ -9,7 +9,8 @@ write_ganesha_conf() {
     cat > "$RUN/ganesha.conf" <<CONF
 NFS_CORE_PARAM {
     Protocols = 3;
-    Bind_Addr = $SERVER_IP;
+    # All addresses of the private namespace (br0 + lo): statd calls ganesha back on localhost.
+    Bind_Addr = 0.0.0.0;
     Enable_NLM = true;
     Enable_RQUOTA = false;
     Mount_Path_Pseudo = true;

@@ -22,9 +22,11 @@ pub const BATCH_COMMANDS_MAX: usize = 4096;
 /// Encoded bytes one caller's commands add to an entry beyond their own size
 /// (the `Batch` tag and length prefix wrapping them, generously rounded).
 const REQUEST_OVERHEAD_BYTES: u64 = 16;
+/// The entry's outer `Batch` tag and length prefix, generously rounded.
+const ENTRY_OVERHEAD_BYTES: u64 = 16;
 /// Most encoded bytes of one log entry: what the codec accepts, less the
-/// outer `Batch`'s own tag and length prefix.
-pub const ENTRY_BYTES_MAX: u64 = COMMAND_BYTES_MAX - 16;
+/// outer `Batch`'s own overhead.
+pub const ENTRY_BYTES_MAX: u64 = COMMAND_BYTES_MAX - ENTRY_OVERHEAD_BYTES;
 /// The store's file name inside the state directory.
 pub const STORE_FILE: &str = "hanfs.redb";
 
@@ -73,13 +75,20 @@ impl LocalCommit {
 
     /// `open` with other thresholds (tests use small values).
     fn open_with(state_dir: &Path, tuning: Tuning) -> Result<Arc<LocalCommit>, CommitError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| storage(format!("{}: {e}", state_dir.display())))?;
+        if !state_dir.is_dir() {
+            std::fs::create_dir_all(state_dir).map_err(|e| storage(format!("{}: {e}", state_dir.display())))?;
+            // Make the new directory's own name durable too.
+            if let Some(parent) = state_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                hanfs_state::sync_dir(parent).map_err(storage)?;
+            }
+        }
         let store = Store::open(&state_dir.join(STORE_FILE)).map_err(storage)?;
         let (state, last_index) = store.load().map_err(storage)?;
         let snapshot_index = store.snapshot_index().map_err(storage)?;
         let state = Arc::new(RwLock::new(state));
         let counters = Arc::new(Counters::default());
         counters.last_index.store(last_index, Ordering::Relaxed);
+        let entry_bytes_max = tuning.entry_bytes_max.min(ENTRY_BYTES_MAX);
         let (tx, rx) = mpsc::channel(COMMIT_QUEUE_MAX);
         let committer = Committer {
             store: Arc::new(store),
@@ -88,12 +97,11 @@ impl LocalCommit {
             next_index: last_index.saturating_add(1),
             snapshot_index,
             compact_entries: tuning.compact_entries.max(1),
-            entry_bytes_max: tuning.entry_bytes_max.min(ENTRY_BYTES_MAX),
+            entry_bytes_max,
         };
-        let committer_entry_bytes_max = committer.entry_bytes_max;
         let task = tokio::spawn(committer.run(rx));
         Ok(Arc::new(LocalCommit {
-            entry_bytes_max: committer_entry_bytes_max,
+            entry_bytes_max,
             state,
             queue: Mutex::new(Some(tx)),
             task: Mutex::new(Some(task)),
@@ -159,8 +167,9 @@ struct Committer {
 
 impl Committer {
     /// Takes whatever is queued, up to BATCH_COMMANDS_MAX commands and
-    /// `entry_bytes_max` (ENTRY_BYTES_MAX) bytes; a request that would overflow the bytes waits
-    /// for the next entry (and every request fits one entry on its own).
+    /// `entry_bytes_max` (ENTRY_BYTES_MAX) bytes. A request that would
+    /// overflow the bytes waits for the next entry; `commit` has already
+    /// refused any request that cannot fit an entry on its own.
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut carried: Option<Request> = None;
         loop {
@@ -236,8 +245,9 @@ impl Committer {
         applied.map_err(CommitError::Rejected)
     }
 
-    /// Every `compact_entries` (COMPACT_ENTRIES) entries, snapshot the state and drop the log rows
-    /// it covers. The read lock is held only inside the blocking task.
+    /// Every `compact_entries` (COMPACT_ENTRIES) entries, snapshot the state
+    /// and drop the log rows it covers. The read lock is held only inside the
+    /// blocking task, never across an `.await`.
     async fn maybe_compact(&mut self) {
         let last = self.next_index.saturating_sub(1);
         if last.saturating_sub(self.snapshot_index) < self.compact_entries {

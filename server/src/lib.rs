@@ -16,3 +16,4 @@ pub mod portmap;
 pub mod rpc;
 pub mod services;
 pub mod vfs;
+pub mod vip;

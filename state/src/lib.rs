@@ -29,7 +29,7 @@ pub use command::*;
 pub use drc::DrcEntry;
 pub use error::{ApplyError, NameError};
 pub use limits::*;
-pub use store::{Store, StoreError, COMPACT_ENTRIES};
+pub use store::{sync_dir, Store, StoreError, COMPACT_ENTRIES};
 
 use serde::{Deserialize, Serialize};
 

@@ -38,6 +38,8 @@ pub enum StoreError {
     CompactRange { index: u64, snapshot_index: u64, last_index: u64 },
     #[error("store corrupt: {0}")]
     Corrupt(String),
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
 }
 
 macro_rules! from_redb {
@@ -59,6 +61,11 @@ impl Store {
     /// Opens (or creates) the store file. Fails if another process holds it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path)?;
+        // A new file's directory entry is durable only once its directory is
+        // synced; without this a crash could lose acknowledged appends.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sync_dir(dir)?;
+        }
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         {
@@ -150,6 +157,12 @@ impl Store {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(LOG)?.len()?)
     }
+}
+
+/// fsync a directory, making the names in it durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let io = |error| StoreError::Io { path: dir.display().to_string(), error };
+    std::fs::File::open(dir).map_err(io)?.sync_all().map_err(io)
 }
 
 /// Reassembles the snapshot chunks; no chunks means the empty state.

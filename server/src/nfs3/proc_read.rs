@@ -169,6 +169,8 @@ pub fn read(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     })
 }
 
+// statvfs counts are u32 on some targets and u64 on others.
+#[allow(clippy::useless_conversion)]
 pub fn fsstat(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     run(ctx, args, xdr::fh, |op, fh| {
         let (obj, _) = match op.object(&fh) {
@@ -177,15 +179,15 @@ pub fn fsstat(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
         };
         let body = match sys::statvfs_fd(&obj.fd) {
             Ok(sv) => {
-                let frsize = sv.f_frsize as u64;
+                let frsize = u64::from(sv.f_frsize);
                 reply::<_, FSSTAT3resfail>(Ok(FSSTAT3resok {
                     obj_attributes: obj_attr(&obj),
-                    tbytes: (sv.f_blocks as u64).saturating_mul(frsize),
-                    fbytes: (sv.f_bfree as u64).saturating_mul(frsize),
-                    abytes: (sv.f_bavail as u64).saturating_mul(frsize),
-                    tfiles: sv.f_files as u64,
-                    ffiles: sv.f_ffree as u64,
-                    afiles: sv.f_favail as u64,
+                    tbytes: u64::from(sv.f_blocks).saturating_mul(frsize),
+                    fbytes: u64::from(sv.f_bfree).saturating_mul(frsize),
+                    abytes: u64::from(sv.f_bavail).saturating_mul(frsize),
+                    tfiles: u64::from(sv.f_files),
+                    ffiles: u64::from(sv.f_ffree),
+                    afiles: u64::from(sv.f_favail),
                     invarsec: 0,
                 }))
             }
@@ -225,7 +227,7 @@ pub fn pathconf(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
             Err(s) => return Reply::new(reply::<PATHCONF3resok, _>(Err((s, PATHCONF3resfail::default())))),
         };
         let name_max = sys::statvfs_fd(&obj.fd)
-            .map(|sv| (sv.f_namemax as u32).min(NAME_BYTES_MAX as u32))
+            .map(|sv| u32::try_from(sv.f_namemax).unwrap_or(u32::MAX).min(NAME_BYTES_MAX as u32))
             .unwrap_or(NAME_BYTES_MAX as u32);
         // SAFETY: fpathconf on a valid fd; it only reads.
         let links = unsafe { libc::fpathconf(obj.raw(), libc::_PC_LINK_MAX) };

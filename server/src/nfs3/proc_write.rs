@@ -82,6 +82,9 @@ pub fn setattr(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
             Some(ctime) if ctime != nfstime(pre.ctime) => Err(nfsstat3::NFS3ERR_NOT_SYNC),
             _ => apply_sattr(&obj, &acc, &s),
         });
+        if r.is_ok() {
+            super::proc_dir::sync_meta(&acc, &[&obj]);
+        }
         let wcc = wcc_after(&mut obj, &pre);
         let body = match r {
             Ok(()) => reply::<_, SETATTR3resfail>(Ok(SETATTR3resok { obj_wcc: wcc })),

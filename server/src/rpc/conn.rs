@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::dispatch::Dispatcher;
 use super::program::Transport;
@@ -25,6 +26,9 @@ pub const CONNECTIONS_MAX: usize = 1024;
 pub const CONN_INFLIGHT_MAX: usize = 16;
 /// Initial read buffer per connection; it grows up to one record.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+const _: () = assert!(CONNECTIONS_MAX > 0);
+const _: () = assert!(CONN_INFLIGHT_MAX > 0);
 
 struct Inner {
     next_id: AtomicU64,
@@ -115,7 +119,50 @@ pub async fn serve(
     mut shutdown: broadcast::Receiver<()>,
     mut guard: ConnGuard,
 ) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    let (tx, mut writer) = spawn_writer(wr, peer);
+    let mut calls = JoinSet::new();
+    let mut stop = Stop { shutdown: &mut shutdown, closed: &mut guard.closed };
+    let reader = Reader { rd, peer, dispatcher, record_bytes_max, tx: tx.clone() };
+    let peer_done = reader.run(&mut calls, &mut stop).await;
+    if peer_done {
+        // The peer finished sending: let its calls complete and their replies
+        // go out, unless the node stops or fences meanwhile (a peer that never
+        // reads its replies must not hold up shutdown).
+        let drain = async {
+            while calls.join_next().await.is_some() {}
+            drop(tx);
+            let _ = (&mut writer).await;
+        };
+        tokio::select! {
+            _ = drain => {}
+            _ = stop.wait() => {}
+        }
+    } else {
+        drop(tx);
+    }
+    calls.shutdown().await;
+    writer.abort();
+    drop(guard);
+}
+
+/// The two reasons to drop a connection at once: node shutdown, `close_all`.
+struct Stop<'a> {
+    shutdown: &'a mut broadcast::Receiver<()>,
+    closed: &'a mut broadcast::Receiver<()>,
+}
+
+impl Stop<'_> {
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.shutdown.recv() => {}
+            _ = self.closed.recv() => {}
+        }
+    }
+}
+
+/// One writer task per connection: each reply goes out as one whole record.
+fn spawn_writer(mut wr: OwnedWriteHalf, peer: SocketAddr) -> (mpsc::Sender<Vec<u8>>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CONN_INFLIGHT_MAX);
     let writer = tokio::spawn(async move {
         while let Some(reply) = rx.recv().await {
@@ -131,68 +178,70 @@ pub async fn serve(
             }
         }
     });
-    let inflight = Arc::new(Semaphore::new(CONN_INFLIGHT_MAX));
-    let mut calls = JoinSet::new();
-    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-    let graceful = loop {
-        let record = match record::parse(&mut buf, record_bytes_max) {
-            Ok(r) => r,
-            Err(e) => {
-                log_record_error(peer, e);
-                break false;
-            }
-        };
-        if let Some(record) = record {
-            let permit = tokio::select! {
-                p = inflight.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break false,
-                },
-                _ = shutdown.recv() => break false,
-                _ = guard.closed.recv() => break false,
-            };
-            let (dispatcher, tx) = (dispatcher.clone(), tx.clone());
-            calls.spawn(async move {
-                let _permit = permit;
-                if let Some(reply) = dispatcher.call(record, peer, Transport::Tcp).await {
-                    // The writer is gone only if the connection is closing.
-                    let _ = tx.send(reply).await;
-                }
-            });
-            continue;
-        }
-        tokio::select! {
-            n = rd.read_buf(&mut buf) => match n {
-                Ok(0) => {
-                    if !buf.is_empty() {
-                        tracing::debug!(%peer, bytes = buf.len(), "connection closed inside a record");
-                    }
-                    break true;
-                }
-                Ok(_) => {}
+    (tx, writer)
+}
+
+struct Reader {
+    rd: OwnedReadHalf,
+    peer: SocketAddr,
+    dispatcher: Arc<Dispatcher>,
+    record_bytes_max: u32,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl Reader {
+    /// Cut records and start a call for each, at most `CONN_INFLIGHT_MAX` at a
+    /// time. True if the peer closed its side cleanly, false if the connection
+    /// must be dropped now.
+    async fn run(mut self, calls: &mut JoinSet<()>, stop: &mut Stop<'_>) -> bool {
+        let inflight = Arc::new(Semaphore::new(CONN_INFLIGHT_MAX));
+        let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        let peer = self.peer;
+        loop {
+            let record = match record::parse(&mut buf, self.record_bytes_max) {
+                Ok(r) => r,
                 Err(e) => {
-                    tracing::debug!(%peer, error = %e, "read failed");
-                    break false;
+                    log_record_error(peer, e);
+                    return false;
                 }
-            },
-            Some(_) = calls.join_next() => {}
-            _ = shutdown.recv() => break false,
-            _ = guard.closed.recv() => break false,
+            };
+            if let Some(record) = record {
+                let permit = tokio::select! {
+                    p = inflight.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return false,
+                    },
+                    _ = stop.wait() => return false,
+                };
+                let (dispatcher, tx) = (self.dispatcher.clone(), self.tx.clone());
+                calls.spawn(async move {
+                    let _permit = permit;
+                    if let Some(reply) = dispatcher.call(record, peer, Transport::Tcp).await {
+                        // The writer is gone only if the connection is closing.
+                        let _ = tx.send(reply).await;
+                    }
+                });
+                continue;
+            }
+            tokio::select! {
+                n = self.rd.read_buf(&mut buf) => match n {
+                    Ok(0) => {
+                        if !buf.is_empty() {
+                            tracing::debug!(%peer, bytes = buf.len(), "connection closed inside a record");
+                        }
+                        return true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "read failed");
+                        return false;
+                    }
+                },
+                Some(_) = calls.join_next() => {}
+                _ = stop.wait() => return false,
+            }
         }
-    };
-    if graceful {
-        // The peer finished sending: let its calls complete and their replies go out.
-        while calls.join_next().await.is_some() {}
-    } else {
-        calls.shutdown().await;
     }
-    drop(tx);
-    if graceful {
-        let _ = writer.await;
-    } else {
-        writer.abort();
-    }
-    drop(guard);
 }
 
 fn log_record_error(peer: SocketAddr, e: RecordError) {

@@ -205,10 +205,18 @@ impl Dispatcher {
             Err(e) => return error_reply(header.xid, e, proc_.name),
         };
         let mut cmds = reply.effects;
-        cmds.push(Command::DrcInsert { key, reply: reply.body.clone(), now_ms: now_ms() });
-        if let Err(e) = self.services.commit.commit(cmds).await {
-            tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, error = %e, "commit failed; reply dropped");
-            return None;
+        // The state refuses oversize DRC entries, and that refusal would fail
+        // the effects too; such a reply is sent uncached instead.
+        if reply.body.len() as u64 <= hanfs_state::DRC_REPLY_BYTES_MAX {
+            cmds.push(Command::DrcInsert { key, reply: reply.body.clone(), now_ms: now_ms() });
+        } else {
+            tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, bytes = reply.body.len(), "reply too large for the DRC; not cached");
+        }
+        if !cmds.is_empty() {
+            if let Err(e) = self.services.commit.commit(cmds).await {
+                tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, error = %e, "commit failed; reply dropped");
+                return None;
+            }
         }
         Some(msg::success(header.xid, &reply.body))
     }

@@ -20,6 +20,10 @@ pub const UDP_INFLIGHT_MAX: usize = 64;
 /// Pause after a failed accept (e.g. out of file descriptors).
 pub const ACCEPT_RETRY_MS: u64 = 100;
 
+// A datagram can hold any RPC call or reply of MOUNT and portmap.
+const _: () = assert!(UDP_DATAGRAM_BYTES_MAX >= crate::mount::MOUNT_UDP_RESULT_BYTES_MAX + 1024);
+const _: () = assert!(UDP_INFLIGHT_MAX > 0);
+
 /// A set of listeners that stop together.
 pub struct Listeners {
     shutdown_tx: broadcast::Sender<()>,

@@ -23,6 +23,11 @@ pub const FRAGMENT_HEADER_BYTES: usize = 4;
 /// empty fragments would otherwise cost work without progress).
 pub const RECORD_FRAGMENTS_MAX: u32 = 1024;
 
+// A 1 MiB WRITE with its headers fits, and the bound fits one fragment's length.
+const _: () = assert!(RECORD_BYTES_MAX >= 1024 * 1024 + 4096);
+const _: () = assert!(RECORD_BYTES_MAX <= FRAGMENT_LENGTH_MASK);
+const _: () = assert!(RECORD_FRAGMENTS_MAX > 0);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordError {
     /// Not enough buffered bytes for a whole record yet: read more.

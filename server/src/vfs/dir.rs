@@ -66,3 +66,61 @@ fn parse(rec: &[u8]) -> Option<(DirEntry, usize)> {
     let name = name_area.get(..len)?.to_vec();
     Some((DirEntry { ino, name, cookie: off as u64 }, reclen))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+
+    fn open_dir(p: &std::path::Path) -> OwnedFd {
+        std::fs::File::open(p).expect("open dir").into()
+    }
+
+    #[test]
+    fn resumes_from_any_cookie_and_lists_each_name_once() {
+        let dir = std::env::temp_dir().join(format!("hanfs-dir-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..300 {
+            std::fs::write(dir.join(format!("n{i}")), b"").unwrap();
+        }
+        let fd = open_dir(&dir);
+        let mut seen: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+        let mut cookie = 0u64;
+        let mut eof = false;
+        for _ in 0..1000 {
+            // Take 7 entries per "reply", then resume from the last cookie.
+            let mut taken = 0;
+            eof = list(&fd, cookie, |e| {
+                if taken == 7 {
+                    return Take::Full;
+                }
+                taken += 1;
+                *seen.entry(e.name).or_insert(0) += 1;
+                cookie = e.cookie;
+                Take::More
+            })
+            .unwrap();
+            if eof {
+                break;
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(eof);
+        assert_eq!(seen.len(), 302, "300 names plus . and ..");
+        assert!(seen.values().all(|n| *n == 1));
+    }
+
+    #[test]
+    fn rejects_malformed_records() {
+        assert!(parse(&[0u8; 10]).is_none());
+        let mut rec = vec![0u8; 24];
+        rec[16] = 24; // reclen 24, but the name has no NUL
+        rec[19..24].copy_from_slice(b"abcde");
+        assert!(parse(&rec).is_none());
+        rec[23] = 0;
+        let (e, len) = parse(&rec).unwrap();
+        assert_eq!((e.name.as_slice(), len), (b"abcd".as_slice(), 24));
+    }
+}

@@ -124,6 +124,10 @@ impl Vfs {
         let fh = {
             let s = read_state(state)?;
             let entry = s.handle(dir.export_id, dir.st.ino).ok_or(nfsstat3::NFS3ERR_STALE)?;
+            if entry.parent_ino == e.ino {
+                drop(s);
+                return self.root_obj(e);
+            }
             let parent = s.handle(dir.export_id, entry.parent_ino).ok_or(nfsstat3::NFS3ERR_STALE)?;
             FileHandle { export_id: dir.export_id, ino: parent.ino, ident: parent.ident }
         };
@@ -210,5 +214,77 @@ impl Vfs {
         } else {
             Some(Command::PutHandles(out))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use hanfs_state::Command;
+
+    use super::*;
+    use crate::config::ExportConfig;
+
+    const EXPORT: u32 = 3;
+
+    fn setup(label: &str) -> (std::path::PathBuf, Vfs, RwLock<State>) {
+        let dir = std::env::temp_dir().join(format!("hanfs-resolve-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("d/f"), b"x").unwrap();
+        let cfg = ExportConfig { name: "/e".into(), dir: dir.clone(), export_id: EXPORT, clients: Vec::new() };
+        let vfs = Vfs::new(&[cfg]).unwrap();
+        let mut state = State::default();
+        state.apply(&Command::RegisterExport { export_id: EXPORT, path: "/e".into() }).unwrap();
+        (dir, vfs, RwLock::new(state))
+    }
+
+    /// Look `path` up from the root and record every step, as LOOKUPs would.
+    fn walk(vfs: &Vfs, state: &RwLock<State>, path: &[&[u8]]) -> Obj {
+        let (root_fh, _) = vfs.root_fh(EXPORT).unwrap();
+        let mut cur = vfs.resolve(state, &root_fh).unwrap();
+        for name in path {
+            let next = vfs.child(state, &cur, name).unwrap();
+            let cmd = vfs.handle_updates(state, vec![next.entry_in(&cur, name)]);
+            if let Some(cmd) = cmd {
+                state.write().unwrap().apply(&cmd).unwrap();
+            }
+            cur = next;
+        }
+        cur
+    }
+
+    #[test]
+    fn resolves_and_goes_stale_when_moved_or_replaced() {
+        let (dir, vfs, state) = setup("moved");
+        let f = walk(&vfs, &state, &[b"d", b"f"]);
+        assert_eq!(f.st.ino, std::fs::metadata(dir.join("d/f")).unwrap().ino());
+        // Recording the same entries again changes nothing: no commit needed.
+        let d = walk(&vfs, &state, &[b"d"]);
+        assert!(vfs.handle_updates(&state, vec![f.entry_in(&d, b"f")]).is_none());
+        let fh = f.fh();
+        assert_eq!(vfs.resolve(&state, &fh).map(|o| o.st.ino).ok(), Some(f.st.ino));
+        // Wrong ident, unknown export, bad length.
+        let mut h = f.handle();
+        h.ident ^= 1;
+        assert_eq!(vfs.resolve(&state, &h.encode()).err(), Some(nfsstat3::NFS3ERR_STALE));
+        let mut h = f.handle();
+        h.export_id = 99;
+        assert_eq!(vfs.resolve(&state, &h.encode()).err(), Some(nfsstat3::NFS3ERR_STALE));
+        assert_eq!(vfs.resolve(&state, &fh[..5]).err(), Some(nfsstat3::NFS3ERR_BADHANDLE));
+        // Moved behind the server's back: the recorded path is gone → STALE.
+        std::fs::rename(dir.join("d/f"), dir.join("f2")).unwrap();
+        assert_eq!(vfs.resolve(&state, &fh).err(), Some(nfsstat3::NFS3ERR_STALE));
+        // A symlink where the directory was is never followed.
+        std::fs::rename(dir.join("d"), dir.join("d-old")).unwrap();
+        std::os::unix::fs::symlink(dir.join("d-old"), dir.join("d")).unwrap();
+        std::fs::rename(dir.join("f2"), dir.join("d-old/f")).unwrap();
+        assert_eq!(vfs.resolve(&state, &fh).err(), Some(nfsstat3::NFS3ERR_STALE));
+        // `..` of the export root is the root.
+        let (root_fh, _) = vfs.root_fh(EXPORT).unwrap();
+        let root = vfs.resolve(&state, &root_fh).unwrap();
+        assert_eq!(vfs.child(&state, &root, b"..").unwrap().st.ino, root.st.ino);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

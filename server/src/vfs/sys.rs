@@ -256,21 +256,14 @@ fn timespec(t: TimeSet) -> libc::timespec {
     }
 }
 
-/// Set atime/mtime of the object behind an fd (symlinks included).
+/// Set atime/mtime of the object behind an fd (symlinks included: with
+/// AT_EMPTY_PATH the object itself is changed, nothing is followed).
 pub fn utimens_fd(fd: &OwnedFd, atime: TimeSet, mtime: TimeSet) -> SysResult<()> {
     let ts = [timespec(atime), timespec(mtime)];
     let empty = CString::default();
-    // SAFETY: valid C string and two timespecs. AT_EMPTY_PATH on utimensat
-    // works on O_PATH fds on current kernels; fall back to the proc path.
-    let rc = unsafe {
-        libc::utimensat(fd.as_raw_fd(), empty.as_ptr(), ts.as_ptr(), libc::AT_EMPTY_PATH)
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let p = proc_path(fd.as_raw_fd());
     // SAFETY: valid C string and two timespecs.
-    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0) }).map(drop)
+    check(unsafe { libc::utimensat(fd.as_raw_fd(), empty.as_ptr(), ts.as_ptr(), libc::AT_EMPTY_PATH) })
+        .map(drop)
 }
 
 /// faccessat2 with AT_EACCESS: checks against the fs uid/gid the thread runs as.

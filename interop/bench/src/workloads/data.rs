@@ -1,0 +1,215 @@
+//! Sequential data workloads: WRITE a file in fixed chunks (UNSTABLE, then
+//! one COMMIT, both timed), then READ it back in the same chunks and check
+//! every byte. The content is a repeated 4 KiB block with each block's
+//! index stamped into its first 8 bytes, so misplaced data is caught.
+
+use std::time::Instant;
+
+use nfs3_client::nfs3_types::nfs3::{nfs_fh3, stable_how};
+
+use super::complete_flag;
+use crate::client::Session;
+use crate::stats::{MetricLine, per_second};
+use crate::{BenchError, Budget};
+
+/// Period of the content pattern, in bytes.
+pub const PATTERN_BLOCK_BYTES: usize = 4096;
+/// Bytes of each block that carry its index.
+const STAMP_BYTES: usize = 8;
+/// Largest chunk the workload sends in one WRITE or asks in one READ.
+pub const CHUNK_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// Largest file the workload writes.
+pub const FILE_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
+/// Bytes in a MiB, for the rates.
+const MIB_BYTES: f64 = 1024.0 * 1024.0;
+
+const _: () = assert!(STAMP_BYTES <= PATTERN_BLOCK_BYTES);
+
+/// Sizes for `write_read`.
+#[derive(Debug, Clone, Copy)]
+pub struct DataSize {
+    pub file_bytes: u64,
+    pub chunk_bytes: u32,
+}
+
+/// The base block: fixed pseudo-random bytes (xorshift, constant seed).
+fn base_block() -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut block = Vec::with_capacity(PATTERN_BLOCK_BYTES);
+    while block.len() < PATTERN_BLOCK_BYTES {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        block.extend_from_slice(&x.to_le_bytes());
+    }
+    block.truncate(PATTERN_BLOCK_BYTES);
+    block
+}
+
+/// Fill `buf` with the file content that starts at `offset`.
+pub fn fill(buf: &mut [u8], offset: u64, base: &[u8]) {
+    let block = PATTERN_BLOCK_BYTES as u64;
+    let mut i = 0usize;
+    while i < buf.len() {
+        let o = offset + i as u64;
+        let in_block = (o % block) as usize;
+        let n = (PATTERN_BLOCK_BYTES - in_block).min(buf.len() - i);
+        let (Some(dst), Some(src)) = (buf.get_mut(i..i + n), base.get(in_block..in_block + n)) else {
+            return;
+        };
+        dst.copy_from_slice(src);
+        let stamp = (o / block).to_le_bytes();
+        for k in in_block..STAMP_BYTES.min(in_block + n) {
+            if let (Some(d), Some(s)) = (dst.get_mut(k - in_block), stamp.get(k)) {
+                *d = *s;
+            }
+        }
+        i += n;
+    }
+}
+
+/// WRITE then READ `size.file_bytes` of a new file `name` under `parent`;
+/// removes it afterwards. Returns `write_mib_per_s` and `read_mib_per_s`.
+/// The chunk is clamped to the server's FSINFO wtmax/rtmax.
+pub async fn write_read(
+    s: &mut Session,
+    root: &nfs_fh3,
+    parent: &nfs_fh3,
+    name: &str,
+    size: DataSize,
+    budget: &Budget,
+) -> Result<Vec<MetricLine>, BenchError> {
+    if size.file_bytes > FILE_BYTES_MAX || size.chunk_bytes == 0 || size.chunk_bytes > CHUNK_BYTES_MAX {
+        return Err(BenchError::Verify("file or chunk size out of range".into()));
+    }
+    let (rtmax, wtmax) = s.fsinfo_max(root).await?;
+    let wchunk = size.chunk_bytes.min(wtmax).max(1);
+    let rchunk = size.chunk_bytes.min(rtmax).max(1);
+    let base = base_block();
+    let fh = s.create_handle(parent, name).await?;
+    let result = write_then_read(s, &fh, size.file_bytes, (wchunk, rchunk), &base, budget).await;
+    s.remove(parent, name).await?;
+    result
+}
+
+async fn write_then_read(
+    s: &mut Session,
+    fh: &nfs_fh3,
+    file_bytes: u64,
+    (wchunk, rchunk): (u32, u32),
+    base: &[u8],
+    budget: &Budget,
+) -> Result<Vec<MetricLine>, BenchError> {
+    let write = write_file(s, fh, file_bytes, wchunk, base, budget).await?;
+    let written = write.0;
+    let read = read_file(s, fh, written, rchunk, base, budget).await?;
+    Ok(vec![
+        MetricLine::new("write_mib_per_s")
+            .field("value", per_second(written as f64 / MIB_BYTES, write.1))
+            .field("bytes", written)
+            .field("chunk", wchunk)
+            .field("elapsed_ms", write.1.as_millis())
+            .field("commit_us", write.2.as_micros())
+            .field("complete", complete_flag(written, file_bytes)),
+        MetricLine::new("read_mib_per_s")
+            .field("value", per_second(read.0 as f64 / MIB_BYTES, read.1))
+            .field("bytes", read.0)
+            .field("chunk", rchunk)
+            .field("elapsed_ms", read.1.as_millis())
+            .field("complete", complete_flag(read.0, written)),
+    ])
+}
+
+/// Returns (bytes written, time incl. COMMIT, COMMIT time).
+async fn write_file(
+    s: &mut Session,
+    fh: &nfs_fh3,
+    file_bytes: u64,
+    chunk: u32,
+    base: &[u8],
+    budget: &Budget,
+) -> Result<(u64, std::time::Duration, std::time::Duration), BenchError> {
+    let mut buf = vec![0u8; chunk as usize];
+    let mut offset = 0u64;
+    let mut verf = None;
+    let mut calls = 0u32;
+    let start = Instant::now();
+    while offset < file_bytes && calls < budget.count && !budget.expired() {
+        let len = usize::try_from((file_bytes - offset).min(u64::from(chunk))).unwrap_or(buf.len()).min(buf.len());
+        let data = buf.get_mut(..len).ok_or_else(|| BenchError::Verify("chunk slice".into()))?;
+        fill(data, offset, base);
+        let w = s.write(fh, offset, data, stable_how::UNSTABLE).await?;
+        if w.count == 0 || w.count as usize > len {
+            return Err(BenchError::Verify(format!("WRITE at {offset} wrote {} of {len} bytes", w.count)));
+        }
+        if *verf.get_or_insert(w.verf) != w.verf {
+            return Err(BenchError::Verify("write verifier changed during the run (server restarted?)".into()));
+        }
+        offset += u64::from(w.count);
+        calls += 1;
+    }
+    let commit_start = Instant::now();
+    let cverf = s.commit(fh).await?;
+    let commit = commit_start.elapsed();
+    let elapsed = start.elapsed();
+    if verf.is_some_and(|v| v != cverf) {
+        return Err(BenchError::Verify("COMMIT verifier differs from WRITE verifier".into()));
+    }
+    Ok((offset, elapsed, commit))
+}
+
+/// Returns (bytes read and verified, time).
+async fn read_file(
+    s: &mut Session,
+    fh: &nfs_fh3,
+    file_bytes: u64,
+    chunk: u32,
+    base: &[u8],
+    budget: &Budget,
+) -> Result<(u64, std::time::Duration), BenchError> {
+    let mut expected = vec![0u8; chunk as usize];
+    let mut offset = 0u64;
+    let mut calls = 0u32;
+    let start = Instant::now();
+    while offset < file_bytes && calls < budget.count && !budget.expired() {
+        let want = (file_bytes - offset).min(u64::from(chunk));
+        let want32 = u32::try_from(want).unwrap_or(chunk);
+        let (data, eof) = s.read(fh, offset, want32).await?;
+        let exp = expected.get_mut(..data.len()).ok_or_else(|| BenchError::Verify(format!("READ at {offset} returned more than asked")))?;
+        fill(exp, offset, base);
+        if data.as_slice() != &exp[..] {
+            return Err(BenchError::Verify(format!("READ at {offset}: content differs from what was written")));
+        }
+        offset += data.len() as u64;
+        calls += 1;
+        if data.is_empty() || (eof && offset < file_bytes) {
+            return Err(BenchError::Verify(format!("READ at {offset}: short file (eof={eof})")));
+        }
+    }
+    Ok((offset, start.elapsed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_is_position_dependent_and_chunking_invariant() {
+        let base = base_block();
+        let mut whole = vec![0u8; 3 * PATTERN_BLOCK_BYTES + 100];
+        fill(&mut whole, 0, &base);
+        // Same bytes when produced in odd-sized pieces.
+        let mut pieces = vec![0u8; whole.len()];
+        let mut at = 0usize;
+        for n in [5usize, 4091, 1, 8000, 4000] {
+            let end = (at + n).min(pieces.len());
+            fill(&mut pieces[at..end], at as u64, &base);
+            at = end;
+        }
+        assert_eq!(at, whole.len());
+        assert_eq!(whole, pieces);
+        // Block k starts with k; blocks differ from each other.
+        assert_eq!(&whole[PATTERN_BLOCK_BYTES..PATTERN_BLOCK_BYTES + 8], &1u64.to_le_bytes());
+        assert_ne!(&whole[..PATTERN_BLOCK_BYTES], &whole[PATTERN_BLOCK_BYTES..2 * PATTERN_BLOCK_BYTES]);
+    }
+}

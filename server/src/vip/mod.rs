@@ -1,0 +1,205 @@
+//! The floating service address (VIP): claim it on promotion, release it on
+//! demotion, and answer whether this node holds it.
+//!
+//! - `Vip::claim` adds `addr/prefix` to the configured interface with
+//!   rtnetlink (already present is fine), then announces it: on an Ethernet
+//!   link a gratuitous ARP (IPv4) or an unsolicited Neighbor Advertisement
+//!   (IPv6), `ANNOUNCE_COUNT` times, `ANNOUNCE_INTERVAL_MS` apart, through an
+//!   AF_PACKET socket, so switches and neighbours move to this node's MAC
+//!   before clients retransmit. On the loopback device (the cluster tests'
+//!   model of a VIP) nothing is announced.
+//! - `Vip::release` deletes the address, with whatever prefix it carries
+//!   (already absent is fine).
+//! - `Vip::held` checks whether the address is on the interface.
+//!
+//! Needs CAP_NET_ADMIN (address changes) and CAP_NET_RAW (announcements).
+//! All sockets are opened in the calling thread's network namespace, at the
+//! time of the call. Must run inside a tokio runtime.
+//!
+//! Files: `netlink.rs` (rtnetlink requests), `frame.rs` (ARP/NA frames, pure),
+//! `packet.rs` (the raw socket). Must not import `node`, Raft or config
+//! parsing: the lifecycle calls in, this module never calls out.
+//!
+//! Note for IPv4: the kernel drops secondary addresses when the primary one of
+//! the same subnet is deleted (unless `promote_secondaries` is set), so the
+//! VIP should not be the only address of its subnet that other services use.
+
+mod frame;
+mod netlink;
+mod packet;
+
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use frame::{gratuitous_arp, unsolicited_na, GARP_FRAME_BYTES, MAC_BYTES, NA_FRAME_BYTES};
+use netlink::{Link, LinkKind, Netlink};
+use packet::PacketSocket;
+
+/// Announcements sent per claim (like keepalived's `garp_master_repeat`): a
+/// single frame can be lost on a busy switch.
+pub const ANNOUNCE_COUNT: u32 = 3;
+/// Gap between two announcements. Claim returns after
+/// `(ANNOUNCE_COUNT - 1) * ANNOUNCE_INTERVAL_MS`, which is on the failover path.
+pub const ANNOUNCE_INTERVAL_MS: u64 = 50;
+pub const IPV4_PREFIX_MAX: u8 = 32;
+pub const IPV6_PREFIX_MAX: u8 = 128;
+
+const _: () = assert!(ANNOUNCE_COUNT >= 1);
+const _: () = assert!((ANNOUNCE_COUNT as u64 - 1) * ANNOUNCE_INTERVAL_MS <= 500);
+
+/// Where the VIP lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipConfig {
+    /// Interface name, e.g. `eth0`; `lo` for the loopback test mode.
+    pub interface: String,
+    pub addr: IpAddr,
+    /// Prefix length, e.g. 24.
+    pub prefix: u8,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VipError {
+    #[error("VIP {addr}/{prefix}: prefix longer than {max} bits")]
+    Prefix { addr: IpAddr, prefix: u8, max: u8 },
+    #[error("VIP interface {interface:?} does not exist")]
+    InterfaceMissing { interface: String },
+    #[error("VIP interface {interface:?} is down")]
+    InterfaceDown { interface: String },
+    #[error("{op} on {interface:?}: permission denied (needs CAP_NET_ADMIN and CAP_NET_RAW)")]
+    Permission { op: &'static str, interface: String },
+    #[error("{op} on {interface:?}: {source}")]
+    Netlink { op: &'static str, interface: String, source: io::Error },
+    #[error("announcing {addr} on {interface:?} (the address is added): {source}")]
+    Announce { addr: IpAddr, interface: String, source: io::Error },
+}
+
+/// The VIP of this node. Stateless apart from its configuration: every call
+/// asks the kernel, so claim and release are idempotent and safe to retry.
+#[derive(Clone, Debug)]
+pub struct Vip {
+    config: VipConfig,
+}
+
+impl Vip {
+    /// Checks the prefix length against the address family.
+    pub fn new(config: VipConfig) -> Result<Vip, VipError> {
+        let max = if config.addr.is_ipv4() { IPV4_PREFIX_MAX } else { IPV6_PREFIX_MAX };
+        if config.prefix > max {
+            return Err(VipError::Prefix { addr: config.addr, prefix: config.prefix, max });
+        }
+        Ok(Vip { config })
+    }
+
+    pub fn config(&self) -> &VipConfig {
+        &self.config
+    }
+
+    /// Adds the address and announces it. On return the address is bound-able
+    /// and every announcement has been handed to the kernel.
+    pub async fn claim(&self) -> Result<(), VipError> {
+        let c = &self.config;
+        let nl = self.open("claim")?;
+        let link = self.link(&nl, "claim").await?;
+        if !link.up && link.kind != LinkKind::Loopback {
+            return Err(VipError::InterfaceDown { interface: c.interface.clone() });
+        }
+        nl.add(link.index, c.addr, c.prefix).await.map_err(|e| self.netlink_error("address add", e))?;
+        self.announce(&link).await?;
+        tracing::info!(vip = %c.addr, prefix = c.prefix, interface = %c.interface, "VIP claimed");
+        Ok(())
+    }
+
+    /// Deletes the address. A missing interface means the address is gone
+    /// too, which is what release wants: logged, not an error.
+    pub async fn release(&self) -> Result<(), VipError> {
+        let c = &self.config;
+        let nl = self.open("release")?;
+        let link = match self.link(&nl, "release").await {
+            Ok(link) => link,
+            Err(VipError::InterfaceMissing { interface }) => {
+                tracing::warn!(%interface, vip = %c.addr, "VIP interface gone; nothing to release");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        // Delete every copy, whatever its prefix: one left behind (added by
+        // hand, or before a prefix change in the config) would keep the VIP
+        // on this node.
+        let prefixes =
+            nl.prefixes(link.index, c.addr).await.map_err(|e| self.netlink_error("address lookup", e))?;
+        for prefix in prefixes {
+            nl.delete(link.index, c.addr, prefix).await.map_err(|e| self.netlink_error("address delete", e))?;
+        }
+        tracing::info!(vip = %c.addr, interface = %c.interface, "VIP released");
+        Ok(())
+    }
+
+    /// Whether the address is on the interface now. A lookup failure is
+    /// logged and counts as not held.
+    pub async fn held(&self) -> bool {
+        let lookup = async {
+            let nl = self.open("lookup")?;
+            let link = self.link(&nl, "lookup").await?;
+            let prefixes = nl.prefixes(link.index, self.config.addr).await;
+            prefixes.map(|p| !p.is_empty()).map_err(|e| self.netlink_error("address lookup", e))
+        };
+        match lookup.await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "VIP lookup failed; reporting not held");
+                false
+            }
+        }
+    }
+
+    fn open(&self, op: &'static str) -> Result<Netlink, VipError> {
+        Netlink::open().map_err(|e| self.netlink_error(op, e))
+    }
+
+    async fn link(&self, nl: &Netlink, op: &'static str) -> Result<Link, VipError> {
+        nl.link(&self.config.interface).await.map_err(|e| self.netlink_error(op, e))
+    }
+
+    fn netlink_error(&self, op: &'static str, source: io::Error) -> VipError {
+        let interface = self.config.interface.clone();
+        match source.raw_os_error() {
+            Some(libc::ENODEV) => VipError::InterfaceMissing { interface },
+            Some(libc::EPERM) | Some(libc::EACCES) => VipError::Permission { op, interface },
+            _ => VipError::Netlink { op, interface, source },
+        }
+    }
+
+    async fn announce(&self, link: &Link) -> Result<(), VipError> {
+        let c = &self.config;
+        let mac = match link.kind {
+            LinkKind::Loopback => return Ok(()),
+            LinkKind::Ethernet(mac) => mac,
+            LinkKind::Other(link_type) => {
+                tracing::warn!(interface = %c.interface, link_type, "VIP link is not Ethernet; no announcement sent");
+                return Ok(());
+            }
+        };
+        let frame: Vec<u8> = match c.addr {
+            IpAddr::V4(a) => gratuitous_arp(mac, a).to_vec(),
+            IpAddr::V6(a) => unsolicited_na(mac, a).to_vec(),
+        };
+        let announce_error = |source: io::Error| match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                VipError::Permission { op: "announce", interface: c.interface.clone() }
+            }
+            _ => VipError::Announce { addr: c.addr, interface: c.interface.clone(), source },
+        };
+        let socket = PacketSocket::open(link.index).map_err(announce_error)?;
+        for round in 0..ANNOUNCE_COUNT {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(ANNOUNCE_INTERVAL_MS)).await;
+            }
+            socket.send(&frame).map_err(announce_error)?;
+        }
+        Ok(())
+    }
+}
