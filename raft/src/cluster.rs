@@ -23,6 +23,11 @@ use crate::raft_commit::RaftCommit;
 use crate::sm_store::StateMachineStore;
 use crate::types::{typ, NodeId, PeerNode, Role};
 
+/// The log database's file name inside `RaftNodeOptions::data_dir`.
+pub const LOG_DB_FILE: &str = "raft-log.redb";
+/// The snapshot database's file name inside `RaftNodeOptions::data_dir`.
+pub const SNAPSHOT_DB_FILE: &str = "raft-snapshot.redb";
+
 /// What a node needs to start.
 #[derive(Clone, Debug)]
 pub struct RaftNodeOptions {
@@ -30,8 +35,11 @@ pub struct RaftNodeOptions {
     pub role: Role,
     /// Cluster name: checked in the peer handshake and bound to the database.
     pub cluster: String,
-    /// The node's Raft database file (log, vote, snapshot).
-    pub db_path: PathBuf,
+    /// Directory for the node's Raft files: `LOG_DB_FILE` (log, vote,
+    /// identity) and `SNAPSHOT_DB_FILE` (the state-machine snapshot). Two
+    /// files, so writing a large snapshot never holds up a log append or a
+    /// vote (redb has one writer per file).
+    pub data_dir: PathBuf,
     pub secret: ClusterSecret,
     /// openraft configuration; `None` means `membership::raft_config`.
     pub config: Option<Arc<Config>>,
@@ -68,11 +76,18 @@ pub struct RaftNode {
 impl RaftNode {
     /// Open storage, start Raft, serve peers on `listener`.
     pub async fn start(opts: RaftNodeOptions, listener: TcpListener) -> Result<RaftNode, RaftNodeError> {
-        let shown = opts.db_path.display().to_string();
-        let db = open_db(&opts.db_path).map_err(|e| RaftNodeError::Storage { path: shown.clone(), reason: e.to_string() })?;
-        bind_identity(&db, &opts.cluster, opts.node_id)?;
-        let log = LogStore::new(db.clone());
-        let sm = StateMachineStore::open(db).map_err(|e| RaftNodeError::Storage { path: shown, reason: e.to_string() })?;
+        let storage_err = |path: &PathBuf, e: &dyn std::fmt::Display| RaftNodeError::Storage {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| storage_err(&opts.data_dir, &e))?;
+        let log_path = opts.data_dir.join(LOG_DB_FILE);
+        let snapshot_path = opts.data_dir.join(SNAPSHOT_DB_FILE);
+        let log_db = open_db(&log_path).map_err(|e| storage_err(&log_path, &e))?;
+        bind_identity(&log_db, &opts.cluster, opts.node_id)?;
+        let snapshot_db = open_db(&snapshot_path).map_err(|e| storage_err(&snapshot_path, &e))?;
+        let log = LogStore::new(log_db);
+        let sm = StateMachineStore::open(snapshot_db).map_err(|e| storage_err(&snapshot_path, &e))?;
         let faults = Faults::default();
         let lease = LeaseClock::default();
         let network = PeerNetwork {
@@ -105,6 +120,13 @@ impl RaftNode {
     /// May this node serve right now? Subscribe for changes.
     pub fn leadership(&self) -> watch::Receiver<Leadership> {
         self.leadership.clone()
+    }
+
+    /// May this node answer a request at this instant? The watch says Leader
+    /// and the lease, checked now rather than at the watch's last tick, holds.
+    /// For the server to check just before it sends a reply.
+    pub fn serving_now(&self) -> bool {
+        matches!(*self.leadership.borrow(), Leadership::Leader { .. }) && self.lease.holds(&self.raft.metrics().borrow())
     }
 
     /// Is the peer listener still accepting?

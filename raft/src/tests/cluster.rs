@@ -129,6 +129,7 @@ async fn partitioned_leader_stops_serving_before_the_new_leader_starts() {
     nodes[1].wait_serving().await;
     let old_metrics = nodes[0].raft.metrics().borrow().clone();
     assert!(!nodes[0].lease.holds(&old_metrics), "old leader still holds its lease when the new one serves");
+    assert!(!nodes[0].serving_now(), "old leader may still serve when the new one serves");
     assert_eq!(*nodes[0].leadership.borrow(), Leadership::Follower, "old leader still serving");
     write(&nodes[1].raft, mount(2)).await;
 
@@ -187,7 +188,7 @@ async fn a_node_restarted_from_an_empty_disk_catches_up_by_snapshot() {
     let old = nodes.remove(1);
     let addr = old.raft.metrics().borrow().membership_config.membership().get_node(&2).expect("member").addr.clone();
     old.kill().await;
-    std::fs::remove_file(dir.path().join("node2.redb")).expect("wipe node 2");
+    std::fs::remove_dir_all(dir.path().join("node2")).expect("wipe node 2");
     let listener = TcpListener::bind(&addr).await.expect("rebind node 2's address");
     let mut config = (*raft_config(CLUSTER, Role::Storage).expect("config")).clone();
     config.snapshot_max_chunk_size = TEST_CHUNK_BYTES;

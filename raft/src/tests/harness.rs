@@ -56,7 +56,7 @@ impl TestNode {
             node_id: id,
             role,
             cluster: CLUSTER.to_string(),
-            db_path: dir.path().join(format!("node{id}.redb")),
+            data_dir: dir.path().join(format!("node{id}")),
             secret: secret(key),
             config: Some(config),
         };
