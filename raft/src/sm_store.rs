@@ -154,11 +154,15 @@ fn load_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, typ::StorageEr
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
-        let (data, applied) = {
+        // Hold the state lock only to copy it (a consistent pair with the
+        // applied id); encode the copy on the blocking pool, so applying and
+        // the async workers carry on meanwhile.
+        let (state, applied) = {
             let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
             let applied = lock(&self.inner.applied).clone();
-            (state.to_snapshot(), applied)
+            (state.clone(), applied)
         };
+        let data = tokio::task::spawn_blocking(move || state.to_snapshot()).await.map_err(sm_read_err)?;
         let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, seq),

@@ -115,3 +115,17 @@ fn oversize_append_entries_is_cut_to_a_prefix() {
     assert_eq!(kept.entries.len(), 1);
     assert_eq!(cut.map(|l| l.index), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_voter_cluster_serves_and_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listener, addr) = listeners(1).await.remove(0);
+    let mut node = TestNode::start(1, crate::types::Role::Storage, &dir, listener, SECRET).await;
+    let members = std::collections::BTreeMap::from([(1, crate::types::PeerNode { addr, role: crate::types::Role::Storage })]);
+    node.bootstrap(members).await.expect("bootstrap");
+    node.wait_serving().await;
+    assert!(node.serving_now());
+    node.commit.commit(vec![mount(1), Command::BumpEpoch]).await.expect("commit");
+    assert_eq!(node.commit.state().read().expect("state lock").epoch(), 1);
+    node.kill().await;
+}
