@@ -72,6 +72,9 @@ pub enum MembershipError {
 }
 
 /// The openraft configuration for a node of `role` in cluster `cluster_name`.
+/// Every field is set (no `..Default`), so an openraft upgrade that adds one
+/// fails to compile here instead of silently taking a default.
+#[allow(deprecated)] // `send_snapshot_timeout` has to be named to be set
 pub fn raft_config(cluster_name: &str, role: Role) -> Result<Arc<Config>, MembershipError> {
     let config = Config {
         cluster_name: cluster_name.to_string(),
@@ -89,7 +92,8 @@ pub fn raft_config(cluster_name: &str, role: Role) -> Result<Arc<Config>, Member
         enable_heartbeat: true,
         // The witness never campaigns (see the module doc).
         enable_elect: role == Role::Storage,
-        ..Config::default()
+        // Deprecated in 0.9; 0 means "use install_snapshot_timeout" per chunk.
+        send_snapshot_timeout: 0,
     };
     Ok(Arc::new(config.validate().map_err(|e| MembershipError::Config(Box::new(e)))?))
 }

@@ -13,6 +13,20 @@ use crate::types::{encoded_size, typ};
 
 /// Concurrent callers in the group-commit test.
 const CALLERS: u32 = 50;
+/// Sequential commits timed for the (reported, never asserted) latency.
+const TIMED_COMMITS: u32 = 21;
+
+/// Median latency of `TIMED_COMMITS` sequential one-command commits, in µs.
+async fn median_commit_micros(commit: &dyn Commit, base: u32) -> u128 {
+    let mut micros = Vec::new();
+    for i in 0..TIMED_COMMITS {
+        let started = std::time::Instant::now();
+        commit.commit(vec![mount(base + i)]).await.expect("timed commit");
+        micros.push(started.elapsed().as_micros());
+    }
+    micros.sort_unstable();
+    micros.get(micros.len() / 2).copied().unwrap_or(0)
+}
 
 fn unknown_export_handle() -> Command {
     Command::PutHandles(vec![HandleEntry { export_id: 9, ino: 5, ident: 1, parent_ino: 5, name: Vec::new() }])
@@ -50,6 +64,8 @@ async fn concurrent_commits_share_entries_and_reach_every_node() {
             .expect("applied");
         assert_eq!(same_state(&nodes[0], follower), Ok(()));
     }
+
+    eprintln!("commit latency, 3 nodes: median {} us", median_commit_micros(commit.as_ref(), 10_000).await);
 
     // A follower refuses to commit.
     assert!(matches!(nodes[1].commit.commit(vec![mount(1000)]).await, Err(CommitError::NotLeader)));
@@ -126,6 +142,7 @@ async fn a_one_voter_cluster_serves_and_commits() {
     node.wait_serving().await;
     assert!(node.serving_now());
     node.commit.commit(vec![mount(1), Command::BumpEpoch]).await.expect("commit");
+    eprintln!("commit latency, 1 node: median {} us", median_commit_micros(node.commit.as_ref(), 10_000).await);
     assert_eq!(node.commit.state().read().expect("state lock").epoch(), 1);
     node.kill().await;
 }
