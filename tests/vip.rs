@@ -14,10 +14,10 @@
 //! afterwards, so the switch cannot leak. (`setns` on a tokio worker would
 //! move every later task scheduled on that worker into the namespace.)
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::future::Future;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -88,10 +88,8 @@ impl NetNs {
         std::thread::scope(|s| {
             let worker = s.spawn(|| {
                 enter_netns(&path);
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("current-thread runtime");
+                let rt =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("current-thread runtime");
                 f(&rt)
             });
             match worker.join() {
@@ -427,11 +425,27 @@ fn errors_name_the_problem() {
     // Without CAP_NET_ADMIN (dropped on this thread only) the address change
     // is refused and reported as a permission problem.
     ns.run(|rt| {
-        drop_all_capabilities();
+        keep_only_capabilities(0);
         match rt.block_on(down.claim()) {
-            Err(VipError::Permission { interface, .. }) => assert_eq!(interface, "vipa"),
+            Err(VipError::Permission { op, interface }) => {
+                assert_eq!(interface, "vipa");
+                assert_eq!(op, "address add");
+            }
             other => panic!("claim without capabilities: {other:?}"),
         }
+    });
+    assert!(!ns.addrs("vipa").contains("10.77.1.10"));
+
+    // With CAP_NET_ADMIN but without CAP_NET_RAW the address is added and the
+    // announcement is refused: the error says which step failed.
+    ns.run(|rt| {
+        keep_only_capabilities(1 << CAP_NET_ADMIN);
+        match rt.block_on(down.claim()) {
+            Err(VipError::Permission { op, .. }) => assert_eq!(op, "announce"),
+            other => panic!("claim without CAP_NET_RAW: {other:?}"),
+        }
+        assert!(rt.block_on(down.held()), "the address step succeeded");
+        rt.block_on(down.release()).expect("release needs only CAP_NET_ADMIN");
     });
     assert!(!ns.addrs("vipa").contains("10.77.1.10"));
 
@@ -441,9 +455,12 @@ fn errors_name_the_problem() {
     }
 }
 
-/// Empties the calling thread's effective, permitted and inheritable
-/// capability sets (capabilities are per thread on Linux).
-fn drop_all_capabilities() {
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Sets the calling thread's effective and permitted capability sets to
+/// `caps` (bits below 32) and empties the inheritable set. Capabilities are
+/// per thread on Linux, so the rest of the test process keeps its own.
+fn keep_only_capabilities(caps: u32) {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -458,7 +475,10 @@ fn drop_all_capabilities() {
     }
     const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
     let header = Header { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let data = [
+        Data { effective: caps, permitted: caps, inheritable: 0 },
+        Data { effective: 0, permitted: 0, inheritable: 0 },
+    ];
     // SAFETY: header and data have the kernel's layout for version 3.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
     assert_eq!(rc, 0, "capset: {}", io::Error::last_os_error());

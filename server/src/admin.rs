@@ -114,3 +114,19 @@ pub async fn query(state_dir: &Path, command: &str) -> io::Result<String> {
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "admin socket timed out")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hanfs_state::Command;
+
+    #[test]
+    fn answers_exports_clients_and_unknown() {
+        let mut state = State::default();
+        state.apply(&Command::RegisterExport { export_id: 7, path: "/export".into() }).unwrap();
+        state.apply(&Command::Mount { client: "10.0.0.2".into(), path: "/export".into() }).unwrap();
+        assert_eq!(answer(&state, "exports\n"), "7 /export\n");
+        assert_eq!(answer(&state, "clients"), "10.0.0.2 /export\n");
+        assert!(answer(&state, "locks").starts_with("error: unknown command `locks`"));
+    }
+}

@@ -61,7 +61,8 @@ pub struct ExportOptions {
 impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions {
-            read_only: false,
+            // exports(5): `ro` unless the client spec says `rw`.
+            read_only: true,
             squash: Squash::Root,
             anonuid: 65534,
             anongid: 65534,

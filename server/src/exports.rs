@@ -126,9 +126,9 @@ pub fn pattern_string(pattern: &ClientPattern) -> String {
 /// Parse an exports(5) client list such as
 /// `*(rw,no_root_squash) 10.0.0.0/8(ro) host.example(rw,all_squash,anonuid=1000)`.
 ///
-/// Options not given take `ExportOptions::default()`: rw, root_squash, sync,
-/// secure, anonuid/anongid 65534. (exports(5) defaults to ro; hanfs' quick
-/// start exports read-write, so name `ro` explicitly.) `no_subtree_check` is
+/// Options not given take `ExportOptions::default()`, the exports(5) defaults:
+/// ro, root_squash, sync, secure, anonuid/anongid 65534 (the quick start passes
+/// `rw` explicitly). `no_subtree_check` is
 /// accepted and changes nothing: hanfs never does subtree checking.
 pub fn parse_clients(spec: &str) -> Result<Vec<ClientRule>, String> {
     if spec.len() > CLIENT_SPEC_BYTES_MAX {
@@ -264,6 +264,14 @@ mod tests {
         assert!(parse_clients("(rw)").unwrap_err().contains("no client"));
         assert!(parse_clients("*(anonuid=x)").unwrap_err().contains("anonuid"));
         assert!(parse_clients("   ").is_err());
+    }
+
+    #[test]
+    fn read_only_unless_rw_like_exports5() {
+        let rules = parse_clients("* 10.0.0.0/8(no_root_squash) 10.1.0.0/16(rw)").unwrap();
+        assert!(rules[0].options.read_only);
+        assert!(rules[1].options.read_only);
+        assert!(!rules[2].options.read_only);
     }
 
     #[test]

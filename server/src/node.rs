@@ -31,18 +31,26 @@ use crate::{admin, mount, nfs3, portmap};
 /// Attempts to find an ephemeral port free for both TCP and UDP.
 pub const EPHEMERAL_BIND_ATTEMPTS: u32 = 16;
 
+/// Why a node could not start. Each message is complete on its own (no
+/// `source` chain), so it reads as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("state directory {path}: {source}")]
-    StateDir { path: String, source: io::Error },
-    #[error("state: {0}")]
-    Commit(#[from] CommitError),
+    #[error("state directory {path}: {error}")]
+    StateDir { path: String, error: io::Error },
+    #[error("opening the state: {0} (is another hanfs-server using this state directory?)")]
+    StateOpen(CommitError),
+    #[error("registering the exports: {0} (an export id or name changed since the last run?)")]
+    Commit(CommitError),
     #[error("{0}")]
     Export(io::Error),
-    #[error("cannot listen for {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: io::Error },
-    #[error("admin socket: {0}")]
-    Admin(io::Error),
+    #[error("cannot listen for {what} on {addr}: {error}")]
+    Bind { what: &'static str, addr: SocketAddr, error: io::Error },
+}
+
+impl From<CommitError> for NodeError {
+    fn from(e: CommitError) -> Self {
+        NodeError::Commit(e)
+    }
 }
 
 /// The ports the node listens on (TCP; UDP uses the same numbers where served).
@@ -61,7 +69,8 @@ pub struct Node {
     /// Set when a system rpcbind owns the portmap port: what we registered there.
     system_portmap: Option<(u16, Vec<mapping>)>,
     admin_stop: broadcast::Sender<()>,
-    admin_task: tokio::task::JoinHandle<()>,
+    /// None when the admin socket could not be bound (NFS is served anyway).
+    admin_task: Option<tokio::task::JoinHandle<()>>,
     /// Closed last on stop, so the state directory can be reopened.
     local: Arc<LocalCommit>,
 }
@@ -70,8 +79,8 @@ pub struct Node {
 /// Start a node: everything in the module doc, in that order.
 pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
     std::fs::create_dir_all(&config.state_dir)
-        .map_err(|source| NodeError::StateDir { path: config.state_dir.display().to_string(), source })?;
-    let local = LocalCommit::open(&config.state_dir)?;
+        .map_err(|source| NodeError::StateDir { path: config.state_dir.display().to_string(), error: source })?;
+    let local = LocalCommit::open(&config.state_dir).map_err(NodeError::StateOpen)?;
     let commit: Arc<dyn Commit> = local.clone();
     let mut cmds: Vec<Command> = config
         .exports
@@ -117,7 +126,7 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
                 }
                 (port, None)
             }
-            Err(NodeError::Bind { source, .. }) if source.kind() == io::ErrorKind::AddrInUse && wanted.portmap != 0 => {
+            Err(NodeError::Bind { error, .. }) if error.kind() == io::ErrorKind::AddrInUse && wanted.portmap != 0 => {
                 tracing::info!(port = wanted.portmap, "portmap port in use (system rpcbind?): registering with it instead");
                 register_with_system(wanted.portmap, &mappings).await;
                 (wanted.portmap, Some((wanted.portmap, mappings.clone())))
@@ -128,7 +137,16 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
         services.portmap.set(*m);
     }
     let (admin_stop, admin_rx) = broadcast::channel(1);
-    let admin_task = admin::serve(services.clone(), admin_rx).map_err(NodeError::Admin)?;
+    // The admin socket is a convenience: failing to bind it (e.g. a state path
+    // longer than a unix socket path allows) must not stop NFS service.
+    let admin_task = match admin::serve(services.clone(), admin_rx) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            let path = admin::socket_path(&services.config.state_dir);
+            tracing::warn!(path = %path.display(), error = %e, "admin socket unavailable; `exports`/`clients` will not reach this server");
+            None
+        }
+    };
     let ports = BoundPorts { portmap: portmap_port, nfs, mount };
     tracing::info!(%listen, ?ports, exports = services.config.exports.len(), "serving");
     Ok(Node { services, listeners, ports, system_portmap, admin_stop, admin_task, local })
@@ -156,7 +174,9 @@ impl Node {
         self.listeners.shutdown().await;
         self.services.conns.close_all();
         let _ = self.admin_stop.send(());
-        let _ = self.admin_task.await;
+        if let Some(task) = self.admin_task {
+            let _ = task.await;
+        }
         self.local.shutdown().await;
         tracing::info!("stopped");
     }
@@ -188,8 +208,8 @@ async fn bind_tcp(
     what: &'static str,
     addr: SocketAddr,
 ) -> Result<u16, NodeError> {
-    let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, source })?;
-    let port = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, source })?.port();
+    let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, error: source })?;
+    let port = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, error: source })?.port();
     listeners.tcp(tcp, dispatcher(services, programs));
     Ok(port)
 }
@@ -206,8 +226,8 @@ async fn bind_pair(
     let mut last_err = None;
     for _ in 0..EPHEMERAL_BIND_ATTEMPTS {
         let addr = SocketAddr::new(ip, port);
-        let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, source })?;
-        let bound = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, source })?;
+        let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, error: source })?;
+        let bound = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, error: source })?;
         match UdpSocket::bind(bound).await {
             Ok(udp) => {
                 let d = dispatcher(services, programs);
@@ -217,15 +237,15 @@ async fn bind_pair(
             }
             // Port 0 gave a TCP port whose UDP twin is taken: try another.
             Err(source) if port == 0 && source.kind() == io::ErrorKind::AddrInUse => {
-                last_err = Some(NodeError::Bind { what, addr: bound, source });
+                last_err = Some(NodeError::Bind { what, addr: bound, error: source });
             }
-            Err(source) => return Err(NodeError::Bind { what, addr: bound, source }),
+            Err(source) => return Err(NodeError::Bind { what, addr: bound, error: source }),
         }
     }
     Err(last_err.unwrap_or(NodeError::Bind {
         what,
         addr: SocketAddr::new(ip, port),
-        source: io::Error::new(io::ErrorKind::AddrInUse, "no free port for TCP and UDP"),
+        error: io::Error::new(io::ErrorKind::AddrInUse, "no free port for TCP and UDP"),
     }))
 }
 

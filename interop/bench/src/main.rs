@@ -78,6 +78,9 @@ struct Args {
     /// WRITE/READ chunk, KiB (clamped to the server's wtmax/rtmax)
     #[arg(long, default_value_t = 1024)]
     chunk_kib: u32,
+    /// WRITE+READ passes (new file each); the median pass is reported
+    #[arg(long, default_value_t = 3)]
+    io_passes: u32,
     /// Deadline of each workload's timed loop, seconds
     #[arg(long, default_value_t = 120)]
     workload_seconds: u64,
@@ -149,10 +152,12 @@ async fn run(args: Args, selected: Vec<String>) -> ExitCode {
             failed = true;
         }
         if s_is_broken(&mut s, &mounted).await {
-            match target.session(&mounted).await {
+            // A fresh connection that cannot GETATTR the root means the server is gone or
+            // hung: stop here rather than spend a timeout on every remaining workload.
+            match reconnect(&target, &mounted).await {
                 Ok(fresh) => s = fresh,
                 Err(e) => {
-                    eprintln!("hanfs-bench: reconnect failed: {e}");
+                    eprintln!("hanfs-bench: server not answering on a fresh connection ({e}); stopping");
                     return ExitCode::from(1);
                 }
             }
@@ -162,6 +167,13 @@ async fn run(args: Args, selected: Vec<String>) -> ExitCode {
         eprintln!("hanfs-bench: RMDIR {work_name}: {e} (left behind)");
     }
     if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// A new session whose GETATTR of the root succeeds.
+async fn reconnect(target: &Target, mounted: &Mounted) -> Result<Session, BenchError> {
+    let mut fresh = target.session(mounted).await?;
+    fresh.getattr(&mounted.root).await?;
+    Ok(fresh)
 }
 
 /// True when the main session can no longer be used (a GETATTR of the root fails).
@@ -182,8 +194,9 @@ async fn run_one(name: &str, args: &Args, target: &Target, mounted: &Mounted, s:
             let size = DataSize {
                 file_bytes: args.file_mib.saturating_mul(MIB_BYTES),
                 chunk_bytes: args.chunk_kib.saturating_mul(KIB_BYTES),
+                passes: args.io_passes,
             };
-            // Every call makes progress, so the file size bounds the calls; this is a backstop.
+            // Every call makes progress, so the file size bounds a pass's calls; this is a backstop.
             let calls = u32::try_from(size.file_bytes / 512 + 1).unwrap_or(u32::MAX);
             data::write_read(s, &mounted.root, work, "data", size, &Budget::new(calls, time)).await
         }

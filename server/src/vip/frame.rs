@@ -30,8 +30,7 @@ pub const NA_BODY_BYTES: usize = 24;
 /// Target Link-Layer Address option for Ethernet (type, length, MAC).
 pub const NA_TLLA_OPTION_BYTES: usize = 8;
 /// The unsolicited NA frame.
-pub const NA_FRAME_BYTES: usize =
-    ETH_HEADER_BYTES + IPV6_HEADER_BYTES + NA_BODY_BYTES + NA_TLLA_OPTION_BYTES;
+pub const NA_FRAME_BYTES: usize = ETH_HEADER_BYTES + IPV6_HEADER_BYTES + NA_BODY_BYTES + NA_TLLA_OPTION_BYTES;
 
 const _: () = assert!(ETH_HEADER_BYTES + ARP_BODY_BYTES <= GARP_FRAME_BYTES);
 const _: () = assert!(NA_FRAME_BYTES >= ETH_FRAME_BYTES_MIN);

@@ -129,8 +129,7 @@ impl Vip {
         // Delete every copy, whatever its prefix: one left behind (added by
         // hand, or before a prefix change in the config) would keep the VIP
         // on this node.
-        let prefixes =
-            nl.prefixes(link.index, c.addr).await.map_err(|e| self.netlink_error("address lookup", e))?;
+        let prefixes = nl.prefixes(link.index, c.addr).await.map_err(|e| self.netlink_error("address lookup", e))?;
         for prefix in prefixes {
             nl.delete(link.index, c.addr, prefix).await.map_err(|e| self.netlink_error("address delete", e))?;
         }

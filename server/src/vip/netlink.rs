@@ -126,13 +126,7 @@ impl Netlink {
     /// The prefix lengths with which `addr` is assigned to interface `index`
     /// (IPv4 allows the same address once per prefix); empty if absent.
     pub async fn prefixes(&self, index: u32, addr: IpAddr) -> io::Result<Vec<u8>> {
-        let mut found = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .set_address_filter(addr)
-            .execute();
+        let mut found = self.handle.address().get().set_link_index_filter(index).set_address_filter(addr).execute();
         bounded(async {
             let mut prefixes = Vec::new();
             while let Some(msg) = found.try_next().await.map_err(to_io)? {

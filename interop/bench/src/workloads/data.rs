@@ -3,13 +3,13 @@
 //! every byte. The content is a repeated 4 KiB block with each block's
 //! index stamped into its first 8 bytes, so misplaced data is caught.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nfs3_client::nfs3_types::nfs3::{nfs_fh3, stable_how};
 
 use super::complete_flag;
 use crate::client::Session;
-use crate::stats::{MetricLine, per_second};
+use crate::stats::MetricLine;
 use crate::{BenchError, Budget};
 
 /// Period of the content pattern, in bytes.
@@ -30,6 +30,21 @@ const _: () = assert!(STAMP_BYTES <= PATTERN_BLOCK_BYTES);
 pub struct DataSize {
     pub file_bytes: u64,
     pub chunk_bytes: u32,
+    /// Write+read passes, each on a new file; the lines report the median pass.
+    pub passes: u32,
+}
+
+/// Most passes one run makes.
+pub const PASSES_MAX: u32 = 100;
+
+/// One write+read pass.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    written: u64,
+    write_time: Duration,
+    commit_time: Duration,
+    read: u64,
+    read_time: Duration,
 }
 
 /// The base block: fixed pseudo-random bytes (xorshift, constant seed).
@@ -68,9 +83,11 @@ pub fn fill(buf: &mut [u8], offset: u64, base: &[u8]) {
     }
 }
 
-/// WRITE then READ `size.file_bytes` of a new file `name` under `parent`;
-/// removes it afterwards. Returns `write_mib_per_s` and `read_mib_per_s`.
-/// The chunk is clamped to the server's FSINFO wtmax/rtmax.
+/// `size.passes` times: WRITE then READ `size.file_bytes` of a new file
+/// `name` under `parent`, removed afterwards. Returns `write_mib_per_s` and
+/// `read_mib_per_s`, each the median pass (with min and max). The chunk is
+/// clamped to the server's FSINFO wtmax/rtmax. `budget.count` bounds the
+/// calls of each pass; its deadline bounds all passes.
 pub async fn write_read(
     s: &mut Session,
     root: &nfs_fh3,
@@ -82,14 +99,62 @@ pub async fn write_read(
     if size.file_bytes > FILE_BYTES_MAX || size.chunk_bytes == 0 || size.chunk_bytes > CHUNK_BYTES_MAX {
         return Err(BenchError::Verify("file or chunk size out of range".into()));
     }
+    if size.passes == 0 || size.passes > PASSES_MAX {
+        return Err(BenchError::Verify(format!("passes must be 1..={PASSES_MAX}")));
+    }
     let (rtmax, wtmax) = s.fsinfo_max(root).await?;
-    let wchunk = size.chunk_bytes.min(wtmax).max(1);
-    let rchunk = size.chunk_bytes.min(rtmax).max(1);
+    let chunks = (size.chunk_bytes.min(wtmax).max(1), size.chunk_bytes.min(rtmax).max(1));
     let base = base_block();
-    let fh = s.create_handle(parent, name).await?;
-    let result = write_then_read(s, &fh, size.file_bytes, (wchunk, rchunk), &base, budget).await;
-    s.remove(parent, name).await?;
-    result
+    let mut passes = Vec::with_capacity(size.passes as usize);
+    while passes.len() < size.passes as usize && !budget.expired() {
+        let fh = s.create_handle(parent, name).await?;
+        let pass = write_then_read(s, &fh, size.file_bytes, chunks, &base, budget).await;
+        s.remove(parent, name).await?;
+        passes.push(pass?);
+    }
+    Ok(rate_lines(&passes, size, chunks))
+}
+
+/// Median (lower middle), min and max of `rates`, formatted; `None` if empty.
+fn median_min_max(rates: &mut [f64]) -> Option<(String, String, String)> {
+    rates.sort_by(f64::total_cmp);
+    let median = *rates.get(rates.len().checked_sub(1)? / 2)?;
+    Some((format!("{median:.2}"), format!("{:.2}", rates.first()?), format!("{:.2}", rates.last()?)))
+}
+
+fn mib_per_s(bytes: u64, time: Duration) -> f64 {
+    let secs = time.as_secs_f64();
+    if secs <= 0.0 { 0.0 } else { bytes as f64 / MIB_BYTES / secs }
+}
+
+fn rate_lines(passes: &[Pass], size: DataSize, (wchunk, rchunk): (u32, u32)) -> Vec<MetricLine> {
+    let mut w: Vec<f64> = passes.iter().map(|p| mib_per_s(p.written, p.write_time)).collect();
+    let mut r: Vec<f64> = passes.iter().map(|p| mib_per_s(p.read, p.read_time)).collect();
+    let (Some(wm), Some(rm), Some(last)) = (median_min_max(&mut w), median_min_max(&mut r), passes.last()) else {
+        return Vec::new();
+    };
+    let n = u32::try_from(passes.len()).unwrap_or(u32::MAX);
+    let all_written = passes.iter().all(|p| p.written == size.file_bytes);
+    let all_read = passes.iter().all(|p| p.read == p.written);
+    vec![
+        MetricLine::new("write_mib_per_s")
+            .field("value", wm.0)
+            .field("min", wm.1)
+            .field("max", wm.2)
+            .field("passes", n)
+            .field("bytes", last.written)
+            .field("chunk", wchunk)
+            .field("commit_us", last.commit_time.as_micros())
+            .field("complete", complete_flag(u64::from(n), u64::from(size.passes)) & u8::from(all_written)),
+        MetricLine::new("read_mib_per_s")
+            .field("value", rm.0)
+            .field("min", rm.1)
+            .field("max", rm.2)
+            .field("passes", n)
+            .field("bytes", last.read)
+            .field("chunk", rchunk)
+            .field("complete", complete_flag(u64::from(n), u64::from(size.passes)) & u8::from(all_read)),
+    ]
 }
 
 async fn write_then_read(
@@ -99,25 +164,10 @@ async fn write_then_read(
     (wchunk, rchunk): (u32, u32),
     base: &[u8],
     budget: &Budget,
-) -> Result<Vec<MetricLine>, BenchError> {
-    let write = write_file(s, fh, file_bytes, wchunk, base, budget).await?;
-    let written = write.0;
-    let read = read_file(s, fh, written, rchunk, base, budget).await?;
-    Ok(vec![
-        MetricLine::new("write_mib_per_s")
-            .field("value", per_second(written as f64 / MIB_BYTES, write.1))
-            .field("bytes", written)
-            .field("chunk", wchunk)
-            .field("elapsed_ms", write.1.as_millis())
-            .field("commit_us", write.2.as_micros())
-            .field("complete", complete_flag(written, file_bytes)),
-        MetricLine::new("read_mib_per_s")
-            .field("value", per_second(read.0 as f64 / MIB_BYTES, read.1))
-            .field("bytes", read.0)
-            .field("chunk", rchunk)
-            .field("elapsed_ms", read.1.as_millis())
-            .field("complete", complete_flag(read.0, written)),
-    ])
+) -> Result<Pass, BenchError> {
+    let (written, write_time, commit_time) = write_file(s, fh, file_bytes, wchunk, base, budget).await?;
+    let (read, read_time) = read_file(s, fh, written, rchunk, base, budget).await?;
+    Ok(Pass { written, write_time, commit_time, read, read_time })
 }
 
 /// Returns (bytes written, time incl. COMMIT, COMMIT time).
@@ -128,7 +178,7 @@ async fn write_file(
     chunk: u32,
     base: &[u8],
     budget: &Budget,
-) -> Result<(u64, std::time::Duration, std::time::Duration), BenchError> {
+) -> Result<(u64, Duration, Duration), BenchError> {
     let mut buf = vec![0u8; chunk as usize];
     let mut offset = 0u64;
     let mut verf = None;
@@ -166,7 +216,7 @@ async fn read_file(
     chunk: u32,
     base: &[u8],
     budget: &Budget,
-) -> Result<(u64, std::time::Duration), BenchError> {
+) -> Result<(u64, Duration), BenchError> {
     let mut expected = vec![0u8; chunk as usize];
     let mut offset = 0u64;
     let mut calls = 0u32;
@@ -192,6 +242,15 @@ async fn read_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_rates() {
+        let mut v = vec![3.0, 1.0, 2.0, 10.0];
+        assert_eq!(median_min_max(&mut v), Some(("2.00".into(), "1.00".into(), "10.00".into())));
+        assert_eq!(median_min_max(&mut []), None);
+        assert_eq!(mib_per_s(1024 * 1024, Duration::from_millis(500)), 2.0);
+        assert_eq!(mib_per_s(5, Duration::ZERO), 0.0);
+    }
 
     #[test]
     fn pattern_is_position_dependent_and_chunking_invariant() {
