@@ -134,3 +134,58 @@ async fn garbage_and_oversize_frames_are_dropped_without_harm() {
     node.kill().await;
 }
 
+
+/// A `MakeWriter` that keeps everything logged, for asserting on log lines.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = CapturedLog;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+// Current-thread runtime: every task runs on this thread, under the
+// thread-local subscriber installed below.
+#[tokio::test]
+async fn a_peer_without_the_secret_is_logged_as_refused() {
+    let log = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(log.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listener, addr) = listeners(1).await.remove(0);
+    let node = TestNode::start(1, Role::Storage, &dir, listener, SECRET).await;
+    let stream = TcpStream::connect(&addr).await.expect("connect");
+    let attempt = client_handshake(stream, &secret(b"guessed-secret-000000"), CLUSTER, 9).await;
+    assert!(attempt.is_err(), "a wrong secret was accepted");
+    // The server logs the refusal when its side of the handshake ends; poll
+    // a bounded number of times for the line.
+    let mut logged = false;
+    for _ in 0..200 {
+        if log.text().contains("peer refused: authentication failed") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(logged, "refusal not logged; log was:\n{}", log.text());
+    node.kill().await;
+}
