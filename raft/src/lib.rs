@@ -1,11 +1,26 @@
 //! hanfs-raft: how replicated state is committed.
 //!
 //! Owns the `Commit` interface the server writes through, its single-node
-//! implementation on redb (`LocalCommit`), and (later) the openraft glue: log and
-//! state-machine storage, the authenticated peer transport, membership and lease.
+//! implementation on redb (`LocalCommit`), and the openraft glue: the type
+//! configuration (`types`), log and state-machine storage on redb (`log_store`,
+//! `sm_store`), the authenticated peer transport (`network`), membership and
+//! timing (`membership`), the leader lease and leadership watch used for
+//! fencing (`lease`), and `RaftCommit`, the `Commit` implementation over Raft
+//! with group commit (`raft_commit`); `cluster::RaftNode` assembles them.
 //! Imports `hanfs-state`; must never import `hanfs-server` or `hanfs-cli`.
 
+pub mod cluster;
 pub mod commit;
+pub mod lease;
 pub mod local;
+pub mod log_store;
+pub mod membership;
+pub mod network;
+pub mod raft_commit;
+pub mod sm_store;
+pub mod types;
 
 pub use local::LocalCommit;
+
+#[cfg(test)]
+mod tests;

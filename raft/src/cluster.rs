@@ -1,0 +1,148 @@
+//! `RaftNode`: one cluster member, assembled — redb stores (with the identity
+//! check), the authenticated peer transport (client and server), openraft,
+//! the leadership watch and `RaftCommit`. The server's lifecycle starts one
+//! of these, watches `leadership()`, and writes through `commit`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::Config;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::lease::{spawn_leadership_watch, LeaseClock, Leadership};
+use crate::log_store::{bind_identity, open_db, IdentityError, LogStore};
+use crate::membership::{initialize, raft_config, MembershipError};
+use crate::network::auth::ClusterSecret;
+use crate::network::client::PeerNetwork;
+use crate::network::server::PeerServer;
+use crate::network::Faults;
+use crate::raft_commit::RaftCommit;
+use crate::sm_store::StateMachineStore;
+use crate::types::{typ, NodeId, PeerNode, Role};
+
+/// The log database's file name inside `RaftNodeOptions::data_dir`.
+pub const LOG_DB_FILE: &str = "raft-log.redb";
+/// The snapshot database's file name inside `RaftNodeOptions::data_dir`.
+pub const SNAPSHOT_DB_FILE: &str = "raft-snapshot.redb";
+
+/// What a node needs to start.
+#[derive(Clone, Debug)]
+pub struct RaftNodeOptions {
+    pub node_id: NodeId,
+    pub role: Role,
+    /// Cluster name: checked in the peer handshake and bound to the database.
+    pub cluster: String,
+    /// Directory for the node's Raft files: `LOG_DB_FILE` (log, vote,
+    /// identity) and `SNAPSHOT_DB_FILE` (the state-machine snapshot). Two
+    /// files, so writing a large snapshot never holds up a log append or a
+    /// vote (redb has one writer per file).
+    pub data_dir: PathBuf,
+    pub secret: ClusterSecret,
+    /// openraft configuration; `None` means `membership::raft_config`.
+    pub config: Option<Arc<Config>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftNodeError {
+    #[error("raft database {path}: {reason}")]
+    Storage { path: String, reason: String },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running cluster member.
+pub struct RaftNode {
+    pub id: NodeId,
+    pub role: Role,
+    pub raft: typ::Raft,
+    pub log: LogStore,
+    pub sm: StateMachineStore,
+    pub commit: Arc<RaftCommit>,
+    /// Test hook: drop traffic to/from chosen peers.
+    pub faults: Faults,
+    pub lease: LeaseClock,
+    leadership: watch::Receiver<Leadership>,
+    server: JoinHandle<()>,
+    watch: JoinHandle<()>,
+}
+
+impl RaftNode {
+    /// Open storage, start Raft, serve peers on `listener`.
+    pub async fn start(opts: RaftNodeOptions, listener: TcpListener) -> Result<RaftNode, RaftNodeError> {
+        let storage_err = |path: &PathBuf, e: &dyn std::fmt::Display| RaftNodeError::Storage {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| storage_err(&opts.data_dir, &e))?;
+        let log_path = opts.data_dir.join(LOG_DB_FILE);
+        let snapshot_path = opts.data_dir.join(SNAPSHOT_DB_FILE);
+        let log_db = open_db(&log_path).map_err(|e| storage_err(&log_path, &e))?;
+        bind_identity(&log_db, &opts.cluster, opts.node_id)?;
+        let snapshot_db = open_db(&snapshot_path).map_err(|e| storage_err(&snapshot_path, &e))?;
+        let log = LogStore::new(log_db);
+        let sm = StateMachineStore::open(snapshot_db).map_err(|e| storage_err(&snapshot_path, &e))?;
+        let faults = Faults::default();
+        let lease = LeaseClock::default();
+        let network = PeerNetwork {
+            self_id: opts.node_id,
+            cluster: opts.cluster.clone(),
+            secret: opts.secret.clone(),
+            faults: faults.clone(),
+            lease: lease.clone(),
+        };
+        let config = match opts.config {
+            Some(config) => config,
+            None => raft_config(&opts.cluster, opts.role)?,
+        };
+        let raft = typ::Raft::new(opts.node_id, config, network, log.clone(), sm.clone())
+            .await
+            .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        let server = PeerServer { raft: raft.clone(), cluster: opts.cluster, secret: opts.secret, faults: faults.clone() }
+            .spawn(listener);
+        let (leadership, watch) = spawn_leadership_watch(raft.clone(), opts.role, lease.clone());
+        let commit = RaftCommit::start(raft.clone(), &sm, leadership.clone());
+        Ok(RaftNode { id: opts.node_id, role: opts.role, raft, log, sm, commit, faults, lease, leadership, server, watch })
+    }
+
+    /// Bootstrap a new cluster from this (storage) node, once. See
+    /// `membership::initialize` for what is refused.
+    pub async fn bootstrap(&self, members: BTreeMap<NodeId, PeerNode>) -> Result<(), MembershipError> {
+        initialize(&self.raft, self.role, members).await
+    }
+
+    /// May this node serve right now? Subscribe for changes.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// May this node answer a request at this instant? The watch says Leader
+    /// and the lease, checked now rather than at the watch's last tick, holds.
+    /// For the server to check just before it sends a reply.
+    pub fn serving_now(&self) -> bool {
+        matches!(*self.leadership.borrow(), Leadership::Leader { .. }) && self.lease.holds(&self.raft.metrics().borrow())
+    }
+
+    /// Is the peer listener still accepting?
+    pub fn peer_server_running(&self) -> bool {
+        !self.server.is_finished()
+    }
+
+    /// Stop everything: commits (queued ones finish or fail), the peer
+    /// listener and its connections, Raft, the watch.
+    pub async fn shutdown(self) -> Result<(), RaftNodeError> {
+        self.server.abort();
+        let _ = self.server.await;
+        let stopped = self.raft.shutdown().await.map_err(|e| RaftNodeError::Raft(e.to_string()));
+        self.commit.shutdown().await;
+        // The watch ends once Raft's metrics channel closes.
+        let _ = self.watch.await;
+        stopped
+    }
+}

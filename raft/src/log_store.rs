@@ -1,0 +1,272 @@
+//! The Raft log on redb (`RaftLogStorage`): entries by index, the vote, the
+//! committed log id and the last purged log id.
+//!
+//! Durability: every write transaction commits with `Durability::Immediate`
+//! (fsync) before the call returns, so a vote is on disk before the vote reply
+//! is sent and appended entries are on disk before `LogFlushed` is signalled
+//! (which is what lets openraft acknowledge them to the leader).
+//! Blocking redb calls run on tokio's blocking pool, never on a core thread.
+
+// openraft fixes `StorageError` (large) as the error type of these traits.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, OptionalSend, RaftLogReader, RaftLogId, StorageIOError};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+
+use crate::types::{decode, encode, typ, NodeId, TypeConfig};
+
+/// What a log entry adds around its command (log id, payload tag).
+pub const ENTRY_OVERHEAD_BYTES: u64 = 64 * 1024;
+/// Upper bound on one encoded log entry: the largest command `hanfs_state`
+/// accepts, plus the entry's own fields. Group commit keeps batches below it.
+pub const ENTRY_BYTES_MAX: u64 = hanfs_state::COMMAND_BYTES_MAX + ENTRY_OVERHEAD_BYTES;
+/// Upper bound on one encoded metadata value (vote, log ids).
+const META_BYTES_MAX: u64 = 64 * 1024;
+
+const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_LAST_PURGED: &str = "last_purged";
+const KEY_IDENTITY: &str = "identity";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "this data directory belongs to node {found_node} of cluster {found_cluster:?}, \
+         not node {node_id} of cluster {cluster:?}; refusing to start"
+    )]
+    Mismatch { found_cluster: String, found_node: NodeId, cluster: String, node_id: NodeId },
+    #[error("raft storage: {0}")]
+    Storage(String),
+}
+
+/// Tie the database to one cluster name and node id on first start; refuse
+/// to start later with another, so a node is never started into the wrong
+/// cluster (or as the wrong member) with its old log and vote.
+pub fn bind_identity(db: &Database, cluster: &str, node_id: NodeId) -> Result<(), IdentityError> {
+    let storage = |e: &dyn std::fmt::Display| IdentityError::Storage(e.to_string());
+    let mut txn = db.begin_write().map_err(|e| storage(&e))?;
+    txn.set_durability(Durability::Immediate);
+    {
+        let mut table = txn.open_table(META).map_err(|e| storage(&e))?;
+        let found = table.get(KEY_IDENTITY).map_err(|e| storage(&e))?.map(|v| v.value().to_vec());
+        match found {
+            Some(bytes) => {
+                let (found_cluster, found_node): (String, NodeId) =
+                    decode(&bytes, META_BYTES_MAX).map_err(|e| storage(&e))?;
+                if found_cluster != cluster || found_node != node_id {
+                    return Err(IdentityError::Mismatch {
+                        found_cluster,
+                        found_node,
+                        cluster: cluster.to_string(),
+                        node_id,
+                    });
+                }
+            }
+            None => {
+                let bytes = encode(&(cluster, node_id), META_BYTES_MAX).map_err(|e| storage(&e))?;
+                table.insert(KEY_IDENTITY, bytes.as_slice()).map_err(|e| storage(&e))?;
+            }
+        }
+    }
+    txn.commit().map_err(|e| storage(&e))
+}
+
+/// Open (or create) a redb database file with the tables this crate uses.
+pub fn open_db(path: &Path) -> Result<Arc<Database>, redb::Error> {
+    let db = Database::create(path)?;
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate);
+    txn.open_table(LOGS)?;
+    txn.open_table(META)?;
+    crate::sm_store::create_tables(&txn)?;
+    txn.commit()?;
+    Ok(Arc::new(db))
+}
+
+/// The log store. Cloning is cheap; clones share the database (the clone is
+/// also the `LogReader` handed to replication tasks).
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    pub fn new(db: Arc<Database>) -> Self {
+        Self { db }
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, typ::StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(META).map_err(read_err)?;
+        let Some(value) = table.get(key).map_err(read_err)? else {
+            return Ok(None);
+        };
+        let decoded = decode(value.value(), META_BYTES_MAX).map_err(read_err)?;
+        Ok(Some(decoded))
+    }
+
+    /// Run `f` in one durable (fsynced) write transaction on the blocking pool.
+    async fn write<F>(&self, f: F) -> Result<(), typ::StorageError>
+    where F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static {
+        self.write_with(Durability::Immediate, f).await
+    }
+
+    async fn write_with<F>(&self, durability: Durability, f: F) -> Result<(), typ::StorageError>
+    where F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static {
+        let db = self.db.clone();
+        let joined = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(durability);
+            f(&txn)?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map_err(write_err),
+            Err(join) => Err(write_err(join)),
+        }
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<typ::LogId>, typ::StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOGS).map_err(read_err)?;
+        let Some((_, value)) = table.last().map_err(read_err)? else {
+            return Ok(None);
+        };
+        let entry: typ::Entry = decode(value.value(), ENTRY_BYTES_MAX).map_err(read_err)?;
+        Ok(Some(*entry.get_log_id()))
+    }
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> typ::StorageError {
+    StorageIOError::<NodeId>::read_logs(AnyError::new(&e)).into()
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> typ::StorageError {
+    StorageIOError::<NodeId>::write_logs(AnyError::new(&e)).into()
+}
+
+/// Convert a generic range to the redb key range `[start, end)`.
+fn to_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<typ::Entry>, typ::StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOGS).map_err(read_err)?;
+        let mut entries = Vec::new();
+        for item in table.range::<u64>(to_bounds(&range)).map_err(read_err)? {
+            let (_, value) = item.map_err(read_err)?;
+            entries.push(decode(value.value(), ENTRY_BYTES_MAX).map_err(read_err)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, typ::StorageError> {
+        let last_purged_log_id: Option<typ::LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &typ::Vote) -> Result<(), typ::StorageError> {
+        let bytes = encode(vote, META_BYTES_MAX).map_err(write_err)?;
+        self.write(move |txn| {
+            txn.open_table(META)?.insert(KEY_VOTE, bytes.as_slice())?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageIOError::<NodeId>::write_vote(AnyError::new(&e)).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<typ::Vote>, typ::StorageError> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<typ::LogId>) -> Result<(), typ::StorageError> {
+        // The committed id is only a hint that lets a restarted node re-apply
+        // its log at once; losing the latest one in a crash is harmless (the
+        // leader re-establishes it). So no fsync of its own: redb makes it
+        // durable with the next `Immediate` commit (the next append or vote).
+        let bytes = encode(&committed, META_BYTES_MAX).map_err(write_err)?;
+        self.write_with(Durability::None, move |txn| {
+            txn.open_table(META)?.insert(KEY_COMMITTED, bytes.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<typ::LogId>, typ::StorageError> {
+        Ok(self.get_meta::<Option<typ::LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), typ::StorageError>
+    where
+        I: IntoIterator<Item = typ::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded = Vec::new();
+        for entry in entries {
+            encoded.push((entry.get_log_id().index, encode(&entry, ENTRY_BYTES_MAX).map_err(write_err)?));
+        }
+        let result = self
+            .write(move |txn| {
+                let mut table = txn.open_table(LOGS)?;
+                for (index, bytes) in &encoded {
+                    table.insert(*index, bytes.as_slice())?;
+                }
+                Ok(())
+            })
+            .await;
+        // The transaction is committed (fsynced) at this point; only now may
+        // openraft treat the entries as persisted.
+        match &result {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+        result
+    }
+
+    async fn truncate(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
+        tracing::debug!(%log_id, "truncate log since");
+        self.write(move |txn| {
+            txn.open_table(LOGS)?.retain_in::<u64, _>(log_id.index.., |_, _| false)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
+        tracing::debug!(%log_id, "purge log upto");
+        let bytes = encode(&log_id, META_BYTES_MAX).map_err(write_err)?;
+        // The last purged id and the deletion commit together, so a crash never
+        // leaves a gap that `get_log_state` cannot explain.
+        self.write(move |txn| {
+            txn.open_table(META)?.insert(KEY_LAST_PURGED, bytes.as_slice())?;
+            txn.open_table(LOGS)?.retain_in::<u64, _>(..=log_id.index, |_, _| false)?;
+            Ok(())
+        })
+        .await
+    }
+}

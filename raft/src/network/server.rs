@@ -1,0 +1,107 @@
+//! Incoming peer connections: authenticate, then serve Raft RPCs from the peer
+//! on the local `Raft` one request at a time (a peer's replication stream is
+//! sequential anyway). A peer that fails authentication is logged and dropped.
+//! Stopping the server (aborting the task `spawn` returns) closes the listener
+//! and every connection at once: connection tasks live in the accept loop's
+//! `JoinSet`.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::auth::{server_handshake, ClusterSecret, SecureStream};
+use super::{ms, Faults, PeerRequest, PeerResponse, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX, PEER_FRAME_BYTES_MAX, PEER_IDLE_TIMEOUT_MS};
+use crate::types::{decode, encode, typ, NodeId};
+
+/// What the peer server needs.
+#[derive(Clone)]
+pub struct PeerServer {
+    pub raft: typ::Raft,
+    pub cluster: String,
+    pub secret: ClusterSecret,
+    pub faults: Faults,
+}
+
+impl PeerServer {
+    /// Serve peers on `listener` until the returned task is aborted.
+    pub fn spawn(self, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.accept_loop(listener))
+    }
+
+    async fn accept_loop(self, listener: TcpListener) {
+        let permits = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
+        let mut conns = JoinSet::new();
+        loop {
+            // Reap finished connection tasks so the set stays bounded.
+            while conns.try_join_next().is_some() {}
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (stream, addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer accept failed");
+                    tokio::time::sleep(ms(super::PEER_BACKOFF_MS)).await;
+                    continue;
+                }
+            };
+            let server = self.clone();
+            conns.spawn(async move {
+                server.connection(stream, addr).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn connection(self, stream: tokio::net::TcpStream, addr: std::net::SocketAddr) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%addr, error = %e, "set_nodelay");
+        }
+        let handshake = server_handshake(stream, &self.secret, &self.cluster);
+        let (peer, conn) = match tokio::time::timeout(ms(HANDSHAKE_TIMEOUT_MS), handshake).await {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(e)) => {
+                tracing::warn!(%addr, error = %e, "peer refused: authentication failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%addr, "peer refused: handshake timed out");
+                return;
+            }
+        };
+        tracing::debug!(%addr, peer, "peer authenticated");
+        if let Err(e) = self.serve(peer, conn).await {
+            tracing::debug!(%addr, peer, error = %e, "peer connection closed");
+        }
+    }
+
+    async fn serve(&self, peer: NodeId, mut conn: SecureStream) -> std::io::Result<()> {
+        loop {
+            let frame = tokio::time::timeout(ms(PEER_IDLE_TIMEOUT_MS), conn.recv())
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "peer idle"))??;
+            if self.faults.is_blocked(peer) {
+                return Err(std::io::Error::other("fault injection: dropping traffic from peer"));
+            }
+            let req: PeerRequest = decode(&frame, PEER_FRAME_BYTES_MAX)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let resp = self.dispatch(req).await;
+            if self.faults.is_blocked(peer) {
+                return Err(std::io::Error::other("fault injection: dropping traffic to peer"));
+            }
+            let bytes = encode(&resp, PEER_FRAME_BYTES_MAX)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            conn.send(&bytes).await?;
+        }
+    }
+
+    async fn dispatch(&self, req: PeerRequest) -> PeerResponse {
+        match req {
+            PeerRequest::Append(rpc) => PeerResponse::Append(self.raft.append_entries(rpc).await),
+            PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
+            PeerRequest::Snapshot(rpc) => PeerResponse::Snapshot(self.raft.install_snapshot(rpc).await),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The state machine (`RaftStateMachine`): applies committed entries to
+//! `hanfs_state::State` through `State::apply` only, keeps the last applied log
+//! id and the membership, and builds / installs snapshots with
+//! `State::to_snapshot()` / `State::from_snapshot()`.
+//!
+//! The state itself lives in memory (shared with the server for reads through
+//! `state()`); the latest snapshot is persisted in redb. After a restart the
+//! state is rebuilt from that snapshot and openraft re-applies the committed log
+//! after it (the log store persists the committed id).
+//! No application logic here: what a command means is `hanfs-state`'s business.
+
+// openraft fixes `StorageError` (large) as the error type of these traits.
+#![allow(clippy::result_large_err)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::io::Cursor;
+
+use hanfs_state::State;
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
+use redb::{Database, Durability, TableDefinition};
+
+use crate::types::{decode, encode, typ, Applied, NodeId, TypeConfig};
+
+/// Upper bound on the encoded snapshot metadata (log id + membership).
+const SNAPSHOT_META_BYTES_MAX: u64 = 64 * 1024;
+
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_snapshot");
+const KEY_META: &str = "meta";
+const KEY_DATA: &str = "data";
+
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(SNAPSHOT)?;
+    Ok(())
+}
+
+/// What the state machine has applied, kept next to `State` and always updated
+/// under the state's write lock, so a snapshot sees a consistent pair.
+#[derive(Clone, Debug, Default)]
+struct AppliedMeta {
+    last_applied: Option<typ::LogId>,
+    membership: typ::StoredMembership,
+}
+
+struct StoredSnapshot {
+    meta: typ::SnapshotMeta,
+    data: Vec<u8>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    /// Lock order: `state` before `applied`.
+    state: Arc<RwLock<State>>,
+    applied: Mutex<AppliedMeta>,
+    current: Mutex<Option<Arc<StoredSnapshot>>>,
+    snapshot_seq: AtomicU64,
+}
+
+/// The state-machine store. Cloning is cheap (it is also the snapshot builder).
+#[derive(Clone)]
+pub struct StateMachineStore {
+    inner: Arc<Inner>,
+}
+
+fn sm_read_err(e: impl std::fmt::Display) -> typ::StorageError {
+    StorageIOError::<NodeId>::read_state_machine(AnyError::error(e.to_string())).into()
+}
+
+fn snap_err(meta: &typ::SnapshotMeta, e: impl std::fmt::Display) -> typ::StorageError {
+    StorageIOError::<NodeId>::write_snapshot(Some(meta.signature()), AnyError::error(e.to_string())).into()
+}
+
+impl StateMachineStore {
+    /// Open the state machine: the last persisted snapshot if there is one,
+    /// otherwise an empty `State`.
+    pub fn open(db: Arc<Database>) -> Result<Self, typ::StorageError> {
+        let (state, applied, current) = match load_snapshot(&db)? {
+            None => (State::default(), AppliedMeta::default(), None),
+            Some(snap) => {
+                let state = State::from_snapshot(&snap.data).map_err(sm_read_err)?;
+                let applied = AppliedMeta {
+                    last_applied: snap.meta.last_log_id,
+                    membership: snap.meta.last_membership.clone(),
+                };
+                (state, applied, Some(Arc::new(snap)))
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                state: Arc::new(RwLock::new(state)),
+                applied: Mutex::new(applied),
+                current: Mutex::new(current),
+                snapshot_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The applied state, for reads. Never hold the lock across an `.await`.
+    pub fn state(&self) -> Arc<RwLock<State>> {
+        self.inner.state.clone()
+    }
+
+    /// The last applied log id (for status and tests).
+    pub fn last_applied(&self) -> Option<typ::LogId> {
+        lock(&self.inner.applied).last_applied
+    }
+
+    async fn persist(&self, snap: Arc<StoredSnapshot>) -> Result<(), typ::StorageError> {
+        let meta_bytes = encode(&snap.meta, SNAPSHOT_META_BYTES_MAX).map_err(|e| snap_err(&snap.meta, e))?;
+        let db = self.inner.db.clone();
+        let to_write = snap.clone();
+        let joined = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate);
+            {
+                let mut table = txn.open_table(SNAPSHOT)?;
+                table.insert(KEY_META, meta_bytes.as_slice())?;
+                table.insert(KEY_DATA, to_write.data.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await;
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(snap_err(&snap.meta, e)),
+            Err(e) => return Err(snap_err(&snap.meta, e)),
+        }
+        *lock(&self.inner.current) = Some(snap);
+        Ok(())
+    }
+}
+
+/// Lock a mutex, recovering from poisoning: every critical section here leaves
+/// the data consistent, so a panic elsewhere must not wedge the state machine.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn load_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, typ::StorageError> {
+    let txn = db.begin_read().map_err(sm_read_err)?;
+    let table = txn.open_table(SNAPSHOT).map_err(sm_read_err)?;
+    let Some(meta) = table.get(KEY_META).map_err(sm_read_err)? else {
+        return Ok(None);
+    };
+    let meta: typ::SnapshotMeta = decode(meta.value(), SNAPSHOT_META_BYTES_MAX).map_err(sm_read_err)?;
+    let Some(data) = table.get(KEY_DATA).map_err(sm_read_err)? else {
+        return Err(sm_read_err("snapshot meta without data"));
+    };
+    Ok(Some(StoredSnapshot { meta, data: data.value().to_vec() }))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
+        // Hold the state lock only to copy it (a consistent pair with the
+        // applied id); encode the copy on the blocking pool, so applying and
+        // the async workers carry on meanwhile.
+        let (state, applied) = {
+            let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+            let applied = lock(&self.inner.applied).clone();
+            (state.clone(), applied)
+        };
+        let data = tokio::task::spawn_blocking(move || state.to_snapshot()).await.map_err(sm_read_err)?;
+        let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match applied.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, seq),
+            None => format!("none-{seq}"),
+        };
+        let meta = typ::SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership,
+            snapshot_id,
+        };
+        let snap = Arc::new(StoredSnapshot { meta: meta.clone(), data: data.clone() });
+        self.persist(snap).await?;
+        Ok(typ::Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<typ::LogId>, typ::StoredMembership), typ::StorageError> {
+        let applied = lock(&self.inner.applied);
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, typ::StorageError>
+    where
+        I: IntoIterator<Item = typ::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut applied = lock(&self.inner.applied);
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            let reply = match entry.payload {
+                EntryPayload::Blank => Applied::Ok,
+                EntryPayload::Normal(ref cmd) => match state.apply(cmd) {
+                    Ok(()) => Applied::Ok,
+                    Err(e) => Applied::Rejected { reason: e.to_string() },
+                },
+                EntryPayload::Membership(ref m) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    Applied::Ok
+                }
+            };
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, typ::StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &typ::SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), typ::StorageError> {
+        let data = snapshot.into_inner();
+        let new_state = State::from_snapshot(&data).map_err(|e| snap_err(meta, e))?;
+        // Persist first: if we crash after this, restart loads this snapshot.
+        self.persist(Arc::new(StoredSnapshot { meta: meta.clone(), data })).await?;
+        let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut applied = lock(&self.inner.applied);
+        *state = new_state;
+        applied.last_applied = meta.last_log_id;
+        applied.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<typ::Snapshot>, typ::StorageError> {
+        let current = lock(&self.inner.current).clone();
+        Ok(current.map(|snap| typ::Snapshot {
+            meta: snap.meta.clone(),
+            snapshot: Box::new(Cursor::new(snap.data.clone())),
+        }))
+    }
+}
