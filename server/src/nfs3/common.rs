@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use hanfs_state::{Command, HandleEntry, State};
-use nfs3_types::nfs3::{post_op_attr, pre_op_attr, wcc_data, Nfs3Option, Nfs3Result, nfsstat3};
+use nfs3_types::nfs3::{fattr3, post_op_attr, pre_op_attr, wcc_data, Nfs3Option, Nfs3Result, nfsstat3};
 use nfs3_types::xdr_codec::Pack;
 
 use crate::config::ExportOptions;
@@ -87,6 +87,15 @@ impl Op {
         let access = self.access(h.export_id)?;
         let obj = self.vfs().resolve_fh(&self.state(), &h)?;
         Ok((obj, access))
+    }
+
+    /// The attributes behind a handle from the wire, with the same checks as
+    /// `object` but without opening the object (GETATTR).
+    pub fn attrs(&self, fh: &[u8]) -> Result<fattr3, nfsstat3> {
+        let h = FileHandle::decode(fh)?;
+        self.access(h.export_id)?;
+        let st = self.vfs().resolve_stat(&self.state(), &h)?;
+        Ok(attr::fattr(&st, h.export_id))
     }
 
     /// The commands recording `entries` (only new or changed ones).

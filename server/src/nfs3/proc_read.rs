@@ -1,12 +1,14 @@
 //! NFSv3 procedures that read: NULL, GETATTR, LOOKUP, ACCESS, READLINK, READ,
 //! FSSTAT, FSINFO, PATHCONF (RFC 1813 §3.3).
 
+use hanfs_state::HandleEntry;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{Opaque, Void};
 
 use crate::rpc::program::{Ctx, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::Reader;
-use crate::vfs::sys;
+use crate::vfs::handle::FileHandle;
+use crate::vfs::{attr, sys};
 
 use super::common::{obj_attr, reply, run};
 use super::xdr::{self, Fh, Name, NameUse, DIR_BYTES_MAX, IO_BYTES_MAX, NAME_BYTES_MAX, PATH_BYTES_MAX};
@@ -30,7 +32,7 @@ pub fn null(_ctx: Ctx, args: Vec<u8>) -> ProcFuture {
 
 pub fn getattr(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     run(ctx, args, xdr::fh, |op, fh| {
-        let r = op.object(&fh).map(|(o, _)| GETATTR3resok { obj_attributes: o.fattr() });
+        let r = op.attrs(&fh).map(|obj_attributes| GETATTR3resok { obj_attributes });
         Reply::new(reply(r.map_err(|s| (s, Void))))
     })
 }
@@ -55,19 +57,28 @@ pub fn lookup(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
                 Ok(g) => g,
                 Err(s) => return Reply::new(fail(s)),
             };
-            op.vfs().child(&op.state(), &dir, &name)
+            // Attributes and identity by one statx relative to the directory;
+            // the child itself is not opened (see `Vfs::child_attrs`).
+            op.vfs().child_attrs(&op.state(), &dir, &name)
         };
         match child {
             Err(s) => Reply::new(fail(s)),
-            Ok(obj) => {
+            Ok((st, ident)) => {
+                let handle = FileHandle { export_id: dir.export_id, ino: st.ino, ident };
                 let effects = if name == b"." || name == b".." {
                     Vec::new()
                 } else {
-                    op.handle_effects(vec![obj.entry_in(&dir, &name)])
+                    op.handle_effects(vec![HandleEntry {
+                        export_id: dir.export_id,
+                        ino: st.ino,
+                        ident,
+                        parent_ino: dir.st.ino,
+                        name: name.clone(),
+                    }])
                 };
                 let ok = LOOKUP3resok {
-                    object: nfs_fh3 { data: Opaque::owned(obj.fh()) },
-                    obj_attributes: obj_attr(&obj),
+                    object: nfs_fh3 { data: Opaque::owned(handle.encode()) },
+                    obj_attributes: Nfs3Option::Some(attr::fattr(&st, dir.export_id)),
                     dir_attributes: obj_attr(&dir),
                 };
                 Reply::with_effects(reply::<_, LOOKUP3resfail>(Ok(ok)), effects)

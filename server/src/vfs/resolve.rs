@@ -65,6 +65,30 @@ fn read_state(state: &RwLock<State>) -> Result<std::sync::RwLockReadGuard<'_, St
     state.read().map_err(|_| nfsstat3::NFS3ERR_SERVERFAULT)
 }
 
+/// The recorded path of a handle, from the replicated table; STALE unless the
+/// table knows the object with the handle's identity.
+fn table_path(state: &RwLock<State>, fh: &FileHandle) -> Result<Vec<Vec<u8>>, nfsstat3> {
+    let s = read_state(state)?;
+    match s.handle(fh.export_id, fh.ino) {
+        Some(entry) if entry.ident == fh.ident => {}
+        _ => return Err(nfsstat3::NFS3ERR_STALE),
+    }
+    s.path_of(fh.export_id, fh.ino).ok_or(nfsstat3::NFS3ERR_STALE)
+}
+
+/// Walk `path` from the export root, one O_PATH|O_NOFOLLOW open per name
+/// (the root fd itself is used for the first step, not a copy of it). None
+/// for an empty path (the root itself). A missing name or a symlink on the
+/// way is STALE.
+fn walk(e: &ExportRoot, path: &[Vec<u8>]) -> Result<Option<OwnedFd>, nfsstat3> {
+    let mut cur: Option<OwnedFd> = None;
+    for comp in path {
+        let dir = cur.as_ref().map_or(e.root_fd(), |fd| fd.as_raw_fd());
+        cur = Some(sys::open_path_at(dir, comp).map_err(|_| nfsstat3::NFS3ERR_STALE)?);
+    }
+    Ok(cur)
+}
+
 impl Vfs {
     fn export_of(&self, export_id: u32) -> Result<&ExportRoot, nfsstat3> {
         // An export this node does not serve: STALE, as knfsd for an unknown fsid.
@@ -91,18 +115,11 @@ impl Vfs {
             }
             return self.root_obj(e);
         }
-        let path = {
-            let s = read_state(state)?;
-            match s.handle(fh.export_id, fh.ino) {
-                Some(entry) if entry.ident == fh.ident => {}
-                _ => return Err(nfsstat3::NFS3ERR_STALE),
-            }
-            s.path_of(fh.export_id, fh.ino).ok_or(nfsstat3::NFS3ERR_STALE)?
+        let path = table_path(state, fh)?;
+        let cur = match walk(e, &path)? {
+            Some(fd) => fd,
+            None => sys::dup(&e.root)?,
         };
-        let mut cur = sys::dup(&e.root)?;
-        for comp in &path {
-            cur = sys::open_path_at(cur.as_raw_fd(), comp).map_err(|_| nfsstat3::NFS3ERR_STALE)?;
-        }
         let st = sys::stat_fd(&cur).map_err(|_| nfsstat3::NFS3ERR_STALE)?;
         if st.ino != fh.ino || !e.same_dev(&st) {
             return Err(nfsstat3::NFS3ERR_STALE);
@@ -112,6 +129,43 @@ impl Vfs {
             return Err(nfsstat3::NFS3ERR_STALE);
         }
         Ok(Obj { export_id: fh.export_id, fd: cur, st, ident })
+    }
+
+    /// The attributes of the object behind a handle, with exactly the checks
+    /// of `resolve_fh` (same walk, same inode, device and identity checks) but
+    /// without opening the object itself: its last name is statx'ed relative to
+    /// its parent (GETATTR needs no fd). Falls back to an open only where the
+    /// identity is the inode generation (no birth time).
+    pub fn resolve_stat(&self, state: &RwLock<State>, fh: &FileHandle) -> Result<Stat, nfsstat3> {
+        let e = self.export_of(fh.export_id)?;
+        if fh.ino == e.ino {
+            return self.resolve_fh(state, fh).map(|o| o.st);
+        }
+        let path = table_path(state, fh)?;
+        let Some((last, parents)) = path.split_last() else {
+            return self.resolve_fh(state, fh).map(|o| o.st);
+        };
+        let parent = walk(e, parents)?;
+        let parent_raw = parent.as_ref().map_or(e.root_fd(), |fd| fd.as_raw_fd());
+        let st = sys::stat_at(parent_raw, last).map_err(|_| nfsstat3::NFS3ERR_STALE)?;
+        if st.ino != fh.ino || !e.same_dev(&st) {
+            return Err(nfsstat3::NFS3ERR_STALE);
+        }
+        let ident = match ident_from_btime(&st) {
+            Some(ident) => ident,
+            None => {
+                let fd = sys::open_path_at(parent_raw, last).map_err(|_| nfsstat3::NFS3ERR_STALE)?;
+                let st = sys::stat_fd(&fd).map_err(|_| nfsstat3::NFS3ERR_STALE)?;
+                if st.ino != fh.ino {
+                    return Err(nfsstat3::NFS3ERR_STALE);
+                }
+                ident_of(&fd, &st)
+            }
+        };
+        if ident != fh.ident {
+            return Err(nfsstat3::NFS3ERR_STALE);
+        }
+        Ok(st)
     }
 
     /// The parent directory of `dir`; the export root is its own parent, so
@@ -288,10 +342,13 @@ mod tests {
         assert!(vfs.handle_updates(&state, vec![f.entry_in(&d, b"f")]).is_none());
         let fh = f.fh();
         assert_eq!(vfs.resolve(&state, &fh).map(|o| o.st.ino).ok(), Some(f.st.ino));
+        assert_eq!(vfs.resolve_stat(&state, &f.handle()).ok(), Some(f.st.clone()));
+        assert_eq!(vfs.resolve_stat(&state, &d.handle()).map(|st| st.ino).ok(), Some(d.st.ino));
         // Wrong ident, unknown export, bad length.
         let mut h = f.handle();
         h.ident ^= 1;
         assert_eq!(vfs.resolve(&state, &h.encode()).err(), Some(nfsstat3::NFS3ERR_STALE));
+        assert_eq!(vfs.resolve_stat(&state, &h).err(), Some(nfsstat3::NFS3ERR_STALE));
         let mut h = f.handle();
         h.export_id = 99;
         assert_eq!(vfs.resolve(&state, &h.encode()).err(), Some(nfsstat3::NFS3ERR_STALE));
@@ -299,6 +356,12 @@ mod tests {
         // Moved behind the server's back: the recorded path is gone → STALE.
         std::fs::rename(dir.join("d/f"), dir.join("f2")).unwrap();
         assert_eq!(vfs.resolve(&state, &fh).err(), Some(nfsstat3::NFS3ERR_STALE));
+        assert_eq!(vfs.resolve_stat(&state, &f.handle()).err(), Some(nfsstat3::NFS3ERR_STALE));
+        // Another object under the recorded name is not the handle's object.
+        std::fs::write(dir.join("d/f"), b"new").unwrap();
+        assert_eq!(vfs.resolve(&state, &fh).err(), Some(nfsstat3::NFS3ERR_STALE));
+        assert_eq!(vfs.resolve_stat(&state, &f.handle()).err(), Some(nfsstat3::NFS3ERR_STALE));
+        std::fs::remove_file(dir.join("d/f")).unwrap();
         // A symlink where the directory was is never followed.
         std::fs::rename(dir.join("d"), dir.join("d-old")).unwrap();
         std::os::unix::fs::symlink(dir.join("d-old"), dir.join("d")).unwrap();
