@@ -9,6 +9,8 @@
 #define PATTERN_CHUNK_BYTES 65536
 #define MOUNT_TIMEOUT_SECONDS 90
 #define KILL_REAP_TRIES_MAX 50
+/* Left by a suite whose case timed out, so later suites in the same boot fail at once. */
+#define SERVER_DEAD_MARKER "/run/interop-server-dead"
 
 struct opts g_opts = { "/mnt", "10.99.0.1:/export", "/sync", "a", "1", CASE_TIMEOUT_SECONDS_DEFAULT };
 char g_why[WHY_BYTES_MAX];
@@ -40,6 +42,7 @@ void parse_opts(int argc, char **argv) {
         }
     }
     if (g_opts.case_timeout_s == 0) g_opts.case_timeout_s = CASE_TIMEOUT_SECONDS_DEFAULT;
+    if (access(SERVER_DEAD_MARKER, F_OK) == 0) g_server_dead = 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
 }
 
@@ -52,7 +55,7 @@ void report(const char *name, int ok, const char *why) {
 void run_case(const char *name, case_fn fn) {
     int fds[2];
     char why[WHY_BYTES_MAX] = "";
-    if (g_server_dead) { report(name, 0, "not run: an earlier case timed out (server dead or hung)"); return; }
+    if (g_server_dead) { report(name, 0, "not run: an earlier case in this boot timed out (server dead or hung)"); return; }
     if (pipe(fds) < 0) { report(name, 0, "pipe failed"); return; }
     fflush(stdout);
     pid_t pid = fork();
@@ -92,6 +95,8 @@ void run_case(const char *name, case_fn fn) {
         kill(pid, SIGKILL);
         for (int i = 0; i < KILL_REAP_TRIES_MAX && waitpid(pid, &status, WNOHANG) == 0; i++) msleep(100);
         g_server_dead = 1;
+        int mfd = open(SERVER_DEAD_MARKER, O_CREAT | O_WRONLY, 0644);
+        if (mfd >= 0) close(mfd);
         char msg[WHY_BYTES_MAX];
         snprintf(msg, sizeof msg, "timed out after %u s%s%s", g_opts.case_timeout_s, why[0] ? ": " : "", why);
         report(name, 0, msg);
