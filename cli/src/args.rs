@@ -62,6 +62,50 @@ pub enum Command {
     Exports(StateArgs),
     /// List the mounts recorded in the state, like `showmount -a` (rmtab).
     Clients(StateArgs),
+    /// Cluster: bootstrap the membership from the config's [[cluster.peer]]
+    /// entries. Run once, on one storage node, after every node runs.
+    Init(StateArgs),
+    /// Cluster: nodes, roles, term, leader, commit/applied index, lag, VIP,
+    /// exports, client count, last failover (asks the running node).
+    Status(StateArgs),
+    /// Cluster: graceful move of the service to the other storage node (run
+    /// on the leader): drain, move leadership, move the VIP.
+    Switchover(SwitchoverArgs),
+    /// Test-only tools (refused unless the node runs with HANFS_TEST_FAULTS=1).
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SwitchoverArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Node id to hand over to (must be the other storage node).
+    #[arg(long, value_name = "NODE")]
+    pub to: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Drop Raft traffic to/from peers on the running node.
+    Faults {
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(subcommand)]
+        action: FaultAction,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum FaultAction {
+    /// Drop all traffic with this peer.
+    Block { peer: u64 },
+    /// Restore traffic with this peer.
+    Unblock { peer: u64 },
+    /// Restore traffic with every peer.
+    Heal,
 }
 
 #[derive(Args, Debug)]

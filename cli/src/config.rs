@@ -29,6 +29,7 @@ use hanfs_server::rpc::record::RECORD_BYTES_MAX;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::cluster_config::{ClusterSection, HooksSection, VipSection};
 use crate::args::{LogFormat, RunArgs, QUICK_CLIENTS, QUICK_STATE_DIR};
 
 /// Default state directory with a config file.
@@ -47,6 +48,9 @@ struct FileConfig {
     ports: PortsSection,
     #[serde(default)]
     export: Vec<ExportSection>,
+    cluster: Option<ClusterSection>,
+    vip: Option<VipSection>,
+    hooks: Option<HooksSection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -126,13 +130,24 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
         nfs: file.ports.nfs.unwrap_or(defaults.nfs),
         mount: file.ports.mount.unwrap_or(defaults.mount),
     };
+    let cluster = crate::cluster_config::check(
+        file.cluster.as_ref(),
+        file.vip.as_ref(),
+        file.hooks.as_ref(),
+        base,
+        &mut at,
+    );
+    // A cluster's export dirs may live on a shared disk that `on_promote`
+    // mounts: on a passive node they need not exist yet.
+    let dirs_must_exist = file.cluster.is_none();
     let mut exports: Vec<ExportConfig> = Vec::new();
     for e in &file.export {
-        if let Some(x) = check_export(e, base, &exports, &mut at) {
+        if let Some(x) = check_export(e, base, &exports, dirs_must_exist, &mut at) {
             exports.push(x);
         }
     }
-    if file.export.is_empty() {
+    // A witness never serves; a cluster config may leave exports out there.
+    if file.export.is_empty() && file.cluster.is_none() {
         errors.push("1: no [[export]] section: nothing to serve".to_string());
     }
     if !errors.is_empty() {
@@ -140,7 +155,7 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
     }
     let state_dir = file.server.state_dir.unwrap_or_else(|| PathBuf::from(CONFIG_STATE_DIR));
     Ok(Config {
-        server: ServerConfig { listen, ports, exports, state_dir: base.join(state_dir), record_bytes_max },
+        server: ServerConfig { listen, ports, exports, state_dir: base.join(state_dir), record_bytes_max, cluster },
         log_format: file.server.log_format.unwrap_or(LogFormat::Text),
     })
 }
@@ -149,6 +164,7 @@ fn check_export(
     e: &ExportSection,
     base: &Path,
     seen: &[ExportConfig],
+    dirs_must_exist: bool,
     at: &mut impl FnMut(std::ops::Range<usize>, String),
 ) -> Option<ExportConfig> {
     let mut ok = true;
@@ -167,7 +183,7 @@ fn check_export(
         ok = false;
     }
     let dir = base.join(e.dir.get_ref());
-    if !dir.is_dir() {
+    if dirs_must_exist && !dir.is_dir() {
         at(e.dir.span(), format!("export dir `{}` is not an existing directory", dir.display()));
         ok = false;
     }
@@ -210,6 +226,7 @@ pub fn from_flags(args: &RunArgs) -> Result<Config, String> {
             exports: vec![ExportConfig { name, dir, export_id: args.export_id, clients }],
             state_dir: args.state_dir.clone().unwrap_or_else(|| PathBuf::from(QUICK_STATE_DIR)),
             record_bytes_max: RECORD_BYTES_MAX,
+            cluster: None,
         },
         log_format: args.log_format.unwrap_or(LogFormat::Text),
     })

@@ -4,6 +4,7 @@
 //! anyhow; errors end as one line on stderr and an exit code.
 
 mod args;
+mod cluster_config;
 mod config;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context};
 use clap::Parser;
 
-use args::{Cli, Command, LogFormat, RunArgs, StateArgs, QUICK_STATE_DIR};
+use args::{Cli, Command, DebugCommand, FaultAction, LogFormat, RunArgs, StateArgs, QUICK_STATE_DIR};
 
 /// Exit code for a bad config or bad flags (clap's usage errors use 2 too).
 const EXIT_CONFIG: u8 = 2;
@@ -26,6 +27,23 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Exports(args) => query(args, "exports"),
         Command::Clients(args) => query(args, "clients"),
+        Command::Init(args) => ask(args, "init".into()),
+        Command::Status(args) => ask(args, "status".into()),
+        Command::Switchover(a) => {
+            let line = match a.to {
+                Some(n) => format!("switchover --to {n}"),
+                None => "switchover".into(),
+            };
+            ask(a.state, line)
+        }
+        Command::Debug { command: DebugCommand::Faults { state, action } } => {
+            let line = match action {
+                FaultAction::Block { peer } => format!("debug faults block {peer}"),
+                FaultAction::Unblock { peer } => format!("debug faults unblock {peer}"),
+                FaultAction::Heal => "debug faults heal".into(),
+            };
+            ask(state, line)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,6 +140,25 @@ fn check_config(file: &Path) -> Result<(), Failure> {
         let clients: Vec<String> = e.clients.iter().map(|r| hanfs_server::exports::pattern_string(&r.pattern)).collect();
         println!("  export {} id {} dir {} clients {}", e.name, e.export_id, e.dir.display(), clients.join(" "));
     }
+    if let Some(c) = &s.cluster {
+        let k = &c.cluster;
+        println!("  cluster {} node {} secret {}", k.name, k.node_id, k.secret_file.display());
+        for p in &k.peers {
+            let me = if p.id == k.node_id { " (this node)" } else { "" };
+            println!("  peer {} {} {:?}{me}", p.id, p.addr, p.role);
+        }
+        match &c.vip {
+            Some(v) => println!("  vip {}/{} on {}", v.addr, v.prefix, v.interface),
+            None => println!("  vip none"),
+        }
+        let h = &c.hooks;
+        println!(
+            "  hooks on_promote {:?} on_demote {:?} timeout {} ms",
+            h.on_promote.as_deref().unwrap_or("-"),
+            h.on_demote.as_deref().unwrap_or("-"),
+            h.timeout_ms
+        );
+    }
     Ok(())
 }
 
@@ -145,6 +182,21 @@ fn query(args: StateArgs, command: &str) -> Result<(), Failure> {
             Ok(text) => Ok(text),
             Err(_) => read_state(&dir, command).await,
         }
+    })?;
+    if let Some(err) = text.strip_prefix("error: ") {
+        return Err(Failure::Runtime(anyhow!("{}", err.trim_end())));
+    }
+    print!("{text}");
+    Ok(())
+}
+
+/// Send one command line to the running node (cluster commands: no fallback).
+fn ask(args: StateArgs, line: String) -> Result<(), Failure> {
+    let dir = state_dir_of(&args)?;
+    let rt = runtime()?;
+    let text = rt.block_on(hanfs_server::admin::query(&dir, &line)).map_err(|e| {
+        let sock = hanfs_server::admin::socket_path(&dir);
+        anyhow!("no running hanfs-server answers on {} ({e})", sock.display())
     })?;
     if let Some(err) = text.strip_prefix("error: ") {
         return Err(Failure::Runtime(anyhow!("{}", err.trim_end())));

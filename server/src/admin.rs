@@ -1,11 +1,13 @@
 //! The local admin endpoint: a unix socket `admin.sock` in the state directory,
 //! owner-only (0600), line-oriented text. While the server runs, its state
-//! store is locked, so `hanfs-server exports` / `clients` ask the running
-//! server here; with no server running they read the state directly.
+//! store is locked, so `hanfs-server exports` / `clients` / `status` / `init` /
+//! `switchover` ask the running server here; with no server running, `exports`
+//! and `clients` of a single node read the state directly.
 //!
-//! Protocol: the client sends one command line (`exports` or `clients`); the
-//! server answers with zero or more lines and closes. An unknown command gets a
-//! line starting with `error:`.
+//! Protocol: the client sends one command line; the server answers with zero
+//! or more lines and closes. A refused or unknown command gets a line starting
+//! with `error:`. What a line means is up to the `Handler`: the single node's
+//! is `StateHandler` (below), a cluster member's is in `node::control`.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -13,12 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use hanfs_raft::commit::Commit;
 use hanfs_state::State;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast;
-
-use crate::services::Services;
 
 /// File name of the socket inside the state directory.
 pub const ADMIN_SOCKET_NAME: &str = "admin.sock";
@@ -26,8 +30,27 @@ pub const ADMIN_SOCKET_NAME: &str = "admin.sock";
 pub const ADMIN_LINE_BYTES_MAX: u64 = 256;
 /// Longest answer a client reads.
 pub const ADMIN_ANSWER_BYTES_MAX: u64 = 64 * 1024 * 1024;
-/// Time one admin exchange may take.
-pub const ADMIN_TIMEOUT_MS: u64 = 5000;
+/// Time one admin exchange may take (a switchover waits for an election).
+pub const ADMIN_TIMEOUT_MS: u64 = 15_000;
+
+/// Answers one admin command line.
+pub trait Handler: Send + Sync + 'static {
+    fn answer(&self, line: String) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
+}
+
+/// The single node's handler: `exports` and `clients` from the applied state.
+pub struct StateHandler(pub Arc<dyn Commit>);
+
+impl Handler for StateHandler {
+    fn answer(&self, line: String) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        let state = self.0.state();
+        let text = {
+            let guard = state.read().unwrap_or_else(|p| p.into_inner());
+            answer(&guard, &line)
+        };
+        Box::pin(async move { text })
+    }
+}
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(ADMIN_SOCKET_NAME)
@@ -52,9 +75,14 @@ pub fn answer(state: &State, line: &str) -> String {
     }
 }
 
-/// Bind the admin socket (replacing a stale one) and serve it until `shutdown`.
-pub fn serve(services: Arc<Services>, mut shutdown: broadcast::Receiver<()>) -> io::Result<tokio::task::JoinHandle<()>> {
-    let path = socket_path(&services.config.state_dir);
+/// Bind the admin socket in `state_dir` (replacing a stale one) and serve it
+/// with `handler` until `shutdown`.
+pub fn serve(
+    state_dir: &Path,
+    handler: Arc<dyn Handler>,
+    mut shutdown: broadcast::Receiver<()>,
+) -> io::Result<tokio::task::JoinHandle<()>> {
+    let path = socket_path(state_dir);
     // A socket file left by a crashed server: nobody listens on it any more.
     if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
         std::fs::remove_file(&path)?;
@@ -73,10 +101,10 @@ pub fn serve(services: Arc<Services>, mut shutdown: broadcast::Receiver<()>) -> 
                 },
                 _ = shutdown.recv() => break,
             };
-            let services = services.clone();
+            let handler = handler.clone();
             tokio::spawn(async move {
                 let wait = Duration::from_millis(ADMIN_TIMEOUT_MS);
-                if tokio::time::timeout(wait, exchange(stream, &services)).await.is_err() {
+                if tokio::time::timeout(wait, exchange(stream, handler.as_ref())).await.is_err() {
                     tracing::debug!("admin client timed out");
                 }
             });
@@ -85,15 +113,11 @@ pub fn serve(services: Arc<Services>, mut shutdown: broadcast::Receiver<()>) -> 
     }))
 }
 
-async fn exchange(stream: UnixStream, services: &Services) -> io::Result<()> {
+async fn exchange(stream: UnixStream, handler: &dyn Handler) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
     BufReader::new(rd.take(ADMIN_LINE_BYTES_MAX)).read_line(&mut line).await?;
-    let text = {
-        let state = services.commit.state();
-        let guard = state.read().unwrap_or_else(|p| p.into_inner());
-        answer(&guard, &line)
-    };
+    let text = handler.answer(line).await;
     wr.write_all(text.as_bytes()).await?;
     wr.shutdown().await
 }

@@ -93,4 +93,61 @@ pub struct ServerConfig {
     pub state_dir: PathBuf,
     /// Largest RPC record accepted, in bytes.
     pub record_bytes_max: u32,
+    /// `[cluster]`, `[vip]`, `[hooks]`; `None`: a single node on `LocalCommit`.
+    pub cluster: Option<ClusterSetup>,
+}
+
+/// Bound on one hook command (`on_promote` / `on_demote`) unless configured.
+pub const HOOK_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// One cluster member, from `[[cluster.peer]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub id: u64,
+    /// Raft peer transport address (`host:port`).
+    pub addr: std::net::SocketAddr,
+    pub role: hanfs_raft::types::Role,
+}
+
+/// `[cluster]`: this node is one member of a Raft cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// This node's id; `peers` has exactly one entry with it.
+    pub node_id: u64,
+    /// File holding the cluster secret (mode 0600 or stricter).
+    pub secret_file: PathBuf,
+    /// Every member, this node included.
+    pub peers: Vec<PeerConfig>,
+}
+
+impl ClusterConfig {
+    /// This node's own `[[cluster.peer]]` entry.
+    pub fn own(&self) -> Option<&PeerConfig> {
+        self.peers.iter().find(|p| p.id == self.node_id)
+    }
+}
+
+/// `[hooks]`: shell commands run (`sh -c`) around promotion and demotion.
+#[derive(Clone, Debug)]
+pub struct HooksConfig {
+    pub on_promote: Option<String>,
+    pub on_demote: Option<String>,
+    /// Bound on each hook run; a hook still running then is killed and failed.
+    pub timeout_ms: u64,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig { on_promote: None, on_demote: None, timeout_ms: HOOK_TIMEOUT_MS_DEFAULT }
+    }
+}
+
+/// Everything that makes a node a cluster member rather than a single node.
+#[derive(Clone, Debug)]
+pub struct ClusterSetup {
+    pub cluster: ClusterConfig,
+    /// `[vip]`: the address the active node claims; `None` claims nothing.
+    pub vip: Option<crate::vip::VipConfig>,
+    pub hooks: HooksConfig,
 }

@@ -25,4 +25,34 @@ pub struct Services {
     pub portmap: portmap::Table,
     /// Non-idempotent calls executing now (retransmissions of them are dropped).
     pub in_progress: InProgress,
+    /// Checked just before each reply is sent (fencing).
+    pub fence: Fence,
+}
+
+impl Services {
+    /// May this node send a reply at this instant? A cluster leader whose lease
+    /// ran out acknowledges nothing, even before its demotion task runs.
+    pub fn serving_now(&self) -> bool {
+        self.fence.serving_now()
+    }
+}
+
+/// The reply-time fencing check: `always` for a single node; for a cluster
+/// member, "leader holding the lease and not standing down" (see `node::cluster`).
+#[derive(Clone)]
+pub struct Fence(Option<Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl Fence {
+    /// A single node: nobody else can serve, so always.
+    pub fn always() -> Self {
+        Fence(None)
+    }
+
+    pub fn new(check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Fence(Some(Arc::new(check)))
+    }
+
+    pub fn serving_now(&self) -> bool {
+        self.0.as_ref().is_none_or(|check| check())
+    }
 }

@@ -125,8 +125,13 @@ impl Dispatcher {
 
     /// Handle one call record; returns the reply message, or `None` when
     /// nothing must be sent (not a call, a retransmission in progress, a commit
-    /// failure the client will retry, a procedure that answers with silence).
-    pub async fn call(&self, mut record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    /// failure the client will retry, a procedure that answers with silence,
+    /// or this node may no longer serve: `Services::serving_now`, fencing).
+    pub async fn call(&self, record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        self.call_unfenced(record, peer, transport).await.filter(|_| self.services.serving_now())
+    }
+
+    async fn call_unfenced(&self, mut record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
         let header = match msg::decode_call(&record) {
             Ok(h) => h,
             Err(e) => {

@@ -1,0 +1,282 @@
+//! The admin socket of a cluster member: `init`, `status`, `switchover
+//! [--to N]`, `exports`, `clients`, and `debug faults block N | unblock N |
+//! heal` (only when started with `HANFS_TEST_FAULTS=1`).
+//!
+//! Switchover (openraft 0.9 has no leadership transfer): asked on the leader,
+//! 1. check the target is another storage node and its replication matches
+//!    the leader's last log index (waiting at most `SWITCHOVER_CATCHUP_MS`);
+//! 2. stand down: the lifecycle demotes at once (listeners, connections, VIP,
+//!    `on_demote`), and the fence refuses every reply from then on;
+//! 3. switch this node's heartbeats and elections off
+//!    (`Raft::runtime_config()`): the followers' leader lease runs out, the
+//!    witness never campaigns, so the target is the only candidate; it wins
+//!    (its log is complete) and promotes itself through its own lifecycle;
+//! 4. once another leader is seen (at most `SWITCHOVER_WAIT_MS`), or on
+//!    timeout, switch heartbeats/elections back on and stop standing down.
+//! With two storage nodes `--to` can only name the other one; it is checked.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use hanfs_raft::commit::Commit;
+use hanfs_raft::membership::MembershipError;
+use hanfs_raft::types::{NodeId, PeerNode, Role};
+
+use super::cluster::Shared;
+use crate::admin::{self, Handler};
+
+/// Bound on waiting for the target to catch up before a switchover.
+pub const SWITCHOVER_CATCHUP_MS: u64 = 2_000;
+/// Bound on waiting for another node to be elected after standing down.
+pub const SWITCHOVER_WAIT_MS: u64 = 5_000;
+/// Poll period of those waits.
+pub const SWITCHOVER_POLL_MS: u64 = 20;
+
+/// The admin handler of a cluster member.
+pub(crate) struct Control {
+    shared: Weak<Shared>,
+}
+
+impl Control {
+    pub fn new(shared: &Arc<Shared>) -> Self {
+        Control { shared: Arc::downgrade(shared) }
+    }
+}
+
+impl Handler for Control {
+    fn answer(&self, line: String) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        Box::pin(async move {
+            let Some(shared) = self.shared.upgrade() else {
+                return "error: node is stopping\n".to_string();
+            };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["init"] => init(&shared).await,
+                ["status"] => status(&shared),
+                ["switchover"] => switchover(&shared, None).await,
+                ["switchover", "--to", n] => match n.parse::<NodeId>() {
+                    Ok(n) => switchover(&shared, Some(n)).await,
+                    Err(_) => format!("error: switchover --to: `{n}` is not a node id\n"),
+                },
+                ["exports"] | ["clients"] => {
+                    let state = shared.raft.commit.state();
+                    let guard = state.read().unwrap_or_else(|p| p.into_inner());
+                    admin::answer(&guard, &line)
+                }
+                ["debug", "faults", rest @ ..] => faults(&shared, rest),
+                _ => format!(
+                    "error: unknown command `{}` (try init, status, switchover [--to N], exports, clients)\n",
+                    line.trim()
+                ),
+            }
+        })
+    }
+}
+
+async fn init(shared: &Shared) -> String {
+    let _op = shared.admin_op.lock().await;
+    match shared.raft.bootstrap(shared.config_members()).await {
+        Ok(()) => {
+            tracing::info!(members = shared.setup.cluster.peers.len(), "cluster initialized");
+            format!("initialized cluster {} with {} members\n", shared.setup.cluster.name, shared.setup.cluster.peers.len())
+        }
+        Err(MembershipError::InitOnWitness) => "error: init must run on a storage node, this is the witness\n".into(),
+        Err(e) => format!("error: {e}\n"),
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Storage => "storage",
+        Role::Witness => "witness",
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "none".to_string(), |v| v.to_string())
+}
+
+/// `status`: `key: value` lines. Leader, term, members and indexes come from
+/// Raft, so every node agrees on them (followers may lag by in-flight entries).
+fn status(shared: &Shared) -> String {
+    let m = shared.raft.raft.metrics().borrow().clone();
+    let active = shared.active();
+    let mut out = String::new();
+    let _ = writeln!(out, "cluster: {}", shared.setup.cluster.name);
+    let _ = writeln!(out, "node: {}", m.id);
+    let _ = writeln!(out, "role: {}", role_name(shared.raft.role));
+    let _ = writeln!(out, "state: {:?}", m.state);
+    let _ = writeln!(out, "leader: {}", opt(m.current_leader));
+    let _ = writeln!(out, "term: {}", m.current_term);
+    let applied = m.last_applied.map(|l| l.index);
+    // openraft 0.9's metrics carry no commit index; entries are applied as
+    // soon as they are committed, so the applied index is the commit index
+    // this node knows.
+    let _ = writeln!(out, "commit_index: {}", opt(applied));
+    let _ = writeln!(out, "applied_index: {}", opt(applied));
+    let _ = writeln!(out, "last_log_index: {}", opt(m.last_log_index));
+    let members: BTreeMap<NodeId, PeerNode> =
+        m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
+    let list: Vec<String> = members.iter().map(|(id, n)| format!("{id}={}/{}", n.addr, role_name(n.role))).collect();
+    let _ = writeln!(out, "members: {}", if list.is_empty() { "none (not initialized)".into() } else { list.join(" ") });
+    match &m.replication {
+        Some(repl) => {
+            let last = m.last_log_index.unwrap_or(0);
+            let lag: Vec<String> = repl
+                .iter()
+                .filter(|(id, _)| **id != m.id)
+                .map(|(id, matched)| format!("{id}={}", last.saturating_sub(matched.map_or(0, |l| l.index))))
+                .collect();
+            let _ = writeln!(out, "lag: {}", lag.join(" "));
+        }
+        None => {
+            let _ = writeln!(out, "lag: unknown here (the leader reports it)");
+        }
+    }
+    let vip = match &shared.setup.vip {
+        None => "none configured".to_string(),
+        Some(v) => format!("{}/{} on {} (owner: the serving leader, {})", v.addr, v.prefix, v.interface, opt(m.current_leader)),
+    };
+    let _ = writeln!(out, "vip: {vip}");
+    let _ = writeln!(out, "vip_held_here: {}", if active.vip_held { "yes" } else { "no" });
+    let _ = writeln!(out, "serving_here: {}", if active.serving { "yes" } else { "no" });
+    {
+        let state = shared.raft.commit.state();
+        let guard = state.read().unwrap_or_else(|p| p.into_inner());
+        let exports: Vec<String> = guard.exports().map(|(id, p)| format!("{id}:{p}")).collect();
+        let _ = writeln!(out, "exports: {}", if exports.is_empty() { "none".into() } else { exports.join(" ") });
+        let _ = writeln!(out, "clients: {}", guard.rmtab_len());
+        let _ = writeln!(out, "epoch: {}", guard.epoch());
+    }
+    match (active.last_promotion_unix_ms, active.last_promotion_took_ms) {
+        (Some(at), Some(took)) => {
+            let _ = writeln!(out, "last_failover: node {} at unix_ms {at}, took {took} ms", m.id);
+        }
+        _ => {
+            let _ = writeln!(out, "last_failover: not on this node (the serving leader reports its own)");
+        }
+    }
+    if let Some(e) = active.last_error {
+        let _ = writeln!(out, "last_error: {e}");
+    }
+    out
+}
+
+fn faults(shared: &Shared, args: &[&str]) -> String {
+    if !shared.faults_enabled {
+        return format!("error: fault injection is off (start the node with {}=1)\n", super::cluster::FAULTS_ENV);
+    }
+    let f = &shared.raft.faults;
+    let peer = |s: &str| s.parse::<NodeId>().map_err(|_| format!("error: `{s}` is not a node id\n"));
+    let done = match args {
+        ["block", p] => peer(p).map(|p| f.block(p)),
+        ["unblock", p] => peer(p).map(|p| f.unblock(p)),
+        ["heal"] => {
+            f.heal();
+            Ok(())
+        }
+        _ => Err("error: debug faults block N | unblock N | heal\n".to_string()),
+    };
+    match done {
+        Ok(()) => {
+            tracing::warn!(?args, "fault injection");
+            "ok\n".into()
+        }
+        Err(e) => e,
+    }
+}
+
+async fn wait_for(bound_ms: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(bound_ms);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(SWITCHOVER_POLL_MS)).await;
+    }
+}
+
+async fn switchover(shared: &Shared, to: Option<NodeId>) -> String {
+    let _op = shared.admin_op.lock().await;
+    let me = shared.raft.id;
+    let m = shared.raft.raft.metrics().borrow().clone();
+    if m.current_leader != Some(me) {
+        return format!("error: node {me} is not the leader (leader: {}); run switchover on the leader\n", opt(m.current_leader));
+    }
+    let storage: Vec<NodeId> = m
+        .membership_config
+        .membership()
+        .nodes()
+        .filter(|(id, n)| **id != me && n.role == Role::Storage)
+        .map(|(id, _)| *id)
+        .collect();
+    let target = match (to, storage.as_slice()) {
+        (Some(t), _) if storage.contains(&t) => t,
+        (Some(t), _) => return format!("error: node {t} is not another storage node (candidates: {storage:?})\n"),
+        (None, [t]) => *t,
+        (None, []) => return "error: no other storage node to switch over to\n".into(),
+        (None, _) => return format!("error: several candidates {storage:?}; name one with --to\n"),
+    };
+    if storage.len() > 1 {
+        return format!("error: switchover needs exactly one other storage node, found {storage:?}\n");
+    }
+    let metrics = shared.raft.raft.metrics();
+    let caught_up = wait_for(SWITCHOVER_CATCHUP_MS, || {
+        let m = metrics.borrow();
+        let matched = m.replication.as_ref().and_then(|r| r.get(&target).cloned().flatten()).map(|l| l.index);
+        matched.is_some() && matched == m.last_log_index
+    })
+    .await;
+    if !caught_up {
+        return format!("error: node {target} has not caught up within {SWITCHOVER_CATCHUP_MS} ms; not switching\n");
+    }
+    let started = Instant::now();
+    tracing::info!(target, "switchover: standing down");
+    match stand_down(shared, Some(target), SWITCHOVER_WAIT_MS).await {
+        Some(leader) => {
+            let took = started.elapsed().as_millis();
+            tracing::info!(leader, took_ms = took, "switchover done");
+            format!("switched over: leader {leader} (took {took} ms)\n")
+        }
+        None => {
+            shared.update_active(|a| a.last_error = Some("switchover: no other leader; resumed".into()));
+            format!("error: no other node became leader within {SWITCHOVER_WAIT_MS} ms; this node resumed\n")
+        }
+    }
+}
+
+/// Step aside: stop serving (the lifecycle demotes), switch heartbeats and
+/// elections off so another storage node gets elected, wait up to `wait_ms`
+/// for a leader other than this node (`target`, if given), then switch them
+/// back on. Returns the new leader, if one was seen.
+pub(crate) async fn stand_down(shared: &Shared, target: Option<NodeId>, wait_ms: u64) -> Option<NodeId> {
+    let me = shared.raft.id;
+    shared.set_standing_down(true);
+    // Wait (bounded) until the lifecycle has closed the listeners.
+    let _ = wait_for(wait_ms, || !shared.active().serving).await;
+    let rc = shared.raft.raft.runtime_config();
+    rc.heartbeat(false);
+    rc.elect(false);
+    let metrics = shared.raft.raft.metrics();
+    let seen = wait_for(wait_ms, || {
+        let leader = metrics.borrow().current_leader;
+        leader.is_some() && leader != Some(me) && (target.is_none() || leader == target)
+    })
+    .await;
+    let leader = metrics.borrow().current_leader;
+    rc.heartbeat(true);
+    rc.elect(shared.raft.role == Role::Storage);
+    shared.set_standing_down(false);
+    if seen {
+        leader
+    } else {
+        None
+    }
+}

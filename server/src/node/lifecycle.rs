@@ -1,0 +1,204 @@
+//! Promote and demote a storage node, driven by `RaftNode::leadership()`.
+//!
+//! Promote, once the watch says `Leader` (elected, everything committed
+//! applied, the old leader's lease waited out — all inside `Leadership`) and
+//! the node is not standing down:
+//! 1. run `on_promote` (bounded by `hooks.timeout_ms`);
+//! 2. claim the VIP, if configured;
+//! 3. commit the configured exports (idempotent) and `BumpEpoch` through Raft,
+//!    in one entry: a new write verifier for the new active period;
+//! 4. open the portmap, MOUNT and NFS listeners on `server.listen`.
+//!
+//! Then log `serving` with how long the promotion took (from this node seeing
+//! itself Raft leader to listeners open).
+//!
+//! Demote, when the watch leaves `Leader` (leadership or lease lost), when the
+//! node starts standing down (switchover), or on stop: close the listeners and
+//! drop every connection at once, release the VIP, run `on_demote`; log
+//! `demoted`. Replies are fenced before that too: `Services::serving_now`.
+//!
+//! A failed promotion step undoes the earlier ones (VIP released, `on_demote`
+//! run) and then the node steps aside (`control::stand_down`: heartbeats and
+//! elections off for at most `STAND_DOWN_WAIT_MS`) so the other storage node
+//! can take over; if nobody does (it is down), this node is leader again
+//! afterwards and retries the promotion after `PROMOTE_RETRY_MS`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hanfs_raft::commit::Commit;
+use hanfs_raft::lease::Leadership;
+use openraft::ServerState;
+use tokio::sync::watch;
+
+use super::cluster::Shared;
+use super::control::stand_down;
+use super::hooks;
+use super::listen::Serving;
+use super::single::{serve_commands, services};
+use crate::services::Services;
+use crate::vip::Vip;
+
+/// Backstop period of the lifecycle's wait (changes normally wake it at once).
+pub const LIFECYCLE_POLL_MS: u64 = 50;
+/// Pause before promoting again after a failed promotion.
+pub const PROMOTE_RETRY_MS: u64 = 1_000;
+/// How long a node whose promotion failed steps aside for the other one.
+pub const STAND_DOWN_WAIT_MS: u64 = 3_000;
+
+/// An open active period.
+struct Active {
+    services: Arc<Services>,
+    serving: Serving,
+    vip: Option<Vip>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+}
+
+fn may_serve(shared: &Shared, leadership: &watch::Receiver<Leadership>) -> bool {
+    !shared.is_standing_down() && matches!(*leadership.borrow(), Leadership::Leader { .. })
+}
+
+/// The lifecycle task of a storage node; ends (demoted) when `stop` turns true.
+pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut leadership = shared.raft.leadership();
+    let mut metrics = shared.raft.raft.metrics();
+    // When this node last saw itself become Raft leader (promotion timing).
+    let mut elected_at: Option<Instant> = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        {
+            let m = metrics.borrow_and_update();
+            let leading = m.state == ServerState::Leader && m.current_leader == Some(m.id);
+            match (leading, elected_at) {
+                (true, None) => elected_at = Some(Instant::now()),
+                (false, Some(_)) => elected_at = None,
+                _ => {}
+            }
+        }
+        if may_serve(&shared, &leadership) {
+            let started = elected_at.unwrap_or_else(Instant::now);
+            match promote(&shared).await {
+                Ok(active) => {
+                    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    let ports = active.serving.ports();
+                    shared.update_active(|a| {
+                        a.serving = true;
+                        a.vip_held = active.vip.is_some();
+                        a.ports = Some(ports);
+                        a.last_promotion_unix_ms = Some(unix_ms());
+                        a.last_promotion_took_ms = Some(took_ms);
+                        a.last_error = None;
+                    });
+                    let listen = shared.config.listen;
+                    tracing::info!(%listen, ?ports, took_ms, exports = shared.config.exports.len(), "serving");
+                    hold(&shared, &mut leadership, &mut stop).await;
+                    demote(&shared, active).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "promotion failed; stepping aside for the other storage node");
+                    shared.update_active(|a| a.last_error = Some(format!("promotion failed: {e}")));
+                    let _ = stand_down(&shared, None, STAND_DOWN_WAIT_MS).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(PROMOTE_RETRY_MS)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = leadership.changed() => {}
+            _ = metrics.changed() => {}
+            _ = shared.wake.notified() => {}
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(LIFECYCLE_POLL_MS)) => {}
+        }
+    }
+}
+
+/// Wait while this node may serve.
+async fn hold(shared: &Shared, leadership: &mut watch::Receiver<Leadership>, stop: &mut watch::Receiver<bool>) {
+    while may_serve(shared, leadership) && !*stop.borrow() {
+        tokio::select! {
+            _ = leadership.changed() => {}
+            _ = shared.wake.notified() => {}
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(LIFECYCLE_POLL_MS)) => {}
+        }
+    }
+}
+
+/// Promotion steps 4-7 (see the module doc). On failure, what was done is undone.
+async fn promote(shared: &Shared) -> Result<Active, String> {
+    let hooks_cfg = &shared.setup.hooks;
+    let id = shared.raft.id;
+    hooks::run("promote", hooks_cfg.on_promote.as_deref(), id, hooks_cfg.timeout_ms).await?;
+    let vip = match &shared.setup.vip {
+        None => None,
+        Some(cfg) => {
+            let claimed = async {
+                let vip = Vip::new(cfg.clone()).map_err(|e| e.to_string())?;
+                vip.claim().await.map_err(|e| e.to_string())?;
+                Ok::<Vip, String>(vip)
+            };
+            match claimed.await {
+                Ok(vip) => Some(vip),
+                Err(e) => {
+                    undo(shared, None).await;
+                    return Err(format!("claiming the VIP {}: {e}", cfg.addr));
+                }
+            }
+        }
+    };
+    let commit: Arc<dyn Commit> = shared.raft.commit.clone();
+    if let Err(e) = commit.commit(serve_commands(&shared.config)).await {
+        undo(shared, vip).await;
+        return Err(format!("committing the new epoch and the exports: {e}"));
+    }
+    let services = match services(shared.config.clone(), commit, shared.fence()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            undo(shared, vip).await;
+            return Err(e.to_string());
+        }
+    };
+    match Serving::open(&services).await {
+        Ok(serving) => Ok(Active { services, serving, vip }),
+        Err(e) => {
+            undo(shared, vip).await;
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Release the VIP (if claimed) and run `on_demote`.
+async fn undo(shared: &Shared, vip: Option<Vip>) {
+    if let Some(vip) = vip {
+        if let Err(e) = vip.release().await {
+            tracing::warn!(error = %e, "releasing the VIP failed");
+        }
+    }
+    let hooks_cfg = &shared.setup.hooks;
+    if let Err(e) = hooks::run("demote", hooks_cfg.on_demote.as_deref(), shared.raft.id, hooks_cfg.timeout_ms).await {
+        tracing::warn!(error = %e, "on_demote failed");
+    }
+}
+
+/// Demotion: listeners and connections first, then the VIP, then `on_demote`.
+async fn demote(shared: &Shared, active: Active) {
+    let started = Instant::now();
+    active.serving.close(&active.services).await;
+    shared.update_active(|a| {
+        a.serving = false;
+        a.ports = None;
+    });
+    undo(shared, active.vip).await;
+    shared.update_active(|a| a.vip_held = false);
+    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(took_ms, "demoted");
+}

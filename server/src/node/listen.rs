@@ -1,0 +1,182 @@
+//! Binding the service listeners of an active node — NFS (TCP), MOUNT and
+//! portmap (TCP + UDP) on `server.listen` — and registering the programs with
+//! our portmapper, or with a system rpcbind that already owns its port; and
+//! closing them again: connections dropped at once, listeners stopped.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use nfs3_types::portmap::{mapping, IPPROTO_TCP, IPPROTO_UDP};
+use tokio::net::{TcpListener, UdpSocket};
+
+use super::{BoundPorts, NodeError};
+use crate::rpc::dispatch::{Dispatcher, Registry};
+use crate::rpc::listener::Listeners;
+use crate::rpc::program::Program;
+use crate::services::Services;
+use crate::{mount, nfs3, portmap};
+
+/// Attempts to find an ephemeral port free for both TCP and UDP.
+pub const EPHEMERAL_BIND_ATTEMPTS: u32 = 16;
+
+/// Open listeners of one active period.
+pub struct Serving {
+    listeners: Listeners,
+    ports: BoundPorts,
+    /// Set when a system rpcbind owns the portmap port: what we registered there.
+    system_portmap: Option<(u16, Vec<mapping>)>,
+}
+
+impl Serving {
+    /// Bind everything for `services` on `services.config.listen`. On failure
+    /// whatever was bound is closed again.
+    pub async fn open(services: &Arc<Services>) -> Result<Serving, NodeError> {
+        let listeners = Listeners::new();
+        match bind_all(&listeners, services).await {
+            Ok((ports, system_portmap)) => Ok(Serving { listeners, ports, system_portmap }),
+            Err(e) => {
+                listeners.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    pub fn ports(&self) -> BoundPorts {
+        self.ports
+    }
+
+    /// Stop serving: drop every connection (no reply of a running call is
+    /// sent), stop the listeners and wait for their tasks, unregister from a
+    /// system rpcbind.
+    pub async fn close(self, services: &Services) {
+        services.conns.close_all();
+        self.listeners.shutdown().await;
+        services.conns.close_all();
+        if let Some((port, mappings)) = &self.system_portmap {
+            unregister_with_system(*port, mappings).await;
+        }
+    }
+}
+
+async fn bind_all(
+    listeners: &Listeners,
+    services: &Arc<Services>,
+) -> Result<(BoundPorts, Option<(u16, Vec<mapping>)>), NodeError> {
+    let listen = services.config.listen;
+    let wanted = services.config.ports.clone();
+    let nfs = bind_tcp(listeners, services, nfs_programs(), "NFS", SocketAddr::new(listen, wanted.nfs)).await?;
+    let mount_programs: &[&'static Program] = &[&mount::PROGRAM_V1, &mount::PROGRAM_V3];
+    let mount = bind_pair(listeners, services, mount_programs, "MOUNT", listen, wanted.mount).await?;
+
+    let mut mappings: Vec<mapping> = nfs_programs()
+        .iter()
+        .map(|p| mapping { prog: p.prog, vers: p.vers, prot: IPPROTO_TCP, port: u32::from(nfs) })
+        .collect();
+    for p in mount_programs {
+        for prot in [IPPROTO_TCP, IPPROTO_UDP] {
+            mappings.push(mapping { prog: p.prog, vers: p.vers, prot, port: u32::from(mount) });
+        }
+    }
+    let pmap_programs: &[&'static Program] = &[&portmap::PROGRAM];
+    let (portmap_port, system_portmap) =
+        match bind_pair(listeners, services, pmap_programs, "portmap", listen, wanted.portmap).await {
+            Ok(port) => {
+                for prot in [IPPROTO_TCP, IPPROTO_UDP] {
+                    mappings.push(mapping { prog: portmap::PMAP_PROGRAM, vers: portmap::PMAP_VERSION, prot, port: u32::from(port) });
+                }
+                (port, None)
+            }
+            Err(NodeError::Bind { error, .. }) if error.kind() == io::ErrorKind::AddrInUse && wanted.portmap != 0 => {
+                tracing::info!(port = wanted.portmap, "portmap port in use (system rpcbind?): registering with it instead");
+                register_with_system(wanted.portmap, &mappings).await;
+                (wanted.portmap, Some((wanted.portmap, mappings.clone())))
+            }
+            Err(e) => return Err(e),
+        };
+    for m in &mappings {
+        services.portmap.set(*m);
+    }
+    Ok((BoundPorts { portmap: portmap_port, nfs, mount }, system_portmap))
+}
+
+/// The programs served on the NFS port (TCP only: the Linux client refuses
+/// NFS over UDP, and a 1 MiB READ does not fit a datagram).
+fn nfs_programs() -> &'static [&'static Program] {
+    static NFS_PROGRAMS: [&Program; 1] = [&nfs3::PROGRAM];
+    &NFS_PROGRAMS
+}
+
+fn dispatcher(services: &Arc<Services>, programs: &[&'static Program]) -> Arc<Dispatcher> {
+    Arc::new(Dispatcher::new(services.clone(), Registry::new(programs)))
+}
+
+async fn bind_tcp(
+    listeners: &Listeners,
+    services: &Arc<Services>,
+    programs: &[&'static Program],
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<u16, NodeError> {
+    let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, error: source })?;
+    let port = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, error: source })?.port();
+    listeners.tcp(tcp, dispatcher(services, programs));
+    Ok(port)
+}
+
+/// Bind TCP and UDP on the same port (with port 0: the same ephemeral port).
+async fn bind_pair(
+    listeners: &Listeners,
+    services: &Arc<Services>,
+    programs: &[&'static Program],
+    what: &'static str,
+    ip: IpAddr,
+    port: u16,
+) -> Result<u16, NodeError> {
+    let mut last_err = None;
+    for _ in 0..EPHEMERAL_BIND_ATTEMPTS {
+        let addr = SocketAddr::new(ip, port);
+        let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, error: source })?;
+        let bound = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, error: source })?;
+        match UdpSocket::bind(bound).await {
+            Ok(udp) => {
+                let d = dispatcher(services, programs);
+                listeners.tcp(tcp, d.clone());
+                listeners.udp(udp, d);
+                return Ok(bound.port());
+            }
+            // Port 0 gave a TCP port whose UDP twin is taken: try another.
+            Err(source) if port == 0 && source.kind() == io::ErrorKind::AddrInUse => {
+                last_err = Some(NodeError::Bind { what, addr: bound, error: source });
+            }
+            Err(source) => return Err(NodeError::Bind { what, addr: bound, error: source }),
+        }
+    }
+    Err(last_err.unwrap_or(NodeError::Bind {
+        what,
+        addr: SocketAddr::new(ip, port),
+        error: io::Error::new(io::ErrorKind::AddrInUse, "no free port for TCP and UDP"),
+    }))
+}
+
+async fn register_with_system(port: u16, mappings: &[mapping]) {
+    for m in mappings {
+        // Replace whatever an earlier, crashed instance left behind.
+        let _ = portmap::client::call(port, portmap::client::PMAPPROC_UNSET, *m).await;
+    }
+    for m in mappings {
+        match portmap::client::call(port, portmap::client::PMAPPROC_SET, *m).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(prog = m.prog, vers = m.vers, prot = m.prot, "system portmapper refused SET"),
+            Err(e) => tracing::warn!(prog = m.prog, error = %e, "system portmapper unreachable"),
+        }
+    }
+}
+
+async fn unregister_with_system(port: u16, mappings: &[mapping]) {
+    for m in mappings {
+        if let Err(e) = portmap::client::call(port, portmap::client::PMAPPROC_UNSET, *m).await {
+            tracing::warn!(prog = m.prog, error = %e, "system portmapper UNSET failed");
+        }
+    }
+}
