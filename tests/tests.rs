@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cluster;
 mod handles;
 mod malformed;
 mod mount;

@@ -1,0 +1,183 @@
+# interop/lib/failover.sh: sourced by failover.sh. Owns the three-node hanfs cluster inside the
+# test namespace (configs, start, init, status, kill -9, restart, catch-up wait), the guest job
+# that appends timestamp lines through the VIP, and the stall analysis of that file.
+
+VIP=10.99.0.100
+VIP_PREFIX=24
+PEER_PORTS=(7101 7102 7103)          # node 1, 2 (storage), 3 (witness), on the bridge address
+NODE_ROLES=(storage storage witness)
+declare -A NODE_PID=()
+# Bounds (seconds) of every wait below.
+ADMIN_WAIT_SECONDS_MAX=30
+SERVE_WAIT_SECONDS_MAX=60
+CATCHUP_WAIT_SECONDS_MAX=60
+RESUME_WAIT_SECONDS_MAX=60
+CLI_SECONDS_MAX=20
+# Guest side: append period and a bound on the number of lines (the job stops itself).
+APPEND_PERIOD=0.2
+APPEND_LINES_MAX=20000
+
+node_dir() { echo "$RUN/node$1"; }
+node_config() { echo "$RUN/node$1/hanfs.toml"; }
+
+# write_cluster_configs EXPORT_DIR: one config per node, shared export, secret 0600.
+write_cluster_configs() {
+    local export_dir=$1 id i
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/secret"
+    chmod 600 "$RUN/secret"
+    for id in 1 2 3; do
+        mkdir -p "$(node_dir "$id")/state"
+        {
+            printf '[server]\nlisten = "%s"\nstate_dir = "%s"\n\n' "$VIP" "$(node_dir "$id")/state"
+            printf '[[export]]\nname = "/export"\ndir = "%s"\nid = 1\nclients = "*(rw,no_root_squash,insecure)"\n\n' "$export_dir"
+            printf '[cluster]\nname = "interop-failover"\nnode_id = %s\nsecret_file = "%s"\n\n' "$id" "$RUN/secret"
+            for i in 0 1 2; do
+                printf '[[cluster.peer]]\nid = %s\naddr = "%s:%s"\nrole = "%s"\n\n' $((i + 1)) "$SERVER_IP" "${PEER_PORTS[$i]}" "${NODE_ROLES[$i]}"
+            done
+            printf '[vip]\ninterface = "br0"\naddr = "%s"\nprefix = %s\n' "$VIP" "$VIP_PREFIX"
+        } > "$(node_config "$id")"
+    done
+}
+
+# hanfs_cli ID ARGS...: runs `hanfs-server ARGS --config <node ID's config>` in the namespace, bounded.
+hanfs_cli() {
+    local id=$1
+    shift
+    timeout -s KILL "$CLI_SECONDS_MAX" ip netns exec "$NS" "$HANFS_BIN" "$@" --config "$(node_config "$id")"
+}
+
+# node_start ID: `hanfs-server run` in the namespace (ip netns exec execs, so $! is the server).
+node_start() {
+    local id=$1 sock i
+    ip netns exec "$NS" env RUST_LOG="${RUST_LOG:-info}" HANFS_TEST_FAULTS=1 \
+        "$HANFS_BIN" run --config "$(node_config "$id")" >> "$LOGDIR/node$id.log" 2>&1 < /dev/null &
+    NODE_PID[$id]=$!
+    sock="$(node_dir "$id")/state/admin.sock"
+    for ((i = 0; i < ADMIN_WAIT_SECONDS_MAX * 10; i++)); do
+        [ -S "$sock" ] && return 0
+        kill -0 "${NODE_PID[$id]}" 2>/dev/null || { tail -n 20 "$LOGDIR/node$id.log" >&2; die "node $id exited at start"; }
+        sleep 0.1
+    done
+    die "node $id: no admin socket after ${ADMIN_WAIT_SECONDS_MAX}s"
+}
+
+node_kill9() {
+    local id=$1
+    [ -n "${NODE_PID[$id]:-}" ] || return 0
+    kill -KILL "${NODE_PID[$id]}" 2>/dev/null || true
+    wait "${NODE_PID[$id]}" 2>/dev/null || true
+    NODE_PID[$id]=
+}
+
+nodes_stop_all() {
+    local id
+    for id in 1 2 3; do node_kill9 "$id"; done
+}
+
+# status_value ID KEY: the value of `KEY:` in node ID's status (first match), empty if none.
+status_value() {
+    hanfs_cli "$1" status 2>/dev/null | awk -v k="$2" -F': *' 'tolower($1) == k { print $2; exit }'
+}
+
+# first number in a string ("2", "node 2 (storage)").
+first_number() { grep -oE '[0-9]+' <<< "$1" | head -n1; }
+
+leader_of() { first_number "$(status_value "$1" leader)"; }
+
+applied_of() {
+    local v k
+    for k in applied applied_index "applied index" last_applied; do
+        v=$(status_value "$1" "$k")
+        [ -n "$v" ] && { first_number "$v"; return; }
+    done
+}
+
+# vip_answers: does VIP:2049 accept a TCP connection inside the namespace?
+vip_answers() { ip netns exec "$NS" timeout 2 bash -c "exec 3<>/dev/tcp/$VIP/2049" 2>/dev/null; }
+
+# wait_serving EXCLUDE: echoes the storage node (not EXCLUDE) that is leader by its own status
+# while the VIP accepts NFS connections; dies after the bound.
+wait_serving() {
+    local exclude=${1:-0} deadline id
+    deadline=$(( $(date +%s) + SERVE_WAIT_SECONDS_MAX ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        for id in 1 2; do
+            [ "$id" = "$exclude" ] && continue
+            [ -n "${NODE_PID[$id]:-}" ] || continue
+            if [ "$(leader_of "$id")" = "$id" ] && vip_answers; then
+                echo "$id"
+                return 0
+            fi
+        done
+        sleep 0.1
+    done
+    die "no storage node serving on $VIP within ${SERVE_WAIT_SECONDS_MAX}s"
+}
+
+# wait_caught_up ID LEADER: until ID's applied index reaches the leader's.
+wait_caught_up() {
+    local id=$1 leader=$2 deadline mine theirs
+    deadline=$(( $(date +%s) + CATCHUP_WAIT_SECONDS_MAX ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        theirs=$(applied_of "$leader")
+        mine=$(applied_of "$id")
+        if [ -n "$mine" ] && [ -n "$theirs" ] && [ "$mine" -ge "$theirs" ]; then
+            log "node $id caught up (applied $mine, leader $leader applied $theirs)"
+            return 0
+        fi
+        sleep 0.2
+    done
+    die "node $id did not catch up with leader $leader within ${CATCHUP_WAIT_SECONDS_MAX}s (applied ${mine:-?} vs ${theirs:-?})"
+}
+
+# write_failover_job: guest A mounts VIP:/export, cds into a directory and holds an fd on it,
+# appends "<uptime> <n>" every APPEND_PERIOD s until /sync/stop appears; every stderr line
+# (an error, ESTALE included) goes to /share/out/errors.txt.
+write_failover_job() {
+    cat > "$RUN/g0/job.sh" <<JOB
+#!/bin/sh
+# generated by interop/failover.sh
+O=/share/out
+mkdir -p /mnt
+if ! mount -t nfs -o vers=3,proto=tcp,hard,nolock,timeo=10,retrans=3 $VIP:/export /mnt 2> \$O/mount.txt; then
+    echo "failover: mount failed"; cat \$O/mount.txt; exit 1
+fi
+mkdir -p /mnt/held && cd /mnt/held || { echo "failover: cd failed"; exit 1; }
+exec 8< /mnt/held
+touch /sync/mounted
+n=0
+: > \$O/errors.txt
+while [ ! -f /sync/stop ] && [ \$n -lt $APPEND_LINES_MAX ]; do
+    t=\$(cut -d' ' -f1 /proc/uptime)
+    echo "\$t \$n" >> log.txt || echo "append \$n failed at \$t" >&2
+    ls . > /dev/null || echo "ls of the held directory failed at \$t" >&2
+    n=\$((n + 1))
+    sleep $APPEND_PERIOD
+done 2>> \$O/errors.txt
+echo "failover: \$n lines written, \$(wc -l < \$O/errors.txt) error lines"
+echo done > \$O/finished.txt
+JOB
+    chmod +x "$RUN/g0/job.sh"
+}
+
+lines_now() { wc -l < "$EXPORT_DIR/held/log.txt" 2>/dev/null || echo 0; }
+
+# wait_lines N: until the file has at least N lines (the guest is appending again).
+wait_lines() {
+    local want=$1 deadline
+    deadline=$(( $(date +%s) + RESUME_WAIT_SECONDS_MAX ))
+    while [ "$(lines_now)" -lt "$want" ]; do
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        guest_running 0 || return 1
+        sleep 0.1
+    done
+}
+
+# stall_of FROM TO: largest gap (s) between consecutive lines FROM..TO (1-based, inclusive) of the log.
+stall_of() {
+    awk -v a="$1" -v b="$2" 'NR >= a && NR <= b { if (seen) { g = $1 - prev; if (g > max) max = g } prev = $1; seen = 1 }
+        END { printf "%.2f\n", max + 0 }' "$EXPORT_DIR/held/log.txt"
+}
+
+# median of numbers on stdin.
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -1,0 +1,16 @@
+//! Issue 4's cluster tests: three real `hanfs-server run --config` processes
+//! (storage 1, storage 2, witness 3) on loopback, the "VIP" modelled as a
+//! loopback service address that only the active node binds. `harness` owns
+//! the process cluster (configs, start, init, status, kill -9, restart, wipe);
+//! the other modules are the scenarios of issue 4 item 8: handles, rmtab, DRC
+//! and verifier across a kill -9 failover (`failover`), fencing of a
+//! partitioned leader (`partition`), one or two nodes down and a rejoin from an
+//! empty disk (`degraded`), and the graceful switchover and init refusals
+//! (`switchover`). Cluster tests run one at a time (`harness::serial`).
+
+mod harness;
+
+mod degraded;
+mod failover;
+mod partition;
+mod switchover;

@@ -1,0 +1,48 @@
+//! The graceful path and the bootstrap guard: `switchover` moves service to
+//! the other storage node and back (`--to`) with every held handle working
+//! (zero STALE); a second `init`, or `init` on the witness, fails with a
+//! one-line error and a non-zero exit; every node's status names the same
+//! leader.
+
+use super::failover::{check_tree, make_tree};
+use super::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_switchover_moves_service_without_stale() {
+    let Some(mut cl) = Cluster::start("switchover") else { return };
+    let first = cl.wait_serving(&[]);
+    let second = Cluster::other_storage(first);
+    let mut c = cl.connect().await;
+    let held = make_tree(&mut c).await;
+    drop(c);
+
+    let out = cl.cli(first, &["switchover"]);
+    assert!(out.status.success(), "switchover: {}", show(&out));
+    assert_eq!(cl.wait_serving(&[first]), second, "service moved to the other storage node");
+    let mut c = cl.connect().await;
+    check_tree(&mut c, &held, "after switchover").await;
+    drop(c);
+
+    let target = first.to_string();
+    let out = cl.cli_with(second, &["switchover"], &["--to", &target]);
+    assert!(out.status.success(), "switchover --to {first}: {}", show(&out));
+    assert_eq!(cl.wait_serving(&[second]), first, "switchover --to moved service back");
+    let mut c = cl.connect().await;
+    check_tree(&mut c, &held, "after switchover back").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_second_init_and_witness_init_are_refused() {
+    let Some(mut cl) = Cluster::start("init") else { return };
+    let leader = cl.wait_serving(&[]);
+    for id in [STORAGE_1, WITNESS] {
+        let out = cl.cli(id, &["init"]);
+        assert!(!out.status.success(), "init on node {id} after bootstrap must fail: {}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one-line error from init on node {id}: {err:?}");
+    }
+    for id in NODE_IDS {
+        assert_eq!(cl.leader_seen_by(id), Some(leader), "status of node {id}:\n{}", cl.status_text(id));
+    }
+    assert_eq!(cl.wait_serving(&[]), leader, "a refused init changes nothing");
+}
