@@ -56,7 +56,7 @@ server_start() {
     done
     [ -f "$RUN/server.ready" ] || die "server not ready after ${SERVER_READY_TIMEOUT_SECONDS}s"
     ip netns exec "$NS" rpcinfo -p "$SERVER_IP" > "$LOGDIR/rpcinfo.txt" 2>&1 || true
-    log "server $SERVER_KIND up (pid $(cat "$RUN/server.pid")); rpcinfo -p in $LOGDIR_FINAL/rpcinfo.txt"
+    log "server $SERVER_KIND up (pid $(cat "$RUN/server.pid")); rpcinfo -p in ${LOGDIR_FINAL:-$LOGDIR}/rpcinfo.txt"
 }
 
 server_kill_hard() {
