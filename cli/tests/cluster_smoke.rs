@@ -1,0 +1,220 @@
+//! Process-level smoke test of the cluster lifecycle: three `hanfs-server run`
+//! processes on loopback (storage 1, storage 2, witness 3; the service address
+//! a loopback IP only the active node binds), `init` (a second `init` and an
+//! `init` on the witness are refused), the leader serves NFS NULL, `status`
+//! agrees on every node, `switchover` moves the service, and after `kill -9`
+//! of the active node the other storage node serves.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// Poll period of every wait.
+const POLL_MS: u64 = 100;
+/// Polls before a wait fails (bounded: 30 s at `POLL_MS`).
+const POLLS_MAX: u32 = 300;
+/// Bound on one TCP exchange with the service.
+const IO_TIMEOUT_MS: u64 = 1_000;
+const NFS_PROGRAM: u32 = 100_003;
+const NFS_VERSION: u32 = 3;
+const STORAGE: [u32; 2] = [1, 2];
+const NODES: [u32; 3] = [1, 2, 3];
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Running nodes; every one still running is killed on drop.
+struct Nodes {
+    children: Vec<(u32, Child)>,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Nodes {
+    fn kill(&mut self, id: u32) {
+        if let Some(pos) = self.children.iter().position(|(n, _)| *n == id) {
+            let (_, mut c) = self.children.remove(pos);
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port(ip: Ipv4Addr) -> u16 {
+    let l = TcpListener::bind((ip, 0)).expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hanfs-server")
+}
+
+fn cli(config: &Path, args: &[&str]) -> Output {
+    let (cmd, rest) = args.split_first().expect("a command");
+    Command::new(bin()).arg(cmd).arg("--config").arg(config).args(rest).output().expect("run hanfs-server")
+}
+
+fn text(o: &Output) -> String {
+    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn status_field(config: &Path, key: &str) -> Option<String> {
+    let o = cli(config, &["status"]);
+    if !o.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::to_string))
+}
+
+/// Does `addr` answer an NFSv3 NULL call (accepted, success)?
+fn null_answers(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(IO_TIMEOUT_MS)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(IO_TIMEOUT_MS)));
+    let xid: u32 = 0x5eed;
+    let words = [xid, 0, 2, NFS_PROGRAM, NFS_VERSION, 0, 0, 0, 0, 0];
+    let mut msg: Vec<u8> = Vec::new();
+    msg.extend_from_slice(&(0x8000_0000u32 | (words.len() as u32 * 4)).to_be_bytes());
+    for w in words {
+        msg.extend_from_slice(&w.to_be_bytes());
+    }
+    if s.write_all(&msg).is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 28];
+    if s.read_exact(&mut reply).is_err() {
+        return false;
+    }
+    let word = |i: usize| u32::from_be_bytes([reply[i], reply[i + 1], reply[i + 2], reply[i + 3]]);
+    // mark, xid, REPLY, MSG_ACCEPTED, verf flavor, verf len, SUCCESS
+    word(4) == xid && word(8) == 1 && word(12) == 0 && word(24) == 0
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..POLLS_MAX {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn three_nodes_init_serve_switchover_and_fail_over() {
+    let root = Dir(std::env::temp_dir().join(format!("hanfs-cluster-smoke-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&root.0);
+    std::fs::create_dir_all(root.0.join("export")).expect("export dir");
+    let secret = root.0.join("secret");
+    std::fs::write(&secret, "smoke-test-cluster-secret-0123456789\n").expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // The service address: a loopback IP only the active node binds.
+    let service = Ipv4Addr::new(127, 0, 0, 77);
+    let (nfs, mount, portmap) = (free_port(service), free_port(service), free_port(service));
+    let peers: Vec<(u32, u16, &str)> =
+        NODES.iter().map(|id| (*id, free_port(Ipv4Addr::LOCALHOST), if *id == 3 { "witness" } else { "storage" })).collect();
+    let mut configs = Vec::new();
+    let mut nodes = Nodes { children: Vec::new() };
+    for id in NODES {
+        let mut t = format!(
+            "[server]\nlisten = \"{service}\"\nstate_dir = \"{}\"\n[ports]\nportmap = {portmap}\nnfs = {nfs}\nmount = {mount}\n\
+             [[export]]\nname = \"/export\"\ndir = \"{}\"\nid = 1\nclients = \"*(rw,insecure)\"\n\
+             [cluster]\nname = \"smoke\"\nnode_id = {id}\nsecret_file = \"{}\"\n",
+            root.0.join(format!("state{id}")).display(),
+            root.0.join("export").display(),
+            secret.display()
+        );
+        for (pid, port, role) in &peers {
+            t += &format!("[[cluster.peer]]\nid = {pid}\naddr = \"127.0.0.1:{port}\"\nrole = \"{role}\"\n");
+        }
+        t += &format!("[hooks]\non_promote = \"echo promote >> {0}\"\non_demote = \"echo demote >> {0}\"\n", root.0.join(format!("hooks{id}")).display());
+        let path = root.0.join(format!("node{id}.toml"));
+        std::fs::write(&path, t).expect("config");
+        let check = Command::new(bin()).arg("check-config").arg(&path).output().expect("check-config");
+        assert!(check.status.success(), "check-config node {id}: {}", text(&check));
+        let log = std::fs::File::create(root.0.join(format!("node{id}.log"))).expect("log file");
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("HANFS_TEST_FAULTS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start node");
+        nodes.children.push((id, child));
+        configs.push(path);
+    }
+    let config = |id: u32| configs[(id - 1) as usize].clone();
+    let service_nfs = SocketAddr::from((service, nfs));
+
+    // The admin sockets come up with the processes.
+    wait_until("admin sockets", || NODES.iter().all(|id| status_field(&config(*id), "node").is_some()));
+    let witness_init = cli(&config(3), &["init"]);
+    assert!(!witness_init.status.success(), "init on the witness must fail: {}", text(&witness_init));
+    let init = cli(&config(1), &["init"]);
+    assert!(init.status.success(), "init: {}", text(&init));
+    let again = cli(&config(1), &["init"]);
+    assert!(!again.status.success(), "a second init must fail: {}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already"), "{}", text(&again));
+
+    let serving_leader = |exclude: u32| -> Option<u32> {
+        STORAGE.iter().copied().filter(|id| *id != exclude).find(|id| {
+            status_field(&config(*id), "serving_here").as_deref() == Some("yes")
+                && status_field(&config(*id), "leader").as_deref() == Some(&id.to_string())
+        })
+    };
+    let mut leader = 0;
+    wait_until("a serving leader", || {
+        leader = serving_leader(0).unwrap_or(0);
+        leader != 0 && null_answers(service_nfs)
+    });
+    // Leader, term and membership agree on every node.
+    wait_until("status agreement", || {
+        let fields = |key: &str| NODES.iter().map(|id| status_field(&config(*id), key)).collect::<Vec<_>>();
+        let same = |v: Vec<Option<String>>| v.iter().all(|x| x.is_some() && *x == v[0]);
+        same(fields("leader")) && same(fields("term")) && same(fields("members"))
+    });
+
+    // Switchover to the other storage node.
+    let other = if leader == 1 { 2 } else { 1 };
+    let sw = cli(&config(leader), &["switchover", "--to", &other.to_string()]);
+    assert!(sw.status.success(), "switchover: {}", text(&sw));
+    wait_until("the switchover target serving", || serving_leader(leader) == Some(other) && null_answers(service_nfs));
+    assert_eq!(status_field(&config(leader), "serving_here").as_deref(), Some("no"));
+    let hooks = std::fs::read_to_string(root.0.join(format!("hooks{leader}"))).unwrap_or_default();
+    assert_eq!(hooks.lines().collect::<Vec<_>>(), ["promote", "demote"], "hooks of the old leader");
+    leader = other;
+
+    // kill -9 the active node: the other storage node takes over.
+    let survivor = if leader == 1 { 2 } else { 1 };
+    nodes.kill(leader);
+    wait_until("the survivor serving", || serving_leader(leader) == Some(survivor) && null_answers(service_nfs));
+    let failover = status_field(&config(survivor), "last_failover").unwrap_or_default();
+    assert!(failover.contains(&format!("node {survivor}")), "last_failover: {failover}");
+    let log = std::fs::read_to_string(root.0.join(format!("node{survivor}.log"))).unwrap_or_default();
+    assert!(log.contains("serving"), "survivor log:\n{log}");
+    // For the reader of the test output: the survivor's view and its lifecycle lines.
+    eprintln!("{}", text(&cli(&config(survivor), &["status"])));
+    for line in log.lines().filter(|l| l.contains("serving") || l.contains("demoted") || l.contains("switchover")) {
+        eprintln!("node {survivor}: {line}");
+    }
+}
