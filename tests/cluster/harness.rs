@@ -284,7 +284,12 @@ impl Cluster {
                 if exclude.contains(&id) || !self.node(id).running() {
                     continue;
                 }
-                if self.leader_seen_by(id) == Some(id)
+                let Some(st) = self.status(id) else { continue };
+                let leader = st.get("leader").and_then(|v| first_number(v));
+                // `serving_here` when the binary reports it; the wire probes decide anyway.
+                let serving = st.get("serving_here").is_none_or(|v| v == "yes");
+                if leader == Some(u64::from(id))
+                    && serving
                     && self.null_answers(self.ports.nfs, NFS_PROGRAM, NFS_VERSION)
                     && self.null_answers(self.ports.mount, MOUNT_PROGRAM, MOUNT_VERSION)
                 {
