@@ -110,7 +110,13 @@ fn status(shared: &Shared) -> String {
     let _ = writeln!(out, "node: {}", m.id);
     let _ = writeln!(out, "role: {}", role_name(shared.raft.role));
     let _ = writeln!(out, "state: {:?}", m.state);
-    let _ = writeln!(out, "leader: {}", opt(m.current_leader));
+    // openraft 0.9 keeps a cut-off leader in state Leader; without a quorum
+    // acknowledgement inside the lease it leads nobody, so it does not claim to.
+    if m.current_leader == Some(m.id) && !shared.raft.lease.holds(&m) {
+        let _ = writeln!(out, "leader: none (this node is Raft leader without a quorum lease)");
+    } else {
+        let _ = writeln!(out, "leader: {}", opt(m.current_leader));
+    }
     let _ = writeln!(out, "term: {}", m.current_term);
     let applied = m.last_applied.map(|l| l.index);
     // openraft 0.9's metrics carry no commit index; entries are applied as
