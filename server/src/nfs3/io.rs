@@ -46,22 +46,28 @@ pub fn open(obj: &Obj, acc: &Access, write: bool) -> Result<File, nfsstat3> {
     }
 }
 
-/// Read up to `count` bytes at `offset` (short only at end of file).
-pub fn read_at(obj: &Obj, acc: &Access, offset: u64, count: u32) -> Result<Vec<u8>, nfsstat3> {
+/// Read up to `count` bytes at `offset` (short only at end of file), appended
+/// to `out` (so a reply can be built around the data without copying it).
+/// Returns the number of bytes read.
+pub fn read_into(obj: &Obj, acc: &Access, offset: u64, count: u32, out: &mut Vec<u8>) -> Result<usize, nfsstat3> {
     let f = open(obj, acc, false)?;
-    let mut buf = vec![0u8; count as usize];
+    let start = out.len();
+    out.resize(start + count as usize, 0);
     let mut done = 0usize;
-    while done < buf.len() {
-        let rest = buf.get_mut(done..).ok_or(nfsstat3::NFS3ERR_IO)?;
+    let r = loop {
+        let Some(rest) = out.get_mut(start + done..) else { break Err(nfsstat3::NFS3ERR_IO) };
+        if rest.is_empty() {
+            break Ok(());
+        }
         match f.read_at(rest, offset.saturating_add(done as u64)) {
-            Ok(0) => break,
+            Ok(0) => break Ok(()),
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Errno(e.raw_os_error().unwrap_or(libc::EIO)).into()),
+            Err(e) => break Err(Errno(e.raw_os_error().unwrap_or(libc::EIO)).into()),
         }
-    }
-    buf.truncate(done);
-    Ok(buf)
+    };
+    out.truncate(start + done);
+    r.map(|()| done)
 }
 
 /// Write all of `data` at `offset`; `stable` 1 = DATA_SYNC (fdatasync),
