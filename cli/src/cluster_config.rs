@@ -211,3 +211,103 @@ fn check_hooks(h: Option<&HooksSection>, at: &mut impl FnMut(Range<usize>, Strin
     let nonempty = |s: &Option<String>| s.as_ref().filter(|c| !c.trim().is_empty()).cloned();
     Some(HooksConfig { on_promote: nonempty(&h.on_promote), on_demote: nonempty(&h.on_demote), timeout_ms })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::config::load_str;
+
+    /// A temporary directory holding a secret file with `mode`.
+    struct SecretDir(PathBuf);
+
+    impl SecretDir {
+        fn new(label: &str, mode: u32) -> Self {
+            let dir = std::env::temp_dir().join(format!("hanfs-cli-{label}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let secret = dir.join("secret");
+            std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("write secret");
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            SecretDir(dir)
+        }
+    }
+
+    impl Drop for SecretDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const HEAD: &str = "[[export]]\nname = \"/export\"\ndir = \"/nonexistent-shared-disk\"\nid = 1\n";
+
+    fn cluster(node_id: u64, peers: &[(u64, &str, &str)]) -> String {
+        let mut t = format!("{HEAD}[cluster]\nname = \"prod\"\nnode_id = {node_id}\nsecret_file = \"secret\"\n");
+        for (id, addr, role) in peers {
+            t += &format!("[[cluster.peer]]\nid = {id}\naddr = \"{addr}\"\nrole = \"{role}\"\n");
+        }
+        t
+    }
+
+    const THREE: [(u64, &str, &str); 3] =
+        [(1, "127.0.0.1:7101", "storage"), (2, "127.0.0.1:7102", "storage"), (3, "127.0.0.1:7103", "witness")];
+
+    fn errs(src: &str, base: &Path) -> Vec<String> {
+        load_str(src, base).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn full_cluster_config_loads() {
+        let d = SecretDir::new("full", 0o600);
+        let src = cluster(2, &THREE)
+            + "[vip]\ninterface = \"br0\"\naddr = \"10.99.0.100\"\nprefix = 24\n\
+               [hooks]\non_promote = \"mount /dev/drbd0 /srv\"\non_demote = \"umount /srv\"\ntimeout_ms = 5000\n";
+        let c = load_str(&src, &d.0).map_err(|e| e.join("; ")).expect("loads");
+        let setup = c.server.cluster.expect("cluster");
+        assert_eq!(setup.cluster.node_id, 2);
+        assert_eq!(setup.cluster.own().map(|p| p.role), Some(Role::Storage));
+        assert_eq!(setup.cluster.peers.len(), 3);
+        assert_eq!(setup.cluster.peers[2].role, Role::Witness);
+        assert_eq!(setup.vip.map(|v| (v.interface, v.prefix)), Some(("br0".to_string(), 24)));
+        assert_eq!(setup.hooks.on_promote.as_deref(), Some("mount /dev/drbd0 /srv"));
+        assert_eq!(setup.hooks.timeout_ms, 5000);
+    }
+
+    #[test]
+    fn membership_problems_name_the_line() {
+        let d = SecretDir::new("members", 0o600);
+        // node_id 9 has no peer entry (line 7 is `node_id`).
+        let e = errs(&cluster(9, &THREE), &d.0);
+        assert!(e.iter().any(|m| m.starts_with("7: ") && m.contains("no [[cluster.peer]] entry")), "{e:?}");
+        let e = errs(&cluster(1, &[(1, "127.0.0.1:1", "storage"), (1, "127.0.0.1:2", "witness")]), &d.0);
+        assert!(e.iter().any(|m| m.contains("duplicate peer id 1")), "{e:?}");
+        let e = errs(&cluster(1, &[(1, "127.0.0.1:1", "storage"), (2, "127.0.0.1:2", "witness"), (3, "127.0.0.1:3", "witness")]), &d.0);
+        assert!(e.iter().any(|m| m.contains("2 witnesses")), "{e:?}");
+        let e = errs(&cluster(1, &[(1, "127.0.0.1:1", "witness")]), &d.0);
+        assert!(e.iter().any(|m| m.contains("no peer with role \"storage\"")), "{e:?}");
+        let e = errs(&cluster(1, &[(1, "nohost", "storage"), (2, "127.0.0.1:2", "arbiter")]), &d.0);
+        assert!(e.iter().any(|m| m.contains("must be IP:port")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("\"storage\" or \"witness\"")), "{e:?}");
+    }
+
+    #[test]
+    fn secret_file_must_exist_and_be_private() {
+        let open = SecretDir::new("open", 0o644);
+        let e = errs(&cluster(1, &THREE), &open.0);
+        assert!(e.iter().any(|m| m.starts_with("8: ") && m.contains("readable by group or others")), "{e:?}");
+        let missing = std::env::temp_dir().join("hanfs-cli-no-such-dir");
+        let e = errs(&cluster(1, &THREE), &missing);
+        assert!(e.iter().any(|m| m.starts_with("8: ") && m.contains("cluster secret file")), "{e:?}");
+    }
+
+    #[test]
+    fn vip_and_hooks_are_checked() {
+        let d = SecretDir::new("vip", 0o600);
+        let e = errs(&(cluster(1, &THREE) + "[vip]\ninterface = \"br0\"\naddr = \"10.0.0.1\"\nprefix = 33\n"), &d.0);
+        assert!(e.iter().any(|m| m.contains("prefix 33")), "{e:?}");
+        let e = errs(&(cluster(1, &THREE) + "[hooks]\ntimeout_ms = 0\n"), &d.0);
+        assert!(e.iter().any(|m| m.contains("timeout_ms")), "{e:?}");
+        let e = errs(&format!("{HEAD}[vip]\ninterface = \"br0\"\naddr = \"10.0.0.1\"\nprefix = 24\n"), &d.0);
+        assert!(e.iter().any(|m| m.contains("[vip] needs a [cluster]")), "{e:?}");
+    }
+}
