@@ -2,7 +2,7 @@
 //! the shared disk), `on_demote` after it is released (e.g. unmount it). Each
 //! runs as `sh -c COMMAND` with the environment `HANFS_EVENT`
 //! (`promote`/`demote`) and `HANFS_NODE_ID`, bounded by `hooks.timeout_ms`
-//! (killed on timeout), and its outcome and stderr tail are logged.
+//! (its whole process group killed on timeout), and its outcome and stderr tail are logged.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -28,6 +28,8 @@ pub async fn run(event: &'static str, command: Option<&str>, node_id: u64, timeo
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group, so a timeout kills whatever it started too.
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("on_{event} `{command}`: cannot start sh: {e}"))?;
     let stderr = child.stderr.take();
@@ -56,9 +58,28 @@ pub async fn run(event: &'static str, command: Option<&str>, node_id: u64, timeo
         }
         Ok((Err(e), _)) => Err(format!("on_{event} `{command}`: {e}")),
         Err(_) => {
+            if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+                // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
             let _ = child.kill().await;
             tracing::warn!(hook = event, command, timeout_ms, "hook timed out; killed");
             Err(format!("on_{event} `{command}` did not finish within {timeout_ms} ms"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_hook_success_failure_and_timeout() {
+        assert_eq!(run("promote", None, 1, 1_000).await, Ok(()));
+        assert_eq!(run("promote", Some("test \"$HANFS_EVENT\" = promote && test \"$HANFS_NODE_ID\" = 7"), 7, 10_000).await, Ok(()));
+        let failed = run("demote", Some("echo disk busy >&2; exit 3"), 1, 10_000).await.err().unwrap_or_default();
+        assert!(failed.contains("on_demote") && failed.contains("disk busy"), "{failed}");
+        let slow = run("promote", Some("sleep 30; true"), 1, 100).await.err().unwrap_or_default();
+        assert!(slow.contains("did not finish within 100 ms"), "{slow}");
     }
 }
