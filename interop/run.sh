@@ -41,11 +41,16 @@ done
 case "$SERVER_KIND" in hanfs|ganesha) ;; *) usage >&2; exit 2 ;; esac
 [ -n "$SUITES" ] || [ -n "$SHELL_MODE" ] || { usage >&2; exit 2; }
 [ "$SUITES" = all ] && SUITES=basic,special,lock
-SUITE_LIST=()
-IFS=, read -r -a SUITE_LIST <<< "${SUITES:-}"
+ASKED=()
+IFS=, read -r -a ASKED <<< "${SUITES:-}"
 HAS_LOCK=
-for s in "${SUITE_LIST[@]}"; do
+for s in "${ASKED[@]}"; do
     case "$s" in basic|special) ;; lock) HAS_LOCK=1 ;; *) usage >&2; exit 2 ;; esac
+done
+# Always run in this order: basic's first case is the plain mount.
+SUITE_LIST=()
+for s in basic special lock; do
+    [[ ",${SUITES:-}," == *",$s,"* ]] && SUITE_LIST+=("$s")
 done
 [ -n "$GUESTS" ] || { if [ -n "$HAS_LOCK" ]; then GUESTS=2; else GUESTS=1; fi; }
 case "$GUESTS" in 1|2) ;; *) usage >&2; exit 2 ;; esac
