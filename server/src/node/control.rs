@@ -13,6 +13,7 @@
 //!    (its log is complete) and promotes itself through its own lifecycle;
 //! 4. once another leader is seen (at most `SWITCHOVER_WAIT_MS`), or on
 //!    timeout, switch heartbeats/elections back on and stop standing down.
+//!
 //! With two storage nodes `--to` can only name the other one; it is checked.
 
 use std::collections::BTreeMap;
