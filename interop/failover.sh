@@ -16,17 +16,20 @@ CACHE=$INTEROP/.cache
 
 usage() {
     cat <<USAGE
-usage: interop/failover.sh [--rounds N] [--stall-max SECONDS] [--hanfs-bin PATH] [--keep]
+usage: interop/failover.sh [--rounds N] [--stall-max SECONDS] [--vip-dies] [--hanfs-bin PATH] [--keep]
   --rounds N          failovers (kill -9 of the active), default 10
+  --vip-dies          delete the VIP from br0 right after each kill, as a crashed host takes its
+                      addresses with it (default: the VIP stays, as after a kill -9 of the process)
   --stall-max S       largest acceptable stall, default 2 (seconds)
   --hanfs-bin PATH    use this hanfs-server binary (default: target/release, rebuilt if stale)
   --keep              keep the run directory under interop/.cache/runs/
 USAGE
 }
 
-ROUNDS=10 STALL_MAX=2 HANFS_BIN_ARG= KEEP=
+ROUNDS=10 STALL_MAX=2 HANFS_BIN_ARG= KEEP= VIP_DIES=
 while [ $# -gt 0 ]; do
     case "$1" in
+    --vip-dies) VIP_DIES=1; shift ;;
     --rounds) ROUNDS=${2:-}; shift 2 ;;
     --stall-max) STALL_MAX=${2:-}; shift 2 ;;
     --hanfs-bin) HANFS_BIN_ARG=${2:-}; shift 2 ;;
@@ -112,14 +115,19 @@ done
 wait_lines 10 || die "guest is not appending"
 log "guest mounted and appending"
 
-STALLS=()
+STALLS=() TAKEOVERS=()
 DONE=0
 for ((round = 1; round <= ROUNDS; round++)); do
     active=$(wait_serving 0)
     before=$(lines_now)
     log "round $round: kill -9 node $active (file has $before lines)"
+    killed_at=$(date +%s.%N)
     node_kill9 "$active"
+    [ -n "$VIP_DIES" ] && { ip -n "$NS" addr del "$VIP/$VIP_PREFIX" dev br0 2>/dev/null || true; }
     new=$(wait_serving "$active")
+    ready=$(serving_since "$new")
+    took=$(awk -v a="$killed_at" -v b="${ready:-0}" 'BEGIN { if (b > a) printf "%.2f", b - a; else print "?" }')
+    TAKEOVERS+=("$took")
     if ! wait_lines $((before + RESUME_LINES)); then
         log "round $round: the guest did not resume appending within ${RESUME_WAIT_SECONDS_MAX}s"
         break
@@ -131,7 +139,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     stall=$(stall_of "$((before > 1 ? before - 1 : 1))" "$after")
     STALLS+=("$stall")
     DONE=$round
-    log "round $round: node $new took over; stall $stall s"
+    log "round $round: node $new serving ${took} s after the kill; guest stall $stall s"
 done
 
 touch "$RUN/sync/stop"
@@ -140,12 +148,16 @@ kill "$WATCHDOG" 2>/dev/null || true
 
 errors=missing
 [ -f "$RUN/g0/out/errors.txt" ] && errors=$(wc -l < "$RUN/g0/out/errors.txt")
-estale=$(grep -ci 'stale' "$RUN/g0/out/errors.txt" "$LOGDIR/guesta-boot1.console" 2>/dev/null | awk -F: '{ s += $NF } END { print s + 0 }')
+estale=$(cat "$RUN/g0/out/errors.txt" "$LOGDIR/guesta-boot1.console" 2>/dev/null | awk 'tolower($0) ~ /stale/ { n++ } END { print n + 0 }')
 finished=$([ -f "$RUN/g0/out/finished.txt" ] && echo yes || echo no)
-echo "=== failover: $DONE of $ROUNDS kill -9 failovers, kernel client through $VIP ==="
-for ((i = 0; i < ${#STALLS[@]}; i++)); do echo "failover $((i + 1)): stall ${STALLS[$i]} s"; done
+echo "=== failover: $DONE of $ROUNDS kill -9 failovers, kernel client through $VIP$([ -n "$VIP_DIES" ] && echo ", VIP deleted with each killed node") ==="
+for ((i = 0; i < ${#STALLS[@]}; i++)); do
+    echo "failover $((i + 1)): stall ${STALLS[$i]} s (new active serving ${TAKEOVERS[$i]} s after the kill)"
+done
 med=$(printf '%s\n' "${STALLS[@]}" | median)
 max=$(printf '%s\n' "${STALLS[@]}" | sort -n | tail -n1)
+tmed=$(printf '%s\n' "${TAKEOVERS[@]}" | { grep -v '?' || true; } | median)
+echo "server takeover (kill to serving) median: ${tmed} s"
 echo "stall median: ${med} s, max: ${max:-nan} s (target <= $STALL_MAX s; each includes the ${APPEND_PERIOD} s append period)"
 echo "guest error lines: $errors, ESTALE: $estale, guest job finished: $finished"
 [ "$errors" != 0 ] && [ -f "$RUN/g0/out/errors.txt" ] && head -n 20 "$RUN/g0/out/errors.txt"

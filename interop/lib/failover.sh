@@ -79,17 +79,29 @@ status_value() {
     hanfs_cli "$1" status 2>/dev/null | awk -v k="$2" -F': *' 'tolower($1) == k { print $2; exit }'
 }
 
-# first number in a string ("2", "node 2 (storage)").
-first_number() { grep -oE '[0-9]+' <<< "$1" | head -n1; }
+# first number in a string ("2", "node 2 (storage)"); empty (and status 0) if none.
+first_number() { grep -oE '[0-9]+' <<< "$1" | head -n1 || true; }
 
-leader_of() { first_number "$(status_value "$1" leader)"; }
+# These never fail (an unanswered status is an empty value), so callers under set -e go on polling.
+leader_of() { first_number "$(status_value "$1" leader || true)"; }
 
 applied_of() {
     local v k
-    for k in applied applied_index "applied index" last_applied; do
-        v=$(status_value "$1" "$k")
-        [ -n "$v" ] && { first_number "$v"; return; }
+    for k in applied_index applied last_applied; do
+        v=$(status_value "$1" "$k" || true)
+        if [ -n "$v" ]; then
+            first_number "$v"
+            return 0
+        fi
     done
+    return 0
+}
+
+# serving_since ID: epoch seconds (with fraction) of node ID's last "serving" log line, or empty.
+serving_since() {
+    local ts
+    ts=$(grep -a 'node::lifecycle: serving' "$LOGDIR/node$1.log" 2>/dev/null | tail -n1 | cut -d' ' -f1 || true)
+    [ -n "$ts" ] && date -d "$ts" +%s.%N 2>/dev/null || true
 }
 
 # vip_answers: does VIP:2049 accept a TCP connection inside the namespace?
