@@ -2,7 +2,7 @@
 //! change is recorded in an undo list, so a command that fails part-way (a
 //! bad member of a batch) leaves the state exactly as it was.
 
-use crate::command::{Command, HandleEntry};
+use crate::command::{Command, HandleEntry, Promotion};
 use crate::drc::DrcUndo;
 use crate::error::ApplyError;
 use crate::limits::{BATCH_DEPTH_MAX, DRC_BYTES_MAX, DRC_ENTRIES_MAX, EXPORTS_MAX, HANDLES_MAX, RMTAB_ROWS_MAX};
@@ -17,6 +17,7 @@ enum Undo {
     Unmounted { client: String, paths: Vec<String> },
     EpochBumped,
     Drc(DrcUndo),
+    Promotion(Option<Promotion>),
 }
 
 impl State {
@@ -102,6 +103,10 @@ impl State {
                 undo.push(Undo::Drc(self.drc.insert(key, reply, *now_ms)?));
                 Ok(())
             }
+            Command::RecordPromotion(p) => {
+                undo.push(Undo::Promotion(self.last_promotion.replace(*p)));
+                Ok(())
+            }
         }
     }
 
@@ -141,6 +146,7 @@ impl State {
                 }
                 Undo::EpochBumped => self.epoch = self.epoch.saturating_sub(1),
                 Undo::Drc(drc_undo) => self.drc.undo(drc_undo),
+                Undo::Promotion(prev) => self.last_promotion = prev,
             }
         }
     }

@@ -58,4 +58,16 @@ pub enum Command {
     /// Remember the reply to a non-idempotent request. Entries older than the
     /// window, or beyond the entry bound, are evicted deterministically here.
     DrcInsert { key: DrcKey, reply: Vec<u8>, now_ms: u64 },
+    /// For `status` on every node: which node last started serving, when
+    /// (unix ms, the proposer's clock, carried in the command so apply stays
+    /// deterministic) and how long its promotion took.
+    RecordPromotion(Promotion),
+}
+
+/// The last promotion (see `Command::RecordPromotion`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promotion {
+    pub node_id: u64,
+    pub at_unix_ms: u64,
+    pub took_ms: u64,
 }

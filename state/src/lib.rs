@@ -46,6 +46,7 @@ pub struct State {
     handles: Handles,
     rmtab: Rmtab,
     drc: Drc,
+    last_promotion: Option<Promotion>,
 }
 
 impl State {
@@ -91,6 +92,11 @@ impl State {
 
     pub fn rmtab_len(&self) -> u64 {
         self.rmtab.len()
+    }
+
+    /// The last `RecordPromotion`, if any.
+    pub fn last_promotion(&self) -> Option<Promotion> {
+        self.last_promotion
     }
 
     /// The write-verifier epoch: 0 initially, +1 per `BumpEpoch`.

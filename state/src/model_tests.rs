@@ -9,7 +9,7 @@
 
 use proptest::prelude::*;
 
-use crate::command::{Command, DrcKey, HandleEntry};
+use crate::command::{Command, DrcKey, HandleEntry, Promotion};
 use crate::limits::{BATCH_DEPTH_MAX, CLIENT_BYTES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS, NAME_BYTES_MAX, PATH_BYTES_MAX};
 use crate::{State, Store};
 
@@ -25,6 +25,7 @@ struct Model {
     /// (key, reply, time_ms, seq)
     drc: Vec<(DrcKey, Vec<u8>, u64, u64)>,
     next_seq: u64,
+    promotion: Option<Promotion>,
 }
 
 fn text_ok(s: &str, max: u64) -> bool {
@@ -120,12 +121,17 @@ impl Model {
                 self.next_seq += 1;
                 true
             }
+            Command::RecordPromotion(p) => {
+                self.promotion = Some(*p);
+                true
+            }
         }
     }
 
     /// Asserts the state shows exactly what the model holds.
     fn assert_matches(&self, s: &State) {
         assert_eq!(s.epoch(), self.epoch);
+        assert_eq!(s.last_promotion(), self.promotion);
         let mut exports = self.exports.clone();
         exports.sort();
         let got: Vec<(u32, String)> = s.exports().map(|(id, p)| (id, p.to_owned())).collect();
@@ -195,6 +201,8 @@ fn leaf() -> impl Strategy<Value = Command> {
         1 => Just(Command::BumpEpoch),
         2 => (drc_key(), prop::collection::vec(any::<u8>(), 0..6), 0u64..1_000_000)
             .prop_map(|(key, reply, now_ms)| Command::DrcInsert { key, reply, now_ms }),
+        1 => (1u64..4, 0u64..1_000, 0u64..5_000)
+            .prop_map(|(node_id, at_unix_ms, took_ms)| Command::RecordPromotion(Promotion { node_id, at_unix_ms, took_ms })),
     ]
 }
 
@@ -339,6 +347,7 @@ fn generators_reach_every_path() {
         ("Batch", true), ("Batch", false), ("PutHandles", true), ("PutHandles", false),
         ("RegisterExport", true), ("RegisterExport", false), ("Mount", true), ("Mount", false),
         ("DrcInsert", true), ("DrcInsert", false), ("UnmountAll", true), ("BumpEpoch", true),
+        ("RecordPromotion", true),
         ("remove existed=true gone=true", true), ("remove existed=true gone=false", true),
         ("drc evicted or replaced", true),
     ] {

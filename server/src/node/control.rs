@@ -158,13 +158,18 @@ fn status(shared: &Shared) -> String {
         let _ = writeln!(out, "exports: {}", if exports.is_empty() { "none".into() } else { exports.join(" ") });
         let _ = writeln!(out, "clients: {}", guard.rmtab_len());
         let _ = writeln!(out, "epoch: {}", guard.epoch());
-    }
-    match (active.last_promotion_unix_ms, active.last_promotion_took_ms) {
-        (Some(at), Some(took)) => {
-            let _ = writeln!(out, "last_failover: node {} at unix_ms {at}, took {took} ms", m.id);
-        }
-        _ => {
-            let _ = writeln!(out, "last_failover: not on this node (the serving leader reports its own)");
+        // Replicated (`RecordPromotion`), so the same on every node.
+        match guard.last_promotion() {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "last_failover: node {} at unix_ms {}, took {} ms",
+                    p.node_id, p.at_unix_ms, p.took_ms
+                );
+            }
+            None => {
+                let _ = writeln!(out, "last_failover: none");
+            }
         }
     }
     if let Some(e) = active.last_error {

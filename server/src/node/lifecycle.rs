@@ -10,7 +10,8 @@
 //! 4. open the portmap, MOUNT and NFS listeners on `server.listen`.
 //!
 //! Then log `serving` with how long the promotion took (from this node seeing
-//! itself Raft leader to listeners open).
+//! itself Raft leader to listeners open), and commit it (`RecordPromotion`)
+//! so `status` shows the last failover on every node.
 //!
 //! Demote, when the watch leaves `Leader` (leadership or lease lost), when the
 //! node starts standing down (switchover), or on stop: close the listeners and
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hanfs_raft::commit::Commit;
 use hanfs_raft::lease::Leadership;
+use hanfs_state::{Command, Promotion};
 use openraft::ServerState;
 use tokio::sync::watch;
 
@@ -96,6 +98,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     });
                     let listen = shared.config.listen;
                     tracing::info!(%listen, ?ports, took_ms, exports = shared.config.exports.len(), "serving");
+                    // For `status` on every node; service does not depend on it.
+                    let record = Promotion { node_id: shared.raft.id, at_unix_ms: unix_ms(), took_ms };
+                    if let Err(e) = active.services.commit.commit(vec![Command::RecordPromotion(record)]).await {
+                        tracing::warn!(error = %e, "recording the promotion for status failed");
+                    }
                     hold(&shared, &mut leadership, &mut stop).await;
                     demote(&shared, active).await;
                 }
