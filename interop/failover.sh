@@ -18,8 +18,9 @@ usage() {
     cat <<USAGE
 usage: interop/failover.sh [--rounds N] [--stall-max SECONDS] [--vip-dies] [--hanfs-bin PATH] [--keep]
   --rounds N          failovers (kill -9 of the active), default 10
-  --vip-dies          delete the VIP from br0 right after each kill, as a crashed host takes its
-                      addresses with it (default: the VIP stays, as after a kill -9 of the process)
+  --vip-dies          delete the VIP from br0 just before each kill, as a crashed host takes its
+                      addresses with it and sends no FIN/RST (default: the VIP stays on br0, as
+                      after a kill -9 of the process alone; reconnects are then refused at once)
   --stall-max S       largest acceptable stall, default 2 (seconds)
   --hanfs-bin PATH    use this hanfs-server binary (default: target/release, rebuilt if stale)
   --keep              keep the run directory under interop/.cache/runs/
@@ -122,8 +123,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
     before=$(lines_now)
     log "round $round: kill -9 node $active (file has $before lines)"
     killed_at=$(date +%s.%N)
-    node_kill9 "$active"
+    # A crashed host takes the VIP with it and sends nothing: delete the VIP first, so the
+    # dying process's FIN cannot leave and the client's reconnect SYNs go unanswered.
     [ -n "$VIP_DIES" ] && { ip -n "$NS" addr del "$VIP/$VIP_PREFIX" dev br0 2>/dev/null || true; }
+    node_kill9 "$active"
     new=$(wait_serving "$active")
     ready=$(serving_since "$new")
     took=$(awk -v a="$killed_at" -v b="${ready:-0}" 'BEGIN { if (b > a) printf "%.2f", b - a; else print "?" }')
