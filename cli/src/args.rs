@@ -53,7 +53,11 @@ pub enum Command {
         name = \"/export\"               # the path clients mount\n\
         dir = \"/srv/nfs/export\"        # must exist\n\
         id = 1                         # fsid; the same on every node\n\
-        clients = \"10.0.0.0/8(rw) *(ro)\"  # exports(5) syntax")]
+        clients = \"10.0.0.0/8(rw) *(ro)\"  # exports(5) syntax\n\n\
+        A cluster member adds [cluster] (name, node_id, secret_file), one [[cluster.peer]] \
+        (id, addr, role = storage|witness) per member including itself, and optionally \
+        [vip] (interface, addr, prefix) and [hooks] (on_promote, on_demote, timeout_ms); \
+        see README.md, \"Running a cluster\".")]
     CheckConfig {
         /// TOML config file.
         file: PathBuf,
