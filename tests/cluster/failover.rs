@@ -1,6 +1,7 @@
 //! Kill -9 failover: held handles (files, directories, a symlink, objects
 //! renamed just before) keep working on the new active with zero STALE; the
-//! mount recorded on the old active is in the new active's MOUNT DUMP; a
+//! mount recorded on the old active is in the new active's MOUNT DUMP and in
+//! `showmount -a` (portmap on 111 of the service address); a
 //! REMOVE whose reply was never read gets the original NFS3_OK when
 //! retransmitted to the new active (DRC); the WRITE verifier changes.
 
@@ -129,6 +130,36 @@ async fn cluster_rmtab_mount_is_listed_on_the_new_active() {
     let after = cl.mount_dump().await;
     for row in &before {
         assert!(after.contains(row), "row {row:?} from the old active missing on the new one: {after:?}");
+    }
+}
+
+/// Hosts in `showmount -a SERVER` output that mounted `/export`.
+fn showmount_hosts(server: &str) -> Vec<String> {
+    let out = std::process::Command::new("showmount")
+        .args(["-a", server])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run showmount (package nfs-common)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("$ showmount -a {server}\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "showmount -a {server}: {:?}", out.status);
+    text.lines().skip(1).filter_map(|l| l.strip_suffix(&format!(":{EXPORT_NAME}"))).map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_showmount_a_on_the_new_active_lists_the_old_mount() {
+    let Some(mut cl) = Cluster::start_portmap_111("showmount") else { return };
+    let old = cl.wait_serving(&[]);
+    let server = cl.service.to_string();
+    let c = cl.connect().await;
+    let before = showmount_hosts(&server);
+    assert!(!before.is_empty(), "showmount -a on the old active lists the mount");
+    drop(c);
+    cl.kill9(old);
+    cl.wait_serving(&[old]);
+    let after = showmount_hosts(&server);
+    for host in &before {
+        assert!(after.contains(host), "{host} missing from showmount -a on the new active: {after:?}");
     }
 }
 

@@ -55,6 +55,9 @@ const LOG_TAIL_LINES: usize = 60;
 /// Bytes of the cluster secret.
 const SECRET_BYTES: usize = 32;
 
+/// The portmapper's well-known port, where `showmount` looks.
+pub const STANDARD_PORTMAP_PORT: u16 = 111;
+
 /// Cluster tests run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -166,12 +169,32 @@ impl Cluster {
     /// for a leader serving. `None` (after printing SKIPPED) when the binary
     /// does not implement the cluster commands yet.
     pub fn start(label: &str) -> Option<Cluster> {
+        Cluster::start_with(label, false)
+    }
+
+    /// Like `start`, with the portmapper on port 111 of the service address
+    /// (for `showmount`); `None` with SKIPPED if that port cannot be bound.
+    pub fn start_portmap_111(label: &str) -> Option<Cluster> {
+        Cluster::start_with(label, true)
+    }
+
+    fn start_with(label: &str, portmap_111: bool) -> Option<Cluster> {
         init_tracing();
         let guard = serial();
         if !cluster_supported() {
             println!("SKIPPED: this hanfs-server has no `init` command (cluster contract not implemented yet)");
             return None;
         }
+        let service = service_address();
+        let portmap = if portmap_111 {
+            if TcpListener::bind((service, STANDARD_PORTMAP_PORT)).is_err() || UdpSocket::bind((service, STANDARD_PORTMAP_PORT)).is_err() {
+                println!("SKIPPED: port 111 on {service} is taken (a system rpcbind on every address?)");
+                return None;
+            }
+            STANDARD_PORTMAP_PORT
+        } else {
+            free_port()
+        };
         let root = tempdir(&format!("cluster-{label}"));
         let export = root.path().join("export");
         std::fs::create_dir_all(&export).expect("export dir");
@@ -179,8 +202,7 @@ impl Cluster {
         let bytes: String = (0..SECRET_BYTES).map(|i| char::from(b'a' + ((i * 7 + std::process::id() as usize) % 26) as u8)).collect();
         std::fs::write(&secret, bytes).expect("secret");
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
-        let service = service_address();
-        let ports = ServicePorts { portmap: free_port(), nfs: free_port(), mount: free_port() };
+        let ports = ServicePorts { portmap, nfs: free_port(), mount: free_port() };
         let peers: Vec<(u32, u16, &str)> =
             vec![(STORAGE_1, free_port(), "storage"), (STORAGE_2, free_port(), "storage"), (WITNESS, free_port(), "witness")];
         let mut nodes = Vec::new();
