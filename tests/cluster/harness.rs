@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use nfs3_client::tokio::{TokioConnector, TokioIo};
@@ -65,20 +65,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// True when the binary implements the cluster contract (`init` exists).
-/// Until then every cluster test prints SKIPPED and returns.
-fn cluster_supported() -> bool {
-    static SUPPORTED: OnceLock<bool> = OnceLock::new();
-    *SUPPORTED.get_or_init(|| {
-        Command::new(server_binary())
-            .args(["init", "--help"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
 
 /// A port free for TCP and UDP on every address right now.
 fn free_port() -> u16 {
@@ -166,10 +152,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Write the configs, start the three nodes, `init` on storage 1 and wait
-    /// for a leader serving. `None` (after printing SKIPPED) when the binary
-    /// does not implement the cluster commands yet.
-    pub fn start(label: &str) -> Option<Cluster> {
-        Cluster::start_with(label, false)
+    /// for a leader serving.
+    pub fn start(label: &str) -> Cluster {
+        Cluster::start_with(label, false).unwrap_or_else(|| panic!("cluster {label} did not start"))
     }
 
     /// Like `start`, with the portmapper on port 111 of the service address
@@ -181,10 +166,6 @@ impl Cluster {
     fn start_with(label: &str, portmap_111: bool) -> Option<Cluster> {
         init_tracing();
         let guard = serial();
-        if !cluster_supported() {
-            println!("SKIPPED: this hanfs-server has no `init` command (cluster contract not implemented yet)");
-            return None;
-        }
         let service = service_address();
         let portmap = if portmap_111 {
             if TcpListener::bind((service, STANDARD_PORTMAP_PORT)).is_err() || UdpSocket::bind((service, STANDARD_PORTMAP_PORT)).is_err() {

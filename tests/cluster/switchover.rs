@@ -9,7 +9,7 @@ use super::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_switchover_moves_service_without_stale() {
-    let Some(mut cl) = Cluster::start("switchover") else { return };
+    let mut cl = Cluster::start("switchover");
     let first = cl.wait_serving(&[]);
     let second = Cluster::other_storage(first);
     let mut c = cl.connect().await;
@@ -33,7 +33,7 @@ async fn cluster_switchover_moves_service_without_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_second_init_and_witness_init_are_refused() {
-    let Some(mut cl) = Cluster::start("init") else { return };
+    let mut cl = Cluster::start("init");
     let leader = cl.wait_serving(&[]);
     for id in [STORAGE_1, WITNESS] {
         let out = cl.cli(id, &["init"]);
