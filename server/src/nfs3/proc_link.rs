@@ -49,6 +49,9 @@ fn do_rename(op: &Op, (ffh, fname, tfh, tname): Rename) -> (Result<(), nfsstat3>
             let state = op.state();
             let moved = op.vfs().child(&state, &from, &fname)?;
             let replaced = op.vfs().child(&state, &to, &tname).ok();
+            // Requests racing this one find the object at its new name
+            // before the table's entry is committed (see `vfs::moved`).
+            op.vfs().moved.note(to.export_id, moved.st.ino, to.st.ino, &tname);
             sys::rename_at(from.raw(), &fname, to.raw(), &tname)?;
             (moved, replaced)
         };

@@ -12,6 +12,7 @@ pub mod cred;
 pub mod dir;
 pub mod errno;
 pub mod handle;
+pub mod moved;
 pub mod resolve;
 pub mod sys;
 
@@ -42,6 +43,8 @@ pub struct Vfs {
     /// Process umask, re-applied explicitly after creating objects so the
     /// client's requested mode is the mode the object gets (knfsd uses umask 0).
     umask: u32,
+    /// Renames whose new location may not be committed yet.
+    pub moved: moved::Moved,
 }
 
 impl Vfs {
@@ -73,7 +76,7 @@ impl Vfs {
                 ident,
             });
         }
-        Ok(Vfs { exports: roots, umask: sys::current_umask() })
+        Ok(Vfs { exports: roots, umask: sys::current_umask(), moved: moved::Moved::default() })
     }
 
     pub fn export(&self, export_id: u32) -> Option<&ExportRoot> {

@@ -115,8 +115,18 @@ impl Vfs {
             }
             return self.root_obj(e);
         }
-        let path = table_path(state, fh)?;
-        let cur = match walk(e, &path)? {
+        match table_path(state, fh).and_then(|path| self.open_checked(e, fh, &path)) {
+            Err(nfsstat3::NFS3ERR_STALE) => match self.moved_path(state, fh) {
+                Some(path) => self.open_checked(e, fh, &path),
+                None => Err(nfsstat3::NFS3ERR_STALE),
+            },
+            r => r,
+        }
+    }
+
+    /// Walk `path` and require the handle's inode, device and identity there.
+    fn open_checked(&self, e: &ExportRoot, fh: &FileHandle, path: &[Vec<u8>]) -> Result<Obj, nfsstat3> {
+        let cur = match walk(e, path)? {
             Some(fd) => fd,
             None => sys::dup(&e.root)?,
         };
@@ -141,7 +151,26 @@ impl Vfs {
         if fh.ino == e.ino {
             return self.resolve_fh(state, fh).map(|o| o.st);
         }
-        let path = table_path(state, fh)?;
+        match table_path(state, fh).and_then(|path| self.stat_checked(state, e, fh, &path)) {
+            Err(nfsstat3::NFS3ERR_STALE) => match self.moved_path(state, fh) {
+                Some(path) => self.stat_checked(state, e, fh, &path),
+                None => Err(nfsstat3::NFS3ERR_STALE),
+            },
+            r => r,
+        }
+    }
+
+    /// Where this node has just moved the object (see `vfs::moved`), as a path
+    /// from the export root; None if it moved nothing of the kind.
+    fn moved_path(&self, state: &RwLock<State>, fh: &FileHandle) -> Option<Vec<Vec<u8>>> {
+        let (parent_ino, name) = self.moved.get(fh.export_id, fh.ino)?;
+        let mut path = read_state(state).ok()?.path_of(fh.export_id, parent_ino)?;
+        path.push(name);
+        Some(path)
+    }
+
+    /// `resolve_stat` for one candidate path.
+    fn stat_checked(&self, state: &RwLock<State>, e: &ExportRoot, fh: &FileHandle, path: &[Vec<u8>]) -> Result<Stat, nfsstat3> {
         let Some((last, parents)) = path.split_last() else {
             return self.resolve_fh(state, fh).map(|o| o.st);
         };
@@ -371,6 +400,24 @@ mod tests {
         let (root_fh, _) = vfs.root_fh(EXPORT).unwrap();
         let root = vfs.resolve(&state, &root_fh).unwrap();
         assert_eq!(vfs.child(&state, &root, b"..").unwrap().st.ino, root.st.ino);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    #[test]
+    fn a_rename_not_yet_committed_resolves_through_the_note() {
+        let (dir, vfs, state) = setup("note");
+        let d = walk(&vfs, &state, &[b"d"]);
+        let f = walk(&vfs, &state, &[b"d", b"f"]);
+        // On disk the file moves; the table still has d/f (commit not done yet).
+        std::fs::rename(dir.join("d/f"), dir.join("d/.nfs0001")).unwrap();
+        assert_eq!(vfs.resolve(&state, &f.fh()).err(), Some(nfsstat3::NFS3ERR_STALE));
+        vfs.moved.note(EXPORT, f.st.ino, d.st.ino, b".nfs0001");
+        assert_eq!(vfs.resolve(&state, &f.fh()).map(|o| o.st.ino).ok(), Some(f.st.ino));
+        assert_eq!(vfs.resolve_stat(&state, &f.handle()).map(|st| st.ino).ok(), Some(f.st.ino));
+        // A note never resolves to another object: the identity is still checked.
+        std::fs::remove_file(dir.join("d/.nfs0001")).unwrap();
+        std::fs::write(dir.join("d/.nfs0001"), b"other").unwrap();
+        assert_eq!(vfs.resolve(&state, &f.fh()).err(), Some(nfsstat3::NFS3ERR_STALE));
+        assert_eq!(vfs.resolve_stat(&state, &f.handle()).err(), Some(nfsstat3::NFS3ERR_STALE));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
