@@ -33,11 +33,17 @@ use crate::membership::{ELECTION_TIMEOUT_MAX_MS, HEARTBEAT_MS};
 use crate::types::{typ, NodeId, PeerNode, Role};
 
 /// How long a quorum acknowledgement lets the leader serve.
-pub const LEASE_MS: u64 = 250;
+pub const LEASE_MS: u64 = 160;
 /// Allowance for clock-rate differences between nodes and scheduling delay.
-pub const LEASE_DRIFT_MS: u64 = 50;
+pub const LEASE_DRIFT_MS: u64 = 40;
 /// How long a newly elected leader waits before serving: the old leader's
-/// lease bound, from the moment of election.
+/// lease bound, from the moment of election. That is exactly what safety
+/// needs and no more: every voter of our quorum granted us its vote before we
+/// saw ourselves elected, and after granting it refuses the old term, so the
+/// newest old-leader heartbeat any of them acknowledged was sent before our
+/// election; the old lease therefore ends before `elected + LEASE_MS` (plus
+/// drift). It cannot be counted from the start of our campaign: a voter
+/// restarted in between may have acknowledged the old leader after that.
 pub const PROMOTE_WAIT_MS: u64 = LEASE_MS + LEASE_DRIFT_MS;
 
 /// How often the watch re-checks the lease when no metrics change arrives.

@@ -20,13 +20,16 @@ use openraft::{Config, SnapshotPolicy};
 use crate::types::{typ, NodeId, PeerNode, Role};
 
 /// Leader heartbeat period. Also the granularity of lease renewal.
-pub const HEARTBEAT_MS: u64 = 50;
+pub const HEARTBEAT_MS: u64 = 40;
 /// Election timeout range (randomised per node). openraft 0.9 makes a follower
 /// that has a leader wait `ELECTION_TIMEOUT_MAX_MS` (its leader lease) plus a
 /// random timeout in this range before campaigning, so failure detection takes
-/// 500..700 ms; with the promotion's lease wait the failover is ≈ 1 s.
-pub const ELECTION_TIMEOUT_MIN_MS: u64 = 250;
-pub const ELECTION_TIMEOUT_MAX_MS: u64 = 350;
+/// 400..480 ms; with the promotion's lease wait (200 ms, overlapping the apply
+/// barrier) kill → serving is ≈ 0.7 s. A follower campaigns only after
+/// 400 ms without a heartbeat, i.e. 10 lost or late heartbeats: long enough
+/// that scheduling noise on a loaded 2-core machine does not flap elections.
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 160;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 240;
 /// Timeout of one InstallSnapshot chunk RPC (a chunk is `SNAPSHOT_CHUNK_BYTES`).
 pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 2_000;
 /// Snapshot chunk size: large enough to move a big handle table quickly, small
