@@ -100,6 +100,11 @@ pub enum DebugCommand {
         #[command(subcommand)]
         action: FaultAction,
     },
+    /// Build a Raft snapshot now and purge the log up to it.
+    Snapshot {
+        #[command(flatten)]
+        state: StateArgs,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone, Copy)]

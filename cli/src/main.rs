@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             };
             ask(state, line)
         }
+        Command::Debug { command: DebugCommand::Snapshot { state } } => ask(state, "debug snapshot".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,9 @@
 //! Nodes down: with the witness down, then with the passive down, the active
 //! keeps serving (writes commit with the remaining quorum); with both down it
 //! stops serving and drops its connections. Rejoin: a storage node restarted
-//! from an empty state directory catches up with the leader and can then
+//! from an empty state directory catches up with the leader through a
+//! snapshot (the leader is made to snapshot and purge its log with `debug
+//! snapshot` while the node is down, so log replay is impossible) and can then
 //! take over with every handle working.
 
 use std::io::Write;
@@ -74,9 +76,25 @@ async fn cluster_node_restarted_from_empty_disk_catches_up_and_takes_over() {
     for i in 0..REJOIN_FILES {
         files.push(mutate(&cl, &format!("while-down-{i}")).await);
     }
+    let out = cl.cli(active, &["debug", "snapshot"]);
+    assert!(out.status.success(), "debug snapshot on the leader: {}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let snap = text
+        .strip_prefix("ok snapshot_index ")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("debug snapshot answer: {text}"));
+    assert!(snap > 0, "the leader's snapshot covers the log: {text}");
     cl.restart(passive);
     let (mine, leader) = cl.wait_caught_up(passive, active);
-    println!("rejoined node {passive} applied {mine}, leader {active} applied {leader}");
+    println!("rejoined node {passive} applied {mine}, leader {active} applied {leader}, leader snapshot {snap}");
+    // Caught up by InstallSnapshot: the wiped node holds a snapshot at least
+    // as new as the leader's (it never builds one itself below
+    // SNAPSHOT_EVERY_ENTRIES) and its log starts after it.
+    let st = cl.status(passive).expect("status of the rejoined node");
+    let got = st.get("snapshot_index").and_then(|v| v.parse::<u64>().ok());
+    assert!(got.is_some_and(|g| g >= snap), "rejoined node's snapshot_index {got:?}, leader snapshot {snap}");
+    let purged = st.get("purged_index").and_then(|v| v.parse::<u64>().ok());
+    assert!(purged.is_some_and(|p| p >= snap), "rejoined node's log starts after the snapshot: purged_index {purged:?}");
 
     cl.kill9(active);
     assert_eq!(cl.wait_serving(&[active]), passive, "the rejoined node takes over");

@@ -1,6 +1,11 @@
 //! The admin socket of a cluster member: `init`, `status`, `switchover
 //! [--to N]`, `exports`, `clients`, and `debug faults block N | unblock N |
-//! heal` (only when started with `HANFS_TEST_FAULTS=1`).
+//! heal` and `debug snapshot` (only when started with `HANFS_TEST_FAULTS=1`).
+//!
+//! `debug snapshot` builds a snapshot now (`trigger().snapshot()`), waits for
+//! it (at most `DEBUG_SNAPSHOT_WAIT_MS`) and purges the log up to it, so a
+//! test can make a wiped node catch up by InstallSnapshot instead of by log
+//! replay (snapshots are otherwise built every `SNAPSHOT_EVERY_ENTRIES`).
 //!
 //! Switchover (openraft 0.9 has no leadership transfer): asked on the leader,
 //! 1. check the target is another storage node and its replication matches
@@ -36,6 +41,8 @@ pub const SWITCHOVER_CATCHUP_MS: u64 = 2_000;
 pub const SWITCHOVER_WAIT_MS: u64 = 5_000;
 /// Poll period of those waits.
 pub const SWITCHOVER_POLL_MS: u64 = 20;
+/// Bound on waiting for a `debug snapshot` to be built.
+pub const DEBUG_SNAPSHOT_WAIT_MS: u64 = 10_000;
 
 /// The admin handler of a cluster member.
 pub(crate) struct Control {
@@ -69,6 +76,7 @@ impl Handler for Control {
                     admin::answer(&guard, &line)
                 }
                 ["debug", "faults", rest @ ..] => faults(&shared, rest),
+                ["debug", "snapshot"] => debug_snapshot(&shared).await,
                 _ => format!(
                     "error: unknown command `{}` (try init, status, switchover [--to N], exports, clients)\n",
                     line.trim()
@@ -126,6 +134,10 @@ fn status(shared: &Shared) -> String {
     let _ = writeln!(out, "commit_index: {}", opt(applied));
     let _ = writeln!(out, "applied_index: {}", opt(applied));
     let _ = writeln!(out, "last_log_index: {}", opt(m.last_log_index));
+    // Where this node's log starts: a node caught up by InstallSnapshot has a
+    // snapshot and a purged prefix even when few entries were ever written.
+    let _ = writeln!(out, "snapshot_index: {}", opt(m.snapshot.map(|l| l.index)));
+    let _ = writeln!(out, "purged_index: {}", opt(m.purged.map(|l| l.index)));
     let members: BTreeMap<NodeId, PeerNode> =
         m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
     let list: Vec<String> = members.iter().map(|(id, n)| format!("{id}={}/{}", n.addr, role_name(n.role))).collect();
@@ -176,6 +188,34 @@ fn status(shared: &Shared) -> String {
         let _ = writeln!(out, "last_error: {e}");
     }
     out
+}
+
+/// `debug snapshot`: build a snapshot of everything applied, then purge the
+/// log up to it. Answers `ok snapshot_index N`.
+async fn debug_snapshot(shared: &Shared) -> String {
+    if !shared.faults_enabled {
+        return format!("error: debug commands are off (start the node with {}=1)\n", super::cluster::FAULTS_ENV);
+    }
+    let raft = &shared.raft.raft;
+    let Some(target) = raft.metrics().borrow().last_applied.map(|l| l.index) else {
+        return "error: nothing applied yet\n".into();
+    };
+    if let Err(e) = raft.trigger().snapshot().await {
+        return format!("error: snapshot: {e}\n");
+    }
+    let built = raft
+        .wait(Some(Duration::from_millis(DEBUG_SNAPSHOT_WAIT_MS)))
+        .metrics(|m| m.snapshot.is_some_and(|l| l.index >= target), "debug snapshot built")
+        .await;
+    let index = match built {
+        Ok(m) => m.snapshot.map_or(target, |l| l.index),
+        Err(e) => return format!("error: snapshot not built: {e}\n"),
+    };
+    if let Err(e) = raft.trigger().purge_log(index).await {
+        return format!("error: purge: {e}\n");
+    }
+    tracing::warn!(index, "debug snapshot built; log purged up to it");
+    format!("ok snapshot_index {index}\n")
 }
 
 fn faults(shared: &Shared, args: &[&str]) -> String {
