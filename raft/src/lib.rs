@@ -6,9 +6,11 @@
 //! `sm_store`), the authenticated peer transport (`network`), membership and
 //! timing (`membership`), the leader lease and leadership watch used for
 //! fencing (`lease`), and `RaftCommit`, the `Commit` implementation over Raft
-//! with group commit (`raft_commit`); `cluster::RaftNode` assembles them.
+//! with group commit (`raft_commit`), the group-commit batcher both commit
+//! paths share (`batch`); `cluster::RaftNode` assembles them.
 //! Imports `hanfs-state`; must never import `hanfs-server` or `hanfs-cli`.
 
+mod batch;
 pub mod cluster;
 pub mod commit;
 pub mod lease;

@@ -1,38 +1,36 @@
 //! `RaftCommit`: the `Commit` interface over Raft, with group commit.
 //!
-//! Callers queue their commands on a bounded channel. One task takes whatever
-//! is queued (bounded in commands and bytes), dry-runs each caller's group on
-//! the applied state (`State::trial`, so one caller's rejected commands never
-//! fail the others), and proposes the accepted groups as ONE log entry
-//! (`Command::Batch` of `Batch`es). `client_write` returns once the entry is
-//! committed by a quorum and applied here, so a reply sent afterwards never
-//! depends on uncommitted state. Entries go one at a time: the trial always
-//! runs on exactly the state the next entry applies to.
+//! Callers queue their commands on a bounded channel. One task
+//! (`crate::batch`) takes whatever is queued (bounded in commands and bytes),
+//! dry-runs each caller's group on the applied state (`State::trial`, so one
+//! caller's rejected commands never fail the others), and proposes the
+//! accepted groups as ONE log entry (`Command::Batch` of `Batch`es).
+//! `client_write` returns once the entry is committed by a quorum and applied
+//! here, so a reply sent afterwards never depends on uncommitted state. Entries
+//! go one at a time: the trial always runs on exactly the state the next entry
+//! applies to.
 //!
 //! Only a node whose leadership watch says `Leader` (promoted, lease held)
 //! accepts commits; everything else gets `CommitError::NotLeader`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hanfs_state::{encoded_len, Command, State, COMMAND_BYTES_MAX};
+use hanfs_state::{Command, State, COMMAND_BYTES_MAX};
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
+use crate::batch::{self, storage, Batcher, Durable, REQUEST_OVERHEAD_BYTES};
 use crate::commit::{Commit, CommitError, CommitFuture};
 use crate::lease::Leadership;
 use crate::sm_store::StateMachineStore;
 use crate::types::{typ, Applied};
 
 /// Requests waiting for the group-commit task; senders wait when it is full.
-pub const RAFT_COMMIT_QUEUE_MAX: usize = 1024;
+pub const RAFT_COMMIT_QUEUE_MAX: usize = batch::COMMIT_QUEUE_MAX;
 /// Most commands folded into one log entry (a single larger caller goes alone).
-pub const RAFT_BATCH_COMMANDS_MAX: usize = 4096;
-/// Encoded bytes one caller's commands add beyond their own size (the `Batch`
-/// tag and length prefix wrapping them, generously rounded).
-const REQUEST_OVERHEAD_BYTES: u64 = 16;
+pub const RAFT_BATCH_COMMANDS_MAX: usize = batch::BATCH_COMMANDS_MAX;
 /// Most encoded command bytes in one entry: what the state codec accepts, less
 /// the outer `Batch`'s tag and length prefix. Fits `log_store::ENTRY_BYTES_MAX`.
 pub const RAFT_ENTRY_COMMAND_BYTES_MAX: u64 = COMMAND_BYTES_MAX - 16;
@@ -43,56 +41,30 @@ pub const RAFT_WRITE_TIMEOUT_MS: u64 = 5_000;
 const _: () = assert!(RAFT_ENTRY_COMMAND_BYTES_MAX + 16 <= crate::log_store::ENTRY_BYTES_MAX);
 const _: () = assert!(RAFT_ENTRY_COMMAND_BYTES_MAX > REQUEST_OVERHEAD_BYTES);
 
-type Reply = oneshot::Sender<Result<(), CommitError>>;
-
-struct Request {
-    cmds: Vec<Command>,
-    bytes: u64,
-    reply: Reply,
-}
-
 /// Group commit through Raft. See the module doc.
 pub struct RaftCommit {
     state: Arc<RwLock<State>>,
     leadership: watch::Receiver<Leadership>,
-    queue: Mutex<Option<mpsc::Sender<Request>>>,
-    task: Mutex<Option<JoinHandle<()>>>,
-    entries_written: Arc<AtomicU64>,
+    /// The group-commit queue and task (`crate::batch`).
+    batcher: Batcher,
 }
 
 impl RaftCommit {
     /// Start the group-commit task for `raft`, whose state machine is `sm`.
     pub fn start(raft: typ::Raft, sm: &StateMachineStore, leadership: watch::Receiver<Leadership>) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(RAFT_COMMIT_QUEUE_MAX);
-        let entries_written = Arc::new(AtomicU64::new(0));
-        let committer = Committer {
-            raft,
-            state: sm.state(),
-            leadership: leadership.clone(),
-            entries_written: entries_written.clone(),
-        };
-        let task = tokio::spawn(committer.run(rx));
-        Arc::new(RaftCommit {
-            state: sm.state(),
-            leadership,
-            queue: Mutex::new(Some(tx)),
-            task: Mutex::new(Some(task)),
-            entries_written,
-        })
+        let durable = Proposer { raft, leadership: leadership.clone() };
+        let batcher = Batcher::start(durable, sm.state(), RAFT_ENTRY_COMMAND_BYTES_MAX);
+        Arc::new(RaftCommit { state: sm.state(), leadership, batcher })
     }
 
     /// Log entries proposed and committed since `start`.
     pub fn entries_written(&self) -> u64 {
-        self.entries_written.load(Ordering::Relaxed)
+        self.batcher.entries_written()
     }
 
     /// Stop taking commits, let queued ones finish, wait for the task.
     pub async fn shutdown(&self) {
-        drop(lock(&self.queue).take());
-        let task = lock(&self.task).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.batcher.shutdown().await;
     }
 
     fn serving(&self) -> bool {
@@ -109,16 +81,7 @@ impl Commit for RaftCommit {
             if !self.serving() {
                 return Err(CommitError::NotLeader);
             }
-            let bytes = cmds.iter().map(encoded_len).fold(REQUEST_OVERHEAD_BYTES, u64::saturating_add);
-            if bytes > RAFT_ENTRY_COMMAND_BYTES_MAX {
-                return Err(storage(format!(
-                    "{bytes} bytes of commands exceed one log entry ({RAFT_ENTRY_COMMAND_BYTES_MAX})"
-                )));
-            }
-            let queue = lock(&self.queue).clone().ok_or(CommitError::NotLeader)?;
-            let (reply, answer) = oneshot::channel();
-            queue.send(Request { cmds, bytes, reply }).await.map_err(|_| CommitError::NotLeader)?;
-            answer.await.map_err(|_| storage("commit task ended before answering"))?
+            self.batcher.submit(cmds).await
         })
     }
 
@@ -127,75 +90,23 @@ impl Commit for RaftCommit {
     }
 }
 
-struct Committer {
+/// How the group-commit task makes an entry durable here: a Raft proposal,
+/// made only while this node is the serving leader.
+struct Proposer {
     raft: typ::Raft,
-    state: Arc<RwLock<State>>,
     leadership: watch::Receiver<Leadership>,
-    entries_written: Arc<AtomicU64>,
 }
 
-impl Committer {
-    async fn run(self, mut rx: mpsc::Receiver<Request>) {
-        let mut carried: Option<Request> = None;
-        loop {
-            let first = match carried.take() {
-                Some(request) => request,
-                None => match rx.recv().await {
-                    Some(request) => request,
-                    None => break,
-                },
-            };
-            let mut count = first.cmds.len();
-            let mut bytes = first.bytes;
-            let mut requests = vec![first];
-            while count < RAFT_BATCH_COMMANDS_MAX {
-                let Ok(request) = rx.try_recv() else { break };
-                if bytes.saturating_add(request.bytes) > RAFT_ENTRY_COMMAND_BYTES_MAX {
-                    carried = Some(request);
-                    break;
-                }
-                count = count.saturating_add(request.cmds.len());
-                bytes = bytes.saturating_add(request.bytes);
-                requests.push(request);
-            }
-            self.commit_group(requests).await;
+impl Durable for Proposer {
+    fn refuse(&self) -> Option<CommitError> {
+        if matches!(*self.leadership.borrow(), Leadership::Leader { .. }) {
+            None
+        } else {
+            Some(CommitError::NotLeader)
         }
     }
 
-    async fn commit_group(&self, requests: Vec<Request>) {
-        if !matches!(*self.leadership.borrow(), Leadership::Leader { .. }) {
-            for request in requests {
-                let _ = request.reply.send(Err(CommitError::NotLeader));
-            }
-            return;
-        }
-        let results = {
-            let groups: Vec<&[Command]> = requests.iter().map(|r| r.cmds.as_slice()).collect();
-            self.state.write().unwrap_or_else(|p| p.into_inner()).trial(&groups)
-        };
-        let mut accepted = Vec::new();
-        let mut members = Vec::new();
-        for (request, result) in requests.into_iter().zip(results) {
-            match result {
-                Ok(()) => {
-                    members.push(Command::Batch(request.cmds));
-                    accepted.push(request.reply);
-                }
-                Err(e) => {
-                    let _ = request.reply.send(Err(CommitError::Rejected(e)));
-                }
-            }
-        }
-        if members.is_empty() {
-            return;
-        }
-        let outcome = self.propose(Command::Batch(members)).await;
-        for reply in accepted {
-            let _ = reply.send(outcome.clone());
-        }
-    }
-
-    async fn propose(&self, entry: Command) -> Result<(), CommitError> {
+    async fn write(&mut self, entry: Command, entries_written: &AtomicU64) -> Result<(), CommitError> {
         let write = self.raft.client_write(entry);
         let resp = match tokio::time::timeout(Duration::from_millis(RAFT_WRITE_TIMEOUT_MS), write).await {
             Ok(resp) => resp,
@@ -206,7 +117,7 @@ impl Committer {
         };
         match resp {
             Ok(resp) => {
-                self.entries_written.fetch_add(1, Ordering::Relaxed);
+                entries_written.fetch_add(1, Ordering::Relaxed);
                 match resp.data {
                     Applied::Ok => Ok(()),
                     // The trial ran on this very state, so this is a bug; the
@@ -221,12 +132,6 @@ impl Committer {
             Err(e) => Err(storage(e)),
         }
     }
-}
 
-fn storage(e: impl std::fmt::Display) -> CommitError {
-    CommitError::Storage(e.to_string())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    async fn after_batch(&mut self) {}
 }

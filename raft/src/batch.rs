@@ -1,0 +1,194 @@
+//! Group commit shared by `LocalCommit` and `RaftCommit`: the bounded request
+//! queue, the task that drains a batch (bounded in commands and bytes), the
+//! per-caller `State::trial` (one caller's rejected commands answer only that
+//! caller with `CommitError::Rejected`), one `Command::Batch` entry of the
+//! accepted groups, and answering every waiter. How an entry is made durable
+//! (redb append and apply, or a Raft proposal) is the `Durable` implementor's.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use hanfs_state::{encoded_len, Command, State};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::commit::CommitError;
+
+/// Requests waiting for the group-commit task; senders wait when it is full.
+pub const COMMIT_QUEUE_MAX: usize = 1024;
+/// Most commands folded into one log entry (a single larger caller still goes alone).
+pub const BATCH_COMMANDS_MAX: usize = 4096;
+/// Encoded bytes one caller's commands add to an entry beyond their own size
+/// (the `Batch` tag and length prefix wrapping them, generously rounded).
+pub const REQUEST_OVERHEAD_BYTES: u64 = 16;
+
+const _: () = assert!(COMMIT_QUEUE_MAX > 0);
+const _: () = assert!(BATCH_COMMANDS_MAX > 0);
+
+/// How one batch entry becomes durable and applied.
+pub(crate) trait Durable: Send + 'static {
+    /// Checked before each batch's trial: `Some(e)` answers every caller of
+    /// the batch with `e` and writes nothing.
+    fn refuse(&self) -> Option<CommitError>;
+    /// Make `entry` durable and applied to the shared state; count it in
+    /// `entries_written` once it is written.
+    fn write(
+        &mut self,
+        entry: Command,
+        entries_written: &AtomicU64,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send;
+    /// Runs after every batch, whether or not it wrote an entry.
+    fn after_batch(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+type Reply = oneshot::Sender<Result<(), CommitError>>;
+
+struct Request {
+    cmds: Vec<Command>,
+    /// Encoded size of `cmds` as one member of an entry, computed by the caller.
+    bytes: u64,
+    reply: Reply,
+}
+
+/// The caller side of the group-commit task.
+pub(crate) struct Batcher {
+    entry_bytes_max: u64,
+    /// Taken (dropped) by `shutdown`, which ends the task.
+    queue: Mutex<Option<mpsc::Sender<Request>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    entries_written: Arc<AtomicU64>,
+}
+
+impl Batcher {
+    /// Spawns the group-commit task; entries hold at most `entry_bytes_max`
+    /// encoded command bytes. Call inside a tokio runtime.
+    pub(crate) fn start<D: Durable>(durable: D, state: Arc<RwLock<State>>, entry_bytes_max: u64) -> Batcher {
+        let (tx, rx) = mpsc::channel(COMMIT_QUEUE_MAX);
+        let entries_written = Arc::new(AtomicU64::new(0));
+        let task = Task { durable, state, entry_bytes_max, entries_written: entries_written.clone() };
+        Batcher {
+            entry_bytes_max,
+            queue: Mutex::new(Some(tx)),
+            task: Mutex::new(Some(tokio::spawn(task.run(rx)))),
+            entries_written,
+        }
+    }
+
+    /// Queues `cmds` and waits for the entry holding them (or their rejection).
+    pub(crate) async fn submit(&self, cmds: Vec<Command>) -> Result<(), CommitError> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        let bytes = cmds.iter().map(encoded_len).fold(REQUEST_OVERHEAD_BYTES, u64::saturating_add);
+        if bytes > self.entry_bytes_max {
+            let max = self.entry_bytes_max;
+            return Err(storage(format!("{bytes} bytes of commands exceed one log entry ({max})")));
+        }
+        let queue = lock(&self.queue).clone().ok_or(CommitError::NotLeader)?;
+        let (reply, answer) = oneshot::channel();
+        queue.send(Request { cmds, bytes, reply }).await.map_err(|_| CommitError::NotLeader)?;
+        answer.await.map_err(|_| storage("commit task ended before answering"))?
+    }
+
+    /// Log entries written since `start` (each holds one or more callers' commands).
+    pub(crate) fn entries_written(&self) -> u64 {
+        self.entries_written.load(Ordering::Relaxed)
+    }
+
+    /// Stops taking commits, lets queued ones finish, and waits for the task.
+    /// Later commits get `NotLeader`.
+    pub(crate) async fn shutdown(&self) {
+        drop(lock(&self.queue).take());
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The group-commit task's own data.
+struct Task<D> {
+    durable: D,
+    state: Arc<RwLock<State>>,
+    entry_bytes_max: u64,
+    entries_written: Arc<AtomicU64>,
+}
+
+impl<D: Durable> Task<D> {
+    /// Takes whatever is queued, up to BATCH_COMMANDS_MAX commands and
+    /// `entry_bytes_max` bytes. A request that would overflow the bytes waits
+    /// for the next entry; `submit` has already refused any request that
+    /// cannot fit an entry on its own. Entries go one at a time, so the trial
+    /// always runs on exactly the state the next entry applies to.
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut carried: Option<Request> = None;
+        loop {
+            let first = match carried.take() {
+                Some(request) => request,
+                None => match rx.recv().await {
+                    Some(request) => request,
+                    None => break,
+                },
+            };
+            let mut count = first.cmds.len();
+            let mut bytes = first.bytes;
+            let mut requests = vec![first];
+            while count < BATCH_COMMANDS_MAX {
+                let Ok(request) = rx.try_recv() else { break };
+                if bytes.saturating_add(request.bytes) > self.entry_bytes_max {
+                    carried = Some(request);
+                    break;
+                }
+                count = count.saturating_add(request.cmds.len());
+                bytes = bytes.saturating_add(request.bytes);
+                requests.push(request);
+            }
+            self.commit_group(requests).await;
+            self.durable.after_batch().await;
+        }
+    }
+
+    /// Trial, then one durable entry for the callers whose groups apply, then
+    /// answer everyone.
+    async fn commit_group(&mut self, requests: Vec<Request>) {
+        if let Some(e) = self.durable.refuse() {
+            for request in requests {
+                let _ = request.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        let results = {
+            let groups: Vec<&[Command]> = requests.iter().map(|r| r.cmds.as_slice()).collect();
+            self.state.write().unwrap_or_else(|p| p.into_inner()).trial(&groups)
+        };
+        let mut accepted = Vec::new();
+        let mut members = Vec::new();
+        for (request, result) in requests.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    members.push(Command::Batch(request.cmds));
+                    accepted.push(request.reply);
+                }
+                Err(e) => {
+                    let _ = request.reply.send(Err(CommitError::Rejected(e)));
+                }
+            }
+        }
+        if members.is_empty() {
+            return;
+        }
+        let outcome = self.durable.write(Command::Batch(members), &self.entries_written).await;
+        for reply in accepted {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+pub(crate) fn storage(e: impl std::fmt::Display) -> CommitError {
+    CommitError::Storage(e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
