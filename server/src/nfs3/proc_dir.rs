@@ -13,7 +13,7 @@
 
 use hanfs_state::Command;
 use nfs3_types::nfs3::*;
-use nfs3_types::xdr_codec::Opaque;
+use nfs3_types::xdr_codec::{Opaque, Pack};
 
 use crate::rpc::program::{Ctx, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
@@ -99,6 +99,21 @@ fn create_in(
         }
         Err(s) => (Err((s, wcc)), Vec::new()),
     }
+}
+
+/// The reply of a create-type procedure (CREATE, MKDIR, SYMLINK, MKNOD): its
+/// resok built by `ok` from the new object, its resfail by `fail` from the
+/// directory's wcc, with the handle-table effects `create_in` returned.
+fn created_reply<R: Pack, F: Pack>(
+    (out, effects): (CreateOut, Vec<Command>),
+    ok: impl FnOnce(post_op_fh3, post_op_attr, wcc_data) -> R,
+    fail: impl FnOnce(wcc_data) -> F,
+) -> Reply {
+    let body = match out {
+        Ok((obj, obj_attributes, dir_wcc)) => reply::<R, F>(Ok(ok(obj, obj_attributes, dir_wcc))),
+        Err((s, dir_wcc)) => reply::<R, F>(Err((s, fail(dir_wcc)))),
+    };
+    Reply::with_effects(body, effects)
 }
 
 /// Set the client's mode exactly (the process umask may have cleared bits),
@@ -194,14 +209,12 @@ fn dec_create(r: &mut Reader) -> Result<(Fh, Name, CreateHow), DecodeError> {
 
 pub fn create(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     run(ctx, args, dec_create, |op, (fh, name, how)| {
-        let (out, effects) = create_in(op, &fh, name, |dir, n, acc| create_file(op, dir, n, acc, &how));
-        let body = match out {
-            Ok((obj, obj_attributes, dir_wcc)) => {
-                reply::<_, CREATE3resfail>(Ok(CREATE3resok { obj, obj_attributes, dir_wcc }))
-            }
-            Err((s, dir_wcc)) => reply::<CREATE3resok, _>(Err((s, CREATE3resfail { dir_wcc }))),
-        };
-        Reply::with_effects(body, effects)
+        let made = create_in(op, &fh, name, |dir, n, acc| create_file(op, dir, n, acc, &how));
+        created_reply(
+            made,
+            |obj, obj_attributes, dir_wcc| CREATE3resok { obj, obj_attributes, dir_wcc },
+            |dir_wcc| CREATE3resfail { dir_wcc },
+        )
     })
 }
 
@@ -212,7 +225,7 @@ fn dec_mkdir(r: &mut Reader) -> Result<(Fh, Name, Sattr), DecodeError> {
 
 pub fn mkdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     run(ctx, args, dec_mkdir, |op, (fh, name, s)| {
-        let (out, effects) = create_in(op, &fh, name, |dir, n, acc| {
+        let made = create_in(op, &fh, name, |dir, n, acc| {
             let mode = s.mode.unwrap_or(DIR_MODE_DEFAULT) & 0o7777;
             {
                 let _user = acc.user()?;
@@ -220,13 +233,11 @@ pub fn mkdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
             }
             finish_attrs(op, dir, n, acc, mode, &Sattr { size: None, ..s.clone() }).map(|()| None)
         });
-        let body = match out {
-            Ok((obj, obj_attributes, dir_wcc)) => {
-                reply::<_, MKDIR3resfail>(Ok(MKDIR3resok { obj, obj_attributes, dir_wcc }))
-            }
-            Err((s, dir_wcc)) => reply::<MKDIR3resok, _>(Err((s, MKDIR3resfail { dir_wcc }))),
-        };
-        Reply::with_effects(body, effects)
+        created_reply(
+            made,
+            |obj, obj_attributes, dir_wcc| MKDIR3resok { obj, obj_attributes, dir_wcc },
+            |dir_wcc| MKDIR3resfail { dir_wcc },
+        )
     })
 }
 
@@ -238,7 +249,7 @@ fn dec_symlink(r: &mut Reader) -> Result<(Fh, Name, Sattr, Name), DecodeError> {
 
 pub fn symlink(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     run(ctx, args, dec_symlink, |op, (fh, name, s, target)| {
-        let (out, effects) = create_in(op, &fh, name, |dir, n, acc| {
+        let made = create_in(op, &fh, name, |dir, n, acc| {
             let target = target?;
             {
                 let _user = acc.user()?;
@@ -248,13 +259,11 @@ pub fn symlink(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
             let rest = Sattr { mode: None, size: None, ..s.clone() };
             finish_attrs(op, dir, n, acc, 0, &rest).map(|()| None)
         });
-        let body = match out {
-            Ok((obj, obj_attributes, dir_wcc)) => {
-                reply::<_, SYMLINK3resfail>(Ok(SYMLINK3resok { obj, obj_attributes, dir_wcc }))
-            }
-            Err((s, dir_wcc)) => reply::<SYMLINK3resok, _>(Err((s, SYMLINK3resfail { dir_wcc }))),
-        };
-        Reply::with_effects(body, effects)
+        created_reply(
+            made,
+            |obj, obj_attributes, dir_wcc| SYMLINK3resok { obj, obj_attributes, dir_wcc },
+            |dir_wcc| SYMLINK3resfail { dir_wcc },
+        )
     })
 }
 
@@ -265,7 +274,7 @@ fn dec_mknod(r: &mut Reader) -> Result<(Fh, Name, Mknod), DecodeError> {
 
 pub fn mknod(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     run(ctx, args, dec_mknod, |op, (fh, name, what)| {
-        let (out, effects) = create_in(op, &fh, name, |dir, n, acc| {
+        let made = create_in(op, &fh, name, |dir, n, acc| {
             let (kind, s, dev) = match &what {
                 Mknod::Chr(s, ma, mi) => (libc::S_IFCHR, s, libc::makedev(*ma, *mi)),
                 Mknod::Blk(s, ma, mi) => (libc::S_IFBLK, s, libc::makedev(*ma, *mi)),
@@ -279,13 +288,11 @@ pub fn mknod(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
             mknod_at(dir, n, acc, kind | mode, dev)?;
             finish_attrs(op, dir, n, acc, mode, &Sattr { size: None, ..s.clone() }).map(|()| None)
         });
-        let body = match out {
-            Ok((obj, obj_attributes, dir_wcc)) => {
-                reply::<_, MKNOD3resfail>(Ok(MKNOD3resok { obj, obj_attributes, dir_wcc }))
-            }
-            Err((s, dir_wcc)) => reply::<MKNOD3resok, _>(Err((s, MKNOD3resfail { dir_wcc }))),
-        };
-        Reply::with_effects(body, effects)
+        created_reply(
+            made,
+            |obj, obj_attributes, dir_wcc| MKNOD3resok { obj, obj_attributes, dir_wcc },
+            |dir_wcc| MKNOD3resfail { dir_wcc },
+        )
     })
 }
 
