@@ -152,17 +152,18 @@ impl Dispatcher {
         record.drain(..header.args_offset.min(record.len()));
         let args = record;
         tracing::trace!(%peer, xid = header.xid, program = program.name, proc_ = proc_.name, "call");
-        match proc_.drc {
-            Drc::Skip => self.run_uncached(&header, proc_, args, peer, transport).await,
-            Drc::Record => self.run_cached(&header, proc_, args, peer, transport).await,
-        }
+        self.run(&header, proc_, args, peer, transport).await
     }
 
     fn ctx(&self, header: &CallHeader, peer: SocketAddr, transport: Transport) -> Ctx {
         Ctx { services: self.services.clone(), peer, xid: header.xid, cred: header.cred.clone(), transport }
     }
 
-    async fn run_uncached(
+    /// Runs the call: for `Drc::Record` procedures first the duplicate-request
+    /// cache (a retransmission of a running call is dropped, one of a finished
+    /// call answered from the cache), then the handler, then one commit of its
+    /// effects (plus the DRC record) before the reply is returned.
+    async fn run(
         &self,
         header: &CallHeader,
         proc_: &super::program::Proc,
@@ -170,55 +171,41 @@ impl Dispatcher {
         peer: SocketAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let reply = match (proc_.handler)(self.ctx(header, peer, transport), args).await {
-            Ok(reply) => reply,
-            Err(e) => return error_reply(header.xid, e, proc_.name),
-        };
-        if !reply.effects.is_empty() {
-            if let Err(e) = self.services.commit.commit(reply.effects).await {
-                tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, error = %e, "commit failed; reply dropped");
+        // Held until the reply is built; released however the call ends.
+        let mut claim = None;
+        if let Drc::Record = proc_.drc {
+            let key = DrcKey {
+                client: peer.ip().to_string(),
+                xid: header.xid,
+                prog: header.prog,
+                vers: header.vers,
+                proc_: header.proc_,
+                args_sum: args_checksum(&args),
+            };
+            if !self.services.in_progress.claim(&key) {
+                tracing::debug!(%peer, xid = header.xid, proc_ = proc_.name, "retransmission while in progress; dropped");
                 return None;
             }
-        }
-        Some(msg::success(header.xid, &reply.body))
-    }
-
-    async fn run_cached(
-        &self,
-        header: &CallHeader,
-        proc_: &super::program::Proc,
-        args: Vec<u8>,
-        peer: SocketAddr,
-        transport: Transport,
-    ) -> Option<Vec<u8>> {
-        let key = DrcKey {
-            client: peer.ip().to_string(),
-            xid: header.xid,
-            prog: header.prog,
-            vers: header.vers,
-            proc_: header.proc_,
-            args_sum: args_checksum(&args),
-        };
-        if !self.services.in_progress.claim(&key) {
-            tracing::debug!(%peer, xid = header.xid, proc_ = proc_.name, "retransmission while in progress; dropped");
-            return None;
-        }
-        let _claim = Claim { set: &self.services.in_progress, key: key.clone() };
-        if let Some(body) = drc_lookup(&self.services, &key) {
-            tracing::debug!(%peer, xid = header.xid, proc_ = proc_.name, "answered from the DRC");
-            return Some(msg::success(header.xid, &body));
+            let held = Claim { set: &self.services.in_progress, key };
+            if let Some(body) = drc_lookup(&self.services, &held.key) {
+                tracing::debug!(%peer, xid = header.xid, proc_ = proc_.name, "answered from the DRC");
+                return Some(msg::success(header.xid, &body));
+            }
+            claim = Some(held);
         }
         let reply = match (proc_.handler)(self.ctx(header, peer, transport), args).await {
             Ok(reply) => reply,
             Err(e) => return error_reply(header.xid, e, proc_.name),
         };
         let mut cmds = reply.effects;
-        // The state refuses oversize DRC entries, and that refusal would fail
-        // the effects too; such a reply is sent uncached instead.
-        if reply.body.len() as u64 <= hanfs_state::DRC_REPLY_BYTES_MAX {
-            cmds.push(Command::DrcInsert { key, reply: reply.body.clone(), now_ms: now_ms() });
-        } else {
-            tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, bytes = reply.body.len(), "reply too large for the DRC; not cached");
+        if let Some(held) = &claim {
+            // The state refuses oversize DRC entries, and that refusal would fail
+            // the effects too; such a reply is sent uncached instead.
+            if reply.body.len() as u64 <= hanfs_state::DRC_REPLY_BYTES_MAX {
+                cmds.push(Command::DrcInsert { key: held.key.clone(), reply: reply.body.clone(), now_ms: now_ms() });
+            } else {
+                tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, bytes = reply.body.len(), "reply too large for the DRC; not cached");
+            }
         }
         if !cmds.is_empty() {
             if let Err(e) = self.services.commit.commit(cmds).await {
