@@ -4,10 +4,13 @@
 //! applied, the old leader's lease waited out — all inside `Leadership`) and
 //! the node is not standing down:
 //! 1. run `on_promote` (bounded by `hooks.timeout_ms`);
-//! 2. claim the VIP, if configured;
+//! 2. claim the VIP, if configured: add the address;
 //! 3. commit the configured exports (idempotent) and `BumpEpoch` through Raft,
 //!    in one entry: a new write verifier for the new active period;
-//! 4. open the portmap, MOUNT and NFS listeners on `server.listen`.
+//! 4. open the portmap, MOUNT and NFS listeners on `server.listen`;
+//! 5. announce the VIP (gratuitous ARP), only now: a client it redirects, or
+//!    whose retransmission reaches the address, must not find it without a
+//!    listener (a refused connect costs the kernel client ~3 s of backoff).
 //!
 //! Then log `serving` with how long the promotion took (from this node seeing
 //! itself Raft leader to listeners open), and commit it (`RecordPromotion`)
@@ -150,7 +153,7 @@ async fn promote(shared: &Shared) -> Result<Active, String> {
         Some(cfg) => {
             let claimed = async {
                 let vip = Vip::new(cfg.clone()).map_err(|e| e.to_string())?;
-                vip.claim().await.map_err(|e| e.to_string())?;
+                vip.add_address().await.map_err(|e| e.to_string())?;
                 Ok::<Vip, String>(vip)
             };
             match claimed.await {
@@ -174,13 +177,24 @@ async fn promote(shared: &Shared) -> Result<Active, String> {
             return Err(e.to_string());
         }
     };
-    match Serving::open(&services).await {
-        Ok(serving) => Ok(Active { services, serving, vip }),
+    let serving = match Serving::open(&services).await {
+        Ok(serving) => serving,
         Err(e) => {
             undo(shared, vip).await;
-            Err(e.to_string())
+            return Err(e.to_string());
         }
+    };
+    // The gratuitous ARP last: clients it redirects find the listeners open.
+    let announced = match &vip {
+        Some(v) => v.announce_claim().await.map_err(|e| format!("announcing the VIP {}: {e}", v.config().addr)),
+        None => Ok(()),
+    };
+    if let Err(e) = announced {
+        serving.close(&services).await;
+        undo(shared, vip).await;
+        return Err(e);
     }
+    Ok(Active { services, serving, vip })
 }
 
 /// Release the VIP (if claimed) and run `on_demote`.

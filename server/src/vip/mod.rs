@@ -101,13 +101,29 @@ impl Vip {
     /// Adds the address and announces it. On return the address is bound-able
     /// and every announcement has been handed to the kernel.
     pub async fn claim(&self) -> Result<(), VipError> {
+        self.add_address().await?;
+        self.announce_claim().await
+    }
+
+    /// The first half of `claim`: add the address, announce nothing yet. A
+    /// promotion binds its listeners in between, so no client redirected by
+    /// the announcement meets the address without a listener (a refused
+    /// connect costs a kernel client seconds of reconnect backoff).
+    pub async fn add_address(&self) -> Result<(), VipError> {
         let c = &self.config;
         let nl = self.open("claim")?;
         let link = self.link(&nl, "claim").await?;
         if !link.up && link.kind != LinkKind::Loopback {
             return Err(VipError::InterfaceDown { interface: c.interface.clone() });
         }
-        nl.add(link.index, c.addr, c.prefix).await.map_err(|e| self.netlink_error("address add", e))?;
+        nl.add(link.index, c.addr, c.prefix).await.map_err(|e| self.netlink_error("address add", e))
+    }
+
+    /// The second half of `claim`: the gratuitous ARP announcements.
+    pub async fn announce_claim(&self) -> Result<(), VipError> {
+        let c = &self.config;
+        let nl = self.open("claim")?;
+        let link = self.link(&nl, "claim").await?;
         self.announce(&link).await?;
         tracing::info!(vip = %c.addr, prefix = c.prefix, interface = %c.interface, "VIP claimed");
         Ok(())
