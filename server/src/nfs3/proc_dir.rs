@@ -101,17 +101,37 @@ fn create_in(
     }
 }
 
-/// The reply of a create-type procedure (CREATE, MKDIR, SYMLINK, MKNOD): its
-/// resok built by `ok` from the new object, its resfail by `fail` from the
-/// directory's wcc, with the handle-table effects `create_in` returned.
-fn created_reply<R: Pack, F: Pack>(
-    (out, effects): (CreateOut, Vec<Command>),
-    ok: impl FnOnce(post_op_fh3, post_op_attr, wcc_data) -> R,
-    fail: impl FnOnce(wcc_data) -> F,
-) -> Reply {
+/// A create-type procedure's result pair (CREATE, MKDIR, SYMLINK, MKNOD share
+/// one shape: obj, obj_attributes, dir_wcc / dir_wcc).
+trait CreatedRes: Pack + Sized {
+    type Fail: Pack;
+    fn ok(obj: post_op_fh3, obj_attributes: post_op_attr, dir_wcc: wcc_data) -> Self;
+    fn fail(dir_wcc: wcc_data) -> Self::Fail;
+}
+
+macro_rules! created_res {
+    ($($ok:ident / $fail:ident),* $(,)?) => {$(
+        impl CreatedRes for $ok {
+            type Fail = $fail;
+            fn ok(obj: post_op_fh3, obj_attributes: post_op_attr, dir_wcc: wcc_data) -> Self {
+                $ok { obj, obj_attributes, dir_wcc }
+            }
+            fn fail(dir_wcc: wcc_data) -> $fail {
+                $fail { dir_wcc }
+            }
+        }
+    )*};
+}
+
+created_res!(CREATE3resok / CREATE3resfail, MKDIR3resok / MKDIR3resfail, SYMLINK3resok / SYMLINK3resfail, MKNOD3resok / MKNOD3resfail);
+
+/// The reply of a create-type procedure from what `create_in` returned: its
+/// resok from the new object, its resfail from the directory's wcc, with the
+/// handle-table effects.
+fn created_reply<R: CreatedRes>((out, effects): (CreateOut, Vec<Command>)) -> Reply {
     let body = match out {
-        Ok((obj, obj_attributes, dir_wcc)) => reply::<R, F>(Ok(ok(obj, obj_attributes, dir_wcc))),
-        Err((s, dir_wcc)) => reply::<R, F>(Err((s, fail(dir_wcc)))),
+        Ok((obj, obj_attributes, dir_wcc)) => reply::<R, R::Fail>(Ok(R::ok(obj, obj_attributes, dir_wcc))),
+        Err((s, dir_wcc)) => reply::<R, R::Fail>(Err((s, R::fail(dir_wcc)))),
     };
     Reply::with_effects(body, effects)
 }
@@ -210,11 +230,7 @@ fn dec_create(r: &mut Reader) -> Result<(Fh, Name, CreateHow), DecodeError> {
 pub fn create(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     run(ctx, args, dec_create, |op, (fh, name, how)| {
         let made = create_in(op, &fh, name, |dir, n, acc| create_file(op, dir, n, acc, &how));
-        created_reply(
-            made,
-            |obj, obj_attributes, dir_wcc| CREATE3resok { obj, obj_attributes, dir_wcc },
-            |dir_wcc| CREATE3resfail { dir_wcc },
-        )
+        created_reply::<CREATE3resok>(made)
     })
 }
 
@@ -233,11 +249,7 @@ pub fn mkdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
             }
             finish_attrs(op, dir, n, acc, mode, &Sattr { size: None, ..s.clone() }).map(|()| None)
         });
-        created_reply(
-            made,
-            |obj, obj_attributes, dir_wcc| MKDIR3resok { obj, obj_attributes, dir_wcc },
-            |dir_wcc| MKDIR3resfail { dir_wcc },
-        )
+        created_reply::<MKDIR3resok>(made)
     })
 }
 
@@ -259,11 +271,7 @@ pub fn symlink(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
             let rest = Sattr { mode: None, size: None, ..s.clone() };
             finish_attrs(op, dir, n, acc, 0, &rest).map(|()| None)
         });
-        created_reply(
-            made,
-            |obj, obj_attributes, dir_wcc| SYMLINK3resok { obj, obj_attributes, dir_wcc },
-            |dir_wcc| SYMLINK3resfail { dir_wcc },
-        )
+        created_reply::<SYMLINK3resok>(made)
     })
 }
 
@@ -288,11 +296,7 @@ pub fn mknod(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
             mknod_at(dir, n, acc, kind | mode, dev)?;
             finish_attrs(op, dir, n, acc, mode, &Sattr { size: None, ..s.clone() }).map(|()| None)
         });
-        created_reply(
-            made,
-            |obj, obj_attributes, dir_wcc| MKNOD3resok { obj, obj_attributes, dir_wcc },
-            |dir_wcc| MKNOD3resfail { dir_wcc },
-        )
+        created_reply::<MKNOD3resok>(made)
     })
 }
 
