@@ -117,6 +117,8 @@ wait_lines 10 || die "guest is not appending"
 log "guest mounted and appending"
 
 STALLS=() TAKEOVERS=()
+# Polls (0.1 s) for the new active's `serving` log line after its VIP answers.
+SERVING_LINE_POLLS_MAX=50
 DONE=0
 for ((round = 1; round <= ROUNDS; round++)); do
     active=$(wait_serving 0)
@@ -128,7 +130,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
     [ -n "$VIP_DIES" ] && { ip -n "$NS" addr del "$VIP/$VIP_PREFIX" dev br0 2>/dev/null || true; }
     node_kill9 "$active"
     new=$(wait_serving "$active")
-    ready=$(serving_since "$new")
+    # The listeners open before the gratuitous ARP and the `serving` log line: wait (bounded)
+    # for that line of this takeover, not the node's previous one.
+    for ((i = 0; i < SERVING_LINE_POLLS_MAX; i++)); do
+        ready=$(serving_since "$new")
+        awk -v a="$killed_at" -v b="${ready:-0}" 'BEGIN { exit !(b > a) }' && break
+        sleep 0.1
+    done
     took=$(awk -v a="$killed_at" -v b="${ready:-0}" 'BEGIN { if (b > a) printf "%.2f", b - a; else print "?" }')
     TAKEOVERS+=("$took")
     if ! wait_lines $((before + RESUME_LINES)); then
