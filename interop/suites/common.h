@@ -56,4 +56,8 @@ int ensure_mounted(void);                          /* plain `mount -t nfs` if no
 int wait_file(const char *path, unsigned timeout_s);
 int touch_file(const char *path);
 void msleep(unsigned ms);
+/* Runs fn(arg) in a child process; 0 if it succeeded, else -1 with the child's reason in g_why. */
+typedef int (*child_fn)(void *arg);
+int in_child(child_fn fn, void *arg);
+
 #endif

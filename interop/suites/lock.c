@@ -22,32 +22,6 @@ static int open_case_file(const char *name) {
     return fd;
 }
 
-/* Runs fn(arg) in a child process; returns its verdict with the child's reason in g_why. */
-typedef int (*child_fn)(void *arg);
-static int in_child(child_fn fn, void *arg) {
-    int fds[2];
-    if (pipe(fds) < 0) return failf("pipe: %s", strerror(errno));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) return failf("fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(fds[0]);
-        g_why[0] = 0;
-        int r = fn(arg);
-        if (r < 0) { ssize_t w = write(fds[1], g_why, strlen(g_why)); (void)w; }
-        _exit(r < 0 ? 1 : 0);
-    }
-    close(fds[1]);
-    char why[WHY_BYTES_MAX] = "";
-    ssize_t n = read(fds[0], why, sizeof why - 1);
-    why[n > 0 ? n : 0] = 0;
-    close(fds[0]);
-    int status;
-    if (waitpid(pid, &status, 0) != pid) return failf("waitpid: %s", strerror(errno));
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
-    return failf("child: %s", why[0] ? why : "died");
-}
-
 struct probe { off_t start, len; enum want want; };
 struct probes { const struct probe *p; unsigned n; };
 

@@ -113,29 +113,17 @@ static int chmod0_child(const char *p) {
     return 0;
 }
 
+/* In the child: become the other user, then check what a mode-0 file allows. */
+static int chmod0_as_other(void *path) {
+    if (setgroups(0, NULL) < 0 || setgid(OTHER_GID) < 0 || setuid(OTHER_UID) < 0)
+        return failf("could not switch to uid %d: %s", OTHER_UID, strerror(errno));
+    return chmod0_child(path);
+}
+
 static int c_chmod0_open_io(void) {
     char p[PATH_BYTES_MAX];
     if (dir_of(p, "special/mode0") < 0) return -1;
-    int fds[2];
-    CHECK_SYS(pipe(fds), "pipe");
-    pid_t pid = fork();
-    CHECK(pid >= 0, "fork");
-    if (pid == 0) {
-        close(fds[0]);
-        if (setgroups(0, NULL) < 0 || setgid(OTHER_GID) < 0 || setuid(OTHER_UID) < 0) _exit(3);
-        int r = chmod0_child(p);
-        if (r < 0) { ssize_t w = write(fds[1], g_why, strlen(g_why)); (void)w; }
-        _exit(r < 0 ? 1 : 0);
-    }
-    close(fds[1]);
-    char why[WHY_BYTES_MAX] = "";
-    ssize_t got = read(fds[0], why, sizeof why - 1);
-    why[got > 0 ? got : 0] = 0;
-    close(fds[0]);
-    int status;
-    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) != 3, "could not switch to uid %d", OTHER_UID);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "as uid %d: %s", OTHER_UID, why);
+    if (in_child(chmod0_as_other, p) < 0) return -1;
     CHECK_SYS(unlink(p), "unlink");
     return 0;
 }
