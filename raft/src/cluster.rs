@@ -18,8 +18,9 @@ use crate::membership::{initialize, raft_config, MembershipError};
 use crate::network::auth::ClusterSecret;
 use crate::network::client::PeerNetwork;
 use crate::network::server::PeerServer;
-use crate::network::Faults;
+use crate::network::{Faults, PeerSignals};
 use crate::raft_commit::RaftCommit;
+use crate::relay::spawn_witness_relay;
 use crate::sm_store::StateMachineStore;
 use crate::types::{typ, NodeId, PeerNode, Role};
 
@@ -71,6 +72,8 @@ pub struct RaftNode {
     leadership: watch::Receiver<Leadership>,
     server: JoinHandle<()>,
     watch: JoinHandle<()>,
+    /// The witness relay (`relay`), on the witness only.
+    relay: Option<JoinHandle<()>>,
 }
 
 impl RaftNode {
@@ -104,11 +107,19 @@ impl RaftNode {
         let raft = typ::Raft::new(opts.node_id, config, network, log.clone(), sm.clone())
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
-        let server = PeerServer { raft: raft.clone(), cluster: opts.cluster, secret: opts.secret, faults: faults.clone() }
-            .spawn(listener);
+        let signals = PeerSignals::default();
+        let server = PeerServer {
+            raft: raft.clone(),
+            cluster: opts.cluster,
+            secret: opts.secret,
+            faults: faults.clone(),
+            signals: signals.clone(),
+        }
+        .spawn(listener);
+        let relay = (opts.role == Role::Witness).then(|| spawn_witness_relay(raft.clone(), signals));
         let (leadership, watch) = spawn_leadership_watch(raft.clone(), opts.role, lease.clone());
         let commit = RaftCommit::start(raft.clone(), &sm, leadership.clone());
-        Ok(RaftNode { id: opts.node_id, role: opts.role, raft, log, sm, commit, faults, lease, leadership, server, watch })
+        Ok(RaftNode { id: opts.node_id, role: opts.role, raft, log, sm, commit, faults, lease, leadership, server, watch, relay })
     }
 
     /// Bootstrap a new cluster from this (storage) node, once. See
@@ -139,6 +150,10 @@ impl RaftNode {
     pub async fn shutdown(self) -> Result<(), RaftNodeError> {
         self.server.abort();
         let _ = self.server.await;
+        if let Some(relay) = self.relay {
+            relay.abort();
+            let _ = relay.await;
+        }
         let stopped = self.raft.shutdown().await.map_err(|e| RaftNodeError::Raft(e.to_string()));
         self.commit.shutdown().await;
         // The watch ends once Raft's metrics channel closes.

@@ -7,7 +7,8 @@
 //! timing (`membership`), the leader lease and leadership watch used for
 //! fencing (`lease`), and `RaftCommit`, the `Commit` implementation over Raft
 //! with group commit (`raft_commit`), the group-commit batcher both commit
-//! paths share (`batch`); `cluster::RaftNode` assembles them.
+//! paths share (`batch`), and the witness relay (`relay`: the witness leads only
+//! to hand a lagging storage node the log); `cluster::RaftNode` assembles them.
 //! Imports `hanfs-state`; must never import `hanfs-server` or `hanfs-cli`.
 
 mod batch;
@@ -19,6 +20,7 @@ pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod raft_commit;
+pub mod relay;
 pub mod sm_store;
 pub mod types;
 

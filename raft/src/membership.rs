@@ -10,7 +10,9 @@
 //! it never stands as candidate; it still answers vote and append requests.
 //! `initialize` is only ever run on a storage node (openraft starts an
 //! election on the initializing node), and leadership transfer does not exist
-//! in 0.9, so there is no other path by which the witness could become leader.
+//! in 0.9. The one exception is deliberate: `relay` lets the witness lead
+//! briefly when a storage node's candidacy fails only because the witness
+//! holds committed entries it lacks, to hand them over; it never serves.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

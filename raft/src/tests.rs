@@ -8,6 +8,7 @@
 mod cluster;
 mod group_commit;
 mod harness;
+mod witness_relay;
 
 
 use openraft::testing::{StoreBuilder, Suite};

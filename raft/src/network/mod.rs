@@ -7,14 +7,16 @@
 //! `server` accepts peers and hands their requests to the local `Raft`,
 //! `auth` owns the secret, the handshake and the per-frame MAC.
 //! `Faults` is the test hook that drops all traffic to or from chosen peers.
+//! `PeerSignals` is what the server saw lately (a leader's appends, a
+//! candidate refused for being behind), for the witness relay.
 
 pub mod auth;
 pub mod client;
 pub mod server;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -86,6 +88,35 @@ impl Faults {
 
     pub fn is_blocked(&self, peer: NodeId) -> bool {
         self.blocked.read().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+    }
+}
+
+/// When this node's peer server last saw two things: an AppendEntries from a
+/// leader (any leader talking to us is alive), and a vote it refused because
+/// the candidate's log was behind ours. Cloning shares the record.
+#[derive(Clone, Debug, Default)]
+pub struct PeerSignals {
+    seen: Arc<Mutex<SignalTimes>>,
+}
+
+/// A copy of `PeerSignals` at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalTimes {
+    pub last_append: Option<Instant>,
+    pub refused_behind: Option<Instant>,
+}
+
+impl PeerSignals {
+    pub(crate) fn append_received(&self) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).last_append = Some(Instant::now());
+    }
+
+    pub(crate) fn vote_refused_behind(&self) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).refused_behind = Some(Instant::now());
+    }
+
+    pub fn times(&self) -> SignalTimes {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::auth::{server_handshake, ClusterSecret, SecureStream};
-use super::{ms, Faults, PeerRequest, PeerResponse, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX, PEER_FRAME_BYTES_MAX, PEER_IDLE_TIMEOUT_MS};
+use super::{ms, Faults, PeerRequest, PeerSignals, PeerResponse, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX, PEER_FRAME_BYTES_MAX, PEER_IDLE_TIMEOUT_MS};
 use crate::types::{decode, encode, typ, NodeId};
 
 /// What the peer server needs.
@@ -22,6 +22,7 @@ pub struct PeerServer {
     pub cluster: String,
     pub secret: ClusterSecret,
     pub faults: Faults,
+    pub signals: PeerSignals,
 }
 
 impl PeerServer {
@@ -99,8 +100,20 @@ impl PeerServer {
 
     async fn dispatch(&self, req: PeerRequest) -> PeerResponse {
         match req {
-            PeerRequest::Append(rpc) => PeerResponse::Append(self.raft.append_entries(rpc).await),
-            PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
+            PeerRequest::Append(rpc) => {
+                self.signals.append_received();
+                PeerResponse::Append(self.raft.append_entries(rpc).await)
+            }
+            PeerRequest::Vote(rpc) => {
+                let candidate_last = rpc.last_log_id;
+                let resp = self.raft.vote(rpc).await;
+                if let Ok(r) = &resp {
+                    if !r.vote_granted && candidate_last < r.last_log_id {
+                        self.signals.vote_refused_behind();
+                    }
+                }
+                PeerResponse::Vote(resp)
+            }
             PeerRequest::Snapshot(rpc) => PeerResponse::Snapshot(self.raft.install_snapshot(rpc).await),
         }
     }

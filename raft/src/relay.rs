@@ -1,0 +1,165 @@
+//! The witness relay: the one time the witness takes Raft leadership, and why.
+//!
+//! A leader commits an entry once one other voter has it. If that voter was
+//! the witness and the leader then dies, the surviving storage node lacks the
+//! entry: the witness rightly refuses it its vote (Raft's up-to-date rule),
+//! and a witness that never campaigns would leave the cluster without a
+//! leader until the dead node came back. Only a leader can ship log entries,
+//! so the witness stands in exactly this case, and only to hand the log on:
+//!
+//! 1. it has refused a candidate because that candidate's log is behind
+//!    (`PeerSignals::refused_behind`, within `RELAY_REFUSAL_RECENT_MS`), and
+//! 2. no leader has sent it anything for `RELAY_SILENCE_MS` (a live leader
+//!    heartbeats every `HEARTBEAT_MS`; while one talks to the witness, the
+//!    witness never stands);
+//!
+//! then it triggers an election (`trigger().elect()`, which ignores the
+//! witness's switched-off election timer). A refused candidacy teaches it the
+//! candidate's term, so the next trigger, `RELAY_RETRY_MS` later, outbids it.
+//! As leader it commits its term's blank entry, which brings the storage node
+//! up to date (`RELAY_CATCHUP_MS` bound), then stops heartbeating: the storage
+//! node's leader lease runs out, it campaigns with a complete log, the witness
+//! grants, and the storage node promotes itself through the normal lifecycle
+//! (apply, wait out the lease bound, VIP, epoch, listeners).
+//!
+//! The witness never serves: its leadership watch never reports `Leader`
+//! (`lease::spawn_leadership_watch` checks the role), so it never opens
+//! listeners or claims the VIP. It leads for the few milliseconds the
+//! catch-up takes plus one leader lease.
+
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use tokio::task::JoinHandle;
+
+use crate::membership::{ELECTION_TIMEOUT_MAX_MS, HEARTBEAT_MS};
+use crate::network::{PeerSignals, SignalTimes};
+use crate::types::{typ, NodeId, Role};
+
+/// How often the relay looks at the signals and at Raft.
+pub const RELAY_POLL_MS: u64 = 50;
+/// Silence from every leader before the witness may stand: two full election
+/// timeouts plus a heartbeat, longer than any storage node needs to notice a
+/// dead leader and campaign.
+pub const RELAY_SILENCE_MS: u64 = 2 * ELECTION_TIMEOUT_MAX_MS + HEARTBEAT_MS;
+/// A refusal of a lagging candidate counts as current for this long.
+pub const RELAY_REFUSAL_RECENT_MS: u64 = 1_000;
+/// Between two election triggers while standing.
+pub const RELAY_RETRY_MS: u64 = 100;
+/// Bound on waiting, as leader, for a storage node to match our log.
+pub const RELAY_CATCHUP_MS: u64 = 2_000;
+/// Bound on waiting for a storage node to take over once heartbeats stop.
+pub const RELAY_HANDOVER_MS: u64 = 5_000;
+
+const _: () = assert!(RELAY_SILENCE_MS > ELECTION_TIMEOUT_MAX_MS + HEARTBEAT_MS);
+const _: () = assert!(RELAY_RETRY_MS >= 2 * RELAY_POLL_MS);
+
+/// Should a witness that is not leader stand now?
+pub fn should_stand(seen: SignalTimes, now: Instant) -> bool {
+    let within = |t: Option<Instant>, ms: u64| t.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(ms));
+    within(seen.refused_behind, RELAY_REFUSAL_RECENT_MS) && !within(seen.last_append, RELAY_SILENCE_MS)
+}
+
+/// Run the relay on a witness until Raft shuts down.
+pub fn spawn_witness_relay(raft: typ::Raft, signals: PeerSignals) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let metrics = raft.metrics();
+        loop {
+            tokio::time::sleep(Duration::from_millis(RELAY_POLL_MS)).await;
+            if metrics.has_changed().is_err() {
+                return; // Raft stopped.
+            }
+            let m = metrics.borrow().clone();
+            if m.state == ServerState::Leader && m.current_leader == Some(m.id) {
+                hand_over(&raft).await;
+                continue;
+            }
+            if should_stand(signals.times(), Instant::now()) {
+                tracing::warn!(
+                    term = m.current_term,
+                    last_log = ?m.last_log_index,
+                    "witness relay: a storage node is behind our log and no leader is alive; standing to hand it the log"
+                );
+                if raft.trigger().elect().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(RELAY_RETRY_MS)).await;
+            }
+        }
+    })
+}
+
+/// As leader: wait (bounded) until a storage node matches our log, then stop
+/// heartbeating until another node leads (bounded), then switch heartbeats
+/// back on (in case nobody took over, the loop comes back here).
+async fn hand_over(raft: &typ::Raft) {
+    let metrics = raft.metrics();
+    let me = metrics.borrow().id;
+    let caught_up = wait_until(&metrics, RELAY_CATCHUP_MS, |m| caught_up_storage(m).is_some()).await;
+    let target = caught_up_storage(&metrics.borrow());
+    tracing::warn!(?target, caught_up, "witness relay: leading; stepping aside for a storage node");
+    let rc = raft.runtime_config();
+    rc.heartbeat(false);
+    let handed = wait_until(&metrics, RELAY_HANDOVER_MS, |m| m.current_leader != Some(me)).await;
+    rc.heartbeat(true);
+    let leader = metrics.borrow().current_leader;
+    if handed {
+        tracing::warn!(?leader, "witness relay: handed over");
+    } else {
+        tracing::warn!("witness relay: no storage node took over in time; still leading");
+    }
+}
+
+/// A storage voter whose replicated log matches the leader's last index.
+fn caught_up_storage(m: &openraft::RaftMetrics<NodeId, crate::types::PeerNode>) -> Option<NodeId> {
+    let repl = m.replication.as_ref()?;
+    let last = m.last_log_index?;
+    m.membership_config
+        .membership()
+        .nodes()
+        .filter(|(id, n)| **id != m.id && n.role == Role::Storage)
+        .map(|(id, _)| *id)
+        .find(|id| repl.get(id).cloned().flatten().map(|l| l.index) == Some(last))
+}
+
+async fn wait_until(
+    metrics: &tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, crate::types::PeerNode>>,
+    bound_ms: u64,
+    mut cond: impl FnMut(&openraft::RaftMetrics<NodeId, crate::types::PeerNode>) -> bool,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(bound_ms);
+    loop {
+        if cond(&metrics.borrow()) {
+            return true;
+        }
+        if Instant::now() >= deadline || metrics.has_changed().is_err() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(RELAY_POLL_MS / 5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ago(now: Instant, ms: u64) -> Option<Instant> {
+        now.checked_sub(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn stands_only_after_a_recent_refusal_and_leader_silence() {
+        let now = Instant::now() + Duration::from_secs(10);
+        let quiet_and_refused = SignalTimes { last_append: ago(now, RELAY_SILENCE_MS + 1), refused_behind: ago(now, 10) };
+        assert!(should_stand(quiet_and_refused, now));
+        let never_heard = SignalTimes { last_append: None, refused_behind: ago(now, 10) };
+        assert!(should_stand(never_heard, now));
+        let leader_alive = SignalTimes { last_append: ago(now, HEARTBEAT_MS), refused_behind: ago(now, 10) };
+        assert!(!should_stand(leader_alive, now), "a live leader talks to us: never stand");
+        let no_refusal = SignalTimes { last_append: ago(now, 5_000), refused_behind: None };
+        assert!(!should_stand(no_refusal, now), "nobody is stuck behind us");
+        let old_refusal =
+            SignalTimes { last_append: ago(now, 5_000), refused_behind: ago(now, RELAY_REFUSAL_RECENT_MS + 1) };
+        assert!(!should_stand(old_refusal, now));
+    }
+}
