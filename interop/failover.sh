@@ -1,7 +1,8 @@
 #!/bin/bash
 # interop/failover.sh: the real Linux kernel client across hanfs failovers (issue 4 item 9).
 # In the harness's private namespace: storage nodes 1 and 2 and witness 3 (peer ports 7101-7103
-# on the bridge address, one shared export directory, VIP 10.99.0.100/24 on br0 via [vip]).
+# on the bridge address, one shared export directory, VIP 10.99.0.100/24 via [vip]: on each
+# storage node's own device hanfs-vipN, announced on br0, gone when its process dies).
 # Guest A mounts VIP:/export, keeps a directory open and appends a timestamp line every 0.2 s;
 # the active node is killed with SIGKILL --rounds times (default 10), which alternates the
 # storage nodes; each killed node is restarted and waited for until it has caught up.
@@ -16,21 +17,17 @@ CACHE=$INTEROP/.cache
 
 usage() {
     cat <<USAGE
-usage: interop/failover.sh [--rounds N] [--stall-max SECONDS] [--vip-dies] [--hanfs-bin PATH] [--keep]
+usage: interop/failover.sh [--rounds N] [--stall-max SECONDS] [--hanfs-bin PATH] [--keep]
   --rounds N          failovers (kill -9 of the active), default 10
-  --vip-dies          delete the VIP from br0 just before each kill, as a crashed host takes its
-                      addresses with it and sends no FIN/RST (default: the VIP stays on br0, as
-                      after a kill -9 of the process alone; reconnects are then refused at once)
   --stall-max S       largest acceptable stall, default 2 (seconds)
   --hanfs-bin PATH    use this hanfs-server binary (default: target/release, rebuilt if stale)
   --keep              keep the run directory under interop/.cache/runs/
 USAGE
 }
 
-ROUNDS=10 STALL_MAX=2 HANFS_BIN_ARG= KEEP= VIP_DIES=
+ROUNDS=10 STALL_MAX=2 HANFS_BIN_ARG= KEEP=
 while [ $# -gt 0 ]; do
     case "$1" in
-    --vip-dies) VIP_DIES=1; shift ;;
     --rounds) ROUNDS=${2:-}; shift 2 ;;
     --stall-max) STALL_MAX=${2:-}; shift 2 ;;
     --hanfs-bin) HANFS_BIN_ARG=${2:-}; shift 2 ;;
@@ -125,9 +122,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
     before=$(lines_now)
     log "round $round: kill -9 node $active (file has $before lines)"
     killed_at=$(date +%s.%N)
-    # A crashed host takes the VIP with it and sends nothing: delete the VIP first, so the
-    # dying process's FIN cannot leave and the client's reconnect SYNs go unanswered.
-    [ -n "$VIP_DIES" ] && { ip -n "$NS" addr del "$VIP/$VIP_PREFIX" dev br0 2>/dev/null || true; }
+    # The VIP lives on the killed node's own TUN device (hanfs-vipN), which the kernel destroys
+    # with the process: the client's reconnect SYNs go unanswered (not refused) until the new
+    # active has claimed the VIP and sent its gratuitous ARP.
     node_kill9 "$active"
     new=$(wait_serving "$active")
     # The listeners open before the gratuitous ARP and the `serving` log line: wait (bounded)
@@ -161,7 +158,7 @@ errors=missing
 [ -f "$RUN/g0/out/errors.txt" ] && errors=$(wc -l < "$RUN/g0/out/errors.txt")
 estale=$(cat "$RUN/g0/out/errors.txt" "$LOGDIR/guesta-boot1.console" 2>/dev/null | awk 'tolower($0) ~ /stale/ { n++ } END { print n + 0 }')
 finished=$([ -f "$RUN/g0/out/finished.txt" ] && echo yes || echo no)
-echo "=== failover: $DONE of $ROUNDS kill -9 failovers, kernel client through $VIP$([ -n "$VIP_DIES" ] && echo ", VIP deleted with each killed node") ==="
+echo "=== failover: $DONE of $ROUNDS kill -9 failovers, kernel client through $VIP ==="
 for ((i = 0; i < ${#STALLS[@]}; i++)); do
     echo "failover $((i + 1)): stall ${STALLS[$i]} s (new active serving ${TAKEOVERS[$i]} s after the kill)"
 done

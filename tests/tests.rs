@@ -13,3 +13,4 @@ mod portmap;
 mod readdir;
 mod tools;
 mod vip;
+mod vip_device;

@@ -29,22 +29,22 @@ const CAPTURE_FRAMES_MAX: u32 = 256;
 /// A capture read gives up after this long without a frame.
 const CAPTURE_IDLE_MS: i64 = 300;
 const FRAME_BYTES_MAX: usize = 2048;
-const MAC_A: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0xa1];
-const MAC_B: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0xb1];
-const ETH_P_ARP: u16 = 0x0806;
+pub(crate) const MAC_A: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0xa1];
+pub(crate) const MAC_B: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0xb1];
+pub(crate) const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IPV6: u16 = 0x86dd;
 
 static NETNS_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A network namespace owned by one test; deleted on drop.
-struct NetNs {
+pub(crate) struct NetNs {
     name: String,
 }
 
 impl NetNs {
     /// Creates the namespace with the veth pair up, or returns None (after
     /// printing why) when `ip netns` cannot run here at all.
-    fn with_veth(label: &str) -> Option<NetNs> {
+    pub(crate) fn with_veth(label: &str) -> Option<NetNs> {
         match Command::new("ip").args(["netns", "list"]).output() {
             Ok(out) if out.status.success() => {}
             Ok(out) => {
@@ -69,21 +69,21 @@ impl NetNs {
     }
 
     /// `ip -n <ns> args...`; panics with its stderr on failure.
-    fn ip(&self, args: &[&str]) -> String {
+    pub(crate) fn ip(&self, args: &[&str]) -> String {
         let mut all = vec!["-n", self.name.as_str()];
         all.extend_from_slice(args);
         run(&all)
     }
 
     /// `ip -o addr show dev <dev>` in the namespace.
-    fn addrs(&self, dev: &str) -> String {
+    pub(crate) fn addrs(&self, dev: &str) -> String {
         self.ip(&["-o", "addr", "show", "dev", dev])
     }
 
     /// Runs `f` on a fresh thread inside this namespace, with a current-thread
     /// runtime. A panic in `f` is re-raised here (and the namespace still
     /// dropped by the caller's guard).
-    fn run<T: Send>(&self, f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send) -> T {
+    pub(crate) fn run<T: Send>(&self, f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send) -> T {
         let path = format!("/run/netns/{}", self.name);
         std::thread::scope(|s| {
             let worker = s.spawn(|| {
@@ -115,7 +115,7 @@ fn run(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn mac_text(mac: &[u8; 6]) -> String {
+pub(crate) fn mac_text(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
@@ -129,7 +129,7 @@ fn enter_netns(path: &str) {
 
 /// An AF_PACKET socket receiving frames of `ethertype` arriving on `dev`, in
 /// the calling thread's namespace, with a receive timeout of CAPTURE_IDLE_MS.
-fn capture(dev: &str, ethertype: u16) -> OwnedFd {
+pub(crate) fn capture(dev: &str, ethertype: u16) -> OwnedFd {
     let name = std::ffi::CString::new(dev).expect("device name");
     // SAFETY: plain syscalls with valid arguments; results checked.
     unsafe {
@@ -162,7 +162,7 @@ fn capture(dev: &str, ethertype: u16) -> OwnedFd {
 }
 
 /// Every frame queued on `fd`, until it stays idle for CAPTURE_IDLE_MS.
-fn drain(fd: &OwnedFd) -> Vec<Vec<u8>> {
+pub(crate) fn drain(fd: &OwnedFd) -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     for _ in 0..CAPTURE_FRAMES_MAX {
         let mut buf = [0u8; FRAME_BYTES_MAX];
@@ -180,12 +180,12 @@ fn drain(fd: &OwnedFd) -> Vec<Vec<u8>> {
 
 /// The fields of an ARP request frame that a gratuitous ARP is judged by.
 #[derive(Debug)]
-struct ArpRequest {
-    eth_dst: [u8; 6],
-    eth_src: [u8; 6],
-    sender_mac: [u8; 6],
-    sender_ip: Ipv4Addr,
-    target_ip: Ipv4Addr,
+pub(crate) struct ArpRequest {
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub sender_mac: [u8; 6],
+    pub sender_ip: Ipv4Addr,
+    pub target_ip: Ipv4Addr,
 }
 
 /// Parses an Ethernet/IPv4 ARP request (offsets from RFC 826); None for
@@ -205,7 +205,7 @@ fn arp_request(f: &[u8]) -> Option<ArpRequest> {
 }
 
 /// The gratuitous ARP requests among `frames`: sender IP == target IP.
-fn gratuitous(frames: &[Vec<u8>]) -> Vec<ArpRequest> {
+pub(crate) fn gratuitous(frames: &[Vec<u8>]) -> Vec<ArpRequest> {
     frames.iter().filter_map(|f| arp_request(f)).filter(|a| a.sender_ip == a.target_ip).collect()
 }
 
@@ -225,11 +225,11 @@ fn neighbor_advert(f: &[u8]) -> Option<([u8; 6], Ipv6Addr, [u8; 6])> {
 }
 
 fn vip(interface: &str, addr: &str, prefix: u8) -> Vip {
-    Vip::new(VipConfig { interface: interface.into(), addr: addr.parse().expect("address"), prefix })
+    Vip::new(VipConfig { interface: interface.into(), addr: addr.parse().expect("address"), prefix, device: None })
         .expect("valid VIP config")
 }
 
-fn can_bind(addr: IpAddr) -> bool {
+pub(crate) fn can_bind(addr: IpAddr) -> bool {
     TcpListener::bind(SocketAddr::new(addr, 0)).is_ok()
 }
 
@@ -449,7 +449,7 @@ fn errors_name_the_problem() {
     });
     assert!(!ns.addrs("vipa").contains("10.77.1.10"));
 
-    match Vip::new(VipConfig { interface: "vipa".into(), addr: "10.0.0.1".parse().expect("addr"), prefix: 33 }) {
+    match Vip::new(VipConfig { interface: "vipa".into(), addr: "10.0.0.1".parse().expect("addr"), prefix: 33, device: None }) {
         Err(VipError::Prefix { prefix: 33, max: 32, .. }) => {}
         other => panic!("prefix 33 for IPv4: {other:?}"),
     }

@@ -56,7 +56,7 @@ pub enum Command {
         clients = \"10.0.0.0/8(rw) *(ro)\"  # exports(5) syntax\n\n\
         A cluster member adds [cluster] (name, node_id, secret_file), one [[cluster.peer]] \
         (id, addr, role = storage|witness) per member including itself, and optionally \
-        [vip] (interface, addr, prefix) and [hooks] (on_promote, on_demote, timeout_ms); \
+        [vip] (interface, addr, prefix, device) and [hooks] (on_promote, on_demote, timeout_ms); \
         see README.md, \"Running a cluster\".")]
     CheckConfig {
         /// TOML config file.

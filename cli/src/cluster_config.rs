@@ -12,9 +12,12 @@
 //! addr = "10.0.0.1:7101"              # raft peer transport, IP:port
 //! role = "storage"                    # or "witness" (at most one)
 //! [vip]                               # optional
-//! interface = "eth0"
+//! interface = "eth0"                  # where the gratuitous ARP goes
 //! addr = "10.0.0.100"
 //! prefix = 24
+//! device = "hanfs-vip"                # default; the TUN device carrying the
+//!                                     # address, gone when the process dies
+//!                                     # (with interface = "lo": no device)
 //! [hooks]                             # optional, each run with `sh -c`
 //! on_promote = "mount /dev/drbd0 /srv"
 //! on_demote = "umount /srv"
@@ -28,7 +31,7 @@ use std::path::{Path, PathBuf};
 use hanfs_raft::network::auth::ClusterSecret;
 use hanfs_raft::types::Role;
 use hanfs_server::config::{ClusterConfig, ClusterSetup, HooksConfig, PeerConfig, HOOK_TIMEOUT_MS_DEFAULT};
-use hanfs_server::vip::{VipConfig, IPV4_PREFIX_MAX, IPV6_PREFIX_MAX};
+use hanfs_server::vip::{valid_device_name, VipConfig, DEFAULT_DEVICE, IPV4_PREFIX_MAX, IPV6_PREFIX_MAX};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -63,6 +66,7 @@ pub struct VipSection {
     interface: Spanned<String>,
     addr: Spanned<String>,
     prefix: Spanned<u8>,
+    device: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -189,7 +193,26 @@ fn check_vip(v: &VipSection, at: &mut impl FnMut(Range<usize>, String)) -> Optio
         at(v.prefix.span(), format!("vip prefix {prefix} is longer than {max}"));
         return None;
     }
-    Some(VipConfig { interface: interface.clone(), addr, prefix })
+    // The loopback test model puts the address on `lo` itself: nothing to
+    // announce, and no device to outlive.
+    let device = match (&v.device, interface.as_str()) {
+        (Some(d), "lo") => {
+            at(d.span(), "vip device is not used with interface = \"lo\"; remove it".into());
+            return None;
+        }
+        (None, "lo") => None,
+        (Some(d), _) if !valid_device_name(d.get_ref()) => {
+            at(d.span(), format!("vip device `{}` is not an interface name (1-15 characters, no / or :)", d.get_ref()));
+            return None;
+        }
+        (Some(d), _) if d.get_ref() == interface => {
+            at(d.span(), format!("vip device `{interface}` must differ from the interface (it is created by hanfs)"));
+            return None;
+        }
+        (Some(d), _) => Some(d.get_ref().clone()),
+        (None, _) => Some(DEFAULT_DEVICE.to_string()),
+    };
+    Some(VipConfig { interface: interface.clone(), addr, prefix, device })
 }
 
 
@@ -268,7 +291,9 @@ mod tests {
         assert_eq!(setup.cluster.own().map(|p| p.role), Some(Role::Storage));
         assert_eq!(setup.cluster.peers.len(), 3);
         assert_eq!(setup.cluster.peers[2].role, Role::Witness);
-        assert_eq!(setup.vip.map(|v| (v.interface, v.prefix)), Some(("br0".to_string(), 24)));
+        let vip = setup.vip.expect("vip");
+        assert_eq!((vip.interface.as_str(), vip.prefix), ("br0", 24));
+        assert_eq!(vip.device.as_deref(), Some(DEFAULT_DEVICE), "a device by default");
         assert_eq!(setup.hooks.on_promote.as_deref(), Some("mount /dev/drbd0 /srv"));
         assert_eq!(setup.hooks.timeout_ms, 5000);
     }
@@ -307,6 +332,18 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("prefix 33")), "{e:?}");
         let e = errs(&(cluster(1, &THREE) + "[hooks]\ntimeout_ms = 0\n"), &d.0);
         assert!(e.iter().any(|m| m.contains("timeout_ms")), "{e:?}");
+        let vip = |extra: &str| cluster(1, &THREE) + "[vip]\ninterface = \"br0\"\naddr = \"10.0.0.1\"\nprefix = 24\n" + extra;
+        let e = errs(&vip("device = \"a/b\"\n"), &d.0);
+        assert!(e.iter().any(|m| m.contains("vip device `a/b` is not an interface name")), "{e:?}");
+        let e = errs(&vip("device = \"br0\"\n"), &d.0);
+        assert!(e.iter().any(|m| m.contains("must differ from the interface")), "{e:?}");
+        let named = load_str(&vip("device = \"hanfs-vip2\"\n"), &d.0).map_err(|e| e.join("; ")).expect("loads");
+        assert_eq!(named.server.cluster.and_then(|c| c.vip).and_then(|v| v.device).as_deref(), Some("hanfs-vip2"));
+        let lo = cluster(1, &THREE) + "[vip]\ninterface = \"lo\"\naddr = \"127.0.0.9\"\nprefix = 32\n";
+        let on_lo = load_str(&lo, &d.0).map_err(|e| e.join("; ")).expect("loads");
+        assert_eq!(on_lo.server.cluster.and_then(|c| c.vip).map(|v| v.device), Some(None), "no device on lo");
+        let e = errs(&(lo + "device = \"x\"\n"), &d.0);
+        assert!(e.iter().any(|m| m.contains("not used with interface = \"lo\"")), "{e:?}");
         let e = errs(&format!("{HEAD}[vip]\ninterface = \"br0\"\naddr = \"10.0.0.1\"\nprefix = 24\n"), &d.0);
         assert!(e.iter().any(|m| m.contains("[vip] needs a [cluster]")), "{e:?}");
     }

@@ -34,7 +34,8 @@ write_cluster_configs() {
             for i in 0 1 2; do
                 printf '[[cluster.peer]]\nid = %s\naddr = "%s:%s"\nrole = "%s"\n\n' $((i + 1)) "$SERVER_IP" "${PEER_PORTS[$i]}" "${NODE_ROLES[$i]}"
             done
-            printf '[vip]\ninterface = "br0"\naddr = "%s"\nprefix = %s\n' "$VIP" "$VIP_PREFIX"
+            # Both storage nodes share this namespace, so each needs its own VIP device name.
+            printf '[vip]\ninterface = "br0"\naddr = "%s"\nprefix = %s\ndevice = "hanfs-vip%s"\n' "$VIP" "$VIP_PREFIX" "$id"
         } > "$(node_config "$id")"
     done
 }

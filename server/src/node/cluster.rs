@@ -23,6 +23,7 @@ use super::NodeError;
 use crate::admin;
 use crate::config::{ClusterSetup, ServerConfig};
 use crate::services::Fence;
+use crate::vip::Vip;
 
 /// Sub-directory of `state_dir` holding the Raft log and snapshot databases.
 pub const RAFT_DIR: &str = "raft";
@@ -53,6 +54,9 @@ pub(crate) struct Shared {
     pub config: ServerConfig,
     pub setup: ClusterSetup,
     pub raft: RaftNode,
+    /// The VIP (storage nodes with `[vip]`), created at start so its device
+    /// exists, with a low descriptor number, for the whole process lifetime.
+    pub vip: Option<Vip>,
     /// Set while this node steps aside (switchover, failed promotion): the
     /// lifecycle demotes and does not promote, and the fence refuses replies.
     pub standing_down: Arc<AtomicBool>,
@@ -108,6 +112,16 @@ impl Shared {
     }
 }
 
+/// Create the VIP (and its device) and clear copies of the address a previous
+/// run or an administrator left on the interface: a follower holds no VIP.
+async fn open_vip(cfg: &crate::vip::VipConfig) -> Result<Vip, NodeError> {
+    let vip = Vip::new(cfg.clone()).map_err(|e| NodeError::Cluster(format!("VIP {}: {e}", cfg.addr)))?;
+    if let Err(e) = vip.release().await {
+        tracing::warn!(error = %e, vip = %cfg.addr, "clearing stale copies of the VIP failed");
+    }
+    Ok(vip)
+}
+
 /// A running cluster member.
 pub struct ClusterNode {
     shared: Arc<Shared>,
@@ -129,6 +143,10 @@ impl ClusterNode {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(|error| NodeError::StateDir { path: config.state_dir.display().to_string(), error })?;
         let secret = ClusterSecret::from_file(&cluster.secret_file).map_err(|e| NodeError::Cluster(e.to_string()))?;
+        let vip = match (&setup.vip, own.role) {
+            (Some(cfg), Role::Storage) => Some(open_vip(cfg).await?),
+            _ => None,
+        };
         let listener = TcpListener::bind(own.addr)
             .await
             .map_err(|error| NodeError::Bind { what: "raft peers", addr: own.addr, error })?;
@@ -146,6 +164,7 @@ impl ClusterNode {
             config,
             setup,
             raft,
+            vip,
             standing_down: Arc::new(AtomicBool::new(false)),
             wake: Notify::new(),
             active: Mutex::new(ActiveStatus::default()),

@@ -148,22 +148,15 @@ async fn promote(shared: &Shared) -> Result<Active, String> {
     let hooks_cfg = &shared.setup.hooks;
     let id = shared.raft.id;
     hooks::run("promote", hooks_cfg.on_promote.as_deref(), id, hooks_cfg.timeout_ms).await?;
-    let vip = match &shared.setup.vip {
+    let vip = match &shared.vip {
         None => None,
-        Some(cfg) => {
-            let claimed = async {
-                let vip = Vip::new(cfg.clone()).map_err(|e| e.to_string())?;
-                vip.add_address().await.map_err(|e| e.to_string())?;
-                Ok::<Vip, String>(vip)
-            };
-            match claimed.await {
-                Ok(vip) => Some(vip),
-                Err(e) => {
-                    undo(shared, None).await;
-                    return Err(format!("claiming the VIP {}: {e}", cfg.addr));
-                }
+        Some(vip) => match vip.add_address().await {
+            Ok(()) => Some(vip.clone()),
+            Err(e) => {
+                undo(shared, None).await;
+                return Err(format!("claiming the VIP {}: {e}", vip.config().addr));
             }
-        }
+        },
     };
     let commit: Arc<dyn Commit> = shared.raft.commit.clone();
     if let Err(e) = commit.commit(serve_commands(&shared.config)).await {

@@ -1,7 +1,10 @@
 //! The floating service address (VIP): claim it on promotion, release it on
 //! demotion, and answer whether this node holds it.
 //!
-//! - `Vip::claim` adds `addr/prefix` to the configured interface with
+//! - `Vip::new` with a `device` creates the VIP's own TUN interface
+//!   (`device.rs`): the address lives there, and dies with the process.
+//!   Without one (the loopback test model) the address goes on `interface`.
+//! - `Vip::claim` adds `addr/prefix` to the device (or the interface) with
 //!   rtnetlink (already present is fine), then announces it: on an Ethernet
 //!   link a gratuitous ARP (IPv4) or an unsolicited Neighbor Advertisement
 //!   (IPv6), `ANNOUNCE_COUNT` times, `ANNOUNCE_INTERVAL_MS` apart, through an
@@ -9,31 +12,35 @@
 //!   before clients retransmit. On the loopback device (the cluster tests'
 //!   model of a VIP) nothing is announced.
 //! - `Vip::release` deletes the address, with whatever prefix it carries
-//!   (already absent is fine).
-//! - `Vip::held` checks whether the address is on the interface.
+//!   (already absent is fine), from the device and from the interface (a
+//!   copy added there by hand or by an older setup would keep the VIP here).
+//! - `Vip::held` checks whether the address is where claim puts it.
 //!
 //! Needs CAP_NET_ADMIN (address changes) and CAP_NET_RAW (announcements).
 //! All sockets are opened in the calling thread's network namespace, at the
 //! time of the call. Must run inside a tokio runtime.
 //!
-//! Files: `netlink.rs` (rtnetlink requests), `frame.rs` (ARP/NA frames, pure),
-//! `packet.rs` (the raw socket). Must not import `node`, Raft or config
+//! Files: `device.rs` (the TUN device), `netlink.rs` (rtnetlink requests),
+//! `frame.rs` (ARP/NA frames, pure), `packet.rs` (the raw socket). Must not import `node`, Raft or config
 //! parsing: the lifecycle calls in, this module never calls out.
 //!
 //! Note for IPv4: the kernel drops secondary addresses when the primary one of
 //! the same subnet is deleted (unless `promote_secondaries` is set), so the
 //! VIP should not be the only address of its subnet that other services use.
 
+mod device;
 mod frame;
 mod netlink;
 mod packet;
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use device::{valid_device_name, VipDevice, DEVICE_NAME_BYTES_MAX};
 pub use frame::{gratuitous_arp, unsolicited_na, GARP_FRAME_BYTES, MAC_BYTES, NA_FRAME_BYTES};
 use netlink::{Link, LinkKind, Netlink};
 use packet::PacketSocket;
@@ -46,6 +53,8 @@ pub const ANNOUNCE_COUNT: u32 = 3;
 pub const ANNOUNCE_INTERVAL_MS: u64 = 50;
 pub const IPV4_PREFIX_MAX: u8 = 32;
 pub const IPV6_PREFIX_MAX: u8 = 128;
+/// The VIP device's name when the config names none.
+pub const DEFAULT_DEVICE: &str = "hanfs-vip";
 
 const _: () = assert!(ANNOUNCE_COUNT >= 1);
 const _: () = assert!((ANNOUNCE_COUNT as u64 - 1) * ANNOUNCE_INTERVAL_MS <= 500);
@@ -58,6 +67,10 @@ pub struct VipConfig {
     pub addr: IpAddr,
     /// Prefix length, e.g. 24.
     pub prefix: u8,
+    /// The TUN device this process creates to carry the address (see
+    /// `device.rs`); `None` puts the address on `interface` itself.
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +82,8 @@ pub enum VipError {
     InterfaceMissing { interface: String },
     #[error("VIP interface {interface:?} is down")]
     InterfaceDown { interface: String },
+    #[error("VIP device {device:?}: {reason}")]
+    Device { device: String, reason: String },
     #[error("{op} on {interface:?}: permission denied (needs CAP_NET_ADMIN and CAP_NET_RAW)")]
     Permission { op: &'static str, interface: String },
     #[error("{op} on {interface:?}: {source}")]
@@ -77,21 +92,29 @@ pub enum VipError {
     Announce { addr: IpAddr, interface: String, source: io::Error },
 }
 
-/// The VIP of this node. Stateless apart from its configuration: every call
-/// asks the kernel, so claim and release are idempotent and safe to retry.
+/// The VIP of this node. Apart from its configuration it holds only the
+/// VIP device (shared by clones); every call asks the kernel, so claim and
+/// release are idempotent and safe to retry.
 #[derive(Clone, Debug)]
 pub struct Vip {
     config: VipConfig,
+    device: Option<Arc<VipDevice>>,
 }
 
 impl Vip {
-    /// Checks the prefix length against the address family.
+    /// Checks the prefix length against the address family and, with a
+    /// `device` configured, creates that device (in the calling thread's
+    /// network namespace). It lives as long as this `Vip` and its clones.
     pub fn new(config: VipConfig) -> Result<Vip, VipError> {
         let max = if config.addr.is_ipv4() { IPV4_PREFIX_MAX } else { IPV6_PREFIX_MAX };
         if config.prefix > max {
             return Err(VipError::Prefix { addr: config.addr, prefix: config.prefix, max });
         }
-        Ok(Vip { config })
+        let device = match &config.device {
+            None => None,
+            Some(name) => Some(Arc::new(VipDevice::create(name).map_err(|e| device_error(name, &config.interface, e))?)),
+        };
+        Ok(Vip { config, device })
     }
 
     pub fn config(&self) -> &VipConfig {
@@ -116,7 +139,14 @@ impl Vip {
         if !link.up && link.kind != LinkKind::Loopback {
             return Err(VipError::InterfaceDown { interface: c.interface.clone() });
         }
-        nl.add(link.index, c.addr, c.prefix).await.map_err(|e| self.netlink_error("address add", e))
+        let Some(device) = &self.device else {
+            return nl.add(link.index, c.addr, c.prefix, false).await.map_err(|e| self.netlink_error("address add", e));
+        };
+        let dev = self.device_link(&nl, device).await?;
+        if !dev.up {
+            nl.set_up(dev.index).await.map_err(|e| self.netlink_error("device up", e))?;
+        }
+        nl.add(dev.index, c.addr, c.prefix, true).await.map_err(|e| self.netlink_error("address add", e))
     }
 
     /// The second half of `claim`: the gratuitous ARP announcements.
@@ -129,37 +159,49 @@ impl Vip {
         Ok(())
     }
 
-    /// Deletes the address. A missing interface means the address is gone
-    /// too, which is what release wants: logged, not an error.
+    /// Deletes the address from the device and from the interface. A
+    /// missing interface means the address is gone too, which is what
+    /// release wants: logged, not an error.
     pub async fn release(&self) -> Result<(), VipError> {
         let c = &self.config;
         let nl = self.open("release")?;
-        let link = match self.link(&nl, "release").await {
-            Ok(link) => link,
+        if let Some(device) = &self.device {
+            let dev = self.device_link(&nl, device).await?;
+            self.delete_every_copy(&nl, dev.index).await?;
+        }
+        match self.link(&nl, "release").await {
+            Ok(link) => self.delete_every_copy(&nl, link.index).await?,
             Err(VipError::InterfaceMissing { interface }) => {
-                tracing::warn!(%interface, vip = %c.addr, "VIP interface gone; nothing to release");
-                return Ok(());
+                tracing::warn!(%interface, vip = %c.addr, "VIP interface gone; nothing to release there");
             }
             Err(e) => return Err(e),
-        };
-        // Delete every copy, whatever its prefix: one left behind (added by
-        // hand, or before a prefix change in the config) would keep the VIP
-        // on this node.
-        let prefixes = nl.prefixes(link.index, c.addr).await.map_err(|e| self.netlink_error("address lookup", e))?;
-        for prefix in prefixes {
-            nl.delete(link.index, c.addr, prefix).await.map_err(|e| self.netlink_error("address delete", e))?;
         }
-        tracing::info!(vip = %c.addr, interface = %c.interface, "VIP released");
+        tracing::info!(vip = %c.addr, interface = %c.interface, device = ?c.device, "VIP released");
         Ok(())
     }
 
-    /// Whether the address is on the interface now. A lookup failure is
-    /// logged and counts as not held.
+    /// Delete every copy on link `index`, whatever its prefix: one left
+    /// behind (added by hand, or before a prefix change in the config) would
+    /// keep the VIP on this node.
+    async fn delete_every_copy(&self, nl: &Netlink, index: u32) -> Result<(), VipError> {
+        let addr = self.config.addr;
+        let prefixes = nl.prefixes(index, addr).await.map_err(|e| self.netlink_error("address lookup", e))?;
+        for prefix in prefixes {
+            nl.delete(index, addr, prefix).await.map_err(|e| self.netlink_error("address delete", e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the address is where `claim` puts it (the device, else the
+    /// interface). A lookup failure is logged and counts as not held.
     pub async fn held(&self) -> bool {
         let lookup = async {
             let nl = self.open("lookup")?;
-            let link = self.link(&nl, "lookup").await?;
-            let prefixes = nl.prefixes(link.index, self.config.addr).await;
+            let index = match &self.device {
+                Some(device) => self.device_link(&nl, device).await?.index,
+                None => self.link(&nl, "lookup").await?.index,
+            };
+            let prefixes = nl.prefixes(index, self.config.addr).await;
             prefixes.map(|p| !p.is_empty()).map_err(|e| self.netlink_error("address lookup", e))
         };
         match lookup.await {
@@ -169,6 +211,16 @@ impl Vip {
                 false
             }
         }
+    }
+
+    async fn device_link(&self, nl: &Netlink, device: &VipDevice) -> Result<Link, VipError> {
+        nl.link(device.name()).await.map_err(|e| match e.raw_os_error() {
+            Some(libc::ENODEV) => VipError::Device {
+                device: device.name().to_string(),
+                reason: "gone (deleted by hand?); restart this node to recreate it".into(),
+            },
+            _ => self.netlink_error("device lookup", e),
+        })
     }
 
     fn open(&self, op: &'static str) -> Result<Netlink, VipError> {
@@ -216,5 +268,23 @@ impl Vip {
             socket.send(&frame).map_err(announce_error)?;
         }
         Ok(())
+    }
+}
+
+/// A VIP device failure, worded for the administrator.
+fn device_error(device: &str, interface: &str, e: io::Error) -> VipError {
+    let device = device.to_string();
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            VipError::Permission { op: "device create", interface: interface.to_string() }
+        }
+        Some(libc::EBUSY) => {
+            VipError::Device { device, reason: "another process holds a device of this name".into() }
+        }
+        Some(libc::ENOENT) | Some(libc::ENODEV) => VipError::Device {
+            device,
+            reason: format!("no TUN support ({}: {e}); load the tun module", device::TUN_CONTROL_PATH),
+        },
+        _ => VipError::Device { device, reason: e.to_string() },
     }
 }

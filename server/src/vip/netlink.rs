@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::stream::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType};
-use rtnetlink::{AddressMessageBuilder, Handle};
+use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec};
 use tokio::task::JoinHandle;
 
 use super::frame::MAC_BYTES;
@@ -99,15 +99,30 @@ impl Netlink {
     /// Adds `addr/prefix` to interface `index`. Already present is success.
     /// IPv6 addresses skip duplicate address detection: the VIP is ours by
     /// Raft leadership, and a tentative address could not be bound for ~1 s.
-    pub async fn add(&self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
+    /// `no_prefix_route`: add no route for the prefix (the VIP's own device
+    /// must not capture the subnet's traffic).
+    pub async fn add(&self, index: u32, addr: IpAddr, prefix: u8, no_prefix_route: bool) -> io::Result<()> {
         let mut req = self.handle.address().add(index, addr, prefix);
+        let mut flags = AddressFlags::empty();
         if addr.is_ipv6() {
-            req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            flags |= AddressFlags::Nodad;
+        }
+        if no_prefix_route {
+            flags |= AddressFlags::Noprefixroute;
+        }
+        if !flags.is_empty() {
+            req.message_mut().attributes.push(AddressAttribute::Flags(flags));
         }
         match bounded(async { req.execute().await.map_err(to_io) }).await {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
             other => other,
         }
+    }
+
+    /// Brings interface `index` up (`ip link set dev X up`).
+    pub async fn set_up(&self, index: u32) -> io::Result<()> {
+        let req = self.handle.link().set(LinkUnspec::new_with_index(index).up().build());
+        bounded(async { req.execute().await.map_err(to_io) }).await
     }
 
     /// Deletes `addr/prefix` from interface `index`. Absent is success.
