@@ -5,7 +5,8 @@
 //! the other modules are the scenarios of issue 4 item 8: handles, rmtab, DRC
 //! and verifier across a kill -9 failover (`failover`), fencing of a
 //! partitioned leader (`partition`), one or two nodes down and a rejoin from an
-//! empty disk (`degraded`), and the graceful switchover and init refusals
+//! empty disk (`degraded`), an entry only the witness holds when the active
+//! dies (`relay`), and the graceful switchover and init refusals
 //! (`switchover`). Cluster tests run one at a time (`harness::serial`).
 
 mod harness;
@@ -13,4 +14,5 @@ mod harness;
 mod degraded;
 mod failover;
 mod partition;
+mod relay;
 mod switchover;

@@ -158,7 +158,13 @@ fn status(shared: &Shared) -> String {
     }
     let vip = match &shared.setup.vip {
         None => "none configured".to_string(),
-        Some(v) => format!("{}/{} on {} (owner: the serving leader, {})", v.addr, v.prefix, v.interface, opt(m.current_leader)),
+        Some(v) => {
+            let place = match &v.device {
+                Some(d) => format!("device {d}, announced on {}", v.interface),
+                None => v.interface.clone(),
+            };
+            format!("{}/{} on {place} (owner: the serving leader, {})", v.addr, v.prefix, opt(m.current_leader))
+        }
     };
     let _ = writeln!(out, "vip: {vip}");
     let _ = writeln!(out, "vip_held_here: {}", if active.vip_held { "yes" } else { "no" });
