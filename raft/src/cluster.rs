@@ -16,11 +16,12 @@ use crate::lease::{spawn_leadership_watch, LeaseClock, Leadership};
 use crate::log_store::{bind_identity, open_db, IdentityError, LogStore};
 use crate::membership::{initialize, raft_config, MembershipError};
 use crate::network::auth::ClusterSecret;
-use crate::network::client::PeerNetwork;
+use crate::network::client::{fetch_view, PeerNetwork};
 use crate::network::server::PeerServer;
 use crate::network::{Faults, PeerSignals};
 use crate::raft_commit::RaftCommit;
 use crate::relay::spawn_witness_relay;
+use crate::view::{ClusterView, ViewExtra, ViewSource};
 use crate::sm_store::StateMachineStore;
 use crate::types::{typ, NodeId, PeerNode, Role};
 
@@ -69,6 +70,9 @@ pub struct RaftNode {
     /// Test hook: drop traffic to/from chosen peers.
     pub faults: Faults,
     pub lease: LeaseClock,
+    /// For one-off requests to peers (the cluster view).
+    net: PeerNetwork,
+    view: ViewSource,
     leadership: watch::Receiver<Leadership>,
     server: JoinHandle<()>,
     watch: JoinHandle<()>,
@@ -104,22 +108,41 @@ impl RaftNode {
             Some(config) => config,
             None => raft_config(&opts.cluster, opts.role)?,
         };
+        let net = network.clone();
         let raft = typ::Raft::new(opts.node_id, config, network, log.clone(), sm.clone())
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         let signals = PeerSignals::default();
+        let view = ViewSource::default();
         let server = PeerServer {
             raft: raft.clone(),
             cluster: opts.cluster,
             secret: opts.secret,
             faults: faults.clone(),
             signals: signals.clone(),
+            lease: lease.clone(),
+            view: view.clone(),
         }
         .spawn(listener);
         let relay = (opts.role == Role::Witness).then(|| spawn_witness_relay(raft.clone(), signals));
         let (leadership, watch) = spawn_leadership_watch(raft.clone(), opts.role, lease.clone());
         let commit = RaftCommit::start(raft.clone(), &sm, leadership.clone());
-        Ok(RaftNode { id: opts.node_id, role: opts.role, raft, log, sm, commit, faults, lease, leadership, server, watch, relay })
+        Ok(RaftNode {
+            id: opts.node_id,
+            role: opts.role,
+            raft,
+            log,
+            sm,
+            commit,
+            faults,
+            lease,
+            net,
+            view,
+            leadership,
+            server,
+            watch,
+            relay,
+        })
     }
 
     /// Bootstrap a new cluster from this (storage) node, once. See
@@ -138,6 +161,33 @@ impl RaftNode {
     /// For the server to check just before it sends a reply.
     pub fn serving_now(&self) -> bool {
         matches!(*self.leadership.borrow(), Leadership::Leader { .. }) && self.lease.holds(&self.raft.metrics().borrow())
+    }
+
+    /// Lines the server adds to the cluster view this node serves as leader.
+    pub fn set_view_extra(&self, extra: ViewExtra) {
+        self.view.set_extra(extra);
+    }
+
+    /// The leader's `ClusterView`: built here if this node leads, else
+    /// fetched from the leader (bounded by `VIEW_TIMEOUT_MS`). `Err` says why
+    /// there is none (no leader known, leader unreachable, ...).
+    pub async fn cluster_view(&self) -> Result<ClusterView, String> {
+        let m = self.raft.metrics().borrow().clone();
+        if let Some(view) = self.view.local(&m, self.lease.holds(&m)) {
+            return Ok(view);
+        }
+        let leader = m.current_leader.ok_or_else(|| "no leader known".to_string())?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| format!("leader {leader} is not in the membership"))?;
+        match fetch_view(&self.net, leader, &addr).await {
+            Ok(Some(view)) => Ok(view),
+            Ok(None) => Err(format!("node {leader} no longer leads")),
+            Err(e) => Err(format!("leader {leader} {e}")),
+        }
     }
 
     /// Is the peer listener still accepting?

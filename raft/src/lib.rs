@@ -8,7 +8,8 @@
 //! fencing (`lease`), and `RaftCommit`, the `Commit` implementation over Raft
 //! with group commit (`raft_commit`), the group-commit batcher both commit
 //! paths share (`batch`), and the witness relay (`relay`: the witness leads only
-//! to hand a lagging storage node the log); `cluster::RaftNode` assembles them.
+//! to hand a lagging storage node the log), and the leader's cluster view that
+//! `status` shows on every node (`view`); `cluster::RaftNode` assembles them.
 //! Imports `hanfs-state`; must never import `hanfs-server` or `hanfs-cli`.
 
 mod batch;
@@ -23,6 +24,7 @@ pub mod raft_commit;
 pub mod relay;
 pub mod sm_store;
 pub mod types;
+pub mod view;
 
 pub use local::LocalCommit;
 

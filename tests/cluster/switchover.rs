@@ -2,7 +2,8 @@
 //! the other storage node and back (`--to`) with every held handle working
 //! (zero STALE); a second `init`, or `init` on the witness, fails with a
 //! one-line error and a non-zero exit; every node's status names the same
-//! leader.
+//! leader, and the whole cluster part of `status` (lag, VIP holder, ...) is
+//! the same on every node.
 
 use super::failover::{check_tree, make_tree};
 use super::harness::*;
@@ -45,4 +46,32 @@ async fn cluster_second_init_and_witness_init_are_refused() {
         assert_eq!(cl.leader_seen_by(id), Some(leader), "status of node {id}:\n{}", cl.status_text(id));
     }
     assert_eq!(cl.wait_serving(&[]), leader, "a refused init changes nothing");
+
+    // Once every node has caught up, the cluster part of `status` is the
+    // same wherever it is asked (the leader's view, fetched by followers).
+    for id in NODE_IDS {
+        cl.wait_caught_up(id, leader);
+    }
+    let cluster_part = |s: &std::collections::BTreeMap<String, String>| {
+        CLUSTER_KEYS.iter().map(|k| (k.to_string(), s.get(*k).cloned().unwrap_or_default())).collect::<Vec<_>>()
+    };
+    let on_leader = cl.status(leader).expect("leader status");
+    let lag = on_leader.get("lag").cloned().unwrap_or_default();
+    let others: Vec<String> = NODE_IDS.iter().filter(|id| **id != leader).map(|id| format!("{id}=0")).collect();
+    assert_eq!(lag, others.join(" "), "every member caught up, lag per member");
+    // These clusters model the VIP by the service address alone (no [vip]).
+    assert_eq!(on_leader.get("vip").map(String::as_str), Some("none configured on this node"), "{on_leader:?}");
+    assert_eq!(on_leader.get("serving"), Some(&format!("node {leader}")), "{on_leader:?}");
+    for id in NODE_IDS {
+        let st = cl.status(id).unwrap_or_else(|| panic!("status of node {id}"));
+        assert_eq!(cluster_part(&st), cluster_part(&on_leader), "node {id} and the leader disagree:\n{}", cl.status_text(id));
+        let expected_view = if id == leader { "this node leads".to_string() } else { format!("from the leader, node {leader}") };
+        assert_eq!(st.get("view"), Some(&expected_view));
+    }
 }
+
+/// The keys of the cluster part of `status`.
+const CLUSTER_KEYS: [&str; 13] = [
+    "cluster", "leader", "term", "commit_index", "members", "lag", "vip", "vip_owner", "serving", "exports",
+    "clients", "epoch", "last_failover",
+];

@@ -135,6 +135,23 @@ impl PeerClient {
     }
 }
 
+/// Ask node `target` at `addr` for its `ClusterView` (one short-lived
+/// connection). `Ok(None)`: it answered but is not the leader.
+pub(crate) async fn fetch_view(
+    net: &PeerNetwork,
+    target: NodeId,
+    addr: &str,
+) -> Result<Option<crate::view::ClusterView>, String> {
+    let mut client = PeerClient { net: net.clone(), target, addr: addr.to_string(), conn: None };
+    match client.call(PeerRequest::View, ms(crate::view::VIEW_TIMEOUT_MS)).await {
+        Ok(PeerResponse::View(view)) => Ok(view),
+        Ok(_) => Err("peer answered another RPC".into()),
+        Err(CallError::Unreachable(e)) => Err(format!("unreachable: {e}")),
+        Err(CallError::Timeout) => Err(format!("no answer within {} ms", crate::view::VIEW_TIMEOUT_MS)),
+        Err(CallError::Protocol(e)) => Err(format!("bad answer: {e}")),
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,

@@ -54,6 +54,8 @@ pub(crate) enum PeerRequest {
     Append(typ::AppendEntriesRequest),
     Vote(typ::VoteRequest),
     Snapshot(typ::InstallSnapshotRequest),
+    /// The leader's `ClusterView`, for `status` on another node.
+    View,
 }
 
 /// The answer to a `PeerRequest`, same variant.
@@ -62,6 +64,8 @@ pub(crate) enum PeerResponse {
     Append(Result<typ::AppendEntriesResponse, typ::RaftError>),
     Vote(Result<typ::VoteResponse, typ::RaftError>),
     Snapshot(Result<typ::InstallSnapshotResponse, typ::RaftError<typ::InstallSnapshotError>>),
+    /// `None` if the answering node is not the leader.
+    View(Option<crate::view::ClusterView>),
 }
 
 /// Fault injection for tests: a node drops all traffic to and from the peers

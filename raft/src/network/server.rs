@@ -23,6 +23,8 @@ pub struct PeerServer {
     pub secret: ClusterSecret,
     pub faults: Faults,
     pub signals: PeerSignals,
+    pub lease: crate::lease::LeaseClock,
+    pub view: crate::view::ViewSource,
 }
 
 impl PeerServer {
@@ -115,6 +117,10 @@ impl PeerServer {
                 PeerResponse::Vote(resp)
             }
             PeerRequest::Snapshot(rpc) => PeerResponse::Snapshot(self.raft.install_snapshot(rpc).await),
+            PeerRequest::View => {
+                let m = self.raft.metrics().borrow().clone();
+                PeerResponse::View(self.view.local(&m, self.lease.holds(&m)))
+            }
         }
     }
 }

@@ -171,6 +171,9 @@ impl ClusterNode {
             faults_enabled,
             admin_op: tokio::sync::Mutex::new(()),
         });
+        let weak = Arc::downgrade(&shared);
+        let extra = move || weak.upgrade().map(|s| super::control::view_extra(&s)).unwrap_or_default();
+        shared.raft.set_view_extra(Arc::new(extra));
         let (stop_tx, stop_rx) = watch::channel(false);
         let lifecycle = (own.role == Role::Storage).then(|| tokio::spawn(super::lifecycle::run(shared.clone(), stop_rx)));
         let (admin_stop, admin_rx) = broadcast::channel(1);

@@ -64,7 +64,7 @@ impl Handler for Control {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["init"] => init(&shared).await,
-                ["status"] => status(&shared),
+                ["status"] => status(&shared).await,
                 ["switchover"] => switchover(&shared, None).await,
                 ["switchover", "--to", n] => match n.parse::<NodeId>() {
                     Ok(n) => switchover(&shared, Some(n)).await,
@@ -109,66 +109,61 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "none".to_string(), |v| v.to_string())
 }
 
-/// `status`: `key: value` lines. Leader, term, members and indexes come from
-/// Raft, so every node agrees on them (followers may lag by in-flight entries).
-fn status(shared: &Shared) -> String {
+/// `status`: `key: value` lines in two parts. The cluster part — leader,
+/// term, commit index, members, lag, VIP and its holder, exports, clients,
+/// epoch, last failover — comes from the leader's `ClusterView` (fetched from
+/// it when this node follows) and the replicated state, so every node prints
+/// the same; `view:` says where it came from. The node part (`node:` onwards)
+/// is this node's own: role, Raft state, its indexes, whether it serves.
+async fn status(shared: &Shared) -> String {
+    let view = shared.raft.cluster_view().await;
     let m = shared.raft.raft.metrics().borrow().clone();
     let active = shared.active();
     let mut out = String::new();
     let _ = writeln!(out, "cluster: {}", shared.setup.cluster.name);
-    let _ = writeln!(out, "node: {}", m.id);
-    let _ = writeln!(out, "role: {}", role_name(shared.raft.role));
-    let _ = writeln!(out, "state: {:?}", m.state);
-    // openraft 0.9 keeps a cut-off leader in state Leader; without a quorum
-    // acknowledgement inside the lease it leads nobody, so it does not claim to.
-    if m.current_leader == Some(m.id) && !shared.raft.lease.holds(&m) {
-        let _ = writeln!(out, "leader: none (this node is Raft leader without a quorum lease)");
-    } else {
-        let _ = writeln!(out, "leader: {}", opt(m.current_leader));
+    match &view {
+        Ok(v) if v.leader == m.id && !v.lease_held => {
+            // openraft 0.9 keeps a cut-off leader in state Leader; without a
+            // quorum acknowledgement inside the lease it leads nobody.
+            let _ = writeln!(out, "leader: none (this node is Raft leader without a quorum lease)");
+        }
+        Ok(v) => {
+            let _ = writeln!(out, "leader: {}", v.leader);
+        }
+        Err(_) => {
+            let _ = writeln!(out, "leader: {}", opt(m.current_leader));
+        }
     }
-    let _ = writeln!(out, "term: {}", m.current_term);
-    let applied = m.last_applied.map(|l| l.index);
-    // openraft 0.9's metrics carry no commit index; entries are applied as
-    // soon as they are committed, so the applied index is the commit index
-    // this node knows.
-    let _ = writeln!(out, "commit_index: {}", opt(applied));
-    let _ = writeln!(out, "applied_index: {}", opt(applied));
-    let _ = writeln!(out, "last_log_index: {}", opt(m.last_log_index));
-    // Where this node's log starts: a node caught up by InstallSnapshot has a
-    // snapshot and a purged prefix even when few entries were ever written.
-    let _ = writeln!(out, "snapshot_index: {}", opt(m.snapshot.map(|l| l.index)));
-    let _ = writeln!(out, "purged_index: {}", opt(m.purged.map(|l| l.index)));
+    let _ = writeln!(out, "term: {}", view.as_ref().map_or(m.current_term, |v| v.term));
+    // openraft 0.9's metrics carry no commit index; the leader applies an
+    // entry as soon as it is committed, so its applied index is the commit
+    // index (a follower without the view knows only its own).
+    let commit = match &view {
+        Ok(v) => v.commit_index,
+        Err(_) => m.last_applied.map(|l| l.index),
+    };
+    let _ = writeln!(out, "commit_index: {}", opt(commit));
     let members: BTreeMap<NodeId, PeerNode> =
         m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
     let list: Vec<String> = members.iter().map(|(id, n)| format!("{id}={}/{}", n.addr, role_name(n.role))).collect();
     let _ = writeln!(out, "members: {}", if list.is_empty() { "none (not initialized)".into() } else { list.join(" ") });
-    match &m.replication {
-        Some(repl) => {
-            let last = m.last_log_index.unwrap_or(0);
-            let lag: Vec<String> = repl
-                .iter()
-                .filter(|(id, _)| **id != m.id)
-                .map(|(id, matched)| format!("{id}={}", last.saturating_sub(matched.map_or(0, |l| l.index))))
-                .collect();
+    match &view {
+        Ok(v) => {
+            let lag: Vec<String> = v.lag().iter().map(|(id, n)| format!("{id}={n}")).collect();
             let _ = writeln!(out, "lag: {}", lag.join(" "));
+            if v.extra.is_empty() {
+                let _ = writeln!(out, "vip: unknown (the leader reports none)");
+            }
+            for (k, val) in &v.extra {
+                let _ = writeln!(out, "{k}: {val}");
+            }
         }
-        None => {
-            let _ = writeln!(out, "lag: unknown here (the leader reports it)");
+        Err(e) => {
+            let _ = writeln!(out, "lag: unknown ({e})");
+            let _ = writeln!(out, "vip: {}", vip_text(shared));
+            let _ = writeln!(out, "vip_owner: unknown ({e})");
         }
     }
-    let vip = match &shared.setup.vip {
-        None => "none configured".to_string(),
-        Some(v) => {
-            let place = match &v.device {
-                Some(d) => format!("device {d}, announced on {}", v.interface),
-                None => v.interface.clone(),
-            };
-            format!("{}/{} on {place} (owner: the serving leader, {})", v.addr, v.prefix, opt(m.current_leader))
-        }
-    };
-    let _ = writeln!(out, "vip: {vip}");
-    let _ = writeln!(out, "vip_held_here: {}", if active.vip_held { "yes" } else { "no" });
-    let _ = writeln!(out, "serving_here: {}", if active.serving { "yes" } else { "no" });
     {
         let state = shared.raft.commit.state();
         let guard = state.read().unwrap_or_else(|p| p.into_inner());
@@ -190,10 +185,56 @@ fn status(shared: &Shared) -> String {
             }
         }
     }
+    match &view {
+        Ok(v) if v.leader == m.id => {
+            let _ = writeln!(out, "view: this node leads");
+        }
+        Ok(v) => {
+            let _ = writeln!(out, "view: from the leader, node {}", v.leader);
+        }
+        Err(e) => {
+            let _ = writeln!(out, "view: this node only ({e})");
+        }
+    }
+    let _ = writeln!(out, "node: {}", m.id);
+    let _ = writeln!(out, "role: {}", role_name(shared.raft.role));
+    let _ = writeln!(out, "state: {:?}", m.state);
+    let _ = writeln!(out, "applied_index: {}", opt(m.last_applied.map(|l| l.index)));
+    let _ = writeln!(out, "last_log_index: {}", opt(m.last_log_index));
+    // Where this node's log starts: a node caught up by InstallSnapshot has a
+    // snapshot and a purged prefix even when few entries were ever written.
+    let _ = writeln!(out, "snapshot_index: {}", opt(m.snapshot.map(|l| l.index)));
+    let _ = writeln!(out, "purged_index: {}", opt(m.purged.map(|l| l.index)));
+    let _ = writeln!(out, "vip_held_here: {}", if active.vip_held { "yes" } else { "no" });
+    let _ = writeln!(out, "serving_here: {}", if active.serving { "yes" } else { "no" });
     if let Some(e) = active.last_error {
         let _ = writeln!(out, "last_error: {e}");
     }
     out
+}
+
+/// This node's `[vip]`, as text.
+fn vip_text(shared: &Shared) -> String {
+    match &shared.setup.vip {
+        None => "none configured on this node".to_string(),
+        Some(v) => match &v.device {
+            Some(d) => format!("{}/{} on device {d}, announced on {}", v.addr, v.prefix, v.interface),
+            None => format!("{}/{} on {}", v.addr, v.prefix, v.interface),
+        },
+    }
+}
+
+/// The lines this node adds to the cluster view it serves as leader: its VIP,
+/// whether it holds it, and whether it serves.
+pub(crate) fn view_extra(shared: &Shared) -> Vec<(String, String)> {
+    let active = shared.active();
+    let me = shared.raft.id;
+    let here = |yes: bool| if yes { format!("node {me}") } else { "none".to_string() };
+    vec![
+        ("vip".to_string(), vip_text(shared)),
+        ("vip_owner".to_string(), here(active.vip_held)),
+        ("serving".to_string(), here(active.serving)),
+    ]
 }
 
 /// `debug snapshot`: build a snapshot of everything applied, then purge the
