@@ -16,12 +16,12 @@ use crate::lease::{spawn_leadership_watch, LeaseClock, Leadership};
 use crate::log_store::{bind_identity, open_db, IdentityError, LogStore};
 use crate::membership::{initialize, raft_config, MembershipError};
 use crate::network::auth::ClusterSecret;
-use crate::network::client::{fetch_view, PeerNetwork};
+use crate::network::client::{fetch_view, forward_admin, PeerNetwork};
 use crate::network::server::PeerServer;
 use crate::network::{Faults, PeerSignals};
 use crate::raft_commit::RaftCommit;
 use crate::relay::spawn_witness_relay;
-use crate::view::{ClusterView, ViewExtra, ViewSource};
+use crate::view::{AdminForward, ClusterView, ServerHooks, ViewExtra};
 use crate::sm_store::StateMachineStore;
 use crate::types::{typ, NodeId, PeerNode, Role};
 
@@ -70,9 +70,9 @@ pub struct RaftNode {
     /// Test hook: drop traffic to/from chosen peers.
     pub faults: Faults,
     pub lease: LeaseClock,
-    /// For one-off requests to peers (the cluster view).
+    /// For one-off requests to peers (the cluster view, forwarded commands).
     net: PeerNetwork,
-    view: ViewSource,
+    hooks: ServerHooks,
     leadership: watch::Receiver<Leadership>,
     server: JoinHandle<()>,
     watch: JoinHandle<()>,
@@ -113,7 +113,7 @@ impl RaftNode {
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         let signals = PeerSignals::default();
-        let view = ViewSource::default();
+        let hooks = ServerHooks::default();
         let server = PeerServer {
             raft: raft.clone(),
             cluster: opts.cluster,
@@ -121,7 +121,7 @@ impl RaftNode {
             faults: faults.clone(),
             signals: signals.clone(),
             lease: lease.clone(),
-            view: view.clone(),
+            hooks: hooks.clone(),
         }
         .spawn(listener);
         let relay = (opts.role == Role::Witness).then(|| spawn_witness_relay(raft.clone(), signals));
@@ -137,7 +137,7 @@ impl RaftNode {
             faults,
             lease,
             net,
-            view,
+            hooks,
             leadership,
             server,
             watch,
@@ -165,17 +165,27 @@ impl RaftNode {
 
     /// Lines the server adds to the cluster view this node serves as leader.
     pub fn set_view_extra(&self, extra: ViewExtra) {
-        self.view.set_extra(extra);
+        self.hooks.set_extra(extra);
     }
 
-    /// The leader's `ClusterView`: built here if this node leads, else
-    /// fetched from the leader (bounded by `VIEW_TIMEOUT_MS`). `Err` says why
-    /// there is none (no leader known, leader unreachable, ...).
-    pub async fn cluster_view(&self) -> Result<ClusterView, String> {
-        let m = self.raft.metrics().borrow().clone();
-        if let Some(view) = self.view.local(&m, self.lease.holds(&m)) {
-            return Ok(view);
+    /// What this node runs when another node forwards an admin command.
+    pub fn set_admin_forward(&self, admin: AdminForward) {
+        self.hooks.set_admin(admin);
+    }
+
+    /// Forward an admin command line to the leader; `(leader, answer)`.
+    pub async fn forward_to_leader(&self, line: String) -> Result<(NodeId, String), String> {
+        let (leader, addr) = self.leader_addr()?;
+        match forward_admin(&self.net, leader, &addr, line).await {
+            Ok(Some(answer)) => Ok((leader, answer)),
+            Ok(None) => Err(format!("node {leader} takes no forwarded commands")),
+            Err(e) => Err(format!("leader {leader} {e}")),
         }
+    }
+
+    /// The current leader (not this node) and its peer address.
+    fn leader_addr(&self) -> Result<(NodeId, String), String> {
+        let m = self.raft.metrics().borrow().clone();
         let leader = m.current_leader.ok_or_else(|| "no leader known".to_string())?;
         let addr = m
             .membership_config
@@ -183,6 +193,18 @@ impl RaftNode {
             .get_node(&leader)
             .map(|n| n.addr.clone())
             .ok_or_else(|| format!("leader {leader} is not in the membership"))?;
+        Ok((leader, addr))
+    }
+
+    /// The leader's `ClusterView`: built here if this node leads, else
+    /// fetched from the leader (bounded by `VIEW_TIMEOUT_MS`). `Err` says why
+    /// there is none (no leader known, leader unreachable, ...).
+    pub async fn cluster_view(&self) -> Result<ClusterView, String> {
+        let m = self.raft.metrics().borrow().clone();
+        if let Some(view) = self.hooks.local(&m, self.lease.holds(&m)) {
+            return Ok(view);
+        }
+        let (leader, addr) = self.leader_addr()?;
         match fetch_view(&self.net, leader, &addr).await {
             Ok(Some(view)) => Ok(view),
             Ok(None) => Err(format!("node {leader} no longer leads")),

@@ -4,8 +4,14 @@
 //! follower fetches it from the leader over the peer transport, so `status`
 //! prints the same cluster section on every node; only the leader knows how
 //! far each member lags.
+//!
+//! `ServerHooks` is what the server lends the peer transport: those extra
+//! lines, and the handler for an admin command another node forwards to the
+//! leader (`switchover` asked on a follower).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use openraft::{RaftMetrics, ServerState};
@@ -17,6 +23,11 @@ use crate::types::{NodeId, PeerNode};
 pub const VIEW_TIMEOUT_MS: u64 = 500;
 /// Extra lines a view may carry (the server adds two or three).
 pub const VIEW_EXTRA_LINES_MAX: usize = 16;
+/// Bound on a forwarded admin command (a switchover waits for catch-up and
+/// for the new leader, 7 s at most).
+pub const ADMIN_FORWARD_TIMEOUT_MS: u64 = 10_000;
+/// Longest admin command line a peer may forward.
+pub const ADMIN_LINE_BYTES_MAX: usize = 256;
 
 /// The leader's picture of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,22 +60,40 @@ impl ClusterView {
 /// What the server adds to the view this node serves when it leads.
 pub type ViewExtra = Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
 
-/// Where this node's view comes from; cloning shares the extra-lines source.
+/// Runs an admin command line forwarded by another node; returns the answer.
+pub type AdminForward = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
+
+/// What the server lends the peer transport; cloning shares it.
 #[derive(Clone, Default)]
-pub struct ViewSource {
+pub struct ServerHooks {
     extra: Arc<OnceLock<ViewExtra>>,
+    admin: Arc<OnceLock<AdminForward>>,
 }
 
-impl std::fmt::Debug for ViewSource {
+impl std::fmt::Debug for ServerHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ViewSource").field("extra_set", &self.extra.get().is_some()).finish()
+        f.debug_struct("ServerHooks")
+            .field("extra_set", &self.extra.get().is_some())
+            .field("admin_set", &self.admin.get().is_some())
+            .finish()
     }
 }
 
-impl ViewSource {
+impl ServerHooks {
     /// Set once, by the server after it starts; later calls are ignored.
     pub fn set_extra(&self, extra: ViewExtra) {
         let _ = self.extra.set(extra);
+    }
+
+    /// Set once, by the server after it starts; later calls are ignored.
+    pub fn set_admin(&self, admin: AdminForward) {
+        let _ = self.admin.set(admin);
+    }
+
+    /// Run a forwarded admin line; `None` if the server set no handler.
+    pub async fn admin(&self, line: String) -> Option<String> {
+        let handler = self.admin.get()?.clone();
+        Some(handler(line).await)
     }
 
     /// This node's view if it is the leader, else `None`.

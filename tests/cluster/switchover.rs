@@ -1,5 +1,6 @@
 //! The graceful path and the bootstrap guard: `switchover` moves service to
-//! the other storage node and back (`--to`) with every held handle working
+//! the other storage node and back (`--to`, asked on the witness, which
+//! forwards it to the leader) with every held handle working
 //! (zero STALE); a second `init`, or `init` on the witness, fails with a
 //! one-line error and a non-zero exit; every node's status names the same
 //! leader, and the whole cluster part of `status` (lag, VIP holder, ...) is
@@ -24,9 +25,12 @@ async fn cluster_switchover_moves_service_without_stale() {
     check_tree(&mut c, &held, "after switchover").await;
     drop(c);
 
+    // Asked on the witness (a follower), it is forwarded to the leader.
     let target = first.to_string();
-    let out = cl.cli_with(second, &["switchover"], &["--to", &target]);
-    assert!(out.status.success(), "switchover --to {first}: {}", show(&out));
+    let out = cl.cli_with(WITNESS, &["switchover"], &["--to", &target]);
+    assert!(out.status.success(), "switchover --to {first} on the witness: {}", show(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("[run on the leader, node {second}]")), "{said}");
     assert_eq!(cl.wait_serving(&[second]), first, "switchover --to moved service back");
     let mut c = cl.connect().await;
     check_tree(&mut c, &held, "after switchover back").await;

@@ -142,14 +142,34 @@ pub(crate) async fn fetch_view(
     target: NodeId,
     addr: &str,
 ) -> Result<Option<crate::view::ClusterView>, String> {
-    let mut client = PeerClient { net: net.clone(), target, addr: addr.to_string(), conn: None };
-    match client.call(PeerRequest::View, ms(crate::view::VIEW_TIMEOUT_MS)).await {
-        Ok(PeerResponse::View(view)) => Ok(view),
-        Ok(_) => Err("peer answered another RPC".into()),
-        Err(CallError::Unreachable(e)) => Err(format!("unreachable: {e}")),
-        Err(CallError::Timeout) => Err(format!("no answer within {} ms", crate::view::VIEW_TIMEOUT_MS)),
-        Err(CallError::Protocol(e)) => Err(format!("bad answer: {e}")),
+    match one_off(net, target, addr, PeerRequest::View, crate::view::VIEW_TIMEOUT_MS).await? {
+        PeerResponse::View(view) => Ok(view),
+        _ => Err("peer answered another RPC".into()),
     }
+}
+
+/// Forward an admin command line to node `target` at `addr`; its answer,
+/// `Ok(None)` if it takes no forwarded commands.
+pub(crate) async fn forward_admin(
+    net: &PeerNetwork,
+    target: NodeId,
+    addr: &str,
+    line: String,
+) -> Result<Option<String>, String> {
+    match one_off(net, target, addr, PeerRequest::Admin(line), crate::view::ADMIN_FORWARD_TIMEOUT_MS).await? {
+        PeerResponse::Admin(answer) => Ok(answer),
+        _ => Err("peer answered another RPC".into()),
+    }
+}
+
+/// One request on a short-lived connection, bounded by `ttl_ms`.
+async fn one_off(net: &PeerNetwork, target: NodeId, addr: &str, req: PeerRequest, ttl_ms: u64) -> Result<PeerResponse, String> {
+    let mut client = PeerClient { net: net.clone(), target, addr: addr.to_string(), conn: None };
+    client.call(req, ms(ttl_ms)).await.map_err(|e| match e {
+        CallError::Unreachable(e) => format!("unreachable: {e}"),
+        CallError::Timeout => format!("no answer within {ttl_ms} ms"),
+        CallError::Protocol(e) => format!("bad answer: {e}"),
+    })
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {

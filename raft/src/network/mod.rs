@@ -56,6 +56,8 @@ pub(crate) enum PeerRequest {
     Snapshot(typ::InstallSnapshotRequest),
     /// The leader's `ClusterView`, for `status` on another node.
     View,
+    /// An admin command line forwarded to the leader (`switchover`).
+    Admin(String),
 }
 
 /// The answer to a `PeerRequest`, same variant.
@@ -66,6 +68,8 @@ pub(crate) enum PeerResponse {
     Snapshot(Result<typ::InstallSnapshotResponse, typ::RaftError<typ::InstallSnapshotError>>),
     /// `None` if the answering node is not the leader.
     View(Option<crate::view::ClusterView>),
+    /// The answer; `None` if this node takes no forwarded commands.
+    Admin(Option<String>),
 }
 
 /// Fault injection for tests: a node drops all traffic to and from the peers

@@ -24,7 +24,7 @@ pub struct PeerServer {
     pub faults: Faults,
     pub signals: PeerSignals,
     pub lease: crate::lease::LeaseClock,
-    pub view: crate::view::ViewSource,
+    pub hooks: crate::view::ServerHooks,
 }
 
 impl PeerServer {
@@ -119,8 +119,12 @@ impl PeerServer {
             PeerRequest::Snapshot(rpc) => PeerResponse::Snapshot(self.raft.install_snapshot(rpc).await),
             PeerRequest::View => {
                 let m = self.raft.metrics().borrow().clone();
-                PeerResponse::View(self.view.local(&m, self.lease.holds(&m)))
+                PeerResponse::View(self.hooks.local(&m, self.lease.holds(&m)))
             }
+            PeerRequest::Admin(line) if line.len() > crate::view::ADMIN_LINE_BYTES_MAX => {
+                PeerResponse::Admin(Some("error: forwarded command too long\n".into()))
+            }
+            PeerRequest::Admin(line) => PeerResponse::Admin(self.hooks.admin(line).await),
         }
     }
 }

@@ -174,6 +174,16 @@ impl ClusterNode {
         let weak = Arc::downgrade(&shared);
         let extra = move || weak.upgrade().map(|s| super::control::view_extra(&s)).unwrap_or_default();
         shared.raft.set_view_extra(Arc::new(extra));
+        let weak = Arc::downgrade(&shared);
+        shared.raft.set_admin_forward(Arc::new(move |line: String| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(shared) => super::control::forwarded(&shared, &line).await,
+                    None => "error: node is stopping\n".to_string(),
+                }
+            })
+        }));
         let (stop_tx, stop_rx) = watch::channel(false);
         let lifecycle = (own.role == Role::Storage).then(|| tokio::spawn(super::lifecycle::run(shared.clone(), stop_rx)));
         let (admin_stop, admin_rx) = broadcast::channel(1);

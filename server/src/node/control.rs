@@ -20,6 +20,8 @@
 //!    timeout, switch heartbeats/elections back on and stop standing down.
 //!
 //! With two storage nodes `--to` can only name the other one; it is checked.
+//! Asked on a follower, `switchover` is forwarded to the leader over the
+//! peer transport (`RaftNode::forward_to_leader`) and its answer relayed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -65,10 +67,9 @@ impl Handler for Control {
             match words.as_slice() {
                 ["init"] => init(&shared).await,
                 ["status"] => status(&shared).await,
-                ["switchover"] => switchover(&shared, None).await,
-                ["switchover", "--to", n] => match n.parse::<NodeId>() {
-                    Ok(n) => switchover(&shared, Some(n)).await,
-                    Err(_) => format!("error: switchover --to: `{n}` is not a node id\n"),
+                ["switchover", rest @ ..] => match parse_switchover(rest) {
+                    Ok(to) => switchover_from_here(&shared, to).await,
+                    Err(e) => e,
                 },
                 ["exports"] | ["clients"] => {
                     let state = shared.raft.commit.state();
@@ -299,6 +300,45 @@ async fn wait_for(bound_ms: u64, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(SWITCHOVER_POLL_MS)).await;
+    }
+}
+
+/// `switchover [--to N]`'s arguments.
+fn parse_switchover(args: &[&str]) -> Result<Option<NodeId>, String> {
+    match args {
+        [] => Ok(None),
+        ["--to", n] => n.parse::<NodeId>().map(Some).map_err(|_| format!("error: switchover --to: `{n}` is not a node id\n")),
+        _ => Err("error: usage: switchover [--to N]\n".into()),
+    }
+}
+
+/// `switchover` asked on this node: run it here if this node leads, else
+/// forward it to the leader over the peer transport and relay its answer.
+async fn switchover_from_here(shared: &Shared, to: Option<NodeId>) -> String {
+    let m = shared.raft.raft.metrics().borrow().clone();
+    if m.current_leader == Some(m.id) {
+        return switchover(shared, to).await;
+    }
+    let line = match to {
+        Some(t) => format!("switchover --to {t}"),
+        None => "switchover".to_string(),
+    };
+    match shared.raft.forward_to_leader(line).await {
+        Ok((leader, answer)) => format!("{} [run on the leader, node {leader}]\n", answer.trim_end()),
+        Err(e) => format!("error: switchover: this node does not lead and the leader cannot be asked: {e}\n"),
+    }
+}
+
+/// A command another node forwarded to this one: only `switchover`, run
+/// here (never forwarded again: a node that no longer leads refuses it).
+pub(crate) async fn forwarded(shared: &Shared, line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["switchover", rest @ ..] => match parse_switchover(rest) {
+            Ok(to) => switchover(shared, to).await,
+            Err(e) => e,
+        },
+        _ => format!("error: `{}` cannot be forwarded\n", line.trim()),
     }
 }
 
