@@ -70,10 +70,12 @@ pub enum Command {
     /// entries. Run once, on one storage node, after every node runs.
     Init(StateArgs),
     /// Cluster: nodes, roles, term, leader, commit/applied index, lag, VIP,
-    /// exports, client count, last failover (asks the running node).
+    /// exports, client count, last failover (asks the running node, which
+    /// asks the leader: the same cluster part on every node).
     Status(StateArgs),
-    /// Cluster: graceful move of the service to the other storage node (run
-    /// on the leader): drain, move leadership, move the VIP.
+    /// Cluster: graceful move of the service to the other storage node (on
+    /// any node; a follower forwards it to the leader): drain, move
+    /// leadership, move the VIP.
     Switchover(SwitchoverArgs),
     /// Test-only tools (refused unless the node runs with HANFS_TEST_FAULTS=1).
     Debug {
