@@ -57,10 +57,18 @@ RUN=$CACHE/runs/$RUN_ID
 LOGDIR_FINAL=$CACHE/logs/$RUN_ID
 LOGDIR=$RUN/logs
 
+# stop_watchdog: the run-bound subshell and its sleep.
+stop_watchdog() {
+    [ -n "${WATCHDOG:-}" ] || return 0
+    pkill -P "$WATCHDOG" 2>/dev/null || true
+    kill "$WATCHDOG" 2>/dev/null || true
+    WATCHDOG=
+}
+
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    [ -n "${WATCHDOG:-}" ] && { kill "$WATCHDOG" 2>/dev/null || true; }
+    stop_watchdog
     guest_kill 0
     nodes_stop_all
     net_down
@@ -76,8 +84,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
-( sleep "$RUN_SECONDS_MAX"; log "run bound of ${RUN_SECONDS_MAX}s reached"; kill -TERM $$ ) 2>/dev/null &
+# No stdout/stderr: a pipe reader (`failover.sh | tail`) must not wait for the watchdog's sleep.
+( sleep "$RUN_SECONDS_MAX"; kill -TERM $$ ) > /dev/null 2>&1 &
 WATCHDOG=$!
+
 
 mkdir -p "$CACHE"
 need_packages $HOST_PACKAGES
@@ -152,7 +162,7 @@ done
 
 touch "$RUN/sync/stop"
 guest_wait 0 $(( $(date +%s) + GUEST_STOP_SECONDS_MAX )) || true
-kill "$WATCHDOG" 2>/dev/null || true
+stop_watchdog
 
 errors=missing
 [ -f "$RUN/g0/out/errors.txt" ] && errors=$(wc -l < "$RUN/g0/out/errors.txt")

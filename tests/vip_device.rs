@@ -2,14 +2,17 @@
 //! against the real kernel in a namespace of the test's own (helpers in
 //! `vip.rs`): the address lives on the device with no subnet route, the
 //! Ethernet interface announces it and answers ARP for it, release clears
-//! stray copies on the interface, and the address vanishes with the device's
-//! owner — which is what keeps a killed active from holding the VIP.
+//! stray copies on the interface, the address vanishes with the device's
+//! owner — which is what keeps a killed active from holding the VIP — and,
+//! for an owner that is alive but stuck, when its lifetime is not renewed.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use hanfs_server::vip::{Vip, VipConfig, VipError, ANNOUNCE_COUNT};
+use std::time::{Duration, Instant};
+
+use hanfs_server::vip::{Vip, VipConfig, VipError, ANNOUNCE_COUNT, VIP_LIFETIME_S};
 
 use crate::vip::{can_bind, capture, drain, gratuitous, NetNs, ETH_P_ARP, MAC_A, MAC_B};
 
@@ -118,4 +121,46 @@ fn the_vip_goes_with_the_device_owner_and_a_second_owner_is_refused() {
     }
     assert!(!after_drop, "the VIP outlived its device's owner");
     assert!(!device_listed, "the device outlived its owner");
+}
+
+/// Bound on waiting for an unrenewed VIP to expire: its lifetime plus the
+/// kernel's address-expiry timer rounding (about a second) plus slack.
+const EXPIRY_WAIT_MAX: Duration = Duration::from_secs(VIP_LIFETIME_S as u64 + 4);
+const POLL: Duration = Duration::from_millis(100);
+
+#[test]
+fn a_vip_that_is_renewed_stays_and_one_that_is_not_expires() {
+    let Some(ns) = NetNs::with_veth("lft") else { return };
+    let addr: IpAddr = "10.77.8.10".parse().expect("address");
+    let (kept, shown, expired, gone_after) = ns.run(|rt| {
+        let v = device_vip("10.77.8.10", "hvip-t3").expect("device created");
+        rt.block_on(v.claim()).expect("claim");
+        let shown = ns.addrs("hvip-t3");
+        // Renewed (as the serving node does every VIP_RENEW_MS) for longer
+        // than one lifetime: still there.
+        let renew_until = Instant::now() + Duration::from_secs(VIP_LIFETIME_S as u64 + 1);
+        let mut kept = true;
+        while Instant::now() < renew_until {
+            rt.block_on(v.add_address()).expect("renew");
+            kept &= can_bind(addr);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // Not renewed any more, as by a stopped or stuck process: it expires.
+        let started = Instant::now();
+        let mut expired = false;
+        while started.elapsed() < EXPIRY_WAIT_MAX {
+            if !can_bind(addr) {
+                expired = true;
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+        let gone_after = started.elapsed();
+        (kept, shown, expired, gone_after)
+    });
+    let line = shown.lines().find(|l| l.contains("10.77.8.10")).unwrap_or_default();
+    assert!(line.contains("valid_lft") && !line.contains("valid_lft forever"), "a finite lifetime: {shown}");
+    assert!(kept, "a renewed VIP must stay");
+    assert!(expired, "an unrenewed VIP must expire (waited {EXPIRY_WAIT_MAX:?})");
+    eprintln!("unrenewed VIP gone {} ms after the last renewal", gone_after.as_millis());
 }

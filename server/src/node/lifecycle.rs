@@ -42,7 +42,7 @@ use super::hooks;
 use super::listen::Serving;
 use super::single::{serve_commands, services};
 use crate::services::Services;
-use crate::vip::Vip;
+use crate::vip::{Vip, VIP_RENEW_MS};
 
 /// Backstop period of the lifecycle's wait (changes normally wake it at once).
 pub const LIFECYCLE_POLL_MS: u64 = 50;
@@ -106,7 +106,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     if let Err(e) = active.services.commit.commit(vec![Command::RecordPromotion(record)]).await {
                         tracing::warn!(error = %e, "recording the promotion for status failed");
                     }
-                    hold(&shared, &mut leadership, &mut stop).await;
+                    hold(&shared, active.vip.as_ref(), &mut leadership, &mut stop).await;
                     demote(&shared, active).await;
                 }
                 Err(e) => {
@@ -132,8 +132,34 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Wait while this node may serve.
-async fn hold(shared: &Shared, leadership: &mut watch::Receiver<Leadership>, stop: &mut watch::Receiver<bool>) {
+async fn hold(
+    shared: &Shared,
+    vip: Option<&Vip>,
+    leadership: &mut watch::Receiver<Leadership>,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let mut renewed = Instant::now();
+    let mut renew_failing = false;
     while may_serve(shared, leadership) && !*stop.borrow() {
+        // Renew the VIP's lifetime while, and only while, this node may serve:
+        // a process that stops getting here (stopped, stuck) loses the VIP.
+        if let Some(vip) = vip {
+            if renewed.elapsed() >= Duration::from_millis(VIP_RENEW_MS) {
+                renewed = Instant::now();
+                match vip.add_address().await {
+                    Ok(()) if renew_failing => {
+                        tracing::info!("VIP renewal works again");
+                        renew_failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if !renew_failing => {
+                        tracing::warn!(error = %e, "renewing the VIP's lifetime failed; retrying every second");
+                        renew_failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
         tokio::select! {
             _ = leadership.changed() => {}
             _ = shared.wake.notified() => {}

@@ -55,6 +55,15 @@ pub const IPV4_PREFIX_MAX: u8 = 32;
 pub const IPV6_PREFIX_MAX: u8 = 128;
 /// The VIP device's name when the config names none.
 pub const DEFAULT_DEVICE: &str = "hanfs-vip";
+/// Lifetime (valid and preferred) the VIP address is added with. The serving
+/// node renews it every `VIP_RENEW_MS` while it may serve, so a process that
+/// is alive but stuck (SIGSTOP, blocked on a dead disk) loses the VIP within
+/// this many seconds (plus up to 1 s of kernel timer rounding), as a dead one
+/// loses it with its device.
+pub const VIP_LIFETIME_S: u32 = 3;
+/// How often the serving node renews the VIP's lifetime.
+pub const VIP_RENEW_MS: u64 = 1_000;
+const _: () = assert!(2 * VIP_RENEW_MS <= VIP_LIFETIME_S as u64 * 1_000, "a late renewal must not drop the VIP");
 
 const _: () = assert!(ANNOUNCE_COUNT >= 1);
 const _: () = assert!((ANNOUNCE_COUNT as u64 - 1) * ANNOUNCE_INTERVAL_MS <= 500);
@@ -128,7 +137,8 @@ impl Vip {
         self.announce_claim().await
     }
 
-    /// The first half of `claim`: add the address, announce nothing yet. A
+    /// The first half of `claim`: add the address (or renew its lifetime,
+    /// `VIP_LIFETIME_S`, if it is there), announce nothing yet. A
     /// promotion binds its listeners in between, so no client redirected by
     /// the announcement meets the address without a listener (a refused
     /// connect costs a kernel client seconds of reconnect backoff).
@@ -140,13 +150,16 @@ impl Vip {
             return Err(VipError::InterfaceDown { interface: c.interface.clone() });
         }
         let Some(device) = &self.device else {
-            return nl.add(link.index, c.addr, c.prefix, false).await.map_err(|e| self.netlink_error("address add", e));
+            return nl
+                .add(link.index, c.addr, c.prefix, false, VIP_LIFETIME_S)
+                .await
+                .map_err(|e| self.netlink_error("address add", e));
         };
         let dev = self.device_link(&nl, device).await?;
         if !dev.up {
             nl.set_up(dev.index).await.map_err(|e| self.netlink_error("device up", e))?;
         }
-        nl.add(dev.index, c.addr, c.prefix, true).await.map_err(|e| self.netlink_error("address add", e))
+        nl.add(dev.index, c.addr, c.prefix, true, VIP_LIFETIME_S).await.map_err(|e| self.netlink_error("address add", e))
     }
 
     /// The second half of `claim`: the gratuitous ARP announcements.

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use futures_util::stream::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, CacheInfo};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType};
 use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec};
 use tokio::task::JoinHandle;
@@ -96,13 +96,18 @@ impl Netlink {
         Ok(Link { index: msg.header.index, up: msg.header.flags.contains(LinkFlags::Up), kind })
     }
 
-    /// Adds `addr/prefix` to interface `index`. Already present is success.
+    /// Adds `addr/prefix` to interface `index`, valid for `lifetime_s`
+    /// seconds; already present, it is replaced with a fresh lifetime.
     /// IPv6 addresses skip duplicate address detection: the VIP is ours by
     /// Raft leadership, and a tentative address could not be bound for ~1 s.
     /// `no_prefix_route`: add no route for the prefix (the VIP's own device
     /// must not capture the subnet's traffic).
-    pub async fn add(&self, index: u32, addr: IpAddr, prefix: u8, no_prefix_route: bool) -> io::Result<()> {
-        let mut req = self.handle.address().add(index, addr, prefix);
+    pub async fn add(&self, index: u32, addr: IpAddr, prefix: u8, no_prefix_route: bool, lifetime_s: u32) -> io::Result<()> {
+        let mut req = self.handle.address().add(index, addr, prefix).replace();
+        let mut lifetime = CacheInfo::default();
+        lifetime.ifa_preferred = lifetime_s;
+        lifetime.ifa_valid = lifetime_s;
+        req.message_mut().attributes.push(AddressAttribute::CacheInfo(lifetime));
         let mut flags = AddressFlags::empty();
         if addr.is_ipv6() {
             flags |= AddressFlags::Nodad;
