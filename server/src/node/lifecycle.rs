@@ -138,14 +138,15 @@ async fn hold(
     leadership: &mut watch::Receiver<Leadership>,
     stop: &mut watch::Receiver<bool>,
 ) {
-    let mut renewed = Instant::now();
+    // First renewal at once: the promotion steps since the claim took time.
+    let mut renewed: Option<Instant> = None;
     let mut renew_failing = false;
     while may_serve(shared, leadership) && !*stop.borrow() {
         // Renew the VIP's lifetime while, and only while, this node may serve:
         // a process that stops getting here (stopped, stuck) loses the VIP.
         if let Some(vip) = vip {
-            if renewed.elapsed() >= Duration::from_millis(VIP_RENEW_MS) {
-                renewed = Instant::now();
+            if renewed.is_none_or(|t| t.elapsed() >= Duration::from_millis(VIP_RENEW_MS)) {
+                renewed = Some(Instant::now());
                 match vip.add_address().await {
                     Ok(()) if renew_failing => {
                         tracing::info!("VIP renewal works again");
