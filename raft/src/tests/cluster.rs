@@ -81,12 +81,7 @@ async fn leader_failover_keeps_every_committed_command_and_skips_the_witness() {
     let after = write(&nodes[0].raft, mount(99)).await;
     assert!(after.index > last.index);
     assert_eq!(nodes[1].logged_commands().await.last(), Some(&mount(99)));
-    nodes[1]
-        .raft
-        .wait(Some(CONVERGE_TIMEOUT))
-        .applied_index_at_least(Some(after.index), "witness applies")
-        .await
-        .expect("witness applied");
+    nodes[1].wait_applied(Some(after.index), "witness applies").await;
     assert_eq!(same_state(&nodes[0], &nodes[1]), Ok(()), "witness state differs from the leader's");
 
     for node in nodes {
@@ -139,12 +134,7 @@ async fn partitioned_leader_stops_serving_before_the_new_leader_starts() {
     }
     nodes[0].wait_leader(2, "node 1 follows node 2 after healing").await;
     let leader_last = nodes[1].raft.metrics().borrow().last_log_index;
-    nodes[0]
-        .raft
-        .wait(Some(CONVERGE_TIMEOUT))
-        .log_index_at_least(leader_last, "node 1 catches up")
-        .await
-        .expect("catch up");
+    nodes[0].wait_log(leader_last, "node 1 catches up").await;
     assert_eq!(nodes[0].logged_commands().await, vec![mount(1), mount(2)]);
     assert_eq!(*nodes[0].leadership.borrow(), Leadership::Follower);
     for node in nodes {
@@ -170,12 +160,7 @@ async fn a_node_restarted_from_an_empty_disk_catches_up_by_snapshot() {
     // Snapshot on the leader and purge its log, so the log alone cannot
     // bring a new follower up to date.
     nodes[0].raft.trigger().snapshot().await.expect("trigger snapshot");
-    nodes[0]
-        .raft
-        .wait(Some(CONVERGE_TIMEOUT))
-        .metrics(|m| m.snapshot.map(|s| s.index) >= Some(last.index), "leader snapshot covers the writes")
-        .await
-        .expect("snapshot");
+    nodes[0].wait_metrics("leader snapshot covers the writes", |m| m.snapshot.map(|s| s.index) >= Some(last.index)).await;
     nodes[0].raft.trigger().purge_log(last.index).await.expect("purge");
     nodes[0]
         .raft
@@ -194,31 +179,16 @@ async fn a_node_restarted_from_an_empty_disk_catches_up_by_snapshot() {
     config.snapshot_max_chunk_size = TEST_CHUNK_BYTES;
     let fresh = TestNode::start_with(2, Role::Storage, &dir, listener, SECRET, Arc::new(config)).await;
 
-    fresh
-        .raft
-        .wait(Some(CONVERGE_TIMEOUT))
-        .metrics(|m| m.snapshot.map(|s| s.index) >= Some(last.index), "rejoined node installed the leader's snapshot")
-        .await
-        .expect("snapshot installed");
+    fresh.wait_metrics("rejoined node installed the leader's snapshot", |m| m.snapshot.map(|s| s.index) >= Some(last.index)).await;
     assert!(fresh.sm.last_applied().map(|l| l.index) >= Some(last.index));
     // The purged entries never reached it through the log.
     assert!(fresh.logged_commands().await.is_empty());
 
     // It keeps following: a new write reaches it through the log.
     let next = write(&nodes[0].raft, mount(77)).await;
-    fresh
-        .raft
-        .wait(Some(CONVERGE_TIMEOUT))
-        .applied_index_at_least(Some(next.index), "rejoined node applies new writes")
-        .await
-        .expect("applied");
+    fresh.wait_applied(Some(next.index), "rejoined node applies new writes").await;
     assert_eq!(fresh.logged_commands().await, vec![mount(77)]);
-    nodes[0]
-        .raft
-        .wait(Some(CONVERGE_TIMEOUT))
-        .applied_index_at_least(Some(next.index), "leader applied")
-        .await
-        .expect("leader applied");
+    nodes[0].wait_applied(Some(next.index), "leader applied").await;
     assert_eq!(same_state(&nodes[0], &fresh), Ok(()), "rejoined node's state differs");
     assert_eq!(fresh.sm.state().read().expect("state lock").rmtab_len(), 31);
     nodes.push(fresh);
@@ -237,12 +207,7 @@ async fn the_whole_cluster_restarts_from_its_disks_with_the_same_state() {
     // Half the writes end up in a snapshot, half only in the log.
     nodes[0].raft.trigger().snapshot().await.expect("trigger snapshot");
     let applied = nodes[0].raft.metrics().borrow().last_applied.expect("applied");
-    nodes[0]
-        .raft
-        .wait(Some(CONVERGE_TIMEOUT))
-        .metrics(|m| m.snapshot.map(|s| s.index) >= Some(applied.index), "snapshot")
-        .await
-        .expect("snapshot");
+    nodes[0].wait_metrics("snapshot", |m| m.snapshot.map(|s| s.index) >= Some(applied.index)).await;
     for i in 5..10 {
         write(&nodes[0].raft, mount(i)).await;
     }

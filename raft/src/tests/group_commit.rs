@@ -56,12 +56,7 @@ async fn concurrent_commits_share_entries_and_reach_every_node() {
     // Followers (the witness too) converge on the same state.
     let last = nodes[0].raft.metrics().borrow().last_applied;
     for follower in &nodes[1..] {
-        follower
-            .raft
-            .wait(Some(CONVERGE_TIMEOUT))
-            .applied_index_at_least(last.map(|l| l.index), "follower applies")
-            .await
-            .expect("applied");
+        follower.wait_applied(last.map(|l| l.index), "follower applies").await;
         assert_eq!(same_state(&nodes[0], follower), Ok(()));
     }
 

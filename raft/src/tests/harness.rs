@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hanfs_state::Command;
-use openraft::{EntryPayload, RaftLogReader};
+use openraft::{EntryPayload, RaftLogReader, RaftMetrics};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
@@ -88,6 +88,21 @@ impl TestNode {
 
     pub async fn wait_leader(&self, leader: NodeId, why: &str) {
         self.raft.wait(Some(CONVERGE_TIMEOUT)).current_leader(leader, why).await.expect(why);
+    }
+
+    /// Wait (bounded) until this node has applied `index` or more.
+    pub async fn wait_applied(&self, index: Option<u64>, why: &str) {
+        self.raft.wait(Some(CONVERGE_TIMEOUT)).applied_index_at_least(index, why).await.expect(why);
+    }
+
+    /// Wait (bounded) until this node's log reaches `index` or more.
+    pub async fn wait_log(&self, index: Option<u64>, why: &str) {
+        self.raft.wait(Some(CONVERGE_TIMEOUT)).log_index_at_least(index, why).await.expect(why);
+    }
+
+    /// Wait (bounded) until `cond` holds on this node's metrics.
+    pub async fn wait_metrics(&self, why: &str, cond: impl Fn(&RaftMetrics<NodeId, PeerNode>) -> bool + Send) {
+        self.raft.wait(Some(CONVERGE_TIMEOUT)).metrics(cond, why).await.expect(why);
     }
 
     /// The `Normal` commands in this node's log, in order.

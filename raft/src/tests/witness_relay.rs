@@ -23,12 +23,7 @@ async fn an_entry_only_the_witness_has_reaches_the_surviving_storage_node() {
     // Let node 2 catch up on those, then cut the leader off from it: what
     // the leader commits now is on the leader and the witness only.
     let before = nodes[0].raft.metrics().borrow().last_log_index;
-    nodes[1]
-        .raft
-        .wait(Some(CONVERGE_TIMEOUT))
-        .log_index(before, "node 2 has the first entries")
-        .await
-        .expect("node 2 catches up");
+    nodes[1].wait_log(before, "node 2 has the first entries").await;
     nodes[0].faults.block(2);
     nodes[1].faults.block(1);
     let only_on_witness = Command::Mount { client: "10.9.9.9".into(), path: "/export".into() };
