@@ -149,10 +149,7 @@ fn check_config(file: &Path) -> Result<(), Failure> {
             println!("  peer {} {} {:?}{me}", p.id, p.addr, p.role);
         }
         match &c.vip {
-            Some(v) => match &v.device {
-                Some(d) => println!("  vip {}/{} on device {d} (created by hanfs), announced on {}", v.addr, v.prefix, v.interface),
-                None => println!("  vip {}/{} on {}", v.addr, v.prefix, v.interface),
-            },
+            Some(v) => println!("  vip {v}"),
             None => println!("  vip none"),
         }
         let h = &c.hooks;

@@ -93,16 +93,16 @@ pub fn spawn_witness_relay(raft: typ::Raft, signals: PeerSignals) -> JoinHandle<
 /// heartbeating until another node leads (bounded), then switch heartbeats
 /// back on (in case nobody took over, the loop comes back here).
 async fn hand_over(raft: &typ::Raft) {
-    let metrics = raft.metrics();
-    let me = metrics.borrow().id;
-    let caught_up = wait_until(&metrics, RELAY_CATCHUP_MS, |m| caught_up_storage(m).is_some()).await;
-    let target = caught_up_storage(&metrics.borrow());
-    tracing::warn!(?target, caught_up, "witness relay: leading; stepping aside for a storage node");
+    let me = raft.metrics().borrow().id;
+    let wait = |ms: u64| raft.wait(Some(Duration::from_millis(ms)));
+    let caught_up = wait(RELAY_CATCHUP_MS).metrics(|m| caught_up_storage(m).is_some(), "relay catch-up").await;
+    let target = caught_up.as_ref().ok().and_then(caught_up_storage);
+    tracing::warn!(?target, caught_up = target.is_some(), "witness relay: leading; stepping aside for a storage node");
     let rc = raft.runtime_config();
     rc.heartbeat(false);
-    let handed = wait_until(&metrics, RELAY_HANDOVER_MS, |m| m.current_leader != Some(me)).await;
+    let handed = wait(RELAY_HANDOVER_MS).metrics(|m| m.current_leader != Some(me), "relay hand-over").await.is_ok();
     rc.heartbeat(true);
-    let leader = metrics.borrow().current_leader;
+    let leader = raft.metrics().borrow().current_leader;
     if handed {
         tracing::warn!(?leader, "witness relay: handed over");
     } else {
@@ -120,23 +120,6 @@ fn caught_up_storage(m: &openraft::RaftMetrics<NodeId, crate::types::PeerNode>) 
         .filter(|(id, n)| **id != m.id && n.role == Role::Storage)
         .map(|(id, _)| *id)
         .find(|id| repl.get(id).cloned().flatten().map(|l| l.index) == Some(last))
-}
-
-async fn wait_until(
-    metrics: &tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, crate::types::PeerNode>>,
-    bound_ms: u64,
-    mut cond: impl FnMut(&openraft::RaftMetrics<NodeId, crate::types::PeerNode>) -> bool,
-) -> bool {
-    let deadline = Instant::now() + Duration::from_millis(bound_ms);
-    loop {
-        if cond(&metrics.borrow()) {
-            return true;
-        }
-        if Instant::now() >= deadline || metrics.has_changed().is_err() {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(RELAY_POLL_MS / 5)).await;
-    }
 }
 
 #[cfg(test)]

@@ -216,13 +216,7 @@ async fn status(shared: &Shared) -> String {
 
 /// This node's `[vip]`, as text.
 fn vip_text(shared: &Shared) -> String {
-    match &shared.setup.vip {
-        None => "none configured on this node".to_string(),
-        Some(v) => match &v.device {
-            Some(d) => format!("{}/{} on device {d}, announced on {}", v.addr, v.prefix, v.interface),
-            None => format!("{}/{} on {}", v.addr, v.prefix, v.interface),
-        },
-    }
+    shared.setup.vip.as_ref().map_or_else(|| "none configured on this node".to_string(), |v| v.to_string())
 }
 
 /// The lines this node adds to the cluster view it serves as leader: its VIP,

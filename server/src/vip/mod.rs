@@ -82,6 +82,17 @@ pub struct VipConfig {
     pub device: Option<String>,
 }
 
+/// `10.0.0.100/24 on device hanfs-vip, announced on eth0`, or
+/// `127.0.0.9/32 on lo` without a device.
+impl std::fmt::Display for VipConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.device {
+            Some(d) => write!(f, "{}/{} on device {d}, announced on {}", self.addr, self.prefix, self.interface),
+            None => write!(f, "{}/{} on {}", self.addr, self.prefix, self.interface),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VipError {
