@@ -27,6 +27,11 @@ struct Dir(PathBuf);
 
 impl Drop for Dir {
     fn drop(&mut self) {
+        // A failed run keeps its node logs for the reader.
+        if std::thread::panicking() {
+            eprintln!("cluster smoke test failed; node logs kept in {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
