@@ -6,7 +6,7 @@
 //! of the active node the other storage node serves.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,6 +14,8 @@ use std::time::Duration;
 
 /// Poll period of every wait.
 const POLL_MS: u64 = 100;
+/// Bound on probing for free ports.
+const PORT_TRIES_MAX: usize = 256;
 /// Polls before a wait fails (bounded: 30 s at `POLL_MS`).
 const POLLS_MAX: u32 = 300;
 /// Bound on one TCP exchange with the service.
@@ -60,9 +62,23 @@ impl Nodes {
     }
 }
 
-fn free_port(ip: Ipv4Addr) -> u16 {
-    let l = TcpListener::bind((ip, 0)).expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+/// `n` distinct ports free for TCP and UDP on every address (the nodes bind
+/// the service ports over both). The probe sockets are held until all are
+/// chosen, so no port is handed out twice.
+fn free_ports(n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    for _ in 0..PORT_TRIES_MAX {
+        if held.len() == n {
+            break;
+        }
+        let Ok(tcp) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)) else { continue };
+        let Ok(port) = tcp.local_addr().map(|a| a.port()) else { continue };
+        if let Ok(udp) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)) {
+            held.push((port, tcp, udp));
+        }
+    }
+    assert_eq!(held.len(), n, "free ports");
+    held.into_iter().map(|(port, _, _)| port).collect()
 }
 
 fn bin() -> &'static str {
@@ -133,9 +149,10 @@ fn three_nodes_init_serve_switchover_and_fail_over() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     // The service address: a loopback IP only the active node binds.
     let service = Ipv4Addr::new(127, 0, 0, 77);
-    let (nfs, mount, portmap) = (free_port(service), free_port(service), free_port(service));
+    let ports = free_ports(3 + NODES.len());
+    let (nfs, mount, portmap) = (ports[0], ports[1], ports[2]);
     let peers: Vec<(u32, u16, &str)> =
-        NODES.iter().map(|id| (*id, free_port(Ipv4Addr::LOCALHOST), if *id == 3 { "witness" } else { "storage" })).collect();
+        NODES.iter().zip(&ports[3..]).map(|(id, port)| (*id, *port, if *id == 3 { "witness" } else { "storage" })).collect();
     let mut configs = Vec::new();
     let mut nodes = Nodes { children: Vec::new() };
     for id in NODES {
