@@ -200,7 +200,8 @@ impl RaftNode {
     /// fetched from the leader (bounded by `VIEW_TIMEOUT_MS`). `Err` says why
     /// there is none (no leader known, leader unreachable, ...).
     pub async fn cluster_view(&self) -> Result<ClusterView, String> {
-        if let Some(view) = self.hooks.local(&self.raft, &self.lease) {
+        let m = self.raft.metrics().borrow().clone();
+        if let Some(view) = self.hooks.local(&m, self.lease.holds(&m)) {
             return Ok(view);
         }
         let (leader, addr) = self.leader_addr()?;

@@ -14,11 +14,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use openraft::ServerState;
+use openraft::{RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 
-use crate::lease::LeaseClock;
-use crate::types::{typ, NodeId};
+use crate::types::{NodeId, PeerNode};
 
 /// Bound on fetching the view from the leader (connect, handshake, answer).
 pub const VIEW_TIMEOUT_MS: u64 = 500;
@@ -97,11 +96,8 @@ impl ServerHooks {
         Some(handler(line).await)
     }
 
-    /// This node's view, from its Raft metrics and lease now, if it is the
-    /// leader; else `None`.
-    pub fn local(&self, raft: &typ::Raft, lease: &LeaseClock) -> Option<ClusterView> {
-        let m = raft.metrics().borrow().clone();
-        let lease_held = lease.holds(&m);
+    /// This node's view if it is the leader, else `None`.
+    pub fn local(&self, m: &RaftMetrics<NodeId, PeerNode>, lease_held: bool) -> Option<ClusterView> {
         if m.state != ServerState::Leader || m.current_leader != Some(m.id) {
             return None;
         }

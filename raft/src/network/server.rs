@@ -117,7 +117,10 @@ impl PeerServer {
                 PeerResponse::Vote(resp)
             }
             PeerRequest::Snapshot(rpc) => PeerResponse::Snapshot(self.raft.install_snapshot(rpc).await),
-            PeerRequest::View => PeerResponse::View(self.hooks.local(&self.raft, &self.lease)),
+            PeerRequest::View => {
+                let m = self.raft.metrics().borrow().clone();
+                PeerResponse::View(self.hooks.local(&m, self.lease.holds(&m)))
+            }
             PeerRequest::Admin(line) if line.len() > crate::view::ADMIN_LINE_BYTES_MAX => {
                 PeerResponse::Admin(Some("error: forwarded command too long\n".into()))
             }

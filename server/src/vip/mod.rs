@@ -160,18 +160,17 @@ impl Vip {
         if !link.up && link.kind != LinkKind::Loopback {
             return Err(VipError::InterfaceDown { interface: c.interface.clone() });
         }
-        let home = match &self.device {
-            Some(_) => self.home(&nl, "claim").await?,
-            None => link,
+        let Some(device) = &self.device else {
+            return nl
+                .add(link.index, c.addr, c.prefix, false, VIP_LIFETIME_S)
+                .await
+                .map_err(|e| self.netlink_error("address add", e));
         };
-        if !home.up && self.device.is_some() {
-            nl.set_up(home.index).await.map_err(|e| self.netlink_error("device up", e))?;
+        let dev = self.device_link(&nl, device).await?;
+        if !dev.up {
+            nl.set_up(dev.index).await.map_err(|e| self.netlink_error("device up", e))?;
         }
-        // On the device, no subnet route: it must not capture the subnet's traffic.
-        let no_prefix_route = self.device.is_some();
-        nl.add(home.index, c.addr, c.prefix, no_prefix_route, VIP_LIFETIME_S)
-            .await
-            .map_err(|e| self.netlink_error("address add", e))
+        nl.add(dev.index, c.addr, c.prefix, true, VIP_LIFETIME_S).await.map_err(|e| self.netlink_error("address add", e))
     }
 
     /// The second half of `claim`: the gratuitous ARP announcements.
@@ -190,8 +189,8 @@ impl Vip {
     pub async fn release(&self) -> Result<(), VipError> {
         let c = &self.config;
         let nl = self.open("release")?;
-        if self.device.is_some() {
-            let dev = self.home(&nl, "release").await?;
+        if let Some(device) = &self.device {
+            let dev = self.device_link(&nl, device).await?;
             self.delete_every_copy(&nl, dev.index).await?;
         }
         match self.link(&nl, "release").await {
@@ -222,7 +221,10 @@ impl Vip {
     pub async fn held(&self) -> bool {
         let lookup = async {
             let nl = self.open("lookup")?;
-            let index = self.home(&nl, "lookup").await?.index;
+            let index = match &self.device {
+                Some(device) => self.device_link(&nl, device).await?.index,
+                None => self.link(&nl, "lookup").await?.index,
+            };
             let prefixes = nl.prefixes(index, self.config.addr).await;
             prefixes.map(|p| !p.is_empty()).map_err(|e| self.netlink_error("address lookup", e))
         };
@@ -235,12 +237,7 @@ impl Vip {
         }
     }
 
-    /// Where the address lives: the VIP device if there is one, else the
-    /// interface.
-    async fn home(&self, nl: &Netlink, op: &'static str) -> Result<Link, VipError> {
-        let Some(device) = &self.device else {
-            return self.link(nl, op).await;
-        };
+    async fn device_link(&self, nl: &Netlink, device: &VipDevice) -> Result<Link, VipError> {
         nl.link(device.name()).await.map_err(|e| match e.raw_os_error() {
             Some(libc::ENODEV) => VipError::Device {
                 device: device.name().to_string(),
