@@ -127,13 +127,6 @@ pub async fn initialize(
     }
 }
 
-/// Seen from the leader's metrics: has `peer` stored the leader's whole log?
-/// (The switchover's and the witness relay's condition for handing over.)
-pub fn has_whole_log(m: &openraft::RaftMetrics<NodeId, PeerNode>, peer: NodeId) -> bool {
-    let matched = m.replication.as_ref().and_then(|r| r.get(&peer).cloned().flatten()).map(|l| l.index);
-    matched.is_some() && matched == m.last_log_index
-}
-
 /// The witness ids in a membership (for status and for refusing to serve).
 pub fn witnesses(nodes: &BTreeMap<NodeId, PeerNode>) -> Vec<NodeId> {
     nodes.iter().filter(|(_, n)| n.role == Role::Witness).map(|(id, _)| *id).collect()

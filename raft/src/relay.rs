@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use openraft::ServerState;
 use tokio::task::JoinHandle;
 
-use crate::membership::{has_whole_log, ELECTION_TIMEOUT_MAX_MS, HEARTBEAT_MS};
+use crate::membership::{ELECTION_TIMEOUT_MAX_MS, HEARTBEAT_MS};
 use crate::network::{PeerSignals, SignalTimes};
 use crate::types::{typ, NodeId, Role};
 
@@ -112,12 +112,14 @@ async fn hand_over(raft: &typ::Raft) {
 
 /// A storage voter whose replicated log matches the leader's last index.
 fn caught_up_storage(m: &openraft::RaftMetrics<NodeId, crate::types::PeerNode>) -> Option<NodeId> {
+    let repl = m.replication.as_ref()?;
+    let last = m.last_log_index?;
     m.membership_config
         .membership()
         .nodes()
         .filter(|(id, n)| **id != m.id && n.role == Role::Storage)
         .map(|(id, _)| *id)
-        .find(|id| has_whole_log(m, *id))
+        .find(|id| repl.get(id).cloned().flatten().map(|l| l.index) == Some(last))
 }
 
 #[cfg(test)]

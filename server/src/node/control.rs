@@ -31,7 +31,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use hanfs_raft::commit::Commit;
-use hanfs_raft::membership::{has_whole_log, MembershipError};
+use hanfs_raft::membership::MembershipError;
 use hanfs_raft::types::{NodeId, PeerNode, Role};
 
 use super::cluster::Shared;
@@ -361,7 +361,12 @@ async fn switchover(shared: &Shared, to: Option<NodeId>) -> String {
         return format!("error: switchover needs exactly one other storage node, found {storage:?}\n");
     }
     let metrics = shared.raft.raft.metrics();
-    let caught_up = wait_for(SWITCHOVER_CATCHUP_MS, || has_whole_log(&metrics.borrow(), target)).await;
+    let caught_up = wait_for(SWITCHOVER_CATCHUP_MS, || {
+        let m = metrics.borrow();
+        let matched = m.replication.as_ref().and_then(|r| r.get(&target).cloned().flatten()).map(|l| l.index);
+        matched.is_some() && matched == m.last_log_index
+    })
+    .await;
     if !caught_up {
         return format!("error: node {target} has not caught up within {SWITCHOVER_CATCHUP_MS} ms; not switching\n");
     }
