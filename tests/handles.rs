@@ -45,7 +45,10 @@ async fn handles_from_every_procedure_survive_restart() {
     held.push(("mkdir", d.clone()));
     let args = SYMLINK3args {
         where_: diropargs(&d, "sym"),
-        symlink: symlinkdata3 { symlink_attributes: sattr3::default(), symlink_data: nfspath3(Opaque::borrowed(b"file")) },
+        symlink: symlinkdata3 {
+            symlink_attributes: sattr3::default(),
+            symlink_data: nfspath3(Opaque::borrowed(b"file")),
+        },
     };
     let Nfs3Result::Ok(sl) = c.symlink(&args).await.unwrap() else { panic!("SYMLINK") };
     held.push(("symlink", sl.obj.unwrap()));
@@ -53,11 +56,18 @@ async fn handles_from_every_procedure_survive_restart() {
     let Nfs3Result::Ok(mn) = c.mknod(&args).await.unwrap() else { panic!("MKNOD") };
     held.push(("mknod", mn.obj.unwrap()));
     let linked = create(&mut c, &d, "orig").await.unwrap();
-    let Nfs3Result::Ok(_) = c.link(&LINK3args { file: linked.clone(), link: diropargs(&root, "hard") }).await.unwrap() else {
+    let Nfs3Result::Ok(_) = c.link(&LINK3args { file: linked.clone(), link: diropargs(&root, "hard") }).await.unwrap()
+    else {
         panic!("LINK")
     };
     held.push(("link", linked));
-    let args = READDIRPLUS3args { dir: pre.clone(), cookie: 0, cookieverf: cookieverf3::default(), dircount: 4096, maxcount: 16384 };
+    let args = READDIRPLUS3args {
+        dir: pre.clone(),
+        cookie: 0,
+        cookieverf: cookieverf3::default(),
+        dircount: 4096,
+        maxcount: 16384,
+    };
     let Nfs3Result::Ok(rp) = c.readdirplus(&args).await.unwrap() else { panic!("READDIRPLUS") };
     let listed = rp.reply.entries.0.iter().find(|e| e.name.0.as_ref() == b"listed").expect("listed entry");
     held.push(("readdirplus", listed.name_handle.clone().unwrap()));
@@ -183,7 +193,11 @@ async fn bad_names_get_errors_and_the_server_keeps_serving() {
     for (bad, want) in cases {
         let what = diropargs3 { dir: root.clone(), name: filename3(Opaque::owned(bad.to_vec())) };
         let r = c.lookup(&LOOKUP3args { what }).await.unwrap();
-        assert!(matches!(r, Nfs3Result::Err((s, _)) if s == want), "LOOKUP {:?}", String::from_utf8_lossy(&bad[..bad.len().min(16)]));
+        assert!(
+            matches!(r, Nfs3Result::Err((s, _)) if s == want),
+            "LOOKUP {:?}",
+            String::from_utf8_lossy(&bad[..bad.len().min(16)])
+        );
         let args = CREATE3args {
             where_: diropargs3 { dir: root.clone(), name: filename3(Opaque::owned(bad.to_vec())) },
             how: createhow3::UNCHECKED(sattr3::default()),

@@ -76,10 +76,19 @@ fn unknown_program_gets_prog_unavail() {
 #[test]
 fn unknown_procedure_gets_proc_unavail() {
     let (_export, s) = server();
-    let cases = [(s.mount_port, MOUNT_PROGRAM, 3, 6), (s.mount_port, MOUNT_PROGRAM, 1, 99), (s.nfs_port, NFS_PROGRAM, 3, 22), (s.portmap_port, 100_000, 2, 6)];
+    let cases = [
+        (s.mount_port, MOUNT_PROGRAM, 3, 6),
+        (s.mount_port, MOUNT_PROGRAM, 1, 99),
+        (s.nfs_port, NFS_PROGRAM, 3, 22),
+        (s.portmap_port, 100_000, 2, 6),
+    ];
     for (port, prog, vers, proc_) in cases {
         let reply = tcp_call(port, &call_msg(14, prog, vers, proc_, CRED_NONE, &[])).expect("reply");
-        assert_eq!(parse_reply(&reply), RpcReply::Accepted { xid: 14, stat: PROC_UNAVAIL, body: vec![] }, "{prog}/{vers}/{proc_}");
+        assert_eq!(
+            parse_reply(&reply),
+            RpcReply::Accepted { xid: 14, stat: PROC_UNAVAIL, body: vec![] },
+            "{prog}/{vers}/{proc_}"
+        );
     }
     still_served(&s);
 }
@@ -89,11 +98,17 @@ fn nfs_v2_and_v4_get_prog_mismatch_3_3() {
     let (_export, s) = server();
     for vers in [2, 4] {
         let reply = tcp_call(s.nfs_port, &call_msg(15, NFS_PROGRAM, vers, 0, CRED_NONE, &[])).expect("reply");
-        assert_eq!(parse_reply(&reply), RpcReply::Accepted { xid: 15, stat: PROG_MISMATCH, body: [0, 0, 0, 3, 0, 0, 0, 3].to_vec() });
+        assert_eq!(
+            parse_reply(&reply),
+            RpcReply::Accepted { xid: 15, stat: PROG_MISMATCH, body: [0, 0, 0, 3, 0, 0, 0, 3].to_vec() }
+        );
     }
     // MOUNT serves v1 and v3: v2 gets (1, 3).
     let reply = tcp_call(s.mount_port, &call_msg(16, MOUNT_PROGRAM, 2, 0, CRED_NONE, &[])).expect("reply");
-    assert_eq!(parse_reply(&reply), RpcReply::Accepted { xid: 16, stat: PROG_MISMATCH, body: [0, 0, 0, 1, 0, 0, 0, 3].to_vec() });
+    assert_eq!(
+        parse_reply(&reply),
+        RpcReply::Accepted { xid: 16, stat: PROG_MISMATCH, body: [0, 0, 0, 1, 0, 0, 0, 3].to_vec() }
+    );
     still_served(&s);
 }
 
@@ -148,7 +163,8 @@ fn several_calls_in_flight_on_one_connection() {
 fn root_fh(s: &TestServer) -> Vec<u8> {
     let mut args = Vec::new();
     put_opaque(&mut args, b"/export");
-    let reply = tcp_call(s.mount_port, &call_msg(1, MOUNT_PROGRAM, 3, 1, (1, &auth_sys_body(0, 0, &[])), &args)).expect("MNT");
+    let reply =
+        tcp_call(s.mount_port, &call_msg(1, MOUNT_PROGRAM, 3, 1, (1, &auth_sys_body(0, 0, &[])), &args)).expect("MNT");
     let RpcReply::Accepted { stat: SUCCESS, body, .. } = parse_reply(&reply) else { panic!("MNT refused") };
     let w = words(&body);
     assert_eq!(w[0], 0, "MNT3_OK");
@@ -167,7 +183,8 @@ fn retransmitted_remove_gets_the_cached_reply() {
     put_opaque(&mut args, b"victim");
     let cred = auth_sys_body(0, 0, &[]);
     let remove = |xid: u32| {
-        let reply = tcp_call(s.nfs_port, &call_msg(xid, NFS_PROGRAM, 3, 12, (1, &cred), &args)).expect("REMOVE answered");
+        let reply =
+            tcp_call(s.nfs_port, &call_msg(xid, NFS_PROGRAM, 3, 12, (1, &cred), &args)).expect("REMOVE answered");
         match parse_reply(&reply) {
             RpcReply::Accepted { stat: SUCCESS, body, .. } => body,
             other => panic!("{other:?}"),
@@ -187,11 +204,14 @@ async fn close_all_drops_every_connection() {
     init_tracing();
     let export = tempdir("close-all");
     let state = tempdir("close-all-state");
-    let node = hanfs_server::node::start(test_config(export.path(), "*(rw,insecure)", state.path())).await.expect("start");
+    let node =
+        hanfs_server::node::start(test_config(export.path(), "*(rw,insecure)", state.path())).await.expect("start");
     let ports = node.ports();
     let conns = &node.services().conns;
     let mut streams = Vec::new();
-    for (port, prog, vers) in [(ports.nfs, NFS_PROGRAM, 3), (ports.mount, MOUNT_PROGRAM, 3), (ports.portmap, 100_000, 2)] {
+    for (port, prog, vers) in
+        [(ports.nfs, NFS_PROGRAM, 3), (ports.mount, MOUNT_PROGRAM, 3), (ports.portmap, 100_000, 2)]
+    {
         let mut st = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await.expect("connect");
         // One answered call each, so the connection is certainly registered.
         let msg = frame(&call_msg(1, prog, vers, 0, CRED_NONE, &[]));
@@ -204,9 +224,12 @@ async fn close_all_drops_every_connection() {
     conns.close_all();
     for mut st in streams {
         let mut buf = [0u8; 1];
-        let n = tokio::time::timeout(std::time::Duration::from_millis(IO_TIMEOUT_MS), tokio::io::AsyncReadExt::read(&mut st, &mut buf))
-            .await
-            .expect("closed within the timeout");
+        let n = tokio::time::timeout(
+            std::time::Duration::from_millis(IO_TIMEOUT_MS),
+            tokio::io::AsyncReadExt::read(&mut st, &mut buf),
+        )
+        .await
+        .expect("closed within the timeout");
         assert!(matches!(n, Ok(0) | Err(_)), "server side closed");
     }
     for _ in 0..100 {

@@ -19,7 +19,10 @@ async fn dump_rows(port: u16) -> Vec<(String, String)> {
     list.into_inner()
         .into_iter()
         .map(|b| {
-            (String::from_utf8_lossy(&b.ml_hostname.0 .0).into_owned(), String::from_utf8_lossy(&b.ml_directory.0 .0).into_owned())
+            (
+                String::from_utf8_lossy(&b.ml_hostname.0 .0).into_owned(),
+                String::from_utf8_lossy(&b.ml_directory.0 .0).into_owned(),
+            )
         })
         .collect()
 }
@@ -111,7 +114,8 @@ fn v1_dump_and_export_answer_like_v3() {
     // MNT over v3 (UDP, as mount.nfs does), then v1 DUMP over UDP and TCP.
     let mut args = Vec::new();
     put_opaque(&mut args, b"/export");
-    let reply = udp_call(s.mount_port, &call_msg(1, MOUNT_PROGRAM, 3, 1, (1, &auth_sys_body(0, 0, &[])), &args)).expect("MNT");
+    let reply =
+        udp_call(s.mount_port, &call_msg(1, MOUNT_PROGRAM, 3, 1, (1, &auth_sys_body(0, 0, &[])), &args)).expect("MNT");
     match parse_reply(&reply) {
         RpcReply::Accepted { stat: SUCCESS, body, .. } => assert_eq!(words(&body)[0], 0, "MNT3_OK"),
         other => panic!("{other:?}"),

@@ -81,7 +81,13 @@ pub async fn rename(c: &mut Conn, from: &nfs_fh3, f: &str, to: &nfs_fh3, t: &str
     }
 }
 
-pub async fn write(c: &mut Conn, fh: &nfs_fh3, offset: u64, data: &[u8], stable: stable_how) -> Result<WRITE3resok, nfsstat3> {
+pub async fn write(
+    c: &mut Conn,
+    fh: &nfs_fh3,
+    offset: u64,
+    data: &[u8],
+    stable: stable_how,
+) -> Result<WRITE3resok, nfsstat3> {
     let args = WRITE3args { file: fh.clone(), offset, count: data.len() as u32, stable, data: Opaque::borrowed(data) };
     match c.write(&args).await.expect("rpc") {
         Nfs3Result::Ok(ok) => Ok(ok),
@@ -249,7 +255,10 @@ async fn setattr_guard_size_mode_times() {
         mtime: set_mtime::SET_TO_CLIENT_TIME(nfstime3 { seconds: 2_000_000, nseconds: 7 }),
         ..Default::default()
     };
-    let r = c.setattr(&SETATTR3args { object: f.clone(), new_attributes: set, guard: Nfs3Option::Some(fa.ctime) }).await.unwrap();
+    let r = c
+        .setattr(&SETATTR3args { object: f.clone(), new_attributes: set, guard: Nfs3Option::Some(fa.ctime) })
+        .await
+        .unwrap();
     let Nfs3Result::Ok(ok) = r else { panic!("guarded SETATTR failed: {r:?}") };
     wcc_ok(&ok.obj_wcc);
     let after = ok.obj_wcc.after.unwrap();
@@ -289,7 +298,10 @@ async fn mkdir_symlink_readlink_mknod_link_rename_remove_rmdir() {
     // SYMLINK + READLINK; READLINK of a non-link is INVAL.
     let args = SYMLINK3args {
         where_: diropargs(&d, "l"),
-        symlink: symlinkdata3 { symlink_attributes: sattr3::default(), symlink_data: nfspath3(Opaque::borrowed(b"../target")) },
+        symlink: symlinkdata3 {
+            symlink_attributes: sattr3::default(),
+            symlink_data: nfspath3(Opaque::borrowed(b"../target")),
+        },
     };
     let Nfs3Result::Ok(sl) = c.symlink(&args).await.unwrap() else { panic!("SYMLINK") };
     wcc_ok(&sl.dir_wcc);
@@ -362,7 +374,13 @@ async fn readdir_and_readdirplus_small_directory() {
     let dotdot = rd.reply.entries.0.iter().find(|e| e.name.0.as_ref() == b"..").unwrap();
     assert_eq!(dotdot.fileid, root_ino, "`..` of the export root is the root");
 
-    let args = READDIRPLUS3args { dir: root.clone(), cookie: 0, cookieverf: cookieverf3::default(), dircount: 8192, maxcount: 32768 };
+    let args = READDIRPLUS3args {
+        dir: root.clone(),
+        cookie: 0,
+        cookieverf: cookieverf3::default(),
+        dircount: 8192,
+        maxcount: 32768,
+    };
     let Nfs3Result::Ok(rp) = c.readdirplus(&args).await.unwrap() else { panic!("READDIRPLUS") };
     assert!(rp.reply.eof);
     for e in rp.reply.entries.0.iter().filter(|e| e.name.0.len() == 1 && e.name.0[0] != b'.') {

@@ -41,7 +41,12 @@ async fn root_is_squashed_by_default() {
     assert_eq!((m.uid(), m.gid()), (NOBODY, NOBODY));
     assert_eq!(getattr(&mut c, &f).await.unwrap().uid, NOBODY);
     // A uid/gid in the create request is not applied for the creator (knfsd).
-    let with_ids = sattr3 { mode: Nfs3Option::Some(0o644), uid: Nfs3Option::Some(0), gid: Nfs3Option::Some(0), ..Default::default() };
+    let with_ids = sattr3 {
+        mode: Nfs3Option::Some(0o644),
+        uid: Nfs3Option::Some(0),
+        gid: Nfs3Option::Some(0),
+        ..Default::default()
+    };
     create_how(&mut c, &open, "ids", createhow3::GUARDED(with_ids)).await.unwrap();
     assert_eq!(std::fs::metadata(p.join("open/ids")).unwrap().uid(), NOBODY);
 }
@@ -98,10 +103,10 @@ async fn access_bits_match_mode_owner_and_groups() {
     let rw = ACCESS3_READ | ACCESS3_MODIFY | ACCESS3_EXTEND;
     let dir_all = ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE;
     let cases: [(u32, u32, &[u32], u32, u32); 4] = [
-        (1000, 1000, &[], rw | ACCESS3_EXECUTE, dir_all),                              // owner: rwx
+        (1000, 1000, &[], rw | ACCESS3_EXECUTE, dir_all), // owner: rwx
         (1001, 1000, &[], ACCESS3_READ | ACCESS3_EXECUTE, ACCESS3_READ | ACCESS3_LOOKUP), // group: r-x
         (1002, 7, &[1000], ACCESS3_READ | ACCESS3_EXECUTE, ACCESS3_READ | ACCESS3_LOOKUP), // supplementary group
-        (1003, 7, &[8], 0, 0),                                                         // other: ---
+        (1003, 7, &[8], 0, 0),                            // other: ---
     ];
     for (uid, gid, gids, want_file, want_dir) in cases {
         let mut c = s.connect_as(uid, gid, gids).await;

@@ -22,7 +22,12 @@ fn populate(dir: &std::path::Path) {
 }
 
 /// READDIR from `cookie` until eof; (name → times seen, cookies in order).
-async fn list(c: &mut Conn, dir: &nfs_fh3, mut cookie: u64, count: u32) -> (BTreeMap<Vec<u8>, u32>, Vec<(Vec<u8>, u64)>) {
+async fn list(
+    c: &mut Conn,
+    dir: &nfs_fh3,
+    mut cookie: u64,
+    count: u32,
+) -> (BTreeMap<Vec<u8>, u32>, Vec<(Vec<u8>, u64)>) {
     let mut seen = BTreeMap::new();
     let mut order = Vec::new();
     for _ in 0..CALLS_MAX {
@@ -82,7 +87,13 @@ async fn readdirplus_2500_entries_batched_commits() {
     loop {
         calls += 1;
         assert!(calls < CALLS_MAX, "listing did not end");
-        let args = READDIRPLUS3args { dir: root.clone(), cookie, cookieverf: cookieverf3::default(), dircount: 1024, maxcount: 4096 };
+        let args = READDIRPLUS3args {
+            dir: root.clone(),
+            cookie,
+            cookieverf: cookieverf3::default(),
+            dircount: 1024,
+            maxcount: 4096,
+        };
         let Nfs3Result::Ok(ok) = c.readdirplus(&args).await.unwrap() else { panic!("READDIRPLUS failed") };
         for e in &ok.reply.entries.0 {
             *seen.entry(e.name.0.to_vec()).or_insert(0u32) += 1;
@@ -105,7 +116,13 @@ async fn readdirplus_2500_entries_batched_commits() {
     let mut rest = 0usize;
     let mut cookie = saved_cookie;
     for _ in 0..CALLS_MAX {
-        let args = READDIRPLUS3args { dir: root.clone(), cookie, cookieverf: cookieverf3::default(), dircount: 1024, maxcount: 4096 };
+        let args = READDIRPLUS3args {
+            dir: root.clone(),
+            cookie,
+            cookieverf: cookieverf3::default(),
+            dircount: 1024,
+            maxcount: 4096,
+        };
         let Nfs3Result::Ok(ok) = c.readdirplus(&args).await.unwrap() else { panic!() };
         rest += ok.reply.entries.0.len();
         cookie = ok.reply.entries.0.last().map_or(cookie, |e| e.cookie);

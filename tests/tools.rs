@@ -31,7 +31,17 @@ impl Binary {
         let child = Command::new(server_binary())
             .args(["run", "--export"])
             .arg(export)
-            .args(["--clients", clients, "--listen", "127.0.0.1", "--nfs-port", "0", "--mount-port", "0", "--state-dir"])
+            .args([
+                "--clients",
+                clients,
+                "--listen",
+                "127.0.0.1",
+                "--nfs-port",
+                "0",
+                "--mount-port",
+                "0",
+                "--state-dir",
+            ])
             .arg(&state_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -85,7 +95,9 @@ fn mount_port_via_111() -> Option<u16> {
     }
     let reply = udp_call_wait(111, &call_msg(0x111, 100_000, 2, 3, CRED_NONE, &args), 200)?;
     match parse_reply(&reply) {
-        RpcReply::Accepted { stat: SUCCESS, body, .. } => words(&body).first().and_then(|p| u16::try_from(*p).ok()).filter(|p| *p != 0),
+        RpcReply::Accepted { stat: SUCCESS, body, .. } => {
+            words(&body).first().and_then(|p| u16::try_from(*p).ok()).filter(|p| *p != 0)
+        }
         _ => None,
     }
 }
@@ -95,7 +107,9 @@ fn port_111_free() -> bool {
     let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 111));
     let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 111));
     if tcp.is_err() || udp.is_err() {
-        println!("SKIPPED: port 111 on 127.0.0.1 is taken (a system rpcbind?); these tests need hanfs' own portmapper there");
+        println!(
+            "SKIPPED: port 111 on 127.0.0.1 is taken (a system rpcbind?); these tests need hanfs' own portmapper there"
+        );
         return false;
     }
     true
@@ -103,7 +117,12 @@ fn port_111_free() -> bool {
 
 fn run_tool(cmd: &str, args: &[&str]) -> Output {
     let out = Command::new(cmd).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    println!("$ {cmd} {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!(
+        "$ {cmd} {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -181,7 +200,11 @@ fn check_config_names_the_line() {
     assert!(out.status.success());
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, format!("[[export]]\nname = \"/export\"\ndir = \"{export}\"\nid = 1\nclients = \"*(rw,frobnicate)\"\n")).expect("write");
+    std::fs::write(
+        &bad,
+        format!("[[export]]\nname = \"/export\"\ndir = \"{export}\"\nid = 1\nclients = \"*(rw,frobnicate)\"\n"),
+    )
+    .expect("write");
     let out = run_tool(&bin.to_string_lossy(), &["check-config", &bad.to_string_lossy()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);

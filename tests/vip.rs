@@ -449,7 +449,12 @@ fn errors_name_the_problem() {
     });
     assert!(!ns.addrs("vipa").contains("10.77.1.10"));
 
-    match Vip::new(VipConfig { interface: "vipa".into(), addr: "10.0.0.1".parse().expect("addr"), prefix: 33, device: None }) {
+    match Vip::new(VipConfig {
+        interface: "vipa".into(),
+        addr: "10.0.0.1".parse().expect("addr"),
+        prefix: 33,
+        device: None,
+    }) {
         Err(VipError::Prefix { prefix: 33, max: 32, .. }) => {}
         other => panic!("prefix 33 for IPv4: {other:?}"),
     }

@@ -101,7 +101,10 @@ pub fn check(
     };
     let mut ok = true;
     let name = c.name.get_ref();
-    if name.is_empty() || name.len() > CLUSTER_NAME_BYTES_MAX || name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+    if name.is_empty()
+        || name.len() > CLUSTER_NAME_BYTES_MAX
+        || name.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+    {
         at(c.name.span(), format!("cluster name must be 1..={CLUSTER_NAME_BYTES_MAX} bytes without spaces"));
         ok = false;
     }
@@ -167,11 +170,7 @@ pub fn check(
     if !ok {
         return None;
     }
-    Some(ClusterSetup {
-        cluster: ClusterConfig { name: name.clone(), node_id, secret_file, peers },
-        vip,
-        hooks,
-    })
+    Some(ClusterSetup { cluster: ClusterConfig { name: name.clone(), node_id, secret_file, peers }, vip, hooks })
 }
 
 fn check_vip(v: &VipSection, at: &mut impl FnMut(Range<usize>, String)) -> Option<VipConfig> {
@@ -214,7 +213,6 @@ fn check_vip(v: &VipSection, at: &mut impl FnMut(Range<usize>, String)) -> Optio
     };
     Some(VipConfig { interface: interface.clone(), addr, prefix, device })
 }
-
 
 fn check_hooks(h: Option<&HooksSection>, at: &mut impl FnMut(Range<usize>, String)) -> Option<HooksConfig> {
     let Some(h) = h else {
@@ -306,7 +304,10 @@ mod tests {
         assert!(e.iter().any(|m| m.starts_with("7: ") && m.contains("no [[cluster.peer]] entry")), "{e:?}");
         let e = errs(&cluster(1, &[(1, "127.0.0.1:1", "storage"), (1, "127.0.0.1:2", "witness")]), &d.0);
         assert!(e.iter().any(|m| m.contains("duplicate peer id 1")), "{e:?}");
-        let e = errs(&cluster(1, &[(1, "127.0.0.1:1", "storage"), (2, "127.0.0.1:2", "witness"), (3, "127.0.0.1:3", "witness")]), &d.0);
+        let e = errs(
+            &cluster(1, &[(1, "127.0.0.1:1", "storage"), (2, "127.0.0.1:2", "witness"), (3, "127.0.0.1:3", "witness")]),
+            &d.0,
+        );
         assert!(e.iter().any(|m| m.contains("2 witnesses")), "{e:?}");
         let e = errs(&cluster(1, &[(1, "127.0.0.1:1", "witness")]), &d.0);
         assert!(e.iter().any(|m| m.contains("no peer with role \"storage\"")), "{e:?}");
@@ -332,7 +333,8 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("prefix 33")), "{e:?}");
         let e = errs(&(cluster(1, &THREE) + "[hooks]\ntimeout_ms = 0\n"), &d.0);
         assert!(e.iter().any(|m| m.contains("timeout_ms")), "{e:?}");
-        let vip = |extra: &str| cluster(1, &THREE) + "[vip]\ninterface = \"br0\"\naddr = \"10.0.0.1\"\nprefix = 24\n" + extra;
+        let vip =
+            |extra: &str| cluster(1, &THREE) + "[vip]\ninterface = \"br0\"\naddr = \"10.0.0.1\"\nprefix = 24\n" + extra;
         let e = errs(&vip("device = \"a/b\"\n"), &d.0);
         assert!(e.iter().any(|m| m.contains("vip device `a/b` is not an interface name")), "{e:?}");
         let e = errs(&vip("device = \"br0\"\n"), &d.0);

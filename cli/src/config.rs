@@ -29,8 +29,8 @@ use hanfs_server::rpc::record::RECORD_BYTES_MAX;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::cluster_config::{ClusterSection, HooksSection, VipSection};
 use crate::args::{LogFormat, RunArgs, QUICK_CLIENTS, QUICK_STATE_DIR};
+use crate::cluster_config::{ClusterSection, HooksSection, VipSection};
 
 /// Default state directory with a config file.
 pub const CONFIG_STATE_DIR: &str = "/var/lib/hanfs";
@@ -93,9 +93,8 @@ fn line_of(src: &str, at: usize) -> usize {
 /// Read and validate a config file. On failure, every problem found, one per line.
 pub fn load_file(path: &Path) -> Result<Config, String> {
     let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    load_str(&src, path.parent().unwrap_or(Path::new("."))).map_err(|errors| {
-        errors.iter().map(|e| format!("{}:{e}", path.display())).collect::<Vec<_>>().join("\n")
-    })
+    load_str(&src, path.parent().unwrap_or(Path::new(".")))
+        .map_err(|errors| errors.iter().map(|e| format!("{}:{e}", path.display())).collect::<Vec<_>>().join("\n"))
 }
 
 /// Validate config text; relative `dir`s are resolved against `base`.
@@ -105,7 +104,8 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
         vec![format!("{line}: {}", e.message())]
     })?;
     let mut errors = Vec::new();
-    let mut at = |span: std::ops::Range<usize>, msg: String| errors.push(format!("{}: {msg}", line_of(src, span.start)));
+    let mut at =
+        |span: std::ops::Range<usize>, msg: String| errors.push(format!("{}: {msg}", line_of(src, span.start)));
 
     let listen = match &file.server.listen {
         None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -130,13 +130,8 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
         nfs: file.ports.nfs.unwrap_or(defaults.nfs),
         mount: file.ports.mount.unwrap_or(defaults.mount),
     };
-    let cluster = crate::cluster_config::check(
-        file.cluster.as_ref(),
-        file.vip.as_ref(),
-        file.hooks.as_ref(),
-        base,
-        &mut at,
-    );
+    let cluster =
+        crate::cluster_config::check(file.cluster.as_ref(), file.vip.as_ref(), file.hooks.as_ref(), base, &mut at);
     // A cluster's export dirs may live on a shared disk that `on_promote`
     // mounts: on a passive node they need not exist yet.
     let dirs_must_exist = file.cluster.is_none();

@@ -138,7 +138,8 @@ fn check_config(file: &Path) -> Result<(), Failure> {
         s.state_dir.display()
     );
     for e in &s.exports {
-        let clients: Vec<String> = e.clients.iter().map(|r| hanfs_server::exports::pattern_string(&r.pattern)).collect();
+        let clients: Vec<String> =
+            e.clients.iter().map(|r| hanfs_server::exports::pattern_string(&r.pattern)).collect();
         println!("  export {} id {} dir {} clients {}", e.name, e.export_id, e.dir.display(), clients.join(" "));
     }
     if let Some(c) = &s.cluster {
@@ -211,8 +212,8 @@ async fn read_state(dir: &Path, command: &str) -> anyhow::Result<String> {
     if !store.exists() {
         return Err(anyhow!("no hanfs state in {} (no server has run there; use --state-dir)", dir.display()));
     }
-    let local = hanfs_raft::local::LocalCommit::open(dir)
-        .with_context(|| format!("reading the state in {}", dir.display()))?;
+    let local =
+        hanfs_raft::local::LocalCommit::open(dir).with_context(|| format!("reading the state in {}", dir.display()))?;
     let text = {
         let state = hanfs_raft::commit::Commit::state(local.as_ref());
         let guard = state.read().map_err(|_| anyhow!("state lock poisoned"))?;

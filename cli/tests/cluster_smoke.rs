@@ -91,7 +91,12 @@ fn cli(config: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn status_field(config: &Path, key: &str) -> Option<String> {
@@ -99,9 +104,7 @@ fn status_field(config: &Path, key: &str) -> Option<String> {
     if !o.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::to_string))
+    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::to_string))
 }
 
 /// Does `addr` answer an NFSv3 NULL call (accepted, success)?
@@ -151,8 +154,11 @@ fn three_nodes_init_serve_switchover_and_fail_over() {
     let service = Ipv4Addr::new(127, 0, 0, 77);
     let ports = free_ports(3 + NODES.len());
     let (nfs, mount, portmap) = (ports[0], ports[1], ports[2]);
-    let peers: Vec<(u32, u16, &str)> =
-        NODES.iter().zip(&ports[3..]).map(|(id, port)| (*id, *port, if *id == 3 { "witness" } else { "storage" })).collect();
+    let peers: Vec<(u32, u16, &str)> = NODES
+        .iter()
+        .zip(&ports[3..])
+        .map(|(id, port)| (*id, *port, if *id == 3 { "witness" } else { "storage" }))
+        .collect();
     let mut configs = Vec::new();
     let mut nodes = Nodes { children: Vec::new() };
     for id in NODES {
@@ -167,7 +173,10 @@ fn three_nodes_init_serve_switchover_and_fail_over() {
         for (pid, port, role) in &peers {
             t += &format!("[[cluster.peer]]\nid = {pid}\naddr = \"127.0.0.1:{port}\"\nrole = \"{role}\"\n");
         }
-        t += &format!("[hooks]\non_promote = \"echo promote >> {0}\"\non_demote = \"echo demote >> {0}\"\n", root.0.join(format!("hooks{id}")).display());
+        t += &format!(
+            "[hooks]\non_promote = \"echo promote >> {0}\"\non_demote = \"echo demote >> {0}\"\n",
+            root.0.join(format!("hooks{id}")).display()
+        );
         let path = root.0.join(format!("node{id}.toml"));
         std::fs::write(&path, t).expect("config");
         let check = Command::new(bin()).arg("check-config").arg(&path).output().expect("check-config");
@@ -232,7 +241,10 @@ fn three_nodes_init_serve_switchover_and_fail_over() {
     let killed = std::time::Instant::now();
     wait_until("the survivor serving", || serving_leader(leader) == Some(survivor) && null_answers(service_nfs));
     // Reported, never asserted (no wall-clock assertions in tests).
-    eprintln!("kill -9 of node {leader} to node {survivor} answering NULL: {} ms (poll {POLL_MS} ms)", killed.elapsed().as_millis());
+    eprintln!(
+        "kill -9 of node {leader} to node {survivor} answering NULL: {} ms (poll {POLL_MS} ms)",
+        killed.elapsed().as_millis()
+    );
     // The last failover is replicated: the witness reports the survivor's promotion too.
     wait_until("the last failover on every live node", || {
         let here = status_field(&config(survivor), "last_failover").unwrap_or_default();

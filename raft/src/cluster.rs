@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::lease::{spawn_leadership_watch, LeaseClock, Leadership};
+use crate::lease::{spawn_leadership_watch, Leadership, LeaseClock};
 use crate::log_store::{bind_identity, open_db, IdentityError, LogStore};
 use crate::membership::{initialize, raft_config, MembershipError};
 use crate::network::auth::ClusterSecret;
@@ -21,9 +21,9 @@ use crate::network::server::PeerServer;
 use crate::network::{Faults, PeerSignals};
 use crate::raft_commit::RaftCommit;
 use crate::relay::spawn_witness_relay;
-use crate::view::{AdminForward, ClusterView, ServerHooks, ViewExtra};
 use crate::sm_store::StateMachineStore;
 use crate::types::{typ, NodeId, PeerNode, Role};
+use crate::view::{AdminForward, ClusterView, ServerHooks, ViewExtra};
 
 /// The log database's file name inside `RaftNodeOptions::data_dir`.
 pub const LOG_DB_FILE: &str = "raft-log.redb";
@@ -160,7 +160,8 @@ impl RaftNode {
     /// and the lease, checked now rather than at the watch's last tick, holds.
     /// For the server to check just before it sends a reply.
     pub fn serving_now(&self) -> bool {
-        matches!(*self.leadership.borrow(), Leadership::Leader { .. }) && self.lease.holds(&self.raft.metrics().borrow())
+        matches!(*self.leadership.borrow(), Leadership::Leader { .. })
+            && self.lease.holds(&self.raft.metrics().borrow())
     }
 
     /// Lines the server adds to the cluster view this node serves as leader.

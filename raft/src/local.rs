@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock};
 
 use hanfs_state::{Command, State, Store, COMMAND_BYTES_MAX, COMPACT_ENTRIES};
 
-pub use crate::batch::{BATCH_COMMANDS_MAX, COMMIT_QUEUE_MAX};
 use crate::batch::{storage, Batcher, Durable, REQUEST_OVERHEAD_BYTES};
+pub use crate::batch::{BATCH_COMMANDS_MAX, COMMIT_QUEUE_MAX};
 use crate::commit::{Commit, CommitError, CommitFuture};
 
 /// The entry's outer `Batch` tag and length prefix, generously rounded.

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, OptionalSend, RaftLogReader, RaftLogId, StorageIOError};
+use openraft::{AnyError, OptionalSend, RaftLogId, RaftLogReader, StorageIOError};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
@@ -116,12 +116,16 @@ impl LogStore {
 
     /// Run `f` in one durable (fsynced) write transaction on the blocking pool.
     async fn write<F>(&self, f: F) -> Result<(), typ::StorageError>
-    where F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static {
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
+    {
         self.write_with(Durability::Immediate, f).await
     }
 
     async fn write_with<F>(&self, durability: Durability, f: F) -> Result<(), typ::StorageError>
-    where F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static {
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
+    {
         let db = self.db.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
             let mut txn = db.begin_write()?;

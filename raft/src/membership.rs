@@ -50,16 +50,16 @@ pub const LOG_KEEP_AFTER_SNAPSHOT_ENTRIES: u64 = 1_000;
 /// Entries deleted per purge call.
 pub const PURGE_BATCH_ENTRIES: u64 = 256;
 
-const _: () = assert!(ELECTION_TIMEOUT_MIN_MS >= 4 * HEARTBEAT_MS, "a few lost heartbeats must not trigger an election");
+const _: () =
+    assert!(ELECTION_TIMEOUT_MIN_MS >= 4 * HEARTBEAT_MS, "a few lost heartbeats must not trigger an election");
 const _: () = assert!(ELECTION_TIMEOUT_MIN_MS < ELECTION_TIMEOUT_MAX_MS);
 const _: () = assert!(
     crate::log_store::ENTRY_BYTES_MAX + crate::network::PEER_REQUEST_OVERHEAD_BYTES
         <= crate::network::PEER_FRAME_BYTES_MAX,
     "one largest entry must fit in one peer frame"
 );
-const _: () = assert!(
-    SNAPSHOT_CHUNK_BYTES + crate::network::PEER_REQUEST_OVERHEAD_BYTES <= crate::network::PEER_FRAME_BYTES_MAX
-);
+const _: () =
+    assert!(SNAPSHOT_CHUNK_BYTES + crate::network::PEER_REQUEST_OVERHEAD_BYTES <= crate::network::PEER_FRAME_BYTES_MAX);
 const _: () = assert!(LOG_KEEP_AFTER_SNAPSHOT_ENTRIES < SNAPSHOT_EVERY_ENTRIES);
 
 #[derive(Debug, thiserror::Error)]

@@ -56,7 +56,8 @@ const _: () = assert!(RELAY_RETRY_MS >= 2 * RELAY_POLL_MS);
 
 /// Should a witness that is not leader stand now?
 pub fn should_stand(seen: SignalTimes, now: Instant) -> bool {
-    let within = |t: Option<Instant>, ms: u64| t.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(ms));
+    let within =
+        |t: Option<Instant>, ms: u64| t.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(ms));
     within(seen.refused_behind, RELAY_REFUSAL_RECENT_MS) && !within(seen.last_append, RELAY_SILENCE_MS)
 }
 
@@ -133,7 +134,8 @@ mod tests {
     #[test]
     fn stands_only_after_a_recent_refusal_and_leader_silence() {
         let now = Instant::now() + Duration::from_secs(10);
-        let quiet_and_refused = SignalTimes { last_append: ago(now, RELAY_SILENCE_MS + 1), refused_behind: ago(now, 10) };
+        let quiet_and_refused =
+            SignalTimes { last_append: ago(now, RELAY_SILENCE_MS + 1), refused_behind: ago(now, 10) };
         assert!(should_stand(quiet_and_refused, now));
         let never_heard = SignalTimes { last_append: None, refused_behind: ago(now, 10) };
         assert!(should_stand(never_heard, now));

@@ -12,9 +12,9 @@
 // openraft fixes `StorageError` (large) as the error type of these traits.
 #![allow(clippy::result_large_err)]
 
+use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::io::Cursor;
 
 use hanfs_state::State;
 use openraft::storage::RaftStateMachine;
@@ -79,10 +79,8 @@ impl StateMachineStore {
             None => (State::default(), AppliedMeta::default(), None),
             Some(snap) => {
                 let state = State::from_snapshot(&snap.data).map_err(sm_read_err)?;
-                let applied = AppliedMeta {
-                    last_applied: snap.meta.last_log_id,
-                    membership: snap.meta.last_membership.clone(),
-                };
+                let applied =
+                    AppliedMeta { last_applied: snap.meta.last_log_id, membership: snap.meta.last_membership.clone() };
                 (state, applied, Some(Arc::new(snap)))
             }
         };
@@ -168,11 +166,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, seq),
             None => format!("none-{seq}"),
         };
-        let meta = typ::SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.membership,
-            snapshot_id,
-        };
+        let meta =
+            typ::SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
         let snap = Arc::new(StoredSnapshot { meta: meta.clone(), data: data.clone() });
         self.persist(snap).await?;
         Ok(typ::Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
@@ -240,9 +235,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<typ::Snapshot>, typ::StorageError> {
         let current = lock(&self.inner.current).clone();
-        Ok(current.map(|snap| typ::Snapshot {
-            meta: snap.meta.clone(),
-            snapshot: Box::new(Cursor::new(snap.data.clone())),
-        }))
+        Ok(current
+            .map(|snap| typ::Snapshot { meta: snap.meta.clone(), snapshot: Box::new(Cursor::new(snap.data.clone())) }))
     }
 }

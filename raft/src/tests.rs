@@ -2,14 +2,12 @@
 //! authenticated transport, and an in-process 3-node cluster on loopback
 //! (two storage nodes plus a witness) through leader failure and partition.
 
-
 #![allow(clippy::result_large_err)] // openraft's StorageError, as in the stores
 
 mod cluster;
 mod group_commit;
 mod harness;
 mod witness_relay;
-
 
 use openraft::testing::{StoreBuilder, Suite};
 use tempfile::TempDir;
@@ -134,7 +132,6 @@ async fn garbage_and_oversize_frames_are_dropped_without_harm() {
     assert!(node.peer_server_running(), "accept loop died on bad input");
     node.kill().await;
 }
-
 
 /// A `MakeWriter` that keeps everything logged, for asserting on log lines.
 #[derive(Clone, Default)]

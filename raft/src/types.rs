@@ -76,8 +76,7 @@ pub mod typ {
     pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;
     pub type StorageError = openraft::StorageError<NodeId>;
     pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
-    pub type RPCError<E = openraft::error::Infallible> =
-        openraft::error::RPCError<NodeId, PeerNode, RaftError<E>>;
+    pub type RPCError<E = openraft::error::Infallible> = openraft::error::RPCError<NodeId, PeerNode, RaftError<E>>;
     pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, PeerNode>;
     pub type InitializeError = openraft::error::InitializeError<NodeId, PeerNode>;
     pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;

@@ -101,7 +101,8 @@ impl ServerHooks {
         if m.state != ServerState::Leader || m.current_leader != Some(m.id) {
             return None;
         }
-        let mut matched: BTreeMap<NodeId, Option<u64>> = m.membership_config.membership().nodes().map(|(id, _)| (*id, None)).collect();
+        let mut matched: BTreeMap<NodeId, Option<u64>> =
+            m.membership_config.membership().nodes().map(|(id, _)| (*id, None)).collect();
         if let Some(repl) = &m.replication {
             for (id, log) in repl.iter() {
                 matched.insert(*id, log.map(|l| l.index));

@@ -244,7 +244,8 @@ mod tests {
 
     #[test]
     fn parses_the_exports5_example() {
-        let rules = parse_clients("*(rw,no_root_squash) 10.0.0.0/8(ro) host.example(rw,all_squash,anonuid=1000)").unwrap();
+        let rules =
+            parse_clients("*(rw,no_root_squash) 10.0.0.0/8(ro) host.example(rw,all_squash,anonuid=1000)").unwrap();
         assert_eq!(rules.len(), 3);
         assert_eq!(rules[0].pattern, ClientPattern::Any);
         assert_eq!(rules[0].options.squash, Squash::None);

@@ -10,7 +10,9 @@
 use proptest::prelude::*;
 
 use crate::command::{Command, DrcKey, HandleEntry, Promotion};
-use crate::limits::{BATCH_DEPTH_MAX, CLIENT_BYTES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS, NAME_BYTES_MAX, PATH_BYTES_MAX};
+use crate::limits::{
+    BATCH_DEPTH_MAX, CLIENT_BYTES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS, NAME_BYTES_MAX, PATH_BYTES_MAX,
+};
 use crate::{State, Store};
 
 const CASES: u32 = 64;
@@ -37,7 +39,12 @@ fn name_ok(e: &HandleEntry) -> bool {
         return e.name.is_empty();
     }
     let n = &e.name;
-    !n.is_empty() && n.len() as u64 <= NAME_BYTES_MAX && !n.contains(&b'/') && !n.contains(&0) && n != b"." && n != b".."
+    !n.is_empty()
+        && n.len() as u64 <= NAME_BYTES_MAX
+        && !n.contains(&b'/')
+        && !n.contains(&0)
+        && n != b"."
+        && n != b".."
 }
 
 impl Model {
@@ -344,11 +351,21 @@ fn generators_reach_every_path() {
         }
     }
     for want in [
-        ("Batch", true), ("Batch", false), ("PutHandles", true), ("PutHandles", false),
-        ("RegisterExport", true), ("RegisterExport", false), ("Mount", true), ("Mount", false),
-        ("DrcInsert", true), ("DrcInsert", false), ("UnmountAll", true), ("BumpEpoch", true),
+        ("Batch", true),
+        ("Batch", false),
+        ("PutHandles", true),
+        ("PutHandles", false),
+        ("RegisterExport", true),
+        ("RegisterExport", false),
+        ("Mount", true),
+        ("Mount", false),
+        ("DrcInsert", true),
+        ("DrcInsert", false),
+        ("UnmountAll", true),
+        ("BumpEpoch", true),
         ("RecordPromotion", true),
-        ("remove existed=true gone=true", true), ("remove existed=true gone=false", true),
+        ("remove existed=true gone=true", true),
+        ("remove existed=true gone=false", true),
         ("drc evicted or replaced", true),
     ] {
         assert!(seen.contains(&(want.0.to_owned(), want.1)), "never saw {want:?}; saw {seen:?}");

@@ -45,12 +45,8 @@ impl Rmtab {
     /// Removes every row of `client`; returns the removed paths (for undo).
     pub(crate) fn unmount_all(&mut self, client: &str) -> Vec<String> {
         let start = (client.to_owned(), String::new());
-        let paths: Vec<String> = self
-            .rows
-            .range(start..)
-            .take_while(|(c, _)| c == client)
-            .map(|(_, p)| p.clone())
-            .collect();
+        let paths: Vec<String> =
+            self.rows.range(start..).take_while(|(c, _)| c == client).map(|(_, p)| p.clone()).collect();
         for path in &paths {
             self.rows.remove(&(client.to_owned(), path.clone()));
         }

@@ -23,7 +23,9 @@ async fn mutate(cl: &Cluster, name: &str) -> nfs_fh3 {
     let mut c = cl.connect().await;
     let root = c.root_nfs_fh3();
     let fh = create(&mut c, &root, name).await.unwrap_or_else(|e| panic!("create {name}: {e:?}"));
-    write(&mut c, &fh, 0, name.as_bytes(), stable_how::FILE_SYNC).await.unwrap_or_else(|e| panic!("write {name}: {e:?}"));
+    write(&mut c, &fh, 0, name.as_bytes(), stable_how::FILE_SYNC)
+        .await
+        .unwrap_or_else(|e| panic!("write {name}: {e:?}"));
     getattr(&mut c, &fh).await.unwrap_or_else(|e| panic!("getattr {name}: {e:?}"));
     fh
 }
@@ -50,7 +52,9 @@ async fn cluster_one_node_down_continues_two_down_stops() {
     cl.kill9(WITNESS);
     let mut stopped = false;
     for _ in 0..SERVE_POLLS_MAX {
-        if !cl.null_answers(cl.ports.nfs, NFS_PROGRAM, NFS_VERSION) && !cl.null_answers(cl.ports.mount, MOUNT_PROGRAM, MOUNT_VERSION) {
+        if !cl.null_answers(cl.ports.nfs, NFS_PROGRAM, NFS_VERSION)
+            && !cl.null_answers(cl.ports.mount, MOUNT_PROGRAM, MOUNT_VERSION)
+        {
             stopped = true;
             break;
         }
@@ -58,7 +62,10 @@ async fn cluster_one_node_down_continues_two_down_stops() {
     }
     assert!(stopped, "with both peers down the active still serves:\n{}", cl.status_text(active));
     let sent = held.write_all(&frame(&call_msg(8, NFS_PROGRAM, NFS_VERSION, 0, CRED_NONE, &[]))).is_ok();
-    assert!(!(sent && read_record(&mut held).is_some()), "a connection accepted before the quorum loss still gets answers");
+    assert!(
+        !(sent && read_record(&mut held).is_some()),
+        "a connection accepted before the quorum loss still gets answers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +101,10 @@ async fn cluster_node_restarted_from_empty_disk_catches_up_and_takes_over() {
     let got = st.get("snapshot_index").and_then(|v| v.parse::<u64>().ok());
     assert!(got.is_some_and(|g| g >= snap), "rejoined node's snapshot_index {got:?}, leader snapshot {snap}");
     let purged = st.get("purged_index").and_then(|v| v.parse::<u64>().ok());
-    assert!(purged.is_some_and(|p| p >= snap), "rejoined node's log starts after the snapshot: purged_index {purged:?}");
+    assert!(
+        purged.is_some_and(|p| p >= snap),
+        "rejoined node's log starts after the snapshot: purged_index {purged:?}"
+    );
 
     cl.kill9(active);
     assert_eq!(cl.wait_serving(&[active]), passive, "the rejoined node takes over");

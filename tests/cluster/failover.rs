@@ -45,7 +45,10 @@ pub async fn make_tree(c: &mut Conn) -> Held {
     }
     let args = SYMLINK3args {
         where_: diropargs(&dir, "link"),
-        symlink: symlinkdata3 { symlink_attributes: sattr3::default(), symlink_data: nfspath3(Opaque::borrowed(b"sub/nested")) },
+        symlink: symlinkdata3 {
+            symlink_attributes: sattr3::default(),
+            symlink_data: nfspath3(Opaque::borrowed(b"sub/nested")),
+        },
     };
     let Nfs3Result::Ok(sl) = c.symlink(&args).await.expect("rpc") else { panic!("SYMLINK") };
     let symlink = sl.obj.unwrap();
@@ -192,7 +195,8 @@ async fn cluster_drc_retransmitted_remove_gets_the_original_ok() {
     drop(c);
     let cred = auth_sys_body(0, 0, &[]);
     let xid = 0x0d0c_0001;
-    let call = frame(&call_msg(xid, NFS_PROGRAM, NFS_VERSION, NFSPROC3_REMOVE, (1, &cred), &remove_args(&root, "victim")));
+    let call =
+        frame(&call_msg(xid, NFS_PROGRAM, NFS_VERSION, NFSPROC3_REMOVE, (1, &cred), &remove_args(&root, "victim")));
     let mut first = cl.raw_connect(cl.ports.nfs);
     first.write_all(&call).expect("send REMOVE");
     // The reply is never read: peek only tells that it was sent (so the
@@ -207,7 +211,8 @@ async fn cluster_drc_retransmitted_remove_gets_the_original_ok() {
     let reply = read_record(&mut again).expect("the new active answers the retransmission");
     assert_eq!(remove_status(&reply, xid), NFS3_OK, "retransmission gets the original NFS3_OK, not NOENT");
     // Control: the same REMOVE under a new xid is a new request and finds nothing.
-    let fresh = frame(&call_msg(xid + 1, NFS_PROGRAM, NFS_VERSION, NFSPROC3_REMOVE, (1, &cred), &remove_args(&root, "victim")));
+    let fresh =
+        frame(&call_msg(xid + 1, NFS_PROGRAM, NFS_VERSION, NFSPROC3_REMOVE, (1, &cred), &remove_args(&root, "victim")));
     again.write_all(&fresh).expect("send fresh REMOVE");
     let reply = read_record(&mut again).expect("fresh REMOVE answered");
     assert_eq!(remove_status(&reply, xid + 1), NFS3ERR_NOENT, "a new xid is executed, not replayed");
@@ -229,6 +234,8 @@ async fn cluster_write_verifier_changes_after_failover() {
     let mut c = cl.connect().await;
     let w2 = write(&mut c, &fh, 0, b"after!", stable_how::UNSTABLE).await.expect("WRITE after");
     assert_ne!(w1.verf, w2.verf, "a client must see a new write verifier after the failover and resend");
-    let Nfs3Result::Ok(commit) = c.commit(&COMMIT3args { file: fh, offset: 0, count: 0 }).await.expect("rpc") else { panic!("COMMIT") };
+    let Nfs3Result::Ok(commit) = c.commit(&COMMIT3args { file: fh, offset: 0, count: 0 }).await.expect("rpc") else {
+        panic!("COMMIT")
+    };
     assert_eq!(commit.verf, w2.verf, "COMMIT returns the new active's verifier");
 }

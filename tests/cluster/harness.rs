@@ -65,7 +65,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-
 /// A port free for TCP and UDP on every address right now.
 fn free_port() -> u16 {
     for _ in 0..64 {
@@ -168,7 +167,9 @@ impl Cluster {
         let guard = serial();
         let service = service_address();
         let portmap = if portmap_111 {
-            if TcpListener::bind((service, STANDARD_PORTMAP_PORT)).is_err() || UdpSocket::bind((service, STANDARD_PORTMAP_PORT)).is_err() {
+            if TcpListener::bind((service, STANDARD_PORTMAP_PORT)).is_err()
+                || UdpSocket::bind((service, STANDARD_PORTMAP_PORT)).is_err()
+            {
                 println!("SKIPPED: port 111 on {service} is taken (a system rpcbind on every address?)");
                 return None;
             }
@@ -180,20 +181,27 @@ impl Cluster {
         let export = root.path().join("export");
         std::fs::create_dir_all(&export).expect("export dir");
         let secret = root.path().join("secret");
-        let bytes: String = (0..SECRET_BYTES).map(|i| char::from(b'a' + ((i * 7 + std::process::id() as usize) % 26) as u8)).collect();
+        let bytes: String =
+            (0..SECRET_BYTES).map(|i| char::from(b'a' + ((i * 7 + std::process::id() as usize) % 26) as u8)).collect();
         std::fs::write(&secret, bytes).expect("secret");
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
         let ports = ServicePorts { portmap, nfs: free_port(), mount: free_port() };
-        let peers: Vec<(u32, u16, &str)> =
-            vec![(STORAGE_1, free_port(), "storage"), (STORAGE_2, free_port(), "storage"), (WITNESS, free_port(), "witness")];
+        let peers: Vec<(u32, u16, &str)> = vec![
+            (STORAGE_1, free_port(), "storage"),
+            (STORAGE_2, free_port(), "storage"),
+            (WITNESS, free_port(), "witness"),
+        ];
         let mut nodes = Vec::new();
         for (id, _, _) in &peers {
             let dir = root.path().join(format!("node{id}"));
             let state_dir = dir.join("state");
             std::fs::create_dir_all(&state_dir).expect("state dir");
             let config = dir.join("hanfs.toml");
-            std::fs::write(&config, config_text(*id, &format!("test-{label}"), service, ports, &state_dir, &export, &secret, &peers))
-                .expect("write config");
+            std::fs::write(
+                &config,
+                config_text(*id, &format!("test-{label}"), service, ports, &state_dir, &export, &secret, &peers),
+            )
+            .expect("write config");
             nodes.push(Node { id: *id, config, state_dir, log: dir.join("node.log"), child: None });
         }
         let mut cluster = Cluster { nodes, export, service, ports, _root: root, _serial: guard };
@@ -246,7 +254,12 @@ impl Cluster {
         let args: Vec<&str> = command.iter().chain(rest).copied().collect();
         let mut cmd = Command::new(server_binary());
         cmd.args(command).arg("--config").arg(&config).args(rest);
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run hanfs-server cli");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run hanfs-server cli");
         for _ in 0..CLI_POLLS_MAX {
             if let Ok(Some(_)) = child.try_wait() {
                 return child.wait_with_output().expect("cli output");
@@ -352,12 +365,23 @@ impl Cluster {
 
     /// MOUNT DUMP through the service address: (host, directory) rows.
     pub async fn mount_dump(&self) -> Vec<(String, String)> {
-        let stream = tokio::net::TcpStream::connect(SocketAddr::from((self.service, self.ports.mount))).await.expect("connect MOUNT");
-        let mut c = nfs3_client::MountClient::new_with_auth(TokioIo::new(stream), auth_sys(0, 0, &[]), opaque_auth::default());
-        let list = tokio::time::timeout(Duration::from_millis(MOUNT_TIMEOUT_MS), c.dump()).await.expect("DUMP timed out").expect("DUMP");
+        let stream = tokio::net::TcpStream::connect(SocketAddr::from((self.service, self.ports.mount)))
+            .await
+            .expect("connect MOUNT");
+        let mut c =
+            nfs3_client::MountClient::new_with_auth(TokioIo::new(stream), auth_sys(0, 0, &[]), opaque_auth::default());
+        let list = tokio::time::timeout(Duration::from_millis(MOUNT_TIMEOUT_MS), c.dump())
+            .await
+            .expect("DUMP timed out")
+            .expect("DUMP");
         list.into_inner()
             .into_iter()
-            .map(|b| (String::from_utf8_lossy(&b.ml_hostname.0 .0).into_owned(), String::from_utf8_lossy(&b.ml_directory.0 .0).into_owned()))
+            .map(|b| {
+                (
+                    String::from_utf8_lossy(&b.ml_hostname.0 .0).into_owned(),
+                    String::from_utf8_lossy(&b.ml_directory.0 .0).into_owned(),
+                )
+            })
             .collect()
     }
 
@@ -450,7 +474,10 @@ fn config_text(
     let mut t = String::new();
     t += &format!("[server]\nlisten = \"{service}\"\nstate_dir = \"{}\"\n\n", state_dir.display());
     t += &format!("[ports]\nportmap = {}\nnfs = {}\nmount = {}\n\n", ports.portmap, ports.nfs, ports.mount);
-    t += &format!("[[export]]\nname = \"{EXPORT_NAME}\"\ndir = \"{}\"\nid = {EXPORT_ID}\nclients = \"{RW_NO_SQUASH}\"\n\n", export.display());
+    t += &format!(
+        "[[export]]\nname = \"{EXPORT_NAME}\"\ndir = \"{}\"\nid = {EXPORT_ID}\nclients = \"{RW_NO_SQUASH}\"\n\n",
+        export.display()
+    );
     t += &format!("[cluster]\nname = \"{name}\"\nnode_id = {id}\nsecret_file = \"{}\"\n\n", secret.display());
     for (peer, port, role) in peers {
         t += &format!("[[cluster.peer]]\nid = {peer}\naddr = \"127.0.0.1:{port}\"\nrole = \"{role}\"\n\n");
@@ -487,7 +514,12 @@ pub fn applied_index(s: &BTreeMap<String, String>) -> Option<u64> {
 
 /// Exit status, stdout and stderr of a command, for messages.
 pub fn show(out: &Output) -> String {
-    format!("{:?}\nstdout:\n{}stderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{:?}\nstdout:\n{}stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Wait (bounded by `IO_TIMEOUT_MS`) until `s` has bytes to read, without

@@ -23,7 +23,11 @@ async fn cluster_entry_only_the_witness_has_survives_the_active() {
     let fh = create(&mut c, &root, "only-on-the-witness").await.expect("CREATE through the active");
     let data = b"acknowledged before the kill".to_vec();
     write(&mut c, &fh, 0, &data, nfs3_types::nfs3::stable_how::FILE_SYNC).await.expect("WRITE");
-    assert_eq!(cl.applied(other), Some(before), "the other storage node must lack the CREATE for this test to mean anything");
+    assert_eq!(
+        cl.applied(other),
+        Some(before),
+        "the other storage node must lack the CREATE for this test to mean anything"
+    );
     drop(c);
 
     cl.kill9(old);

@@ -68,14 +68,31 @@ async fn cluster_second_init_and_witness_init_are_refused() {
     assert_eq!(on_leader.get("serving"), Some(&format!("node {leader}")), "{on_leader:?}");
     for id in NODE_IDS {
         let st = cl.status(id).unwrap_or_else(|| panic!("status of node {id}"));
-        assert_eq!(cluster_part(&st), cluster_part(&on_leader), "node {id} and the leader disagree:\n{}", cl.status_text(id));
-        let expected_view = if id == leader { "this node leads".to_string() } else { format!("from the leader, node {leader}") };
+        assert_eq!(
+            cluster_part(&st),
+            cluster_part(&on_leader),
+            "node {id} and the leader disagree:\n{}",
+            cl.status_text(id)
+        );
+        let expected_view =
+            if id == leader { "this node leads".to_string() } else { format!("from the leader, node {leader}") };
         assert_eq!(st.get("view"), Some(&expected_view));
     }
 }
 
 /// The keys of the cluster part of `status`.
 const CLUSTER_KEYS: [&str; 13] = [
-    "cluster", "leader", "term", "commit_index", "members", "lag", "vip", "vip_owner", "serving", "exports",
-    "clients", "epoch", "last_failover",
+    "cluster",
+    "leader",
+    "term",
+    "commit_index",
+    "members",
+    "lag",
+    "vip",
+    "vip_owner",
+    "serving",
+    "exports",
+    "clients",
+    "epoch",
+    "last_failover",
 ];

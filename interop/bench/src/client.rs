@@ -9,9 +9,9 @@ use std::time::Duration;
 use nfs3_client::io::{AsyncRead, AsyncWrite};
 use nfs3_client::net::Connector;
 use nfs3_client::nfs3_types::nfs3::{
-    COMMIT3args, CREATE3args, FSINFO3args, GETATTR3args, LOOKUP3args, MKDIR3args, Nfs3Option,
-    Nfs3Result, READ3args, READDIRPLUS3args, REMOVE3args, RMDIR3args, WRITE3args, cookieverf3,
-    createhow3, diropargs3, fattr3, filename3, nfs_fh3, nfsstat3, sattr3, stable_how, writeverf3,
+    cookieverf3, createhow3, diropargs3, fattr3, filename3, nfs_fh3, nfsstat3, sattr3, stable_how, writeverf3,
+    COMMIT3args, CREATE3args, FSINFO3args, GETATTR3args, LOOKUP3args, MKDIR3args, Nfs3Option, Nfs3Result, READ3args,
+    READDIRPLUS3args, REMOVE3args, RMDIR3args, WRITE3args,
 };
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
@@ -277,7 +277,13 @@ impl Session {
         nfs_err("FSINFO", res).map(|ok| (ok.rtmax, ok.wtmax))
     }
 
-    pub async fn write(&mut self, fh: &nfs_fh3, offset: u64, data: &[u8], stable: stable_how) -> Result<Written, BenchError> {
+    pub async fn write(
+        &mut self,
+        fh: &nfs_fh3,
+        offset: u64,
+        data: &[u8],
+        stable: stable_how,
+    ) -> Result<Written, BenchError> {
         let count = u32::try_from(data.len()).map_err(|_| BenchError::Verify("write chunk over 4 GiB".into()))?;
         let args = WRITE3args { file: fh.clone(), offset, count, stable, data: Opaque::borrowed(data) };
         let res = Self::guard(self.rpc_timeout, &mut self.broken, "WRITE", self.client.write(&args)).await?;

@@ -166,7 +166,11 @@ async fn run(args: Args, selected: Vec<String>) -> ExitCode {
     if let Err(e) = s.rmdir(&mounted.root, &work_name).await {
         eprintln!("hanfs-bench: RMDIR {work_name}: {e} (left behind)");
     }
-    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// A new session whose GETATTR of the root succeeds.
@@ -219,7 +223,13 @@ async fn run_one(name: &str, args: &Args, target: &Target, mounted: &Mounted, s:
 
 /// LOOKUP and/or READDIRPLUS (`step` names which) over one freshly
 /// populated directory, removed afterwards.
-async fn dir_workload(step: &str, args: &Args, s: &mut Session, work: &nfs_fh3, time: Duration) -> Result<Vec<MetricLine>, BenchError> {
+async fn dir_workload(
+    step: &str,
+    args: &Args,
+    s: &mut Session,
+    work: &nfs_fh3,
+    time: Duration,
+) -> Result<Vec<MetricLine>, BenchError> {
     let fixture = meta::Fixture::populate(s, work, "dir", &Budget::new(args.dir_entries, time)).await?;
     let lines = dir_measure(step, args, s, &fixture, time).await;
     let cleanup = fixture.remove(s, work).await;
@@ -228,7 +238,13 @@ async fn dir_workload(step: &str, args: &Args, s: &mut Session, work: &nfs_fh3, 
     Ok(lines)
 }
 
-async fn dir_measure(step: &str, args: &Args, s: &mut Session, fixture: &meta::Fixture, time: Duration) -> Result<Vec<MetricLine>, BenchError> {
+async fn dir_measure(
+    step: &str,
+    args: &Args,
+    s: &mut Session,
+    fixture: &meta::Fixture,
+    time: Duration,
+) -> Result<Vec<MetricLine>, BenchError> {
     let mut lines = Vec::new();
     if step.contains("lookup") {
         lines.push(meta::lookup_latency(s, fixture, &Budget::new(args.lookups, time)).await?);

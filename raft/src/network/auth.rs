@@ -100,9 +100,14 @@ struct Hello {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Challenge {
-    Accept { nonce: [u8; NONCE_BYTES], proof: [u8; TAG_BYTES] },
+    Accept {
+        nonce: [u8; NONCE_BYTES],
+        proof: [u8; TAG_BYTES],
+    },
     /// Refused before any proof (wrong magic or cluster name).
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -231,7 +236,8 @@ pub async fn client_handshake(
     node_id: NodeId,
 ) -> io::Result<SecureStream> {
     let client_nonce = nonce();
-    send_small(&mut stream, &Hello { magic: MAGIC, cluster: cluster.to_string(), node_id, nonce: client_nonce }).await?;
+    send_small(&mut stream, &Hello { magic: MAGIC, cluster: cluster.to_string(), node_id, nonce: client_nonce })
+        .await?;
     let (server_nonce, server_proof) = match recv_small::<Challenge>(&mut stream).await? {
         Challenge::Accept { nonce, proof } => (nonce, proof),
         Challenge::Refused { reason } => return Err(refused(format!("peer refused us: {reason}"))),

@@ -18,8 +18,8 @@ use openraft::raft::AppendEntriesResponse;
 
 use super::auth::{client_handshake, ClusterSecret, SecureStream};
 use super::{
-    ms, Faults, PeerRequest, PeerResponse, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS, PEER_FRAME_BYTES_MAX,
-    PEER_REQUEST_OVERHEAD_BYTES,
+    ms, Faults, PeerRequest, PeerResponse, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS,
+    PEER_FRAME_BYTES_MAX, PEER_REQUEST_OVERHEAD_BYTES,
 };
 use crate::lease::LeaseClock;
 use crate::types::{decode, encode, encoded_size, typ, NodeId, PeerNode, TypeConfig};
@@ -163,7 +163,13 @@ pub(crate) async fn forward_admin(
 }
 
 /// One request on a short-lived connection, bounded by `ttl_ms`.
-async fn one_off(net: &PeerNetwork, target: NodeId, addr: &str, req: PeerRequest, ttl_ms: u64) -> Result<PeerResponse, String> {
+async fn one_off(
+    net: &PeerNetwork,
+    target: NodeId,
+    addr: &str,
+    req: PeerRequest,
+    ttl_ms: u64,
+) -> Result<PeerResponse, String> {
     let mut client = PeerClient { net: net.clone(), target, addr: addr.to_string(), conn: None };
     client.call(req, ms(ttl_ms)).await.map_err(|e| match e {
         CallError::Unreachable(e) => format!("unreachable: {e}"),
@@ -197,7 +203,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                     (resp, _) => Ok(resp),
                 }
             }
-            Ok(PeerResponse::Append(Err(e))) => Err(openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(PeerResponse::Append(Err(e))) => {
+                Err(openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             Ok(_) => Err(self.mismatch()),
             Err(e) => Err(self.rpc_error(e, RPCTypes::AppendEntries, ttl)),
         }
@@ -223,7 +231,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let ttl = option.hard_ttl();
         match self.call(PeerRequest::Vote(rpc), ttl).await {
             Ok(PeerResponse::Vote(Ok(resp))) => Ok(resp),
-            Ok(PeerResponse::Vote(Err(e))) => Err(openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(PeerResponse::Vote(Err(e))) => {
+                Err(openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             Ok(_) => Err(self.mismatch()),
             Err(e) => Err(self.rpc_error(e, RPCTypes::Vote, ttl)),
         }
@@ -233,7 +243,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         openraft::network::Backoff::new(std::iter::repeat(ms(PEER_BACKOFF_MS)))
     }
 }
-
 
 /// Cut `rpc` to the longest prefix of its entries (at least one) whose encoded
 /// size fits in `budget` bytes. Returns the last kept log id if it was cut.

@@ -12,7 +12,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::auth::{server_handshake, ClusterSecret, SecureStream};
-use super::{ms, Faults, PeerRequest, PeerSignals, PeerResponse, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX, PEER_FRAME_BYTES_MAX, PEER_IDLE_TIMEOUT_MS};
+use super::{
+    ms, Faults, PeerRequest, PeerResponse, PeerSignals, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX,
+    PEER_FRAME_BYTES_MAX, PEER_IDLE_TIMEOUT_MS,
+};
 use crate::types::{decode, encode, typ, NodeId};
 
 /// What the peer server needs.

@@ -160,14 +160,11 @@ async fn a_node_restarted_from_an_empty_disk_catches_up_by_snapshot() {
     // Snapshot on the leader and purge its log, so the log alone cannot
     // bring a new follower up to date.
     nodes[0].raft.trigger().snapshot().await.expect("trigger snapshot");
-    nodes[0].wait_metrics("leader snapshot covers the writes", |m| m.snapshot.map(|s| s.index) >= Some(last.index)).await;
-    nodes[0].raft.trigger().purge_log(last.index).await.expect("purge");
     nodes[0]
-        .raft
-        .wait(Some(CONVERGE_TIMEOUT))
-        .purged(Some(last), "leader log purged")
-        .await
-        .expect("purged");
+        .wait_metrics("leader snapshot covers the writes", |m| m.snapshot.map(|s| s.index) >= Some(last.index))
+        .await;
+    nodes[0].raft.trigger().purge_log(last.index).await.expect("purge");
+    nodes[0].raft.wait(Some(CONVERGE_TIMEOUT)).purged(Some(last), "leader log purged").await.expect("purged");
 
     // Node 2 dies and comes back on an empty disk with the same id and address.
     let old = nodes.remove(1);
@@ -179,7 +176,11 @@ async fn a_node_restarted_from_an_empty_disk_catches_up_by_snapshot() {
     config.snapshot_max_chunk_size = TEST_CHUNK_BYTES;
     let fresh = TestNode::start_with(2, Role::Storage, &dir, listener, SECRET, Arc::new(config)).await;
 
-    fresh.wait_metrics("rejoined node installed the leader's snapshot", |m| m.snapshot.map(|s| s.index) >= Some(last.index)).await;
+    fresh
+        .wait_metrics("rejoined node installed the leader's snapshot", |m| {
+            m.snapshot.map(|s| s.index) >= Some(last.index)
+        })
+        .await;
     assert!(fresh.sm.last_applied().map(|l| l.index) >= Some(last.index));
     // The purged entries never reached it through the log.
     assert!(fresh.logged_commands().await.is_empty());

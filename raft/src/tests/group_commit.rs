@@ -2,7 +2,6 @@
 //! one caller's rejected commands not failing the others, fencing on
 //! partition; and the transport's cutting of oversize AppendEntries.
 
-
 use hanfs_state::{Command, HandleEntry};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
 
@@ -132,7 +131,8 @@ async fn a_one_voter_cluster_serves_and_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (listener, addr) = listeners(1).await.remove(0);
     let mut node = TestNode::start(1, crate::types::Role::Storage, &dir, listener, SECRET).await;
-    let members = std::collections::BTreeMap::from([(1, crate::types::PeerNode { addr, role: crate::types::Role::Storage })]);
+    let members =
+        std::collections::BTreeMap::from([(1, crate::types::PeerNode { addr, role: crate::types::Role::Storage })]);
     node.bootstrap(members).await.expect("bootstrap");
     node.wait_serving().await;
     assert!(node.serving_now());

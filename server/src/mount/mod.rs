@@ -127,7 +127,8 @@ fn mnt(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
         let export_name = ctx.services.exports.by_id(export_id).map(|e| e.name.clone()).unwrap_or(path);
         tracing::info!(peer = %ctx.peer, path = %export_name, "mounted");
         let ok = mountres3_ok { fhandle: fhandle3(Opaque::owned(fh)), auth_flavors: vec![AUTH_FLAVOR_SYS] };
-        let effects = vec![Command::Mount { client: client_name(ctx.peer), path: export_name }, Command::PutHandles(vec![entry])];
+        let effects =
+            vec![Command::Mount { client: client_name(ctx.peer), path: export_name }, Command::PutHandles(vec![entry])];
         Ok(Reply::with_effects(xdr::encode(&mountres3::Ok(ok)), effects))
     })
 }
@@ -196,12 +197,10 @@ fn export(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
         let mut list: Vec<export_node<'static, 'static>> = Vec::new();
         let mut size = 4usize;
         for e in ctx.services.exports.all() {
-            let groups: Vec<name<'static>> = e
-                .clients
-                .iter()
-                .map(|rule| name(Opaque::owned(pattern_string(&rule.pattern).into_bytes())))
-                .collect();
-            let node = export_node { ex_dir: dirpath(Opaque::owned(e.name.clone().into_bytes())), ex_groups: List(groups) };
+            let groups: Vec<name<'static>> =
+                e.clients.iter().map(|rule| name(Opaque::owned(pattern_string(&rule.pattern).into_bytes()))).collect();
+            let node =
+                export_node { ex_dir: dirpath(Opaque::owned(e.name.clone().into_bytes())), ex_groups: List(groups) };
             size += 4 + nfs3_types::xdr_codec::Pack::packed_size(&node);
             if size > result_bytes_max(&ctx) {
                 tracing::warn!("mount EXPORT truncated to fit one reply");

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use hanfs_state::{Command, HandleEntry, State};
-use nfs3_types::nfs3::{fattr3, post_op_attr, pre_op_attr, wcc_data, Nfs3Option, Nfs3Result, nfsstat3};
+use nfs3_types::nfs3::{fattr3, nfsstat3, post_op_attr, pre_op_attr, wcc_data, Nfs3Option, Nfs3Result};
 use nfs3_types::xdr_codec::Pack;
 
 use crate::config::ExportOptions;
@@ -70,11 +70,7 @@ impl Op {
         if self.vfs().export(export_id).is_none() {
             return Err(nfsstat3::NFS3ERR_STALE);
         }
-        let opts = self
-            .svc
-            .exports
-            .access(export_id, self.peer.ip())
-            .ok_or(nfsstat3::NFS3ERR_ACCES)?;
+        let opts = self.svc.exports.access(export_id, self.peer.ip()).ok_or(nfsstat3::NFS3ERR_ACCES)?;
         if opts.secure && self.peer.port() >= PRIVILEGED_PORT_END {
             return Err(nfsstat3::NFS3ERR_PERM);
         }

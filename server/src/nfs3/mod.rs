@@ -48,9 +48,5 @@ static PROCS: [Proc; PROCEDURES] = [
     p("COMMIT", proc_write::commit, Drc::Skip),
 ];
 
-pub static PROGRAM: Program = Program {
-    name: "nfs",
-    prog: nfs3_types::nfs3::PROGRAM,
-    vers: nfs3_types::nfs3::VERSION,
-    procs: &PROCS,
-};
+pub static PROGRAM: Program =
+    Program { name: "nfs", prog: nfs3_types::nfs3::PROGRAM, vers: nfs3_types::nfs3::VERSION, procs: &PROCS };

@@ -123,7 +123,12 @@ macro_rules! created_res {
     )*};
 }
 
-created_res!(CREATE3resok / CREATE3resfail, MKDIR3resok / MKDIR3resfail, SYMLINK3resok / SYMLINK3resfail, MKNOD3resok / MKNOD3resfail);
+created_res!(
+    CREATE3resok / CREATE3resfail,
+    MKDIR3resok / MKDIR3resfail,
+    SYMLINK3resok / SYMLINK3resfail,
+    MKNOD3resok / MKNOD3resfail
+);
 
 /// The reply of a create-type procedure from what `create_in` returned: its
 /// resok from the new object, its resfail from the directory's wcc, with the
@@ -210,9 +215,7 @@ fn create_exclusive(op: &Op, dir: &Obj, name: &[u8], acc: &Access, verf: &[u8; 8
             Ok(None)
         }
         Err(_) => {
-            let same = obj.st.is_reg()
-                && obj.st.mtime.0 == i64::from(mtime)
-                && obj.st.atime.0 == i64::from(atime);
+            let same = obj.st.is_reg() && obj.st.mtime.0 == i64::from(mtime) && obj.st.atime.0 == i64::from(atime);
             if same {
                 Ok(Some(obj))
             } else {
@@ -314,8 +317,7 @@ pub(super) fn forget(op: &Op, dir: &Obj, name: &[u8], victim: &Obj, links_left: 
     let recorded_here = st
         .read()
         .map(|s| {
-            s.handle(victim.export_id, victim.st.ino)
-                .is_some_and(|e| e.parent_ino == dir.st.ino && e.name == name)
+            s.handle(victim.export_id, victim.st.ino).is_some_and(|e| e.parent_ino == dir.st.ino && e.name == name)
         })
         .unwrap_or(false);
     if !recorded_here {

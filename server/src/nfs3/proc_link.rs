@@ -122,7 +122,9 @@ pub fn link(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
         let linkdir_wcc = wcc_after(&mut dir, &pre);
         let _ = file.restat();
         match r {
-            Ok(()) => Reply::new(reply::<_, LINK3resfail>(Ok(LINK3resok { file_attributes: obj_attr(&file), linkdir_wcc }))),
+            Ok(()) => {
+                Reply::new(reply::<_, LINK3resfail>(Ok(LINK3resok { file_attributes: obj_attr(&file), linkdir_wcc })))
+            }
             Err(s) => fail(s, obj_attr(&file), linkdir_wcc),
         }
     })

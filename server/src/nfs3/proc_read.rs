@@ -208,7 +208,12 @@ fn read_ok_body(mut body: Vec<u8>, attrs: post_op_attr, n: usize, eof: bool) -> 
         // encode the usual way.
         _ => {
             let data = body.get(READ_OK_HEAD_BYTES..).unwrap_or_default().to_vec();
-            reply::<_, READ3resfail>(Ok(READ3resok { file_attributes: attrs, count: n as u32, eof, data: Opaque::owned(data) }))
+            reply::<_, READ3resfail>(Ok(READ3resok {
+                file_attributes: attrs,
+                count: n as u32,
+                eof,
+                data: Opaque::owned(data),
+            }))
         }
     }
 }

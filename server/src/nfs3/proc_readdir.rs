@@ -13,8 +13,8 @@ use nfs3_types::xdr_codec::{List, Opaque};
 use crate::rpc::program::{Ctx, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::dir::{self, DirEntry, Take};
-use crate::vfs::resolve::Obj;
 use crate::vfs::handle::{self, FileHandle};
+use crate::vfs::resolve::Obj;
 use crate::vfs::{attr, sys};
 
 use super::common::{obj_attr, reply, run, Access, Op};
@@ -152,9 +152,7 @@ pub fn readdirplus(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     run(ctx, args, dec_readdirplus, |op, a| {
         let (dir, acc) = match op.object(&a.fh) {
             Ok(v) => v,
-            Err(s) => {
-                return Reply::new(reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail::default()))))
-            }
+            Err(s) => return Reply::new(reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail::default())))),
         };
         let mut entries: Vec<entryplus3<'static>> = Vec::new();
         let mut new_handles = Vec::new();
@@ -189,9 +187,7 @@ pub fn readdirplus(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
                 nfsstat3::NFS3ERR_TOOSMALL,
                 READDIRPLUS3resfail { dir_attributes: obj_attr(&dir) },
             ))),
-            Err(s) => {
-                reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail { dir_attributes: obj_attr(&dir) })))
-            }
+            Err(s) => reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail { dir_attributes: obj_attr(&dir) }))),
         };
         Reply::with_effects(body, effects)
     })

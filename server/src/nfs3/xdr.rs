@@ -221,10 +221,7 @@ pub fn write(r: &mut Reader) -> Result<WriteArgs, DecodeError> {
 }
 
 /// Decode with `f` and require that every byte was used.
-pub fn decode_all<T>(
-    args: &[u8],
-    f: impl FnOnce(&mut Reader) -> Result<T, DecodeError>,
-) -> Result<T, DecodeError> {
+pub fn decode_all<T>(args: &[u8], f: impl FnOnce(&mut Reader) -> Result<T, DecodeError>) -> Result<T, DecodeError> {
     let mut r = Reader::new(args);
     let v = f(&mut r)?;
     r.finish()?;

@@ -89,12 +89,7 @@ impl Shared {
 
     /// The membership of the configuration, as Raft wants it for `init`.
     pub fn config_members(&self) -> BTreeMap<NodeId, PeerNode> {
-        self.setup
-            .cluster
-            .peers
-            .iter()
-            .map(|p| (p.id, PeerNode { addr: p.addr.to_string(), role: p.role }))
-            .collect()
+        self.setup.cluster.peers.iter().map(|p| (p.id, PeerNode { addr: p.addr.to_string(), role: p.role })).collect()
     }
 
     /// The reply-time check for `Services`: leader holding the lease now, and
@@ -147,9 +142,11 @@ impl ClusterNode {
             (Some(cfg), Role::Storage) => Some(open_vip(cfg).await?),
             _ => None,
         };
-        let listener = TcpListener::bind(own.addr)
-            .await
-            .map_err(|error| NodeError::Bind { what: "raft peers", addr: own.addr, error })?;
+        let listener = TcpListener::bind(own.addr).await.map_err(|error| NodeError::Bind {
+            what: "raft peers",
+            addr: own.addr,
+            error,
+        })?;
         let opts = RaftNodeOptions {
             node_id: own.id,
             role: own.role,
@@ -185,7 +182,8 @@ impl ClusterNode {
             })
         }));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let lifecycle = (own.role == Role::Storage).then(|| tokio::spawn(super::lifecycle::run(shared.clone(), stop_rx)));
+        let lifecycle =
+            (own.role == Role::Storage).then(|| tokio::spawn(super::lifecycle::run(shared.clone(), stop_rx)));
         let (admin_stop, admin_rx) = broadcast::channel(1);
         let handler = Arc::new(super::control::Control::new(&shared));
         let admin_task = match admin::serve(&shared.config.state_dir, handler, admin_rx) {

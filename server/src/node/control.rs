@@ -92,7 +92,11 @@ async fn init(shared: &Shared) -> String {
     match shared.raft.bootstrap(shared.config_members()).await {
         Ok(()) => {
             tracing::info!(members = shared.setup.cluster.peers.len(), "cluster initialized");
-            format!("initialized cluster {} with {} members\n", shared.setup.cluster.name, shared.setup.cluster.peers.len())
+            format!(
+                "initialized cluster {} with {} members\n",
+                shared.setup.cluster.name,
+                shared.setup.cluster.peers.len()
+            )
         }
         Err(MembershipError::InitOnWitness) => "error: init must run on a storage node, this is the witness\n".into(),
         Err(e) => format!("error: {e}\n"),
@@ -147,7 +151,8 @@ async fn status(shared: &Shared) -> String {
     let members: BTreeMap<NodeId, PeerNode> =
         m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
     let list: Vec<String> = members.iter().map(|(id, n)| format!("{id}={}/{}", n.addr, role_name(n.role))).collect();
-    let _ = writeln!(out, "members: {}", if list.is_empty() { "none (not initialized)".into() } else { list.join(" ") });
+    let _ =
+        writeln!(out, "members: {}", if list.is_empty() { "none (not initialized)".into() } else { list.join(" ") });
     match &view {
         Ok(v) => {
             let lag: Vec<String> = v.lag().iter().map(|(id, n)| format!("{id}={n}")).collect();
@@ -301,7 +306,9 @@ async fn wait_for(bound_ms: u64, mut cond: impl FnMut() -> bool) -> bool {
 fn parse_switchover(args: &[&str]) -> Result<Option<NodeId>, String> {
     match args {
         [] => Ok(None),
-        ["--to", n] => n.parse::<NodeId>().map(Some).map_err(|_| format!("error: switchover --to: `{n}` is not a node id\n")),
+        ["--to", n] => {
+            n.parse::<NodeId>().map(Some).map_err(|_| format!("error: switchover --to: `{n}` is not a node id\n"))
+        }
         _ => Err("error: usage: switchover [--to N]\n".into()),
     }
 }
@@ -341,7 +348,10 @@ async fn switchover(shared: &Shared, to: Option<NodeId>) -> String {
     let me = shared.raft.id;
     let m = shared.raft.raft.metrics().borrow().clone();
     if m.current_leader != Some(me) {
-        return format!("error: node {me} is not the leader (leader: {}); run switchover on the leader\n", opt(m.current_leader));
+        return format!(
+            "error: node {me} is not the leader (leader: {}); run switchover on the leader\n",
+            opt(m.current_leader)
+        );
     }
     let storage: Vec<NodeId> = m
         .membership_config

@@ -76,7 +76,10 @@ mod tests {
     #[tokio::test]
     async fn no_hook_success_failure_and_timeout() {
         assert_eq!(run("promote", None, 1, 1_000).await, Ok(()));
-        assert_eq!(run("promote", Some("test \"$HANFS_EVENT\" = promote && test \"$HANFS_NODE_ID\" = 7"), 7, 10_000).await, Ok(()));
+        assert_eq!(
+            run("promote", Some("test \"$HANFS_EVENT\" = promote && test \"$HANFS_NODE_ID\" = 7"), 7, 10_000).await,
+            Ok(())
+        );
         let failed = run("demote", Some("echo disk busy >&2; exit 3"), 1, 10_000).await.err().unwrap_or_default();
         assert!(failed.contains("on_demote") && failed.contains("disk busy"), "{failed}");
         let slow = run("promote", Some("sleep 30; true"), 1, 100).await.err().unwrap_or_default();

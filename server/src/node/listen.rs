@@ -83,12 +83,20 @@ async fn bind_all(
         match bind_pair(listeners, services, pmap_programs, "portmap", listen, wanted.portmap).await {
             Ok(port) => {
                 for prot in [IPPROTO_TCP, IPPROTO_UDP] {
-                    mappings.push(mapping { prog: portmap::PMAP_PROGRAM, vers: portmap::PMAP_VERSION, prot, port: u32::from(port) });
+                    mappings.push(mapping {
+                        prog: portmap::PMAP_PROGRAM,
+                        vers: portmap::PMAP_VERSION,
+                        prot,
+                        port: u32::from(port),
+                    });
                 }
                 (port, None)
             }
             Err(NodeError::Bind { error, .. }) if error.kind() == io::ErrorKind::AddrInUse && wanted.portmap != 0 => {
-                tracing::info!(port = wanted.portmap, "portmap port in use (system rpcbind?): registering with it instead");
+                tracing::info!(
+                    port = wanted.portmap,
+                    "portmap port in use (system rpcbind?): registering with it instead"
+                );
                 register_with_system(wanted.portmap, &mappings).await;
                 (wanted.portmap, Some((wanted.portmap, mappings.clone())))
             }

@@ -82,10 +82,7 @@ mod tests {
     #[test]
     fn auth_sys_parses() {
         let cred = parse_cred(AUTH_SYS, &sys_body(b"host", 2)).unwrap();
-        assert_eq!(
-            cred,
-            Cred::Sys { uid: 1000, gid: 100, gids: vec![0, 1], machine: "host".into() }
-        );
+        assert_eq!(cred, Cred::Sys { uid: 1000, gid: 100, gids: vec![0, 1], machine: "host".into() });
     }
 
     #[test]

@@ -85,8 +85,7 @@ pub fn decode_call(record: &[u8]) -> Result<CallHeader, HeaderError> {
     let badverf = |_| HeaderError::Auth { xid, stat: AUTH_BADVERF };
     let _verf_flavor = r.u32().map_err(badverf)?;
     let _verf_body = r.opaque(AUTH_BODY_BYTES_MAX).map_err(badverf)?;
-    let cred = auth::parse_cred(cred_flavor, cred_body)
-        .map_err(|e| HeaderError::Auth { xid, stat: e.auth_stat() })?;
+    let cred = auth::parse_cred(cred_flavor, cred_body).map_err(|e| HeaderError::Auth { xid, stat: e.auth_stat() })?;
     Ok(CallHeader { xid, prog, vers, proc_, cred, args_offset: r.position() })
 }
 
@@ -162,10 +161,7 @@ mod tests {
             decode_call(&words(&[9, MSG_CALL, 3, 1, 1, 0, 0, 0, 0, 0])),
             Err(HeaderError::RpcMismatch { xid: 9 })
         );
-        assert_eq!(
-            decode_call(&words(&[9, MSG_CALL, 2, 1])),
-            Err(HeaderError::Garbage { xid: 9 })
-        );
+        assert_eq!(decode_call(&words(&[9, MSG_CALL, 2, 1])), Err(HeaderError::Garbage { xid: 9 }));
         // Credential longer than 400 bytes.
         assert_eq!(
             decode_call(&words(&[9, MSG_CALL, 2, 1, 1, 0, 1, 401])),

@@ -55,9 +55,7 @@ impl Vfs {
                 .read(true)
                 .custom_flags_path()
                 .open(&e.dir)
-                .map_err(|err| {
-                    std::io::Error::new(err.kind(), format!("export {}: {err}", e.dir.display()))
-                })?;
+                .map_err(|err| std::io::Error::new(err.kind(), format!("export {}: {err}", e.dir.display())))?;
             let root: OwnedFd = root.into();
             let st = sys::stat_fd(&root).map_err(|en| std::io::Error::from_raw_os_error(en.0))?;
             if !st.is_dir() {
@@ -96,13 +94,7 @@ impl Vfs {
             return Err(nfsstat3::NFS3ERR_STALE);
         }
         let fh = FileHandle { export_id, ino: e.ino, ident: e.ident };
-        let entry = HandleEntry {
-            export_id,
-            ino: e.ino,
-            ident: e.ident,
-            parent_ino: e.ino,
-            name: Vec::new(),
-        };
+        let entry = HandleEntry { export_id, ino: e.ino, ident: e.ident, parent_ino: e.ino, name: Vec::new() };
         Ok((fh.encode(), entry))
     }
 }

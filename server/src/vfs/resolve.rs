@@ -170,7 +170,13 @@ impl Vfs {
     }
 
     /// `resolve_stat` for one candidate path.
-    fn stat_checked(&self, state: &RwLock<State>, e: &ExportRoot, fh: &FileHandle, path: &[Vec<u8>]) -> Result<Stat, nfsstat3> {
+    fn stat_checked(
+        &self,
+        state: &RwLock<State>,
+        e: &ExportRoot,
+        fh: &FileHandle,
+        path: &[Vec<u8>],
+    ) -> Result<Stat, nfsstat3> {
         let Some((last, parents)) = path.split_last() else {
             return self.resolve_fh(state, fh).map(|o| o.st);
         };
@@ -278,7 +284,11 @@ impl Vfs {
             if e.ino == ino && e.name != b"." && e.name != b".." {
                 candidates.push(e.name);
             }
-            if scanned >= LINK_SCAN_ENTRIES_MAX { Take::Full } else { Take::More }
+            if scanned >= LINK_SCAN_ENTRIES_MAX {
+                Take::Full
+            } else {
+                Take::More
+            }
         });
         candidates.into_iter().find(|name| {
             sys::open_path_at(dir.raw(), name)

@@ -100,9 +100,7 @@ fn statx_raw(dir: RawFd, name: &CString, flags: i32) -> SysResult<Stat> {
     // SAFETY: statx is plain old data; all-zero is a valid value.
     let mut sx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and a properly sized out buffer.
-    check(unsafe {
-        libc::statx(dir, name.as_ptr(), flags | libc::AT_SYMLINK_NOFOLLOW, STATX_WANT, &mut sx)
-    })?;
+    check(unsafe { libc::statx(dir, name.as_ptr(), flags | libc::AT_SYMLINK_NOFOLLOW, STATX_WANT, &mut sx) })?;
     let t = |ts: libc::statx_timestamp| (ts.tv_sec, ts.tv_nsec);
     Ok(Stat {
         ino: sx.stx_ino,
@@ -184,10 +182,7 @@ pub fn link_fd(fd: &OwnedFd, dir: RawFd, name: &[u8]) -> SysResult<()> {
     let p = proc_path(fd.as_raw_fd());
     let c = cname(name)?;
     // SAFETY: valid C strings.
-    check(unsafe {
-        libc::linkat(libc::AT_FDCWD, p.as_ptr(), dir, c.as_ptr(), libc::AT_SYMLINK_FOLLOW)
-    })
-    .map(drop)
+    check(unsafe { libc::linkat(libc::AT_FDCWD, p.as_ptr(), dir, c.as_ptr(), libc::AT_SYMLINK_FOLLOW) }).map(drop)
 }
 
 /// Target of a symlink given as an O_PATH fd, at most `max` bytes.
@@ -195,9 +190,7 @@ pub fn readlink_fd(fd: &OwnedFd, max: usize) -> SysResult<Vec<u8>> {
     let mut buf = vec![0u8; max + 1];
     let empty = CString::default();
     // SAFETY: buf has max+1 writable bytes.
-    let n = unsafe {
-        libc::readlinkat(fd.as_raw_fd(), empty.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-    };
+    let n = unsafe { libc::readlinkat(fd.as_raw_fd(), empty.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         return Err(last());
     }
@@ -220,13 +213,7 @@ pub fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> SysResult<()> {
     let empty = CString::default();
     // SAFETY: valid C string.
     check(unsafe {
-        libc::fchownat(
-            fd.as_raw_fd(),
-            empty.as_ptr(),
-            uid,
-            gid,
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-        )
+        libc::fchownat(fd.as_raw_fd(), empty.as_ptr(), uid, gid, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
     })
     .map(drop)
 }
@@ -250,9 +237,7 @@ fn timespec(t: TimeSet) -> libc::timespec {
     match t {
         TimeSet::Omit => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
         TimeSet::Now => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
-        TimeSet::At(s, ns) => {
-            libc::timespec { tv_sec: libc::time_t::from(s), tv_nsec: libc::c_long::from(ns) }
-        }
+        TimeSet::At(s, ns) => libc::timespec { tv_sec: libc::time_t::from(s), tv_nsec: libc::c_long::from(ns) },
     }
 }
 
@@ -262,8 +247,7 @@ pub fn utimens_fd(fd: &OwnedFd, atime: TimeSet, mtime: TimeSet) -> SysResult<()>
     let ts = [timespec(atime), timespec(mtime)];
     let empty = CString::default();
     // SAFETY: valid C string and two timespecs.
-    check(unsafe { libc::utimensat(fd.as_raw_fd(), empty.as_ptr(), ts.as_ptr(), libc::AT_EMPTY_PATH) })
-        .map(drop)
+    check(unsafe { libc::utimensat(fd.as_raw_fd(), empty.as_ptr(), ts.as_ptr(), libc::AT_EMPTY_PATH) }).map(drop)
 }
 
 /// faccessat2 with AT_EACCESS: checks against the fs uid/gid the thread runs as.
@@ -293,9 +277,7 @@ pub fn statvfs_fd(fd: &OwnedFd) -> SysResult<libc::statvfs> {
 /// One getdents64 call into `buf`; returns the number of bytes filled.
 pub fn getdents(fd: &OwnedFd, buf: &mut [u8]) -> SysResult<usize> {
     // SAFETY: buf is writable for buf.len() bytes.
-    let n = unsafe {
-        libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len())
-    };
+    let n = unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
     if n < 0 {
         return Err(last());
     }

@@ -132,7 +132,9 @@ impl Vip {
         }
         let device = match &config.device {
             None => None,
-            Some(name) => Some(Arc::new(VipDevice::create(name).map_err(|e| device_error(name, &config.interface, e))?)),
+            Some(name) => {
+                Some(Arc::new(VipDevice::create(name).map_err(|e| device_error(name, &config.interface, e))?))
+            }
         };
         Ok(Vip { config, device })
     }
@@ -170,7 +172,9 @@ impl Vip {
         if !dev.up {
             nl.set_up(dev.index).await.map_err(|e| self.netlink_error("device up", e))?;
         }
-        nl.add(dev.index, c.addr, c.prefix, true, VIP_LIFETIME_S).await.map_err(|e| self.netlink_error("address add", e))
+        nl.add(dev.index, c.addr, c.prefix, true, VIP_LIFETIME_S)
+            .await
+            .map_err(|e| self.netlink_error("address add", e))
     }
 
     /// The second half of `claim`: the gratuitous ARP announcements.
@@ -302,9 +306,7 @@ fn device_error(device: &str, interface: &str, e: io::Error) -> VipError {
         Some(libc::EPERM) | Some(libc::EACCES) => {
             VipError::Permission { op: "device create", interface: interface.to_string() }
         }
-        Some(libc::EBUSY) => {
-            VipError::Device { device, reason: "another process holds a device of this name".into() }
-        }
+        Some(libc::EBUSY) => VipError::Device { device, reason: "another process holds a device of this name".into() },
         Some(libc::ENOENT) | Some(libc::ENODEV) => VipError::Device {
             device,
             reason: format!("no TUN support ({}: {e}); load the tun module", device::TUN_CONTROL_PATH),

@@ -102,7 +102,14 @@ impl Netlink {
     /// Raft leadership, and a tentative address could not be bound for ~1 s.
     /// `no_prefix_route`: add no route for the prefix (the VIP's own device
     /// must not capture the subnet's traffic).
-    pub async fn add(&self, index: u32, addr: IpAddr, prefix: u8, no_prefix_route: bool, lifetime_s: u32) -> io::Result<()> {
+    pub async fn add(
+        &self,
+        index: u32,
+        addr: IpAddr,
+        prefix: u8,
+        no_prefix_route: bool,
+        lifetime_s: u32,
+    ) -> io::Result<()> {
         let mut req = self.handle.address().add(index, addr, prefix).replace();
         let mut lifetime = CacheInfo::default();
         lifetime.ifa_preferred = lifetime_s;

@@ -124,7 +124,11 @@ fn median_min_max(rates: &mut [f64]) -> Option<(String, String, String)> {
 
 fn mib_per_s(bytes: u64, time: Duration) -> f64 {
     let secs = time.as_secs_f64();
-    if secs <= 0.0 { 0.0 } else { bytes as f64 / MIB_BYTES / secs }
+    if secs <= 0.0 {
+        0.0
+    } else {
+        bytes as f64 / MIB_BYTES / secs
+    }
 }
 
 fn rate_lines(passes: &[Pass], size: DataSize, (wchunk, rchunk): (u32, u32)) -> Vec<MetricLine> {
@@ -225,7 +229,9 @@ async fn read_file(
         let want = (file_bytes - offset).min(u64::from(chunk));
         let want32 = u32::try_from(want).unwrap_or(chunk);
         let (data, eof) = s.read(fh, offset, want32).await?;
-        let exp = expected.get_mut(..data.len()).ok_or_else(|| BenchError::Verify(format!("READ at {offset} returned more than asked")))?;
+        let exp = expected
+            .get_mut(..data.len())
+            .ok_or_else(|| BenchError::Verify(format!("READ at {offset} returned more than asked")))?;
         fill(exp, offset, base);
         if data.as_slice() != &exp[..] {
             return Err(BenchError::Verify(format!("READ at {offset}: content differs from what was written")));

@@ -2,15 +2,15 @@
 //! GETATTR at a time on the same handle, until `budget.count` calls are done
 //! in total or the deadline passes.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use nfs3_client::nfs3_types::nfs3::nfs_fh3;
 
 use super::complete_flag;
 use crate::client::{Mounted, Session, Target};
-use crate::stats::{MetricLine, Samples, per_second};
+use crate::stats::{per_second, MetricLine, Samples};
 use crate::{BenchError, Budget};
 
 /// Most concurrent connections one run opens.
@@ -49,10 +49,8 @@ pub async fn getattr_throughput(
     }
     let next = Arc::new(AtomicU32::new(0));
     let start = Instant::now();
-    let handles: Vec<_> = sessions
-        .into_iter()
-        .map(|s| tokio::spawn(worker(s, fh.clone(), Arc::clone(&next), *budget)))
-        .collect();
+    let handles: Vec<_> =
+        sessions.into_iter().map(|s| tokio::spawn(worker(s, fh.clone(), Arc::clone(&next), *budget))).collect();
     let mut all = Samples::with_capacity(budget.count as usize);
     let mut first_error = None;
     for h in handles {

@@ -83,7 +83,12 @@ pub struct Fixture {
 impl Fixture {
     /// MKDIR `dir_name` and CREATE `count` files in it (not timed). Fails if
     /// the budget's deadline passes first (the partial directory is removed).
-    pub async fn populate(s: &mut Session, parent: &nfs_fh3, dir_name: &str, budget: &Budget) -> Result<Fixture, BenchError> {
+    pub async fn populate(
+        s: &mut Session,
+        parent: &nfs_fh3,
+        dir_name: &str,
+        budget: &Budget,
+    ) -> Result<Fixture, BenchError> {
         let dir = s.mkdir(parent, dir_name).await?;
         let mut fixture = Fixture { dir, dir_name: dir_name.to_string(), count: 0 };
         while fixture.count < budget.count {
