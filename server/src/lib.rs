@@ -13,6 +13,7 @@ pub mod config;
 pub mod exports;
 pub mod mount;
 pub mod nfs3;
+pub mod nlm;
 pub mod node;
 pub mod portmap;
 pub mod rpc;
