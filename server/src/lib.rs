@@ -15,6 +15,7 @@ pub mod mount;
 pub mod nfs3;
 pub mod nlm;
 pub mod node;
+pub mod nsm;
 pub mod portmap;
 pub mod rpc;
 pub mod services;
