@@ -199,6 +199,7 @@ impl LockTable {
             return LockOutcome::Full(bound);
         }
         f.held.insert(owner.clone(), list);
+        debug_assert!(f.conflict(owner, span, kind).is_none(), "granted over a conflict");
         if let Some(i) = f.waiter_position(owner, span, kind) {
             f.waiters.remove(i);
         }
@@ -239,8 +240,6 @@ impl LockTable {
         }
         let span = Span::of(range);
         let mut f = self.take_file(file, undo);
-        // NLM UNLOCK also cancels the owner's waiter for exactly this range.
-        f.waiters.retain(|w| !(w.owner == *owner && Span::of(w.range) == span));
         let mine: &[Held] = f.held.get(owner).map_or(&[], Vec::as_slice);
         let outcome = if !touches(mine, span) {
             UnlockOutcome::NothingHeld
@@ -258,6 +257,10 @@ impl LockTable {
                 }
             }
         };
+        if !matches!(outcome, UnlockOutcome::Full(_)) {
+            // NLM UNLOCK also cancels the owner's waiter for exactly this range.
+            f.waiters.retain(|w| !(w.owner == *owner && Span::of(w.range) == span));
+        }
         let granted = if outcome == UnlockOutcome::Released {
             // Callbacks for what was just released are moot.
             self.forget_grants(undo, |g| g.file == *file && g.owner == *owner && Span::of(g.range).overlaps(span));
@@ -410,11 +413,14 @@ impl LockTable {
         self.pending.iter().map(|(id, g)| (*id, g))
     }
 
+    /// O(1) checks after every operation; the full walk runs in tests and
+    /// on snapshot load (`check_invariants`).
     fn assert_cheap_invariants(&self) {
-        debug_assert!(self.counts.locks <= LOCKS_MAX, "locks over LOCKS_MAX");
-        debug_assert!(self.counts.waiters <= WAITERS_TOTAL_MAX, "waiters over WAITERS_TOTAL_MAX");
-        debug_assert!(self.pending.len() as u64 <= GRANTS_PENDING_MAX, "pending grants over GRANTS_PENDING_MAX");
-        debug_assert!(self.pending.keys().all(|id| *id < self.next_grant_id), "grant id from the future");
+        assert!(self.counts.locks <= LOCKS_MAX, "locks over LOCKS_MAX");
+        assert!(self.counts.waiters <= WAITERS_TOTAL_MAX, "waiters over WAITERS_TOTAL_MAX");
+        assert!(self.pending.len() as u64 <= GRANTS_PENDING_MAX, "pending grants over GRANTS_PENDING_MAX");
+        let newest = self.pending.last_key_value().map(|(id, _)| *id);
+        assert!(newest.is_none_or(|id| id < self.next_grant_id), "grant id from the future");
         #[cfg(test)]
         if let Err(e) = self.check_invariants() {
             panic!("lock table invariant broken: {e}");

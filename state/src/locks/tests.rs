@@ -313,6 +313,27 @@ fn locks_per_file_bound_refuses_whole_operations() {
     assert_eq!(n.check_invariants(), Ok(()));
 }
 
+#[test]
+fn a_refused_unlock_keeps_the_owners_waiter() {
+    let (a, b) = (owner("ha", 1), owner("hb", 1));
+    let mut n = NlmState::default();
+    for i in 0..LOCKS_PER_FILE_MAX - 2 {
+        assert!(granted(&lock(&mut n, &args(1, &a, r(i * 2, 1), S), false)));
+    }
+    assert!(granted(&lock(&mut n, &args(1, &a, r(10_000, 3), S), false)));
+    assert!(granted(&lock(&mut n, &args(1, &b, r(10_001, 1), S), false)));
+    assert_eq!(lock(&mut n, &args(1, &a, r(10_001, 1), X), true).outcome, LockOutcome::Blocked);
+    let before = n.clone();
+    // Unlocking the middle byte needs a split, and the file is full: nothing
+    // changes, not even the waiter UNLOCK would otherwise cancel.
+    assert_eq!(unlock(&mut n, 1, &a, r(10_001, 1)).outcome, UnlockOutcome::Full(LockBound::LocksPerFile));
+    assert_eq!(n, before);
+    assert_eq!(unlock(&mut n, 1, &a, r(10_000, 3)).outcome, UnlockOutcome::Released);
+    assert_eq!(n.locks().waiter_count(), 1, "only a waiter for exactly the unlocked range goes");
+    assert_eq!(unlock(&mut n, 1, &a, r(10_001, 1)).outcome, UnlockOutcome::NothingHeld);
+    assert_eq!(n.locks().waiter_count(), 0);
+}
+
 fn top_free() -> u64 {
     LOCKS_PER_FILE_MAX * 2 + 100
 }
