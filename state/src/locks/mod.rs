@@ -10,7 +10,7 @@
 //! be rolled back exactly (`NlmState::undo`).
 //!
 //! Ranges: an NLM range is `offset` plus `len`, `len == 0` meaning "to end of
-//! file". Internally a range is a [`span::Span`] of first and last byte,
+//! file". Internally a range is a `span::Span` of first and last byte,
 //! inclusive; `offset + len - 1` beyond `u64::MAX` saturates, so such a range
 //! also runs to end of file (the same coverage, since no byte lies past
 //! `u64::MAX`). Conflicting holders are reported in that canonical form, so a

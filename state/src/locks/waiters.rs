@@ -3,9 +3,9 @@
 //! After anything that releases or weakens a lock, `wake` walks the file's
 //! queue oldest first and grants each waiter that now conflicts with nobody
 //! (earlier grants of the same walk included) and fits the bounds. Granting
-//! one waiter can downgrade its owner's other locks and so free an earlier
-//! waiter, so the walk repeats until a pass grants nothing; each pass is in
-//! FIFO order. Every grant gets the next grant id and a pending-callback
+//! a shared waiter over its owner's exclusive bytes downgrades them and can
+//! free a waiter the pass already skipped, so after such a pass the walk
+//! repeats; each pass is in FIFO order. Every grant gets the next grant id and a pending-callback
 //! record; beyond `GRANTS_PENDING_MAX` the oldest record is dropped (that
 //! client still learns of its lock: the Linux client re-sends its blocked
 //! LOCK every 30 s, and a LOCK for a held range is GRANTED).
@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use super::span::{set_span, Span};
 use super::table::{FileLocks, LockTable, PendingGrant, Waiter};
-use super::{FileId, Grant, NlmUndo, UndoStep};
+use super::{FileId, Grant, LockKind, NlmUndo, UndoStep};
 use crate::limits::GRANTS_PENDING_MAX;
 
 impl LockTable {
@@ -22,35 +22,41 @@ impl LockTable {
     pub(super) fn wake(&mut self, file: &FileId, f: &mut FileLocks, now_ms: u64, undo: &mut NlmUndo) -> Vec<Grant> {
         let mut granted = Vec::new();
         loop {
-            let before = granted.len();
+            let mut weakened = false;
             let mut kept = VecDeque::with_capacity(f.waiters.len());
             while let Some(waiter) = f.waiters.pop_front() {
-                if self.try_grant(f, &waiter) {
-                    granted.push(self.record_grant(file, waiter, now_ms, undo));
-                } else {
-                    kept.push_back(waiter);
+                match self.try_grant(f, &waiter) {
+                    Some(downgraded) => {
+                        weakened |= downgraded;
+                        granted.push(self.record_grant(file, waiter, now_ms, undo));
+                    }
+                    None => kept.push_back(waiter),
                 }
             }
             f.waiters = kept;
-            if granted.len() == before {
+            // Only a downgrade can free a waiter this pass already passed over.
+            if !weakened {
                 return granted;
             }
         }
     }
 
-    /// Makes `waiter` a lock if nothing conflicts and the bounds allow.
-    fn try_grant(&self, f: &mut FileLocks, waiter: &Waiter) -> bool {
+    /// Makes `waiter` a lock if nothing conflicts and the bounds allow;
+    /// Some(true) if that turned some of its owner's exclusive bytes shared.
+    fn try_grant(&self, f: &mut FileLocks, waiter: &Waiter) -> Option<bool> {
         let span = Span::of(waiter.range);
         if f.conflict(&waiter.owner, span, waiter.kind).is_some() {
-            return false;
+            return None;
         }
         let mine = f.held.get(&waiter.owner).map_or(&[][..], Vec::as_slice);
         let list = set_span(mine, span, Some(waiter.kind));
         if self.over_bound(f, &waiter.owner, list.len() as u64).is_some() {
-            return false;
+            return None;
         }
+        let downgraded = waiter.kind == LockKind::Shared
+            && mine.iter().any(|h| h.kind == LockKind::Exclusive && h.span.overlaps(span));
         f.held.insert(waiter.owner.clone(), list);
-        true
+        Some(downgraded)
     }
 
     fn record_grant(&mut self, file: &FileId, waiter: Waiter, now_ms: u64, undo: &mut NlmUndo) -> Grant {
