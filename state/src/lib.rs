@@ -3,7 +3,8 @@
 //! Owns `Command` (every change to client-visible state), the deterministic
 //! `State::apply`, and the tables it changes: exports (`exports.rs`), handles
 //! (`handles.rs`), rmtab (`rmtab.rs`), the duplicate-request cache (`drc.rs`)
-//! and the write-verifier epoch. Locks, waiters and monitors join with NLM.
+//! and the write-verifier epoch. NLM locks, waiters, shares and NSM monitors
+//! are `locks::NlmState` (not yet wired into `State` and `Command`).
 //! `codec.rs` is the only place that knows the byte encoding; `store.rs` is
 //! the only I/O (its own redb file).
 //!
@@ -18,6 +19,7 @@ mod error;
 mod exports;
 mod handles;
 pub mod limits;
+pub mod locks;
 mod rmtab;
 mod store;
 

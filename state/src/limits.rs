@@ -38,3 +38,43 @@ const _: () = assert!(DRC_ENTRIES_MAX > 0);
 const _: () = assert!(NAME_BYTES_MAX < PATH_BYTES_MAX);
 const _: () = assert!(DRC_REPLY_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(BATCH_DEPTH_MAX >= 2);
+
+// NLM and NSM (see `locks/`). Worst-case lock table: LOCKS_MAX locks, each
+// carrying an owner of up to CALLER_NAME_BYTES_MAX + NETOBJ_BYTES_MAX bytes.
+
+/// Longest NLM caller_name or NSM mon_name/my_name (LM_MAXSTRLEN, SM_MAXSTRLEN).
+pub const CALLER_NAME_BYTES_MAX: u64 = 1024;
+/// Longest NLM netobj (owner handle `oh`, cookie) (MAXNETOBJ_SZ).
+pub const NETOBJ_BYTES_MAX: u64 = 1024;
+/// Longest file key of a lock: an NFSv3 file handle (NFS3_FHSIZE).
+pub const FILE_ID_BYTES_MAX: u64 = 64;
+/// Most granted locks (after merging) on one file.
+pub const LOCKS_PER_FILE_MAX: u64 = 4096;
+/// Most granted locks held by one client host (caller_name).
+pub const LOCKS_PER_HOST_MAX: u64 = 16_384;
+/// Most granted locks in total.
+pub const LOCKS_MAX: u64 = 65_536;
+/// Most blocked waiters queued on one file.
+pub const WAITERS_MAX: u64 = 256;
+/// Most blocked waiters in total.
+pub const WAITERS_TOTAL_MAX: u64 = 4096;
+/// Most granted waiters remembered as awaiting their GRANTED callback's
+/// reply; beyond it the oldest is forgotten (the client's re-polling LOCK
+/// still gets GRANTED).
+pub const GRANTS_PENDING_MAX: u64 = 4096;
+/// Most NSM monitor registrations, and most hosts whose NSM state is remembered.
+pub const MONITORS_MAX: u64 = 4096;
+/// Most share reservations on one file.
+pub const SHARES_PER_FILE_MAX: u64 = 256;
+/// Most share reservations in total.
+pub const SHARES_MAX: u64 = 16_384;
+
+const _: () = assert!(LOCKS_PER_FILE_MAX <= LOCKS_PER_HOST_MAX);
+const _: () = assert!(LOCKS_PER_HOST_MAX <= LOCKS_MAX);
+const _: () = assert!(WAITERS_MAX <= WAITERS_TOTAL_MAX);
+const _: () = assert!(GRANTS_PENDING_MAX >= WAITERS_TOTAL_MAX);
+const _: () = assert!(SHARES_PER_FILE_MAX <= SHARES_MAX);
+const _: () = assert!(FILE_ID_BYTES_MAX <= NETOBJ_BYTES_MAX);
+const _: () = assert!(CALLER_NAME_BYTES_MAX <= CLIENT_BYTES_MAX);
+// One lock command (file key + owner) always fits a log entry.
+const _: () = assert!(FILE_ID_BYTES_MAX + CALLER_NAME_BYTES_MAX + NETOBJ_BYTES_MAX < COMMAND_BYTES_MAX);
