@@ -16,6 +16,5 @@ pub mod nfs3;
 pub mod node;
 pub mod portmap;
 pub mod rpc;
-pub mod services;
 pub mod vfs;
 pub mod vip;

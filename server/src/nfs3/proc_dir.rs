@@ -11,11 +11,13 @@
 //! same ident, so the old handle resolves once more. When the last link goes,
 //! the entry is removed.
 
+use std::sync::Arc;
+
 use hanfs_state::Command;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{Opaque, Pack};
 
-use crate::rpc::program::{Ctx, ProcFuture, Reply};
+use crate::rpc::program::{Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::resolve::Obj;
 use crate::vfs::sys::{self, TimeSet};
@@ -23,6 +25,7 @@ use crate::vfs::sys::{self, TimeSet};
 use super::common::{no_wcc, obj_attr, reply, run, wcc_after, Access, Op};
 use super::proc_write::apply_sattr;
 use super::xdr::{self, CreateHow, Fh, Mknod, Name, NameUse, Sattr};
+use super::NfsCtx;
 
 /// Mode of a new file or directory when the client sends none.
 const FILE_MODE_DEFAULT: u32 = 0o644;
@@ -230,8 +233,8 @@ fn dec_create(r: &mut Reader) -> Result<(Fh, Name, CreateHow), DecodeError> {
     Ok((fh, name, xdr::createhow(r)?))
 }
 
-pub fn create(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_create, |op, (fh, name, how)| {
+pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_create, |op, (fh, name, how)| {
         let made = create_in(op, &fh, name, |dir, n, acc| create_file(op, dir, n, acc, &how));
         created_reply::<CREATE3resok>(made)
     })
@@ -242,8 +245,8 @@ fn dec_mkdir(r: &mut Reader) -> Result<(Fh, Name, Sattr), DecodeError> {
     Ok((fh, name, xdr::sattr(r)?))
 }
 
-pub fn mkdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_mkdir, |op, (fh, name, s)| {
+pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_mkdir, |op, (fh, name, s)| {
         let made = create_in(op, &fh, name, |dir, n, acc| {
             let mode = s.mode.unwrap_or(DIR_MODE_DEFAULT) & 0o7777;
             {
@@ -262,8 +265,8 @@ fn dec_symlink(r: &mut Reader) -> Result<(Fh, Name, Sattr, Name), DecodeError> {
     Ok((fh, name, s, xdr::symlink_target(r)?))
 }
 
-pub fn symlink(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_symlink, |op, (fh, name, s, target)| {
+pub fn symlink(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_symlink, |op, (fh, name, s, target)| {
         let made = create_in(op, &fh, name, |dir, n, acc| {
             let target = target?;
             {
@@ -283,8 +286,8 @@ fn dec_mknod(r: &mut Reader) -> Result<(Fh, Name, Mknod), DecodeError> {
     Ok((fh, name, xdr::mknod(r)?))
 }
 
-pub fn mknod(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_mknod, |op, (fh, name, what)| {
+pub fn mknod(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_mknod, |op, (fh, name, what)| {
         let made = create_in(op, &fh, name, |dir, n, acc| {
             let (kind, s, dev) = match &what {
                 Mknod::Chr(s, ma, mi) => (libc::S_IFCHR, s, libc::makedev(*ma, *mi)),
@@ -360,8 +363,8 @@ fn dec_remove(r: &mut Reader) -> Result<(Fh, Name), DecodeError> {
     xdr::dirop(r, NameUse::Remove)
 }
 
-pub fn remove(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_remove, |op, (fh, name)| {
+pub fn remove(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_remove, |op, (fh, name)| {
         let (r, effects) = unlink(op, &fh, name, 0);
         let body = match r {
             Ok(dir_wcc) => reply::<_, REMOVE3resfail>(Ok(REMOVE3resok { dir_wcc })),
@@ -371,8 +374,8 @@ pub fn remove(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn rmdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_remove, |op, (fh, name)| {
+pub fn rmdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_remove, |op, (fh, name)| {
         let (r, effects) = unlink(op, &fh, name, libc::AT_REMOVEDIR);
         let body = match r {
             Ok(dir_wcc) => reply::<_, RMDIR3resfail>(Ok(RMDIR3resok { dir_wcc })),

@@ -1,8 +1,10 @@
 //! NFSv3 procedures that change a file: SETATTR, WRITE, COMMIT (RFC 1813 §3.3).
 
+use std::sync::Arc;
+
 use nfs3_types::nfs3::*;
 
-use crate::rpc::program::{Ctx, ProcFuture, Reply};
+use crate::rpc::program::{Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::attr::nfstime;
 use crate::vfs::resolve::Obj;
@@ -11,6 +13,7 @@ use crate::vfs::sys::{self, Errno, TimeSet};
 use super::common::{no_wcc, reply, run, run_args, wcc_after, Access};
 use super::io;
 use super::xdr::{self, Fh, Sattr, SetTime};
+use super::NfsCtx;
 
 /// Sentinel for "leave unchanged" in chown.
 const ID_UNCHANGED: u32 = u32::MAX;
@@ -71,8 +74,8 @@ pub(super) fn apply_sattr(obj: &Obj, acc: &Access, s: &Sattr) -> Result<(), nfss
     Ok(())
 }
 
-pub fn setattr(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, xdr::setattr, |op, (fh, s, guard)| {
+pub fn setattr(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, xdr::setattr, |op, (fh, s, guard)| {
         let (mut obj, acc) = match op.object(&fh) {
             Ok(v) => v,
             Err(e) => return Reply::new(reply::<SETATTR3resok, _>(Err((e, SETATTR3resfail::default())))),
@@ -94,8 +97,8 @@ pub fn setattr(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn write(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run_args(ctx, args, xdr::write, |op, w, args| {
+pub fn write(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run_args(ctx, call, args, xdr::write, |op, w, args| {
         // The decoder checked the range against the argument bytes.
         let Some(data) = args.get(w.data.clone()) else {
             return Reply::new(reply::<WRITE3resok, _>(Err((nfsstat3::NFS3ERR_SERVERFAULT, WRITE3resfail::default()))));
@@ -128,8 +131,8 @@ fn dec_commit(r: &mut Reader) -> Result<(Fh, u64, u32), DecodeError> {
     Ok((xdr::fh(r)?, r.u64()?, r.u32()?))
 }
 
-pub fn commit(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_commit, |op, (fh, _offset, _count)| {
+pub fn commit(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_commit, |op, (fh, _offset, _count)| {
         let (mut obj, _acc) = match op.object(&fh) {
             Ok(v) => v,
             Err(e) => return Reply::new(reply::<COMMIT3resok, _>(Err((e, COMMIT3resfail { file_wcc: no_wcc() })))),
