@@ -191,10 +191,10 @@ async fn bind_pair<C: Send + Sync + 'static>(
 async fn register_with_system(port: u16, mappings: &[mapping]) {
     for m in mappings {
         // Replace whatever an earlier, crashed instance left behind.
-        let _ = portmap::client::call(port, portmap::client::PMAPPROC_UNSET, *m).await;
+        let _ = portmap::client::unset(port, *m).await;
     }
     for m in mappings {
-        match portmap::client::call(port, portmap::client::PMAPPROC_SET, *m).await {
+        match portmap::client::set(port, *m).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(prog = m.prog, vers = m.vers, prot = m.prot, "system portmapper refused SET"),
             Err(e) => tracing::warn!(prog = m.prog, error = %e, "system portmapper unreachable"),
@@ -204,7 +204,7 @@ async fn register_with_system(port: u16, mappings: &[mapping]) {
 
 async fn unregister_with_system(port: u16, mappings: &[mapping]) {
     for m in mappings {
-        if let Err(e) = portmap::client::call(port, portmap::client::PMAPPROC_UNSET, *m).await {
+        if let Err(e) = portmap::client::unset(port, *m).await {
             tracing::warn!(prog = m.prog, error = %e, "system portmapper UNSET failed");
         }
     }
