@@ -53,23 +53,21 @@ pub struct MountCtx {
     pub commit: Arc<dyn Commit>,
 }
 
-static PROCS_V3: [Proc<MountCtx>; 6] = [
-    Proc { name: "NULL", handler: null, drc: Drc::Skip },
-    Proc { name: "MNT", handler: mnt, drc: Drc::Skip },
-    Proc { name: "DUMP", handler: dump, drc: Drc::Skip },
-    Proc { name: "UMNT", handler: umnt, drc: Drc::Skip },
-    Proc { name: "UMNTALL", handler: umntall, drc: Drc::Skip },
-    Proc { name: "EXPORT", handler: export, drc: Drc::Skip },
-];
+/// The procedure table of MOUNT version `VERS` (1 or 3): both versions share
+/// every procedure, and MNT differs only in its result (`mnt::<VERS>`).
+const fn procs<const VERS: u32>() -> [Proc<MountCtx>; 6] {
+    [
+        Proc { name: "NULL", handler: null, drc: Drc::Skip },
+        Proc { name: "MNT", handler: mnt::<VERS>, drc: Drc::Skip },
+        Proc { name: "DUMP", handler: dump, drc: Drc::Skip },
+        Proc { name: "UMNT", handler: umnt, drc: Drc::Skip },
+        Proc { name: "UMNTALL", handler: umntall, drc: Drc::Skip },
+        Proc { name: "EXPORT", handler: export, drc: Drc::Skip },
+    ]
+}
 
-static PROCS_V1: [Proc<MountCtx>; 6] = [
-    Proc { name: "NULL", handler: null, drc: Drc::Skip },
-    Proc { name: "MNT", handler: mnt_v1, drc: Drc::Skip },
-    Proc { name: "DUMP", handler: dump, drc: Drc::Skip },
-    Proc { name: "UMNT", handler: umnt, drc: Drc::Skip },
-    Proc { name: "UMNTALL", handler: umntall, drc: Drc::Skip },
-    Proc { name: "EXPORT", handler: export, drc: Drc::Skip },
-];
+static PROCS_V3: [Proc<MountCtx>; 6] = procs::<3>();
+static PROCS_V1: [Proc<MountCtx>; 6] = procs::<1>();
 
 pub static PROGRAM_V3: Program<MountCtx> = Program { name: "mount", prog: MOUNT_PROGRAM, vers: 3, procs: &PROCS_V3 };
 pub static PROGRAM_V1: Program<MountCtx> = Program { name: "mount", prog: MOUNT_PROGRAM, vers: 1, procs: &PROCS_V1 };
@@ -126,10 +124,21 @@ fn null(_ctx: Arc<MountCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn mnt(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+/// MNT: the same lookup and access checks for both versions. v3 answers with
+/// the root handle (and records the mount); v1 answers with a `fhstatus`
+/// status only: EOPNOTSUPP for an allowed client (see the module doc).
+fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let path = decode_path(&args)?;
-        let export_id = match check_mount(&ctx, &call, &path) {
+        let checked = check_mount(&ctx, &call, &path);
+        if VERS == 1 {
+            let status = match checked {
+                Ok(_) => V1_EOPNOTSUPP,
+                Err(stat) => stat as u32,
+            };
+            return Ok(Reply::new(xdr::encode(&status)));
+        }
+        let export_id = match checked {
             Ok(id) => id,
             Err(stat) => return Ok(Reply::new(xdr::encode(&mountres3::Err(stat)))),
         };
@@ -148,17 +157,6 @@ fn mnt(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
             Command::PutHandles(vec![entry]),
         ];
         Ok(Reply::with_effects(xdr::encode(&mountres3::Ok(ok)), effects))
-    })
-}
-
-fn mnt_v1(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    Box::pin(async move {
-        let path = decode_path(&args)?;
-        let status = match check_mount(&ctx, &call, &path) {
-            Ok(_) => V1_EOPNOTSUPP,
-            Err(stat) => stat as u32,
-        };
-        Ok(Reply::new(xdr::encode(&status)))
     })
 }
 
