@@ -2,10 +2,12 @@
 //!
 //! `PROGRAM.procs` is indexed by procedure number, like knfsd's
 //! `nfsd_procedures3`. `xdr.rs` decodes and checks arguments, `common.rs`
-//! holds the shared plumbing, and the handlers are split by role:
+//! holds the shared plumbing, `attrs.rs` sets attributes and syncs metadata,
+//! and the handlers are split by role:
 //! `proc_read.rs`, `proc_readdir.rs`, `proc_write.rs`, `proc_dir.rs`.
 //! Handlers never see sockets or the duplicate-request cache.
 
+mod attrs;
 mod common;
 mod io;
 mod proc_dir;

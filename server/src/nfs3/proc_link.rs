@@ -12,8 +12,9 @@ use crate::rpc::program::{Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::sys;
 
+use super::attrs::sync_meta;
 use super::common::{no_wcc, obj_attr, reply, run, wcc_after, Op};
-use super::proc_dir::{forget, sync_meta};
+use super::proc_dir::forget;
 use super::xdr::{self, Fh, Name, NameUse};
 use super::NfsCtx;
 
