@@ -15,7 +15,8 @@ use hanfs_raft::local::LocalCommit;
 use hanfs_state::Command;
 use tokio::sync::broadcast;
 
-use super::listen::{Services, Serving};
+pub use super::listen::Services;
+use super::listen::Serving;
 use super::{BoundPorts, NodeError};
 use crate::admin;
 use crate::config::ServerConfig;

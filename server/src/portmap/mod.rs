@@ -2,9 +2,11 @@
 //! CALLIT, over TCP and UDP. rpcbind v3/v4 calls get PROG_MISMATCH(2, 2) from the
 //! dispatcher, which makes libtirpc clients and the kernel fall back to v2.
 //!
-//! The mapping table (`Table`) is local to this node, not replicated: at
-//! startup the node registers its own programs in it. When a system rpcbind
-//! already owns port 111, the node registers there instead (`client`).
+//! The mapping table (`Table`) is local to this node, not replicated, and is
+//! the program's whole context: at startup the node registers its own
+//! programs in it. When a system rpcbind already owns port 111, the node
+//! registers there instead (`client`, which also asks other hosts' portmappers
+//! where their programs listen: GETPORT).
 //!
 //! CALLIT answers with silence: the RFC says no reply is sent when the call
 //! fails, and forwarding calls for anyone (an amplification and ACL-bypass

@@ -122,10 +122,6 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         self.run(&header, proc_, args, peer, transport).await
     }
 
-    fn call_of(header: &CallHeader, peer: SocketAddr, transport: Transport) -> Call {
-        Call { peer, xid: header.xid, cred: header.cred.clone(), transport }
-    }
-
     /// Runs the call: for `Drc::Record` procedures first the duplicate-request
     /// cache (a retransmission of a running call is dropped, one of a finished
     /// call answered from the cache), then the handler, then one commit of its
@@ -159,7 +155,8 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
             }
             claim = Some(held);
         }
-        let reply = match (proc_.handler)(self.ctx.clone(), Self::call_of(header, peer, transport), args).await {
+        let call = Call { peer, xid: header.xid, cred: header.cred.clone(), transport };
+        let reply = match (proc_.handler)(self.ctx.clone(), call, args).await {
             Ok(reply) => reply,
             Err(e) => return error_reply(header.xid, e, proc_.name),
         };
