@@ -207,7 +207,7 @@ async fn close_all_drops_every_connection() {
     let node =
         hanfs_server::node::start(test_config(export.path(), "*(rw,insecure)", state.path())).await.expect("start");
     let ports = node.ports();
-    let conns = &node.services().conns;
+    let conns = &node.services().rpc.conns;
     let mut streams = Vec::new();
     for (port, prog, vers) in
         [(ports.nfs, NFS_PROGRAM, 3), (ports.mount, MOUNT_PROGRAM, 3), (ports.portmap, 100_000, 2)]

@@ -14,6 +14,42 @@ use crate::config::{ClientPattern, ClientRule, ExportConfig, ExportOptions, Squa
 /// Longest client spec string accepted (a whole exports(5) line's client part).
 pub const CLIENT_SPEC_BYTES_MAX: usize = 64 * 1024;
 
+/// Why a client list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientSpecError {
+    #[error("client list longer than {max} bytes")]
+    TooLong { max: usize },
+    #[error("empty client list (use `*` to allow every client)")]
+    Empty,
+    /// One entry (`host(options)`) of the list is wrong.
+    #[error("`{entry}`: {error}")]
+    Entry { entry: String, error: EntryError },
+}
+
+/// What is wrong with one entry of a client list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("missing `)` after the options")]
+    MissingParen,
+    #[error("no client before `(` (write `*` for every client)")]
+    NoClient,
+    #[error("netgroups are not supported: `{0}`")]
+    Netgroup(String),
+    #[error("`{0}` is not an IP address")]
+    BadAddress(String),
+    #[error("prefix /{prefix} is longer than {bits} bits")]
+    PrefixTooLong { prefix: u8, bits: u8 },
+    #[error("`{0}` is not a prefix length or netmask")]
+    BadMask(String),
+    #[error("`{0}` is not a host name, address, network or `*`")]
+    BadHost(String),
+    /// `anonuid=` or `anongid=` with something that is not a number.
+    #[error("bad {option} `{value}`")]
+    BadId { option: &'static str, value: String },
+    #[error("unknown export option `{0}`")]
+    UnknownOption(String),
+}
+
 struct Export {
     config: ExportConfig,
     /// For each rule, the addresses a `Host(name)` rule resolved to.
@@ -130,43 +166,43 @@ pub fn pattern_string(pattern: &ClientPattern) -> String {
 /// ro, root_squash, sync, secure, anonuid/anongid 65534 (the quick start passes
 /// `rw` explicitly). `no_subtree_check` is
 /// accepted and changes nothing: hanfs never does subtree checking.
-pub fn parse_clients(spec: &str) -> Result<Vec<ClientRule>, String> {
+pub fn parse_clients(spec: &str) -> Result<Vec<ClientRule>, ClientSpecError> {
     if spec.len() > CLIENT_SPEC_BYTES_MAX {
-        return Err(format!("client list longer than {CLIENT_SPEC_BYTES_MAX} bytes"));
+        return Err(ClientSpecError::TooLong { max: CLIENT_SPEC_BYTES_MAX });
     }
-    let rules = spec.split_whitespace().map(parse_entry).collect::<Result<Vec<_>, _>>()?;
+    let rules = spec
+        .split_whitespace()
+        .map(|entry| parse_entry(entry).map_err(|error| ClientSpecError::Entry { entry: entry.to_string(), error }))
+        .collect::<Result<Vec<_>, _>>()?;
     if rules.is_empty() {
-        return Err("empty client list (use `*` to allow every client)".to_string());
+        return Err(ClientSpecError::Empty);
     }
     Ok(rules)
 }
 
-fn parse_entry(entry: &str) -> Result<ClientRule, String> {
+fn parse_entry(entry: &str) -> Result<ClientRule, EntryError> {
     let (host, options) = match entry.split_once('(') {
         None => (entry, ExportOptions::default()),
         Some((host, rest)) => {
-            let Some(opts) = rest.strip_suffix(')') else {
-                return Err(format!("`{entry}`: missing `)` after the options"));
-            };
-            (host, parse_options(opts).map_err(|e| format!("`{entry}`: {e}"))?)
+            let opts = rest.strip_suffix(')').ok_or(EntryError::MissingParen)?;
+            (host, parse_options(opts)?)
         }
     };
-    let pattern = parse_pattern(host).map_err(|e| format!("`{entry}`: {e}"))?;
-    Ok(ClientRule { pattern, options })
+    Ok(ClientRule { pattern: parse_pattern(host)?, options })
 }
 
-fn parse_pattern(host: &str) -> Result<ClientPattern, String> {
+fn parse_pattern(host: &str) -> Result<ClientPattern, EntryError> {
     if host.is_empty() {
-        return Err("no client before `(` (write `*` for every client)".to_string());
+        return Err(EntryError::NoClient);
     }
     if host == "*" {
         return Ok(ClientPattern::Any);
     }
     if host.starts_with('@') {
-        return Err(format!("netgroups are not supported: `{host}`"));
+        return Err(EntryError::Netgroup(host.to_string()));
     }
     if let Some((addr, mask)) = host.split_once('/') {
-        let addr: IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| EntryError::BadAddress(addr.to_string()))?;
         let prefix = parse_prefix(addr, mask)?;
         return Ok(ClientPattern::Cidr { addr, prefix });
     }
@@ -175,7 +211,7 @@ fn parse_pattern(host: &str) -> Result<ClientPattern, String> {
     }
     let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*' | '?');
     if !host.chars().all(valid) {
-        return Err(format!("`{host}` is not a host name, address, network or `*`"));
+        return Err(EntryError::BadHost(host.to_string()));
     }
     if host.contains(['*', '?']) {
         Ok(ClientPattern::Wildcard(host.to_ascii_lowercase()))
@@ -185,13 +221,13 @@ fn parse_pattern(host: &str) -> Result<ClientPattern, String> {
 }
 
 /// A prefix length (`/24`) or, for IPv4, a dotted netmask (`/255.255.255.0`).
-fn parse_prefix(addr: IpAddr, mask: &str) -> Result<u8, String> {
+fn parse_prefix(addr: IpAddr, mask: &str) -> Result<u8, EntryError> {
     let bits: u8 = if addr.is_ipv4() { 32 } else { 128 };
     if let Ok(prefix) = mask.parse::<u8>() {
         if prefix <= bits {
             return Ok(prefix);
         }
-        return Err(format!("prefix /{prefix} is longer than {bits} bits"));
+        return Err(EntryError::PrefixTooLong { prefix, bits });
     }
     if let (IpAddr::V4(_), Ok(std::net::IpAddr::V4(m))) = (addr, mask.parse::<IpAddr>()) {
         let m = u32::from(m);
@@ -199,16 +235,20 @@ fn parse_prefix(addr: IpAddr, mask: &str) -> Result<u8, String> {
             return Ok(m.leading_ones() as u8);
         }
     }
-    Err(format!("`{mask}` is not a prefix length or netmask"))
+    Err(EntryError::BadMask(mask.to_string()))
 }
 
-fn parse_options(opts: &str) -> Result<ExportOptions, String> {
+fn parse_id(option: &'static str, value: &str) -> Result<u32, EntryError> {
+    value.parse().map_err(|_| EntryError::BadId { option, value: value.to_string() })
+}
+
+fn parse_options(opts: &str) -> Result<ExportOptions, EntryError> {
     let mut o = ExportOptions::default();
     for opt in opts.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match opt.split_once('=') {
-            Some(("anonuid", v)) => o.anonuid = v.parse().map_err(|_| format!("bad anonuid `{v}`"))?,
-            Some(("anongid", v)) => o.anongid = v.parse().map_err(|_| format!("bad anongid `{v}`"))?,
-            Some(_) => return Err(format!("unknown export option `{opt}`")),
+            Some(("anonuid", v)) => o.anonuid = parse_id("anonuid", v)?,
+            Some(("anongid", v)) => o.anongid = parse_id("anongid", v)?,
+            Some(_) => return Err(EntryError::UnknownOption(opt.to_string())),
             None => match opt {
                 "rw" => o.read_only = false,
                 "ro" => o.read_only = true,
@@ -225,7 +265,7 @@ fn parse_options(opts: &str) -> Result<ExportOptions, String> {
                 "secure" => o.secure = true,
                 "insecure" => o.secure = false,
                 "no_subtree_check" => {}
-                _ => return Err(format!("unknown export option `{opt}`")),
+                _ => return Err(EntryError::UnknownOption(opt.to_string())),
             },
         }
     }
@@ -258,13 +298,32 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(parse_clients("*(rw,bogus)").unwrap_err().contains("unknown export option `bogus`"));
-        assert!(parse_clients("*(rw").unwrap_err().contains("missing `)`"));
-        assert!(parse_clients("10.0.0.0/33(rw)").unwrap_err().contains("/33"));
-        assert!(parse_clients("@group(rw)").unwrap_err().contains("netgroups"));
-        assert!(parse_clients("(rw)").unwrap_err().contains("no client"));
-        assert!(parse_clients("*(anonuid=x)").unwrap_err().contains("anonuid"));
-        assert!(parse_clients("   ").is_err());
+        let msg = |spec: &str| parse_clients(spec).unwrap_err().to_string();
+        assert!(msg("*(rw,bogus)").contains("unknown export option `bogus`"));
+        assert!(msg("*(rw").contains("missing `)`"));
+        assert!(msg("10.0.0.0/33(rw)").contains("/33"));
+        assert!(msg("@group(rw)").contains("netgroups"));
+        assert!(msg("(rw)").contains("no client"));
+        assert!(msg("*(anonuid=x)").contains("anonuid"));
+        assert_eq!(parse_clients("   ").unwrap_err(), ClientSpecError::Empty);
+    }
+
+    #[test]
+    fn errors_can_be_matched() {
+        let entry = |spec: &str| match parse_clients(spec) {
+            Err(ClientSpecError::Entry { entry, error }) => (entry, error),
+            other => panic!("{spec}: {other:?}"),
+        };
+        assert_eq!(
+            entry("* 10.0.0.0/33(rw)"),
+            ("10.0.0.0/33(rw)".into(), EntryError::PrefixTooLong { prefix: 33, bits: 32 })
+        );
+        assert_eq!(entry("*(anongid=-1)").1, EntryError::BadId { option: "anongid", value: "-1".into() });
+        assert_eq!(entry("x/255.0.255.0").1, EntryError::BadAddress("x".into()));
+        assert_eq!(entry("10.0.0.0/255.0.255.0").1, EntryError::BadMask("255.0.255.0".into()));
+        assert_eq!(entry("a,b").1, EntryError::BadHost("a,b".into()));
+        let long = "*".repeat(CLIENT_SPEC_BYTES_MAX + 1);
+        assert_eq!(parse_clients(&long).unwrap_err(), ClientSpecError::TooLong { max: CLIENT_SPEC_BYTES_MAX });
     }
 
     #[test]

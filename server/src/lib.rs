@@ -18,6 +18,5 @@ pub mod node;
 pub mod nsm;
 pub mod portmap;
 pub mod rpc;
-pub mod services;
 pub mod vfs;
 pub mod vip;

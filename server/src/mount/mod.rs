@@ -13,7 +13,9 @@
 //! does not serve (NFSv2 calls get PROG_MISMATCH(3, 3)).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use hanfs_raft::commit::Commit;
 use hanfs_state::Command;
 use nfs3_types::mount::{
     dirpath, export_node, exports, fhandle3, mountbody, mountres3, mountres3_ok, mountstat3, name,
@@ -21,9 +23,10 @@ use nfs3_types::mount::{
 use nfs3_types::nfs3::nfsstat3;
 use nfs3_types::xdr_codec::{BoundedList, List, Opaque};
 
-use crate::exports::pattern_string;
-use crate::rpc::program::{Ctx, Drc, Proc, ProcError, ProcFuture, Program, Reply, Transport};
+use crate::exports::{pattern_string, ExportTable};
+use crate::rpc::program::{Call, Drc, Proc, ProcError, ProcFuture, Program, Reply, Transport};
 use crate::rpc::xdr::{self, Reader};
+use crate::vfs::Vfs;
 
 pub const MOUNT_PROGRAM: u32 = 100_005;
 /// Longest path in a MOUNT call (RFC 1813 MNTPATHLEN).
@@ -37,26 +40,37 @@ pub const AUTH_FLAVOR_SYS: u32 = 1;
 /// The v1 `fhstatus` error for a v1 (NFSv2) mount of an allowed export.
 pub const V1_EOPNOTSUPP: u32 = 95;
 
-static PROCS_V3: [Proc; 6] = [
-    Proc { name: "NULL", handler: null, drc: Drc::Skip },
-    Proc { name: "MNT", handler: mnt, drc: Drc::Skip },
-    Proc { name: "DUMP", handler: dump, drc: Drc::Skip },
-    Proc { name: "UMNT", handler: umnt, drc: Drc::Skip },
-    Proc { name: "UMNTALL", handler: umntall, drc: Drc::Skip },
-    Proc { name: "EXPORT", handler: export, drc: Drc::Skip },
-];
+// A datagram can hold any MOUNT reply with its RPC headers.
+const _: () = assert!(crate::rpc::listener::UDP_DATAGRAM_BYTES_MAX >= MOUNT_UDP_RESULT_BYTES_MAX + 1024);
 
-static PROCS_V1: [Proc; 6] = [
-    Proc { name: "NULL", handler: null, drc: Drc::Skip },
-    Proc { name: "MNT", handler: mnt_v1, drc: Drc::Skip },
-    Proc { name: "DUMP", handler: dump, drc: Drc::Skip },
-    Proc { name: "UMNT", handler: umnt, drc: Drc::Skip },
-    Proc { name: "UMNTALL", handler: umntall, drc: Drc::Skip },
-    Proc { name: "EXPORT", handler: export, drc: Drc::Skip },
-];
+/// What the MOUNT handlers reach.
+pub struct MountCtx {
+    /// Exports by name, and each export's client list.
+    pub exports: Arc<ExportTable>,
+    /// The export roots' handles.
+    pub vfs: Arc<Vfs>,
+    /// The replicated state: the rmtab is read from it (DUMP).
+    pub commit: Arc<dyn Commit>,
+}
 
-pub static PROGRAM_V3: Program = Program { name: "mount", prog: MOUNT_PROGRAM, vers: 3, procs: &PROCS_V3 };
-pub static PROGRAM_V1: Program = Program { name: "mount", prog: MOUNT_PROGRAM, vers: 1, procs: &PROCS_V1 };
+/// The procedure table of MOUNT version `VERS` (1 or 3): both versions share
+/// every procedure, and MNT differs only in its result (`mnt::<VERS>`).
+const fn procs<const VERS: u32>() -> [Proc<MountCtx>; 6] {
+    [
+        Proc { name: "NULL", handler: null, drc: Drc::Skip },
+        Proc { name: "MNT", handler: mnt::<VERS>, drc: Drc::Skip },
+        Proc { name: "DUMP", handler: dump, drc: Drc::Skip },
+        Proc { name: "UMNT", handler: umnt, drc: Drc::Skip },
+        Proc { name: "UMNTALL", handler: umntall, drc: Drc::Skip },
+        Proc { name: "EXPORT", handler: export, drc: Drc::Skip },
+    ]
+}
+
+static PROCS_V3: [Proc<MountCtx>; 6] = procs::<3>();
+static PROCS_V1: [Proc<MountCtx>; 6] = procs::<1>();
+
+pub static PROGRAM_V3: Program<MountCtx> = Program { name: "mount", prog: MOUNT_PROGRAM, vers: 3, procs: &PROCS_V3 };
+pub static PROGRAM_V1: Program<MountCtx> = Program { name: "mount", prog: MOUNT_PROGRAM, vers: 1, procs: &PROCS_V1 };
 
 fn no_args(args: &[u8]) -> Result<(), ProcError> {
     Reader::new(args).finish().map_err(|_| ProcError::GarbageArgs)
@@ -76,16 +90,16 @@ fn client_name(peer: SocketAddr) -> String {
     }
 }
 
-/// The export id `path` names, if `ctx`'s caller may mount it.
-fn check_mount(ctx: &Ctx, path: &str) -> Result<u32, mountstat3> {
-    let exports = &ctx.services.exports;
+/// The export id `path` names, if `call`'s caller may mount it.
+fn check_mount(ctx: &MountCtx, call: &Call, path: &str) -> Result<u32, mountstat3> {
+    let exports = &ctx.exports;
     let export = exports.by_name(path).ok_or(mountstat3::MNT3ERR_NOENT)?;
-    let Some(options) = exports.access(export.export_id, ctx.peer.ip()) else {
-        tracing::info!(peer = %ctx.peer, path, "mount refused: client not in the export's list");
+    let Some(options) = exports.access(export.export_id, call.peer.ip()) else {
+        tracing::info!(peer = %call.peer, path, "mount refused: client not in the export's list");
         return Err(mountstat3::MNT3ERR_ACCES);
     };
-    if options.secure && ctx.peer.port() >= 1024 {
-        tracing::info!(peer = %ctx.peer, path, "mount refused: illegal port (export is `secure`)");
+    if options.secure && call.peer.port() >= 1024 {
+        tracing::info!(peer = %call.peer, path, "mount refused: illegal port (export is `secure`)");
         return Err(mountstat3::MNT3ERR_ACCES);
     }
     Ok(export.export_id)
@@ -103,63 +117,65 @@ fn mount_status(e: nfsstat3) -> mountstat3 {
     }
 }
 
-fn null(_ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn null(_ctx: Arc<MountCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         no_args(&args)?;
         Ok(Reply::new(Vec::new()))
     })
 }
 
-fn mnt(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+/// MNT: the same lookup and access checks for both versions. v3 answers with
+/// the root handle (and records the mount); v1 answers with a `fhstatus`
+/// status only: EOPNOTSUPP for an allowed client (see the module doc).
+fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let path = decode_path(&args)?;
-        let export_id = match check_mount(&ctx, &path) {
+        let checked = check_mount(&ctx, &call, &path);
+        if VERS == 1 {
+            let status = match checked {
+                Ok(_) => V1_EOPNOTSUPP,
+                Err(stat) => stat as u32,
+            };
+            return Ok(Reply::new(xdr::encode(&status)));
+        }
+        let export_id = match checked {
             Ok(id) => id,
             Err(stat) => return Ok(Reply::new(xdr::encode(&mountres3::Err(stat)))),
         };
-        let (fh, entry) = match ctx.services.vfs.root_fh(export_id) {
+        let (fh, entry) = match ctx.vfs.root_fh(export_id) {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(path, error = ?e, "export root unusable");
                 return Ok(Reply::new(xdr::encode(&mountres3::Err(mount_status(e)))));
             }
         };
-        let export_name = ctx.services.exports.by_id(export_id).map(|e| e.name.clone()).unwrap_or(path);
-        tracing::info!(peer = %ctx.peer, path = %export_name, "mounted");
+        let export_name = ctx.exports.by_id(export_id).map(|e| e.name.clone()).unwrap_or(path);
+        tracing::info!(peer = %call.peer, path = %export_name, "mounted");
         let ok = mountres3_ok { fhandle: fhandle3(Opaque::owned(fh)), auth_flavors: vec![AUTH_FLAVOR_SYS] };
-        let effects =
-            vec![Command::Mount { client: client_name(ctx.peer), path: export_name }, Command::PutHandles(vec![entry])];
+        let effects = vec![
+            Command::Mount { client: client_name(call.peer), path: export_name },
+            Command::PutHandles(vec![entry]),
+        ];
         Ok(Reply::with_effects(xdr::encode(&mountres3::Ok(ok)), effects))
     })
 }
 
-fn mnt_v1(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    Box::pin(async move {
-        let path = decode_path(&args)?;
-        let status = match check_mount(&ctx, &path) {
-            Ok(_) => V1_EOPNOTSUPP,
-            Err(stat) => stat as u32,
-        };
-        Ok(Reply::new(xdr::encode(&status)))
-    })
-}
-
-fn result_bytes_max(ctx: &Ctx) -> usize {
-    match ctx.transport {
+fn result_bytes_max(call: &Call) -> usize {
+    match call.transport {
         Transport::Udp => MOUNT_UDP_RESULT_BYTES_MAX,
         Transport::Tcp => MOUNT_TCP_RESULT_BYTES_MAX,
     }
 }
 
-fn dump(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn dump(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         no_args(&args)?;
         let rows: Vec<(String, String)> = {
-            let state = ctx.services.commit.state();
+            let state = ctx.commit.state();
             let guard = state.read().unwrap_or_else(|p| p.into_inner());
             guard.rmtab().map(|(c, p)| (c.to_string(), p.to_string())).collect()
         };
-        let mut list = BoundedList::new(result_bytes_max(&ctx));
+        let mut list = BoundedList::new(result_bytes_max(&call));
         for (client, path) in &rows {
             let body = mountbody {
                 ml_hostname: name(Opaque::borrowed(client.as_bytes())),
@@ -174,35 +190,35 @@ fn dump(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn umnt(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn umnt(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let path = decode_path(&args)?;
-        let path = ctx.services.exports.by_name(&path).map(|e| e.name.clone()).unwrap_or(path);
-        let effects = vec![Command::Unmount { client: client_name(ctx.peer), path }];
+        let path = ctx.exports.by_name(&path).map(|e| e.name.clone()).unwrap_or(path);
+        let effects = vec![Command::Unmount { client: client_name(call.peer), path }];
         Ok(Reply::with_effects(Vec::new(), effects))
     })
 }
 
-fn umntall(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn umntall(_ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         no_args(&args)?;
-        let effects = vec![Command::UnmountAll { client: client_name(ctx.peer) }];
+        let effects = vec![Command::UnmountAll { client: client_name(call.peer) }];
         Ok(Reply::with_effects(Vec::new(), effects))
     })
 }
 
-fn export(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn export(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         no_args(&args)?;
         let mut list: Vec<export_node<'static, 'static>> = Vec::new();
         let mut size = 4usize;
-        for e in ctx.services.exports.all() {
+        for e in ctx.exports.all() {
             let groups: Vec<name<'static>> =
                 e.clients.iter().map(|rule| name(Opaque::owned(pattern_string(&rule.pattern).into_bytes()))).collect();
             let node =
                 export_node { ex_dir: dirpath(Opaque::owned(e.name.clone().into_bytes())), ex_groups: List(groups) };
             size += 4 + nfs3_types::xdr_codec::Pack::packed_size(&node);
-            if size > result_bytes_max(&ctx) {
+            if size > result_bytes_max(&call) {
                 tracing::warn!("mount EXPORT truncated to fit one reply");
                 break;
             }

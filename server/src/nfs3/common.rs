@@ -10,9 +10,8 @@ use nfs3_types::nfs3::{fattr3, nfsstat3, post_op_attr, pre_op_attr, wcc_data, Nf
 use nfs3_types::xdr_codec::Pack;
 
 use crate::config::ExportOptions;
-use crate::rpc::program::{Cred, Ctx, ProcError, ProcFuture, Reply};
+use crate::rpc::program::{Call, Cred, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::{encode, DecodeError, Reader};
-use crate::services::Services;
 use crate::vfs::attr;
 use crate::vfs::cred::{squash, CredGuard, Creds};
 use crate::vfs::handle::FileHandle;
@@ -21,13 +20,14 @@ use crate::vfs::sys::Stat;
 use crate::vfs::Vfs;
 
 use super::xdr::decode_all;
+use super::NfsCtx;
 
 /// Reserved ports end here: `secure` exports want a source port below it.
 const PRIVILEGED_PORT_END: u16 = 1024;
 
 /// One call being executed on a blocking thread.
 pub struct Op {
-    pub svc: Arc<Services>,
+    pub ctx: Arc<NfsCtx>,
     pub cred: Cred,
     pub peer: SocketAddr,
 }
@@ -56,11 +56,11 @@ impl Access {
 
 impl Op {
     pub fn vfs(&self) -> &Vfs {
-        &self.svc.vfs
+        &self.ctx.vfs
     }
 
     pub fn state(&self) -> Arc<RwLock<State>> {
-        self.svc.commit.state()
+        self.ctx.commit.state()
     }
 
     /// The caller's rights on `export_id`, as knfsd's fh_verify: an unknown
@@ -70,7 +70,7 @@ impl Op {
         if self.vfs().export(export_id).is_none() {
             return Err(nfsstat3::NFS3ERR_STALE);
         }
-        let opts = self.svc.exports.access(export_id, self.peer.ip()).ok_or(nfsstat3::NFS3ERR_ACCES)?;
+        let opts = self.ctx.exports.access(export_id, self.peer.ip()).ok_or(nfsstat3::NFS3ERR_ACCES)?;
         if opts.secure && self.peer.port() >= PRIVILEGED_PORT_END {
             return Err(nfsstat3::NFS3ERR_PERM);
         }
@@ -103,7 +103,8 @@ impl Op {
 /// Decode the arguments with `dec` (else GARBAGE_ARGS), then run `body` on a
 /// blocking thread: every filesystem call blocks, and credentials are per thread.
 pub fn run<T: Send + 'static>(
-    ctx: Ctx,
+    ctx: Arc<NfsCtx>,
+    call: Call,
     args: Vec<u8>,
     dec: fn(&mut Reader) -> Result<T, DecodeError>,
     body: fn(&Op, T) -> Reply,
@@ -111,7 +112,7 @@ pub fn run<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let op = Op { svc: ctx.services.clone(), cred: ctx.cred.clone(), peer: ctx.peer };
+        let op = Op { ctx, cred: call.cred, peer: call.peer };
         tokio::task::spawn_blocking(move || body(&op, a)).await.map_err(|_| ProcError::SystemErr)
     })
 }
@@ -119,7 +120,8 @@ pub fn run<T: Send + 'static>(
 /// As `run`, for arguments that keep pointing into the argument bytes (WRITE's
 /// data): `body` also gets those bytes, so nothing large is copied to decode.
 pub fn run_args<T: Send + 'static>(
-    ctx: Ctx,
+    ctx: Arc<NfsCtx>,
+    call: Call,
     args: Vec<u8>,
     dec: fn(&mut Reader) -> Result<T, DecodeError>,
     body: fn(&Op, T, &[u8]) -> Reply,
@@ -127,7 +129,7 @@ pub fn run_args<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let op = Op { svc: ctx.services.clone(), cred: ctx.cred.clone(), peer: ctx.peer };
+        let op = Op { ctx, cred: call.cred, peer: call.peer };
         tokio::task::spawn_blocking(move || body(&op, a, &args)).await.map_err(|_| ProcError::SystemErr)
     })
 }

@@ -2,10 +2,12 @@
 //!
 //! `PROGRAM.procs` is indexed by procedure number, like knfsd's
 //! `nfsd_procedures3`. `xdr.rs` decodes and checks arguments, `common.rs`
-//! holds the shared plumbing, and the handlers are split by role:
+//! holds the shared plumbing, `attrs.rs` sets attributes and syncs metadata,
+//! and the handlers are split by role:
 //! `proc_read.rs`, `proc_readdir.rs`, `proc_write.rs`, `proc_dir.rs`.
 //! Handlers never see sockets or the duplicate-request cache.
 
+mod attrs;
 mod common;
 mod io;
 mod proc_dir;
@@ -15,15 +17,32 @@ mod proc_readdir;
 mod proc_write;
 pub mod xdr;
 
-use crate::rpc::program::{Drc, Proc, Program};
+use std::sync::Arc;
+
+use hanfs_raft::commit::Commit;
+
+use crate::exports::ExportTable;
+use crate::rpc::program::{Drc, Handler, Proc, Program};
+use crate::vfs::Vfs;
 
 pub const PROCEDURES: usize = 22;
 
-const fn p(name: &'static str, handler: crate::rpc::program::Handler, drc: Drc) -> Proc {
+/// What the NFSv3 handlers reach.
+pub struct NfsCtx {
+    /// Export roots, handle resolution, credential switching.
+    pub vfs: Arc<Vfs>,
+    /// Exports by id, and each export's client list.
+    pub exports: Arc<ExportTable>,
+    /// The replicated state (the handle table, the epoch): read it here; the
+    /// handlers' changes go back as a reply's effects.
+    pub commit: Arc<dyn Commit>,
+}
+
+const fn p(name: &'static str, handler: Handler<NfsCtx>, drc: Drc) -> Proc<NfsCtx> {
     Proc { name, handler, drc }
 }
 
-static PROCS: [Proc; PROCEDURES] = [
+static PROCS: [Proc<NfsCtx>; PROCEDURES] = [
     p("NULL", proc_read::null, Drc::Skip),
     p("GETATTR", proc_read::getattr, Drc::Skip),
     p("SETATTR", proc_write::setattr, Drc::Record),
@@ -48,5 +67,5 @@ static PROCS: [Proc; PROCEDURES] = [
     p("COMMIT", proc_write::commit, Drc::Skip),
 ];
 
-pub static PROGRAM: Program =
+pub static PROGRAM: Program<NfsCtx> =
     Program { name: "nfs", prog: nfs3_types::nfs3::PROGRAM, vers: nfs3_types::nfs3::VERSION, procs: &PROCS };

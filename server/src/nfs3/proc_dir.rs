@@ -11,18 +11,21 @@
 //! same ident, so the old handle resolves once more. When the last link goes,
 //! the entry is removed.
 
+use std::sync::Arc;
+
 use hanfs_state::Command;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{Opaque, Pack};
 
-use crate::rpc::program::{Ctx, ProcFuture, Reply};
+use crate::rpc::program::{Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::resolve::Obj;
 use crate::vfs::sys::{self, TimeSet};
 
+use super::attrs::{apply_sattr, sync_meta};
 use super::common::{no_wcc, obj_attr, reply, run, wcc_after, Access, Op};
-use super::proc_write::apply_sattr;
 use super::xdr::{self, CreateHow, Fh, Mknod, Name, NameUse, Sattr};
+use super::NfsCtx;
 
 /// Mode of a new file or directory when the client sends none.
 const FILE_MODE_DEFAULT: u32 = 0o644;
@@ -41,24 +44,6 @@ struct Made {
 /// The parts every create-type reply has (CREATE, MKDIR, SYMLINK, MKNOD share
 /// one shape: obj, obj_attributes, dir_wcc / dir_wcc).
 type CreateOut = Result<(post_op_fh3, post_op_attr, wcc_data), (nfsstat3, wcc_data)>;
-
-/// fsync the directory (and the new object) on `sync` exports, as knfsd's
-/// commit_metadata, so an acknowledged create survives a crash.
-pub(super) fn sync_meta(acc: &Access, objs: &[&Obj]) {
-    if !acc.opts.sync {
-        return;
-    }
-    for o in objs {
-        if !(o.st.is_dir() || o.st.is_reg()) {
-            continue;
-        }
-        if let Ok(fd) = sys::reopen(&o.fd, libc::O_RDONLY | libc::O_NONBLOCK) {
-            if let Err(e) = std::fs::File::from(fd).sync_all() {
-                tracing::warn!(error = %e, "metadata fsync failed");
-            }
-        }
-    }
-}
 
 /// Resolve the directory, check the name and write access, run `make` under
 /// the caller's ids, then look the new object up and record its handle.
@@ -161,33 +146,63 @@ fn finish_attrs(op: &Op, dir: &Obj, name: &[u8], acc: &Access, mode: u32, rest: 
     apply_sattr(&obj, acc, &s)
 }
 
+/// How one create-type procedure makes its object `name` in `dir`, from its
+/// own arguments `A`: `Ok(None)` when it made a new object, `Ok(Some(obj))`
+/// when an existing one is the answer (an UNCHECKED or repeated EXCLUSIVE
+/// CREATE). Everything around it is `create_in`.
+type Make<A> = fn(&Op, &Obj, &[u8], &Access, &A) -> Result<Option<Obj>, nfsstat3>;
+
+/// The whole of CREATE, MKDIR, SYMLINK and MKNOD once their arguments are
+/// decoded: `create_in` with the procedure's `make`, then its reply `R`.
+fn created<R: CreatedRes, A>(op: &Op, (fh, name, what): (Fh, Name, A), make: Make<A>) -> Reply {
+    created_reply::<R>(create_in(op, &fh, name, |dir, n, acc| make(op, dir, n, acc, &what)))
+}
+
+/// The step MKDIR, SYMLINK and MKNOD share: `make` the object under the
+/// caller's ids, then set the client's mode exactly and the rest of `s`
+/// (`finish_attrs`). (CREATE also handles an existing file, so it calls
+/// `mknod_at` and `finish_attrs` itself.)
+fn make_then_set(
+    op: &Op,
+    dir: &Obj,
+    name: &[u8],
+    acc: &Access,
+    (mode, s): (u32, &Sattr),
+    make: impl FnOnce() -> Result<(), nfsstat3>,
+) -> Result<Option<Obj>, nfsstat3> {
+    {
+        let _user = acc.user()?;
+        make()?;
+    }
+    finish_attrs(op, dir, name, acc, mode, s).map(|()| None)
+}
+
 fn mknod_at(dir: &Obj, name: &[u8], acc: &Access, mode: u32, dev: u64) -> Result<(), nfsstat3> {
     let _user = acc.user()?;
     sys::mknod_at(dir.raw(), name, mode, dev).map_err(nfsstat3::from)
 }
 
-fn create_file(op: &Op, dir: &Obj, name: &[u8], acc: &Access, how: &CreateHow) -> Result<Option<Obj>, nfsstat3> {
-    match how {
-        CreateHow::Unchecked(s) | CreateHow::Guarded(s) => {
-            let mode = s.mode.unwrap_or(FILE_MODE_DEFAULT) & 0o7777;
-            match mknod_at(dir, name, acc, libc::S_IFREG | mode, 0) {
-                Ok(()) => finish_attrs(op, dir, name, acc, mode, s).map(|()| None),
-                Err(nfsstat3::NFS3ERR_EXIST) if matches!(how, CreateHow::Unchecked(_)) => {
-                    // knfsd: an existing regular file is kept; only a size is applied.
-                    let obj = {
-                        let _user = acc.user()?;
-                        op.vfs().child(&op.state(), dir, name)?
-                    };
-                    if !obj.st.is_reg() {
-                        return Err(nfsstat3::NFS3ERR_EXIST);
-                    }
-                    apply_sattr(&obj, acc, &Sattr { size: s.size, ..Sattr::default() })?;
-                    Ok(Some(obj))
-                }
-                Err(e) => Err(e),
+fn make_file(op: &Op, dir: &Obj, name: &[u8], acc: &Access, how: &CreateHow) -> Result<Option<Obj>, nfsstat3> {
+    let s = match how {
+        CreateHow::Unchecked(s) | CreateHow::Guarded(s) => s,
+        CreateHow::Exclusive(verf) => return create_exclusive(op, dir, name, acc, verf),
+    };
+    let mode = s.mode.unwrap_or(FILE_MODE_DEFAULT) & 0o7777;
+    match mknod_at(dir, name, acc, libc::S_IFREG | mode, 0) {
+        Ok(()) => finish_attrs(op, dir, name, acc, mode, s).map(|()| None),
+        Err(nfsstat3::NFS3ERR_EXIST) if matches!(how, CreateHow::Unchecked(_)) => {
+            // knfsd: an existing regular file is kept; only a size is applied.
+            let obj = {
+                let _user = acc.user()?;
+                op.vfs().child(&op.state(), dir, name)?
+            };
+            if !obj.st.is_reg() {
+                return Err(nfsstat3::NFS3ERR_EXIST);
             }
+            apply_sattr(&obj, acc, &Sattr { size: s.size, ..Sattr::default() })?;
+            Ok(Some(obj))
         }
-        CreateHow::Exclusive(verf) => create_exclusive(op, dir, name, acc, verf),
+        Err(e) => Err(e),
     }
 }
 
@@ -225,16 +240,43 @@ fn create_exclusive(op: &Op, dir: &Obj, name: &[u8], acc: &Access, verf: &[u8; 8
     }
 }
 
+fn make_dir(op: &Op, dir: &Obj, name: &[u8], acc: &Access, s: &Sattr) -> Result<Option<Obj>, nfsstat3> {
+    let mode = s.mode.unwrap_or(DIR_MODE_DEFAULT) & 0o7777;
+    let rest = Sattr { size: None, ..s.clone() };
+    make_then_set(op, dir, name, acc, (mode, &rest), || Ok(sys::mkdir_at(dir.raw(), name, mode)?))
+}
+
+fn make_symlink(
+    op: &Op,
+    dir: &Obj,
+    name: &[u8],
+    acc: &Access,
+    (s, target): &(Sattr, Name),
+) -> Result<Option<Obj>, nfsstat3> {
+    let target = target.clone()?;
+    // A symlink's mode means nothing on Linux; owner and times still apply.
+    let rest = Sattr { mode: None, size: None, ..s.clone() };
+    make_then_set(op, dir, name, acc, (0, &rest), || Ok(sys::symlink_at(&target, dir.raw(), name)?))
+}
+
+fn make_node(op: &Op, dir: &Obj, name: &[u8], acc: &Access, what: &Mknod) -> Result<Option<Obj>, nfsstat3> {
+    let (kind, s, dev) = match what {
+        Mknod::Chr(s, ma, mi) => (libc::S_IFCHR, s, libc::makedev(*ma, *mi)),
+        Mknod::Blk(s, ma, mi) => (libc::S_IFBLK, s, libc::makedev(*ma, *mi)),
+        Mknod::Sock(s) => (libc::S_IFSOCK, s, 0),
+        Mknod::Fifo(s) => (libc::S_IFIFO, s, 0),
+        Mknod::BadType => return Err(nfsstat3::NFS3ERR_BADTYPE),
+    };
+    let mode = s.mode.unwrap_or(FILE_MODE_DEFAULT) & 0o7777;
+    let rest = Sattr { size: None, ..s.clone() };
+    // Devices need CAP_MKNOD, which the kernel drops with a non-zero
+    // fsuid: a squashed or ordinary caller gets EPERM → NFS3ERR_PERM.
+    make_then_set(op, dir, name, acc, (mode, &rest), || Ok(sys::mknod_at(dir.raw(), name, kind | mode, dev)?))
+}
+
 fn dec_create(r: &mut Reader) -> Result<(Fh, Name, CreateHow), DecodeError> {
     let (fh, name) = xdr::dirop(r, NameUse::Create)?;
     Ok((fh, name, xdr::createhow(r)?))
-}
-
-pub fn create(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_create, |op, (fh, name, how)| {
-        let made = create_in(op, &fh, name, |dir, n, acc| create_file(op, dir, n, acc, &how));
-        created_reply::<CREATE3resok>(made)
-    })
 }
 
 fn dec_mkdir(r: &mut Reader) -> Result<(Fh, Name, Sattr), DecodeError> {
@@ -242,40 +284,10 @@ fn dec_mkdir(r: &mut Reader) -> Result<(Fh, Name, Sattr), DecodeError> {
     Ok((fh, name, xdr::sattr(r)?))
 }
 
-pub fn mkdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_mkdir, |op, (fh, name, s)| {
-        let made = create_in(op, &fh, name, |dir, n, acc| {
-            let mode = s.mode.unwrap_or(DIR_MODE_DEFAULT) & 0o7777;
-            {
-                let _user = acc.user()?;
-                sys::mkdir_at(dir.raw(), n, mode)?;
-            }
-            finish_attrs(op, dir, n, acc, mode, &Sattr { size: None, ..s.clone() }).map(|()| None)
-        });
-        created_reply::<MKDIR3resok>(made)
-    })
-}
-
-fn dec_symlink(r: &mut Reader) -> Result<(Fh, Name, Sattr, Name), DecodeError> {
+fn dec_symlink(r: &mut Reader) -> Result<(Fh, Name, (Sattr, Name)), DecodeError> {
     let (fh, name) = xdr::dirop(r, NameUse::Create)?;
     let s = xdr::sattr(r)?;
-    Ok((fh, name, s, xdr::symlink_target(r)?))
-}
-
-pub fn symlink(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_symlink, |op, (fh, name, s, target)| {
-        let made = create_in(op, &fh, name, |dir, n, acc| {
-            let target = target?;
-            {
-                let _user = acc.user()?;
-                sys::symlink_at(&target, dir.raw(), n)?;
-            }
-            // A symlink's mode means nothing on Linux; owner and times still apply.
-            let rest = Sattr { mode: None, size: None, ..s.clone() };
-            finish_attrs(op, dir, n, acc, 0, &rest).map(|()| None)
-        });
-        created_reply::<SYMLINK3resok>(made)
-    })
+    Ok((fh, name, (s, xdr::symlink_target(r)?)))
 }
 
 fn dec_mknod(r: &mut Reader) -> Result<(Fh, Name, Mknod), DecodeError> {
@@ -283,24 +295,20 @@ fn dec_mknod(r: &mut Reader) -> Result<(Fh, Name, Mknod), DecodeError> {
     Ok((fh, name, xdr::mknod(r)?))
 }
 
-pub fn mknod(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_mknod, |op, (fh, name, what)| {
-        let made = create_in(op, &fh, name, |dir, n, acc| {
-            let (kind, s, dev) = match &what {
-                Mknod::Chr(s, ma, mi) => (libc::S_IFCHR, s, libc::makedev(*ma, *mi)),
-                Mknod::Blk(s, ma, mi) => (libc::S_IFBLK, s, libc::makedev(*ma, *mi)),
-                Mknod::Sock(s) => (libc::S_IFSOCK, s, 0),
-                Mknod::Fifo(s) => (libc::S_IFIFO, s, 0),
-                Mknod::BadType => return Err(nfsstat3::NFS3ERR_BADTYPE),
-            };
-            let mode = s.mode.unwrap_or(FILE_MODE_DEFAULT) & 0o7777;
-            // Devices need CAP_MKNOD, which the kernel drops with a non-zero
-            // fsuid: a squashed or ordinary caller gets EPERM → NFS3ERR_PERM.
-            mknod_at(dir, n, acc, kind | mode, dev)?;
-            finish_attrs(op, dir, n, acc, mode, &Sattr { size: None, ..s.clone() }).map(|()| None)
-        });
-        created_reply::<MKNOD3resok>(made)
-    })
+pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_create, |op, a| created::<CREATE3resok, _>(op, a, make_file))
+}
+
+pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_mkdir, |op, a| created::<MKDIR3resok, _>(op, a, make_dir))
+}
+
+pub fn symlink(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_symlink, |op, a| created::<SYMLINK3resok, _>(op, a, make_symlink))
+}
+
+pub fn mknod(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_mknod, |op, a| created::<MKNOD3resok, _>(op, a, make_node))
 }
 
 /// The handle-table change after `victim` (reached as `name` in `dir`) lost
@@ -360,8 +368,8 @@ fn dec_remove(r: &mut Reader) -> Result<(Fh, Name), DecodeError> {
     xdr::dirop(r, NameUse::Remove)
 }
 
-pub fn remove(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_remove, |op, (fh, name)| {
+pub fn remove(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_remove, |op, (fh, name)| {
         let (r, effects) = unlink(op, &fh, name, 0);
         let body = match r {
             Ok(dir_wcc) => reply::<_, REMOVE3resfail>(Ok(REMOVE3resok { dir_wcc })),
@@ -371,8 +379,8 @@ pub fn remove(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn rmdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_remove, |op, (fh, name)| {
+pub fn rmdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_remove, |op, (fh, name)| {
         let (r, effects) = unlink(op, &fh, name, libc::AT_REMOVEDIR);
         let body = match r {
             Ok(dir_wcc) => reply::<_, RMDIR3resfail>(Ok(RMDIR3resok { dir_wcc })),

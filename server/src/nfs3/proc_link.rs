@@ -3,16 +3,20 @@
 //! below it still resolve; an object it replaced loses its entry when its last
 //! link goes. LINK leaves the entry alone: any name reaches the object.
 
+use std::sync::Arc;
+
 use hanfs_state::Command;
 use nfs3_types::nfs3::*;
 
-use crate::rpc::program::{Ctx, ProcFuture, Reply};
+use crate::rpc::program::{Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::sys;
 
+use super::attrs::sync_meta;
 use super::common::{no_wcc, obj_attr, reply, run, wcc_after, Op};
-use super::proc_dir::{forget, sync_meta};
+use super::proc_dir::forget;
 use super::xdr::{self, Fh, Name, NameUse};
+use super::NfsCtx;
 
 type Rename = (Fh, Name, Fh, Name);
 
@@ -72,8 +76,8 @@ fn do_rename(op: &Op, (ffh, fname, tfh, tname): Rename) -> (Result<(), nfsstat3>
     }
 }
 
-pub fn rename(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_rename, |op, a| {
+pub fn rename(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_rename, |op, a| {
         let (r, fromdir_wcc, todir_wcc, effects) = do_rename(op, a);
         let body = match r {
             Ok(()) => reply::<_, RENAME3resfail>(Ok(RENAME3resok { fromdir_wcc, todir_wcc })),
@@ -89,8 +93,8 @@ fn dec_link(r: &mut Reader) -> Result<(Fh, Fh, Name), DecodeError> {
     Ok((f, d, name))
 }
 
-pub fn link(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_link, |op, (ffh, dfh, name)| {
+pub fn link(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_link, |op, (ffh, dfh, name)| {
         let fail = |s, file_attributes, linkdir_wcc| {
             Reply::new(reply::<LINK3resok, _>(Err((s, LINK3resfail { file_attributes, linkdir_wcc }))))
         };

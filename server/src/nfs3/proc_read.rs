@@ -1,17 +1,20 @@
 //! NFSv3 procedures that read: NULL, GETATTR, LOOKUP, ACCESS, READLINK, READ,
 //! FSSTAT, FSINFO, PATHCONF (RFC 1813 §3.3).
 
+use std::sync::Arc;
+
 use hanfs_state::HandleEntry;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{Opaque, Void};
 
-use crate::rpc::program::{Ctx, ProcError, ProcFuture, Reply};
+use crate::rpc::program::{Call, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::Reader;
 use crate::vfs::handle::FileHandle;
 use crate::vfs::{attr, sys};
 
 use super::common::{obj_attr, reply, run};
 use super::xdr::{self, Fh, Name, NameUse, DIR_BYTES_MAX, IO_BYTES_MAX, NAME_BYTES_MAX, PATH_BYTES_MAX};
+use super::NfsCtx;
 
 /// FSINFO rtmult/wtmult: the block size I/O should be a multiple of.
 const IO_MULTIPLE_BYTES: u32 = 4096;
@@ -20,7 +23,7 @@ const FILE_BYTES_MAX: u64 = i64::MAX as u64;
 /// Linux ext4's link limit, when fpathconf cannot say.
 const LINKS_DEFAULT_MAX: u32 = 65000;
 
-pub fn null(_ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+pub fn null(_ctx: Arc<NfsCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         if args.is_empty() {
             Ok(Reply::new(Vec::new()))
@@ -30,8 +33,8 @@ pub fn null(_ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn getattr(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, xdr::fh, |op, fh| {
+pub fn getattr(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, xdr::fh, |op, fh| {
         let r = op.attrs(&fh).map(|obj_attributes| GETATTR3resok { obj_attributes });
         Reply::new(reply(r.map_err(|s| (s, Void))))
     })
@@ -41,8 +44,8 @@ fn dec_lookup(r: &mut Reader) -> Result<(Fh, Name), crate::rpc::xdr::DecodeError
     xdr::dirop(r, NameUse::Lookup)
 }
 
-pub fn lookup(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_lookup, |op, (fh, name)| {
+pub fn lookup(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_lookup, |op, (fh, name)| {
         let (dir, access) = match op.object(&fh) {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<LOOKUP3resok, _>(Err((s, LOOKUP3resfail::default())))),
@@ -93,8 +96,8 @@ fn dec_access(r: &mut Reader) -> Result<(Fh, u32), crate::rpc::xdr::DecodeError>
 
 /// ACCESS bits, as knfsd's nfs3_regaccess / nfs3_diraccess tables, checked by
 /// the kernel under the caller's fs credentials (faccessat2 AT_EACCESS).
-pub fn access(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_access, |op, (fh, want)| {
+pub fn access(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_access, |op, (fh, want)| {
         let (obj, acc) = match op.object(&fh) {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<ACCESS3resok, _>(Err((s, ACCESS3resfail::default())))),
@@ -129,8 +132,8 @@ pub fn access(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn readlink(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, xdr::fh, |op, fh| {
+pub fn readlink(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, xdr::fh, |op, fh| {
         let (obj, _) = match op.object(&fh) {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<READLINK3resok, _>(Err((s, READLINK3resfail::default())))),
@@ -162,8 +165,8 @@ const FATTR_BYTES: usize = 84;
 /// XDR pads opaque data to this multiple.
 const XDR_UNIT_BYTES: usize = 4;
 
-pub fn read(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_read, |op, (fh, offset, count)| {
+pub fn read(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_read, |op, (fh, offset, count)| {
         let (mut obj, acc) = match op.object(&fh) {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<READ3resok, _>(Err((s, READ3resfail::default())))),
@@ -220,8 +223,8 @@ fn read_ok_body(mut body: Vec<u8>, attrs: post_op_attr, n: usize, eof: bool) -> 
 
 // statvfs counts are u32 on some targets and u64 on others.
 #[allow(clippy::useless_conversion)]
-pub fn fsstat(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, xdr::fh, |op, fh| {
+pub fn fsstat(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, xdr::fh, |op, fh| {
         let (obj, _) = match op.object(&fh) {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<FSSTAT3resok, _>(Err((s, FSSTAT3resfail::default())))),
@@ -246,8 +249,8 @@ pub fn fsstat(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn fsinfo(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, xdr::fh, |op, fh| {
+pub fn fsinfo(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, xdr::fh, |op, fh| {
         let obj = match op.object(&fh) {
             Ok((o, _)) => o,
             Err(s) => return Reply::new(reply::<FSINFO3resok, _>(Err((s, FSINFO3resfail::default())))),
@@ -269,8 +272,8 @@ pub fn fsinfo(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn pathconf(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, xdr::fh, |op, fh| {
+pub fn pathconf(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, xdr::fh, |op, fh| {
         let obj = match op.object(&fh) {
             Ok((o, _)) => o,
             Err(s) => return Reply::new(reply::<PATHCONF3resok, _>(Err((s, PATHCONF3resfail::default())))),

@@ -6,11 +6,13 @@
 //! the export root reports the root itself. READDIRPLUS records every new
 //! handle it returns in ONE `PutHandles` (one commit per reply, not per entry).
 
+use std::sync::Arc;
+
 use hanfs_state::HandleEntry;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{List, Opaque};
 
-use crate::rpc::program::{Ctx, ProcFuture, Reply};
+use crate::rpc::program::{Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::dir::{self, DirEntry, Take};
 use crate::vfs::handle::{self, FileHandle};
@@ -19,6 +21,7 @@ use crate::vfs::{attr, sys};
 
 use super::common::{obj_attr, reply, run, Access, Op};
 use super::xdr::{self, Fh, DIR_BYTES_MAX};
+use super::NfsCtx;
 
 /// XDR bytes of a reply around the entries: status, post_op_attr (1 + fattr3),
 /// cookie verifier, end-of-list marker, eof flag.
@@ -81,8 +84,8 @@ fn fix_dotdot(op: &Op, dir: &Obj, e: &mut DirEntry) {
     }
 }
 
-pub fn readdir(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_readdir, |op, a| {
+pub fn readdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_readdir, |op, a| {
         let (dir, acc) = match op.object(&a.fh) {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<READDIR3resok, _>(Err((s, READDIR3resfail::default())))),
@@ -148,8 +151,8 @@ fn plus_entry(op: &Op, dir: &Obj, e: DirEntry, new: &mut Vec<HandleEntry>) -> en
     }
 }
 
-pub fn readdirplus(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_readdirplus, |op, a| {
+pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_readdirplus, |op, a| {
         let (dir, acc) = match op.object(&a.fh) {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail::default())))),

@@ -1,78 +1,21 @@
 //! NFSv3 procedures that change a file: SETATTR, WRITE, COMMIT (RFC 1813 §3.3).
 
+use std::sync::Arc;
+
 use nfs3_types::nfs3::*;
 
-use crate::rpc::program::{Ctx, ProcFuture, Reply};
+use crate::rpc::program::{Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::attr::nfstime;
-use crate::vfs::resolve::Obj;
-use crate::vfs::sys::{self, Errno, TimeSet};
 
-use super::common::{no_wcc, reply, run, run_args, wcc_after, Access};
+use super::attrs::{apply_sattr, sync_meta};
+use super::common::{no_wcc, reply, run, run_args, wcc_after};
 use super::io;
-use super::xdr::{self, Fh, Sattr, SetTime};
+use super::xdr::{self, Fh};
+use super::NfsCtx;
 
-/// Sentinel for "leave unchanged" in chown.
-const ID_UNCHANGED: u32 = u32::MAX;
-
-fn time_set(t: Option<SetTime>) -> TimeSet {
-    match t {
-        None | Some(SetTime::DontChange) => TimeSet::Omit,
-        Some(SetTime::ServerTime) => TimeSet::Now,
-        Some(SetTime::ClientTime(t)) => TimeSet::At(t.seconds, t.nseconds),
-    }
-}
-
-/// Apply `s` to `obj` under the caller's ids (the kernel decides who may).
-/// Order: owner, mode, size, times (so a truncate does not move a set mtime).
-pub(super) fn apply_sattr(obj: &Obj, acc: &Access, s: &Sattr) -> Result<(), nfsstat3> {
-    if s.is_empty() {
-        return Ok(());
-    }
-    if s.size.is_some() {
-        if obj.st.is_dir() {
-            return Err(nfsstat3::NFS3ERR_ISDIR);
-        }
-        if !obj.st.is_reg() {
-            return Err(nfsstat3::NFS3ERR_INVAL);
-        }
-    }
-    let truncate_denied = {
-        let _user = acc.user()?;
-        if s.uid.is_some() || s.gid.is_some() {
-            sys::chown_fd(&obj.fd, s.uid.unwrap_or(ID_UNCHANGED), s.gid.unwrap_or(ID_UNCHANGED))?;
-        }
-        if let Some(mode) = s.mode {
-            if !obj.st.is_lnk() {
-                sys::chmod_fd(&obj.fd, mode & 0o7777)?;
-            }
-        }
-        let denied = match s.size.map(|size| sys::truncate_fd(&obj.fd, size)) {
-            Some(Err(Errno(libc::EACCES))) if acc.creds.uid == obj.st.uid => true,
-            Some(Err(e)) => return Err(e.into()),
-            _ => false,
-        };
-        if !denied && (s.atime.is_some() || s.mtime.is_some()) {
-            sys::utimens_fd(&obj.fd, time_set(s.atime), time_set(s.mtime))?;
-        }
-        denied
-    };
-    if truncate_denied {
-        // The owner may truncate its own file whatever the mode (knfsd's
-        // NFSD_MAY_OWNER_OVERRIDE); done at the server's ids.
-        if let Some(size) = s.size {
-            sys::truncate_fd(&obj.fd, size)?;
-        }
-        let _user = acc.user()?;
-        if s.atime.is_some() || s.mtime.is_some() {
-            sys::utimens_fd(&obj.fd, time_set(s.atime), time_set(s.mtime))?;
-        }
-    }
-    Ok(())
-}
-
-pub fn setattr(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, xdr::setattr, |op, (fh, s, guard)| {
+pub fn setattr(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, xdr::setattr, |op, (fh, s, guard)| {
         let (mut obj, acc) = match op.object(&fh) {
             Ok(v) => v,
             Err(e) => return Reply::new(reply::<SETATTR3resok, _>(Err((e, SETATTR3resfail::default())))),
@@ -83,7 +26,7 @@ pub fn setattr(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
             _ => apply_sattr(&obj, &acc, &s),
         });
         if r.is_ok() {
-            super::proc_dir::sync_meta(&acc, &[&obj]);
+            sync_meta(&acc, &[&obj]);
         }
         let wcc = wcc_after(&mut obj, &pre);
         let body = match r {
@@ -94,8 +37,8 @@ pub fn setattr(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn write(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run_args(ctx, args, xdr::write, |op, w, args| {
+pub fn write(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run_args(ctx, call, args, xdr::write, |op, w, args| {
         // The decoder checked the range against the argument bytes.
         let Some(data) = args.get(w.data.clone()) else {
             return Reply::new(reply::<WRITE3resok, _>(Err((nfsstat3::NFS3ERR_SERVERFAULT, WRITE3resfail::default()))));
@@ -128,8 +71,8 @@ fn dec_commit(r: &mut Reader) -> Result<(Fh, u64, u32), DecodeError> {
     Ok((xdr::fh(r)?, r.u64()?, r.u32()?))
 }
 
-pub fn commit(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
-    run(ctx, args, dec_commit, |op, (fh, _offset, _count)| {
+pub fn commit(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_commit, |op, (fh, _offset, _count)| {
         let (mut obj, _acc) = match op.object(&fh) {
             Ok(v) => v,
             Err(e) => return Reply::new(reply::<COMMIT3resok, _>(Err((e, COMMIT3resfail { file_wcc: no_wcc() })))),

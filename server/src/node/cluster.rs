@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use super::NodeError;
 use crate::admin;
 use crate::config::{ClusterSetup, ServerConfig};
-use crate::services::Fence;
+use crate::rpc::shared::Fence;
 use crate::vip::Vip;
 
 /// Sub-directory of `state_dir` holding the Raft log and snapshot databases.
@@ -92,7 +92,7 @@ impl Shared {
         self.setup.cluster.peers.iter().map(|p| (p.id, PeerNode { addr: p.addr.to_string(), role: p.role })).collect()
     }
 
-    /// The reply-time check for `Services`: leader holding the lease now, and
+    /// The reply-time check of the RPC layer: leader holding the lease now, and
     /// not stepping aside.
     pub fn fence(&self) -> Fence {
         let leadership = self.raft.leadership();

@@ -19,7 +19,7 @@
 //! Demote, when the watch leaves `Leader` (leadership or lease lost), when the
 //! node starts standing down (switchover), or on stop: close the listeners and
 //! drop every connection at once, release the VIP, run `on_demote`; log
-//! `demoted`. Replies are fenced before that too: `Services::serving_now`.
+//! `demoted`. Replies are fenced before that too: `RpcShared::serving_now`.
 //!
 //! A failed promotion step undoes the earlier ones (VIP released, `on_demote`
 //! run) and then the node steps aside (`control::stand_down`: heartbeats and
@@ -39,9 +39,8 @@ use tokio::sync::watch;
 use super::cluster::Shared;
 use super::control::stand_down;
 use super::hooks;
-use super::listen::Serving;
+use super::listen::{Services, Serving};
 use super::single::{serve_commands, services};
-use crate::services::Services;
 use crate::vip::{Vip, VIP_RENEW_MS};
 
 /// Backstop period of the lifecycle's wait (changes normally wake it at once).

@@ -1,4 +1,5 @@
-//! Binding the service listeners of an active node — NFS (TCP), MOUNT and
+//! What an active node serves (`Services`: each program's context and what
+//! the RPC transport shares), binding its listeners — NFS (TCP), MOUNT and
 //! portmap (TCP + UDP) on `server.listen` — and registering the programs with
 //! our portmapper, or with a system rpcbind that already owns its port; and
 //! closing them again: connections dropped at once, listeners stopped.
@@ -7,18 +8,36 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use hanfs_raft::commit::Commit;
 use nfs3_types::portmap::{mapping, IPPROTO_TCP, IPPROTO_UDP};
 use tokio::net::{TcpListener, UdpSocket};
 
 use super::{BoundPorts, NodeError};
+use crate::config::ServerConfig;
+use crate::mount::{self, MountCtx};
+use crate::nfs3::{self, NfsCtx};
+use crate::portmap;
 use crate::rpc::dispatch::{Dispatcher, Registry};
 use crate::rpc::listener::Listeners;
 use crate::rpc::program::Program;
-use crate::services::Services;
-use crate::{mount, nfs3, portmap};
+use crate::rpc::shared::RpcShared;
 
 /// Attempts to find an ephemeral port free for both TCP and UDP.
 pub const EPHEMERAL_BIND_ATTEMPTS: u32 = 16;
+
+/// One active period's wiring: what the RPC transport shares (DRC, fence,
+/// connections) and each program's own context. Only the node builds and
+/// reads it; no handler sees it.
+pub struct Services {
+    pub config: ServerConfig,
+    /// The replicated state: read it, or change it through `commit`.
+    pub commit: Arc<dyn Commit>,
+    pub rpc: Arc<RpcShared>,
+    pub nfs: Arc<NfsCtx>,
+    pub mount: Arc<MountCtx>,
+    /// This node's portmap table (local, not replicated).
+    pub portmap: Arc<portmap::Table>,
+}
 
 /// Open listeners of one active period.
 pub struct Serving {
@@ -50,9 +69,9 @@ impl Serving {
     /// sent), stop the listeners and wait for their tasks, unregister from a
     /// system rpcbind.
     pub async fn close(self, services: &Services) {
-        services.conns.close_all();
+        services.rpc.conns.close_all();
         self.listeners.shutdown().await;
-        services.conns.close_all();
+        services.rpc.conns.close_all();
         if let Some((port, mappings)) = &self.system_portmap {
             unregister_with_system(*port, mappings).await;
         }
@@ -65,9 +84,11 @@ async fn bind_all(
 ) -> Result<(BoundPorts, Option<(u16, Vec<mapping>)>), NodeError> {
     let listen = services.config.listen;
     let wanted = services.config.ports.clone();
-    let nfs = bind_tcp(listeners, services, nfs_programs(), "NFS", SocketAddr::new(listen, wanted.nfs)).await?;
-    let mount_programs: &[&'static Program] = &[&mount::PROGRAM_V1, &mount::PROGRAM_V3];
-    let mount = bind_pair(listeners, services, mount_programs, "MOUNT", listen, wanted.mount).await?;
+    let nfs_dispatcher = dispatcher(services, &services.nfs, nfs_programs());
+    let nfs = bind_tcp(listeners, nfs_dispatcher, "NFS", SocketAddr::new(listen, wanted.nfs)).await?;
+    let mount_programs: &[&'static Program<MountCtx>] = &[&mount::PROGRAM_V1, &mount::PROGRAM_V3];
+    let mount_dispatcher = dispatcher(services, &services.mount, mount_programs);
+    let mount = bind_pair(listeners, mount_dispatcher, "MOUNT", listen, wanted.mount).await?;
 
     let mut mappings: Vec<mapping> = nfs_programs()
         .iter()
@@ -78,30 +99,28 @@ async fn bind_all(
             mappings.push(mapping { prog: p.prog, vers: p.vers, prot, port: u32::from(mount) });
         }
     }
-    let pmap_programs: &[&'static Program] = &[&portmap::PROGRAM];
-    let (portmap_port, system_portmap) =
-        match bind_pair(listeners, services, pmap_programs, "portmap", listen, wanted.portmap).await {
-            Ok(port) => {
-                for prot in [IPPROTO_TCP, IPPROTO_UDP] {
-                    mappings.push(mapping {
-                        prog: portmap::PMAP_PROGRAM,
-                        vers: portmap::PMAP_VERSION,
-                        prot,
-                        port: u32::from(port),
-                    });
-                }
-                (port, None)
+    let pmap_dispatcher = dispatcher(services, &services.portmap, &[&portmap::PROGRAM]);
+    let (portmap_port, system_portmap) = match bind_pair(listeners, pmap_dispatcher, "portmap", listen, wanted.portmap)
+        .await
+    {
+        Ok(port) => {
+            for prot in [IPPROTO_TCP, IPPROTO_UDP] {
+                mappings.push(mapping {
+                    prog: portmap::PMAP_PROGRAM,
+                    vers: portmap::PMAP_VERSION,
+                    prot,
+                    port: u32::from(port),
+                });
             }
-            Err(NodeError::Bind { error, .. }) if error.kind() == io::ErrorKind::AddrInUse && wanted.portmap != 0 => {
-                tracing::info!(
-                    port = wanted.portmap,
-                    "portmap port in use (system rpcbind?): registering with it instead"
-                );
-                register_with_system(wanted.portmap, &mappings).await;
-                (wanted.portmap, Some((wanted.portmap, mappings.clone())))
-            }
-            Err(e) => return Err(e),
-        };
+            (port, None)
+        }
+        Err(NodeError::Bind { error, .. }) if error.kind() == io::ErrorKind::AddrInUse && wanted.portmap != 0 => {
+            tracing::info!(port = wanted.portmap, "portmap port in use (system rpcbind?): registering with it instead");
+            register_with_system(wanted.portmap, &mappings).await;
+            (wanted.portmap, Some((wanted.portmap, mappings.clone())))
+        }
+        Err(e) => return Err(e),
+    };
     for m in &mappings {
         services.portmap.set(*m);
     }
@@ -110,33 +129,36 @@ async fn bind_all(
 
 /// The programs served on the NFS port (TCP only: the Linux client refuses
 /// NFS over UDP, and a 1 MiB READ does not fit a datagram).
-fn nfs_programs() -> &'static [&'static Program] {
-    static NFS_PROGRAMS: [&Program; 1] = [&nfs3::PROGRAM];
+fn nfs_programs() -> &'static [&'static Program<NfsCtx>] {
+    static NFS_PROGRAMS: [&Program<NfsCtx>; 1] = [&nfs3::PROGRAM];
     &NFS_PROGRAMS
 }
 
-fn dispatcher(services: &Arc<Services>, programs: &[&'static Program]) -> Arc<Dispatcher> {
-    Arc::new(Dispatcher::new(services.clone(), Registry::new(programs)))
+/// A dispatcher for `programs`, whose handlers get `ctx`.
+fn dispatcher<C: Send + Sync + 'static>(
+    services: &Services,
+    ctx: &Arc<C>,
+    programs: &[&'static Program<C>],
+) -> Arc<Dispatcher<C>> {
+    Arc::new(Dispatcher::new(services.rpc.clone(), ctx.clone(), Registry::new(programs)))
 }
 
-async fn bind_tcp(
+async fn bind_tcp<C: Send + Sync + 'static>(
     listeners: &Listeners,
-    services: &Arc<Services>,
-    programs: &[&'static Program],
+    dispatcher: Arc<Dispatcher<C>>,
     what: &'static str,
     addr: SocketAddr,
 ) -> Result<u16, NodeError> {
     let tcp = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, error: source })?;
     let port = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, error: source })?.port();
-    listeners.tcp(tcp, dispatcher(services, programs));
+    listeners.tcp(tcp, dispatcher);
     Ok(port)
 }
 
 /// Bind TCP and UDP on the same port (with port 0: the same ephemeral port).
-async fn bind_pair(
+async fn bind_pair<C: Send + Sync + 'static>(
     listeners: &Listeners,
-    services: &Arc<Services>,
-    programs: &[&'static Program],
+    dispatcher: Arc<Dispatcher<C>>,
     what: &'static str,
     ip: IpAddr,
     port: u16,
@@ -148,9 +170,8 @@ async fn bind_pair(
         let bound = tcp.local_addr().map_err(|source| NodeError::Bind { what, addr, error: source })?;
         match UdpSocket::bind(bound).await {
             Ok(udp) => {
-                let d = dispatcher(services, programs);
-                listeners.tcp(tcp, d.clone());
-                listeners.udp(udp, d);
+                listeners.tcp(tcp, dispatcher.clone());
+                listeners.udp(udp, dispatcher);
                 return Ok(bound.port());
             }
             // Port 0 gave a TCP port whose UDP twin is taken: try another.
@@ -170,10 +191,10 @@ async fn bind_pair(
 async fn register_with_system(port: u16, mappings: &[mapping]) {
     for m in mappings {
         // Replace whatever an earlier, crashed instance left behind.
-        let _ = portmap::client::call(port, portmap::client::PMAPPROC_UNSET, *m).await;
+        let _ = portmap::client::unset(port, *m).await;
     }
     for m in mappings {
-        match portmap::client::call(port, portmap::client::PMAPPROC_SET, *m).await {
+        match portmap::client::set(port, *m).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(prog = m.prog, vers = m.vers, prot = m.prot, "system portmapper refused SET"),
             Err(e) => tracing::warn!(prog = m.prog, error = %e, "system portmapper unreachable"),
@@ -183,7 +204,7 @@ async fn register_with_system(port: u16, mappings: &[mapping]) {
 
 async fn unregister_with_system(port: u16, mappings: &[mapping]) {
     for m in mappings {
-        if let Err(e) = portmap::client::call(port, portmap::client::PMAPPROC_UNSET, *m).await {
+        if let Err(e) = portmap::client::unset(port, *m).await {
             tracing::warn!(prog = m.prog, error = %e, "system portmapper UNSET failed");
         }
     }

@@ -1,7 +1,8 @@
 //! The single active node (no `[cluster]`): open the state on `LocalCommit`,
 //! register the exports and start a new write-verifier epoch, build
-//! `Services`, bind the listeners (`listen`), start the admin socket; on stop
-//! undo it in reverse order.
+//! `Services` (each program's context and what the RPC transport shares), bind
+//! the listeners (`listen`), start the admin socket; on stop undo it in
+//! reverse order.
 //!
 //! `start` returns a `Node` with the bound ports, so tests can run a node
 //! in-process on port 0.
@@ -14,12 +15,15 @@ use hanfs_raft::local::LocalCommit;
 use hanfs_state::Command;
 use tokio::sync::broadcast;
 
+pub use super::listen::Services;
 use super::listen::Serving;
 use super::{BoundPorts, NodeError};
 use crate::admin;
 use crate::config::ServerConfig;
 use crate::exports::ExportTable;
-use crate::services::{Fence, Services};
+use crate::mount::MountCtx;
+use crate::nfs3::NfsCtx;
+use crate::rpc::shared::{Fence, RpcShared};
 use crate::vfs::Vfs;
 
 /// A running node.
@@ -48,16 +52,15 @@ pub(crate) fn serve_commands(config: &ServerConfig) -> Vec<Command> {
 
 /// Build the per-active-period services (opens every export directory).
 pub(crate) fn services(config: ServerConfig, commit: Arc<dyn Commit>, fence: Fence) -> Result<Services, NodeError> {
-    let vfs = Vfs::new(&config.exports).map_err(NodeError::Export)?;
+    let vfs = Arc::new(Vfs::new(&config.exports).map_err(NodeError::Export)?);
+    let exports = Arc::new(ExportTable::new(&config.exports));
     Ok(Services {
-        exports: ExportTable::new(&config.exports),
+        rpc: Arc::new(RpcShared::new(commit.clone(), fence, config.record_bytes_max)),
+        nfs: Arc::new(NfsCtx { vfs: vfs.clone(), exports: exports.clone(), commit: commit.clone() }),
+        mount: Arc::new(MountCtx { exports, vfs, commit: commit.clone() }),
+        portmap: Default::default(),
         config,
         commit,
-        conns: Default::default(),
-        vfs,
-        portmap: Default::default(),
-        in_progress: Default::default(),
-        fence,
     })
 }
 

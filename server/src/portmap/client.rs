@@ -1,68 +1,163 @@
-//! Talking to a system rpcbind on port 111 when it, not hanfs, owns the port:
-//! PMAP SET our programs at startup and PMAP UNSET them on shutdown (portmap v2
-//! over UDP to the loopback address, as `pmap_set(3)` does).
+//! Calls to another portmapper, over `rpc::client`: PMAP SET and UNSET to a
+//! system rpcbind on this host when it, not hanfs, owns port 111 (portmap v2
+//! over UDP to the loopback address, as `pmap_set(3)` does), and GETPORT to
+//! any host, to find where one of its programs listens.
 
-use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use nfs3_types::portmap::mapping;
-use tokio::net::UdpSocket;
 
-use crate::rpc::msg::{MSG_ACCEPTED, MSG_CALL, MSG_REPLY, RPC_VERSION};
+use crate::rpc::client::{self, ClientError, Request};
+use crate::rpc::program::{Cred, Transport};
 use crate::rpc::xdr::Reader;
 
 use super::{PMAP_PROGRAM, PMAP_VERSION};
 
 pub const PMAPPROC_SET: u32 = 1;
 pub const PMAPPROC_UNSET: u32 = 2;
+pub const PMAPPROC_GETPORT: u32 = 3;
 /// How long to wait for one answer.
 pub const PMAP_CALL_TIMEOUT_MS: u64 = 1000;
 /// Attempts per call (UDP may drop a datagram).
 pub const PMAP_CALL_ATTEMPTS: u32 = 3;
-/// Largest reply read.
-pub const PMAP_REPLY_BYTES_MAX: usize = 512;
 
-/// Send PMAPPROC_SET or PMAPPROC_UNSET for `m` to the portmapper on
-/// 127.0.0.1:`port`. Returns the portmapper's boolean answer.
-pub async fn call(port: u16, proc_: u32, m: mapping) -> io::Result<bool> {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
-    let xid = std::process::id().wrapping_mul(0x9e37_79b9) ^ m.prog ^ (m.vers << 16) ^ proc_;
-    let mut request = Vec::with_capacity(56);
-    for word in [xid, MSG_CALL, RPC_VERSION, PMAP_PROGRAM, PMAP_VERSION, proc_, 0, 0, 0, 0] {
-        request.extend_from_slice(&word.to_be_bytes());
-    }
-    for word in [m.prog, m.vers, m.prot, m.port] {
-        request.extend_from_slice(&word.to_be_bytes());
-    }
-    let mut buf = [0u8; PMAP_REPLY_BYTES_MAX];
-    for _ in 0..PMAP_CALL_ATTEMPTS {
-        socket.send(&request).await?;
-        let wait = Duration::from_millis(PMAP_CALL_TIMEOUT_MS);
-        match tokio::time::timeout(wait, socket.recv(&mut buf)).await {
-            Ok(Ok(n)) => {
-                if let Some(answer) = buf.get(..n).and_then(|reply| parse_bool_reply(reply, xid)) {
-                    return Ok(answer);
-                }
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_elapsed) => continue,
-        }
-    }
-    Err(io::Error::new(io::ErrorKind::TimedOut, "no answer from the portmapper"))
+/// Register `m` with the portmapper on 127.0.0.1:`port`; its boolean answer.
+pub async fn set(port: u16, m: mapping) -> Result<bool, ClientError> {
+    let answer = call(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), PMAPPROC_SET, m).await?;
+    decode_bool(&answer)
 }
 
-/// The boolean result of an accepted, successful reply to `xid`.
-fn parse_bool_reply(reply: &[u8], xid: u32) -> Option<bool> {
-    let mut r = Reader::new(reply);
-    if r.u32().ok()? != xid || r.u32().ok()? != MSG_REPLY || r.u32().ok()? != MSG_ACCEPTED {
-        return None;
+/// Remove every mapping of (`m.prog`, `m.vers`) from the portmapper on
+/// 127.0.0.1:`port`; its boolean answer.
+pub async fn unset(port: u16, m: mapping) -> Result<bool, ClientError> {
+    let answer = call(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), PMAPPROC_UNSET, m).await?;
+    decode_bool(&answer)
+}
+
+/// The port where the host whose portmapper listens on `portmapper` serves
+/// (`prog`, `vers`) over `prot` (`IPPROTO_TCP` or `IPPROTO_UDP`); `None` if
+/// it has no such mapping.
+pub async fn getport(portmapper: SocketAddr, prog: u32, vers: u32, prot: u32) -> Result<Option<u16>, ClientError> {
+    let answer = call(portmapper, PMAPPROC_GETPORT, mapping { prog, vers, prot, port: 0 }).await?;
+    let mut r = Reader::new(&answer);
+    let port = r.u32().map_err(|_| ClientError::Malformed("GETPORT result"))?;
+    r.finish().map_err(|_| ClientError::Malformed("GETPORT result"))?;
+    match port {
+        0 => Ok(None),
+        p => u16::try_from(p).map(Some).map_err(|_| ClientError::Malformed("GETPORT port over 65535")),
     }
-    let _verf_flavor = r.u32().ok()?;
-    r.opaque(crate::rpc::auth::AUTH_BODY_BYTES_MAX).ok()?;
-    if r.u32().ok()? != 0 {
-        return None;
+}
+
+/// One portmap v2 call with a `mapping` argument, over UDP with AUTH_NONE.
+async fn call(addr: SocketAddr, proc_: u32, m: mapping) -> Result<Vec<u8>, ClientError> {
+    let mut args = Vec::with_capacity(16);
+    for word in [m.prog, m.vers, m.prot, m.port] {
+        args.extend_from_slice(&word.to_be_bytes());
     }
-    r.bool().ok()
+    let req = Request {
+        addr,
+        prog: PMAP_PROGRAM,
+        vers: PMAP_VERSION,
+        proc_,
+        cred: &Cred::None,
+        args: &args,
+        transport: Transport::Udp,
+        timeout: Duration::from_millis(PMAP_CALL_TIMEOUT_MS),
+        attempts: PMAP_CALL_ATTEMPTS,
+    };
+    client::call(&req).await
+}
+
+fn decode_bool(answer: &[u8]) -> Result<bool, ClientError> {
+    let mut r = Reader::new(answer);
+    let b = r.bool().map_err(|_| ClientError::Malformed("boolean result"))?;
+    r.finish().map_err(|_| ClientError::Malformed("boolean result"))?;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, RwLock};
+
+    use hanfs_raft::commit::{Commit, CommitFuture};
+    use hanfs_state::{Command, State};
+    use nfs3_types::portmap::{IPPROTO_TCP, IPPROTO_UDP};
+    use tokio::net::{TcpListener, UdpSocket};
+
+    use super::*;
+    use crate::portmap::{Table, PROGRAM};
+    use crate::rpc::dispatch::{Dispatcher, Registry};
+    use crate::rpc::listener::Listeners;
+    use crate::rpc::record::RECORD_BYTES_MAX;
+    use crate::rpc::shared::{Fence, RpcShared};
+
+    /// The portmap program commits nothing; this only has to exist.
+    struct NoState(Arc<RwLock<State>>);
+
+    impl Commit for NoState {
+        fn commit(&self, _cmds: Vec<Command>) -> CommitFuture<'_> {
+            Box::pin(async { Ok(()) })
+        }
+        fn state(&self) -> Arc<RwLock<State>> {
+            self.0.clone()
+        }
+    }
+
+    /// hanfs' own portmap program on an ephemeral loopback port (TCP and UDP).
+    async fn serve(table: Arc<Table>) -> (Listeners, SocketAddr) {
+        let shared = Arc::new(RpcShared::new(Arc::new(NoState(Default::default())), Fence::always(), RECORD_BYTES_MAX));
+        let dispatcher = Arc::new(Dispatcher::new(shared, table, Registry::new(&[&PROGRAM])));
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let listeners = Listeners::new();
+        listeners.udp(udp, dispatcher.clone());
+        listeners.tcp(TcpListener::bind(addr).await.unwrap(), dispatcher);
+        (listeners, addr)
+    }
+
+    #[tokio::test]
+    async fn getport_set_unset_against_our_portmap() {
+        let table = Arc::new(Table::default());
+        table.set(mapping { prog: 100_021, vers: 4, prot: IPPROTO_UDP, port: 4045 });
+        let (listeners, addr) = serve(table.clone()).await;
+        assert_eq!(getport(addr, 100_021, 4, IPPROTO_UDP).await.unwrap(), Some(4045));
+        assert_eq!(getport(addr, 100_021, 4, IPPROTO_TCP).await.unwrap(), None);
+        let m = mapping { prog: 100_024, vers: 1, prot: IPPROTO_TCP, port: 662 };
+        assert!(set(addr.port(), m).await.unwrap());
+        assert_eq!(getport(addr, 100_024, 1, IPPROTO_TCP).await.unwrap(), Some(662));
+        assert!(unset(addr.port(), m).await.unwrap());
+        assert_eq!(table.getport(100_024, 1, IPPROTO_TCP), 0);
+        listeners.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn our_portmap_refuses_other_programs_and_versions() {
+        let (listeners, addr) = serve(Arc::new(Table::default())).await;
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let mut req = Request {
+                addr,
+                prog: 100_003,
+                vers: 3,
+                proc_: 0,
+                cred: &Cred::None,
+                args: &[],
+                transport,
+                timeout: Duration::from_millis(PMAP_CALL_TIMEOUT_MS),
+                attempts: 1,
+            };
+            let err = client::call(&req).await.unwrap_err();
+            assert!(matches!(err, ClientError::ProgUnavail), "{err:?}");
+            // rpcbind v3 gets PROG_MISMATCH(2, 2).
+            req.prog = PMAP_PROGRAM;
+            req.vers = 3;
+            let err = client::call(&req).await.unwrap_err();
+            assert!(matches!(err, ClientError::ProgMismatch { low: 2, high: 2 }), "{err:?}");
+            req.vers = PMAP_VERSION;
+            req.proc_ = 99;
+            let err = client::call(&req).await.unwrap_err();
+            assert!(matches!(err, ClientError::ProcUnavail), "{err:?}");
+        }
+        listeners.shutdown().await;
+    }
 }

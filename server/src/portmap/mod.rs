@@ -2,9 +2,11 @@
 //! CALLIT, over TCP and UDP. rpcbind v3/v4 calls get PROG_MISMATCH(2, 2) from the
 //! dispatcher, which makes libtirpc clients and the kernel fall back to v2.
 //!
-//! The mapping table (`Table`) is local to this node, not replicated: at
-//! startup the node registers its own programs in it. When a system rpcbind
-//! already owns port 111, the node registers there instead (`client`).
+//! The mapping table (`Table`) is local to this node, not replicated, and is
+//! the program's whole context: at startup the node registers its own
+//! programs in it. When a system rpcbind already owns port 111, the node
+//! registers there instead (`client`, which also asks other hosts' portmappers
+//! where their programs listen: GETPORT).
 //!
 //! CALLIT answers with silence: the RFC says no reply is sent when the call
 //! fails, and forwarding calls for anyone (an amplification and ACL-bypass
@@ -14,12 +16,12 @@ pub mod client;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use nfs3_types::portmap::{mapping, pmaplist};
 use nfs3_types::xdr_codec::List;
 
-use crate::rpc::program::{Ctx, Drc, Proc, ProcError, ProcFuture, Program, Reply};
+use crate::rpc::program::{Call, Drc, Proc, ProcError, ProcFuture, Program, Reply};
 use crate::rpc::xdr::{self, Reader};
 
 pub const PMAP_PROGRAM: u32 = 100_000;
@@ -29,7 +31,7 @@ pub const PMAP_ENTRIES_MAX: usize = 1024;
 /// CALLIT argument bytes accepted (bounded by the record anyway).
 pub const CALLIT_ARGS_BYTES_MAX: usize = 64 * 1024;
 
-/// (prog, vers, prot) → port.
+/// (prog, vers, prot) → port: the context of the portmap program.
 #[derive(Default)]
 pub struct Table {
     map: Mutex<BTreeMap<(u32, u32, u32), u32>>,
@@ -73,7 +75,7 @@ impl Table {
     }
 }
 
-static PROCS: [Proc; 6] = [
+static PROCS: [Proc<Table>; 6] = [
     Proc { name: "NULL", handler: null, drc: Drc::Skip },
     Proc { name: "SET", handler: set, drc: Drc::Skip },
     Proc { name: "UNSET", handler: unset, drc: Drc::Skip },
@@ -82,7 +84,7 @@ static PROCS: [Proc; 6] = [
     Proc { name: "CALLIT", handler: callit, drc: Drc::Skip },
 ];
 
-pub static PROGRAM: Program = Program { name: "portmap", prog: PMAP_PROGRAM, vers: PMAP_VERSION, procs: &PROCS };
+pub static PROGRAM: Program<Table> = Program { name: "portmap", prog: PMAP_PROGRAM, vers: PMAP_VERSION, procs: &PROCS };
 
 fn decode_mapping(args: &[u8]) -> Result<mapping, ProcError> {
     let mut r = Reader::new(args);
@@ -98,55 +100,55 @@ fn decode_mapping(args: &[u8]) -> Result<mapping, ProcError> {
 }
 
 /// SET and UNSET change what other hosts are told, so only local callers may.
-fn may_change(ctx: &Ctx) -> bool {
-    match ctx.peer.ip() {
+fn may_change(call: &Call) -> bool {
+    match call.peer.ip() {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
     }
 }
 
-fn null(_ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn null(_table: Arc<Table>, _call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         Reader::new(&args).finish().map_err(|_| ProcError::GarbageArgs)?;
         Ok(Reply::new(Vec::new()))
     })
 }
 
-fn set(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn set(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let m = decode_mapping(&args)?;
-        let ok = may_change(&ctx) && ctx.services.portmap.set(m);
-        if !may_change(&ctx) {
-            tracing::warn!(peer = %ctx.peer, prog = m.prog, "portmap SET from a remote host refused");
+        let ok = may_change(&call) && table.set(m);
+        if !may_change(&call) {
+            tracing::warn!(peer = %call.peer, prog = m.prog, "portmap SET from a remote host refused");
         }
         Ok(Reply::new(xdr::encode(&ok)))
     })
 }
 
-fn unset(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn unset(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let m = decode_mapping(&args)?;
-        let ok = may_change(&ctx) && ctx.services.portmap.unset(m.prog, m.vers);
+        let ok = may_change(&call) && table.unset(m.prog, m.vers);
         Ok(Reply::new(xdr::encode(&ok)))
     })
 }
 
-fn getport(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn getport(table: Arc<Table>, _call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let m = decode_mapping(&args)?;
-        Ok(Reply::new(xdr::encode(&ctx.services.portmap.getport(m.prog, m.vers, m.prot))))
+        Ok(Reply::new(xdr::encode(&table.getport(m.prog, m.vers, m.prot))))
     })
 }
 
-fn dump(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn dump(table: Arc<Table>, _call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         Reader::new(&args).finish().map_err(|_| ProcError::GarbageArgs)?;
-        let list: pmaplist = List(ctx.services.portmap.dump());
+        let list: pmaplist = List(table.dump());
         Ok(Reply::new(xdr::encode(&list)))
     })
 }
 
-fn callit(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
+fn callit(_table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let mut r = Reader::new(&args);
         let garbage = |_| ProcError::GarbageArgs;
@@ -155,7 +157,7 @@ fn callit(ctx: Ctx, args: Vec<u8>) -> ProcFuture {
         let proc_ = r.u32().map_err(garbage)?;
         r.opaque(CALLIT_ARGS_BYTES_MAX).map_err(garbage)?;
         r.finish().map_err(garbage)?;
-        tracing::debug!(peer = %ctx.peer, prog, vers, proc_, "portmap CALLIT not forwarded (no reply, as RFC 1833 for a failed call)");
+        tracing::debug!(peer = %call.peer, prog, vers, proc_, "portmap CALLIT not forwarded (no reply, as RFC 1833 for a failed call)");
         Err(ProcError::NoReply)
     })
 }

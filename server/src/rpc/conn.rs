@@ -1,13 +1,10 @@
-//! TCP connections: the registry of every open connection (so fencing can drop
-//! them all at once) and the per-connection handler (mini-redis'
-//! `connection.rs` + `Handler`): a reader that cuts records, up to
-//! `CONN_INFLIGHT_MAX` calls running concurrently, and one writer task that
-//! sends each reply as one whole record.
+//! One TCP connection's handler (mini-redis' `connection.rs` + `Handler`),
+//! registered in `registry::ConnRegistry` while it is open: a reader that
+//! cuts records, up to `CONN_INFLIGHT_MAX` calls running concurrently, and one
+//! writer task that sends each reply as one whole record.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,9 +16,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::dispatch::Dispatcher;
 use super::program::Transport;
 use super::record::{self, RecordError};
+use super::registry::ConnGuard;
 
-/// Open TCP connections per node, over all listeners.
-pub const CONNECTIONS_MAX: usize = 1024;
 /// Calls of one connection executing at the same time.
 pub const CONN_INFLIGHT_MAX: usize = 16;
 /// Initial read buffer per connection; it grows up to one record.
@@ -31,94 +27,14 @@ pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// shared buffer grows); smaller records share `READ_BUFFER_BYTES` reads.
 pub const DIRECT_RECORD_BYTES_MIN: usize = 32 * 1024;
 
-const _: () = assert!(CONNECTIONS_MAX > 0);
 const _: () = assert!(CONN_INFLIGHT_MAX > 0);
-
-struct Inner {
-    next_id: AtomicU64,
-    open: Mutex<HashMap<u64, SocketAddr>>,
-    close_tx: broadcast::Sender<()>,
-    permits: Arc<Semaphore>,
-}
-
-/// Every open TCP connection of this node.
-pub struct ConnRegistry {
-    inner: Arc<Inner>,
-}
-
-impl Default for ConnRegistry {
-    fn default() -> Self {
-        Self::new(CONNECTIONS_MAX)
-    }
-}
-
-impl ConnRegistry {
-    pub fn new(connections_max: usize) -> Self {
-        let (close_tx, _) = broadcast::channel(1);
-        ConnRegistry {
-            inner: Arc::new(Inner {
-                next_id: AtomicU64::new(1),
-                open: Mutex::new(HashMap::new()),
-                close_tx,
-                permits: Arc::new(Semaphore::new(connections_max)),
-            }),
-        }
-    }
-
-    /// Listeners take one permit per accepted connection.
-    pub fn permits(&self) -> Arc<Semaphore> {
-        self.inner.permits.clone()
-    }
-
-    /// Number of open connections.
-    pub fn count(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Peers of the open connections.
-    pub fn peers(&self) -> Vec<SocketAddr> {
-        self.lock().values().copied().collect()
-    }
-
-    /// Drop every open connection now (fencing). Calls still running are
-    /// aborted and their replies are never sent.
-    pub fn close_all(&self) {
-        // No receiver means no open connection: nothing to do.
-        let _ = self.inner.close_tx.send(());
-    }
-
-    /// Track a new connection until the returned guard drops.
-    pub fn register(&self, peer: SocketAddr) -> ConnGuard {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let closed = self.inner.close_tx.subscribe();
-        self.lock().insert(id, peer);
-        ConnGuard { inner: self.inner.clone(), id, closed }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SocketAddr>> {
-        self.inner.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// One registered connection; unregisters on drop.
-pub struct ConnGuard {
-    inner: Arc<Inner>,
-    id: u64,
-    closed: broadcast::Receiver<()>,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.inner.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
-    }
-}
 
 /// Serve one TCP connection until the peer closes it, it breaks the record
 /// rules, the node shuts down, or `close_all` is called.
-pub async fn serve(
+pub async fn serve<C: Send + Sync + 'static>(
     stream: TcpStream,
     peer: SocketAddr,
-    dispatcher: Arc<Dispatcher>,
+    dispatcher: Arc<Dispatcher<C>>,
     record_bytes_max: u32,
     mut shutdown: broadcast::Receiver<()>,
     mut guard: ConnGuard,
@@ -188,15 +104,15 @@ fn spawn_writer(mut wr: OwnedWriteHalf, peer: SocketAddr) -> (mpsc::Sender<Vec<u
     (tx, writer)
 }
 
-struct Reader {
+struct Reader<C: 'static> {
     rd: OwnedReadHalf,
     peer: SocketAddr,
-    dispatcher: Arc<Dispatcher>,
+    dispatcher: Arc<Dispatcher<C>>,
     record_bytes_max: u32,
     tx: mpsc::Sender<Vec<u8>>,
 }
 
-impl Reader {
+impl<C: Send + Sync + 'static> Reader<C> {
     /// Cut records and start a call for each, at most `CONN_INFLIGHT_MAX` at a
     /// time. True if the peer closed its side cleanly, false if the connection
     /// must be dropped now.
@@ -273,7 +189,7 @@ enum Direct {
     Drop,
 }
 
-impl Reader {
+impl<C: Send + Sync + 'static> Reader<C> {
     /// Read the rest of a single-fragment record of `len` bytes (bounded by
     /// `record_bytes_max`, checked by `record::pending_single`) whose header
     /// and first bytes are in `buf`, straight into an exactly-sized buffer:

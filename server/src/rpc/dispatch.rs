@@ -3,75 +3,41 @@
 //! duplicate-request cache, run the handler, commit its effects (with the DRC
 //! record) and build the reply message. Transports call `Dispatcher::call` and
 //! send whatever it returns.
+//!
+//! A `Dispatcher<C>` serves the programs of one context type `C`, and hands
+//! that context to every handler; a program with a new context type gets its
+//! own dispatcher (and listener) without any change here.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use hanfs_state::{Command, DrcKey};
 
 use super::msg::{self, AcceptStat, CallHeader};
-use super::program::{Ctx, Drc, ProcError, Program, Transport};
-use crate::services::Services;
-
-/// Calls with the same DRC key being executed right now, so that a
-/// retransmission arriving meanwhile is dropped instead of run twice.
-#[derive(Default)]
-pub struct InProgress {
-    keys: Mutex<HashSet<DrcKey>>,
-}
-
-impl InProgress {
-    /// Claim `key`; false if it is already running.
-    fn claim(&self, key: &DrcKey) -> bool {
-        match self.keys.lock() {
-            Ok(mut keys) => keys.insert(key.clone()),
-            Err(poisoned) => poisoned.into_inner().insert(key.clone()),
-        }
-    }
-
-    fn release(&self, key: &DrcKey) {
-        match self.keys.lock() {
-            Ok(mut keys) => keys.remove(key),
-            Err(poisoned) => poisoned.into_inner().remove(key),
-        };
-    }
-}
-
-/// Releases an `InProgress` claim however the call ends (including a panic or
-/// the task being aborted on connection close).
-struct Claim<'a> {
-    set: &'a InProgress,
-    key: DrcKey,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.set.release(&self.key);
-    }
-}
+use super::program::{Call, Drc, Proc, ProcError, Program, Transport};
+use super::shared::{Claim, RpcShared};
 
 /// The programs one listener serves.
-pub struct Registry {
-    programs: Vec<&'static Program>,
+pub struct Registry<C: 'static> {
+    programs: Vec<&'static Program<C>>,
 }
 
-enum Lookup {
-    Found(&'static Program),
+enum Lookup<C: 'static> {
+    Found(&'static Program<C>),
     Mismatch { low: u32, high: u32 },
     Unavailable,
 }
 
-impl Registry {
-    pub fn new(programs: &[&'static Program]) -> Self {
+impl<C> Registry<C> {
+    pub fn new(programs: &[&'static Program<C>]) -> Self {
         Registry { programs: programs.to_vec() }
     }
 
-    pub fn programs(&self) -> &[&'static Program] {
+    pub fn programs(&self) -> &[&'static Program<C>] {
         &self.programs
     }
 
-    fn find(&self, prog: u32, vers: u32) -> Lookup {
+    fn find(&self, prog: u32, vers: u32) -> Lookup<C> {
         let mut range: Option<(u32, u32)> = None;
         for p in self.programs.iter().filter(|p| p.prog == prog) {
             if p.vers == vers {
@@ -104,31 +70,32 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Answers calls for one registry of programs.
-pub struct Dispatcher {
-    services: Arc<Services>,
-    registry: Registry,
+/// Answers calls for one registry of programs sharing the context `C`.
+pub struct Dispatcher<C: 'static> {
+    shared: Arc<RpcShared>,
+    ctx: Arc<C>,
+    registry: Registry<C>,
 }
 
-impl Dispatcher {
-    pub fn new(services: Arc<Services>, registry: Registry) -> Self {
-        Dispatcher { services, registry }
+impl<C: Send + Sync + 'static> Dispatcher<C> {
+    pub fn new(shared: Arc<RpcShared>, ctx: Arc<C>, registry: Registry<C>) -> Self {
+        Dispatcher { shared, ctx, registry }
     }
 
-    pub fn services(&self) -> &Arc<Services> {
-        &self.services
+    pub fn shared(&self) -> &Arc<RpcShared> {
+        &self.shared
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub fn registry(&self) -> &Registry<C> {
         &self.registry
     }
 
     /// Handle one call record; returns the reply message, or `None` when
     /// nothing must be sent (not a call, a retransmission in progress, a commit
     /// failure the client will retry, a procedure that answers with silence,
-    /// or this node may no longer serve: `Services::serving_now`, fencing).
+    /// or this node may no longer serve: `RpcShared::serving_now`, fencing).
     pub async fn call(&self, record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
-        self.call_unfenced(record, peer, transport).await.filter(|_| self.services.serving_now())
+        self.call_unfenced(record, peer, transport).await.filter(|_| self.shared.serving_now())
     }
 
     async fn call_unfenced(&self, mut record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
@@ -155,10 +122,6 @@ impl Dispatcher {
         self.run(&header, proc_, args, peer, transport).await
     }
 
-    fn ctx(&self, header: &CallHeader, peer: SocketAddr, transport: Transport) -> Ctx {
-        Ctx { services: self.services.clone(), peer, xid: header.xid, cred: header.cred.clone(), transport }
-    }
-
     /// Runs the call: for `Drc::Record` procedures first the duplicate-request
     /// cache (a retransmission of a running call is dropped, one of a finished
     /// call answered from the cache), then the handler, then one commit of its
@@ -166,7 +129,7 @@ impl Dispatcher {
     async fn run(
         &self,
         header: &CallHeader,
-        proc_: &super::program::Proc,
+        proc_: &Proc<C>,
         args: Vec<u8>,
         peer: SocketAddr,
         transport: Transport,
@@ -182,18 +145,18 @@ impl Dispatcher {
                 proc_: header.proc_,
                 args_sum: args_checksum(&args),
             };
-            if !self.services.in_progress.claim(&key) {
+            let Some(held) = Claim::take(&self.shared.in_progress, key) else {
                 tracing::debug!(%peer, xid = header.xid, proc_ = proc_.name, "retransmission while in progress; dropped");
                 return None;
-            }
-            let held = Claim { set: &self.services.in_progress, key };
-            if let Some(body) = drc_lookup(&self.services, &held.key) {
+            };
+            if let Some(body) = drc_lookup(&self.shared, &held.key) {
                 tracing::debug!(%peer, xid = header.xid, proc_ = proc_.name, "answered from the DRC");
                 return Some(msg::success(header.xid, &body));
             }
             claim = Some(held);
         }
-        let reply = match (proc_.handler)(self.ctx(header, peer, transport), args).await {
+        let call = Call { peer, xid: header.xid, cred: header.cred.clone(), transport };
+        let reply = match (proc_.handler)(self.ctx.clone(), call, args).await {
             Ok(reply) => reply,
             Err(e) => return error_reply(header.xid, e, proc_.name),
         };
@@ -208,7 +171,7 @@ impl Dispatcher {
             }
         }
         if !cmds.is_empty() {
-            if let Err(e) = self.services.commit.commit(cmds).await {
+            if let Err(e) = self.shared.commit.commit(cmds).await {
                 tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, error = %e, "commit failed; reply dropped");
                 return None;
             }
@@ -229,8 +192,8 @@ fn error_reply(xid: u32, e: ProcError, name: &str) -> Option<Vec<u8>> {
 }
 
 /// The cached reply body for `key`, if the replicated DRC holds one.
-fn drc_lookup(services: &Services, key: &DrcKey) -> Option<Vec<u8>> {
-    let state = services.commit.state();
+fn drc_lookup(shared: &RpcShared, key: &DrcKey) -> Option<Vec<u8>> {
+    let state = shared.commit.state();
     let guard = match state.read() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),

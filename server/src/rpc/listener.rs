@@ -20,8 +20,6 @@ pub const UDP_INFLIGHT_MAX: usize = 64;
 /// Pause after a failed accept (e.g. out of file descriptors).
 pub const ACCEPT_RETRY_MS: u64 = 100;
 
-// A datagram can hold any RPC call or reply of MOUNT and portmap.
-const _: () = assert!(UDP_DATAGRAM_BYTES_MAX >= crate::mount::MOUNT_UDP_RESULT_BYTES_MAX + 1024);
 const _: () = assert!(UDP_INFLIGHT_MAX > 0);
 
 /// A set of listeners that stop together.
@@ -45,7 +43,7 @@ impl Listeners {
     }
 
     /// Serve `dispatcher`'s programs on a bound TCP listener.
-    pub fn tcp(&self, listener: TcpListener, dispatcher: Arc<Dispatcher>) {
+    pub fn tcp<C: Send + Sync + 'static>(&self, listener: TcpListener, dispatcher: Arc<Dispatcher<C>>) {
         let shutdown = self.shutdown_tx.subscribe();
         let done = self.done_tx.clone();
         let handle_tx = self.shutdown_tx.clone();
@@ -53,7 +51,7 @@ impl Listeners {
     }
 
     /// Serve `dispatcher`'s programs on a bound UDP socket.
-    pub fn udp(&self, socket: UdpSocket, dispatcher: Arc<Dispatcher>) {
+    pub fn udp<C: Send + Sync + 'static>(&self, socket: UdpSocket, dispatcher: Arc<Dispatcher<C>>) {
         let shutdown = self.shutdown_tx.subscribe();
         let done = self.done_tx.clone();
         tokio::spawn(udp_loop(Arc::new(socket), dispatcher, shutdown, done));
@@ -71,16 +69,16 @@ impl Listeners {
     }
 }
 
-async fn accept_loop(
+async fn accept_loop<C: Send + Sync + 'static>(
     listener: TcpListener,
-    dispatcher: Arc<Dispatcher>,
+    dispatcher: Arc<Dispatcher<C>>,
     mut shutdown: broadcast::Receiver<()>,
     shutdown_tx: broadcast::Sender<()>,
     done: mpsc::Sender<()>,
 ) {
-    let services = dispatcher.services().clone();
-    let permits = services.conns.permits();
-    let record_bytes_max = services.config.record_bytes_max;
+    let shared = dispatcher.shared().clone();
+    let permits = shared.conns.permits();
+    let record_bytes_max = shared.record_bytes_max;
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
@@ -101,7 +99,7 @@ async fn accept_loop(
             _ = shutdown.recv() => return,
         };
         let _ = stream.set_nodelay(true);
-        let guard = services.conns.register(peer);
+        let guard = shared.conns.register(peer);
         let (dispatcher, conn_shutdown, done) = (dispatcher.clone(), shutdown_tx.subscribe(), done.clone());
         tokio::spawn(async move {
             conn::serve(stream, peer, dispatcher, record_bytes_max, conn_shutdown, guard).await;
@@ -111,9 +109,9 @@ async fn accept_loop(
     }
 }
 
-async fn udp_loop(
+async fn udp_loop<C: Send + Sync + 'static>(
     socket: Arc<UdpSocket>,
-    dispatcher: Arc<Dispatcher>,
+    dispatcher: Arc<Dispatcher<C>>,
     mut shutdown: broadcast::Receiver<()>,
     done: mpsc::Sender<()>,
 ) {

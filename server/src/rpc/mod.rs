@@ -1,14 +1,21 @@
-//! ONC RPC (RFC 5531): record marking (`record`), call headers and replies
-//! (`msg`), AUTH_NONE/AUTH_SYS (`auth`), one dispatch path through the program
-//! tables with the duplicate-request-cache hook (`dispatch`), TCP connections
-//! and their registry (`conn`), and the TCP/UDP listeners (`listener`).
-//! Programs plug in through `program`; argument decoding uses `xdr`.
+//! ONC RPC (RFC 5531), the transport for every program: record marking
+//! (`record`), call headers and replies (`msg`), AUTH_NONE/AUTH_SYS (`auth`),
+//! one dispatch path through the program tables with the duplicate-request
+//! cache hook and the reply-time fence (`dispatch`), TCP connections (`conn`)
+//! and their registry (`registry`), the TCP/UDP listeners (`listener`), what
+//! they all share (`shared`: the in-progress set, the fence), and outbound
+//! calls to other hosts' programs (`client`). Programs plug in
+//! through `program`, each with its own context type; argument decoding uses
+//! `xdr`. Nothing here knows any program.
 
 pub mod auth;
+pub mod client;
 pub mod conn;
 pub mod dispatch;
 pub mod listener;
 pub mod msg;
 pub mod program;
 pub mod record;
+pub mod registry;
+pub mod shared;
 pub mod xdr;

@@ -1,8 +1,10 @@
-//! The interface between the RPC layer and the programs (NFSv3, MOUNT, portmap,
-//! later NLM and NSM). Each program is a table from procedure number to `Proc`,
-//! like nfsd's `nfsd_procedures3`. Handlers never see sockets, record marking or
-//! the DRC: they get a checked `Ctx` and the argument bytes, and return the reply
-//! body plus the replicated effects that must be committed before it is sent.
+//! The interface between the RPC layer and the programs. Each program is a
+//! table from procedure number to `Proc<C>`, like nfsd's `nfsd_procedures3`,
+//! where `C` is the program's own context (whatever its handlers need; the RPC
+//! layer never looks inside it). Handlers never see sockets, record marking or
+//! the DRC: they get their context, the checked `Call` and the argument bytes,
+//! and return the reply body plus the replicated effects that must be
+//! committed before it is sent.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,8 +12,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hanfs_state::Command;
-
-use crate::services::Services;
 
 /// Caller credentials, already parsed from the RPC call header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,10 +22,9 @@ pub enum Cred {
     Sys { uid: u32, gid: u32, gids: Vec<u32>, machine: String },
 }
 
-/// Everything a handler may know about the call.
-#[derive(Clone)]
-pub struct Ctx {
-    pub services: Arc<Services>,
+/// Everything a handler may know about the call itself.
+#[derive(Clone, Debug)]
+pub struct Call {
     pub peer: SocketAddr,
     pub xid: u32,
     pub cred: Cred,
@@ -63,15 +62,17 @@ pub enum ProcError {
     GarbageArgs,
     /// The server failed in a way the protocol has no status for: SYSTEM_ERR.
     SystemErr,
-    /// Send nothing at all (portmap CALLIT's silence, RFC 1833).
+    /// Send nothing at all (a call the protocol answers with silence, such as
+    /// a failed broadcast forward, RFC 1833 CALLIT).
     NoReply,
 }
 
 pub type ProcFuture = Pin<Box<dyn Future<Output = Result<Reply, ProcError>> + Send>>;
 
-/// A handler takes the context and the raw argument bytes (bounded by the record
-/// size limit) and decodes them itself with the program's checked decoders.
-pub type Handler = fn(Ctx, Vec<u8>) -> ProcFuture;
+/// A handler takes its program's context, the call and the raw argument bytes
+/// (bounded by the record size limit) and decodes them itself with the
+/// program's checked decoders.
+pub type Handler<C> = fn(Arc<C>, Call, Vec<u8>) -> ProcFuture;
 
 /// Whether a procedure's reply is remembered in the replicated duplicate-request cache.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -82,16 +83,17 @@ pub enum Drc {
     Record,
 }
 
-pub struct Proc {
+pub struct Proc<C: 'static> {
     pub name: &'static str,
-    pub handler: Handler,
+    pub handler: Handler<C>,
     pub drc: Drc,
 }
 
-/// One program version: its number, version and procedure table.
-pub struct Program {
+/// One program version: its number, version and procedure table, whose
+/// handlers all take the context `C`.
+pub struct Program<C: 'static> {
     pub name: &'static str,
     pub prog: u32,
     pub vers: u32,
-    pub procs: &'static [Proc],
+    pub procs: &'static [Proc<C>],
 }

@@ -1,0 +1,103 @@
+//! What every listener and dispatcher of one active node shares: the
+//! replicated state behind the duplicate-request cache, the set of calls
+//! executing now, the reply-time fence, and the registry of open connections
+//! with the record size limit. Nothing in it belongs to a program: each
+//! program's own context is handed to its `Dispatcher` separately.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use hanfs_raft::commit::Commit;
+use hanfs_state::DrcKey;
+
+use super::registry::ConnRegistry;
+
+pub struct RpcShared {
+    /// The replicated state: the DRC is read from it, and a handler's effects
+    /// (with the DRC record) are committed through it before the reply.
+    pub commit: Arc<dyn Commit>,
+    /// Every open connection, so that all can be dropped at once (fencing).
+    pub conns: ConnRegistry,
+    /// Non-idempotent calls executing now (retransmissions of them are dropped).
+    pub in_progress: InProgress,
+    /// Checked just before each reply is sent (fencing).
+    pub fence: Fence,
+    /// Largest TCP record accepted.
+    pub record_bytes_max: u32,
+}
+
+impl RpcShared {
+    pub fn new(commit: Arc<dyn Commit>, fence: Fence, record_bytes_max: u32) -> Self {
+        RpcShared { commit, conns: Default::default(), in_progress: Default::default(), fence, record_bytes_max }
+    }
+
+    /// May this node send a reply at this instant? A cluster leader whose lease
+    /// ran out acknowledges nothing, even before its demotion task runs.
+    pub fn serving_now(&self) -> bool {
+        self.fence.serving_now()
+    }
+}
+
+/// The reply-time fencing check: `always` for a single node; for a cluster
+/// member, "leader holding the lease and not standing down" (see `node::cluster`).
+#[derive(Clone)]
+pub struct Fence(Option<Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl Fence {
+    /// A single node: nobody else can serve, so always.
+    pub fn always() -> Self {
+        Fence(None)
+    }
+
+    pub fn new(check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Fence(Some(Arc::new(check)))
+    }
+
+    pub fn serving_now(&self) -> bool {
+        self.0.as_ref().is_none_or(|check| check())
+    }
+}
+
+/// Calls with the same DRC key being executed right now, so that a
+/// retransmission arriving meanwhile is dropped instead of run twice.
+#[derive(Default)]
+pub struct InProgress {
+    keys: Mutex<HashSet<DrcKey>>,
+}
+
+impl InProgress {
+    /// Claim `key`; false if it is already running.
+    fn claim(&self, key: &DrcKey) -> bool {
+        match self.keys.lock() {
+            Ok(mut keys) => keys.insert(key.clone()),
+            Err(poisoned) => poisoned.into_inner().insert(key.clone()),
+        }
+    }
+
+    fn release(&self, key: &DrcKey) {
+        match self.keys.lock() {
+            Ok(mut keys) => keys.remove(key),
+            Err(poisoned) => poisoned.into_inner().remove(key),
+        };
+    }
+}
+
+/// Releases an `InProgress` claim however the call ends (including a panic or
+/// the task being aborted on connection close).
+pub struct Claim<'a> {
+    set: &'a InProgress,
+    pub key: DrcKey,
+}
+
+impl<'a> Claim<'a> {
+    /// Claim `key` in `set`; `None` if a call with that key is running.
+    pub fn take(set: &'a InProgress, key: DrcKey) -> Option<Self> {
+        set.claim(&key).then_some(Claim { set, key })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set.release(&self.key);
+    }
+}
