@@ -1,30 +1,67 @@
 #!/usr/bin/env bash
-# Runs every hanfs test: unit and property tests, the loopback integration tests
-# (including Debian's rpcinfo/showmount and libnfs-utils against the real binary),
-# and the real Linux kernel client in QEMU guests (interop/ci.sh: basic and
-# special suites; interop/failover.sh: ten failovers under a writing client).
-# Installs the Debian packages it needs when they are missing (needs root).
+# Runs every hanfs test: formatting and clippy, unit and property tests, the
+# loopback integration tests (including Debian's rpcinfo/showmount and
+# libnfs-utils against the real binary), the port-111 tests in a network
+# namespace of their own, and the real Linux kernel client in QEMU guests
+# (interop/ci.sh: basic and special suites; interop/failover.sh: ten failovers
+# under a writing client). Installs the Debian packages it needs when they are
+# missing, and the rustfmt and clippy components (needs root: CI runs as root).
+#
+# Builds and tests with the feature hanfs-state/invariants: the full state
+# consistency walk after every apply (state/src/invariants.rs), in every test
+# and in the binary the QEMU runs use. A test that cannot run here fails with
+# its reason; none passes by skipping.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
-# Debian tools the integration tests drive: command -> package.
+# One feature set for the build and every test run, so nothing builds twice.
+FEATURES=hanfs-state/invariants
+
+# Tools the tests drive: command -> Debian package.
 missing=()
-for pair in rpcinfo:rpcbind showmount:nfs-common nfs-ls:libnfs-utils; do
+for pair in rpcinfo:rpcbind rpcbind:rpcbind showmount:nfs-common nfs-ls:libnfs-utils ip:iproute2 unshare:util-linux; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     step "installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        step "installing the $component component"
+        rustup component add "$component"
+    fi
+done
 
-step "build (release)"
-cargo build --release --locked --workspace
+step "format (cargo fmt --check)"
+cargo fmt --all -- --check
+
+step "clippy (every target, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build (release, $FEATURES)"
+cargo build --release --locked --workspace --features "$FEATURES"
 
 step "unit, property and integration tests"
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --features "$FEATURES"
+
+# The #[ignore]d tests of the integration binary need port 111 free, which a
+# host's rpcbind (the one installed above) usually holds. They run here, in a
+# network namespace of their own where only loopback exists and nothing
+# listens; cargo runs offline (everything was fetched by the steps above).
+ns="hanfs-test-$$"
+step "port-111 tests (rpcinfo, showmount, a system rpcbind) in network namespace $ns"
+ip netns add "$ns"
+trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+ip -n "$ns" link set lo up
+ip netns exec "$ns" cargo test --release --locked --offline --workspace --features "$FEATURES" \
+    --test integration -- --ignored
+ip netns del "$ns"
+trap - EXIT
 
 step "real Linux kernel client (QEMU): basic and special suites"
 bash interop/ci.sh

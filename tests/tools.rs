@@ -1,7 +1,12 @@
 //! Debian's `rpcinfo` and `showmount` against the real `hanfs-server` binary
 //! listening on 127.0.0.1 with our portmapper on port 111, plus the binary's
-//! own `exports`, `clients` and `check-config`. The port-111 tests run one at
-//! a time; if port 111 is taken (a system rpcbind), they print why and skip.
+//! own `exports`, `clients` and `check-config`.
+//!
+//! The port-111 tests are `#[ignore]`d: they need port 111 free, which a
+//! host's own rpcbind usually is not. `./test.sh` runs them (`-- --ignored`)
+//! in a network namespace of its own, where nothing else listens. Run where
+//! they cannot work, they fail with the reason (port taken, tool missing);
+//! they never pass without testing. They run one at a time (`PORT_111`).
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::Path;
@@ -11,8 +16,8 @@ use std::time::Duration;
 
 use crate::util::*;
 
-/// Port-111 tests must not overlap.
-static PORT_111: Mutex<()> = Mutex::new(());
+/// Port-111 tests must not overlap (the cluster's `showmount -a` test takes it too).
+pub(crate) static PORT_111: Mutex<()> = Mutex::new(());
 /// Polls while waiting for the server to come up or go down.
 const WAIT_POLLS: u32 = 200;
 const WAIT_POLL_MS: u64 = 50;
@@ -102,17 +107,26 @@ fn mount_port_via_111() -> Option<u16> {
     }
 }
 
-/// False (with a message) if something else holds port 111 on loopback.
-fn port_111_free() -> bool {
-    let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 111));
-    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 111));
-    if tcp.is_err() || udp.is_err() {
-        println!(
-            "SKIPPED: port 111 on 127.0.0.1 is taken (a system rpcbind?); these tests need hanfs' own portmapper there"
+/// Panics with the reason unless port 111 on `addr` is free (TCP and UDP).
+pub(crate) fn require_port_111_free(addr: Ipv4Addr) {
+    let tcp = TcpListener::bind((addr, 111));
+    let udp = UdpSocket::bind((addr, 111));
+    if let Err(e) = tcp.and(udp) {
+        panic!(
+            "port 111 on {addr} is taken ({e}; a system rpcbind?) and this test needs it free: \
+             ./test.sh runs the port-111 tests in a network namespace of its own; by hand: \
+             ip netns add t; ip -n t link set lo up; \
+             ip netns exec t cargo test -p hanfs-tests --test integration -- --ignored"
         );
-        return false;
     }
-    true
+}
+
+/// The path of `cmd` on PATH; panics naming the Debian package if missing.
+pub(crate) fn require_tool(cmd: &str, package: &str) -> String {
+    let out = Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output();
+    let path = out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    assert!(!path.is_empty(), "{cmd} is not installed (Debian package {package}; ./test.sh installs it)");
+    path
 }
 
 fn run_tool(cmd: &str, args: &[&str]) -> Output {
@@ -143,11 +157,12 @@ fn rpcinfo_rows(text: &str) -> Vec<(u32, u32, String, u16)> {
 }
 
 #[test]
+#[ignore = "needs port 111 free and rpcbind installed: ./test.sh runs them in a network namespace of its own"]
 fn rpcinfo_showmount_and_admin_against_the_binary() {
     let _serial = PORT_111.lock().unwrap_or_else(|p| p.into_inner());
-    if !port_111_free() {
-        return;
-    }
+    require_port_111_free(Ipv4Addr::LOCALHOST);
+    require_tool("rpcinfo", "rpcbind");
+    require_tool("showmount", "nfs-common");
     let export = tempdir("tools-export");
     let mut server = Binary::start(export.path(), "*(rw,insecure) 10.0.0.0/8(ro)");
     let mount_port = mount_port_via_111().expect("mount port");
@@ -227,14 +242,13 @@ fn registered(prog: u32) -> Vec<(u32, u32, String, u16)> {
 }
 
 #[test]
+#[ignore = "needs port 111 free and rpcbind installed: ./test.sh runs them in a network namespace of its own"]
 fn registers_with_a_system_rpcbind_and_unregisters_on_exit() {
     let _serial = PORT_111.lock().unwrap_or_else(|p| p.into_inner());
-    if !port_111_free() {
-        return;
-    }
-    let Ok(path) = Command::new("sh").args(["-c", "command -v rpcbind"]).output() else { return };
-    let rpcbind_bin = String::from_utf8_lossy(&path.stdout).trim().to_string();
-    assert!(!rpcbind_bin.is_empty(), "rpcbind is not installed (the test script installs it)");
+    require_port_111_free(Ipv4Addr::LOCALHOST);
+    let rpcbind_bin = require_tool("rpcbind", "rpcbind");
+    require_tool("rpcinfo", "rpcbind");
+    require_tool("showmount", "nfs-common");
     // rpcbind keeps its lock file and unix socket in /run; give it a private
     // /run (its own mount namespace) so no other rpcbind on this host is touched.
     let script = format!("mount -t tmpfs hanfs-test-run /run && mkdir -p /run/rpcbind && exec {rpcbind_bin} -f");

@@ -42,19 +42,13 @@ pub(crate) struct NetNs {
 }
 
 impl NetNs {
-    /// Creates the namespace with the veth pair up, or returns None (after
-    /// printing why) when `ip netns` cannot run here at all.
-    pub(crate) fn with_veth(label: &str) -> Option<NetNs> {
+    /// Creates the namespace with the veth pair up; panics with the reason
+    /// when `ip netns` cannot run here (needs root and iproute2).
+    pub(crate) fn with_veth(label: &str) -> NetNs {
         match Command::new("ip").args(["netns", "list"]).output() {
             Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                eprintln!("skipping {label}: `ip netns list` failed: {}", String::from_utf8_lossy(&out.stderr));
-                return None;
-            }
-            Err(e) => {
-                eprintln!("skipping {label}: cannot run `ip`: {e}");
-                return None;
-            }
+            Ok(out) => panic!("{label}: `ip netns list` failed (needs root): {}", String::from_utf8_lossy(&out.stderr)),
+            Err(e) => panic!("{label}: cannot run `ip` (Debian package iproute2; ./test.sh installs it): {e}"),
         }
         let seq = NETNS_SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("hanfs-vip-{}-{}-{}", label, std::process::id(), seq);
@@ -65,7 +59,7 @@ impl NetNs {
         ns.ip(&["link", "set", "vipa", "up"]);
         ns.ip(&["link", "set", "vipb", "up"]);
         ns.ip(&["link", "set", "lo", "up"]);
-        Some(ns)
+        ns
     }
 
     /// `ip -n <ns> args...`; panics with its stderr on failure.
@@ -235,7 +229,7 @@ pub(crate) fn can_bind(addr: IpAddr) -> bool {
 
 #[test]
 fn ipv4_claim_adds_announces_and_release_removes() {
-    let Some(ns) = NetNs::with_veth("v4") else { return };
+    let ns = NetNs::with_veth("v4");
     let v = vip("vipa", "10.77.0.10", 24);
     let addr: IpAddr = "10.77.0.10".parse().expect("address");
     assert!(!ns.addrs("vipa").contains("10.77.0.10"));
@@ -283,7 +277,7 @@ fn ipv4_claim_adds_announces_and_release_removes() {
 
 #[test]
 fn ipv6_claim_is_usable_at_once_and_sends_unsolicited_na() {
-    let Some(ns) = NetNs::with_veth("v6") else { return };
+    let ns = NetNs::with_veth("v6");
     let v = vip("vipa", "2001:db8:77::10", 64);
     let addr: IpAddr = "2001:db8:77::10".parse().expect("address");
 
@@ -318,7 +312,7 @@ fn ipv6_claim_is_usable_at_once_and_sends_unsolicited_na() {
 
 #[test]
 fn loopback_mode_adds_and_removes_without_announcing() {
-    let Some(ns) = NetNs::with_veth("lo") else { return };
+    let ns = NetNs::with_veth("lo");
     // Not in 127.0.0.0/8, which is local as a whole: only the holder of this
     // address can bind it, as the cluster tests need.
     let v = vip("lo", "10.77.2.1", 32);
@@ -344,7 +338,7 @@ fn loopback_mode_adds_and_removes_without_announcing() {
 
 #[test]
 fn release_removes_the_address_whatever_its_prefix() {
-    let Some(ns) = NetNs::with_veth("pfx") else { return };
+    let ns = NetNs::with_veth("pfx");
     // Added by hand with two other prefixes; the config says /24.
     ns.ip(&["addr", "add", "10.77.5.10/32", "dev", "vipa"]);
     ns.ip(&["addr", "add", "10.77.5.10/16", "dev", "vipa"]);
@@ -363,7 +357,7 @@ fn claim_and_release_from_a_multi_thread_runtime() {
     // The node runs on a multi-thread runtime, where the netlink driver task
     // may run on another worker than the caller. Workers started from the
     // namespace thread inherit its namespace.
-    let Some(ns) = NetNs::with_veth("mt") else { return };
+    let ns = NetNs::with_veth("mt");
     let v = vip("vipa", "10.77.3.10", 24);
     let (claimed, garps, released) = ns.run(|_| {
         let mt = tokio::runtime::Builder::new_multi_thread()
@@ -402,7 +396,7 @@ fn outside_a_runtime_is_an_error_not_a_panic() {
 
 #[test]
 fn errors_name_the_problem() {
-    let Some(ns) = NetNs::with_veth("err") else { return };
+    let ns = NetNs::with_veth("err");
     ns.run(|rt| {
         let missing = vip("nosuch0", "10.77.1.10", 24);
         match rt.block_on(missing.claim()) {

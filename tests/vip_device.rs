@@ -60,7 +60,7 @@ fn send(fd: &OwnedFd, frame: &[u8]) {
 
 #[test]
 fn the_device_carries_the_vip_and_the_interface_announces_and_answers_for_it() {
-    let Some(ns) = NetNs::with_veth("dev") else { return };
+    let ns = NetNs::with_veth("dev");
     // A storage node's own address on the interface, as on a real host.
     ns.ip(&["addr", "add", "10.77.6.1/24", "dev", "vipa"]);
     let vip_ip = Ipv4Addr::new(10, 77, 6, 10);
@@ -101,7 +101,7 @@ fn the_device_carries_the_vip_and_the_interface_announces_and_answers_for_it() {
 
 #[test]
 fn the_vip_goes_with_the_device_owner_and_a_second_owner_is_refused() {
-    let Some(ns) = NetNs::with_veth("gone") else { return };
+    let ns = NetNs::with_veth("gone");
     let addr: IpAddr = "10.77.7.10".parse().expect("address");
     let (claimed, busy, after_drop, device_listed) = ns.run(|rt| {
         let v = device_vip("10.77.7.10", "hvip-t2").expect("device created");
@@ -130,7 +130,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 #[test]
 fn a_vip_that_is_renewed_stays_and_one_that_is_not_expires() {
-    let Some(ns) = NetNs::with_veth("lft") else { return };
+    let ns = NetNs::with_veth("lft");
     let addr: IpAddr = "10.77.8.10".parse().expect("address");
     let (kept, shown, expired, gone_after) = ns.run(|rt| {
         let v = device_vip("10.77.8.10", "hvip-t3").expect("device created");

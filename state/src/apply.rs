@@ -1,11 +1,12 @@
 //! `State::apply`: matches on the command and lets each table compute. Every
 //! change is recorded in an undo list, so a command that fails part-way (a
-//! bad member of a batch) leaves the state exactly as it was.
+//! bad member of a batch) leaves the state exactly as it was. What is checked
+//! after each apply and trial is in `invariants.rs`.
 
 use crate::command::{Command, HandleEntry, Promotion};
 use crate::drc::DrcUndo;
 use crate::error::ApplyError;
-use crate::limits::{BATCH_DEPTH_MAX, DRC_BYTES_MAX, DRC_ENTRIES_MAX, EXPORTS_MAX, HANDLES_MAX, RMTAB_ROWS_MAX};
+use crate::limits::BATCH_DEPTH_MAX;
 use crate::State;
 
 /// One reversible change.
@@ -24,13 +25,13 @@ impl State {
     /// Applies `cmd`. On error nothing changed. Deterministic: the same
     /// sequence of commands gives the same state and the same results.
     pub fn apply(&mut self, cmd: &Command) -> Result<(), ApplyError> {
-        let epoch_before = self.epoch;
+        let before = self.sizes();
         let mut undo = Vec::new();
         let result = self.apply_at(cmd, 0, &mut undo);
         if result.is_err() {
             self.rollback(undo);
         }
-        self.assert_cheap_invariants(epoch_before);
+        self.assert_after_apply(cmd, before, result.is_err());
         result
     }
 
@@ -40,7 +41,7 @@ impl State {
     /// group changes nothing, so applying only the Ok groups afterwards gives
     /// the same results (all Ok) and the same state.
     pub fn trial(&mut self, groups: &[&[Command]]) -> Vec<Result<(), ApplyError>> {
-        let before = self.epoch;
+        let before = self.sizes();
         let mut all_undo = Vec::new();
         let mut results = Vec::with_capacity(groups.len());
         for group in groups {
@@ -55,7 +56,7 @@ impl State {
             results.push(result);
         }
         self.rollback(all_undo);
-        debug_assert_eq!(self.epoch, before, "trial must leave the state unchanged");
+        self.assert_after_trial(before);
         results
     }
 
@@ -148,20 +149,6 @@ impl State {
                 Undo::Drc(drc_undo) => self.drc.undo(drc_undo),
                 Undo::Promotion(prev) => self.last_promotion = prev,
             }
-        }
-    }
-
-    /// O(1) checks after every apply; the full walk is `check_invariants`.
-    fn assert_cheap_invariants(&self, epoch_before: u64) {
-        debug_assert!(self.epoch >= epoch_before, "epoch went backwards");
-        debug_assert!(self.drc.len() <= DRC_ENTRIES_MAX, "DRC over its entry bound");
-        debug_assert!(self.drc.bytes() <= DRC_BYTES_MAX, "DRC over its byte bound");
-        debug_assert!(self.handles.len() <= HANDLES_MAX, "handles over bound");
-        debug_assert!(self.exports.len() <= EXPORTS_MAX, "exports over bound");
-        debug_assert!(self.rmtab.len() <= RMTAB_ROWS_MAX, "rmtab over bound");
-        #[cfg(test)]
-        if let Err(e) = self.check_invariants() {
-            panic!("invariant broken after apply: {e}");
         }
     }
 }

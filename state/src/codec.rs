@@ -9,6 +9,7 @@
 use bincode::Options;
 
 use crate::command::Command;
+use crate::error::InvariantError;
 use crate::limits::COMMAND_BYTES_MAX;
 use crate::State;
 
@@ -26,7 +27,7 @@ pub enum CodecError {
     #[error("bincode: {0}")]
     Bincode(#[from] bincode::Error),
     #[error("snapshot violates an invariant: {0}")]
-    Invalid(String),
+    Invalid(#[from] InvariantError),
 }
 
 fn options() -> impl Options {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::DrcKey;
-use crate::error::ApplyError;
+use crate::error::{ApplyError, InvariantError, Table};
 use crate::limits::{DRC_BYTES_MAX, DRC_ENTRIES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,8 +39,8 @@ struct DrcWire {
 }
 
 impl TryFrom<DrcWire> for Drc {
-    type Error = String;
-    fn try_from(wire: DrcWire) -> Result<Self, String> {
+    type Error = InvariantError;
+    fn try_from(wire: DrcWire) -> Result<Self, InvariantError> {
         let mut drc = Drc { next_seq: wire.next_seq, ..Drc::default() };
         for (key, entry) in wire.entries {
             drc.insert_raw(key, entry);
@@ -140,33 +140,49 @@ impl Drc {
         self.by_age.values()
     }
 
-    /// Bounds hold, the age index and byte count agree with the entries,
-    /// and no sequence number is at or past `next_seq`.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    /// O(1): the bounds hold and the age index is as large as the cache.
+    pub(crate) fn check_sizes(&self) -> Result<(), InvariantError> {
         if self.len() > DRC_ENTRIES_MAX {
-            return Err("DRC over its entry bound".into());
+            return Err(InvariantError::OverBound { table: Table::Drc, count: self.len(), max: DRC_ENTRIES_MAX });
         }
-        if self.by_age.len() != self.entries.len() {
-            return Err("DRC age index size differs".into());
+        if self.bytes > DRC_BYTES_MAX {
+            return Err(InvariantError::OverBound { table: Table::DrcBytes, count: self.bytes, max: DRC_BYTES_MAX });
         }
-        let mut bytes: u64 = 0;
+        let (entries, by_age) = (self.entries.len() as u64, self.by_age.len() as u64);
+        if entries != by_age {
+            return Err(InvariantError::DrcAgeIndexSize { entries, by_age });
+        }
+        Ok(())
+    }
+
+    /// O(log n): the entry for `key`, if cached, fits the reply bound, is in
+    /// the age index under its own (time, seq), and its seq is below `next_seq`.
+    pub(crate) fn check_key(&self, key: &DrcKey) -> Result<(), InvariantError> {
+        let Some(entry) = self.entries.get(key) else { return Ok(()) };
+        let bytes = entry.reply.len() as u64;
+        if bytes > DRC_REPLY_BYTES_MAX {
+            return Err(InvariantError::DrcReplyTooLarge { bytes, max: DRC_REPLY_BYTES_MAX });
+        }
+        if self.by_age.get(&(entry.time_ms, entry.seq)) != Some(key) {
+            return Err(InvariantError::DrcAgeIndex { time_ms: entry.time_ms, seq: entry.seq });
+        }
+        if entry.seq >= self.next_seq {
+            return Err(InvariantError::DrcSeqFromFuture { seq: entry.seq, next_seq: self.next_seq });
+        }
+        Ok(())
+    }
+
+    /// O(n): the sizes and every entry check out, and the byte count is the
+    /// sum of the replies.
+    pub(crate) fn check(&self) -> Result<(), InvariantError> {
+        self.check_sizes()?;
+        let mut sum: u64 = 0;
         for (key, entry) in &self.entries {
-            if entry.reply.len() as u64 > DRC_REPLY_BYTES_MAX {
-                return Err("DRC reply over its bound".into());
-            }
-            if self.by_age.get(&(entry.time_ms, entry.seq)) != Some(key) {
-                return Err("DRC age index disagrees".into());
-            }
-            if entry.seq >= self.next_seq {
-                return Err("DRC sequence number from the future".into());
-            }
-            bytes = bytes.saturating_add(entry.reply.len() as u64);
+            self.check_key(key)?;
+            sum = sum.saturating_add(entry.reply.len() as u64);
         }
-        if bytes != self.bytes {
-            return Err("DRC byte count disagrees".into());
-        }
-        if bytes > DRC_BYTES_MAX {
-            return Err("DRC over its byte bound".into());
+        if sum != self.bytes {
+            return Err(InvariantError::DrcBytes { counted: self.bytes, sum });
         }
         Ok(())
     }

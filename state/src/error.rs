@@ -1,4 +1,5 @@
-//! Why `State::apply` refused a command. A refused command changes nothing.
+//! Why `State::apply` refused a command (`ApplyError`; a refused command
+//! changes nothing), and which invariant a state breaks (`InvariantError`).
 
 /// What is wrong with a handle entry's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,4 +46,51 @@ pub enum ApplyError {
     DrcReplyTooLarge { bytes: u64, max: u64 },
     #[error("epoch overflow")]
     EpochOverflow,
+}
+
+/// A table of the state, as named by `InvariantError::OverBound`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Exports,
+    Handles,
+    Rmtab,
+    /// Entries of the duplicate-request cache.
+    Drc,
+    /// Total reply bytes of the duplicate-request cache.
+    DrcBytes,
+}
+
+/// Which invariant of the state is broken: what `State::check_invariants`
+/// finds, and why a snapshot was refused (`CodecError::Invalid`). Only a bug
+/// or a corrupt snapshot produces one; `apply` panics on it (see `invariants.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvariantError {
+    #[error("{table:?} holds {count}, over its bound {max}")]
+    OverBound { table: Table, count: u64, max: u64 },
+    #[error("export {export_id}: invalid path")]
+    ExportPathInvalid { export_id: u32 },
+    #[error("export path {path:?} registered twice")]
+    ExportPathTwice { path: String },
+    #[error("export index sizes differ: {by_id} by id, {by_path} by path")]
+    ExportIndexSize { by_id: u64, by_path: u64 },
+    #[error("export {export_id}: path index disagrees")]
+    ExportIndexDisagrees { export_id: u32 },
+    #[error("handle {export_id}/{ino}: key disagrees with entry")]
+    HandleKey { export_id: u32, ino: u64 },
+    #[error("handle {export_id}/{ino}: bad name: {reason:?}")]
+    HandleName { export_id: u32, ino: u64, reason: NameError },
+    #[error("handle {export_id}/{ino}: export not registered")]
+    HandleExportUnknown { export_id: u32, ino: u64 },
+    #[error("rmtab row {client:?} {path:?} invalid")]
+    RmtabRowInvalid { client: String, path: String },
+    #[error("DRC age index holds {by_age} entries, the cache {entries}")]
+    DrcAgeIndexSize { entries: u64, by_age: u64 },
+    #[error("DRC reply of {bytes} bytes over its bound {max}")]
+    DrcReplyTooLarge { bytes: u64, max: u64 },
+    #[error("DRC age index disagrees at (time {time_ms} ms, seq {seq})")]
+    DrcAgeIndex { time_ms: u64, seq: u64 },
+    #[error("DRC sequence number {seq} at or past the next one, {next_seq}")]
+    DrcSeqFromFuture { seq: u64, next_seq: u64 },
+    #[error("DRC byte count {counted} disagrees with the sum of replies {sum}")]
+    DrcBytes { counted: u64, sum: u64 },
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApplyError;
+use crate::error::{ApplyError, InvariantError, Table};
 use crate::limits::{EXPORTS_MAX, PATH_BYTES_MAX};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,21 +23,20 @@ struct ExportsWire {
 }
 
 impl TryFrom<ExportsWire> for Exports {
-    type Error = String;
-    fn try_from(wire: ExportsWire) -> Result<Self, String> {
+    type Error = InvariantError;
+    fn try_from(wire: ExportsWire) -> Result<Self, InvariantError> {
         let mut by_path = BTreeMap::new();
-        for (&id, path) in &wire.by_id {
+        for (&export_id, path) in &wire.by_id {
             if !path_valid(path) {
-                return Err(format!("export {id}: invalid path"));
+                return Err(InvariantError::ExportPathInvalid { export_id });
             }
-            if by_path.insert(path.clone(), id).is_some() {
-                return Err(format!("export path {path:?} registered twice"));
+            if by_path.insert(path.clone(), export_id).is_some() {
+                return Err(InvariantError::ExportPathTwice { path: path.clone() });
             }
         }
-        if wire.by_id.len() as u64 > EXPORTS_MAX {
-            return Err("too many exports".into());
-        }
-        Ok(Exports { by_id: wire.by_id, by_path })
+        let exports = Exports { by_id: wire.by_id, by_path };
+        exports.check_sizes()?;
+        Ok(exports)
     }
 }
 
@@ -96,21 +95,36 @@ impl Exports {
         self.by_id.len() as u64
     }
 
-    /// Both directions agree and every path is valid.
-    pub(crate) fn check(&self) -> Result<(), String> {
-        if self.by_id.len() != self.by_path.len() {
-            return Err("export index sizes differ".into());
-        }
+    /// O(1): the bound holds and both directions hold as many entries.
+    pub(crate) fn check_sizes(&self) -> Result<(), InvariantError> {
         if self.len() > EXPORTS_MAX {
-            return Err("too many exports".into());
+            return Err(InvariantError::OverBound { table: Table::Exports, count: self.len(), max: EXPORTS_MAX });
         }
-        for (&id, path) in &self.by_id {
-            if self.by_path.get(path) != Some(&id) {
-                return Err(format!("export {id}: path index disagrees"));
-            }
-            if !path_valid(path) {
-                return Err(format!("export {id}: invalid path"));
-            }
+        let (by_id, by_path) = (self.by_id.len() as u64, self.by_path.len() as u64);
+        if by_id != by_path {
+            return Err(InvariantError::ExportIndexSize { by_id, by_path });
+        }
+        Ok(())
+    }
+
+    /// O(log n): `export_id`, if registered, has a valid path that the path
+    /// index maps back to it.
+    pub(crate) fn check_id(&self, export_id: u32) -> Result<(), InvariantError> {
+        let Some(path) = self.by_id.get(&export_id) else { return Ok(()) };
+        if !path_valid(path) {
+            return Err(InvariantError::ExportPathInvalid { export_id });
+        }
+        if self.by_path.get(path) != Some(&export_id) {
+            return Err(InvariantError::ExportIndexDisagrees { export_id });
+        }
+        Ok(())
+    }
+
+    /// O(n): both directions agree and every path is valid.
+    pub(crate) fn check(&self) -> Result<(), InvariantError> {
+        self.check_sizes()?;
+        for &export_id in self.by_id.keys() {
+            self.check_id(export_id)?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::HandleEntry;
-use crate::error::{ApplyError, NameError};
+use crate::error::{ApplyError, InvariantError, NameError, Table};
 use crate::limits::{HANDLES_MAX, NAME_BYTES_MAX, PATH_DEPTH_MAX};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,18 +108,29 @@ impl Handles {
         None
     }
 
-    /// Keys match their entries, names are valid, the bound holds.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    /// O(1): the bound holds.
+    pub(crate) fn check_size(&self) -> Result<(), InvariantError> {
         if self.len() > HANDLES_MAX {
-            return Err("too many handles".into());
+            return Err(InvariantError::OverBound { table: Table::Handles, count: self.len(), max: HANDLES_MAX });
         }
-        for (&(export_id, ino), entry) in &self.map {
-            if entry.export_id != export_id || entry.ino != ino {
-                return Err(format!("handle {export_id}/{ino}: key disagrees with entry"));
-            }
-            if let Err(reason) = check_name(entry) {
-                return Err(format!("handle {export_id}/{ino}: bad name {reason:?}"));
-            }
+        Ok(())
+    }
+
+    /// O(log n + name): the entry at (`export_id`, `ino`), if any, carries
+    /// its own key and a valid name.
+    pub(crate) fn check_at(&self, export_id: u32, ino: u64) -> Result<(), InvariantError> {
+        let Some(entry) = self.map.get(&(export_id, ino)) else { return Ok(()) };
+        if entry.export_id != export_id || entry.ino != ino {
+            return Err(InvariantError::HandleKey { export_id, ino });
+        }
+        check_name(entry).map_err(|reason| InvariantError::HandleName { export_id, ino, reason })
+    }
+
+    /// O(n): keys match their entries, names are valid, the bound holds.
+    pub(crate) fn check(&self) -> Result<(), InvariantError> {
+        self.check_size()?;
+        for &(export_id, ino) in self.map.keys() {
+            self.check_at(export_id, ino)?;
         }
         Ok(())
     }

@@ -6,7 +6,10 @@
 //! and the write-verifier epoch. NLM locks, waiters, shares and NSM monitors
 //! are `locks::NlmState` (not yet wired into `State` and `Command`).
 //! `codec.rs` is the only place that knows the byte encoding; `store.rs` is
-//! the only I/O (its own redb file).
+//! the only I/O (its own redb file). `invariants.rs` says which consistency
+//! checks run when (cheap ones after every apply in every build; the full walk
+//! on snapshot load, and after every apply in tests and under the feature
+//! `invariants`).
 //!
 //! Must never import another hanfs crate, tokio, or sockets, and `apply` must
 //! never read a clock, draw randomness, or leak hash order.
@@ -18,6 +21,7 @@ mod drc;
 mod error;
 mod exports;
 mod handles;
+mod invariants;
 pub mod limits;
 pub mod locks;
 mod rmtab;
@@ -29,7 +33,7 @@ mod model_tests;
 pub use codec::{decode_command, encode_command, encoded_len, CodecError};
 pub use command::*;
 pub use drc::DrcEntry;
-pub use error::{ApplyError, NameError};
+pub use error::{ApplyError, InvariantError, NameError, Table};
 pub use limits::*;
 pub use store::{sync_dir, Store, StoreError, COMPACT_ENTRIES};
 
@@ -129,22 +133,6 @@ impl State {
     /// DRC keys in eviction order, oldest first.
     pub fn drc_keys_by_age(&self) -> impl Iterator<Item = &DrcKey> + '_ {
         self.drc.keys_by_age()
-    }
-
-    /// Full consistency check, O(size): every table's own invariants, plus
-    /// every handle's export registered. Run after loading a snapshot and in
-    /// tests; `apply` runs only the cheap checks.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        self.exports.check()?;
-        self.handles.check()?;
-        self.rmtab.check()?;
-        self.drc.check()?;
-        for entry in self.handles.iter() {
-            if !self.exports.contains(entry.export_id) {
-                return Err(format!("handle {}/{}: export not registered", entry.export_id, entry.ino));
-            }
-        }
-        Ok(())
     }
 
     /// Encodes the whole state (see `codec.rs`).

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApplyError;
+use crate::error::{ApplyError, InvariantError, Table};
 use crate::exports::path_valid;
 use crate::limits::{CLIENT_BYTES_MAX, RMTAB_ROWS_MAX};
 
@@ -70,13 +70,29 @@ impl Rmtab {
         self.rows.len() as u64
     }
 
-    pub(crate) fn check(&self) -> Result<(), String> {
+    /// O(1): the bound holds.
+    pub(crate) fn check_size(&self) -> Result<(), InvariantError> {
         if self.len() > RMTAB_ROWS_MAX {
-            return Err("rmtab too large".into());
+            return Err(InvariantError::OverBound { table: Table::Rmtab, count: self.len(), max: RMTAB_ROWS_MAX });
         }
+        Ok(())
+    }
+
+    /// The row (`client`, `path`), if present, is valid.
+    pub(crate) fn check_row(&self, client: &str, path: &str) -> Result<(), InvariantError> {
+        let present = self.rows.contains(&(client.to_owned(), path.to_owned()));
+        if present && !(client_valid(client) && path_valid(path)) {
+            return Err(InvariantError::RmtabRowInvalid { client: client.to_owned(), path: path.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// O(n): the bound holds and every row is valid.
+    pub(crate) fn check(&self) -> Result<(), InvariantError> {
+        self.check_size()?;
         for (client, path) in &self.rows {
-            if !client_valid(client) || !path_valid(path) {
-                return Err(format!("rmtab row {client:?} {path:?} invalid"));
+            if !(client_valid(client) && path_valid(path)) {
+                return Err(InvariantError::RmtabRowInvalid { client: client.clone(), path: path.clone() });
             }
         }
         Ok(())

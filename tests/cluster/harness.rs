@@ -147,32 +147,31 @@ pub struct Cluster {
     pub ports: ServicePorts,
     _root: TempDir,
     _serial: MutexGuard<'static, ()>,
+    /// Held by a cluster on port 111 (`tools::PORT_111`), released on drop.
+    _port_111: Option<MutexGuard<'static, ()>>,
 }
 
 impl Cluster {
     /// Write the configs, start the three nodes, `init` on storage 1 and wait
     /// for a leader serving.
     pub fn start(label: &str) -> Cluster {
-        Cluster::start_with(label, false).unwrap_or_else(|| panic!("cluster {label} did not start"))
+        Cluster::start_with(label, false)
     }
 
     /// Like `start`, with the portmapper on port 111 of the service address
-    /// (for `showmount`); `None` with SKIPPED if that port cannot be bound.
-    pub fn start_portmap_111(label: &str) -> Option<Cluster> {
+    /// (for `showmount`); panics with the reason if that port cannot be bound.
+    /// Holds `tools::PORT_111` until dropped, so no other port-111 test overlaps.
+    pub fn start_portmap_111(label: &str) -> Cluster {
         Cluster::start_with(label, true)
     }
 
-    fn start_with(label: &str, portmap_111: bool) -> Option<Cluster> {
+    fn start_with(label: &str, portmap_111: bool) -> Cluster {
         init_tracing();
         let guard = serial();
         let service = service_address();
+        let port_111 = portmap_111.then(|| crate::tools::PORT_111.lock().unwrap_or_else(|p| p.into_inner()));
         let portmap = if portmap_111 {
-            if TcpListener::bind((service, STANDARD_PORTMAP_PORT)).is_err()
-                || UdpSocket::bind((service, STANDARD_PORTMAP_PORT)).is_err()
-            {
-                println!("SKIPPED: port 111 on {service} is taken (a system rpcbind on every address?)");
-                return None;
-            }
+            crate::tools::require_port_111_free(service);
             STANDARD_PORTMAP_PORT
         } else {
             free_port()
@@ -204,7 +203,7 @@ impl Cluster {
             .expect("write config");
             nodes.push(Node { id: *id, config, state_dir, log: dir.join("node.log"), child: None });
         }
-        let mut cluster = Cluster { nodes, export, service, ports, _root: root, _serial: guard };
+        let mut cluster = Cluster { nodes, export, service, ports, _root: root, _serial: guard, _port_111: port_111 };
         for id in NODE_IDS {
             cluster.node(id).spawn();
         }
@@ -214,7 +213,7 @@ impl Cluster {
         let out = cluster.cli(STORAGE_1, &["init"]);
         assert!(out.status.success(), "init failed: {}", show(&out));
         cluster.wait_serving(&[]);
-        Some(cluster)
+        cluster
     }
 
     pub fn node(&mut self, id: u32) -> &mut Node {

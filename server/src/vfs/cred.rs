@@ -202,9 +202,9 @@ mod tests {
 
     #[test]
     fn guard_switches_only_this_thread() {
-        if unsafe { libc::geteuid() } != 0 {
-            return; // needs root to switch ids
-        }
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "needs root to switch ids (runs as euid {euid}); ./test.sh and CI run as root");
         let c = Creds { uid: 1234, gid: 4321, gids: vec![77] };
         let h = std::thread::spawn(move || {
             let g = CredGuard::switch(&c).map_err(|e| e.0);
