@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use hanfs_state::{encoded_len, Command, State};
+use hanfs_state::{encoded_len, Command, Outcome, State};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -37,12 +37,12 @@ pub(crate) trait Durable: Send + 'static {
         &mut self,
         entry: Command,
         entries_written: &AtomicU64,
-    ) -> impl Future<Output = Result<(), CommitError>> + Send;
+    ) -> impl Future<Output = Result<Outcome, CommitError>> + Send;
     /// Runs after every batch, whether or not it wrote an entry.
     fn after_batch(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-type Reply = oneshot::Sender<Result<(), CommitError>>;
+type Reply = oneshot::Sender<Result<Vec<Outcome>, CommitError>>;
 
 struct Request {
     cmds: Vec<Command>,
@@ -76,9 +76,9 @@ impl Batcher {
     }
 
     /// Queues `cmds` and waits for the entry holding them (or their rejection).
-    pub(crate) async fn submit(&self, cmds: Vec<Command>) -> Result<(), CommitError> {
+    pub(crate) async fn submit(&self, cmds: Vec<Command>) -> Result<Vec<Outcome>, CommitError> {
         if cmds.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let bytes = cmds.iter().map(encoded_len).fold(REQUEST_OVERHEAD_BYTES, u64::saturating_add);
         if bytes > self.entry_bytes_max {
@@ -178,9 +178,30 @@ impl<D: Durable> Task<D> {
         if members.is_empty() {
             return;
         }
-        let outcome = self.durable.write(Command::Batch(members), &self.entries_written).await;
-        for reply in accepted {
-            let _ = reply.send(outcome.clone());
+        let written = self.durable.write(Command::Batch(members), &self.entries_written).await;
+        match written {
+            // One outcome per accepted group, in order; each group's is a
+            // batch of one outcome per command of that caller.
+            Ok(Outcome::Batch(groups)) if groups.len() == accepted.len() => {
+                for (reply, group) in accepted.into_iter().zip(groups) {
+                    let outcomes = match group {
+                        Outcome::Batch(outcomes) => outcomes,
+                        other => vec![other],
+                    };
+                    let _ = reply.send(Ok(outcomes));
+                }
+            }
+            Ok(other) => {
+                let e = storage(format!("entry applied with an outcome of the wrong shape: {other:?}"));
+                for reply in accepted {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                for reply in accepted {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
         }
     }
 }

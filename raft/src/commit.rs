@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-use hanfs_state::{Command, State};
+use hanfs_state::{Command, Outcome, State};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum CommitError {
@@ -22,12 +22,15 @@ pub enum CommitError {
     Rejected(hanfs_state::ApplyError),
 }
 
-pub type CommitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), CommitError>> + Send + 'a>>;
+/// One `Outcome` per committed command, in order: what `State::apply`
+/// decided on the committed state (a lock granted or blocked, ...).
+pub type CommitFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Outcome>, CommitError>> + Send + 'a>>;
 
 pub trait Commit: Send + Sync + 'static {
     /// Durably commit `cmds` and apply them to the state machine. Returns once they
     /// are applied, so a reply sent afterwards never depends on uncommitted state.
-    /// Concurrent calls are grouped into one log entry (group commit).
+    /// Concurrent calls are grouped into one log entry (group commit). The
+    /// result holds one outcome per command of `cmds`.
     fn commit(&self, cmds: Vec<Command>) -> CommitFuture<'_>;
 
     /// The applied state, for reads (handle resolution, rmtab, epoch, DRC lookup).

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use hanfs_state::{Command, State, Store, COMMAND_BYTES_MAX, COMPACT_ENTRIES};
+use hanfs_state::{Command, Outcome, State, Store, COMMAND_BYTES_MAX, COMPACT_ENTRIES};
 
 use crate::batch::{storage, Batcher, Durable, REQUEST_OVERHEAD_BYTES};
 pub use crate::batch::{BATCH_COMMANDS_MAX, COMMIT_QUEUE_MAX};
@@ -118,7 +118,7 @@ impl Durable for RedbLog {
         None
     }
 
-    async fn write(&mut self, entry: Command, entries_written: &AtomicU64) -> Result<(), CommitError> {
+    async fn write(&mut self, entry: Command, entries_written: &AtomicU64) -> Result<Outcome, CommitError> {
         let index = self.next_index;
         let store = self.store.clone();
         let entry = tokio::task::spawn_blocking(move || store.append(index, &entry).map(|()| entry))

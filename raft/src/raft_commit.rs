@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hanfs_state::{Command, State, COMMAND_BYTES_MAX};
+use hanfs_state::{Command, Outcome, State, COMMAND_BYTES_MAX};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::watch;
 
@@ -76,7 +76,7 @@ impl Commit for RaftCommit {
     fn commit(&self, cmds: Vec<Command>) -> CommitFuture<'_> {
         Box::pin(async move {
             if cmds.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
             if !self.serving() {
                 return Err(CommitError::NotLeader);
@@ -106,7 +106,7 @@ impl Durable for Proposer {
         }
     }
 
-    async fn write(&mut self, entry: Command, entries_written: &AtomicU64) -> Result<(), CommitError> {
+    async fn write(&mut self, entry: Command, entries_written: &AtomicU64) -> Result<Outcome, CommitError> {
         let write = self.raft.client_write(entry);
         let resp = match tokio::time::timeout(Duration::from_millis(RAFT_WRITE_TIMEOUT_MS), write).await {
             Ok(resp) => resp,
@@ -119,7 +119,7 @@ impl Durable for Proposer {
             Ok(resp) => {
                 entries_written.fetch_add(1, Ordering::Relaxed);
                 match resp.data {
-                    Applied::Ok => Ok(()),
+                    Applied::Ok(outcome) => Ok(outcome),
                     // The trial ran on this very state, so this is a bug; the
                     // entry is still applied identically everywhere.
                     Applied::Rejected { reason } => {

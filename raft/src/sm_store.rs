@@ -16,7 +16,7 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use hanfs_state::State;
+use hanfs_state::{Outcome, State};
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use redb::{Database, Durability, TableDefinition};
@@ -193,14 +193,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
-                EntryPayload::Blank => Applied::Ok,
+                EntryPayload::Blank => Applied::Ok(Outcome::Done),
                 EntryPayload::Normal(ref cmd) => match state.apply(cmd) {
-                    Ok(()) => Applied::Ok,
+                    Ok(outcome) => Applied::Ok(outcome),
                     Err(e) => Applied::Rejected { reason: e.to_string() },
                 },
                 EntryPayload::Membership(ref m) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    Applied::Ok
+                    Applied::Ok(Outcome::Done)
                 }
             };
             replies.push(reply);

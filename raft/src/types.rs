@@ -11,6 +11,7 @@ use std::fmt;
 use std::io::Cursor;
 
 use bincode::Options;
+use hanfs_state::Outcome;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +23,12 @@ pub type NodeId = u64;
 /// the proposer, not a storage failure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
-    Ok,
-    Rejected { reason: String },
+    /// Applied; what `State::apply` decided (`Outcome::Done` for blank and
+    /// membership entries).
+    Ok(Outcome),
+    Rejected {
+        reason: String,
+    },
 }
 
 /// The role a node plays in the cluster. Stored in the replicated membership,

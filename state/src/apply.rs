@@ -3,10 +3,12 @@
 //! bad member of a batch) leaves the state exactly as it was. What is checked
 //! after each apply and trial is in `invariants.rs`.
 
-use crate::command::{Command, HandleEntry, Promotion};
+use crate::command::{Command, HandleEntry, NlmCommand, Promotion};
 use crate::drc::DrcUndo;
 use crate::error::ApplyError;
 use crate::limits::BATCH_DEPTH_MAX;
+use crate::locks::NlmUndo;
+use crate::outcome::Outcome;
 use crate::State;
 
 /// One reversible change.
@@ -19,12 +21,15 @@ enum Undo {
     EpochBumped,
     Drc(DrcUndo),
     Promotion(Option<Promotion>),
+    Nlm(NlmUndo),
 }
 
 impl State {
-    /// Applies `cmd`. On error nothing changed. Deterministic: the same
-    /// sequence of commands gives the same state and the same results.
-    pub fn apply(&mut self, cmd: &Command) -> Result<(), ApplyError> {
+    /// Applies `cmd` and returns what it decided (one `Outcome` per command,
+    /// `Outcome::Batch` for a batch). On error nothing changed.
+    /// Deterministic: the same sequence of commands gives the same state and
+    /// the same outcomes.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Outcome, ApplyError> {
         let before = self.sizes();
         let mut undo = Vec::new();
         let result = self.apply_at(cmd, 0, &mut undo);
@@ -47,7 +52,7 @@ impl State {
         for group in groups {
             let mut undo = Vec::new();
             // Depth 1: the group sits inside the entry's outer Batch.
-            let result = self.apply_batch(group, 1, &mut undo);
+            let result = self.apply_batch(group, 1, &mut undo).map(drop);
             if result.is_err() {
                 self.rollback(undo);
             } else {
@@ -60,66 +65,110 @@ impl State {
         results
     }
 
-    fn apply_at(&mut self, cmd: &Command, depth: u32, undo: &mut Vec<Undo>) -> Result<(), ApplyError> {
+    fn apply_at(&mut self, cmd: &Command, depth: u32, undo: &mut Vec<Undo>) -> Result<Outcome, ApplyError> {
         match cmd {
             Command::Batch(members) => self.apply_batch(members, depth, undo),
             Command::RegisterExport { export_id, path } => {
                 if self.exports.register(*export_id, path)? {
                     undo.push(Undo::ExportRegistered(*export_id));
                 }
-                Ok(())
+                Ok(Outcome::Done)
             }
-            Command::PutHandles(entries) => self.put_handles(entries, undo),
+            Command::PutHandles(entries) => self.put_handles(entries, undo).map(|()| Outcome::Done),
             Command::RemoveHandle { export_id, ino, ident } => {
                 if let Some(prev) = self.handles.remove_if_ident(*export_id, *ino, *ident) {
                     undo.push(Undo::Handle { key: (*export_id, *ino), prev: Some(prev) });
                 }
-                Ok(())
+                Ok(Outcome::Done)
             }
             Command::Mount { client, path } => {
                 if self.rmtab.mount(client, path)? {
                     undo.push(Undo::Mounted { client: client.clone(), path: path.clone() });
                 }
-                Ok(())
+                Ok(Outcome::Done)
             }
             Command::Unmount { client, path } => {
                 if self.rmtab.unmount(client, path) {
                     undo.push(Undo::Unmounted { client: client.clone(), paths: vec![path.clone()] });
                 }
-                Ok(())
+                Ok(Outcome::Done)
             }
             Command::UnmountAll { client } => {
                 let paths = self.rmtab.unmount_all(client);
                 if !paths.is_empty() {
                     undo.push(Undo::Unmounted { client: client.clone(), paths });
                 }
-                Ok(())
+                Ok(Outcome::Done)
             }
             Command::BumpEpoch => {
                 self.epoch = self.epoch.checked_add(1).ok_or(ApplyError::EpochOverflow)?;
                 undo.push(Undo::EpochBumped);
-                Ok(())
+                Ok(Outcome::Done)
             }
             Command::DrcInsert { key, reply, now_ms } => {
                 undo.push(Undo::Drc(self.drc.insert(key, reply, *now_ms)?));
-                Ok(())
+                Ok(Outcome::Done)
             }
             Command::RecordPromotion(p) => {
                 undo.push(Undo::Promotion(self.last_promotion.replace(*p)));
-                Ok(())
+                Ok(Outcome::Done)
+            }
+            Command::Nlm(nlm) => {
+                let mut nlm_undo = NlmUndo::default();
+                let outcome = self.apply_nlm(nlm, &mut nlm_undo);
+                if !nlm_undo.is_empty() {
+                    undo.push(Undo::Nlm(nlm_undo));
+                }
+                Ok(outcome)
             }
         }
     }
 
     /// The members of a `Batch` found at `depth`, in order.
-    fn apply_batch(&mut self, members: &[Command], depth: u32, undo: &mut Vec<Undo>) -> Result<(), ApplyError> {
+    fn apply_batch(&mut self, members: &[Command], depth: u32, undo: &mut Vec<Undo>) -> Result<Outcome, ApplyError> {
         if depth >= BATCH_DEPTH_MAX {
             return Err(ApplyError::BatchTooDeep { max: BATCH_DEPTH_MAX });
         }
+        let mut outcomes = Vec::with_capacity(members.len());
         for member in members {
-            self.apply_at(member, depth + 1, undo)?;
+            outcomes.push(self.apply_at(member, depth + 1, undo)?);
         }
-        Ok(())
+        Ok(Outcome::Batch(outcomes))
+    }
+
+    /// The NLM/NSM commands: the lock table decides, and its decision is the
+    /// outcome. A refusal (a bound, a bad argument) is an outcome the reply
+    /// reports, not an `ApplyError`, so it never fails a batch.
+    fn apply_nlm(&mut self, cmd: &NlmCommand, undo: &mut NlmUndo) -> Outcome {
+        let nlm = &mut self.nlm;
+        match cmd {
+            NlmCommand::Lock { args, block, client_addr, now_ms } => {
+                let effect = nlm.lock(args, *block, *now_ms, undo);
+                let holds_or_waits =
+                    matches!(effect.outcome, crate::locks::LockOutcome::Granted | crate::locks::LockOutcome::Blocked);
+                if holds_or_waits {
+                    // A full host list only loses the callback address: the
+                    // client still re-polls a blocked LOCK every 30 s.
+                    nlm.record_host(&args.owner.caller_name, client_addr, undo);
+                }
+                Outcome::Lock(effect)
+            }
+            NlmCommand::Unlock { file, owner, range, now_ms } => {
+                Outcome::Unlock(nlm.unlock(file, owner, *range, *now_ms, undo))
+            }
+            NlmCommand::Cancel { args } => Outcome::Cancel(nlm.cancel(args, undo)),
+            NlmCommand::GrantAcknowledged { id } => Outcome::GrantAcknowledged(nlm.grant_acknowledged(*id, undo)),
+            NlmCommand::FreeAll { caller_name, now_ms } => Outcome::FreeAll(nlm.free_all(caller_name, *now_ms, undo)),
+            NlmCommand::Share { file, share } => Outcome::Share(nlm.share(file, share, undo)),
+            NlmCommand::Unshare { file, owner } => Outcome::Unshare(nlm.unshare(file, owner, undo)),
+            NlmCommand::Mon { mon_name, id, priv_ } => Outcome::Mon(nlm.mon(mon_name, id, *priv_, undo)),
+            NlmCommand::Unmon { mon_name, id } => Outcome::Unmon(nlm.unmon(mon_name, id, undo)),
+            NlmCommand::UnmonAll { id } => Outcome::Unmon(nlm.unmon_all(id, undo)),
+            NlmCommand::Notify { mon_name, state, now_ms } => {
+                Outcome::Notify(nlm.notify(mon_name, *state, *now_ms, undo))
+            }
+            NlmCommand::BumpNsmState => Outcome::NsmState(nlm.bump_nsm_state(undo)),
+        }
     }
 
     fn put_handles(&mut self, entries: &[HandleEntry], undo: &mut Vec<Undo>) -> Result<(), ApplyError> {
@@ -148,6 +197,7 @@ impl State {
                 Undo::EpochBumped => self.epoch = self.epoch.saturating_sub(1),
                 Undo::Drc(drc_undo) => self.drc.undo(drc_undo),
                 Undo::Promotion(prev) => self.last_promotion = prev,
+                Undo::Nlm(nlm_undo) => self.nlm.undo(nlm_undo),
             }
         }
     }
@@ -165,7 +215,7 @@ mod tests {
 
     fn registered() -> State {
         let mut s = State::default();
-        assert_eq!(s.apply(&Command::RegisterExport { export_id: 7, path: "/srv/x".into() }), Ok(()));
+        assert_eq!(s.apply(&Command::RegisterExport { export_id: 7, path: "/srv/x".into() }).map(drop), Ok(()));
         s
     }
 
@@ -175,17 +225,20 @@ mod tests {
         let put = Command::PutHandles(vec![entry(1, 1, b"")]);
         assert_eq!(s.apply(&put), Err(ApplyError::HandleExportUnknown { export_id: 7, ino: 1 }));
         let mut s = registered();
-        assert_eq!(s.apply(&put), Ok(()));
+        assert_eq!(s.apply(&put).map(drop), Ok(()));
         assert_eq!(s.handle_count(), 1);
     }
 
     #[test]
     fn a_rejected_batch_changes_nothing() {
         let mut s = registered();
-        assert_eq!(s.apply(&Command::PutHandles(vec![entry(1, 1, b""), entry(2, 1, b"a")])), Ok(()));
-        assert_eq!(s.apply(&Command::Mount { client: "c".into(), path: "/srv/x".into() }), Ok(()));
+        assert_eq!(s.apply(&Command::PutHandles(vec![entry(1, 1, b""), entry(2, 1, b"a")])).map(drop), Ok(()));
+        assert_eq!(s.apply(&Command::Mount { client: "c".into(), path: "/srv/x".into() }).map(drop), Ok(()));
         let key = DrcKey { client: "c".into(), xid: 1, prog: 100003, vers: 3, proc_: 8, args_sum: 1 };
-        assert_eq!(s.apply(&Command::DrcInsert { key: key.clone(), reply: b"r".to_vec(), now_ms: 1 }), Ok(()));
+        assert_eq!(
+            s.apply(&Command::DrcInsert { key: key.clone(), reply: b"r".to_vec(), now_ms: 1 }).map(drop),
+            Ok(())
+        );
         let before = s.clone();
         let bad = Command::Batch(vec![
             Command::BumpEpoch,
@@ -209,7 +262,7 @@ mod tests {
         for _ in 0..BATCH_DEPTH_MAX {
             cmd = Command::Batch(vec![cmd]);
         }
-        assert_eq!(s.apply(&cmd), Ok(()));
+        assert_eq!(s.apply(&cmd).map(drop), Ok(()));
         assert_eq!(s.epoch(), 1);
         let deeper = Command::Batch(vec![cmd]);
         assert_eq!(s.apply(&deeper), Err(ApplyError::BatchTooDeep { max: BATCH_DEPTH_MAX }));
@@ -229,7 +282,7 @@ mod tests {
         assert!(results[2].is_ok());
         assert_eq!(s, before);
         let entry_cmd = Command::Batch(vec![Command::Batch(good), Command::Batch(depends)]);
-        assert_eq!(s.apply(&entry_cmd), Ok(()));
+        assert_eq!(s.apply(&entry_cmd).map(drop), Ok(()));
         assert_eq!(s.epoch(), 1);
         assert_eq!(s.path_of(7, 3), Some(vec![b"f".to_vec()]));
     }
@@ -237,11 +290,57 @@ mod tests {
     #[test]
     fn remove_handle_needs_matching_ident() {
         let mut s = registered();
-        assert_eq!(s.apply(&Command::PutHandles(vec![entry(5, 1, b"f")])), Ok(()));
-        assert_eq!(s.apply(&Command::RemoveHandle { export_id: 7, ino: 5, ident: 1 }), Ok(()));
+        assert_eq!(s.apply(&Command::PutHandles(vec![entry(5, 1, b"f")])).map(drop), Ok(()));
+        assert_eq!(s.apply(&Command::RemoveHandle { export_id: 7, ino: 5, ident: 1 }).map(drop), Ok(()));
         assert!(s.handle(7, 5).is_some());
-        assert_eq!(s.apply(&Command::RemoveHandle { export_id: 7, ino: 5, ident: 105 }), Ok(()));
+        assert_eq!(s.apply(&Command::RemoveHandle { export_id: 7, ino: 5, ident: 105 }).map(drop), Ok(()));
         assert!(s.handle(7, 5).is_none());
+    }
+
+    fn lock_cmd(svid: u32, offset: u64, block: bool) -> Command {
+        use crate::locks::{FileId, LockArgs, LockKind, LockOwner, LockRange};
+        let owner = LockOwner { caller_name: format!("host{svid}"), svid, oh: vec![1] };
+        let args = LockArgs {
+            file: FileId(vec![9; 8]),
+            owner,
+            range: LockRange { offset, len: 10 },
+            kind: LockKind::Exclusive,
+        };
+        Command::Nlm(NlmCommand::Lock { args, block, client_addr: format!("10.0.0.{svid}"), now_ms: 5 })
+    }
+
+    #[test]
+    fn nlm_outcomes_come_from_apply_in_log_order() {
+        use crate::locks::LockOutcome;
+        let mut s = State::default();
+        // Two conflicting LOCKs in one entry: the first is granted, the second
+        // sees the first (the check is made on the table as applied).
+        let entry = Command::Batch(vec![
+            Command::Batch(vec![lock_cmd(1, 0, false)]),
+            Command::Batch(vec![lock_cmd(2, 5, true)]),
+        ]);
+        let Ok(Outcome::Batch(groups)) = s.apply(&entry) else { panic!("batch outcome") };
+        let Outcome::Batch(first) = &groups[0] else { panic!("group") };
+        let Outcome::Batch(second) = &groups[1] else { panic!("group") };
+        assert!(matches!(&first[0], Outcome::Lock(e) if e.outcome == LockOutcome::Granted));
+        assert!(matches!(&second[0], Outcome::Lock(e) if e.outcome == LockOutcome::Blocked));
+        assert_eq!(s.nlm().hosts().addr("host1"), Some("10.0.0.1"));
+        // Unlocking grants the waiter in the same step.
+        let Some(Command::Nlm(NlmCommand::Lock { args, .. })) = Some(lock_cmd(1, 0, false)) else { unreachable!() };
+        let unlock =
+            Command::Nlm(NlmCommand::Unlock { file: args.file, owner: args.owner, range: args.range, now_ms: 6 });
+        let Ok(Outcome::Unlock(effect)) = s.apply(&unlock) else { panic!("unlock outcome") };
+        assert_eq!(effect.granted.len(), 1);
+        assert_eq!(effect.granted[0].owner.svid, 2);
+    }
+
+    #[test]
+    fn a_rejected_batch_undoes_its_nlm_changes() {
+        let mut s = State::default();
+        let before = s.clone();
+        let bad = Command::Batch(vec![lock_cmd(1, 0, false), Command::PutHandles(vec![entry(1, 1, b"")])]);
+        assert!(matches!(s.apply(&bad), Err(ApplyError::HandleExportUnknown { .. })));
+        assert_eq!(s, before);
     }
 
     #[test]
@@ -249,7 +348,7 @@ mod tests {
         let mut s = State::default();
         assert_eq!(s.epoch(), 0);
         for _ in 0..3 {
-            assert_eq!(s.apply(&Command::BumpEpoch), Ok(()));
+            assert_eq!(s.apply(&Command::BumpEpoch).map(drop), Ok(()));
         }
         assert_eq!(s.epoch(), 3);
     }

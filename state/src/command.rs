@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::locks::{FileId, LockArgs, LockOwner, LockRange, MonitorId, Share, ShareOwner};
+
 /// One entry of the handle table: where the object with inode `ino` in export
 /// `export_id` lives. Objects are recorded by (parent, name), not by full path,
 /// so renaming a directory updates one entry and every descendant follows.
@@ -62,6 +64,42 @@ pub enum Command {
     /// (unix ms, the proposer's clock, carried in the command so apply stays
     /// deterministic) and how long its promotion took.
     RecordPromotion(Promotion),
+    /// A change to the NLM lock table or the NSM monitor list. Its outcome
+    /// (granted, denied, blocked ...) is decided by `apply` on the committed
+    /// table and comes back through the commit, never from a check made
+    /// before it.
+    Nlm(NlmCommand),
+}
+
+/// The NLM and NSM changes (see `locks::NlmState` for the rules).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NlmCommand {
+    /// LOCK (LOCK_MSG, NM_LOCK, reclaims). `client_addr` is the address the
+    /// call came from (IP, no port): GRANTED_MSG callbacks for that host go
+    /// there. `now_ms` is the leader's clock.
+    Lock { args: LockArgs, block: bool, client_addr: String, now_ms: u64 },
+    /// UNLOCK (UNLOCK_MSG).
+    Unlock { file: FileId, owner: LockOwner, range: LockRange, now_ms: u64 },
+    /// CANCEL (CANCEL_MSG).
+    Cancel { args: LockArgs },
+    /// GRANTED_RES (or GRANTED's reply) for the callback `Grant::id`.
+    GrantAcknowledged { id: u64 },
+    /// FREE_ALL: every lock, waiter and share of the host goes.
+    FreeAll { caller_name: String, now_ms: u64 },
+    /// SHARE.
+    Share { file: FileId, share: Share },
+    /// UNSHARE.
+    Unshare { file: FileId, owner: ShareOwner },
+    /// SM_MON.
+    Mon { mon_name: String, id: MonitorId, priv_: [u8; 16] },
+    /// SM_UNMON.
+    Unmon { mon_name: String, id: MonitorId },
+    /// SM_UNMON_ALL.
+    UnmonAll { id: MonitorId },
+    /// SM_NOTIFY: `mon_name` restarted with NSM state `state`; its locks go.
+    Notify { mon_name: String, state: u32, now_ms: u64 },
+    /// This server's NSM state goes up by 2 (classic recovery only).
+    BumpNsmState,
 }
 
 /// The last promotion (see `Command::RecordPromotion`).

@@ -93,4 +93,6 @@ pub enum InvariantError {
     DrcSeqFromFuture { seq: u64, next_seq: u64 },
     #[error("DRC byte count {counted} disagrees with the sum of replies {sum}")]
     DrcBytes { counted: u64, sum: u64 },
+    #[error("NLM/NSM table: {0}")]
+    Nlm(String),
 }

@@ -24,6 +24,7 @@ mod handles;
 mod invariants;
 pub mod limits;
 pub mod locks;
+mod outcome;
 mod rmtab;
 mod store;
 
@@ -35,6 +36,7 @@ pub use command::*;
 pub use drc::DrcEntry;
 pub use error::{ApplyError, InvariantError, NameError, Table};
 pub use limits::*;
+pub use outcome::Outcome;
 pub use store::{sync_dir, Store, StoreError, COMPACT_ENTRIES};
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,8 @@ pub struct State {
     rmtab: Rmtab,
     drc: Drc,
     last_promotion: Option<Promotion>,
+    /// NLM locks, waiters, shares, lock hosts and NSM monitors.
+    nlm: locks::NlmState,
 }
 
 impl State {
@@ -136,6 +140,11 @@ impl State {
     }
 
     /// Encodes the whole state (see `codec.rs`).
+    /// The NLM lock table and NSM monitor list (read-only: TEST, `locks`).
+    pub fn nlm(&self) -> &locks::NlmState {
+        &self.nlm
+    }
+
     pub fn to_snapshot(&self) -> Vec<u8> {
         codec::encode_state(self)
     }

@@ -66,7 +66,7 @@ async fn concurrent_puts(commit: &Arc<LocalCommit>, bad: Option<u64>) -> Vec<Res
     }
     let mut results = Vec::new();
     for task in tasks {
-        results.push(task.await.expect("task"));
+        results.push(task.await.expect("task").map(drop));
     }
     results
 }
@@ -313,4 +313,40 @@ fn killed_writer_loses_nothing_acknowledged() {
     assert!(state.handle(EXPORT_ID, 1000 + epoch).is_some());
     assert!(state.handle(EXPORT_ID, 1000 + epoch + 1).is_none());
     assert_eq!(state.check_invariants(), Ok(()));
+}
+
+/// Concurrent conflicting exclusive LOCKs from different owners, grouped
+/// into shared log entries: the outcome of each comes from `apply` on the
+/// committed table, so exactly one per round is granted and the rest denied.
+#[tokio::test]
+async fn concurrent_conflicting_locks_are_never_both_granted() {
+    use hanfs_state::locks::{FileId, LockArgs, LockKind, LockOutcome, LockOwner, LockRange};
+    use hanfs_state::{NlmCommand, Outcome};
+    const ROUNDS: u32 = 20;
+    const OWNERS: u32 = 16;
+    let dir = TempDir::new("locks");
+    let commit = open_registered(&dir).await;
+    for round in 0..ROUNDS {
+        let file = FileId(round.to_be_bytes().to_vec());
+        let mut tasks = Vec::new();
+        for svid in 0..OWNERS {
+            let commit = commit.clone();
+            let owner = LockOwner { caller_name: format!("host{svid}"), svid, oh: vec![1] };
+            let range = LockRange { offset: u64::from(svid), len: 100 };
+            let args = LockArgs { file: file.clone(), owner, range, kind: LockKind::Exclusive };
+            let cmd = Command::Nlm(NlmCommand::Lock { args, block: false, client_addr: "127.0.0.1".into(), now_ms: 1 });
+            tasks.push(tokio::spawn(async move { commit.commit(vec![cmd]).await }));
+        }
+        let mut granted = 0;
+        for task in tasks {
+            let outcomes = task.await.expect("task").expect("commit");
+            assert_eq!(outcomes.len(), 1);
+            match &outcomes[0] {
+                Outcome::Lock(effect) if effect.outcome == LockOutcome::Granted => granted += 1,
+                Outcome::Lock(effect) => assert!(matches!(effect.outcome, LockOutcome::Denied(_)), "{effect:?}"),
+                other => panic!("not a lock outcome: {other:?}"),
+            }
+        }
+        assert_eq!(granted, 1, "round {round}: exactly one of {OWNERS} conflicting locks is granted");
+    }
 }

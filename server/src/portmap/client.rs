@@ -97,7 +97,7 @@ mod tests {
 
     impl Commit for NoState {
         fn commit(&self, _cmds: Vec<Command>) -> CommitFuture<'_> {
-            Box::pin(async { Ok(()) })
+            Box::pin(async { Ok(Vec::new()) })
         }
         fn state(&self) -> Arc<RwLock<State>> {
             self.0.clone()

@@ -33,6 +33,7 @@
 //!   waiter for exactly that range (Linux `nlmsvc_unlock` cancels first).
 //! - No deadlock detection (NLM4_DEADLCK is never produced).
 
+mod hosts;
 mod monitors;
 mod shares;
 pub(crate) mod span;
@@ -48,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{CALLER_NAME_BYTES_MAX, FILE_ID_BYTES_MAX, NETOBJ_BYTES_MAX};
 
+pub use hosts::Hosts;
 pub use monitors::{MonOutcome, MonitorCallback, MonitorId, Monitors, NotifyOutcome};
 pub use shares::{Share, ShareAccess, ShareMode, ShareOutcome, ShareOwner, Shares, UnshareOutcome};
 pub use table::{LockTable, PendingGrant, Waiter};
@@ -213,6 +215,7 @@ enum UndoStep {
     Monitor(monitors::MonitorKey, Option<[u8; 16]>),
     HostState(String, Option<u32>),
     OwnState(u32),
+    Host(String, Option<String>),
 }
 
 impl NlmUndo {
@@ -268,6 +271,7 @@ pub struct NlmState {
     locks: LockTable,
     shares: Shares,
     monitors: Monitors,
+    hosts: Hosts,
 }
 
 impl NlmState {
@@ -281,6 +285,17 @@ impl NlmState {
 
     pub fn monitors(&self) -> &Monitors {
         &self.monitors
+    }
+
+    /// The hosts holding or waiting for locks, with their callback address.
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
+    }
+
+    /// Records that `caller_name` locks from `addr` (where its GRANTED_MSG
+    /// callbacks go). False when the host list is full or `addr` is invalid.
+    pub fn record_host(&mut self, caller_name: &str, addr: &str, undo: &mut NlmUndo) -> bool {
+        self.hosts.record(caller_name, addr, undo)
     }
 
     /// NLM TEST: read only.
@@ -321,6 +336,7 @@ impl NlmState {
     pub fn free_all(&mut self, caller_name: &str, now_ms: u64, undo: &mut NlmUndo) -> Effect<FreeAllOutcome> {
         let mut effect = self.locks.free_host(caller_name, now_ms, undo);
         effect.outcome.shares = self.shares.free_host(caller_name, undo);
+        self.hosts.forget(caller_name, undo);
         effect
     }
 
@@ -386,6 +402,7 @@ impl NlmState {
                 UndoStep::Monitor(key, prev) => self.monitors.restore(key, prev),
                 UndoStep::HostState(host, prev) => self.monitors.restore_host_state(host, prev),
                 UndoStep::OwnState(state) => self.monitors.restore_own_state(state),
+                UndoStep::Host(host, prev) => self.hosts.restore(host, prev),
             }
         }
     }
@@ -394,6 +411,7 @@ impl NlmState {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.locks.check_invariants()?;
         self.shares.check_invariants()?;
-        self.monitors.check_invariants()
+        self.monitors.check_invariants()?;
+        self.hosts.check_invariants()
     }
 }
