@@ -83,7 +83,7 @@ stop_watchdog() {
 
 cleanup() {
     local rc=$? i
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM USR1
     stop_watchdog
     guest_kill 0
     guest_kill 1
@@ -102,8 +102,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
+trap 'log "ERROR: the run bound of ${RUN_SECONDS_MAX}s passed"; exit 2' USR1
 # No stdout/stderr: a pipe reader (`lockfailover.sh | tail`) must not wait for the watchdog's sleep.
-( sleep "$RUN_SECONDS_MAX"; kill -TERM $$ ) > /dev/null 2>&1 &
+( sleep "$RUN_SECONDS_MAX"; kill -USR1 $$ ) > /dev/null 2>&1 &
 WATCHDOG=$!
 
 mkdir -p "$CACHE"
