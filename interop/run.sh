@@ -115,6 +115,9 @@ done
 
 net_up
 server_start
+if [ -n "$HAS_LOCK" ] && ! grep -qw nlockmgr "$LOGDIR/rpcinfo.txt" 2>/dev/null; then
+    log "WARNING: $SERVER_KIND registers no nlockmgr (100021) on its portmapper: every lock case will fail at its bound (--case-timeout $CASE_TIMEOUT s)"
+fi
 
 if [ -n "$SHELL_MODE" ]; then
     log "shell mode: mount with  mount -t nfs $SERVER_IP:/export /mnt ; suites are in /share/bin"

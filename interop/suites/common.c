@@ -12,7 +12,7 @@
 /* Left by a suite whose case timed out, so later suites in the same boot fail at once. */
 #define SERVER_DEAD_MARKER "/run/interop-server-dead"
 
-struct opts g_opts = { "/mnt", "10.99.0.1:/export", "/sync", "a", "1", CASE_TIMEOUT_SECONDS_DEFAULT };
+struct opts g_opts = { "/mnt", "10.99.0.1:/export", "/sync", "a", "1", CASE_TIMEOUT_SECONDS_DEFAULT, 0, "transparent" };
 char g_why[WHY_BYTES_MAX];
 static unsigned g_passed, g_failed;
 static int g_server_dead;
@@ -27,7 +27,7 @@ int failf(const char *fmt, ...) {
 
 void parse_opts(int argc, char **argv) {
     int c;
-    while ((c = getopt(argc, argv, "d:s:y:r:p:t:")) != -1) {
+    while ((c = getopt(argc, argv, "d:s:y:r:p:t:k:m:")) != -1) {
         switch (c) {
         case 'd': g_opts.dir = optarg; break;
         case 's': g_opts.server = optarg; break;
@@ -35,9 +35,11 @@ void parse_opts(int argc, char **argv) {
         case 'r': g_opts.role = optarg; break;
         case 'p': g_opts.phase = optarg; break;
         case 't': g_opts.case_timeout_s = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'k': g_opts.failover_point = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'm': g_opts.mode = optarg; break;
         default:
             fprintf(stderr, "usage: %s [-d mountdir] [-s server:/export] [-t case_timeout_s] "
-                            "[-y syncdir -r a|b -p phase]\n", argv[0]);
+                            "[-y syncdir -r a|b -p phase] [-k failover_point] [-m transparent|classic]\n", argv[0]);
             exit(2);
         }
     }
@@ -288,4 +290,56 @@ int in_child(child_fn fn, void *arg) {
     if (waitpid(pid, &status, 0) != pid) return failf("waitpid: %s", strerror(errno));
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
     return failf("child: %s", why[0] ? why : "died");
+}
+
+int in_child_bounded(child_fn fn, void *arg, unsigned timeout_s) {
+    int fds[2];
+    if (pipe(fds) < 0) return failf("pipe: %s", strerror(errno));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) return failf("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(fds[0]);
+        setpgid(0, 0);
+        g_why[0] = 0;
+        int r = fn(arg);
+        if (r < 0) { ssize_t w = write(fds[1], g_why, strlen(g_why)); (void)w; }
+        _exit(r < 0 ? 1 : 0);
+    }
+    close(fds[1]);
+    setpgid(pid, pid);
+    char why[WHY_BYTES_MAX] = "";
+    size_t got = 0;
+    struct pollfd p = { fds[0], POLLIN, 0 };
+    time_t deadline = time(NULL) + (time_t)timeout_s;
+    int timed_out = 0;
+    for (;;) {
+        time_t now = time(NULL);
+        if (now >= deadline) { timed_out = 1; break; }
+        int pr = poll(&p, 1, (int)((deadline - now) * 1000));
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) { timed_out = (pr == 0); break; }
+        ssize_t n = read(fds[0], why + got, sizeof why - 1 - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+        if (got >= sizeof why - 1) break;
+    }
+    why[got] = 0;
+    close(fds[0]);
+    int status = 0;
+    if (timed_out) {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        for (int i = 0; i < KILL_REAP_TRIES_MAX && waitpid(pid, &status, WNOHANG) == 0; i++) msleep(100);
+        return failf("timed out after %u s%s%s", timeout_s, why[0] ? ": " : "", why);
+    }
+    int reaped = 0;
+    for (int i = 0; i < KILL_REAP_TRIES_MAX * 10; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid) { reaped = 1; break; }
+        msleep(100);
+    }
+    if (!reaped) { kill(-pid, SIGKILL); return failf("child did not exit after closing its pipe"); }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    if (WIFSIGNALED(status)) return failf("child killed by signal %d", WTERMSIG(status));
+    return failf("%s", why[0] ? why : "child failed");
 }

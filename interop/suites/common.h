@@ -27,6 +27,8 @@ struct opts {
     const char *role;      /* "a" or "b" (lock2) */
     const char *phase;     /* lock2 A: "1" before the power-off, "2" after the reboot */
     unsigned case_timeout_s;
+    unsigned failover_point; /* lockfailover.sh: N > 0 asks the host for kill -9 number N (flag files) */
+    const char *mode;        /* lockfailover.sh: "transparent" or "classic" lock recovery */
 };
 extern struct opts g_opts;
 
@@ -59,5 +61,8 @@ void msleep(unsigned ms);
 /* Runs fn(arg) in a child process; 0 if it succeeded, else -1 with the child's reason in g_why. */
 typedef int (*child_fn)(void *arg);
 int in_child(child_fn fn, void *arg);
+/* The same with a time bound: on timeout the child's process group is SIGKILLed (NFS and NLM
+ * waits are killable) and -1 is returned with g_why saying so. */
+int in_child_bounded(child_fn fn, void *arg, unsigned timeout_s);
 
 #endif

@@ -1,15 +1,21 @@
 /* interop/suites/lock.c: the one-guest lock suite, Connectathon lock tests 1-7, 10-12 and 15
  * (semantics from REAL-CLIENTS.md, our own code). A parent sets locks with fcntl; a forked child
  * tests them with F_GETLK. On one client the kernel settles same-client conflicts itself, so
- * these cases mainly check the LOCK/UNLOCK/TEST traffic; lock2.c covers server conflicts. */
+ * these cases mainly check the LOCK/UNLOCK/TEST traffic; lock2.c covers server conflicts.
+ * With -k N (interop/lockfailover.sh) test 7 asks the host for kill -9 number N of the active
+ * while the parent holds its lock and the child waits: it writes failoverN_now into the sync
+ * directory (-y) and keeps sending NLM TESTs until the host writes failoverN_done. */
 #include "lockutil.h"
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #define PAGE_EDGE_START 4090
 #define PAGE_EDGE_LEN 16
 #define BLOCKED_OBSERVE_MS 1500
 #define CHILD_WAIT_POLLS_MAX 1000
+#define FAILOVER_WAIT_SECONDS 150   /* the host's kill, takeover wait (60 s) and serving line */
+#define FAILOVER_TEST_GAP_MS 100
 
 static char g_file[PATH_BYTES_MAX];
 
@@ -127,6 +133,39 @@ static int t6_maxeof(void) {
     return 0;
 }
 
+/* -k N: the parent holds its lock across kill -9 number N of the active. Its F_GETLK of its own
+ * range passes the local check (its own lock) and goes to the server as NLM TEST, so TESTs are
+ * in flight when the active dies; each must answer "unlocked" (the holder is the caller). */
+static int t7_failover(int fd) {
+    char now[32], done[32], path[PATH_BYTES_MAX];
+    snprintf(now, sizeof now, "failover%u_now", g_opts.failover_point);
+    snprintf(done, sizeof done, "failover%u_done", g_opts.failover_point);
+    if (snprintf(path, sizeof path, "%s/%s", g_opts.sync_dir, now) >= (int)sizeof path) return failf("sync path too long");
+    if (touch_file(path) < 0) return -1;
+    struct stat st;
+    unsigned tests = 0;
+    long longest_ms = 0;
+    for (unsigned i = 0; i < FAILOVER_WAIT_SECONDS * 1000 / FAILOVER_TEST_GAP_MS; i++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (expect_range(fd, PAGE_EDGE_START, PAGE_EDGE_LEN, W_FREE, NULL) < 0) return failf("during failover: %s", g_why);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms > longest_ms) longest_ms = ms;
+        tests++;
+        snprintf(path, sizeof path, "%s/%s", g_opts.sync_dir, done);
+        if (stat(path, &st) == 0) {
+            printf("# lock_t07: %u NLM TESTs around failover %u, the longest took %ld ms\n", tests, g_opts.failover_point,
+                   longest_ms);
+            return 0;
+        }
+        snprintf(path, sizeof path, "%s/host_failed", g_opts.sync_dir);
+        if (stat(path, &st) == 0) return failf("the host's failover %u failed", g_opts.failover_point);
+        msleep(FAILOVER_TEST_GAP_MS);
+    }
+    return failf("no %s from the host within %d s", done, FAILOVER_WAIT_SECONDS);
+}
+
 struct t7_arg { int ready_fd; };
 static int t7_child(void *arg) {
     struct t7_arg *a = arg;
@@ -160,6 +199,11 @@ static int t7_mutual_exclusion(void) {
     msleep(BLOCKED_OBSERVE_MS);
     char c;
     CHECK(read(p[0], &c, 1) != 1, "the child got the lock while the parent held it");
+    if (g_opts.failover_point > 0) {
+        if (t7_failover(fd) < 0) { kill(pid, SIGKILL); waitpid(pid, NULL, 0); return -1; }
+        msleep(BLOCKED_OBSERVE_MS);
+        CHECK(read(p[0], &c, 1) != 1, "the child got the lock after the failover while the parent held it");
+    }
     if (write_pattern(fd, PAGE_EDGE_START, PAGE_EDGE_LEN, 72) < 0 || fsync(fd) < 0) return -1;
     CHECK_SYS(lock_range(fd, F_SETLK, F_UNLCK, PAGE_EDGE_START, PAGE_EDGE_LEN), "parent unlock");
     int status = 0;
