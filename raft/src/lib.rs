@@ -10,6 +10,8 @@
 //! paths share (`batch`), and the witness relay (`relay`: the witness leads only
 //! to hand a lagging storage node the log), and the leader's cluster view that
 //! `status` shows on every node (`view`); `cluster::RaftNode` assembles them.
+//! Every timing figure (heartbeat, election timeout, lease, peer timeouts,
+//! relay bounds) lives in `timing`.
 //! Imports `hanfs-state`; must never import `hanfs-server` or `hanfs-cli`.
 
 mod batch;
@@ -23,6 +25,7 @@ pub mod network;
 pub mod raft_commit;
 pub mod relay;
 pub mod sm_store;
+pub mod timing;
 pub mod types;
 pub mod view;
 

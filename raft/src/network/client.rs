@@ -17,11 +17,11 @@ use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::AppendEntriesResponse;
 
 use super::auth::{client_handshake, ClusterSecret, SecureStream};
-use super::{
-    ms, Faults, PeerRequest, PeerResponse, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS,
-    PEER_FRAME_BYTES_MAX, PEER_REQUEST_OVERHEAD_BYTES,
-};
+use super::{ms, Faults, PeerRequest, PeerResponse, PEER_FRAME_BYTES_MAX, PEER_REQUEST_OVERHEAD_BYTES};
 use crate::lease::LeaseClock;
+use crate::timing::{
+    ADMIN_FORWARD_TIMEOUT_MS, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS, VIEW_TIMEOUT_MS,
+};
 use crate::types::{decode, encode, encoded_size, typ, NodeId, PeerNode, TypeConfig};
 
 /// What every outgoing connection of this node shares.
@@ -142,7 +142,7 @@ pub(crate) async fn fetch_view(
     target: NodeId,
     addr: &str,
 ) -> Result<Option<crate::view::ClusterView>, String> {
-    match one_off(net, target, addr, PeerRequest::View, crate::view::VIEW_TIMEOUT_MS).await? {
+    match one_off(net, target, addr, PeerRequest::View, VIEW_TIMEOUT_MS).await? {
         PeerResponse::View(view) => Ok(view),
         _ => Err("peer answered another RPC".into()),
     }
@@ -156,7 +156,7 @@ pub(crate) async fn forward_admin(
     addr: &str,
     line: String,
 ) -> Result<Option<String>, String> {
-    match one_off(net, target, addr, PeerRequest::Admin(line), crate::view::ADMIN_FORWARD_TIMEOUT_MS).await? {
+    match one_off(net, target, addr, PeerRequest::Admin(line), ADMIN_FORWARD_TIMEOUT_MS).await? {
         PeerResponse::Admin(answer) => Ok(answer),
         _ => Err("peer answered another RPC".into()),
     }
