@@ -1,7 +1,9 @@
 //! `RaftNode`: one cluster member, assembled — redb stores (with the identity
 //! check), the authenticated peer transport (client and server), openraft,
 //! the leadership watch and `RaftCommit`. The server's lifecycle starts one
-//! of these, watches `leadership()`, and writes through `commit`.
+//! of these, watches `leadership()`, and writes through `commit`; what else it
+//! reads or drives of Raft is in `status` and `handover` (more `RaftNode`
+//! methods), so `raft` itself stays inside this crate.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,13 +65,13 @@ pub enum RaftNodeError {
 pub struct RaftNode {
     pub id: NodeId,
     pub role: Role,
-    pub raft: typ::Raft,
+    pub(crate) raft: typ::Raft,
     pub log: LogStore,
     pub sm: StateMachineStore,
     pub commit: Arc<RaftCommit>,
     /// Test hook: drop traffic to/from chosen peers.
     pub faults: Faults,
-    pub lease: LeaseClock,
+    pub(crate) lease: LeaseClock,
     /// For one-off requests to peers (the cluster view, forwarded commands).
     net: PeerNetwork,
     hooks: ServerHooks,

@@ -5,10 +5,10 @@
 //! a follower waits before campaigning (`membership::raft_config` hands both to
 //! openraft), how long a quorum acknowledgement lets the leader serve and how
 //! long a new leader waits before serving (`lease`), how quickly the peer
-//! transport gives up on and retries a peer (`network`), and when the witness
-//! stands in to hand the log over (`relay`). Changing one of them changes the
-//! stall a client sees on failover; the asserts below say which others must
-//! move with it.
+//! transport gives up on and retries a peer (`network`), when the witness
+//! stands in to hand the log over (`relay`), and the bounds of a switchover
+//! (`handover`). Changing one of them changes the stall a client sees on
+//! failover; the asserts below say which others must move with it.
 
 // ------------------------------------------------------------ Raft (openraft Config)
 
@@ -94,6 +94,20 @@ pub const ADMIN_FORWARD_TIMEOUT_MS: u64 = 10_000;
 /// cut off from its quorum never commits; its callers get `NotLeader` after
 /// this long.
 pub const RAFT_WRITE_TIMEOUT_MS: u64 = 5_000;
+
+// ------------------------------------------------------------ switchover (`handover`)
+
+/// Bound on waiting for the target to catch up before a switchover.
+pub const SWITCHOVER_CATCHUP_MS: u64 = 2_000;
+/// Bound on waiting for another node to be elected after standing down.
+pub const SWITCHOVER_WAIT_MS: u64 = 5_000;
+/// Poll period of the switchover's and the stand-down's waits.
+pub const SWITCHOVER_POLL_MS: u64 = 20;
+
+const _: () = assert!(
+    SWITCHOVER_CATCHUP_MS + SWITCHOVER_WAIT_MS < ADMIN_FORWARD_TIMEOUT_MS,
+    "a switchover forwarded from a follower is answered before the follower gives up"
+);
 
 // ------------------------------------------------------------ witness relay (`relay`)
 

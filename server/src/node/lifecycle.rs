@@ -22,24 +22,28 @@
 //! `demoted`. Replies are fenced before that too: `Services::serving_now`.
 //!
 //! A failed promotion step undoes the earlier ones (VIP released, `on_demote`
-//! run) and then the node steps aside (`control::stand_down`: heartbeats and
-//! elections off for at most `STAND_DOWN_WAIT_MS`) so the other storage node
-//! can take over; if nobody does (it is down), this node is leader again
-//! afterwards and retries the promotion after `PROMOTE_RETRY_MS`.
+//! run) and then the node steps aside (`stand_down`: heartbeats and elections
+//! off for at most `STAND_DOWN_WAIT_MS`) so the other storage node can take
+//! over; if nobody does (it is down), this node is leader again afterwards and
+//! retries the promotion after `PROMOTE_RETRY_MS`.
+//!
+//! `stand_down` is also the switchover's (`control`): stop serving first (the
+//! standing-down flag makes this task demote), then let Raft step aside
+//! (`RaftNode::step_aside`), then resume.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hanfs_raft::commit::Commit;
+use hanfs_raft::handover::poll_until;
 use hanfs_raft::lease::Leadership;
+use hanfs_raft::types::NodeId;
 use hanfs_state::{Command, Promotion};
-use openraft::ServerState;
 use tokio::sync::watch;
 
-use super::cluster::Shared;
-use super::control::stand_down;
 use super::hooks;
 use super::listen::Serving;
+use super::shared::Shared;
 use super::single::{serve_commands, services};
 use crate::services::Services;
 use crate::vip::{Vip, VIP_RENEW_MS};
@@ -69,21 +73,17 @@ fn may_serve(shared: &Shared, leadership: &watch::Receiver<Leadership>) -> bool 
 /// The lifecycle task of a storage node; ends (demoted) when `stop` turns true.
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut leadership = shared.raft.leadership();
-    let mut metrics = shared.raft.raft.metrics();
+    let mut raft = shared.raft.raft_watch();
     // When this node last saw itself become Raft leader (promotion timing).
     let mut elected_at: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             return;
         }
-        {
-            let m = metrics.borrow_and_update();
-            let leading = m.state == ServerState::Leader && m.current_leader == Some(m.id);
-            match (leading, elected_at) {
-                (true, None) => elected_at = Some(Instant::now()),
-                (false, Some(_)) => elected_at = None,
-                _ => {}
-            }
+        match (raft.elected(), elected_at) {
+            (true, None) => elected_at = Some(Instant::now()),
+            (false, Some(_)) => elected_at = None,
+            _ => {}
         }
         if may_serve(&shared, &leadership) {
             let started = elected_at.unwrap_or_else(Instant::now);
@@ -123,12 +123,26 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = leadership.changed() => {}
-            _ = metrics.changed() => {}
+            _ = raft.changed() => {}
             _ = shared.wake.notified() => {}
             _ = stop.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(LIFECYCLE_POLL_MS)) => {}
         }
     }
+}
+
+/// Step aside: stop serving (the lifecycle demotes), then let Raft switch
+/// heartbeats and elections off so another storage node gets elected, wait up
+/// to `wait_ms` for a leader other than this node (`target`, if given), and
+/// switch them back on (`RaftNode::step_aside`). Returns the new leader, if
+/// one was seen.
+pub(crate) async fn stand_down(shared: &Shared, target: Option<NodeId>, wait_ms: u64) -> Option<NodeId> {
+    shared.set_standing_down(true);
+    // Wait (bounded) until the lifecycle has closed the listeners.
+    let _ = poll_until(wait_ms, || !shared.active().serving).await;
+    let leader = shared.raft.step_aside(target, wait_ms).await;
+    shared.set_standing_down(false);
+    leader
 }
 
 /// Wait while this node may serve.
