@@ -72,7 +72,7 @@ impl Handler for Control {
                 ["status"] => status(&shared).await,
                 ["switchover", rest @ ..] => match parse_switchover(rest) {
                     Ok(to) => switchover_from_here(&shared, to).await,
-                    Err(e) => e,
+                    Err(e) => format!("error: {e}\n"),
                 },
                 ["exports"] | ["clients"] => {
                     let state = shared.raft.commit.state();
@@ -277,14 +277,21 @@ fn faults(shared: &Shared, args: &[&str]) -> String {
 }
 
 /// `switchover [--to N]`'s arguments.
-fn parse_switchover(args: &[&str]) -> Result<Option<NodeId>, String> {
+fn parse_switchover(args: &[&str]) -> Result<Option<NodeId>, SwitchoverArgsError> {
     match args {
         [] => Ok(None),
-        ["--to", n] => {
-            n.parse::<NodeId>().map(Some).map_err(|_| format!("error: switchover --to: `{n}` is not a node id\n"))
-        }
-        _ => Err("error: usage: switchover [--to N]\n".into()),
+        ["--to", n] => n.parse::<NodeId>().map(Some).map_err(|_| SwitchoverArgsError::NotANodeId(n.to_string())),
+        _ => Err(SwitchoverArgsError::Usage),
     }
+}
+
+/// `switchover`'s arguments are wrong; shown as the answer's `error:` line.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum SwitchoverArgsError {
+    #[error("switchover --to: `{0}` is not a node id")]
+    NotANodeId(String),
+    #[error("usage: switchover [--to N]")]
+    Usage,
 }
 
 /// `switchover` asked on this node: run it here if this node leads, else
@@ -310,7 +317,7 @@ pub(crate) async fn forwarded(shared: &Shared, line: &str) -> String {
     match words.as_slice() {
         ["switchover", rest @ ..] => match parse_switchover(rest) {
             Ok(to) => switchover(shared, to).await,
-            Err(e) => e,
+            Err(e) => format!("error: {e}\n"),
         },
         _ => format!("error: `{}` cannot be forwarded\n", line.trim()),
     }

@@ -31,22 +31,24 @@
 //! standing-down flag makes this task demote), then let Raft step aside
 //! (`RaftNode::step_aside`), then resume.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hanfs_raft::commit::Commit;
+use hanfs_raft::commit::{Commit, CommitError};
 use hanfs_raft::handover::poll_until;
 use hanfs_raft::lease::Leadership;
 use hanfs_raft::types::NodeId;
 use hanfs_state::{Command, Promotion};
 use tokio::sync::watch;
 
-use super::hooks;
+use super::hooks::{self, HookError};
 use super::listen::Serving;
 use super::shared::Shared;
 use super::single::{serve_commands, services};
+use super::NodeError;
 use crate::services::Services;
-use crate::vip::{Vip, VIP_RENEW_MS};
+use crate::vip::{Vip, VipError, VIP_RENEW_MS};
 
 /// Backstop period of the lifecycle's wait (changes normally wake it at once).
 pub const LIFECYCLE_POLL_MS: u64 = 50;
@@ -54,6 +56,22 @@ pub const LIFECYCLE_POLL_MS: u64 = 50;
 pub const PROMOTE_RETRY_MS: u64 = 1_000;
 /// How long a node whose promotion failed steps aside for the other one.
 pub const STAND_DOWN_WAIT_MS: u64 = 3_000;
+
+/// Why a promotion failed (what it had done is undone by then).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PromoteError {
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error("claiming the VIP {addr}: {error}")]
+    ClaimVip { addr: IpAddr, error: VipError },
+    #[error("committing the new epoch and the exports: {0}")]
+    Commit(CommitError),
+    /// Building the services or opening the listeners.
+    #[error("{0}")]
+    Start(NodeError),
+    #[error("announcing the VIP {addr}: {error}")]
+    AnnounceVip { addr: IpAddr, error: VipError },
+}
 
 /// An open active period.
 struct Active {
@@ -185,7 +203,7 @@ async fn hold(
 }
 
 /// Promotion steps 4-7 (see the module doc). On failure, what was done is undone.
-async fn promote(shared: &Shared) -> Result<Active, String> {
+async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
     let hooks_cfg = &shared.setup.hooks;
     let id = shared.raft.id;
     hooks::run("promote", hooks_cfg.on_promote.as_deref(), id, hooks_cfg.timeout_ms).await?;
@@ -195,32 +213,32 @@ async fn promote(shared: &Shared) -> Result<Active, String> {
             Ok(()) => Some(vip.clone()),
             Err(e) => {
                 undo(shared, None).await;
-                return Err(format!("claiming the VIP {}: {e}", vip.config().addr));
+                return Err(PromoteError::ClaimVip { addr: vip.config().addr, error: e });
             }
         },
     };
     let commit: Arc<dyn Commit> = shared.raft.commit.clone();
     if let Err(e) = commit.commit(serve_commands(&shared.config)).await {
         undo(shared, vip).await;
-        return Err(format!("committing the new epoch and the exports: {e}"));
+        return Err(PromoteError::Commit(e));
     }
     let services = match services(shared.config.clone(), commit, shared.fence()) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             undo(shared, vip).await;
-            return Err(e.to_string());
+            return Err(PromoteError::Start(e));
         }
     };
     let serving = match Serving::open(&services).await {
         Ok(serving) => serving,
         Err(e) => {
             undo(shared, vip).await;
-            return Err(e.to_string());
+            return Err(PromoteError::Start(e));
         }
     };
     // The gratuitous ARP last: clients it redirects find the listeners open.
     let announced = match &vip {
-        Some(v) => v.announce_claim().await.map_err(|e| format!("announcing the VIP {}: {e}", v.config().addr)),
+        Some(v) => v.announce_claim().await.map_err(|error| PromoteError::AnnounceVip { addr: v.config().addr, error }),
         None => Ok(()),
     };
     if let Err(e) = announced {
