@@ -1,7 +1,9 @@
 //! `RaftNode`: one cluster member, assembled — redb stores (with the identity
 //! check), the authenticated peer transport (client and server), openraft,
 //! the leadership watch and `RaftCommit`. The server's lifecycle starts one
-//! of these, watches `leadership()`, and writes through `commit`.
+//! of these, watches `leadership()`, and writes through `commit`; what else it
+//! reads or drives of Raft is in `status` and `handover` (more `RaftNode`
+//! methods), so `raft` itself stays inside this crate.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,7 +18,7 @@ use crate::lease::{spawn_leadership_watch, Leadership, LeaseClock};
 use crate::log_store::{bind_identity, open_db, IdentityError, LogStore};
 use crate::membership::{initialize, raft_config, MembershipError};
 use crate::network::auth::ClusterSecret;
-use crate::network::client::{fetch_view, forward_admin, PeerNetwork};
+use crate::network::client::{fetch_view, forward_admin, PeerAskError, PeerNetwork};
 use crate::network::server::PeerServer;
 use crate::network::{Faults, PeerSignals};
 use crate::raft_commit::RaftCommit;
@@ -59,17 +61,34 @@ pub enum RaftNodeError {
     Raft(String),
 }
 
+/// Why the leader could not be asked (`forward_to_leader`, `cluster_view`).
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderAskError {
+    #[error("no leader known")]
+    NoLeader,
+    #[error("leader {0} is not in the membership")]
+    NotMember(NodeId),
+    /// The leader answered that it runs no forwarded commands.
+    #[error("node {0} takes no forwarded commands")]
+    NoForwarding(NodeId),
+    /// The node asked for the view no longer leads.
+    #[error("node {0} no longer leads")]
+    NotLeading(NodeId),
+    #[error("leader {leader} {error}")]
+    Peer { leader: NodeId, error: PeerAskError },
+}
+
 /// A running cluster member.
 pub struct RaftNode {
     pub id: NodeId,
     pub role: Role,
-    pub raft: typ::Raft,
+    pub(crate) raft: typ::Raft,
     pub log: LogStore,
     pub sm: StateMachineStore,
     pub commit: Arc<RaftCommit>,
     /// Test hook: drop traffic to/from chosen peers.
     pub faults: Faults,
-    pub lease: LeaseClock,
+    pub(crate) lease: LeaseClock,
     /// For one-off requests to peers (the cluster view, forwarded commands).
     net: PeerNetwork,
     hooks: ServerHooks,
@@ -175,32 +194,32 @@ impl RaftNode {
     }
 
     /// Forward an admin command line to the leader; `(leader, answer)`.
-    pub async fn forward_to_leader(&self, line: String) -> Result<(NodeId, String), String> {
+    pub async fn forward_to_leader(&self, line: String) -> Result<(NodeId, String), LeaderAskError> {
         let (leader, addr) = self.leader_addr()?;
         match forward_admin(&self.net, leader, &addr, line).await {
             Ok(Some(answer)) => Ok((leader, answer)),
-            Ok(None) => Err(format!("node {leader} takes no forwarded commands")),
-            Err(e) => Err(format!("leader {leader} {e}")),
+            Ok(None) => Err(LeaderAskError::NoForwarding(leader)),
+            Err(error) => Err(LeaderAskError::Peer { leader, error }),
         }
     }
 
     /// The current leader (not this node) and its peer address.
-    fn leader_addr(&self) -> Result<(NodeId, String), String> {
+    fn leader_addr(&self) -> Result<(NodeId, String), LeaderAskError> {
         let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader.ok_or_else(|| "no leader known".to_string())?;
+        let leader = m.current_leader.ok_or(LeaderAskError::NoLeader)?;
         let addr = m
             .membership_config
             .membership()
             .get_node(&leader)
             .map(|n| n.addr.clone())
-            .ok_or_else(|| format!("leader {leader} is not in the membership"))?;
+            .ok_or(LeaderAskError::NotMember(leader))?;
         Ok((leader, addr))
     }
 
     /// The leader's `ClusterView`: built here if this node leads, else
     /// fetched from the leader (bounded by `VIEW_TIMEOUT_MS`). `Err` says why
     /// there is none (no leader known, leader unreachable, ...).
-    pub async fn cluster_view(&self) -> Result<ClusterView, String> {
+    pub async fn cluster_view(&self) -> Result<ClusterView, LeaderAskError> {
         let m = self.raft.metrics().borrow().clone();
         if let Some(view) = self.hooks.local(&m, self.lease.holds(&m)) {
             return Ok(view);
@@ -208,8 +227,8 @@ impl RaftNode {
         let (leader, addr) = self.leader_addr()?;
         match fetch_view(&self.net, leader, &addr).await {
             Ok(Some(view)) => Ok(view),
-            Ok(None) => Err(format!("node {leader} no longer leads")),
-            Err(e) => Err(format!("leader {leader} {e}")),
+            Ok(None) => Err(LeaderAskError::NotLeading(leader)),
+            Err(error) => Err(LeaderAskError::Peer { leader, error }),
         }
     }
 

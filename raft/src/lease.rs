@@ -1,4 +1,6 @@
-//! The leader lease used for fencing (DESIGN.md invariant 7).
+//! The leader lease used for fencing (DESIGN.md invariant 7). Its figures
+//! (`LEASE_MS`, `LEASE_DRIFT_MS`, `PROMOTE_WAIT_MS`, ...) live in `timing`,
+//! next to the Raft timeouts they are checked against.
 //!
 //! The leader may serve only while a quorum has acknowledged it recently: the
 //! lease runs until `t + LEASE_MS`, where `t` is the *send* time of the newest
@@ -29,35 +31,8 @@ use openraft::{RaftMetrics, ServerState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::membership::{ELECTION_TIMEOUT_MAX_MS, HEARTBEAT_MS};
+use crate::timing::{LEASE_CHECK_MS, LEASE_MS, PROMOTE_APPLY_TIMEOUT_MS, PROMOTE_WAIT_MS};
 use crate::types::{typ, NodeId, PeerNode, Role};
-
-/// How long a quorum acknowledgement lets the leader serve.
-pub const LEASE_MS: u64 = 160;
-/// Allowance for clock-rate differences between nodes and scheduling delay.
-pub const LEASE_DRIFT_MS: u64 = 40;
-/// How long a newly elected leader waits before serving: the old leader's
-/// lease bound, from the moment of election. That is exactly what safety
-/// needs and no more: every voter of our quorum granted us its vote before we
-/// saw ourselves elected, and after granting it refuses the old term, so the
-/// newest old-leader heartbeat any of them acknowledged was sent before our
-/// election; the old lease therefore ends before `elected + LEASE_MS` (plus
-/// drift). It cannot be counted from the start of our campaign: a voter
-/// restarted in between may have acknowledged the old leader after that.
-pub const PROMOTE_WAIT_MS: u64 = LEASE_MS + LEASE_DRIFT_MS;
-
-/// How often the watch re-checks the lease when no metrics change arrives.
-pub const LEASE_CHECK_MS: u64 = 10;
-/// Bound on the "apply everything committed" step of a promotion; on timeout
-/// the promotion is retried from the start.
-pub const PROMOTE_APPLY_TIMEOUT_MS: u64 = 5_000;
-
-const _: () = assert!(LEASE_CHECK_MS * 5 <= LEASE_MS, "the lease is checked many times per period");
-const _: () = assert!(LEASE_MS >= 4 * HEARTBEAT_MS, "a couple of late heartbeats must not drop the lease");
-const _: () = assert!(
-    LEASE_MS + LEASE_DRIFT_MS <= ELECTION_TIMEOUT_MAX_MS,
-    "the lease must end before openraft's voters may elect another leader"
-);
 
 /// Per-peer newest acknowledged send time, by the leader's vote (term).
 #[derive(Clone, Debug, Default)]

@@ -10,11 +10,19 @@
 //! paths share (`batch`), and the witness relay (`relay`: the witness leads only
 //! to hand a lagging storage node the log), and the leader's cluster view that
 //! `status` shows on every node (`view`); `cluster::RaftNode` assembles them.
+//! The server drives and reads Raft only through `RaftNode`: `status` (a copy
+//! of the metrics in our own types, a metrics watch, the reply-time
+//! `ServingCheck`, `debug snapshot`), `handover` (switchover and stepping
+//! aside) and `lease::Leadership` (may this node serve); it never names the
+//! Raft library's types.
+//! Every timing figure (heartbeat, election timeout, lease, peer timeouts,
+//! relay and switchover bounds) lives in `timing`.
 //! Imports `hanfs-state`; must never import `hanfs-server` or `hanfs-cli`.
 
 mod batch;
 pub mod cluster;
 pub mod commit;
+pub mod handover;
 pub mod lease;
 pub mod local;
 pub mod log_store;
@@ -23,6 +31,8 @@ pub mod network;
 pub mod raft_commit;
 pub mod relay;
 pub mod sm_store;
+pub mod status;
+pub mod timing;
 pub mod types;
 pub mod view;
 

@@ -1,6 +1,6 @@
-//! Cluster membership and Raft timing: two storage nodes and a witness, all
-//! voters. Every openraft `Config` field that matters is set here, once, with
-//! the reason for its value.
+//! Cluster membership and the openraft configuration: two storage nodes and a
+//! witness, all voters. Every openraft `Config` field is set here, once, with
+//! the reason for its value; the timing figures among them live in `timing`.
 //!
 //! The witness: openraft 0.9 lets every voter become leader; there is no
 //! "non-candidate voter". We keep the witness a full voter (it stores the log
@@ -19,21 +19,9 @@ use std::sync::Arc;
 
 use openraft::{Config, SnapshotPolicy};
 
+use crate::timing::{ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_MS, INSTALL_SNAPSHOT_TIMEOUT_MS};
 use crate::types::{typ, NodeId, PeerNode, Role};
 
-/// Leader heartbeat period. Also the granularity of lease renewal.
-pub const HEARTBEAT_MS: u64 = 40;
-/// Election timeout range (randomised per node). openraft 0.9 makes a follower
-/// that has a leader wait `ELECTION_TIMEOUT_MAX_MS` (its leader lease) plus a
-/// random timeout in this range before campaigning, so failure detection takes
-/// 400..480 ms; with the promotion's lease wait (200 ms, overlapping the apply
-/// barrier) kill → serving is ≈ 0.7 s. A follower campaigns only after
-/// 400 ms without a heartbeat, i.e. 10 lost or late heartbeats: long enough
-/// that scheduling noise on a loaded 2-core machine does not flap elections.
-pub const ELECTION_TIMEOUT_MIN_MS: u64 = 160;
-pub const ELECTION_TIMEOUT_MAX_MS: u64 = 240;
-/// Timeout of one InstallSnapshot chunk RPC (a chunk is `SNAPSHOT_CHUNK_BYTES`).
-pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 2_000;
 /// Snapshot chunk size: large enough to move a big handle table quickly, small
 /// enough that one chunk fits well inside a peer frame.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
@@ -50,9 +38,6 @@ pub const LOG_KEEP_AFTER_SNAPSHOT_ENTRIES: u64 = 1_000;
 /// Entries deleted per purge call.
 pub const PURGE_BATCH_ENTRIES: u64 = 256;
 
-const _: () =
-    assert!(ELECTION_TIMEOUT_MIN_MS >= 4 * HEARTBEAT_MS, "a few lost heartbeats must not trigger an election");
-const _: () = assert!(ELECTION_TIMEOUT_MIN_MS < ELECTION_TIMEOUT_MAX_MS);
 const _: () = assert!(
     crate::log_store::ENTRY_BYTES_MAX + crate::network::PEER_REQUEST_OVERHEAD_BYTES
         <= crate::network::PEER_FRAME_BYTES_MAX,

@@ -25,6 +25,7 @@ use crate::batch::{self, storage, Batcher, Durable, REQUEST_OVERHEAD_BYTES};
 use crate::commit::{Commit, CommitError, CommitFuture};
 use crate::lease::Leadership;
 use crate::sm_store::StateMachineStore;
+use crate::timing::RAFT_WRITE_TIMEOUT_MS;
 use crate::types::{typ, Applied};
 
 /// Requests waiting for the group-commit task; senders wait when it is full.
@@ -34,9 +35,6 @@ pub const RAFT_BATCH_COMMANDS_MAX: usize = batch::BATCH_COMMANDS_MAX;
 /// Most encoded command bytes in one entry: what the state codec accepts, less
 /// the outer `Batch`'s tag and length prefix. Fits `log_store::ENTRY_BYTES_MAX`.
 pub const RAFT_ENTRY_COMMAND_BYTES_MAX: u64 = COMMAND_BYTES_MAX - 16;
-/// Bound on one proposal (quorum ack plus apply). A leader cut off from its
-/// quorum never commits; its callers get `NotLeader` after this long.
-pub const RAFT_WRITE_TIMEOUT_MS: u64 = 5_000;
 
 const _: () = assert!(RAFT_ENTRY_COMMAND_BYTES_MAX + 16 <= crate::log_store::ENTRY_BYTES_MAX);
 const _: () = assert!(RAFT_ENTRY_COMMAND_BYTES_MAX > REQUEST_OVERHEAD_BYTES);

@@ -25,34 +25,19 @@
 //! The witness never serves: its leadership watch never reports `Leader`
 //! (`lease::spawn_leadership_watch` checks the role), so it never opens
 //! listeners or claims the VIP. It leads for the few milliseconds the
-//! catch-up takes plus one leader lease.
+//! catch-up takes plus one leader lease. Its figures (`RELAY_*_MS`) live in
+//! `timing`.
 
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use tokio::task::JoinHandle;
 
-use crate::membership::{ELECTION_TIMEOUT_MAX_MS, HEARTBEAT_MS};
 use crate::network::{PeerSignals, SignalTimes};
+use crate::timing::{
+    RELAY_CATCHUP_MS, RELAY_HANDOVER_MS, RELAY_POLL_MS, RELAY_REFUSAL_RECENT_MS, RELAY_RETRY_MS, RELAY_SILENCE_MS,
+};
 use crate::types::{typ, NodeId, Role};
-
-/// How often the relay looks at the signals and at Raft.
-pub const RELAY_POLL_MS: u64 = 50;
-/// Silence from every leader before the witness may stand: two full election
-/// timeouts plus a heartbeat, longer than any storage node needs to notice a
-/// dead leader and campaign.
-pub const RELAY_SILENCE_MS: u64 = 2 * ELECTION_TIMEOUT_MAX_MS + HEARTBEAT_MS;
-/// A refusal of a lagging candidate counts as current for this long.
-pub const RELAY_REFUSAL_RECENT_MS: u64 = 1_000;
-/// Between two election triggers while standing.
-pub const RELAY_RETRY_MS: u64 = 100;
-/// Bound on waiting, as leader, for a storage node to match our log.
-pub const RELAY_CATCHUP_MS: u64 = 2_000;
-/// Bound on waiting for a storage node to take over once heartbeats stop.
-pub const RELAY_HANDOVER_MS: u64 = 5_000;
-
-const _: () = assert!(RELAY_SILENCE_MS > ELECTION_TIMEOUT_MAX_MS + HEARTBEAT_MS);
-const _: () = assert!(RELAY_RETRY_MS >= 2 * RELAY_POLL_MS);
 
 /// Should a witness that is not leader stand now?
 pub fn should_stand(seen: SignalTimes, now: Instant) -> bool {
@@ -126,6 +111,7 @@ fn caught_up_storage(m: &openraft::RaftMetrics<NodeId, crate::types::PeerNode>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timing::HEARTBEAT_MS;
 
     fn ago(now: Instant, ms: u64) -> Option<Instant> {
         now.checked_sub(Duration::from_millis(ms))

@@ -19,13 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{NodeId, PeerNode};
 
-/// Bound on fetching the view from the leader (connect, handshake, answer).
-pub const VIEW_TIMEOUT_MS: u64 = 500;
 /// Extra lines a view may carry (the server adds two or three).
 pub const VIEW_EXTRA_LINES_MAX: usize = 16;
-/// Bound on a forwarded admin command (a switchover waits for catch-up and
-/// for the new leader, 7 s at most).
-pub const ADMIN_FORWARD_TIMEOUT_MS: u64 = 10_000;
 /// Longest admin command line a peer may forward.
 pub const ADMIN_LINE_BYTES_MAX: usize = 256;
 

@@ -17,11 +17,11 @@ use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::AppendEntriesResponse;
 
 use super::auth::{client_handshake, ClusterSecret, SecureStream};
-use super::{
-    ms, Faults, PeerRequest, PeerResponse, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS,
-    PEER_FRAME_BYTES_MAX, PEER_REQUEST_OVERHEAD_BYTES,
-};
+use super::{ms, Faults, PeerRequest, PeerResponse, PEER_FRAME_BYTES_MAX, PEER_REQUEST_OVERHEAD_BYTES};
 use crate::lease::LeaseClock;
+use crate::timing::{
+    ADMIN_FORWARD_TIMEOUT_MS, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS, VIEW_TIMEOUT_MS,
+};
 use crate::types::{decode, encode, encoded_size, typ, NodeId, PeerNode, TypeConfig};
 
 /// What every outgoing connection of this node shares.
@@ -48,6 +48,22 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     conn: Option<SecureStream>,
+}
+
+/// Why a one-off request to a peer (the cluster view, a forwarded admin
+/// command) got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerAskError {
+    #[error("unreachable: {0}")]
+    Unreachable(std::io::Error),
+    #[error("no answer within {ttl_ms} ms")]
+    Timeout { ttl_ms: u64 },
+    /// The answer could not be decoded.
+    #[error("bad answer: {0}")]
+    BadAnswer(String),
+    /// The peer answered, but to another kind of request.
+    #[error("peer answered another RPC")]
+    OtherAnswer,
 }
 
 enum CallError {
@@ -141,10 +157,10 @@ pub(crate) async fn fetch_view(
     net: &PeerNetwork,
     target: NodeId,
     addr: &str,
-) -> Result<Option<crate::view::ClusterView>, String> {
-    match one_off(net, target, addr, PeerRequest::View, crate::view::VIEW_TIMEOUT_MS).await? {
+) -> Result<Option<crate::view::ClusterView>, PeerAskError> {
+    match one_off(net, target, addr, PeerRequest::View, VIEW_TIMEOUT_MS).await? {
         PeerResponse::View(view) => Ok(view),
-        _ => Err("peer answered another RPC".into()),
+        _ => Err(PeerAskError::OtherAnswer),
     }
 }
 
@@ -155,10 +171,10 @@ pub(crate) async fn forward_admin(
     target: NodeId,
     addr: &str,
     line: String,
-) -> Result<Option<String>, String> {
-    match one_off(net, target, addr, PeerRequest::Admin(line), crate::view::ADMIN_FORWARD_TIMEOUT_MS).await? {
+) -> Result<Option<String>, PeerAskError> {
+    match one_off(net, target, addr, PeerRequest::Admin(line), ADMIN_FORWARD_TIMEOUT_MS).await? {
         PeerResponse::Admin(answer) => Ok(answer),
-        _ => Err("peer answered another RPC".into()),
+        _ => Err(PeerAskError::OtherAnswer),
     }
 }
 
@@ -169,12 +185,12 @@ async fn one_off(
     addr: &str,
     req: PeerRequest,
     ttl_ms: u64,
-) -> Result<PeerResponse, String> {
+) -> Result<PeerResponse, PeerAskError> {
     let mut client = PeerClient { net: net.clone(), target, addr: addr.to_string(), conn: None };
     client.call(req, ms(ttl_ms)).await.map_err(|e| match e {
-        CallError::Unreachable(e) => format!("unreachable: {e}"),
-        CallError::Timeout => format!("no answer within {ttl_ms} ms"),
-        CallError::Protocol(e) => format!("bad answer: {e}"),
+        CallError::Unreachable(e) => PeerAskError::Unreachable(e),
+        CallError::Timeout => PeerAskError::Timeout { ttl_ms },
+        CallError::Protocol(e) => PeerAskError::BadAnswer(e),
     })
 }
 

@@ -9,6 +9,7 @@
 //! `Faults` is the test hook that drops all traffic to or from chosen peers.
 //! `PeerSignals` is what the server saw lately (a leader's appends, a
 //! candidate refused for being behind), for the witness relay.
+//! Its timeouts and retry period live in `timing`.
 
 pub mod auth;
 pub mod client;
@@ -32,18 +33,8 @@ pub const PEER_FRAME_BYTES_MAX: u64 = crate::log_store::ENTRY_BYTES_MAX + PEER_R
 /// Upper bound on one handshake frame, before the peer is authenticated: an
 /// unauthenticated peer can never make us allocate more than this.
 pub const HANDSHAKE_FRAME_BYTES_MAX: u64 = 4 * 1024;
-/// TCP connect timeout.
-pub const CONNECT_TIMEOUT_MS: u64 = 500;
-/// Time allowed for the whole handshake, on both sides.
-pub const HANDSHAKE_TIMEOUT_MS: u64 = 1_000;
-/// A server connection with no request for this long is closed (the leader
-/// sends heartbeats every `HEARTBEAT_MS`, so only dead connections idle).
-pub const PEER_IDLE_TIMEOUT_MS: u64 = 30_000;
 /// Concurrent inbound peer connections (a 3-node cluster needs a handful).
 pub const PEER_CONNECTIONS_MAX: usize = 32;
-/// Wait before retrying an unreachable peer (openraft's default is 500 ms;
-/// shorter so a restarted peer is picked up quickly).
-pub const PEER_BACKOFF_MS: u64 = 100;
 
 const _: () = assert!(HANDSHAKE_FRAME_BYTES_MAX < PEER_FRAME_BYTES_MAX);
 const _: () = assert!(PEER_FRAME_BYTES_MAX <= u32::MAX as u64);

@@ -12,10 +12,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::auth::{server_handshake, ClusterSecret, SecureStream};
-use super::{
-    ms, Faults, PeerRequest, PeerResponse, PeerSignals, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX,
-    PEER_FRAME_BYTES_MAX, PEER_IDLE_TIMEOUT_MS,
-};
+use super::{ms, Faults, PeerRequest, PeerResponse, PeerSignals, PEER_CONNECTIONS_MAX, PEER_FRAME_BYTES_MAX};
+use crate::timing::{HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS, PEER_IDLE_TIMEOUT_MS};
 use crate::types::{decode, encode, typ, NodeId};
 
 /// What the peer server needs.
@@ -49,7 +47,7 @@ impl PeerServer {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "peer accept failed");
-                    tokio::time::sleep(ms(super::PEER_BACKOFF_MS)).await;
+                    tokio::time::sleep(ms(PEER_BACKOFF_MS)).await;
                     continue;
                 }
             };

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hanfs_state::Command;
+use hanfs_state::{Command, State};
 use openraft::{EntryPayload, RaftLogReader, RaftMetrics};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -156,14 +156,23 @@ pub fn mount(i: u32) -> Command {
     Command::Mount { client: format!("10.0.0.{i}"), path: "/export".to_string() }
 }
 
+/// Why two nodes' applied states could not be shown equal.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum SameStateError {
+    #[error("a state lock is poisoned")]
+    Poisoned,
+    #[error("{a:?} != {b:?}")]
+    Differ { a: Box<State>, b: Box<State> },
+}
+
 /// Compare two nodes' applied states (both must have applied the same index).
-pub fn same_state(a: &TestNode, b: &TestNode) -> Result<(), String> {
-    let sa = a.sm.state().read().map_err(|e| e.to_string())?.clone();
-    let sb = b.sm.state().read().map_err(|e| e.to_string())?.clone();
+pub fn same_state(a: &TestNode, b: &TestNode) -> Result<(), SameStateError> {
+    let sa = a.sm.state().read().map_err(|_| SameStateError::Poisoned)?.clone();
+    let sb = b.sm.state().read().map_err(|_| SameStateError::Poisoned)?.clone();
     if sa == sb {
         Ok(())
     } else {
-        Err(format!("{sa:?} != {sb:?}"))
+        Err(SameStateError::Differ { a: Box::new(sa), b: Box::new(sb) })
     }
 }
 

@@ -2,47 +2,50 @@
 //! [--to N]`, `exports`, `clients`, and `debug faults block N | unblock N |
 //! heal` and `debug snapshot` (only when started with `HANFS_TEST_FAULTS=1`).
 //!
-//! `debug snapshot` builds a snapshot now (`trigger().snapshot()`), waits for
-//! it (at most `DEBUG_SNAPSHOT_WAIT_MS`) and purges the log up to it, so a
+//! `debug snapshot` builds a snapshot now (`RaftNode::snapshot_now`), waits
+//! for it (at most `DEBUG_SNAPSHOT_WAIT_MS`) and purges the log up to it, so a
 //! test can make a wiped node catch up by InstallSnapshot instead of by log
 //! replay (snapshots are otherwise built every `SNAPSHOT_EVERY_ENTRIES`).
 //!
-//! Switchover (openraft 0.9 has no leadership transfer): asked on the leader,
+//! Switchover (the Raft library has no leadership transfer): asked on the
+//! leader,
 //! 1. check the target is another storage node and its replication matches
-//!    the leader's last log index (waiting at most `SWITCHOVER_CATCHUP_MS`);
-//! 2. stand down: the lifecycle demotes at once (listeners, connections, VIP,
-//!    `on_demote`), and the fence refuses every reply from then on;
+//!    the leader's last log index (`RaftNode::switchover_target`, then
+//!    `wait_caught_up`: at most `SWITCHOVER_CATCHUP_MS`);
+//! 2. stand down (`lifecycle::stand_down`): the lifecycle demotes at once
+//!    (listeners, connections, VIP, `on_demote`), and the fence refuses every
+//!    reply from then on;
 //! 3. switch this node's heartbeats and elections off
-//!    (`Raft::runtime_config()`): the followers' leader lease runs out, the
+//!    (`RaftNode::step_aside`): the followers' leader lease runs out, the
 //!    witness never campaigns, so the target is the only candidate; it wins
 //!    (its log is complete) and promotes itself through its own lifecycle;
 //! 4. once another leader is seen (at most `SWITCHOVER_WAIT_MS`), or on
 //!    timeout, switch heartbeats/elections back on and stop standing down.
 //!
+//! The bounds live in `hanfs_raft::timing`.
+//!
 //! With two storage nodes `--to` can only name the other one; it is checked.
 //! Asked on a follower, `switchover` is forwarded to the leader over the
 //! peer transport (`RaftNode::forward_to_leader`) and its answer relayed.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hanfs_raft::commit::Commit;
 use hanfs_raft::membership::MembershipError;
-use hanfs_raft::types::{NodeId, PeerNode, Role};
+use hanfs_raft::timing::SWITCHOVER_WAIT_MS;
+use hanfs_raft::types::{NodeId, Role};
 
-use super::cluster::Shared;
+use super::lifecycle::stand_down;
+use super::shared::Shared;
 use crate::admin::{self, Handler};
 
-/// Bound on waiting for the target to catch up before a switchover.
-pub const SWITCHOVER_CATCHUP_MS: u64 = 2_000;
-/// Bound on waiting for another node to be elected after standing down.
-pub const SWITCHOVER_WAIT_MS: u64 = 5_000;
-/// Poll period of those waits.
-pub const SWITCHOVER_POLL_MS: u64 = 20;
+/// Environment variable that enables `debug faults` on the admin socket
+/// (value `1`), for tests only.
+pub const FAULTS_ENV: &str = "HANFS_TEST_FAULTS";
 /// Bound on waiting for a `debug snapshot` to be built.
 pub const DEBUG_SNAPSHOT_WAIT_MS: u64 = 10_000;
 
@@ -69,7 +72,7 @@ impl Handler for Control {
                 ["status"] => status(&shared).await,
                 ["switchover", rest @ ..] => match parse_switchover(rest) {
                     Ok(to) => switchover_from_here(&shared, to).await,
-                    Err(e) => e,
+                    Err(e) => format!("error: {e}\n"),
                 },
                 ["exports"] | ["clients"] => {
                     let state = shared.raft.commit.state();
@@ -122,14 +125,14 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 /// is this node's own: role, Raft state, its indexes, whether it serves.
 async fn status(shared: &Shared) -> String {
     let view = shared.raft.cluster_view().await;
-    let m = shared.raft.raft.metrics().borrow().clone();
+    let m = shared.raft.status();
     let active = shared.active();
     let mut out = String::new();
     let _ = writeln!(out, "cluster: {}", shared.setup.cluster.name);
     match &view {
         Ok(v) if v.leader == m.id && !v.lease_held => {
-            // openraft 0.9 keeps a cut-off leader in state Leader; without a
-            // quorum acknowledgement inside the lease it leads nobody.
+            // The Raft library keeps a cut-off leader in state Leader; without
+            // a quorum acknowledgement inside the lease it leads nobody.
             let _ = writeln!(out, "leader: none (this node is Raft leader without a quorum lease)");
         }
         Ok(v) => {
@@ -140,17 +143,15 @@ async fn status(shared: &Shared) -> String {
         }
     }
     let _ = writeln!(out, "term: {}", view.as_ref().map_or(m.current_term, |v| v.term));
-    // openraft 0.9's metrics carry no commit index; the leader applies an
-    // entry as soon as it is committed, so its applied index is the commit
+    // The Raft library's metrics carry no commit index; the leader applies
+    // an entry as soon as it is committed, so its applied index is the commit
     // index (a follower without the view knows only its own).
     let commit = match &view {
         Ok(v) => v.commit_index,
-        Err(_) => m.last_applied.map(|l| l.index),
+        Err(_) => m.last_applied_index,
     };
     let _ = writeln!(out, "commit_index: {}", opt(commit));
-    let members: BTreeMap<NodeId, PeerNode> =
-        m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
-    let list: Vec<String> = members.iter().map(|(id, n)| format!("{id}={}/{}", n.addr, role_name(n.role))).collect();
+    let list: Vec<String> = m.members.iter().map(|(id, n)| format!("{id}={}/{}", n.addr, role_name(n.role))).collect();
     let _ =
         writeln!(out, "members: {}", if list.is_empty() { "none (not initialized)".into() } else { list.join(" ") });
     match &view {
@@ -205,12 +206,12 @@ async fn status(shared: &Shared) -> String {
     let _ = writeln!(out, "node: {}", m.id);
     let _ = writeln!(out, "role: {}", role_name(shared.raft.role));
     let _ = writeln!(out, "state: {:?}", m.state);
-    let _ = writeln!(out, "applied_index: {}", opt(m.last_applied.map(|l| l.index)));
+    let _ = writeln!(out, "applied_index: {}", opt(m.last_applied_index));
     let _ = writeln!(out, "last_log_index: {}", opt(m.last_log_index));
     // Where this node's log starts: a node caught up by InstallSnapshot has a
     // snapshot and a purged prefix even when few entries were ever written.
-    let _ = writeln!(out, "snapshot_index: {}", opt(m.snapshot.map(|l| l.index)));
-    let _ = writeln!(out, "purged_index: {}", opt(m.purged.map(|l| l.index)));
+    let _ = writeln!(out, "snapshot_index: {}", opt(m.snapshot_index));
+    let _ = writeln!(out, "purged_index: {}", opt(m.purged_index));
     let _ = writeln!(out, "vip_held_here: {}", if active.vip_held { "yes" } else { "no" });
     let _ = writeln!(out, "serving_here: {}", if active.serving { "yes" } else { "no" });
     if let Some(e) = active.last_error {
@@ -241,33 +242,19 @@ pub(crate) fn view_extra(shared: &Shared) -> Vec<(String, String)> {
 /// log up to it. Answers `ok snapshot_index N`.
 async fn debug_snapshot(shared: &Shared) -> String {
     if !shared.faults_enabled {
-        return format!("error: debug commands are off (start the node with {}=1)\n", super::cluster::FAULTS_ENV);
+        return format!("error: debug commands are off (start the node with {}=1)\n", FAULTS_ENV);
     }
-    let raft = &shared.raft.raft;
-    let Some(target) = raft.metrics().borrow().last_applied.map(|l| l.index) else {
-        return "error: nothing applied yet\n".into();
+    let index = match shared.raft.snapshot_now(DEBUG_SNAPSHOT_WAIT_MS).await {
+        Ok(index) => index,
+        Err(e) => return format!("error: {e}\n"),
     };
-    if let Err(e) = raft.trigger().snapshot().await {
-        return format!("error: snapshot: {e}\n");
-    }
-    let built = raft
-        .wait(Some(Duration::from_millis(DEBUG_SNAPSHOT_WAIT_MS)))
-        .metrics(|m| m.snapshot.is_some_and(|l| l.index >= target), "debug snapshot built")
-        .await;
-    let index = match built {
-        Ok(m) => m.snapshot.map_or(target, |l| l.index),
-        Err(e) => return format!("error: snapshot not built: {e}\n"),
-    };
-    if let Err(e) = raft.trigger().purge_log(index).await {
-        return format!("error: purge: {e}\n");
-    }
     tracing::warn!(index, "debug snapshot built; log purged up to it");
     format!("ok snapshot_index {index}\n")
 }
 
 fn faults(shared: &Shared, args: &[&str]) -> String {
     if !shared.faults_enabled {
-        return format!("error: fault injection is off (start the node with {}=1)\n", super::cluster::FAULTS_ENV);
+        return format!("error: fault injection is off (start the node with {}=1)\n", FAULTS_ENV);
     }
     let f = &shared.raft.faults;
     let peer = |s: &str| s.parse::<NodeId>().map_err(|_| format!("error: `{s}` is not a node id\n"));
@@ -289,35 +276,28 @@ fn faults(shared: &Shared, args: &[&str]) -> String {
     }
 }
 
-async fn wait_for(bound_ms: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_millis(bound_ms);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(SWITCHOVER_POLL_MS)).await;
+/// `switchover [--to N]`'s arguments.
+fn parse_switchover(args: &[&str]) -> Result<Option<NodeId>, SwitchoverArgsError> {
+    match args {
+        [] => Ok(None),
+        ["--to", n] => n.parse::<NodeId>().map(Some).map_err(|_| SwitchoverArgsError::NotANodeId(n.to_string())),
+        _ => Err(SwitchoverArgsError::Usage),
     }
 }
 
-/// `switchover [--to N]`'s arguments.
-fn parse_switchover(args: &[&str]) -> Result<Option<NodeId>, String> {
-    match args {
-        [] => Ok(None),
-        ["--to", n] => {
-            n.parse::<NodeId>().map(Some).map_err(|_| format!("error: switchover --to: `{n}` is not a node id\n"))
-        }
-        _ => Err("error: usage: switchover [--to N]\n".into()),
-    }
+/// `switchover`'s arguments are wrong; shown as the answer's `error:` line.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum SwitchoverArgsError {
+    #[error("switchover --to: `{0}` is not a node id")]
+    NotANodeId(String),
+    #[error("usage: switchover [--to N]")]
+    Usage,
 }
 
 /// `switchover` asked on this node: run it here if this node leads, else
 /// forward it to the leader over the peer transport and relay its answer.
 async fn switchover_from_here(shared: &Shared, to: Option<NodeId>) -> String {
-    let m = shared.raft.raft.metrics().borrow().clone();
-    if m.current_leader == Some(m.id) {
+    if shared.raft.status().leads() {
         return switchover(shared, to).await;
     }
     let line = match to {
@@ -337,7 +317,7 @@ pub(crate) async fn forwarded(shared: &Shared, line: &str) -> String {
     match words.as_slice() {
         ["switchover", rest @ ..] => match parse_switchover(rest) {
             Ok(to) => switchover(shared, to).await,
-            Err(e) => e,
+            Err(e) => format!("error: {e}\n"),
         },
         _ => format!("error: `{}` cannot be forwarded\n", line.trim()),
     }
@@ -345,40 +325,12 @@ pub(crate) async fn forwarded(shared: &Shared, line: &str) -> String {
 
 async fn switchover(shared: &Shared, to: Option<NodeId>) -> String {
     let _op = shared.admin_op.lock().await;
-    let me = shared.raft.id;
-    let m = shared.raft.raft.metrics().borrow().clone();
-    if m.current_leader != Some(me) {
-        return format!(
-            "error: node {me} is not the leader (leader: {}); run switchover on the leader\n",
-            opt(m.current_leader)
-        );
-    }
-    let storage: Vec<NodeId> = m
-        .membership_config
-        .membership()
-        .nodes()
-        .filter(|(id, n)| **id != me && n.role == Role::Storage)
-        .map(|(id, _)| *id)
-        .collect();
-    let target = match (to, storage.as_slice()) {
-        (Some(t), _) if storage.contains(&t) => t,
-        (Some(t), _) => return format!("error: node {t} is not another storage node (candidates: {storage:?})\n"),
-        (None, [t]) => *t,
-        (None, []) => return "error: no other storage node to switch over to\n".into(),
-        (None, _) => return format!("error: several candidates {storage:?}; name one with --to\n"),
+    let target = match shared.raft.switchover_target(to) {
+        Ok(target) => target,
+        Err(e) => return format!("error: {e}\n"),
     };
-    if storage.len() > 1 {
-        return format!("error: switchover needs exactly one other storage node, found {storage:?}\n");
-    }
-    let metrics = shared.raft.raft.metrics();
-    let caught_up = wait_for(SWITCHOVER_CATCHUP_MS, || {
-        let m = metrics.borrow();
-        let matched = m.replication.as_ref().and_then(|r| r.get(&target).cloned().flatten()).map(|l| l.index);
-        matched.is_some() && matched == m.last_log_index
-    })
-    .await;
-    if !caught_up {
-        return format!("error: node {target} has not caught up within {SWITCHOVER_CATCHUP_MS} ms; not switching\n");
+    if let Err(e) = shared.raft.wait_caught_up(target).await {
+        return format!("error: {e}\n");
     }
     let started = Instant::now();
     tracing::info!(target, "switchover: standing down");
@@ -392,34 +344,5 @@ async fn switchover(shared: &Shared, to: Option<NodeId>) -> String {
             shared.update_active(|a| a.last_error = Some("switchover: no other leader; resumed".into()));
             format!("error: no other node became leader within {SWITCHOVER_WAIT_MS} ms; this node resumed\n")
         }
-    }
-}
-
-/// Step aside: stop serving (the lifecycle demotes), switch heartbeats and
-/// elections off so another storage node gets elected, wait up to `wait_ms`
-/// for a leader other than this node (`target`, if given), then switch them
-/// back on. Returns the new leader, if one was seen.
-pub(crate) async fn stand_down(shared: &Shared, target: Option<NodeId>, wait_ms: u64) -> Option<NodeId> {
-    let me = shared.raft.id;
-    shared.set_standing_down(true);
-    // Wait (bounded) until the lifecycle has closed the listeners.
-    let _ = wait_for(wait_ms, || !shared.active().serving).await;
-    let rc = shared.raft.raft.runtime_config();
-    rc.heartbeat(false);
-    rc.elect(false);
-    let metrics = shared.raft.raft.metrics();
-    let seen = wait_for(wait_ms, || {
-        let leader = metrics.borrow().current_leader;
-        leader.is_some() && leader != Some(me) && (target.is_none() || leader == target)
-    })
-    .await;
-    let leader = metrics.borrow().current_leader;
-    rc.heartbeat(true);
-    rc.elect(shared.raft.role == Role::Storage);
-    shared.set_standing_down(false);
-    if seen {
-        leader
-    } else {
-        None
     }
 }

@@ -4,7 +4,8 @@
 //! (`promote`/`demote`) and `HANFS_NODE_ID`, bounded by `hooks.timeout_ms`
 //! (its whole process group killed on timeout), and its outcome and stderr tail are logged.
 
-use std::process::Stdio;
+use std::io;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
@@ -13,8 +14,24 @@ use tokio::process::Command;
 /// Bytes of a hook's stderr kept for the log.
 pub const HOOK_STDERR_BYTES_MAX: u64 = 4096;
 
+/// Why a hook did not succeed. Each message names the hook and its command.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("on_{event} `{command}`: cannot start sh: {error}")]
+    Spawn { event: &'static str, command: String, error: io::Error },
+    /// It ran and exited non-zero (or by a signal); the tail of its stderr.
+    #[error("on_{event} `{command}` failed ({status}): {stderr}")]
+    Failed { event: &'static str, command: String, status: ExitStatus, stderr: String },
+    /// Waiting for it failed.
+    #[error("on_{event} `{command}`: {error}")]
+    Wait { event: &'static str, command: String, error: io::Error },
+    /// It outran `timeout_ms`; its process group was killed.
+    #[error("on_{event} `{command}` did not finish within {timeout_ms} ms")]
+    TimedOut { event: &'static str, command: String, timeout_ms: u64 },
+}
+
 /// Run `command` for `event`. `Ok` when there is none or it exited 0.
-pub async fn run(event: &'static str, command: Option<&str>, node_id: u64, timeout_ms: u64) -> Result<(), String> {
+pub async fn run(event: &'static str, command: Option<&str>, node_id: u64, timeout_ms: u64) -> Result<(), HookError> {
     let Some(command) = command else {
         return Ok(());
     };
@@ -31,7 +48,7 @@ pub async fn run(event: &'static str, command: Option<&str>, node_id: u64, timeo
         // Its own process group, so a timeout kills whatever it started too.
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("on_{event} `{command}`: cannot start sh: {e}"))?;
+        .map_err(|error| HookError::Spawn { event, command: command.to_string(), error })?;
     let stderr = child.stderr.take();
     let read_err = async move {
         let mut text = String::new();
@@ -54,9 +71,9 @@ pub async fn run(event: &'static str, command: Option<&str>, node_id: u64, timeo
         Ok((Ok(status), err)) => {
             let err = err.trim();
             tracing::warn!(hook = event, command, took_ms, %status, stderr = err, "hook failed");
-            Err(format!("on_{event} `{command}` failed ({status}): {err}"))
+            Err(HookError::Failed { event, command: command.to_string(), status, stderr: err.to_string() })
         }
-        Ok((Err(e), _)) => Err(format!("on_{event} `{command}`: {e}")),
+        Ok((Err(error), _)) => Err(HookError::Wait { event, command: command.to_string(), error }),
         Err(_) => {
             if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
                 // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
@@ -64,7 +81,7 @@ pub async fn run(event: &'static str, command: Option<&str>, node_id: u64, timeo
             }
             let _ = child.kill().await;
             tracing::warn!(hook = event, command, timeout_ms, "hook timed out; killed");
-            Err(format!("on_{event} `{command}` did not finish within {timeout_ms} ms"))
+            Err(HookError::TimedOut { event, command: command.to_string(), timeout_ms })
         }
     }
 }
@@ -75,14 +92,18 @@ mod tests {
 
     #[tokio::test]
     async fn no_hook_success_failure_and_timeout() {
-        assert_eq!(run("promote", None, 1, 1_000).await, Ok(()));
-        assert_eq!(
-            run("promote", Some("test \"$HANFS_EVENT\" = promote && test \"$HANFS_NODE_ID\" = 7"), 7, 10_000).await,
-            Ok(())
-        );
-        let failed = run("demote", Some("echo disk busy >&2; exit 3"), 1, 10_000).await.err().unwrap_or_default();
+        let none = run("promote", None, 1, 1_000).await;
+        assert!(none.is_ok(), "{none:?}");
+        let ok =
+            run("promote", Some("test \"$HANFS_EVENT\" = promote && test \"$HANFS_NODE_ID\" = 7"), 7, 10_000).await;
+        assert!(ok.is_ok(), "{ok:?}");
+        let failed = run("demote", Some("echo disk busy >&2; exit 3"), 1, 10_000).await;
+        assert!(matches!(failed, Err(HookError::Failed { .. })), "{failed:?}");
+        let failed = failed.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(failed.contains("on_demote") && failed.contains("disk busy"), "{failed}");
-        let slow = run("promote", Some("sleep 30; true"), 1, 100).await.err().unwrap_or_default();
+        let slow = run("promote", Some("sleep 30; true"), 1, 100).await;
+        assert!(matches!(slow, Err(HookError::TimedOut { timeout_ms: 100, .. })), "{slow:?}");
+        let slow = slow.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(slow.contains("did not finish within 100 ms"), "{slow}");
     }
 }

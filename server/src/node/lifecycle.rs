@@ -22,26 +22,32 @@
 //! `demoted`. Replies are fenced before that too: `RpcShared::serving_now`.
 //!
 //! A failed promotion step undoes the earlier ones (VIP released, `on_demote`
-//! run) and then the node steps aside (`control::stand_down`: heartbeats and
-//! elections off for at most `STAND_DOWN_WAIT_MS`) so the other storage node
-//! can take over; if nobody does (it is down), this node is leader again
-//! afterwards and retries the promotion after `PROMOTE_RETRY_MS`.
+//! run) and then the node steps aside (`stand_down`: heartbeats and elections
+//! off for at most `STAND_DOWN_WAIT_MS`) so the other storage node can take
+//! over; if nobody does (it is down), this node is leader again afterwards and
+//! retries the promotion after `PROMOTE_RETRY_MS`.
+//!
+//! `stand_down` is also the switchover's (`control`): stop serving first (the
+//! standing-down flag makes this task demote), then let Raft step aside
+//! (`RaftNode::step_aside`), then resume.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hanfs_raft::commit::Commit;
+use hanfs_raft::commit::{Commit, CommitError};
+use hanfs_raft::handover::poll_until;
 use hanfs_raft::lease::Leadership;
+use hanfs_raft::types::NodeId;
 use hanfs_state::{Command, Promotion};
-use openraft::ServerState;
 use tokio::sync::watch;
 
-use super::cluster::Shared;
-use super::control::stand_down;
-use super::hooks;
+use super::hooks::{self, HookError};
 use super::listen::{Services, Serving};
+use super::shared::Shared;
 use super::single::{serve_commands, services};
-use crate::vip::{Vip, VIP_RENEW_MS};
+use super::NodeError;
+use crate::vip::{Vip, VipError, VIP_RENEW_MS};
 
 /// Backstop period of the lifecycle's wait (changes normally wake it at once).
 pub const LIFECYCLE_POLL_MS: u64 = 50;
@@ -49,6 +55,22 @@ pub const LIFECYCLE_POLL_MS: u64 = 50;
 pub const PROMOTE_RETRY_MS: u64 = 1_000;
 /// How long a node whose promotion failed steps aside for the other one.
 pub const STAND_DOWN_WAIT_MS: u64 = 3_000;
+
+/// Why a promotion failed (what it had done is undone by then).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PromoteError {
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error("claiming the VIP {addr}: {error}")]
+    ClaimVip { addr: IpAddr, error: VipError },
+    #[error("committing the new epoch and the exports: {0}")]
+    Commit(CommitError),
+    /// Building the services or opening the listeners.
+    #[error("{0}")]
+    Start(NodeError),
+    #[error("announcing the VIP {addr}: {error}")]
+    AnnounceVip { addr: IpAddr, error: VipError },
+}
 
 /// An open active period.
 struct Active {
@@ -68,21 +90,17 @@ fn may_serve(shared: &Shared, leadership: &watch::Receiver<Leadership>) -> bool 
 /// The lifecycle task of a storage node; ends (demoted) when `stop` turns true.
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut leadership = shared.raft.leadership();
-    let mut metrics = shared.raft.raft.metrics();
+    let mut raft = shared.raft.raft_watch();
     // When this node last saw itself become Raft leader (promotion timing).
     let mut elected_at: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             return;
         }
-        {
-            let m = metrics.borrow_and_update();
-            let leading = m.state == ServerState::Leader && m.current_leader == Some(m.id);
-            match (leading, elected_at) {
-                (true, None) => elected_at = Some(Instant::now()),
-                (false, Some(_)) => elected_at = None,
-                _ => {}
-            }
+        match (raft.elected(), elected_at) {
+            (true, None) => elected_at = Some(Instant::now()),
+            (false, Some(_)) => elected_at = None,
+            _ => {}
         }
         if may_serve(&shared, &leadership) {
             let started = elected_at.unwrap_or_else(Instant::now);
@@ -122,12 +140,26 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = leadership.changed() => {}
-            _ = metrics.changed() => {}
+            _ = raft.changed() => {}
             _ = shared.wake.notified() => {}
             _ = stop.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(LIFECYCLE_POLL_MS)) => {}
         }
     }
+}
+
+/// Step aside: stop serving (the lifecycle demotes), then let Raft switch
+/// heartbeats and elections off so another storage node gets elected, wait up
+/// to `wait_ms` for a leader other than this node (`target`, if given), and
+/// switch them back on (`RaftNode::step_aside`). Returns the new leader, if
+/// one was seen.
+pub(crate) async fn stand_down(shared: &Shared, target: Option<NodeId>, wait_ms: u64) -> Option<NodeId> {
+    shared.set_standing_down(true);
+    // Wait (bounded) until the lifecycle has closed the listeners.
+    let _ = poll_until(wait_ms, || !shared.active().serving).await;
+    let leader = shared.raft.step_aside(target, wait_ms).await;
+    shared.set_standing_down(false);
+    leader
 }
 
 /// Wait while this node may serve.
@@ -170,7 +202,7 @@ async fn hold(
 }
 
 /// Promotion steps 4-7 (see the module doc). On failure, what was done is undone.
-async fn promote(shared: &Shared) -> Result<Active, String> {
+async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
     let hooks_cfg = &shared.setup.hooks;
     let id = shared.raft.id;
     hooks::run("promote", hooks_cfg.on_promote.as_deref(), id, hooks_cfg.timeout_ms).await?;
@@ -180,32 +212,32 @@ async fn promote(shared: &Shared) -> Result<Active, String> {
             Ok(()) => Some(vip.clone()),
             Err(e) => {
                 undo(shared, None).await;
-                return Err(format!("claiming the VIP {}: {e}", vip.config().addr));
+                return Err(PromoteError::ClaimVip { addr: vip.config().addr, error: e });
             }
         },
     };
     let commit: Arc<dyn Commit> = shared.raft.commit.clone();
     if let Err(e) = commit.commit(serve_commands(&shared.config)).await {
         undo(shared, vip).await;
-        return Err(format!("committing the new epoch and the exports: {e}"));
+        return Err(PromoteError::Commit(e));
     }
     let services = match services(shared.config.clone(), commit, shared.fence()) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             undo(shared, vip).await;
-            return Err(e.to_string());
+            return Err(PromoteError::Start(e));
         }
     };
     let serving = match Serving::open(&services).await {
         Ok(serving) => serving,
         Err(e) => {
             undo(shared, vip).await;
-            return Err(e.to_string());
+            return Err(PromoteError::Start(e));
         }
     };
     // The gratuitous ARP last: clients it redirects find the listeners open.
     let announced = match &vip {
-        Some(v) => v.announce_claim().await.map_err(|e| format!("announcing the VIP {}: {e}", v.config().addr)),
+        Some(v) => v.announce_claim().await.map_err(|error| PromoteError::AnnounceVip { addr: v.config().addr, error }),
         None => Ok(()),
     };
     if let Err(e) = announced {

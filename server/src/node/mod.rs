@@ -2,8 +2,9 @@
 //! `LocalCommit`, serving from start to stop, as the quick start always did.
 //! With `[cluster]` (`cluster`): a Raft member whose `lifecycle` task opens
 //! the NFS service only while this node is the promoted leader holding its
-//! lease, running the `hooks` and moving the VIP around it; `control` answers
-//! the admin socket (`init`, `status`, `switchover`, `debug faults`).
+//! lease, running the `hooks` and moving the VIP around it, and stands down
+//! for another storage node when asked; `control` answers the admin socket
+//! (`init`, `status`, `switchover`, `debug faults`); both share `shared`.
 //! `listen` binds and closes the portmap, MOUNT and NFS listeners for both.
 
 pub mod cluster;
@@ -11,6 +12,7 @@ mod control;
 mod hooks;
 mod lifecycle;
 mod listen;
+mod shared;
 pub mod single;
 
 use std::future::Future;
@@ -21,7 +23,8 @@ use hanfs_raft::commit::CommitError;
 
 use crate::config::ServerConfig;
 
-pub use cluster::{ClusterNode, FAULTS_ENV};
+pub use cluster::ClusterNode;
+pub use control::FAULTS_ENV;
 pub use listen::EPHEMERAL_BIND_ATTEMPTS;
 pub use single::{start, Node};
 
