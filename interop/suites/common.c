@@ -12,7 +12,7 @@
 /* Left by a suite whose case timed out, so later suites in the same boot fail at once. */
 #define SERVER_DEAD_MARKER "/run/interop-server-dead"
 
-struct opts g_opts = { "/mnt", "10.99.0.1:/export", "/sync", "a", "1", CASE_TIMEOUT_SECONDS_DEFAULT, 0, "transparent" };
+struct opts g_opts = { "/mnt", "10.99.0.1:/export", "/sync", "a", "1", CASE_TIMEOUT_SECONDS_DEFAULT, 0, "transparent", NULL };
 char g_why[WHY_BYTES_MAX];
 static unsigned g_passed, g_failed;
 static int g_server_dead;
@@ -27,7 +27,7 @@ int failf(const char *fmt, ...) {
 
 void parse_opts(int argc, char **argv) {
     int c;
-    while ((c = getopt(argc, argv, "d:s:y:r:p:t:k:m:")) != -1) {
+    while ((c = getopt(argc, argv, "d:s:y:r:p:t:k:m:w:")) != -1) {
         switch (c) {
         case 'd': g_opts.dir = optarg; break;
         case 's': g_opts.server = optarg; break;
@@ -37,9 +37,16 @@ void parse_opts(int argc, char **argv) {
         case 't': g_opts.case_timeout_s = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'k': g_opts.failover_point = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'm': g_opts.mode = optarg; break;
+        case 'w':
+            if (!optarg[0] || strchr(optarg, '/') || !strcmp(optarg, ".") || !strcmp(optarg, "..")) {
+                fprintf(stderr, "%s: -w takes one directory name, not a path: %s\n", argv[0], optarg);
+                exit(2);
+            }
+            g_opts.work = optarg;
+            break;
         default:
             fprintf(stderr, "usage: %s [-d mountdir] [-s server:/export] [-t case_timeout_s] "
-                            "[-y syncdir -r a|b -p phase] [-k failover_point] [-m transparent|classic]\n", argv[0]);
+                            "[-y syncdir -r a|b -p phase] [-k failover_point] [-m transparent|classic] [-w workdir]\n", argv[0]);
             exit(2);
         }
     }
@@ -132,8 +139,22 @@ void msleep(unsigned ms) {
 }
 
 int path_in(char *out, const char *rel) {
-    int n = snprintf(out, PATH_BYTES_MAX, "%s/%s", g_opts.dir, rel);
+    int n = g_opts.work ? snprintf(out, PATH_BYTES_MAX, "%s/%s/%s", g_opts.dir, g_opts.work, rel)
+                        : snprintf(out, PATH_BYTES_MAX, "%s/%s", g_opts.dir, rel);
     if (n < 0 || n >= PATH_BYTES_MAX) return failf("path too long: %s", rel);
+    return 0;
+}
+
+int make_work_dir(void) {
+    if (!g_opts.work) return 0;
+    char p[PATH_BYTES_MAX];
+    struct stat st;
+    int n = snprintf(p, sizeof p, "%s/%s", g_opts.dir, g_opts.work);
+    if (n < 0 || n >= (int)sizeof p) return failf("path too long: %s", g_opts.work);
+    if (mkdir(p, 0777) == 0) return 0;
+    if (errno != EEXIST) return failf("mkdir %s: %s", p, strerror(errno));
+    if (stat(p, &st) < 0) return failf("stat %s: %s", p, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return failf("%s exists and is not a directory", p);
     return 0;
 }
 

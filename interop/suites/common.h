@@ -29,6 +29,8 @@ struct opts {
     unsigned case_timeout_s;
     unsigned failover_point; /* lockfailover.sh: N > 0 asks the host for kill -9 number N (flag files) */
     const char *mode;        /* lockfailover.sh: "transparent" or "classic" lock recovery */
+    const char *work;        /* killloop.sh: files go under dir/work (one name per iteration); the mount
+                              * cases then check the existing mount and create it. NULL: files under dir */
 };
 extern struct opts g_opts;
 
@@ -47,7 +49,8 @@ void report(const char *name, int ok, const char *why);
 int summary(void);
 
 /* Helpers. Each returns 0 on success or -1 with g_why set. */
-int path_in(char *out, const char *rel);           /* out = dir/rel (PATH_BYTES_MAX) */
+int path_in(char *out, const char *rel);           /* out = dir/rel or dir/work/rel (PATH_BYTES_MAX) */
+int make_work_dir(void);                           /* mkdir dir/work (with -w; an existing one is fine) */
 int write_pattern(int fd, off_t off, size_t len, unsigned seed);
 int check_pattern(int fd, off_t off, size_t len, unsigned seed);
 int rm_tree(const char *path);

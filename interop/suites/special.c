@@ -31,6 +31,7 @@ static int uncache(int fd) {
 
 static int c_mount(void) {
     if (ensure_mounted() < 0) return -1;
+    if (make_work_dir() < 0) return -1;
     char p[PATH_BYTES_MAX];
     if (dir_of(p, "special") < 0) return -1;
     if (rm_tree(p) < 0) return -1;
