@@ -32,19 +32,21 @@ const MOUNT_PROGRAM: u32 = 100_005;
 const MOUNT_VERSION: u32 = 3;
 /// NFSv3 procedure numbers (RFC 1813).
 const SETATTR: u32 = 2;
-const CREATE: u32 = 8;
+pub(crate) const CREATE: u32 = 8;
 const MKDIR: u32 = 9;
 const SYMLINK: u32 = 10;
 const MKNOD: u32 = 11;
-const REMOVE: u32 = 12;
+pub(crate) const REMOVE: u32 = 12;
 const RMDIR: u32 = 13;
 const RENAME: u32 = 14;
 const LINK: u32 = 15;
 /// nfsstat3 values checked on the wire.
-const NFS3_OK: u32 = 0;
+pub(crate) const NFS3_OK: u32 = 0;
 const NFS3ERR_EXIST: u32 = 17;
+/// The test fault's environment variable (read with HANFS_TEST_FAULTS=1).
+pub(crate) const CRASH_ENV: &str = "HANFS_TEST_CRASH_AFTER_EXECUTE";
 /// The xid of every call under test (each test has its own state).
-const XID: u32 = 0x0e0c_0001;
+pub(crate) const XID: u32 = 0x0e0c_0001;
 /// Polls while waiting for the binary to answer or to exit: 20 s.
 const POLLS_MAX: u32 = 400;
 const POLL_MS: u64 = 50;
@@ -116,12 +118,12 @@ impl Server {
             .arg("--state-dir")
             .arg(&self.state)
             .env("HANFS_TEST_FAULTS", "1")
-            .env_remove("HANFS_TEST_CRASH_AFTER_EXECUTE")
+            .env_remove(CRASH_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("clone log")))
             .stderr(Stdio::from(log));
         if let Some(name) = crash {
-            cmd.env("HANFS_TEST_CRASH_AFTER_EXECUTE", name);
+            cmd.env(CRASH_ENV, name);
         }
         self.child = Some(cmd.spawn().expect("start hanfs-server"));
         self.wait_ready();
@@ -219,19 +221,19 @@ impl Drop for Server {
     }
 }
 
-fn pack<T: Pack>(v: &T) -> Vec<u8> {
+pub(crate) fn pack<T: Pack>(v: &T) -> Vec<u8> {
     let mut out = Vec::new();
     v.pack(&mut out).expect("pack arguments");
     out
 }
 
 /// The nfsstat3 at the start of a result body.
-fn status(body: &[u8]) -> u32 {
+pub(crate) fn status(body: &[u8]) -> u32 {
     words(body).first().copied().expect("result status")
 }
 
 /// The handle of a CREATE/MKDIR/SYMLINK/MKNOD resok body (post_op_fh3 first).
-fn returned_handle(body: &[u8]) -> Vec<u8> {
+pub(crate) fn returned_handle(body: &[u8]) -> Vec<u8> {
     let w = words(body);
     assert_eq!(w.get(1), Some(&1), "resok carries a handle");
     let len = w[2] as usize;
