@@ -77,7 +77,9 @@ struct Server {
     portmap: u16,
     nfs: u16,
     mount: u16,
-    _root: TempDir,
+    /// The temp dir holding everything above.
+    root: PathBuf,
+    _tmp: TempDir,
 }
 
 impl Server {
@@ -99,7 +101,8 @@ impl Server {
             portmap: free_port(),
             nfs: free_port(),
             mount: free_port(),
-            _root: root,
+            root: root.path().to_path_buf(),
+            _tmp: root,
         };
         s.spawn(Some(crash));
         s
@@ -119,6 +122,8 @@ impl Server {
             .arg(&self.state)
             .env("HANFS_TEST_FAULTS", "1")
             .env_remove(CRASH_ENV)
+            // A core dump of the deliberate abort, if any, lands in the temp dir.
+            .current_dir(&self.root)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("clone log")))
             .stderr(Stdio::from(log));

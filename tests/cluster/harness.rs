@@ -115,6 +115,8 @@ impl Node {
             .env("HANFS_TEST_FAULTS", "1")
             .env("RUST_LOG", std::env::var("HANFS_CLUSTER_LOG").unwrap_or_else(|_| "info".into()))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            // A core dump of a test fault's abort, if any, lands in the node's temp dir.
+            .current_dir(self.state_dir.parent().unwrap_or(&self.state_dir))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
