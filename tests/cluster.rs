@@ -7,11 +7,14 @@
 //! partitioned leader (`partition`), one or two nodes down and a rejoin from an
 //! empty disk (`degraded`), an entry only the witness holds when the active
 //! dies (`relay`), and the graceful switchover and init refusals
-//! (`switchover`). Cluster tests run one at a time (`harness::serial`).
+//! (`switchover`), and a CREATE and a REMOVE whose active died between
+//! executing and recording them (`exactly_once`). Cluster tests run one at a
+//! time (`harness::serial`).
 
 mod harness;
 
 mod degraded;
+mod exactly_once;
 mod failover;
 mod partition;
 mod relay;

@@ -4,6 +4,7 @@
 mod util;
 
 mod cluster;
+mod exactly_once;
 mod handles;
 mod malformed;
 mod mount;

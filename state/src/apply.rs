@@ -109,6 +109,12 @@ impl State {
                 undo.push(Undo::Drc(self.drc.insert(key, reply, *now_ms)?));
                 Ok(Outcome::Done)
             }
+            Command::DrcIntent { key, now_ms } => {
+                if let Some(drc_undo) = self.drc.intent(key, *now_ms)? {
+                    undo.push(Undo::Drc(drc_undo));
+                }
+                Ok(Outcome::Done)
+            }
             Command::RecordPromotion(p) => {
                 undo.push(Undo::Promotion(self.last_promotion.replace(*p)));
                 Ok(Outcome::Done)
@@ -234,7 +240,15 @@ mod tests {
         let mut s = registered();
         assert_eq!(s.apply(&Command::PutHandles(vec![entry(1, 1, b""), entry(2, 1, b"a")])).map(drop), Ok(()));
         assert_eq!(s.apply(&Command::Mount { client: "c".into(), path: "/srv/x".into() }).map(drop), Ok(()));
-        let key = DrcKey { client: "c".into(), xid: 1, prog: 100003, vers: 3, proc_: 8, args_sum: 1 };
+        let key = DrcKey {
+            client: "c".into(),
+            xid: 1,
+            prog: 100003,
+            vers: 3,
+            proc_: 8,
+            args_sum: 1,
+            cred: crate::command::DrcCred::None,
+        };
         assert_eq!(
             s.apply(&Command::DrcInsert { key: key.clone(), reply: b"r".to_vec(), now_ms: 1 }).map(drop),
             Ok(())
@@ -248,6 +262,7 @@ mod tests {
             Command::Mount { client: "d".into(), path: "/srv/x".into() },
             Command::RegisterExport { export_id: 8, path: "/srv/y".into() },
             Command::DrcInsert { key: key.clone(), reply: b"other".to_vec(), now_ms: 10_000_000 },
+            Command::DrcIntent { key: DrcKey { xid: 2, ..key.clone() }, now_ms: 10_000_000 },
             Command::Batch(vec![Command::PutHandles(vec![entry(4, 1, b"a/b")])]),
         ]);
         let err = ApplyError::HandleName { export_id: 7, ino: 4, reason: NameError::Slash };

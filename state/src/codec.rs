@@ -101,9 +101,29 @@ mod tests {
             Command::Mount { client: "10.0.0.9".into(), path: "/srv/a".into() },
             Command::BumpEpoch,
             Command::DrcInsert {
-                key: DrcKey { client: "10.0.0.9".into(), xid: 5, prog: 100003, vers: 3, proc_: 8, args_sum: 9 },
+                key: DrcKey {
+                    client: "10.0.0.9".into(),
+                    xid: 5,
+                    prog: 100003,
+                    vers: 3,
+                    proc_: 8,
+                    args_sum: 9,
+                    cred: crate::command::DrcCred::Sys { uid: 1000, gid: 100 },
+                },
                 reply: vec![1, 2, 3],
                 now_ms: 77,
+            },
+            Command::DrcIntent {
+                key: DrcKey {
+                    client: "10.0.0.9".into(),
+                    xid: 6,
+                    prog: 100003,
+                    vers: 3,
+                    proc_: 8,
+                    args_sum: 9,
+                    cred: crate::command::DrcCred::None,
+                },
+                now_ms: 78,
             },
         ];
         for cmd in &cmds {

@@ -25,8 +25,10 @@ pub struct HandleEntry {
     pub name: Vec<u8>,
 }
 
-/// Key of a duplicate-request-cache entry: same client, xid, program, version,
-/// procedure and argument checksum means a retransmission.
+/// Key of a duplicate-request-cache entry: same client, credential, xid,
+/// program, version, procedure and argument checksum means a retransmission
+/// (knfsd keys by xid, address, procedure and checksum; the credential is
+/// added so that another user replaying a call never gets its reply).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DrcKey {
     /// Client address without port (the Linux client may reconnect from another port).
@@ -37,6 +39,17 @@ pub struct DrcKey {
     pub proc_: u32,
     /// Checksum of the argument bytes (e.g. FNV-1a 64 or CRC64), computed by the server.
     pub args_sum: u64,
+    /// Who made the call.
+    pub cred: DrcCred,
+}
+
+/// The credential part of a `DrcKey`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DrcCred {
+    /// AUTH_NONE (or any flavor without ids): one fixed marker.
+    None,
+    /// AUTH_SYS: the caller's uid and primary gid as sent.
+    Sys { uid: u32, gid: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,9 +70,15 @@ pub enum Command {
     UnmountAll { client: String },
     /// Start a new write-verifier epoch (every promotion / restart).
     BumpEpoch,
-    /// Remember the reply to a non-idempotent request. Entries older than the
-    /// window, or beyond the entry bound, are evicted deterministically here.
+    /// Remember the reply to a non-idempotent request (completing its intent,
+    /// if one was recorded). Entries older than the window, or beyond the
+    /// entry bound, are evicted deterministically here.
     DrcInsert { key: DrcKey, reply: Vec<u8>, now_ms: u64 },
+    /// A non-idempotent request is about to touch the disk: recorded before
+    /// it runs, so that a retransmission after a crash finds either the reply
+    /// or this intent, never nothing. No change if `key` is already cached.
+    /// Evicted like a reply.
+    DrcIntent { key: DrcKey, now_ms: u64 },
     /// For `status` on every node: which node last started serving, when
     /// (unix ms, the proposer's clock, carried in the command so apply stays
     /// deterministic) and how long its promotion took.

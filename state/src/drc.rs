@@ -1,6 +1,8 @@
-//! The duplicate-request cache: replies to non-idempotent requests, bounded in
-//! entries, bytes and age. Eviction is deterministic: oldest by
-//! (`now_ms` stamped into the inserting command, insertion sequence number).
+//! The duplicate-request cache: for each non-idempotent request, either its
+//! intent (recorded before it touched the disk) or its reply, bounded in
+//! entries, bytes and age. Eviction is deterministic: oldest by (`now_ms`
+//! stamped into the inserting command, insertion sequence number). An intent
+//! counts as one entry of zero bytes and ages like a reply.
 
 use std::collections::BTreeMap;
 
@@ -10,13 +12,37 @@ use crate::command::DrcKey;
 use crate::error::{ApplyError, InvariantError, Table};
 use crate::limits::{DRC_BYTES_MAX, DRC_ENTRIES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS};
 
+/// What the cache knows about one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrcValue {
+    /// The request was about to run; no reply was recorded (yet).
+    Intent,
+    /// The reply body that was (or is about to be) sent.
+    Reply(Vec<u8>),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrcEntry {
-    pub reply: Vec<u8>,
+    pub value: DrcValue,
     /// `now_ms` of the command that inserted it.
     pub time_ms: u64,
     /// Insertion sequence number: breaks ties between equal times.
     pub seq: u64,
+}
+
+impl DrcEntry {
+    /// The recorded reply, or None for an intent.
+    pub fn reply(&self) -> Option<&[u8]> {
+        match &self.value {
+            DrcValue::Intent => None,
+            DrcValue::Reply(r) => Some(r),
+        }
+    }
+
+    /// Bytes counted against `DRC_BYTES_MAX`: the reply's, 0 for an intent.
+    fn bytes(&self) -> u64 {
+        self.reply().map_or(0, |r| r.len() as u64)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,13 +86,27 @@ pub(crate) struct DrcUndo {
 }
 
 impl Drc {
-    /// Inserts (or replaces) `key`, evicting first what is outside the window,
-    /// then the oldest until the new entry fits the entry and byte bounds.
+    /// Inserts (or replaces) the reply for `key` (an intent for it becomes
+    /// this reply), evicting first what is outside the window, then the
+    /// oldest until the new entry fits the entry and byte bounds.
     pub(crate) fn insert(&mut self, key: &DrcKey, reply: &[u8], now_ms: u64) -> Result<DrcUndo, ApplyError> {
         let reply_bytes = reply.len() as u64;
         if reply_bytes > DRC_REPLY_BYTES_MAX {
             return Err(ApplyError::DrcReplyTooLarge { bytes: reply_bytes, max: DRC_REPLY_BYTES_MAX });
         }
+        self.put(key, DrcValue::Reply(reply.to_vec()), now_ms)
+    }
+
+    /// Records the intent of `key`, evicting as `insert` does; `None` (no
+    /// change) if `key` already has an intent or a reply.
+    pub(crate) fn intent(&mut self, key: &DrcKey, now_ms: u64) -> Result<Option<DrcUndo>, ApplyError> {
+        if self.entries.contains_key(key) {
+            return Ok(None);
+        }
+        self.put(key, DrcValue::Intent, now_ms).map(Some)
+    }
+
+    fn put(&mut self, key: &DrcKey, value: DrcValue, now_ms: u64) -> Result<DrcUndo, ApplyError> {
         if !crate::rmtab::client_valid(&key.client) {
             return Err(ApplyError::ClientInvalid);
         }
@@ -74,11 +114,14 @@ impl Drc {
         if let Some(old) = self.remove_raw(key) {
             removed.push((key.clone(), old));
         }
+        let seq_before = self.next_seq;
+        let entry = DrcEntry { value, time_ms: now_ms, seq: seq_before };
+        let new_bytes = entry.bytes();
         let cutoff = now_ms.saturating_sub(DRC_WINDOW_MS);
         while let Some(((time_ms, _), _)) = self.by_age.first_key_value() {
             let too_old = *time_ms < cutoff;
             let too_many = self.len() >= DRC_ENTRIES_MAX;
-            let too_big = self.bytes.saturating_add(reply_bytes) > DRC_BYTES_MAX;
+            let too_big = self.bytes.saturating_add(new_bytes) > DRC_BYTES_MAX;
             if !(too_old || too_many || too_big) {
                 break;
             }
@@ -87,8 +130,6 @@ impl Drc {
                 None => break,
             }
         }
-        let seq_before = self.next_seq;
-        let entry = DrcEntry { reply: reply.to_vec(), time_ms: now_ms, seq: seq_before };
         self.next_seq = self.next_seq.wrapping_add(1);
         self.insert_raw(key.clone(), entry);
         Ok(DrcUndo { inserted: key.clone(), removed, seq_before })
@@ -105,13 +146,13 @@ impl Drc {
     fn pop_oldest(&mut self) -> Option<(DrcKey, DrcEntry)> {
         let (_, key) = self.by_age.pop_first()?;
         let entry = self.entries.remove(&key)?;
-        self.bytes = self.bytes.saturating_sub(entry.reply.len() as u64);
+        self.bytes = self.bytes.saturating_sub(entry.bytes());
         Some((key, entry))
     }
 
     fn insert_raw(&mut self, key: DrcKey, entry: DrcEntry) {
         self.remove_raw(&key);
-        self.bytes = self.bytes.saturating_add(entry.reply.len() as u64);
+        self.bytes = self.bytes.saturating_add(entry.bytes());
         self.by_age.insert((entry.time_ms, entry.seq), key.clone());
         self.entries.insert(key, entry);
     }
@@ -119,7 +160,7 @@ impl Drc {
     fn remove_raw(&mut self, key: &DrcKey) -> Option<DrcEntry> {
         let entry = self.entries.remove(key)?;
         self.by_age.remove(&(entry.time_ms, entry.seq));
-        self.bytes = self.bytes.saturating_sub(entry.reply.len() as u64);
+        self.bytes = self.bytes.saturating_sub(entry.bytes());
         Some(entry)
     }
 
@@ -155,11 +196,12 @@ impl Drc {
         Ok(())
     }
 
-    /// O(log n): the entry for `key`, if cached, fits the reply bound, is in
-    /// the age index under its own (time, seq), and its seq is below `next_seq`.
+    /// O(log n): the entry for `key`, if cached (intent or reply), fits the
+    /// reply bound, is in the age index under its own (time, seq), and its
+    /// seq is below `next_seq`.
     pub(crate) fn check_key(&self, key: &DrcKey) -> Result<(), InvariantError> {
         let Some(entry) = self.entries.get(key) else { return Ok(()) };
-        let bytes = entry.reply.len() as u64;
+        let bytes = entry.bytes();
         if bytes > DRC_REPLY_BYTES_MAX {
             return Err(InvariantError::DrcReplyTooLarge { bytes, max: DRC_REPLY_BYTES_MAX });
         }
@@ -173,13 +215,13 @@ impl Drc {
     }
 
     /// O(n): the sizes and every entry check out, and the byte count is the
-    /// sum of the replies.
+    /// sum of the replies (intents count 0).
     pub(crate) fn check(&self) -> Result<(), InvariantError> {
         self.check_sizes()?;
         let mut sum: u64 = 0;
         for (key, entry) in &self.entries {
             self.check_key(key)?;
-            sum = sum.saturating_add(entry.reply.len() as u64);
+            sum = sum.saturating_add(entry.bytes());
         }
         if sum != self.bytes {
             return Err(InvariantError::DrcBytes { counted: self.bytes, sum });
@@ -193,14 +235,22 @@ mod tests {
     use super::*;
 
     fn key(xid: u32) -> DrcKey {
-        DrcKey { client: "10.0.0.1".into(), xid, prog: 100003, vers: 3, proc_: 12, args_sum: 7 }
+        DrcKey {
+            client: "10.0.0.1".into(),
+            xid,
+            prog: 100003,
+            vers: 3,
+            proc_: 12,
+            args_sum: 7,
+            cred: crate::command::DrcCred::Sys { uid: 0, gid: 0 },
+        }
     }
 
     #[test]
     fn insert_get_replace() {
         let mut d = Drc::default();
         assert!(d.insert(&key(1), b"one", 1000).is_ok());
-        assert_eq!(d.get(&key(1)).map(|e| e.reply.as_slice()), Some(&b"one"[..]));
+        assert_eq!(d.get(&key(1)).and_then(DrcEntry::reply), Some(&b"one"[..]));
         assert!(d.insert(&key(1), b"uno", 2000).is_ok());
         assert_eq!(d.len(), 1);
         assert_eq!(d.bytes(), 3);
@@ -265,5 +315,63 @@ mod tests {
         }
         assert_eq!(d, before);
         assert_eq!(d.check(), Ok(()));
+    }
+
+    #[test]
+    fn intent_then_reply() {
+        let mut d = Drc::default();
+        let undo = d.intent(&key(1), 1000);
+        assert!(matches!(undo, Ok(Some(_))));
+        assert_eq!(d.get(&key(1)).map(|e| &e.value), Some(&DrcValue::Intent));
+        assert_eq!((d.len(), d.bytes()), (1, 0));
+        // A second intent, or one for a key with a reply, changes nothing.
+        let before = d.clone();
+        assert!(matches!(d.intent(&key(1), 5000), Ok(None)));
+        assert_eq!(d, before);
+        assert!(d.insert(&key(1), b"done", 2000).is_ok());
+        assert_eq!(d.get(&key(1)).and_then(DrcEntry::reply), Some(&b"done"[..]));
+        assert_eq!((d.len(), d.bytes()), (1, 4));
+        let before = d.clone();
+        assert!(matches!(d.intent(&key(1), 3000), Ok(None)));
+        assert_eq!(d, before);
+        assert_eq!(d.check(), Ok(()));
+    }
+
+    #[test]
+    fn intents_are_bounded_and_evicted_like_replies() {
+        let mut d = Drc::default();
+        assert!(d.intent(&key(0), 1000).is_ok());
+        assert!(d.insert(&key(1), b"r", 2000).is_ok());
+        // The window evicts an old intent.
+        assert!(d.intent(&key(2), 1000 + DRC_WINDOW_MS + 1).is_ok());
+        assert!(d.get(&key(0)).is_none());
+        assert_eq!(d.len(), 2);
+        let mut d = Drc::default();
+        for xid in 0..DRC_ENTRIES_MAX as u32 + 5 {
+            assert!(d.intent(&key(xid), 7).is_ok());
+        }
+        assert_eq!(d.len(), DRC_ENTRIES_MAX);
+        assert_eq!(d.bytes(), 0);
+        assert!(d.get(&key(4)).is_none());
+        assert_eq!(d.keys_by_age().next(), Some(&key(5)));
+        assert_eq!(d.check(), Ok(()));
+    }
+
+    #[test]
+    fn intent_undo_restores_everything() {
+        let mut d = Drc::default();
+        for xid in 0..5 {
+            assert!(d.insert(&key(xid), b"x", u64::from(xid)).is_ok());
+        }
+        let before = d.clone();
+        let undo = d.intent(&key(9), DRC_WINDOW_MS + 3);
+        assert!(d.get(&key(0)).is_none());
+        if let Ok(Some(undo)) = undo {
+            d.undo(undo);
+        }
+        assert_eq!(d, before);
+        let bad = DrcKey { client: String::new(), ..key(9) };
+        assert_eq!(d.intent(&bad, 1).map(|u| u.is_some()), Err(ApplyError::ClientInvalid));
+        assert_eq!(d, before);
     }
 }

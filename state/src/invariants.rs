@@ -112,7 +112,7 @@ impl State {
             }
             Command::RemoveHandle { export_id, ino, .. } => self.check_handle(*export_id, *ino),
             Command::Mount { client, path } | Command::Unmount { client, path } => self.rmtab.check_row(client, path),
-            Command::DrcInsert { key, .. } => self.drc.check_key(key),
+            Command::DrcInsert { key, .. } | Command::DrcIntent { key, .. } => self.drc.check_key(key),
             Command::UnmountAll { .. } | Command::BumpEpoch | Command::RecordPromotion(_) => Ok(()),
             // The lock table asserts its own O(1) checks inside each operation.
             Command::Nlm(_) => Ok(()),

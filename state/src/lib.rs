@@ -33,7 +33,7 @@ mod model_tests;
 
 pub use codec::{decode_command, encode_command, encoded_len, CodecError};
 pub use command::*;
-pub use drc::DrcEntry;
+pub use drc::{DrcEntry, DrcValue};
 pub use error::{ApplyError, InvariantError, NameError, Table};
 pub use limits::*;
 pub use outcome::Outcome;
@@ -114,13 +114,15 @@ impl State {
         self.epoch
     }
 
-    /// The cached reply for a retransmission of `key`, if still cached.
-    /// The window is enforced at insert time; callers that want a stricter
-    /// age check use `drc_entry` and its `time_ms`.
+    /// The cached reply for a retransmission of `key`, if still cached (None
+    /// for an intent without a reply: see `drc_entry`). The window is
+    /// enforced at insert time; callers that want a stricter age check use
+    /// `drc_entry` and its `time_ms`.
     pub fn drc_get(&self, key: &DrcKey) -> Option<&[u8]> {
-        self.drc.get(key).map(|e| e.reply.as_slice())
+        self.drc.get(key).and_then(DrcEntry::reply)
     }
 
+    /// The entry for `key`: its intent or its reply, with its age.
     pub fn drc_entry(&self, key: &DrcKey) -> Option<&DrcEntry> {
         self.drc.get(key)
     }

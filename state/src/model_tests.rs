@@ -9,7 +9,7 @@
 
 use proptest::prelude::*;
 
-use crate::command::{Command, DrcKey, HandleEntry, Promotion};
+use crate::command::{Command, DrcCred, DrcKey, HandleEntry, Promotion};
 use crate::limits::{
     BATCH_DEPTH_MAX, CLIENT_BYTES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS, NAME_BYTES_MAX, PATH_BYTES_MAX,
 };
@@ -24,8 +24,8 @@ struct Model {
     exports: Vec<(u32, String)>,
     handles: Vec<HandleEntry>,
     rmtab: Vec<(String, String)>,
-    /// (key, reply, time_ms, seq)
-    drc: Vec<(DrcKey, Vec<u8>, u64, u64)>,
+    /// (key, reply (None: an intent), time_ms, seq)
+    drc: Vec<(DrcKey, Option<Vec<u8>>, u64, u64)>,
     next_seq: u64,
     promotion: Option<Promotion>,
 }
@@ -127,7 +127,20 @@ impl Model {
                 }
                 let cutoff = now_ms.saturating_sub(DRC_WINDOW_MS);
                 self.drc.retain(|(k, _, t, _)| k != key && *t >= cutoff);
-                self.drc.push((key.clone(), reply.clone(), *now_ms, self.next_seq));
+                self.drc.push((key.clone(), Some(reply.clone()), *now_ms, self.next_seq));
+                self.next_seq += 1;
+                true
+            }
+            Command::DrcIntent { key, now_ms } => {
+                if self.drc.iter().any(|(k, _, _, _)| k == key) {
+                    return true;
+                }
+                if !text_ok(&key.client, CLIENT_BYTES_MAX) {
+                    return false;
+                }
+                let cutoff = now_ms.saturating_sub(DRC_WINDOW_MS);
+                self.drc.retain(|(_, _, t, _)| *t >= cutoff);
+                self.drc.push((key.clone(), None, *now_ms, self.next_seq));
                 self.next_seq += 1;
                 true
             }
@@ -160,7 +173,8 @@ impl Model {
         assert_eq!(s.drc_keys_by_age().collect::<Vec<_>>(), keys);
         assert_eq!(s.drc_len(), drc.len() as u64);
         for (k, reply, _, _) in &drc {
-            assert_eq!(s.drc_get(k), Some(reply.as_slice()));
+            assert_eq!(s.drc_get(k), reply.as_deref());
+            assert!(s.drc_entry(k).is_some());
         }
         assert_eq!(s.check_invariants(), Ok(()));
     }
@@ -190,13 +204,16 @@ fn client() -> impl Strategy<Value = String> {
 }
 
 fn drc_key() -> impl Strategy<Value = DrcKey> {
-    (client(), 0u32..5, 0u32..2).prop_map(|(client, xid, proc_)| DrcKey {
+    // Few credentials, so that keys repeat (replaced replies, completed intents).
+    let cred = prop_oneof![3 => Just(DrcCred::None), 1 => Just(DrcCred::Sys { uid: 1, gid: 1 })];
+    (client(), 0u32..5, 0u32..2, cred).prop_map(|(client, xid, proc_, cred)| DrcKey {
         client,
         xid,
         prog: 100003,
         vers: 3,
         proc_,
         args_sum: 1,
+        cred,
     })
 }
 
@@ -211,6 +228,7 @@ fn leaf() -> impl Strategy<Value = Command> {
         1 => Just(Command::BumpEpoch),
         2 => (drc_key(), prop::collection::vec(any::<u8>(), 0..6), 0u64..1_000_000)
             .prop_map(|(key, reply, now_ms)| Command::DrcInsert { key, reply, now_ms }),
+        1 => (drc_key(), 0u64..1_000_000).prop_map(|(key, now_ms)| Command::DrcIntent { key, now_ms }),
         1 => (1u64..4, 0u64..1_000, 0u64..5_000)
             .prop_map(|(node_id, at_unix_ms, took_ms)| Command::RecordPromotion(Promotion { node_id, at_unix_ms, took_ms })),
     ]
@@ -346,9 +364,17 @@ fn generators_reach_every_path() {
                 let gone = state.handle(export_id, ino).is_none();
                 seen.insert((format!("remove existed={existed} gone={gone}"), true));
             }
-            if let Command::DrcInsert { .. } = cmd {
+            if let Command::DrcInsert { key, .. } = &cmd {
                 if state.drc_len() <= before.drc_len() && ok {
                     seen.insert(("drc evicted or replaced".to_owned(), true));
+                }
+                if ok && before.drc_entry(key).is_some_and(|e| e.reply().is_none()) {
+                    seen.insert(("drc intent completed".to_owned(), true));
+                }
+            }
+            if let Command::DrcIntent { key, .. } = &cmd {
+                if ok && before.drc_entry(key).is_some() {
+                    seen.insert(("drc intent on a cached key".to_owned(), true));
                 }
             }
         }
@@ -364,6 +390,10 @@ fn generators_reach_every_path() {
         ("Mount", false),
         ("DrcInsert", true),
         ("DrcInsert", false),
+        ("DrcIntent", true),
+        ("DrcIntent", false),
+        ("drc intent completed", true),
+        ("drc intent on a cached key", true),
         ("UnmountAll", true),
         ("BumpEpoch", true),
         ("RecordPromotion", true),

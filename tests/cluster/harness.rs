@@ -99,6 +99,8 @@ pub struct Node {
     pub config: PathBuf,
     pub state_dir: PathBuf,
     pub log: PathBuf,
+    /// Extra environment of the process (test faults).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -112,6 +114,9 @@ impl Node {
             .arg(&self.config)
             .env("HANFS_TEST_FAULTS", "1")
             .env("RUST_LOG", std::env::var("HANFS_CLUSTER_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            // A core dump of a test fault's abort, if any, lands in the node's temp dir.
+            .current_dir(self.state_dir.parent().unwrap_or(&self.state_dir))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
@@ -155,17 +160,22 @@ impl Cluster {
     /// Write the configs, start the three nodes, `init` on storage 1 and wait
     /// for a leader serving.
     pub fn start(label: &str) -> Cluster {
-        Cluster::start_with(label, false)
+        Cluster::start_with(label, false, &[])
+    }
+
+    /// Like `start`, with extra environment for every node (test faults).
+    pub fn start_with_env(label: &str, env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(label, false, env)
     }
 
     /// Like `start`, with the portmapper on port 111 of the service address
     /// (for `showmount`); panics with the reason if that port cannot be bound.
     /// Holds `tools::PORT_111` until dropped, so no other port-111 test overlaps.
     pub fn start_portmap_111(label: &str) -> Cluster {
-        Cluster::start_with(label, true)
+        Cluster::start_with(label, true, &[])
     }
 
-    fn start_with(label: &str, portmap_111: bool) -> Cluster {
+    fn start_with(label: &str, portmap_111: bool, env: &[(&str, &str)]) -> Cluster {
         init_tracing();
         let guard = serial();
         let service = service_address();
@@ -201,7 +211,8 @@ impl Cluster {
                 config_text(*id, &format!("test-{label}"), service, ports, &state_dir, &export, &secret, &peers),
             )
             .expect("write config");
-            nodes.push(Node { id: *id, config, state_dir, log: dir.join("node.log"), child: None });
+            let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            nodes.push(Node { id: *id, config, state_dir, log: dir.join("node.log"), env, child: None });
         }
         let mut cluster = Cluster { nodes, export, service, ports, _root: root, _serial: guard, _port_111: port_111 };
         for id in NODE_IDS {

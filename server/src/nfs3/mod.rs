@@ -4,7 +4,9 @@
 //! `nfsd_procedures3`. `xdr.rs` decodes and checks arguments, `common.rs`
 //! holds the shared plumbing, `attrs.rs` sets attributes and syncs metadata,
 //! and the handlers are split by role:
-//! `proc_read.rs`, `proc_readdir.rs`, `proc_write.rs`, `proc_dir.rs`.
+//! `proc_read.rs`, `proc_readdir.rs`, `proc_write.rs`, `proc_dir.rs`,
+//! `proc_link.rs`. `recover.rs` answers a retransmission of a non-idempotent
+//! call whose original left only its intent (see `rpc::dispatch`).
 //! Handlers never see sockets or the duplicate-request cache.
 
 mod attrs;
@@ -15,6 +17,7 @@ mod proc_link;
 mod proc_read;
 mod proc_readdir;
 mod proc_write;
+mod recover;
 pub mod xdr;
 
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use hanfs_raft::commit::Commit;
 
 use crate::exports::ExportTable;
-use crate::rpc::program::{Drc, Handler, Proc, Program};
+use crate::rpc::program::{Drc, Handler, Proc, Program, Recover};
 use crate::vfs::Vfs;
 
 pub const PROCEDURES: usize = 22;
@@ -38,33 +41,40 @@ pub struct NfsCtx {
     pub commit: Arc<dyn Commit>,
 }
 
-const fn p(name: &'static str, handler: Handler<NfsCtx>, drc: Drc) -> Proc<NfsCtx> {
-    Proc { name, handler, drc }
+/// An idempotent procedure.
+const fn p(name: &'static str, handler: Handler<NfsCtx>) -> Proc<NfsCtx> {
+    Proc { name, handler, drc: Drc::Skip, recover: None }
+}
+
+/// A non-idempotent procedure: intent and reply recorded, `recover` answers
+/// a retransmission found as an intent only.
+const fn once(name: &'static str, handler: Handler<NfsCtx>, recover: Recover<NfsCtx>) -> Proc<NfsCtx> {
+    Proc { name, handler, drc: Drc::Record, recover: Some(recover) }
 }
 
 static PROCS: [Proc<NfsCtx>; PROCEDURES] = [
-    p("NULL", proc_read::null, Drc::Skip),
-    p("GETATTR", proc_read::getattr, Drc::Skip),
-    p("SETATTR", proc_write::setattr, Drc::Record),
-    p("LOOKUP", proc_read::lookup, Drc::Skip),
-    p("ACCESS", proc_read::access, Drc::Skip),
-    p("READLINK", proc_read::readlink, Drc::Skip),
-    p("READ", proc_read::read, Drc::Skip),
-    p("WRITE", proc_write::write, Drc::Skip),
-    p("CREATE", proc_dir::create, Drc::Record),
-    p("MKDIR", proc_dir::mkdir, Drc::Record),
-    p("SYMLINK", proc_dir::symlink, Drc::Record),
-    p("MKNOD", proc_dir::mknod, Drc::Record),
-    p("REMOVE", proc_dir::remove, Drc::Record),
-    p("RMDIR", proc_dir::rmdir, Drc::Record),
-    p("RENAME", proc_link::rename, Drc::Record),
-    p("LINK", proc_link::link, Drc::Record),
-    p("READDIR", proc_readdir::readdir, Drc::Skip),
-    p("READDIRPLUS", proc_readdir::readdirplus, Drc::Skip),
-    p("FSSTAT", proc_read::fsstat, Drc::Skip),
-    p("FSINFO", proc_read::fsinfo, Drc::Skip),
-    p("PATHCONF", proc_read::pathconf, Drc::Skip),
-    p("COMMIT", proc_write::commit, Drc::Skip),
+    p("NULL", proc_read::null),
+    p("GETATTR", proc_read::getattr),
+    once("SETATTR", proc_write::setattr, recover::setattr),
+    p("LOOKUP", proc_read::lookup),
+    p("ACCESS", proc_read::access),
+    p("READLINK", proc_read::readlink),
+    p("READ", proc_read::read),
+    p("WRITE", proc_write::write),
+    once("CREATE", proc_dir::create, recover::create),
+    once("MKDIR", proc_dir::mkdir, recover::mkdir),
+    once("SYMLINK", proc_dir::symlink, recover::symlink),
+    once("MKNOD", proc_dir::mknod, recover::mknod),
+    once("REMOVE", proc_dir::remove, recover::remove),
+    once("RMDIR", proc_dir::rmdir, recover::rmdir),
+    once("RENAME", proc_link::rename, recover::rename),
+    once("LINK", proc_link::link, recover::link),
+    p("READDIR", proc_readdir::readdir),
+    p("READDIRPLUS", proc_readdir::readdirplus),
+    p("FSSTAT", proc_read::fsstat),
+    p("FSINFO", proc_read::fsinfo),
+    p("PATHCONF", proc_read::pathconf),
+    p("COMMIT", proc_write::commit),
 ];
 
 pub static PROGRAM: Program<NfsCtx> =

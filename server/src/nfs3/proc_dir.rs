@@ -43,7 +43,7 @@ struct Made {
 
 /// The parts every create-type reply has (CREATE, MKDIR, SYMLINK, MKNOD share
 /// one shape: obj, obj_attributes, dir_wcc / dir_wcc).
-type CreateOut = Result<(post_op_fh3, post_op_attr, wcc_data), (nfsstat3, wcc_data)>;
+pub(super) type CreateOut = Result<(post_op_fh3, post_op_attr, wcc_data), (nfsstat3, wcc_data)>;
 
 /// Resolve the directory, check the name and write access, run `make` under
 /// the caller's ids, then look the new object up and record its handle.
@@ -88,7 +88,7 @@ fn create_in(
 
 /// A create-type procedure's result pair (CREATE, MKDIR, SYMLINK, MKNOD share
 /// one shape: obj, obj_attributes, dir_wcc / dir_wcc).
-trait CreatedRes: Pack + Sized {
+pub(super) trait CreatedRes: Pack + Sized {
     type Fail: Pack;
     fn ok(obj: post_op_fh3, obj_attributes: post_op_attr, dir_wcc: wcc_data) -> Self;
     fn fail(dir_wcc: wcc_data) -> Self::Fail;
@@ -118,7 +118,7 @@ created_res!(
 /// The reply of a create-type procedure from what `create_in` returned: its
 /// resok from the new object, its resfail from the directory's wcc, with the
 /// handle-table effects.
-fn created_reply<R: CreatedRes>((out, effects): (CreateOut, Vec<Command>)) -> Reply {
+pub(super) fn created_reply<R: CreatedRes>((out, effects): (CreateOut, Vec<Command>)) -> Reply {
     let body = match out {
         Ok((obj, obj_attributes, dir_wcc)) => reply::<R, R::Fail>(Ok(R::ok(obj, obj_attributes, dir_wcc))),
         Err((s, dir_wcc)) => reply::<R, R::Fail>(Err((s, R::fail(dir_wcc)))),
@@ -150,11 +150,11 @@ fn finish_attrs(op: &Op, dir: &Obj, name: &[u8], acc: &Access, mode: u32, rest: 
 /// own arguments `A`: `Ok(None)` when it made a new object, `Ok(Some(obj))`
 /// when an existing one is the answer (an UNCHECKED or repeated EXCLUSIVE
 /// CREATE). Everything around it is `create_in`.
-type Make<A> = fn(&Op, &Obj, &[u8], &Access, &A) -> Result<Option<Obj>, nfsstat3>;
+pub(super) type Make<A> = fn(&Op, &Obj, &[u8], &Access, &A) -> Result<Option<Obj>, nfsstat3>;
 
 /// The whole of CREATE, MKDIR, SYMLINK and MKNOD once their arguments are
 /// decoded: `create_in` with the procedure's `make`, then its reply `R`.
-fn created<R: CreatedRes, A>(op: &Op, (fh, name, what): (Fh, Name, A), make: Make<A>) -> Reply {
+pub(super) fn created<R: CreatedRes, A>(op: &Op, (fh, name, what): (Fh, Name, A), make: Make<A>) -> Reply {
     created_reply::<R>(create_in(op, &fh, name, |dir, n, acc| make(op, dir, n, acc, &what)))
 }
 
@@ -182,7 +182,13 @@ fn mknod_at(dir: &Obj, name: &[u8], acc: &Access, mode: u32, dev: u64) -> Result
     sys::mknod_at(dir.raw(), name, mode, dev).map_err(nfsstat3::from)
 }
 
-fn make_file(op: &Op, dir: &Obj, name: &[u8], acc: &Access, how: &CreateHow) -> Result<Option<Obj>, nfsstat3> {
+pub(super) fn make_file(
+    op: &Op,
+    dir: &Obj,
+    name: &[u8],
+    acc: &Access,
+    how: &CreateHow,
+) -> Result<Option<Obj>, nfsstat3> {
     let s = match how {
         CreateHow::Unchecked(s) | CreateHow::Guarded(s) => s,
         CreateHow::Exclusive(verf) => return create_exclusive(op, dir, name, acc, verf),
@@ -206,7 +212,7 @@ fn make_file(op: &Op, dir: &Obj, name: &[u8], acc: &Access, how: &CreateHow) -> 
     }
 }
 
-fn verf_times(verf: &[u8; 8]) -> (u32, u32) {
+pub(super) fn verf_times(verf: &[u8; 8]) -> (u32, u32) {
     let w = |i: usize| u32::from_be_bytes([verf[i], verf[i + 1], verf[i + 2], verf[i + 3]]);
     (w(0) & VERF_TIME_MASK, w(4) & VERF_TIME_MASK)
 }
@@ -240,13 +246,13 @@ fn create_exclusive(op: &Op, dir: &Obj, name: &[u8], acc: &Access, verf: &[u8; 8
     }
 }
 
-fn make_dir(op: &Op, dir: &Obj, name: &[u8], acc: &Access, s: &Sattr) -> Result<Option<Obj>, nfsstat3> {
+pub(super) fn make_dir(op: &Op, dir: &Obj, name: &[u8], acc: &Access, s: &Sattr) -> Result<Option<Obj>, nfsstat3> {
     let mode = s.mode.unwrap_or(DIR_MODE_DEFAULT) & 0o7777;
     let rest = Sattr { size: None, ..s.clone() };
     make_then_set(op, dir, name, acc, (mode, &rest), || Ok(sys::mkdir_at(dir.raw(), name, mode)?))
 }
 
-fn make_symlink(
+pub(super) fn make_symlink(
     op: &Op,
     dir: &Obj,
     name: &[u8],
@@ -259,7 +265,7 @@ fn make_symlink(
     make_then_set(op, dir, name, acc, (0, &rest), || Ok(sys::symlink_at(&target, dir.raw(), name)?))
 }
 
-fn make_node(op: &Op, dir: &Obj, name: &[u8], acc: &Access, what: &Mknod) -> Result<Option<Obj>, nfsstat3> {
+pub(super) fn make_node(op: &Op, dir: &Obj, name: &[u8], acc: &Access, what: &Mknod) -> Result<Option<Obj>, nfsstat3> {
     let (kind, s, dev) = match what {
         Mknod::Chr(s, ma, mi) => (libc::S_IFCHR, s, libc::makedev(*ma, *mi)),
         Mknod::Blk(s, ma, mi) => (libc::S_IFBLK, s, libc::makedev(*ma, *mi)),
@@ -274,23 +280,23 @@ fn make_node(op: &Op, dir: &Obj, name: &[u8], acc: &Access, what: &Mknod) -> Res
     make_then_set(op, dir, name, acc, (mode, &rest), || Ok(sys::mknod_at(dir.raw(), name, kind | mode, dev)?))
 }
 
-fn dec_create(r: &mut Reader) -> Result<(Fh, Name, CreateHow), DecodeError> {
+pub(super) fn dec_create(r: &mut Reader) -> Result<(Fh, Name, CreateHow), DecodeError> {
     let (fh, name) = xdr::dirop(r, NameUse::Create)?;
     Ok((fh, name, xdr::createhow(r)?))
 }
 
-fn dec_mkdir(r: &mut Reader) -> Result<(Fh, Name, Sattr), DecodeError> {
+pub(super) fn dec_mkdir(r: &mut Reader) -> Result<(Fh, Name, Sattr), DecodeError> {
     let (fh, name) = xdr::dirop(r, NameUse::Create)?;
     Ok((fh, name, xdr::sattr(r)?))
 }
 
-fn dec_symlink(r: &mut Reader) -> Result<(Fh, Name, (Sattr, Name)), DecodeError> {
+pub(super) fn dec_symlink(r: &mut Reader) -> Result<(Fh, Name, (Sattr, Name)), DecodeError> {
     let (fh, name) = xdr::dirop(r, NameUse::Create)?;
     let s = xdr::sattr(r)?;
     Ok((fh, name, (s, xdr::symlink_target(r)?)))
 }
 
-fn dec_mknod(r: &mut Reader) -> Result<(Fh, Name, Mknod), DecodeError> {
+pub(super) fn dec_mknod(r: &mut Reader) -> Result<(Fh, Name, Mknod), DecodeError> {
     let (fh, name) = xdr::dirop(r, NameUse::Create)?;
     Ok((fh, name, xdr::mknod(r)?))
 }
@@ -364,28 +370,44 @@ fn unlink(op: &Op, fh: &Fh, name: Name, flags: i32) -> (Result<wcc_data, (nfssta
     }
 }
 
-fn dec_remove(r: &mut Reader) -> Result<(Fh, Name), DecodeError> {
+pub(super) fn dec_remove(r: &mut Reader) -> Result<(Fh, Name), DecodeError> {
     xdr::dirop(r, NameUse::Remove)
 }
 
+/// The REMOVE reply: `Ok(dir_wcc)` or the failure with its wcc.
+pub(super) fn remove_reply(r: Result<wcc_data, (nfsstat3, wcc_data)>, effects: Vec<Command>) -> Reply {
+    let body = match r {
+        Ok(dir_wcc) => reply::<_, REMOVE3resfail>(Ok(REMOVE3resok { dir_wcc })),
+        Err((s, dir_wcc)) => reply::<REMOVE3resok, _>(Err((s, REMOVE3resfail { dir_wcc }))),
+    };
+    Reply::with_effects(body, effects)
+}
+
+/// The RMDIR reply: `Ok(dir_wcc)` or the failure with its wcc.
+pub(super) fn rmdir_reply(r: Result<wcc_data, (nfsstat3, wcc_data)>, effects: Vec<Command>) -> Reply {
+    let body = match r {
+        Ok(dir_wcc) => reply::<_, RMDIR3resfail>(Ok(RMDIR3resok { dir_wcc })),
+        Err((s, dir_wcc)) => reply::<RMDIR3resok, _>(Err((s, RMDIR3resfail { dir_wcc }))),
+    };
+    Reply::with_effects(body, effects)
+}
+
+/// REMOVE once its arguments are decoded.
+pub(super) fn do_remove(op: &Op, (fh, name): (Fh, Name)) -> Reply {
+    let (r, effects) = unlink(op, &fh, name, 0);
+    remove_reply(r, effects)
+}
+
+/// RMDIR once its arguments are decoded.
+pub(super) fn do_rmdir(op: &Op, (fh, name): (Fh, Name)) -> Reply {
+    let (r, effects) = unlink(op, &fh, name, libc::AT_REMOVEDIR);
+    rmdir_reply(r, effects)
+}
+
 pub fn remove(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    run(ctx, call, args, dec_remove, |op, (fh, name)| {
-        let (r, effects) = unlink(op, &fh, name, 0);
-        let body = match r {
-            Ok(dir_wcc) => reply::<_, REMOVE3resfail>(Ok(REMOVE3resok { dir_wcc })),
-            Err((s, dir_wcc)) => reply::<REMOVE3resok, _>(Err((s, REMOVE3resfail { dir_wcc }))),
-        };
-        Reply::with_effects(body, effects)
-    })
+    run(ctx, call, args, dec_remove, do_remove)
 }
 
 pub fn rmdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    run(ctx, call, args, dec_remove, |op, (fh, name)| {
-        let (r, effects) = unlink(op, &fh, name, libc::AT_REMOVEDIR);
-        let body = match r {
-            Ok(dir_wcc) => reply::<_, RMDIR3resfail>(Ok(RMDIR3resok { dir_wcc })),
-            Err((s, dir_wcc)) => reply::<RMDIR3resok, _>(Err((s, RMDIR3resfail { dir_wcc }))),
-        };
-        Reply::with_effects(body, effects)
-    })
+    run(ctx, call, args, dec_remove, do_rmdir)
 }

@@ -18,9 +18,9 @@ use super::proc_dir::forget;
 use super::xdr::{self, Fh, Name, NameUse};
 use super::NfsCtx;
 
-type Rename = (Fh, Name, Fh, Name);
+pub(super) type Rename = (Fh, Name, Fh, Name);
 
-fn dec_rename(r: &mut Reader) -> Result<Rename, DecodeError> {
+pub(super) fn dec_rename(r: &mut Reader) -> Result<Rename, DecodeError> {
     let (f, fname) = xdr::dirop(r, NameUse::Remove)?;
     let (t, tname) = xdr::dirop(r, NameUse::Remove)?;
     Ok((f, fname, t, tname))
@@ -76,60 +76,79 @@ fn do_rename(op: &Op, (ffh, fname, tfh, tname): Rename) -> (Result<(), nfsstat3>
     }
 }
 
-pub fn rename(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    run(ctx, call, args, dec_rename, |op, a| {
-        let (r, fromdir_wcc, todir_wcc, effects) = do_rename(op, a);
-        let body = match r {
-            Ok(()) => reply::<_, RENAME3resfail>(Ok(RENAME3resok { fromdir_wcc, todir_wcc })),
-            Err(s) => reply::<RENAME3resok, _>(Err((s, RENAME3resfail { fromdir_wcc, todir_wcc }))),
-        };
-        Reply::with_effects(body, effects)
-    })
+/// The RENAME reply: `Ok` or the failure, with both directories' wcc.
+pub(super) fn rename_reply(
+    r: Result<(), nfsstat3>,
+    fromdir_wcc: wcc_data,
+    todir_wcc: wcc_data,
+    effects: Vec<Command>,
+) -> Reply {
+    let body = match r {
+        Ok(()) => reply::<_, RENAME3resfail>(Ok(RENAME3resok { fromdir_wcc, todir_wcc })),
+        Err(s) => reply::<RENAME3resok, _>(Err((s, RENAME3resfail { fromdir_wcc, todir_wcc }))),
+    };
+    Reply::with_effects(body, effects)
 }
 
-fn dec_link(r: &mut Reader) -> Result<(Fh, Fh, Name), DecodeError> {
+/// RENAME once its arguments are decoded.
+pub(super) fn rename_decoded(op: &Op, a: Rename) -> Reply {
+    let (r, fromdir_wcc, todir_wcc, effects) = do_rename(op, a);
+    rename_reply(r, fromdir_wcc, todir_wcc, effects)
+}
+
+pub fn rename(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_rename, rename_decoded)
+}
+
+pub(super) type Link = (Fh, Fh, Name);
+
+pub(super) fn dec_link(r: &mut Reader) -> Result<Link, DecodeError> {
     let f = xdr::fh(r)?;
     let (d, name) = xdr::dirop(r, NameUse::Create)?;
     Ok((f, d, name))
 }
 
-pub fn link(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    run(ctx, call, args, dec_link, |op, (ffh, dfh, name)| {
-        let fail = |s, file_attributes, linkdir_wcc| {
-            Reply::new(reply::<LINK3resok, _>(Err((s, LINK3resfail { file_attributes, linkdir_wcc }))))
-        };
-        let (mut file, acc) = match op.object(&ffh) {
-            Ok(v) => v,
-            Err(s) => return fail(s, Nfs3Option::None, no_wcc()),
-        };
-        let (mut dir, _) = match op.object(&dfh) {
-            Ok(v) => v,
-            Err(s) => return fail(s, obj_attr(&file), no_wcc()),
-        };
-        let pre = dir.st.clone();
-        let r = (|| {
-            let name = name?;
-            acc.writable()?;
-            if file.export_id != dir.export_id {
-                return Err(nfsstat3::NFS3ERR_XDEV);
-            }
-            if file.st.is_dir() {
-                // Linux refuses hard links to directories (EPERM); RFC 1813 allows ISDIR.
-                return Err(nfsstat3::NFS3ERR_ISDIR);
-            }
-            let _user = acc.user()?;
-            sys::link_fd(&file.fd, dir.raw(), &name).map_err(nfsstat3::from)
-        })();
-        if r.is_ok() {
-            sync_meta(&acc, &[&dir]);
-        }
-        let linkdir_wcc = wcc_after(&mut dir, &pre);
-        let _ = file.restat();
-        match r {
-            Ok(()) => {
-                Reply::new(reply::<_, LINK3resfail>(Ok(LINK3resok { file_attributes: obj_attr(&file), linkdir_wcc })))
-            }
-            Err(s) => fail(s, obj_attr(&file), linkdir_wcc),
-        }
+/// The LINK reply: `Ok` or the failure, with the file's attributes and the
+/// directory's wcc.
+pub(super) fn link_reply(r: Result<(), nfsstat3>, file_attributes: post_op_attr, linkdir_wcc: wcc_data) -> Reply {
+    Reply::new(match r {
+        Ok(()) => reply::<_, LINK3resfail>(Ok(LINK3resok { file_attributes, linkdir_wcc })),
+        Err(s) => reply::<LINK3resok, _>(Err((s, LINK3resfail { file_attributes, linkdir_wcc }))),
     })
+}
+
+/// LINK once its arguments are decoded.
+pub(super) fn link_decoded(op: &Op, (ffh, dfh, name): Link) -> Reply {
+    let (mut file, acc) = match op.object(&ffh) {
+        Ok(v) => v,
+        Err(s) => return link_reply(Err(s), Nfs3Option::None, no_wcc()),
+    };
+    let (mut dir, _) = match op.object(&dfh) {
+        Ok(v) => v,
+        Err(s) => return link_reply(Err(s), obj_attr(&file), no_wcc()),
+    };
+    let pre = dir.st.clone();
+    let r = (|| {
+        let name = name?;
+        acc.writable()?;
+        if file.export_id != dir.export_id {
+            return Err(nfsstat3::NFS3ERR_XDEV);
+        }
+        if file.st.is_dir() {
+            // Linux refuses hard links to directories (EPERM); RFC 1813 allows ISDIR.
+            return Err(nfsstat3::NFS3ERR_ISDIR);
+        }
+        let _user = acc.user()?;
+        sys::link_fd(&file.fd, dir.raw(), &name).map_err(nfsstat3::from)
+    })();
+    if r.is_ok() {
+        sync_meta(&acc, &[&dir]);
+    }
+    let linkdir_wcc = wcc_after(&mut dir, &pre);
+    let _ = file.restat();
+    link_reply(r, obj_attr(&file), linkdir_wcc)
+}
+
+pub fn link(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, dec_link, link_decoded)
 }

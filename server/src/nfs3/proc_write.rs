@@ -9,32 +9,42 @@ use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::attr::nfstime;
 
 use super::attrs::{apply_sattr, sync_meta};
-use super::common::{no_wcc, reply, run, run_args, wcc_after};
+use super::common::{no_wcc, reply, run, run_args, wcc_after, Op};
 use super::io;
-use super::xdr::{self, Fh};
+use super::xdr::{self, Fh, Sattr};
 use super::NfsCtx;
 
-pub fn setattr(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    run(ctx, call, args, xdr::setattr, |op, (fh, s, guard)| {
-        let (mut obj, acc) = match op.object(&fh) {
-            Ok(v) => v,
-            Err(e) => return Reply::new(reply::<SETATTR3resok, _>(Err((e, SETATTR3resfail::default())))),
-        };
-        let pre = obj.st.clone();
-        let r = acc.writable().and_then(|()| match guard {
-            Some(ctime) if ctime != nfstime(pre.ctime) => Err(nfsstat3::NFS3ERR_NOT_SYNC),
-            _ => apply_sattr(&obj, &acc, &s),
-        });
-        if r.is_ok() {
-            sync_meta(&acc, &[&obj]);
-        }
-        let wcc = wcc_after(&mut obj, &pre);
-        let body = match r {
-            Ok(()) => reply::<_, SETATTR3resfail>(Ok(SETATTR3resok { obj_wcc: wcc })),
-            Err(e) => reply::<SETATTR3resok, _>(Err((e, SETATTR3resfail { obj_wcc: wcc }))),
-        };
-        Reply::new(body)
+/// SETATTR's decoded arguments: the object, the attributes, the ctime guard.
+pub(super) type Setattr = (Fh, Sattr, Option<nfstime3>);
+
+/// The SETATTR reply: `Ok` or the failure, with the object's wcc.
+pub(super) fn setattr_reply(r: Result<(), nfsstat3>, obj_wcc: wcc_data) -> Reply {
+    Reply::new(match r {
+        Ok(()) => reply::<_, SETATTR3resfail>(Ok(SETATTR3resok { obj_wcc })),
+        Err(e) => reply::<SETATTR3resok, _>(Err((e, SETATTR3resfail { obj_wcc }))),
     })
+}
+
+/// SETATTR once its arguments are decoded.
+pub(super) fn setattr_decoded(op: &Op, (fh, s, guard): Setattr) -> Reply {
+    let (mut obj, acc) = match op.object(&fh) {
+        Ok(v) => v,
+        Err(e) => return setattr_reply(Err(e), no_wcc()),
+    };
+    let pre = obj.st.clone();
+    let r = acc.writable().and_then(|()| match guard {
+        Some(ctime) if ctime != nfstime(pre.ctime) => Err(nfsstat3::NFS3ERR_NOT_SYNC),
+        _ => apply_sattr(&obj, &acc, &s),
+    });
+    if r.is_ok() {
+        sync_meta(&acc, &[&obj]);
+    }
+    let wcc = wcc_after(&mut obj, &pre);
+    setattr_reply(r, wcc)
+}
+
+pub fn setattr(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+    run(ctx, call, args, xdr::setattr, setattr_decoded)
 }
 
 pub fn write(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {

@@ -76,12 +76,12 @@ impl Table {
 }
 
 static PROCS: [Proc<Table>; 6] = [
-    Proc { name: "NULL", handler: null, drc: Drc::Skip },
-    Proc { name: "SET", handler: set, drc: Drc::Skip },
-    Proc { name: "UNSET", handler: unset, drc: Drc::Skip },
-    Proc { name: "GETPORT", handler: getport, drc: Drc::Skip },
-    Proc { name: "DUMP", handler: dump, drc: Drc::Skip },
-    Proc { name: "CALLIT", handler: callit, drc: Drc::Skip },
+    Proc { name: "NULL", handler: null, drc: Drc::Skip, recover: None },
+    Proc { name: "SET", handler: set, drc: Drc::Skip, recover: None },
+    Proc { name: "UNSET", handler: unset, drc: Drc::Skip, recover: None },
+    Proc { name: "GETPORT", handler: getport, drc: Drc::Skip, recover: None },
+    Proc { name: "DUMP", handler: dump, drc: Drc::Skip, recover: None },
+    Proc { name: "CALLIT", handler: callit, drc: Drc::Skip, recover: None },
 ];
 
 pub static PROGRAM: Program<Table> = Program { name: "portmap", prog: PMAP_PROGRAM, vers: PMAP_VERSION, procs: &PROCS };

@@ -4,6 +4,22 @@
 //! record) and build the reply message. Transports call `Dispatcher::call` and
 //! send whatever it returns.
 //!
+//! Exactly once across failover (DESIGN.md invariant 6), all of it in `run`:
+//! a `Drc::Record` call first commits its intent (`Command::DrcIntent`), so it
+//! is durable on a majority before the handler touches the disk; then the
+//! handler runs; then its effects and reply (`Command::DrcInsert`) are
+//! committed. A retransmission finds the reply (sent from the cache) or, when
+//! the active died between the two, only the intent: then the procedure's
+//! `recover` function works out from the disk what the original did and
+//! answers as it would have. A call with no effects sends its reply while its
+//! record is still being committed (holding its in-progress claim until it is
+//! durable), so it waits for one commit. A `Drc::ReplyOnly` call records no
+//! intent: its reply is committed with its effects.
+//!
+//! Fault injection, for tests: with `HANFS_TEST_FAULTS=1` at start,
+//! `HANFS_TEST_CRASH_AFTER_EXECUTE=<procedure name>` aborts the process right
+//! after that procedure's handler ran and before its reply is recorded.
+//!
 //! A `Dispatcher<C>` serves the programs of one context type `C`, and hands
 //! that context to every handler; a program with a new context type gets its
 //! own dispatcher (and listener) without any change here.
@@ -11,11 +27,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hanfs_state::{Command, DrcKey};
+use hanfs_state::{Command, DrcCred, DrcKey, DrcValue};
 
 use super::msg::{self, AcceptStat, CallHeader};
-use super::program::{Call, Drc, Proc, ProcError, Program, Transport};
+use super::program::{Call, Cred, Drc, Proc, ProcError, Program, Reply, Transport};
 use super::shared::{Claim, RpcShared};
+
+/// With `HANFS_TEST_FAULTS=1`: the procedure name after whose execution the
+/// process aborts, before the reply is recorded.
+pub const CRASH_AFTER_EXECUTE_ENV: &str = "HANFS_TEST_CRASH_AFTER_EXECUTE";
 
 /// The programs one listener serves.
 pub struct Registry<C: 'static> {
@@ -75,11 +95,21 @@ pub struct Dispatcher<C: 'static> {
     shared: Arc<RpcShared>,
     ctx: Arc<C>,
     registry: Registry<C>,
+    /// Test fault: abort after executing this procedure (see the module doc).
+    crash_after_execute: Option<String>,
+}
+
+/// What the DRC step decided for a call.
+enum Step {
+    /// Run the handler: a new call, or one that is not cached.
+    Execute,
+    /// Only the intent of this call is recorded: run `recover`.
+    Recover,
 }
 
 impl<C: Send + Sync + 'static> Dispatcher<C> {
     pub fn new(shared: Arc<RpcShared>, ctx: Arc<C>, registry: Registry<C>) -> Self {
-        Dispatcher { shared, ctx, registry }
+        Dispatcher { shared, ctx, registry, crash_after_execute: crash_after_execute() }
     }
 
     pub fn shared(&self) -> &Arc<RpcShared> {
@@ -122,10 +152,12 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         self.run(&header, proc_, args, peer, transport).await
     }
 
-    /// Runs the call: for `Drc::Record` procedures first the duplicate-request
-    /// cache (a retransmission of a running call is dropped, one of a finished
-    /// call answered from the cache), then the handler, then one commit of its
-    /// effects (plus the DRC record) before the reply is returned.
+    /// Runs the call. For `Drc::Record` and `Drc::ReplyOnly` procedures the
+    /// duplicate-request cache comes first: a retransmission of a running call
+    /// is dropped, one of a finished call answered from the cache, one found
+    /// as an intent only is answered by `recover`; a new `Record` call commits
+    /// its intent. Then the handler, then the commit of its effects and reply
+    /// record (off the reply path when there are no effects).
     async fn run(
         &self,
         header: &CallHeader,
@@ -134,50 +166,119 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         peer: SocketAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        // Held until the reply is built; released however the call ends.
+        let xid = header.xid;
+        // Held until the reply is recorded; released however the call ends.
         let mut claim = None;
-        if let Drc::Record = proc_.drc {
-            let key = DrcKey {
-                client: peer.ip().to_string(),
-                xid: header.xid,
-                prog: header.prog,
-                vers: header.vers,
-                proc_: header.proc_,
-                args_sum: args_checksum(&args),
-            };
+        let mut step = Step::Execute;
+        if proc_.drc != Drc::Skip {
+            let key = drc_key(header, peer, &args);
             let Some(held) = Claim::take(&self.shared.in_progress, key) else {
-                tracing::debug!(%peer, xid = header.xid, proc_ = proc_.name, "retransmission while in progress; dropped");
+                tracing::debug!(%peer, xid, proc_ = proc_.name, "retransmission while in progress; dropped");
                 return None;
             };
-            if let Some(body) = drc_lookup(&self.shared, &held.key) {
-                tracing::debug!(%peer, xid = header.xid, proc_ = proc_.name, "answered from the DRC");
-                return Some(msg::success(header.xid, &body));
+            match drc_lookup(&self.shared, &held.key) {
+                Some(DrcValue::Reply(body)) => {
+                    tracing::debug!(%peer, xid, proc_ = proc_.name, "answered from the DRC");
+                    return Some(msg::success(xid, &body));
+                }
+                Some(DrcValue::Intent) => {
+                    tracing::info!(%peer, xid, proc_ = proc_.name, "intent without a reply; recovering from the disk");
+                    step = Step::Recover;
+                }
+                None if proc_.drc == Drc::Record => {
+                    let intent = Command::DrcIntent { key: held.key.clone(), now_ms: now_ms() };
+                    if let Err(e) = self.shared.commit.commit(vec![intent]).await {
+                        tracing::warn!(%peer, xid, proc_ = proc_.name, error = %e, "intent commit failed; reply dropped");
+                        return None;
+                    }
+                }
+                None => {}
             }
             claim = Some(held);
         }
-        let call = Call { peer, xid: header.xid, cred: header.cred.clone(), transport };
-        let reply = match (proc_.handler)(self.ctx.clone(), call, args).await {
-            Ok(reply) => reply,
-            Err(e) => return error_reply(header.xid, e, proc_.name),
+        let run = match step {
+            Step::Execute => proc_.handler,
+            Step::Recover => proc_.recover.unwrap_or(proc_.handler),
         };
-        let mut cmds = reply.effects;
-        if let Some(held) = &claim {
-            // The state refuses oversize DRC entries, and that refusal would fail
-            // the effects too; such a reply is sent uncached instead.
-            if reply.body.len() as u64 <= hanfs_state::DRC_REPLY_BYTES_MAX {
-                cmds.push(Command::DrcInsert { key: held.key.clone(), reply: reply.body.clone(), now_ms: now_ms() });
-            } else {
-                tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, bytes = reply.body.len(), "reply too large for the DRC; not cached");
+        let call = Call { peer, xid, cred: header.cred.clone(), transport };
+        let reply = match run(self.ctx.clone(), call, args).await {
+            Ok(reply) => reply,
+            Err(e) => return error_reply(xid, e, proc_.name),
+        };
+        if matches!(step, Step::Execute) && self.crash_after_execute.as_deref() == Some(proc_.name) {
+            tracing::error!(xid, proc_ = proc_.name, "test fault: aborting after execution, before the record");
+            std::process::abort();
+        }
+        let Reply { body, effects } = reply;
+        let record = claim.as_ref().and_then(|held| drc_record(held, &body, peer, proc_.name));
+        match (claim, record) {
+            (Some(held), Some(record)) if effects.is_empty() => {
+                // Only the record is left to commit: a retransmission that finds
+                // nothing durable finds the intent (Record) or may run again
+                // (ReplyOnly), so the reply need not wait for it.
+                let shared = self.shared.clone();
+                let name = proc_.name;
+                tokio::spawn(async move {
+                    if let Err(e) = shared.commit.commit(vec![record]).await {
+                        tracing::warn!(peer = %peer, xid, proc_ = name, error = %e, "DRC record commit failed");
+                    }
+                    drop(held);
+                });
+            }
+            (_claim, record) => {
+                let mut cmds = effects;
+                cmds.extend(record);
+                if !cmds.is_empty() {
+                    if let Err(e) = self.shared.commit.commit(cmds).await {
+                        tracing::warn!(%peer, xid, proc_ = proc_.name, error = %e, "commit failed; reply dropped");
+                        return None;
+                    }
+                }
             }
         }
-        if !cmds.is_empty() {
-            if let Err(e) = self.shared.commit.commit(cmds).await {
-                tracing::warn!(%peer, xid = header.xid, proc_ = proc_.name, error = %e, "commit failed; reply dropped");
-                return None;
-            }
-        }
-        Some(msg::success(header.xid, &reply.body))
+        Some(msg::success(xid, &body))
     }
+}
+
+/// The DRC key of a call: client address (no port), credential, xid, program,
+/// version, procedure and argument checksum.
+fn drc_key(header: &CallHeader, peer: SocketAddr, args: &[u8]) -> DrcKey {
+    let cred = match &header.cred {
+        Cred::None => DrcCred::None,
+        Cred::Sys { uid, gid, .. } => DrcCred::Sys { uid: *uid, gid: *gid },
+    };
+    DrcKey {
+        client: peer.ip().to_string(),
+        xid: header.xid,
+        prog: header.prog,
+        vers: header.vers,
+        proc_: header.proc_,
+        args_sum: args_checksum(args),
+        cred,
+    }
+}
+
+/// The command recording `body` as the reply of the claimed call. The state
+/// refuses oversize DRC entries, and that refusal would fail the effects too;
+/// such a reply is sent unrecorded instead (its intent, if any, stays).
+fn drc_record(held: &Claim, body: &[u8], peer: SocketAddr, name: &str) -> Option<Command> {
+    if body.len() as u64 > hanfs_state::DRC_REPLY_BYTES_MAX {
+        tracing::warn!(%peer, xid = held.key.xid, proc_ = name, bytes = body.len(), "reply too large for the DRC; not cached");
+        return None;
+    }
+    Some(Command::DrcInsert { key: held.key.clone(), reply: body.to_vec(), now_ms: now_ms() })
+}
+
+/// The test fault of the module doc, read when a dispatcher is built.
+fn crash_after_execute() -> Option<String> {
+    let faults = std::env::var(crate::node::FAULTS_ENV).is_ok_and(|v| v == "1");
+    let name = std::env::var(CRASH_AFTER_EXECUTE_ENV).ok().filter(|n| !n.is_empty())?;
+    if !faults {
+        tracing::warn!("{CRASH_AFTER_EXECUTE_ENV} is ignored without {}=1", crate::node::FAULTS_ENV);
+        return None;
+    }
+    tracing::warn!(proc_ = %name, "test fault armed: abort after executing this procedure");
+    Some(name)
 }
 
 fn error_reply(xid: u32, e: ProcError, name: &str) -> Option<Vec<u8>> {
@@ -191,19 +292,179 @@ fn error_reply(xid: u32, e: ProcError, name: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// The cached reply body for `key`, if the replicated DRC holds one.
-fn drc_lookup(shared: &RpcShared, key: &DrcKey) -> Option<Vec<u8>> {
+/// What the replicated DRC holds for `key`: its reply, its intent, or nothing.
+fn drc_lookup(shared: &RpcShared, key: &DrcKey) -> Option<DrcValue> {
     let state = shared.commit.state();
     let guard = match state.read() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     };
-    guard.drc_get(key).map(|r| r.to_vec())
+    guard.drc_entry(key).map(|e| e.value.clone())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Mutex, RwLock};
+    use std::time::Duration;
+
+    use hanfs_raft::commit::{Commit, CommitFuture};
+    use hanfs_state::State;
+
     use super::*;
+    use crate::rpc::program::{ProcFuture, Recover};
+    use crate::rpc::shared::Fence;
+
+    /// Waits for a record committed off the reply path: 2 s at most.
+    const RECORD_POLLS_MAX: u32 = 2000;
+
+    /// Applies every commit to an in-memory state and notes it in `events`.
+    struct Mem {
+        state: Arc<RwLock<State>>,
+        events: Events,
+    }
+
+    impl Commit for Mem {
+        fn commit(&self, cmds: Vec<Command>) -> CommitFuture<'_> {
+            let kinds: Vec<String> =
+                cmds.iter().map(|c| format!("{c:?}").split([' ', '(', '{']).next().unwrap_or("").to_owned()).collect();
+            self.events.lock().unwrap().push(format!("commit {}", kinds.join("+")));
+            let mut outcomes = Vec::new();
+            let mut state = self.state.write().unwrap();
+            for cmd in &cmds {
+                outcomes.push(state.apply(cmd).unwrap());
+            }
+            Box::pin(async move { Ok(outcomes) })
+        }
+        fn state(&self) -> Arc<RwLock<State>> {
+            self.state.clone()
+        }
+    }
+
+    /// What happened, in order: handler runs and commits.
+    type Events = Arc<Mutex<Vec<String>>>;
+
+    struct Ctx {
+        events: Events,
+    }
+
+    fn note(ctx: &Ctx, what: &str) {
+        ctx.events.lock().unwrap().push(what.to_owned());
+    }
+
+    fn ran(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+        note(&ctx, "run");
+        Box::pin(async { Ok(Reply::new(b"ran!".to_vec())) })
+    }
+
+    fn ran_with_effect(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+        note(&ctx, "run");
+        Box::pin(async { Ok(Reply::with_effects(b"ran!".to_vec(), vec![Command::BumpEpoch])) })
+    }
+
+    fn recovered(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+        note(&ctx, "recover");
+        Box::pin(async { Ok(Reply::new(b"rcv!".to_vec())) })
+    }
+
+    const RECOVER: Recover<Ctx> = recovered;
+    static PROCS: [Proc<Ctx>; 3] = [
+        Proc { name: "ONCE", handler: ran, drc: Drc::Record, recover: Some(RECOVER) },
+        Proc { name: "ONCE_EFFECT", handler: ran_with_effect, drc: Drc::Record, recover: Some(RECOVER) },
+        Proc { name: "REPLY_ONLY", handler: ran_with_effect, drc: Drc::ReplyOnly, recover: None },
+    ];
+    static PROGRAM: Program<Ctx> = Program { name: "test", prog: 400_000, vers: 1, procs: &PROCS };
+
+    fn setup() -> (Dispatcher<Ctx>, Events, Arc<RwLock<State>>) {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::new(RwLock::new(State::default()));
+        let commit = Arc::new(Mem { state: state.clone(), events: events.clone() });
+        let shared = Arc::new(RpcShared::new(commit, Fence::always(), 1 << 20));
+        let ctx = Arc::new(Ctx { events: events.clone() });
+        (Dispatcher::new(shared, ctx, Registry::new(&[&PROGRAM])), events, state)
+    }
+
+    /// A call of `proc_` as AUTH_SYS `uid`, with 4 argument bytes.
+    fn call_record(xid: u32, proc_: u32, uid: u32) -> Vec<u8> {
+        let mut cred = Vec::new();
+        for w in [0u32, 0, uid, uid, 0] {
+            cred.extend_from_slice(&w.to_be_bytes());
+        }
+        let mut m = Vec::new();
+        for w in [xid, 0, 2, 400_000, 1, proc_, 1, cred.len() as u32] {
+            m.extend_from_slice(&w.to_be_bytes());
+        }
+        m.extend_from_slice(&cred);
+        m.extend_from_slice(&[0; 8]);
+        m.extend_from_slice(b"args");
+        m
+    }
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 7], 800))
+    }
+
+    fn body(reply: Option<Vec<u8>>) -> Vec<u8> {
+        let reply = reply.expect("a reply");
+        reply[reply.len() - 4..].to_vec()
+    }
+
+    async fn wait_recorded(state: &RwLock<State>, n: u64) {
+        for _ in 0..RECORD_POLLS_MAX {
+            let replies = {
+                let s = state.read().unwrap();
+                s.drc_keys_by_age().filter(|k| s.drc_get(k).is_some()).count() as u64
+            };
+            if replies >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the reply record was not committed");
+    }
+
+    #[tokio::test]
+    async fn record_commits_the_intent_first_and_replays_the_reply() {
+        let (d, events, state) = setup();
+        assert_eq!(body(d.call(call_record(1, 0, 5), peer(), Transport::Tcp).await), b"ran!");
+        wait_recorded(&state, 1).await;
+        assert_eq!(*events.lock().unwrap(), ["commit DrcIntent", "run", "commit DrcInsert"]);
+        // The retransmission is answered from the cache, nothing runs or commits.
+        assert_eq!(body(d.call(call_record(1, 0, 5), peer(), Transport::Tcp).await), b"ran!");
+        assert_eq!(events.lock().unwrap().len(), 3);
+        // Another uid with the same xid and arguments is another call.
+        assert_eq!(body(d.call(call_record(1, 0, 6), peer(), Transport::Tcp).await), b"ran!");
+        assert_eq!(events.lock().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn effects_and_record_commit_together_before_the_reply() {
+        let (d, events, state) = setup();
+        assert_eq!(body(d.call(call_record(2, 1, 5), peer(), Transport::Tcp).await), b"ran!");
+        assert_eq!(*events.lock().unwrap(), ["commit DrcIntent", "run", "commit BumpEpoch+DrcInsert"]);
+        assert_eq!(state.read().unwrap().epoch(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_intent_without_a_reply_is_recovered_not_run() {
+        let (d, events, state) = setup();
+        let record = call_record(3, 0, 5);
+        let header = msg::decode_call(&record).unwrap();
+        let key = drc_key(&header, peer(), &record[header.args_offset..]);
+        state.write().unwrap().apply(&Command::DrcIntent { key: key.clone(), now_ms: now_ms() }).unwrap();
+        assert_eq!(body(d.call(record.clone(), peer(), Transport::Tcp).await), b"rcv!");
+        wait_recorded(&state, 1).await;
+        assert_eq!(*events.lock().unwrap(), ["recover", "commit DrcInsert"]);
+        assert_eq!(state.read().unwrap().drc_get(&key), Some(&b"rcv!"[..]));
+    }
+
+    #[tokio::test]
+    async fn reply_only_records_no_intent() {
+        let (d, events, _state) = setup();
+        assert_eq!(body(d.call(call_record(4, 2, 5), peer(), Transport::Tcp).await), b"ran!");
+        assert_eq!(*events.lock().unwrap(), ["run", "commit BumpEpoch+DrcInsert"]);
+        assert_eq!(body(d.call(call_record(4, 2, 5), peer(), Transport::Tcp).await), b"ran!");
+        assert_eq!(events.lock().unwrap().len(), 2, "answered from the cache");
+    }
 
     #[test]
     fn fnv1a_known_values() {

@@ -4,7 +4,9 @@
 //! layer never looks inside it). Handlers never see sockets, record marking or
 //! the DRC: they get their context, the checked `Call` and the argument bytes,
 //! and return the reply body plus the replicated effects that must be
-//! committed before it is sent.
+//! committed before it is sent. A non-idempotent procedure may also have a
+//! `recover` function: it answers a retransmission whose original left only
+//! its intent in the DRC (see `dispatch`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,19 +76,38 @@ pub type ProcFuture = Pin<Box<dyn Future<Output = Result<Reply, ProcError>> + Se
 /// program's checked decoders.
 pub type Handler<C> = fn(Arc<C>, Call, Vec<u8>) -> ProcFuture;
 
-/// Whether a procedure's reply is remembered in the replicated duplicate-request cache.
+/// Answers a retransmission of a call whose intent was recorded but whose
+/// reply was not (the active died in between): works out from the disk what
+/// the original did and answers as it would have, running the call only if it
+/// concludes the original never ran. Same arguments and result as `Handler`.
+pub type Recover<C> = fn(Arc<C>, Call, Vec<u8>) -> ProcFuture;
+
+/// Whether, and how, a procedure's reply is remembered in the replicated
+/// duplicate-request cache.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Drc {
     /// Idempotent: re-executing is harmless.
     Skip,
-    /// Non-idempotent: record the reply together with its effect.
+    /// Non-idempotent against the disk: its intent is committed before the
+    /// handler runs, its reply after (with its effects). A retransmission
+    /// gets the reply, or, if only the intent is there, the answer of the
+    /// procedure's `recover` function (the handler when it has none).
     Record,
+    /// Non-idempotent, but re-executing against the replicated state is safe
+    /// (a call whose only effect is its own commands, e.g. NLM LOCK/UNLOCK):
+    /// no intent; the reply is recorded with its effects, and a
+    /// retransmission gets it from the cache or is executed again.
+    ReplyOnly,
 }
 
 pub struct Proc<C: 'static> {
     pub name: &'static str,
     pub handler: Handler<C>,
     pub drc: Drc,
+    /// For `Drc::Record`: how to answer a retransmission found as an intent
+    /// without a reply. `None`: run the handler (for a call that is safe to
+    /// run again against the disk).
+    pub recover: Option<Recover<C>>,
 }
 
 /// One program version: its number, version and procedure table, whose

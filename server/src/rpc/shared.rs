@@ -18,8 +18,9 @@ pub struct RpcShared {
     pub commit: Arc<dyn Commit>,
     /// Every open connection, so that all can be dropped at once (fencing).
     pub conns: ConnRegistry,
-    /// Non-idempotent calls executing now (retransmissions of them are dropped).
-    pub in_progress: InProgress,
+    /// Non-idempotent calls executing now, or whose reply record is still
+    /// being committed (retransmissions of them are dropped).
+    pub in_progress: Arc<InProgress>,
     /// Checked just before each reply is sent (fencing).
     pub fence: Fence,
     /// Largest TCP record accepted.
@@ -83,20 +84,21 @@ impl InProgress {
 }
 
 /// Releases an `InProgress` claim however the call ends (including a panic or
-/// the task being aborted on connection close).
-pub struct Claim<'a> {
-    set: &'a InProgress,
+/// the task being aborted on connection close). Owned, so a task committing
+/// the reply record after the reply was sent can hold it until it is durable.
+pub struct Claim {
+    set: Arc<InProgress>,
     pub key: DrcKey,
 }
 
-impl<'a> Claim<'a> {
+impl Claim {
     /// Claim `key` in `set`; `None` if a call with that key is running.
-    pub fn take(set: &'a InProgress, key: DrcKey) -> Option<Self> {
-        set.claim(&key).then_some(Claim { set, key })
+    pub fn take(set: &Arc<InProgress>, key: DrcKey) -> Option<Self> {
+        set.claim(&key).then(|| Claim { set: set.clone(), key })
     }
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
         self.set.release(&self.key);
     }
