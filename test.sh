@@ -72,4 +72,11 @@ bash interop/ci.sh
 step "real Linux kernel client (QEMU): failover"
 bash interop/failover.sh --rounds 10 --stall-max 60
 
+# The basic and special suites in a loop while the active is killed -9 every
+# 15 s: a retransmission after a takeover must get the original answer (the
+# replicated DRC intent), never EEXIST/ENOENT. Three kills here; the 20-kill
+# run is `interop/killloop.sh` (interop/README.md).
+step "real Linux kernel client (QEMU): basic and special under kill -9 every 15 s"
+bash interop/killloop.sh --kills 3 --interval 15
+
 step "all tests passed"
