@@ -5,6 +5,7 @@ mod util;
 
 mod cluster;
 mod handles;
+mod locks;
 mod malformed;
 mod mount;
 mod nfs3_ops;
