@@ -86,7 +86,7 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     lock_pairs: u32,
     /// NLM LOCK+UNLOCK pairs in total by the concurrent owners
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 16000)]
     lock_concurrent_pairs: u32,
     /// Concurrent NLM owners, each on its own file and connection
     #[arg(long, default_value_t = 16)]
