@@ -6,16 +6,17 @@
 //! and verifier across a kill -9 failover (`failover`), fencing of a
 //! partitioned leader (`partition`), one or two nodes down and a rejoin from an
 //! empty disk (`degraded`), an entry only the witness holds when the active
-//! dies (`relay`), and the graceful switchover and init refusals
-//! (`switchover`), and a CREATE and a REMOVE whose active died between
-//! executing and recording them (`exactly_once`). Cluster tests run one at a
-//! time (`harness::serial`).
+//! dies (`relay`), the graceful switchover and init refusals
+//! (`switchover`), a CREATE and a REMOVE whose active died between executing
+//! and recording them (`exactly_once`), and `locks` answered on every node
+//! (`locks`). Cluster tests run one at a time (`harness::serial`).
 
 mod harness;
 
 mod degraded;
 mod exactly_once;
 mod failover;
+mod locks;
 mod partition;
 mod relay;
 mod switchover;

@@ -6,6 +6,7 @@ mod util;
 mod cluster;
 mod exactly_once;
 mod handles;
+mod locks;
 mod malformed;
 mod mount;
 mod nfs3_ops;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Default state directory for the quick start (`run --export`) and for
-/// `exports`/`clients` without `--state-dir` or `--config`.
+/// `exports`/`clients`/`locks` without `--state-dir` or `--config`.
 pub const QUICK_STATE_DIR: &str = "./hanfs-state";
 /// Default client list for the quick start.
 pub const QUICK_CLIENTS: &str = "*(rw,root_squash,sync,secure)";
@@ -66,6 +66,9 @@ pub enum Command {
     Exports(StateArgs),
     /// List the mounts recorded in the state, like `showmount -a` (rmtab).
     Clients(StateArgs),
+    /// List NLM locks (held, waiting, GRANTED callbacks pending), lock hosts
+    /// and NSM monitors from the replicated lock table (on any node).
+    Locks(StateArgs),
     /// Cluster: bootstrap the membership from the config's [[cluster.peer]]
     /// entries. Run once, on one storage node, after every node runs.
     Init(StateArgs),

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Exports(args) => query(args, "exports"),
         Command::Clients(args) => query(args, "clients"),
+        Command::Locks(args) => query(args, "locks"),
         Command::Init(args) => ask(args, "init".into()),
         Command::Status(args) => ask(args, "status".into()),
         Command::Switchover(a) => {

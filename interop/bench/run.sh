@@ -20,7 +20,8 @@ usage: interop/bench/run.sh [--servers hanfs,ganesha] [--rounds N] [--keep] [-- 
   --rounds N       measure each server N times, alternating the order each round; the table
                    shows the median over rounds (default 3, at most 20)
   --keep           keep the exports and logs under interop/.cache/bench/RUN_ID
-  -- ARGS          passed to hanfs-bench (e.g. -- --creates 500 --file-mib 16); see hanfs-bench --help
+  -- ARGS          passed to hanfs-bench (e.g. -- --creates 500 --file-mib 16, or -- --only locks
+                   for the NLM lock/unlock workload alone); see hanfs-bench --help
 USAGE
 }
 
@@ -65,6 +66,12 @@ TABLE_ROWS=(
     "getattr_ops_per_s p50_us lower"
     "write_mib_per_s value higher"
     "read_mib_per_s value higher"
+    "nlm_pairs_per_s value higher"
+    "nlm_pairs_per_s p50_us lower"
+    "nlm_pairs_per_s p99_us lower"
+    "nlm_pairs_concurrent_per_s value higher"
+    "nlm_pairs_concurrent_per_s p50_us lower"
+    "nlm_pairs_concurrent_per_s p99_us lower"
 )
 
 RUN_ID="$(date -u +%Y%m%d-%H%M%S)-$$"

@@ -1,8 +1,8 @@
 //! The local admin endpoint: a unix socket `admin.sock` in the state directory,
 //! owner-only (0600), line-oriented text. While the server runs, its state
-//! store is locked, so `hanfs-server exports` / `clients` / `status` / `init` /
-//! `switchover` ask the running server here; with no server running, `exports`
-//! and `clients` of a single node read the state directly.
+//! store is locked, so `hanfs-server exports` / `clients` / `locks` / `status` /
+//! `init` / `switchover` ask the running server here; with no server running,
+//! `exports`, `clients` and `locks` of a single node read the state directly.
 //!
 //! Protocol: the client sends one command line; the server answers with zero
 //! or more lines and closes. A refused or unknown command gets a line starting
@@ -38,7 +38,7 @@ pub trait Handler: Send + Sync + 'static {
     fn answer(&self, line: String) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
 }
 
-/// The single node's handler: `exports` and `clients` from the applied state.
+/// The single node's handler: `exports`, `clients` and `locks` from the applied state.
 pub struct StateHandler(pub Arc<dyn Commit>);
 
 impl Handler for StateHandler {
@@ -71,7 +71,8 @@ pub fn answer(state: &State, line: &str) -> String {
     match line.trim() {
         "exports" => exports_lines(state),
         "clients" => clients_lines(state),
-        other => format!("error: unknown command `{other}` (try `exports` or `clients`)\n"),
+        "locks" => crate::locks_view::locks_lines(state),
+        other => format!("error: unknown command `{other}` (try `exports`, `clients` or `locks`)\n"),
     }
 }
 
@@ -151,6 +152,7 @@ mod tests {
         state.apply(&Command::Mount { client: "10.0.0.2".into(), path: "/export".into() }).unwrap();
         assert_eq!(answer(&state, "exports\n"), "7 /export\n");
         assert_eq!(answer(&state, "clients"), "10.0.0.2 /export\n");
-        assert!(answer(&state, "locks").starts_with("error: unknown command `locks`"));
+        assert!(answer(&state, "locks").starts_with("nsm_state: 1\n"));
+        assert!(answer(&state, "lock").starts_with("error: unknown command `lock`"));
     }
 }

@@ -3,7 +3,7 @@
 //! Owns the ONC RPC layer (`rpc`), the RPC programs (`nfs3`, `mount`, `portmap`),
 //! the passthrough filesystem with handle resolution and credential switching
 //! (`vfs`), the export table (`exports`), the floating address (`vip`), the
-//! admin socket (`admin`) and the node lifecycle (`node`): a single node, or a
+//! admin socket (`admin`; `locks_view` formats its `locks` answer) and the node lifecycle (`node`): a single node, or a
 //! cluster member that serves only while it is the promoted Raft leader.
 //! Replicated state is read from and changed only through `hanfs_raft::commit::Commit`.
 //! Must not import `hanfs-cli` or any clap/TOML types.
@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod exports;
+pub mod locks_view;
 pub mod mount;
 pub mod nfs3;
 pub mod nlm;

@@ -1,11 +1,13 @@
 //! hanfs-bench: bounded NFSv3 workloads against any server (hanfs, nfs-ganesha,
 //! knfsd) reachable by address and ports, printing one `metric=...` line per
-//! measurement. Owns the client session (`client`), the workloads
+//! measurement. Owns the client session (`client`), a minimal NLM v4
+//! client (`nlm`), the workloads
 //! (`workloads`) and the statistics and output format (`stats`). It talks to
 //! servers only through `nfs3_client`; it must not import hanfs crates, so the
 //! same binary measures every server the same way.
 
 pub mod client;
+pub mod nlm;
 pub mod stats;
 pub mod workloads;
 
@@ -26,6 +28,8 @@ pub enum BenchError {
     Broken { op: &'static str },
     #[error("check failed: {0}")]
     Verify(String),
+    #[error("no NLM (100021 v4 TCP) registered with the server's portmapper")]
+    NoNlm,
 }
 
 impl BenchError {
@@ -38,6 +42,7 @@ impl BenchError {
             BenchError::Nfs { op, status } => format!("{op}_{status}"),
             BenchError::Broken { op } => format!("{op}_broken"),
             BenchError::Verify(_) => "verify".to_string(),
+            BenchError::NoNlm => "no_NLM_registered".to_string(),
         }
     }
 }

@@ -12,18 +12,19 @@ use clap::Parser;
 use hanfs_bench::client::{Mounted, Session, Target};
 use hanfs_bench::stats::MetricLine;
 use hanfs_bench::workloads::data::{self, DataSize};
+use hanfs_bench::workloads::locks::{self, LockSize};
 use hanfs_bench::workloads::{getattr, meta};
 use hanfs_bench::{BenchError, Budget};
 use nfs3_client::nfs3_types::nfs3::nfs_fh3;
 
 /// Every workload name `--only` accepts, in the order they run.
-const WORKLOADS: [&str; 5] = ["create", "lookup", "readdirplus", "getattr", "io"];
+const WORKLOADS: [&str; 6] = ["create", "lookup", "readdirplus", "getattr", "io", "locks"];
 /// Bytes in a KiB / MiB.
 const KIB_BYTES: u32 = 1024;
 const MIB_BYTES: u64 = 1024 * 1024;
 
 #[derive(Parser, Debug)]
-#[command(about = "Bounded NFSv3 benchmark: CREATE/REMOVE, LOOKUP, READDIRPLUS, GETATTR, WRITE/READ")]
+#[command(about = "Bounded NFSv3 benchmark: CREATE/REMOVE, LOOKUP, READDIRPLUS, GETATTR, WRITE/READ, NLM LOCK/UNLOCK")]
 struct Args {
     /// Server address (IPv4 or IPv6)
     #[arg(long)]
@@ -48,8 +49,8 @@ struct Args {
     /// Connect from a port below 1024 (root only; for `secure` exports)
     #[arg(long)]
     privileged_port: bool,
-    /// Comma-separated subset of: create,lookup,readdirplus,getattr,io
-    #[arg(long, default_value = "create,lookup,readdirplus,getattr,io")]
+    /// Comma-separated subset of: create,lookup,readdirplus,getattr,io,locks
+    #[arg(long, default_value = "create,lookup,readdirplus,getattr,io,locks")]
     only: String,
     /// Files created (then removed) for CREATE/REMOVE latency
     #[arg(long, default_value_t = 2000)]
@@ -81,6 +82,18 @@ struct Args {
     /// WRITE+READ passes (new file each); the median pass is reported
     #[arg(long, default_value_t = 3)]
     io_passes: u32,
+    /// NLM LOCK+UNLOCK pairs by one owner on one file, in sequence
+    #[arg(long, default_value_t = 2000)]
+    lock_pairs: u32,
+    /// NLM LOCK+UNLOCK pairs in total by the concurrent owners
+    #[arg(long, default_value_t = 16000)]
+    lock_concurrent_pairs: u32,
+    /// Concurrent NLM owners, each on its own file and connection
+    #[arg(long, default_value_t = 16)]
+    lock_tasks: u32,
+    /// NLM port (default: ask the portmapper for 100021 v4 TCP)
+    #[arg(long)]
+    nlm_port: Option<u16>,
     /// Deadline of each workload's timed loop, seconds
     #[arg(long, default_value_t = 120)]
     workload_seconds: u64,
@@ -204,14 +217,22 @@ async fn run_one(name: &str, args: &Args, target: &Target, mounted: &Mounted, s:
             let calls = u32::try_from(size.file_bytes / 512 + 1).unwrap_or(u32::MAX);
             data::write_read(s, &mounted.root, work, "data", size, &Budget::new(calls, time)).await
         }
+        "locks" => {
+            let size = LockSize {
+                pairs: args.lock_pairs,
+                concurrent_pairs: args.lock_concurrent_pairs,
+                tasks: args.lock_tasks,
+            };
+            locks::lock_pairs(target, s, work, args.nlm_port, size, time).await
+        }
         _ => Err(BenchError::Verify(format!("unknown workload {name}"))),
     };
     match result {
         Ok(lines) => {
-            for l in lines {
+            for l in &lines {
                 println!("{}", l.render());
             }
-            true
+            !lines.iter().any(MetricLine::failed)
         }
         Err(e) => {
             eprintln!("hanfs-bench: {name}: {e}");

@@ -104,6 +104,11 @@ impl MetricLine {
             .field("mean", s.mean)
     }
 
+    /// True when the line carries an `error` field (its workload failed).
+    pub fn failed(&self) -> bool {
+        self.fields.iter().any(|(k, _)| k == "error")
+    }
+
     pub fn render(&self) -> String {
         let mut out = format!("metric={}", sanitize(&self.name));
         for (k, v) in &self.fields {
@@ -168,6 +173,8 @@ mod tests {
             line.render(),
             "metric=create_latency_us n=3 p50=10 p90=20 p99=30 max=40 mean=15 complete=1 note=a_b_c"
         );
+        assert!(!line.failed());
+        assert!(MetricLine::new("x").field("error", "NLM4_DENIED").failed());
     }
 
     #[test]

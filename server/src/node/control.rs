@@ -1,5 +1,6 @@
 //! The admin socket of a cluster member: `init`, `status`, `switchover
-//! [--to N]`, `exports`, `clients`, and `debug faults block N | unblock N |
+//! [--to N]`, `exports`, `clients`, `locks` (these three from this node's
+//! applied state, on any node), and `debug faults block N | unblock N |
 //! heal` and `debug snapshot` (only when started with `HANFS_TEST_FAULTS=1`).
 //!
 //! `debug snapshot` builds a snapshot now (`RaftNode::snapshot_now`), waits
@@ -74,7 +75,7 @@ impl Handler for Control {
                     Ok(to) => switchover_from_here(&shared, to).await,
                     Err(e) => format!("error: {e}\n"),
                 },
-                ["exports"] | ["clients"] => {
+                ["exports"] | ["clients"] | ["locks"] => {
                     let state = shared.raft.commit.state();
                     let guard = state.read().unwrap_or_else(|p| p.into_inner());
                     admin::answer(&guard, &line)
@@ -82,7 +83,7 @@ impl Handler for Control {
                 ["debug", "faults", rest @ ..] => faults(&shared, rest),
                 ["debug", "snapshot"] => debug_snapshot(&shared).await,
                 _ => format!(
-                    "error: unknown command `{}` (try init, status, switchover [--to N], exports, clients)\n",
+                    "error: unknown command `{}` (try init, status, switchover [--to N], exports, clients, locks)\n",
                     line.trim()
                 ),
             }
