@@ -55,6 +55,8 @@ pub struct BoundPorts {
     pub portmap: u16,
     pub nfs: u16,
     pub mount: u16,
+    pub nlm: u16,
+    pub nsm: u16,
 }
 
 /// Start (a single node, or a cluster member when the config has `[cluster]`),
