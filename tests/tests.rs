@@ -8,6 +8,7 @@ mod handles;
 mod malformed;
 mod mount;
 mod nfs3_ops;
+mod nlm;
 mod perms;
 mod portmap;
 mod readdir;
