@@ -13,6 +13,7 @@ mod harness;
 
 mod degraded;
 mod failover;
+mod nlm;
 mod partition;
 mod relay;
 mod switchover;

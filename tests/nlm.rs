@@ -22,14 +22,14 @@ use crate::util::*;
 
 pub const NLM_PROG: u32 = 100_021;
 pub const NSM_PROG: u32 = 100_024;
-const NLM_TEST: u32 = 1;
-const NLM_LOCK: u32 = 2;
-const NLM_UNLOCK: u32 = 4;
+pub const NLM_TEST: u32 = 1;
+pub const NLM_LOCK: u32 = 2;
+pub const NLM_UNLOCK: u32 = 4;
 const NLM_GRANTED_MSG: u32 = 10;
 const NLM_GRANTED_RES: u32 = 15;
 const SM_STAT: u32 = 1;
 const SM_MON: u32 = 2;
-const SM_NOTIFY: u32 = 6;
+pub const SM_NOTIFY: u32 = 6;
 /// How long a test waits for a callback to arrive.
 const CALLBACK_WAIT_MS: u64 = 20_000;
 
@@ -75,15 +75,32 @@ pub fn rpc(port: u16, udp: bool, prog: u32, vers: u32, proc_: u32, args: &[u8]) 
 pub fn rpc_from(src: Ipv4Addr, port: u16, prog: u32, proc_: u32, args: &[u8]) -> RpcReply {
     let xid = XID.fetch_add(1, Ordering::Relaxed);
     let msg = call_msg(xid, prog, 4, proc_, (1, &auth_sys_body(0, 0, &[])), args);
-    let sock = UdpSocket::bind((src, 0)).expect("bind a loopback source");
-    sock.set_read_timeout(Some(Duration::from_millis(IO_TIMEOUT_MS))).unwrap();
-    sock.send_to(&msg, (Ipv4Addr::LOCALHOST, port)).unwrap();
-    let mut buf = vec![0u8; 65536];
-    let n = sock.recv(&mut buf).expect("an answer");
-    parse_reply(&buf[..n])
+    parse_reply(&udp_exchange(src, Ipv4Addr::LOCALHOST, port, &msg, IO_TIMEOUT_MS).expect("an answer"))
 }
 
-fn body(r: RpcReply) -> Vec<u8> {
+/// Send the call message `msg` over UDP from `src` to `dst`:`port`; the reply
+/// message, or None after `wait_ms`.
+pub fn udp_exchange(src: Ipv4Addr, dst: Ipv4Addr, port: u16, msg: &[u8], wait_ms: u64) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind((src, 0)).expect("bind a loopback source");
+    sock.set_read_timeout(Some(Duration::from_millis(wait_ms))).unwrap();
+    sock.send_to(msg, (dst, port)).ok()?;
+    let mut buf = vec![0u8; 65536];
+    let n = sock.recv(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// An NLM v4 call message with AUTH_SYS.
+pub fn nlm_msg(xid: u32, proc_: u32, args: &[u8]) -> Vec<u8> {
+    call_msg(xid, NLM_PROG, 4, proc_, (1, &auth_sys_body(0, 0, &[])), args)
+}
+
+/// The `nlm4_res` status of a reply message.
+pub fn res_stat(reply: &[u8]) -> Nlm4Stats {
+    from_bytes::<Nlm4Res>(&body(parse_reply(reply))).expect("nlm4_res").stat
+}
+
+pub fn body(r: RpcReply) -> Vec<u8> {
     match r {
         RpcReply::Accepted { stat: SUCCESS, body, .. } => body,
         other => panic!("not a success: {other:?}"),

@@ -85,12 +85,14 @@ fn service_address() -> Ipv4Addr {
     Ipv4Addr::new(127, 77, (pid % 250) as u8 + 1, (n % 250) as u8 + 1)
 }
 
-/// NFS, MOUNT and portmap ports on the service address.
+/// NFS, MOUNT, NLM, NSM and portmap ports on the service address.
 #[derive(Copy, Clone, Debug)]
 pub struct ServicePorts {
     pub portmap: u16,
     pub nfs: u16,
     pub mount: u16,
+    pub nlm: u16,
+    pub nsm: u16,
 }
 
 /// One `hanfs-server run` process and its files.
@@ -184,7 +186,7 @@ impl Cluster {
             (0..SECRET_BYTES).map(|i| char::from(b'a' + ((i * 7 + std::process::id() as usize) % 26) as u8)).collect();
         std::fs::write(&secret, bytes).expect("secret");
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
-        let ports = ServicePorts { portmap, nfs: free_port(), mount: free_port() };
+        let ports = ServicePorts { portmap, nfs: free_port(), mount: free_port(), nlm: free_port(), nsm: free_port() };
         let peers: Vec<(u32, u16, &str)> = vec![
             (STORAGE_1, free_port(), "storage"),
             (STORAGE_2, free_port(), "storage"),
@@ -472,7 +474,10 @@ fn config_text(
 ) -> String {
     let mut t = String::new();
     t += &format!("[server]\nlisten = \"{service}\"\nstate_dir = \"{}\"\n\n", state_dir.display());
-    t += &format!("[ports]\nportmap = {}\nnfs = {}\nmount = {}\n\n", ports.portmap, ports.nfs, ports.mount);
+    t += &format!(
+        "[ports]\nportmap = {}\nnfs = {}\nmount = {}\nnlm = {}\nnsm = {}\n\n",
+        ports.portmap, ports.nfs, ports.mount, ports.nlm, ports.nsm
+    );
     t += &format!(
         "[[export]]\nname = \"{EXPORT_NAME}\"\ndir = \"{}\"\nid = {EXPORT_ID}\nclients = \"{RW_NO_SQUASH}\"\n\n",
         export.display()
