@@ -14,9 +14,11 @@
 //! client still learns of its lock, since Linux re-polls a blocked LOCK
 //! every 30 s.
 //!
-//! On start (promotion) the task adopts every pending grant of the
-//! replicated table, so waiters granted before a failover get their
-//! GRANTED_MSG from the new active. It stops with the listeners (demotion).
+//! On start (promotion) the task re-checks the queued waiters (one
+//! `NlmCommand::Wake` commit, when there are any) and adopts every pending
+//! grant of the replicated table, so waiters granted before a failover get
+//! their GRANTED_MSG from the new active. It stops with the listeners
+//! (demotion).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 use hanfs_raft::commit::Commit;
 use hanfs_state::locks::{FileId, Grant, LockKind, LockOwner, LockRange, PendingGrant};
+use hanfs_state::{Command, NlmCommand, Outcome};
 use nfs3_types::portmap::{IPPROTO_TCP, IPPROTO_UDP};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -200,6 +203,7 @@ struct Runner {
 impl Runner {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
         let mut sends: JoinSet<Option<u64>> = JoinSet::new();
+        self.wake().await;
         self.rescan();
         let tick = Duration::from_millis(CALLBACK_TICK_MS);
         loop {
@@ -225,6 +229,29 @@ impl Runner {
             }
         }
         sends.abort_all();
+    }
+
+    /// A new active re-checks the queued waiters once (`NlmCommand::Wake`):
+    /// those that fit now are granted and get their GRANTED_MSG.
+    async fn wake(&mut self) {
+        let waiting = {
+            let state = self.commit.state();
+            let guard = state.read().unwrap_or_else(|p| p.into_inner());
+            guard.nlm().locks().waiter_count()
+        };
+        if waiting == 0 {
+            return;
+        }
+        let cmd = Command::Nlm(NlmCommand::Wake { now_ms: super::now_ms() });
+        match self.commit.commit(vec![cmd]).await {
+            Ok(outcomes) => {
+                for g in outcomes.iter().flat_map(Outcome::granted) {
+                    self.track(Callback::of_grant(g));
+                }
+                tracing::info!(waiting, "nlm waiters re-checked on promotion");
+            }
+            Err(e) => tracing::warn!(error = %e, "nlm: re-checking the waiters failed"),
+        }
     }
 
     fn track(&mut self, callback: Callback) {
