@@ -299,6 +299,8 @@ fn sm_notify_frees_a_rebooted_hosts_locks_and_grants_the_waiter() {
 struct FakeClient {
     portmap_port: u16,
     granted: Arc<std::sync::Mutex<Vec<Nlm4TestArgs>>>,
+    /// Every call the lock manager got: (procedure, arguments).
+    calls: Arc<std::sync::Mutex<Vec<(u32, Vec<u8>)>>>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -344,7 +346,10 @@ impl FakeClient {
         let portmap_port = pmap.local_addr().unwrap().port();
         let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = granted.clone();
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let all = calls.clone();
         let t1 = serve_udp(lockd, stop.clone(), move |proc_, args| {
+            all.lock().unwrap().push((proc_, args.to_vec()));
             if proc_ == NLM_GRANTED_MSG {
                 if let Ok(a) = from_bytes::<Nlm4TestArgs>(args) {
                     seen.lock().unwrap().push(a);
@@ -357,11 +362,23 @@ impl FakeClient {
             let port = if proc_ == 3 && prog == Some(NLM_PROG) { u32::from(lockd_port) } else { 0 };
             port.to_be_bytes().to_vec()
         });
-        FakeClient { portmap_port, granted, stop, threads: vec![t1, t2] }
+        FakeClient { portmap_port, granted, calls, stop, threads: vec![t1, t2] }
     }
 
     fn granted(&self) -> Vec<Nlm4TestArgs> {
         self.granted.lock().unwrap().clone()
+    }
+
+    /// The arguments of the first call to `proc_`, waiting (bounded) for one.
+    fn wait_call(&self, proc_: u32) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(CALLBACK_WAIT_MS) {
+            if let Some((_, args)) = self.calls.lock().unwrap().iter().find(|(p, _)| *p == proc_) {
+                return Some(args.clone());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 
@@ -409,4 +426,41 @@ fn blocked_lock_is_granted_by_callback_until_granted_res() {
     });
     assert_eq!(pending, 0, "GRANTED_RES acknowledged the grant");
     assert_eq!(locks, 1);
+}
+
+#[test]
+fn msg_forms_answer_with_res_calls_and_granted_is_denied() {
+    const LOCK_MSG: u32 = 7;
+    const LOCK_RES: u32 = 12;
+    const TEST_MSG: u32 = 6;
+    const TEST_RES: u32 = 11;
+    const GRANTED: u32 = 5;
+    let client = FakeClient::start();
+    let (_e, _st, s, fh) = server_with_file("nlm-msg", client.portmap_port);
+    // LOCK_MSG gets no RPC reply; its result comes back as LOCK_RES.
+    let msg = call_msg(
+        0x77,
+        NLM_PROG,
+        4,
+        LOCK_MSG,
+        (1, &auth_sys_body(0, 0, &[])),
+        &lock_args(lock(&fh, "m", 1, 0, 0), true, false),
+    );
+    assert_eq!(udp_call_wait(s.nlm_port, &msg, 500), None, "a _MSG call is not answered");
+    let res = client.wait_call(LOCK_RES).expect("LOCK_RES reached the client");
+    let res: Nlm4Res = from_bytes(&res).unwrap();
+    assert_eq!((res.cookie.as_bytes(), res.stat), (&1u32.to_be_bytes()[..], Nlm4Stats::Granted));
+    let msg = call_msg(
+        0x78,
+        NLM_PROG,
+        4,
+        TEST_MSG,
+        (1, &auth_sys_body(0, 0, &[])),
+        &test_args(lock(&fh, "n", 2, 0, 1), true),
+    );
+    assert_eq!(udp_call_wait(s.nlm_port, &msg, 500), None);
+    let res: Nlm4TestRes = from_bytes(&client.wait_call(TEST_RES).expect("TEST_RES")).unwrap();
+    assert_eq!(res.stat.holder().map(|h| h.svid), Some(1));
+    // We are a server: a GRANTED call finds no blocked request of ours.
+    assert_eq!(nlm_stat(s.nlm_port, false, GRANTED, &test_args(lock(&fh, "n", 2, 0, 1), true)), Nlm4Stats::Denied);
 }

@@ -205,7 +205,9 @@ impl Runner {
         let mut sends: JoinSet<Option<u64>> = JoinSet::new();
         self.wake().await;
         self.rescan();
-        let tick = Duration::from_millis(CALLBACK_TICK_MS);
+        // An interval, not a sleep per turn: a busy queue must not starve the rescan.
+        let mut tick = tokio::time::interval(Duration::from_millis(CALLBACK_TICK_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *stop.borrow() {
                 break;
@@ -225,7 +227,7 @@ impl Runner {
                         }
                     }
                 }
-                _ = tokio::time::sleep(tick) => self.rescan(),
+                _ = tick.tick() => self.rescan(),
             }
         }
         sends.abort_all();
