@@ -293,6 +293,9 @@ fn sm_notify_frees_a_rebooted_hosts_locks_and_grants_the_waiter() {
     );
 }
 
+/// Calls a fake lock manager got: (procedure, arguments).
+type CallLog = Arc<std::sync::Mutex<Vec<(u32, Vec<u8>)>>>;
+
 /// A fake client: a portmapper that maps NLM v4/UDP to a lock manager that
 /// records the GRANTED_MSG calls it gets (and answers them with a void reply,
 /// as Linux lockd does).
@@ -300,7 +303,7 @@ struct FakeClient {
     portmap_port: u16,
     granted: Arc<std::sync::Mutex<Vec<Nlm4TestArgs>>>,
     /// Every call the lock manager got: (procedure, arguments).
-    calls: Arc<std::sync::Mutex<Vec<(u32, Vec<u8>)>>>,
+    calls: CallLog,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -346,7 +349,7 @@ impl FakeClient {
         let portmap_port = pmap.local_addr().unwrap().port();
         let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = granted.clone();
-        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let calls: CallLog = Arc::new(std::sync::Mutex::new(Vec::new()));
         let all = calls.clone();
         let t1 = serve_udp(lockd, stop.clone(), move |proc_, args| {
             all.lock().unwrap().push((proc_, args.to_vec()));
