@@ -467,3 +467,40 @@ fn msg_forms_answer_with_res_calls_and_granted_is_denied() {
     // We are a server: a GRANTED call finds no blocked request of ours.
     assert_eq!(nlm_stat(s.nlm_port, false, GRANTED, &test_args(lock(&fh, "n", 2, 0, 1), true)), Nlm4Stats::Denied);
 }
+
+#[test]
+fn cancel_drops_a_waiter_and_clients_outside_the_export_list_fail() {
+    const NLM_CANCEL: u32 = 3;
+    let export = tempdir("nlm-cancel");
+    let state = tempdir("nlm-cancel-state");
+    let mut config = test_config(export.path(), "127.0.0.1(rw,no_root_squash,insecure)", state.path());
+    config.ports.callback_portmap = dead_port();
+    let s = TestServer::start_config(config);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let fh = rt.block_on(async {
+        let mut c = s.connect().await;
+        let root = c.root_nfs_fh3();
+        create(&mut c, &root, "file").await.expect("CREATE").data.as_ref().to_vec()
+    });
+    let holder = lock(&fh, "holder", 1, 0, 0);
+    let waiter = lock(&fh, "waiter", 2, 0, 0);
+    assert_eq!(nlm_stat(s.nlm_port, false, NLM_LOCK, &lock_args(holder.clone(), true, false)), Nlm4Stats::Granted);
+    assert_eq!(nlm_stat(s.nlm_port, false, NLM_LOCK, &lock_args(waiter.clone(), true, true)), Nlm4Stats::Blocked);
+    let cancel = to_bytes(&hanfs_server::nlm::xdr::Nlm4CancArgs {
+        cookie: cookie(9),
+        block: true,
+        exclusive: true,
+        alock: waiter.clone(),
+    });
+    assert_eq!(nlm_stat(s.nlm_port, false, NLM_CANCEL, &cancel), Nlm4Stats::Granted);
+    assert_eq!(nlm_stat(s.nlm_port, false, NLM_UNLOCK, &unlock_args(holder)), Nlm4Stats::Granted);
+    assert_eq!(
+        nlm_test(s.nlm_port, false, &test_args(lock(&fh, "third", 3, 0, 0), true)).stat.stat(),
+        Nlm4Stats::Granted,
+        "the cancelled waiter was not granted"
+    );
+    // 127.0.0.2 is not in the export's client list: FAILED, as knfsd's lockd.
+    let outsider =
+        body(rpc_from(Ipv4Addr::new(127, 0, 0, 2), s.nlm_port, NLM_PROG, NLM_LOCK, &lock_args(waiter, true, false)));
+    assert_eq!(from_bytes::<Nlm4Res>(&outsider).unwrap().stat, Nlm4Stats::Failed);
+}
