@@ -67,11 +67,16 @@ pub struct CallbackConfig {
     pub portmap_port: u16,
     /// AUTH_SYS machine name of our calls (this host's name).
     pub machine: String,
+    /// The address callbacks are sent from: the one clients call (the VIP,
+    /// else a specific listen address). The Linux client takes a GRANTED
+    /// only from the server address its blocked lock went to, and sends
+    /// GRANTED_RES back there. `None`: the kernel picks (listen 0.0.0.0, no VIP).
+    pub source: Option<IpAddr>,
 }
 
 impl CallbackConfig {
-    pub fn new(portmap_port: u16) -> Self {
-        CallbackConfig { portmap_port, machine: hostname() }
+    pub fn new(portmap_port: u16, source: Option<IpAddr>) -> Self {
+        CallbackConfig { portmap_port, machine: hostname(), source }
     }
 }
 
@@ -399,7 +404,7 @@ pub async fn call_lockd(config: &CallbackConfig, host: IpAddr, proc_: u32, args:
         timeout: Duration::from_millis(CALLBACK_CALL_TIMEOUT_MS),
         attempts: 1,
     };
-    match client::call(&req).await {
+    match client::call_from(&req, config.source).await {
         Ok(_) | Err(ClientError::Timeout { .. }) => Ok(()),
         Err(e) => Err(CallbackError::Call(e)),
     }

@@ -66,7 +66,7 @@ impl Serving {
     /// whatever was bound is closed again.
     pub async fn open(services: &Arc<Services>) -> Result<Serving, NodeError> {
         let listeners = Listeners::new();
-        let config = CallbackConfig::new(services.config.ports.callback_portmap);
+        let config = CallbackConfig::new(services.config.ports.callback_portmap, callback_source(&services.config));
         let (callbacks, task) = CallbackTask::start(services.commit.clone(), config);
         let locks = LockCtxs {
             nlm: Arc::new(NlmCtx {
@@ -103,6 +103,13 @@ impl Serving {
             unregister_with_system(*port, mappings).await;
         }
     }
+}
+
+/// The address NLM callbacks come from: the VIP when there is one, else the
+/// listen address unless it is unspecified (see `CallbackConfig::source`).
+fn callback_source(config: &ServerConfig) -> Option<IpAddr> {
+    let vip = config.cluster.as_ref().and_then(|c| c.vip.as_ref()).map(|v| v.addr);
+    vip.or_else(|| (!config.listen.is_unspecified()).then_some(config.listen))
 }
 
 async fn bind_all(
