@@ -410,7 +410,9 @@ fn blocked_lock_is_granted_by_callback_until_granted_res() {
     }
     let got = client.granted();
     let first = got.first().expect("a GRANTED_MSG reached the client's lock manager");
-    assert_eq!(first.alock, waiter);
+    // The waiter's own lock; caller_name is the server's (the caller of GRANTED).
+    assert_eq!((&first.alock.fh, &first.alock.oh, first.alock.svid), (&waiter.fh, &waiter.oh, waiter.svid));
+    assert_eq!((first.alock.l_offset, first.alock.l_len), (waiter.l_offset, waiter.l_len));
     assert!(first.exclusive);
     assert_eq!(first.cookie.as_bytes().len(), 8, "the cookie is the grant id");
     // The waiter holds the lock now.

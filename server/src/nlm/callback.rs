@@ -116,10 +116,13 @@ impl Callback {
         Callback { id, file: g.file.clone(), owner: g.owner.clone(), range: g.range, kind: g.kind }
     }
 
-    /// The GRANTED_MSG arguments: the waiter's own lock, cookie = grant id.
-    fn args(&self) -> Option<Vec<u8>> {
+    /// The GRANTED_MSG arguments: the waiter's own lock (file, svid, oh,
+    /// range, which the client matches against its blocked request), cookie =
+    /// grant id, and as caller_name the caller's, i.e. ours (`machine`), as
+    /// Linux `nlmsvc_setgrantargs` does.
+    fn args(&self, machine: &str) -> Option<Vec<u8>> {
         let alock = Nlm4Lock {
-            caller_name: CallerName::new(self.owner.caller_name.as_bytes().to_vec()).ok()?,
+            caller_name: CallerName::new(machine.as_bytes().to_vec()).ok()?,
             fh: Nlm4Fh::new(self.file.0.clone()).ok()?,
             oh: NetObj::new(self.owner.oh.clone()).ok()?,
             svid: self.owner.svid as i32,
@@ -323,7 +326,7 @@ impl Runner {
                 continue;
             }
             let addr = hosts.get(&t.callback.owner.caller_name).and_then(|a| a.parse::<IpAddr>().ok());
-            let (Some(addr), Some(args)) = (addr, t.callback.args()) else {
+            let (Some(addr), Some(args)) = (addr, t.callback.args(&self.config.machine)) else {
                 tracing::info!(id, host = %t.callback.owner.caller_name, "nlm grant has no callback address; the client re-polls");
                 self.tracked.remove(&id);
                 self.given_up.insert(id);
@@ -432,7 +435,8 @@ mod tests {
             range: LockRange { offset: 0, len: 0 },
             kind: LockKind::Exclusive,
         };
-        let args: Nlm4TestArgs = super::super::xdr::from_bytes(&cb.args().unwrap()).unwrap();
+        let args: Nlm4TestArgs = super::super::xdr::from_bytes(&cb.args("server").unwrap()).unwrap();
+        assert_eq!(args.alock.caller_name.as_bytes(), b"server");
         assert_eq!(grant_id(args.cookie.as_bytes()), Some(cb.id));
         assert!(args.exclusive);
         assert_eq!(args.alock.svid, 7);
