@@ -31,7 +31,7 @@ const SM_STAT: u32 = 1;
 const SM_MON: u32 = 2;
 pub const SM_NOTIFY: u32 = 6;
 /// How long a test waits for a callback to arrive.
-const CALLBACK_WAIT_MS: u64 = 20_000;
+pub const CALLBACK_WAIT_MS: u64 = 20_000;
 
 /// One lock request of `host`/`svid` on `fh`.
 pub fn lock(fh: &[u8], host: &str, svid: i32, offset: u64, len: u64) -> Nlm4Lock {
@@ -299,7 +299,7 @@ type CallLog = Arc<std::sync::Mutex<Vec<(u32, Vec<u8>)>>>;
 /// A fake client: a portmapper that maps NLM v4/UDP to a lock manager that
 /// records the GRANTED_MSG calls it gets (and answers them with a void reply,
 /// as Linux lockd does).
-struct FakeClient {
+pub struct FakeClient {
     portmap_port: u16,
     granted: Arc<std::sync::Mutex<Vec<Nlm4TestArgs>>>,
     /// Every call the lock manager got: (procedure, arguments).
@@ -342,10 +342,15 @@ fn serve_udp(
 
 impl FakeClient {
     fn start() -> FakeClient {
+        FakeClient::start_at(Ipv4Addr::LOCALHOST, 0)
+    }
+
+    /// A fake client on `ip`, its portmapper on `portmap_port` (0: any).
+    pub fn start_at(ip: Ipv4Addr, portmap_port: u16) -> FakeClient {
         let stop = Arc::new(AtomicBool::new(false));
-        let lockd = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let lockd = UdpSocket::bind((ip, 0)).unwrap();
         let lockd_port = lockd.local_addr().unwrap().port();
-        let pmap = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let pmap = UdpSocket::bind((ip, portmap_port)).expect("bind the fake client portmapper");
         let portmap_port = pmap.local_addr().unwrap().port();
         let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = granted.clone();
@@ -368,7 +373,7 @@ impl FakeClient {
         FakeClient { portmap_port, granted, calls, stop, threads: vec![t1, t2] }
     }
 
-    fn granted(&self) -> Vec<Nlm4TestArgs> {
+    pub fn granted(&self) -> Vec<Nlm4TestArgs> {
         self.granted.lock().unwrap().clone()
     }
 

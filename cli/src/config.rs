@@ -72,6 +72,9 @@ struct PortsSection {
     mount: Option<u16>,
     nlm: Option<Spanned<u16>>,
     nsm: Option<Spanned<u16>>,
+    /// Test knob, not for service: the port of the clients' portmappers that
+    /// NLM callbacks ask (always 111 on a real network).
+    callback_portmap: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +136,7 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
         portmap: file.ports.portmap.unwrap_or(defaults.portmap),
         nfs: file.ports.nfs.unwrap_or(defaults.nfs),
         mount: file.ports.mount.unwrap_or(defaults.mount),
+        callback_portmap: file.ports.callback_portmap.unwrap_or(defaults.callback_portmap),
         ..defaults
     };
     for (name, field, value) in [("nlm", &file.ports.nlm, &mut ports.nlm), ("nsm", &file.ports.nsm, &mut ports.nsm)] {

@@ -93,6 +93,9 @@ pub struct ServicePorts {
     pub mount: u16,
     pub nlm: u16,
     pub nsm: u16,
+    /// Where the nodes look for clients' portmappers (NLM callbacks): a
+    /// test can run a fake client portmapper there on a loopback address.
+    pub callback_portmap: u16,
 }
 
 /// One `hanfs-server run` process and its files.
@@ -186,7 +189,7 @@ impl Cluster {
             (0..SECRET_BYTES).map(|i| char::from(b'a' + ((i * 7 + std::process::id() as usize) % 26) as u8)).collect();
         std::fs::write(&secret, bytes).expect("secret");
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
-        let ports = ServicePorts { portmap, nfs: free_port(), mount: free_port(), nlm: free_port(), nsm: free_port() };
+        let ports = ServicePorts { portmap, nfs: free_port(), mount: free_port(), nlm: free_port(), nsm: free_port(), callback_portmap: free_port() };
         let peers: Vec<(u32, u16, &str)> = vec![
             (STORAGE_1, free_port(), "storage"),
             (STORAGE_2, free_port(), "storage"),
@@ -475,8 +478,8 @@ fn config_text(
     let mut t = String::new();
     t += &format!("[server]\nlisten = \"{service}\"\nstate_dir = \"{}\"\n\n", state_dir.display());
     t += &format!(
-        "[ports]\nportmap = {}\nnfs = {}\nmount = {}\nnlm = {}\nnsm = {}\n\n",
-        ports.portmap, ports.nfs, ports.mount, ports.nlm, ports.nsm
+        "[ports]\nportmap = {}\nnfs = {}\nmount = {}\nnlm = {}\nnsm = {}\ncallback_portmap = {}\n\n",
+        ports.portmap, ports.nfs, ports.mount, ports.nlm, ports.nsm, ports.callback_portmap
     );
     t += &format!(
         "[[export]]\nname = \"{EXPORT_NAME}\"\ndir = \"{}\"\nid = {EXPORT_ID}\nclients = \"{RW_NO_SQUASH}\"\n\n",

@@ -4,7 +4,8 @@
 //! the NFS service only while this node is the promoted leader holding its
 //! lease, running the `hooks` and moving the VIP around it; `control` answers
 //! the admin socket (`init`, `status`, `switchover`, `debug faults`).
-//! `listen` binds and closes the portmap, MOUNT and NFS listeners for both.
+//! `listen` binds and closes the portmap, MOUNT, NFS, NLM and NSM listeners
+//! (and the NLM callback task) for both.
 
 pub mod cluster;
 mod control;
