@@ -77,6 +77,18 @@ fn free_port() -> u16 {
     panic!("no free port found");
 }
 
+/// `N` ports free right now, different from each other and from `taken`.
+fn distinct_free_ports<const N: usize>(taken: &[u16]) -> [u16; N] {
+    let mut chosen = [0u16; N];
+    for i in 0..N {
+        chosen[i] = (0..64)
+            .map(|_| free_port())
+            .find(|p| !taken.contains(p) && !chosen[..i].contains(p))
+            .expect("a distinct free port");
+    }
+    chosen
+}
+
 /// A loopback address of its own for each cluster of this test process.
 fn service_address() -> Ipv4Addr {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -189,7 +201,9 @@ impl Cluster {
             (0..SECRET_BYTES).map(|i| char::from(b'a' + ((i * 7 + std::process::id() as usize) % 26) as u8)).collect();
         std::fs::write(&secret, bytes).expect("secret");
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
-        let ports = ServicePorts { portmap, nfs: free_port(), mount: free_port(), nlm: free_port(), nsm: free_port(), callback_portmap: free_port() };
+        // Distinct ports: a config naming one port twice is refused.
+        let [nfs, mount, nlm, nsm, callback_portmap] = distinct_free_ports(&[portmap]);
+        let ports = ServicePorts { portmap, nfs, mount, nlm, nsm, callback_portmap };
         let peers: Vec<(u32, u16, &str)> = vec![
             (STORAGE_1, free_port(), "storage"),
             (STORAGE_2, free_port(), "storage"),

@@ -3,8 +3,11 @@
 //! at once, are never both granted; a lock survives a kill -9 of the active
 //! (the new active denies a conflicting owner, with no grace period); an
 //! SM_NOTIFY release and the grant of the waiter behind it are replicated
-//! (they hold on the next active too); and a LOCK retransmitted after the
-//! failover gets its original reply from the replicated DRC.
+//! (they hold on the next active too); a LOCK retransmitted after the
+//! failover gets its original reply from the replicated DRC; and a waiter
+//! queued before a failover gets its GRANTED_MSG from the new active, which
+//! re-sends an unacknowledged grant after the next failover (a fake client
+//! lock manager on 127.0.0.2, found at the harness's `callback_portmap`).
 
 use std::net::Ipv4Addr;
 
@@ -122,4 +125,49 @@ fn cluster_locks_and_notify_release_survive_kill9() {
     assert_eq!(call(&c, HOST_B, 0x6200_0004, NLM_LOCK, &lock_args(b.clone(), true, true)), Nlm4Stats::Granted);
     assert_eq!(call(&c, HOST_B, 0x6200_0005, NLM_UNLOCK, &unlock_args(b)), Nlm4Stats::Granted);
     assert_eq!(holder_svid(&c, 0x6300_0005, &fh), None);
+}
+
+/// Wait (bounded) until `client` has more than `n` GRANTED_MSG calls.
+fn wait_granted(client: &FakeClient, n: usize) -> Vec<hanfs_server::nlm::xdr::Nlm4TestArgs> {
+    let started = std::time::Instant::now();
+    while client.granted().len() <= n && started.elapsed() < std::time::Duration::from_millis(CALLBACK_WAIT_MS) {
+        std::thread::sleep(std::time::Duration::from_millis(POLL_MS));
+    }
+    let got = client.granted();
+    assert!(got.len() > n, "no new GRANTED_MSG after {CALLBACK_WAIT_MS} ms (had {n})");
+    got
+}
+
+#[test]
+fn cluster_waiters_get_granted_msg_from_the_new_active() {
+    let mut c = Cluster::start("nlm-callback");
+    // Host B's lock manager and portmapper, where the nodes look for them.
+    let client = FakeClient::start_at(HOST_B, c.ports.callback_portmap);
+    let fh = file_handle(&c, "waited");
+    let a = lock(&fh, "hosta", 1, 0, 0);
+    let b = lock(&fh, "hostb", 2, 0, 0);
+    assert_eq!(call(&c, HOST_A, 0x7100_0001, NLM_LOCK, &lock_args(a.clone(), true, false)), Nlm4Stats::Granted);
+    assert_eq!(call(&c, HOST_B, 0x7200_0001, NLM_LOCK, &lock_args(b.clone(), true, true)), Nlm4Stats::Blocked);
+
+    // The waiter queued on the old active is granted by the new one.
+    let first = c.wait_serving(&[]);
+    c.kill9(first);
+    let second = c.wait_serving(&[first]);
+    assert!(client.granted().is_empty());
+    assert_eq!(call(&c, HOST_A, 0x7100_0002, NLM_UNLOCK, &unlock_args(a)), Nlm4Stats::Granted);
+    let got = wait_granted(&client, 0);
+    let cookie = got[0].cookie.clone();
+    assert_eq!((got[0].alock.svid, &got[0].alock.fh), (2, &b.fh));
+
+    // Never acknowledged: after another failover the next active re-sends it
+    // (the pending grant is in the replicated table), with the same cookie.
+    c.restart(first);
+    c.wait_caught_up(first, second);
+    c.kill9(second);
+    let n = client.granted().len();
+    let third = c.wait_serving(&[second]);
+    assert_eq!(third, first);
+    let got = wait_granted(&client, n);
+    assert_eq!(got.last().map(|g| g.cookie.clone()), Some(cookie), "the same grant, re-sent");
+    assert_eq!(holder_svid(&c, 0x7300_0001, &fh), Some(2));
 }
