@@ -17,6 +17,7 @@ mod degraded;
 mod exactly_once;
 mod failover;
 mod locks;
+mod nlm;
 mod partition;
 mod relay;
 mod switchover;

@@ -52,12 +52,16 @@ fn getport_and_dump_list_our_programs() {
         assert_eq!(getport(&s, udp, 100_005, 3, UDP), u32::from(s.mount_port));
         assert_eq!(getport(&s, udp, 100_005, 1, TCP), u32::from(s.mount_port));
         assert_eq!(getport(&s, udp, PMAP, 2, UDP), u32::from(s.portmap_port));
-        assert_eq!(getport(&s, udp, 100_021, 4, TCP), 0, "NLM is not registered");
+        assert_eq!(getport(&s, udp, 100_021, 4, TCP), u32::from(s.nlm_port), "NLM v4");
+        assert_eq!(getport(&s, udp, 100_021, 4, UDP), u32::from(s.nlm_port), "NLM v4");
+        assert_eq!(getport(&s, udp, 100_021, 3, TCP), 0, "only NLM v4 is registered");
+        assert_eq!(getport(&s, udp, 100_024, 1, UDP), u32::from(s.nsm_port), "NSM v1");
         let d = dump(&s, udp);
         assert!(d.contains(&[100_003, 3, TCP, u32::from(s.nfs_port)]), "{d:?}");
         assert!(d.contains(&[100_005, 3, UDP, u32::from(s.mount_port)]), "{d:?}");
         assert!(d.contains(&[PMAP, 2, TCP, u32::from(s.portmap_port)]), "{d:?}");
-        assert_eq!(d.len(), 7, "{d:?}");
+        assert!(d.contains(&[100_024, 1, TCP, u32::from(s.nsm_port)]), "{d:?}");
+        assert_eq!(d.len(), 11, "{d:?}");
     }
 }
 
@@ -115,5 +119,6 @@ async fn nfs3_client_portmapper_finds_the_ports() {
     pm.null().await.expect("NULL");
     assert_eq!(pm.getport(100_003, 3, TCP).await.expect("GETPORT"), s.nfs_port);
     assert_eq!(pm.getport(100_005, 3, TCP).await.expect("GETPORT"), s.mount_port);
-    assert_eq!(pm.dump().await.expect("DUMP").len(), 7);
+    assert_eq!(pm.getport(100_021, 4, TCP).await.expect("GETPORT"), s.nlm_port);
+    assert_eq!(pm.dump().await.expect("DUMP").len(), 11);
 }

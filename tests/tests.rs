@@ -10,6 +10,7 @@ mod locks;
 mod malformed;
 mod mount;
 mod nfs3_ops;
+mod nlm;
 mod perms;
 mod portmap;
 mod readdir;

@@ -172,6 +172,8 @@ fn rpcinfo_showmount_and_admin_against_the_binary() {
         assert!(rows.contains(&(100_000, 2, proto.to_string(), 111)), "portmapper {proto}: {rows:?}");
         assert!(rows.contains(&(100_005, 3, proto.to_string(), mount_port)), "mountd v3 {proto}: {rows:?}");
         assert!(rows.contains(&(100_005, 1, proto.to_string(), mount_port)), "mountd v1 {proto}: {rows:?}");
+        assert!(rows.iter().any(|r| (r.0, r.1, r.2.as_str()) == (100_021, 4, proto)), "nlockmgr v4 {proto}: {rows:?}");
+        assert!(rows.iter().any(|r| (r.0, r.1, r.2.as_str()) == (100_024, 1, proto)), "status v1 {proto}: {rows:?}");
     }
     assert!(rows.iter().any(|r| r.0 == 100_003 && r.1 == 3 && r.2 == "tcp"), "nfs v3 tcp: {rows:?}");
 

@@ -76,7 +76,7 @@ pub fn test_config(export_dir: &Path, clients: &str, state_dir: &Path) -> Server
     let rules = hanfs_server::exports::parse_clients(clients).expect("client spec parses");
     ServerConfig {
         listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        ports: Ports { portmap: 0, nfs: 0, mount: 0 },
+        ports: Ports { portmap: 0, nfs: 0, mount: 0, ..Ports::default() },
         exports: vec![ExportConfig {
             name: EXPORT_NAME.to_string(),
             dir: export_dir.to_path_buf(),
@@ -100,6 +100,8 @@ pub struct TestServer {
     pub nfs_port: u16,
     pub mount_port: u16,
     pub portmap_port: u16,
+    pub nlm_port: u16,
+    pub nsm_port: u16,
     pub state_dir: PathBuf,
     config: ServerConfig,
     running: Option<Running>,
@@ -125,6 +127,8 @@ impl TestServer {
             nfs_port: 0,
             mount_port: 0,
             portmap_port: 0,
+            nlm_port: 0,
+            nsm_port: 0,
             state_dir,
             config,
             running: None,
@@ -164,6 +168,8 @@ impl TestServer {
         self.nfs_port = ports.nfs;
         self.mount_port = ports.mount;
         self.portmap_port = ports.portmap;
+        self.nlm_port = ports.nlm;
+        self.nsm_port = ports.nsm;
         self.running = Some(Running { stop: stop_tx, thread });
     }
 

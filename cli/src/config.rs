@@ -8,10 +8,12 @@
 //! log_format = "text"           # or "json"
 //! record_bytes_max = 1114112    # default: 1 MiB + 64 KiB
 //!
-//! [ports]                       # defaults: 111, 2049, 20048
+//! [ports]                       # defaults: 111, 2049, 20048, 0, 0
 //! portmap = 111
 //! nfs = 2049
 //! mount = 20048
+//! nlm = 0                       # NLM (locks), TCP+UDP; 0: ephemeral, via portmap
+//! nsm = 0                       # NSM (status monitor), TCP+UDP; 0 likewise
 //!
 //! [[export]]
 //! name = "/export"              # the path clients mount
@@ -68,6 +70,11 @@ struct PortsSection {
     portmap: Option<u16>,
     nfs: Option<u16>,
     mount: Option<u16>,
+    nlm: Option<Spanned<u16>>,
+    nsm: Option<Spanned<u16>>,
+    /// Test knob, not for service: the port of the clients' portmappers that
+    /// NLM callbacks ask (always 111 on a real network).
+    callback_portmap: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -125,11 +132,25 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
         }
     };
     let defaults = Ports::default();
-    let ports = Ports {
+    let mut ports = Ports {
         portmap: file.ports.portmap.unwrap_or(defaults.portmap),
         nfs: file.ports.nfs.unwrap_or(defaults.nfs),
         mount: file.ports.mount.unwrap_or(defaults.mount),
+        callback_portmap: file.ports.callback_portmap.unwrap_or(defaults.callback_portmap),
+        ..defaults
     };
+    for (name, field, value) in [("nlm", &file.ports.nlm, &mut ports.nlm), ("nsm", &file.ports.nsm, &mut ports.nsm)] {
+        let Some(port) = field else { continue };
+        let v = *port.get_ref();
+        // NLM and NSM share no port with NFS, MOUNT or portmap (0: ephemeral).
+        if v != 0 && defaults_or(&file.ports).contains(&v) {
+            at(port.span(), format!("{name} port {v} is already used by portmap, nfs or mount"));
+        }
+        *value = v;
+    }
+    if let Some(nsm) = file.ports.nsm.as_ref().filter(|_| ports.nlm != 0 && ports.nlm == ports.nsm) {
+        at(nsm.span(), format!("nlm and nsm cannot share port {}", ports.nlm));
+    }
     let cluster =
         crate::cluster_config::check(file.cluster.as_ref(), file.vip.as_ref(), file.hooks.as_ref(), base, &mut at);
     // A cluster's export dirs may live on a shared disk that `on_promote`
@@ -153,6 +174,12 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
         server: ServerConfig { listen, ports, exports, state_dir: base.join(state_dir), record_bytes_max, cluster },
         log_format: file.server.log_format.unwrap_or(LogFormat::Text),
     })
+}
+
+/// The portmap, NFS and MOUNT ports the file asks for, defaults filled in.
+fn defaults_or(p: &PortsSection) -> [u16; 3] {
+    let d = Ports::default();
+    [p.portmap.unwrap_or(d.portmap), p.nfs.unwrap_or(d.nfs), p.mount.unwrap_or(d.mount)]
 }
 
 fn check_export(
@@ -217,6 +244,7 @@ pub fn from_flags(args: &RunArgs) -> Result<Config, String> {
                 portmap: args.portmap_port.unwrap_or(defaults.portmap),
                 nfs: args.nfs_port.unwrap_or(defaults.nfs),
                 mount: args.mount_port.unwrap_or(defaults.mount),
+                ..defaults
             },
             exports: vec![ExportConfig { name, dir, export_id: args.export_id, clients }],
             state_dir: args.state_dir.clone().unwrap_or_else(|| PathBuf::from(QUICK_STATE_DIR)),
@@ -264,11 +292,12 @@ mod tests {
     #[test]
     fn full_config_loads() {
         let src = "[server]\nlisten = \"127.0.0.1\"\nstate_dir = \"/tmp/st\"\nlog_format = \"json\"\n\
-                   [ports]\nportmap = 1111\nnfs = 2222\nmount = 3333\n\
+                   [ports]\nportmap = 1111\nnfs = 2222\nmount = 3333\nnlm = 4444\nnsm = 5555\n\
                    [[export]]\nname = \"/export\"\ndir = \"/tmp\"\nid = 7\nclients = \"127.0.0.0/8(rw,insecure)\"\n";
         let c = load_str(src, Path::new("/")).map_err(|e| e.join("; ")).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!((c.server.ports.portmap, c.server.ports.nfs, c.server.ports.mount), (1111, 2222, 3333));
+        assert_eq!((c.server.ports.nlm, c.server.ports.nsm, c.server.ports.callback_portmap), (4444, 5555, 111));
         assert_eq!(c.server.exports[0].export_id, 7);
         assert_eq!(c.log_format, LogFormat::Json);
     }
@@ -289,6 +318,17 @@ mod tests {
         assert!(e.iter().any(|m| m.starts_with("7: ") && m.contains("not an existing directory")), "{e:?}");
         assert!(e.iter().any(|m| m.starts_with("8: ") && m.contains("duplicate export id 1")), "{e:?}");
         assert!(e.iter().any(|m| m.starts_with("9: ") && m.contains("unknown export option `bogus`")), "{e:?}");
+    }
+
+    #[test]
+    fn nlm_and_nsm_ports_default_to_ephemeral_and_must_not_collide() {
+        let head = "[[export]]\nname = \"/export\"\ndir = \"/tmp\"\nid = 1\n";
+        let c = load_str(head, Path::new("/")).map_err(|e| e.join("; ")).unwrap();
+        assert_eq!((c.server.ports.nlm, c.server.ports.nsm), (0, 0));
+        let e = errs(&format!("[ports]\nnfs = 2049\nnlm = 2049\n{head}"));
+        assert!(e.iter().any(|m| m.starts_with("3: ") && m.contains("nlm port 2049")), "{e:?}");
+        let e = errs(&format!("[ports]\nnlm = 4045\nnsm = 4045\n{head}"));
+        assert!(e.iter().any(|m| m.contains("nlm and nsm cannot share port 4045")), "{e:?}");
     }
 
     #[test]

@@ -130,12 +130,14 @@ fn check_config(file: &Path) -> Result<(), Failure> {
     let cfg = config::load_file(file).map_err(Failure::Config)?;
     let s = &cfg.server;
     println!(
-        "{}: OK: listen {}, ports portmap {} nfs {} mount {}, state {}",
+        "{}: OK: listen {}, ports portmap {} nfs {} mount {} nlm {} nsm {} (0: ephemeral), state {}",
         file.display(),
         s.listen,
         s.ports.portmap,
         s.ports.nfs,
         s.ports.mount,
+        s.ports.nlm,
+        s.ports.nsm,
         s.state_dir.display()
     );
     for e in &s.exports {

@@ -77,11 +77,24 @@ pub struct Ports {
     pub portmap: u16,
     pub nfs: u16,
     pub mount: u16,
+    /// NLM (TCP and UDP); 0: an ephemeral port free for both, found through
+    /// the portmapper (as knfsd's lockd does by default).
+    pub nlm: u16,
+    /// NSM (TCP and UDP); 0 as for `nlm`.
+    pub nsm: u16,
+    /// Where the *clients'* portmappers listen, asked for the client's NLM
+    /// port before a GRANTED_MSG or `_RES` callback. Always 111 in service;
+    /// a test knob (not in the config file) so that tests can run a fake
+    /// client portmapper on loopback without owning port 111.
+    pub callback_portmap: u16,
 }
+
+/// The port every portmapper listens on (RFC 1833).
+pub const PORTMAP_PORT: u16 = 111;
 
 impl Default for Ports {
     fn default() -> Self {
-        Ports { portmap: 111, nfs: 2049, mount: 20048 }
+        Ports { portmap: PORTMAP_PORT, nfs: 2049, mount: 20048, nlm: 0, nsm: 0, callback_portmap: PORTMAP_PORT }
     }
 }
 

@@ -174,6 +174,7 @@ impl State {
                 Outcome::Notify(nlm.notify(mon_name, *state, *now_ms, undo))
             }
             NlmCommand::BumpNsmState => Outcome::NsmState(nlm.bump_nsm_state(undo)),
+            NlmCommand::Wake { now_ms } => Outcome::Wake(nlm.wake(*now_ms, undo)),
         }
     }
 

@@ -119,6 +119,10 @@ pub enum NlmCommand {
     Notify { mon_name: String, state: u32, now_ms: u64 },
     /// This server's NSM state goes up by 2 (classic recovery only).
     BumpNsmState,
+    /// Re-check every waiter and grant those that now fit: a new active
+    /// commits it once when it starts serving (queued waiters are re-checked
+    /// after a failover). `now_ms` is the leader's clock.
+    Wake { now_ms: u64 },
 }
 
 /// The last promotion (see `Command::RecordPromotion`).

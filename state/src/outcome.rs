@@ -30,6 +30,8 @@ pub enum Outcome {
     Notify(Effect<NotifyOutcome>),
     /// BumpNsmState: the new state.
     NsmState(u32),
+    /// Wake: the waiters it granted (FIFO per file, files in key order).
+    Wake(Vec<Grant>),
 }
 
 impl Outcome {
@@ -42,6 +44,7 @@ impl Outcome {
             Outcome::Unlock(e) => e.granted.iter().collect(),
             Outcome::FreeAll(e) => e.granted.iter().collect(),
             Outcome::Notify(e) => e.granted.iter().collect(),
+            Outcome::Wake(granted) => granted.iter().collect(),
             _ => Vec::new(),
         }
     }

@@ -77,6 +77,18 @@ fn free_port() -> u16 {
     panic!("no free port found");
 }
 
+/// `N` ports free right now, different from each other and from `taken`.
+fn distinct_free_ports<const N: usize>(taken: &[u16]) -> [u16; N] {
+    let mut chosen = [0u16; N];
+    for i in 0..N {
+        chosen[i] = (0..64)
+            .map(|_| free_port())
+            .find(|p| !taken.contains(p) && !chosen[..i].contains(p))
+            .expect("a distinct free port");
+    }
+    chosen
+}
+
 /// A loopback address of its own for each cluster of this test process.
 fn service_address() -> Ipv4Addr {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -85,12 +97,17 @@ fn service_address() -> Ipv4Addr {
     Ipv4Addr::new(127, 77, (pid % 250) as u8 + 1, (n % 250) as u8 + 1)
 }
 
-/// NFS, MOUNT and portmap ports on the service address.
+/// NFS, MOUNT, NLM, NSM and portmap ports on the service address.
 #[derive(Copy, Clone, Debug)]
 pub struct ServicePorts {
     pub portmap: u16,
     pub nfs: u16,
     pub mount: u16,
+    pub nlm: u16,
+    pub nsm: u16,
+    /// Where the nodes look for clients' portmappers (NLM callbacks): a
+    /// test can run a fake client portmapper there on a loopback address.
+    pub callback_portmap: u16,
 }
 
 /// One `hanfs-server run` process and its files.
@@ -194,7 +211,9 @@ impl Cluster {
             (0..SECRET_BYTES).map(|i| char::from(b'a' + ((i * 7 + std::process::id() as usize) % 26) as u8)).collect();
         std::fs::write(&secret, bytes).expect("secret");
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
-        let ports = ServicePorts { portmap, nfs: free_port(), mount: free_port() };
+        // Distinct ports: a config naming one port twice is refused.
+        let [nfs, mount, nlm, nsm, callback_portmap] = distinct_free_ports(&[portmap]);
+        let ports = ServicePorts { portmap, nfs, mount, nlm, nsm, callback_portmap };
         let peers: Vec<(u32, u16, &str)> = vec![
             (STORAGE_1, free_port(), "storage"),
             (STORAGE_2, free_port(), "storage"),
@@ -483,7 +502,10 @@ fn config_text(
 ) -> String {
     let mut t = String::new();
     t += &format!("[server]\nlisten = \"{service}\"\nstate_dir = \"{}\"\n\n", state_dir.display());
-    t += &format!("[ports]\nportmap = {}\nnfs = {}\nmount = {}\n\n", ports.portmap, ports.nfs, ports.mount);
+    t += &format!(
+        "[ports]\nportmap = {}\nnfs = {}\nmount = {}\nnlm = {}\nnsm = {}\ncallback_portmap = {}\n\n",
+        ports.portmap, ports.nfs, ports.mount, ports.nlm, ports.nsm, ports.callback_portmap
+    );
     t += &format!(
         "[[export]]\nname = \"{EXPORT_NAME}\"\ndir = \"{}\"\nid = {EXPORT_ID}\nclients = \"{RW_NO_SQUASH}\"\n\n",
         export.display()

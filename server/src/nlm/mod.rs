@@ -1,17 +1,31 @@
 //! NLM, the Network Lock Manager, version 4 (program 100021; X/Open XNFS
 //! chapter 10, and Linux `fs/lockd`), for byte-range locks and DOS shares on
-//! NFSv3 files.
+//! NFSv3 files, served from the replicated lock table (`hanfs_state::locks`).
 //!
-//! What exists: the program, version and procedure numbers below, and in
-//! [`xdr`] every NLM v4 argument and result type with a checked decoder and an
-//! encoder (plus the small codec that `nsm::xdr` shares).
+//! `PROGRAM.procs` is indexed by procedure number. Each operation has one
+//! core (`proc_lock.rs`: TEST, LOCK, CANCEL, UNLOCK) that returns the NLM
+//! result; the synchronous procedure replies with it and the `_MSG` form
+//! sends it back as a `_RES` call to the caller's NLM (the `_MSG` call itself
+//! gets no RPC reply). Every change is one committed `NlmCommand`, and the
+//! reply is encoded from the outcome `apply` decided on the committed table:
+//! two concurrent conflicting LOCKs are never both granted. LOCK, NM_LOCK and
+//! UNLOCK are in the replicated DRC as `Drc::ReplyOnly` (no intent: re-running one against the table is safe; the reply is recorded after it is sent). `file.rs` checks the
+//! handle like any NFS handle and converts between wire and table types;
+//! `proc_misc.rs` holds NULL, GRANTED, the `_RES` procedures, SHARE, UNSHARE
+//! and FREE_ALL; `callback.rs` sends GRANTED_MSG for granted waiters and the
+//! `_RES` calls. Only version 4 is registered: v1 and v3 calls get
+//! PROG_MISMATCH(4, 4) from the dispatcher. There is no grace period
+//! (transparent failover: the table is replicated), so DENIED_GRACE_PERIOD is
+//! never sent. Every reply's status is logged at debug level as
+//! `nlm reply status=NAME`.
 //!
-//! Still to come: the procedure table and handlers (one core per operation,
-//! with the synchronous and `_MSG` forms differing only in how the reply is
-//! delivered), the GRANTED/GRANTED_MSG callbacks to clients, and the lock
-//! state in `hanfs-state`. Until then nothing registers or serves this
-//! program.
+//! [`xdr`] holds every NLM v4 argument and result type with a checked decoder
+//! and an encoder (plus the small codec that `nsm::xdr` shares).
 
+pub mod callback;
+mod file;
+mod proc_lock;
+mod proc_misc;
 pub mod xdr;
 
 pub const NLM_PROGRAM: u32 = 100_021;
@@ -58,3 +72,66 @@ pub const NLMPROC4_NM_LOCK: u32 = 22;
 pub const NLMPROC4_FREE_ALL: u32 = 23;
 /// Length of a procedure table indexed by procedure number.
 pub const NLM4_PROCS_COUNT: usize = NLMPROC4_FREE_ALL as usize + 1;
+
+use std::sync::Arc;
+
+use hanfs_raft::commit::Commit;
+
+use crate::exports::ExportTable;
+use crate::rpc::program::{Call, Drc, Handler, Proc, ProcError, ProcFuture, Program};
+use crate::vfs::Vfs;
+use callback::Callbacks;
+
+/// What the NLM handlers reach.
+pub struct NlmCtx {
+    /// The replicated state: lock commands are committed, TEST reads it.
+    pub commit: Arc<dyn Commit>,
+    /// Handle resolution (a deleted file is NLM4_STALE_FH).
+    pub vfs: Arc<Vfs>,
+    /// Each export's client list.
+    pub exports: Arc<ExportTable>,
+    /// GRANTED_MSG and `_RES` calls to clients (this active period's task).
+    pub callbacks: Callbacks,
+}
+
+const fn p(name: &'static str, handler: Handler<NlmCtx>, drc: Drc) -> Proc<NlmCtx> {
+    Proc { name, handler, drc, recover: None }
+}
+
+/// Procedures 17..=19 are undefined. Linux answers them PROC_UNAVAIL, which
+/// a handler cannot produce (`ProcError` has no such variant); GARBAGE_ARGS
+/// is the nearest refusal.
+fn undefined(_ctx: Arc<NlmCtx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+    Box::pin(async { Err(ProcError::GarbageArgs) })
+}
+
+static PROCS: [Proc<NlmCtx>; NLM4_PROCS_COUNT] = [
+    p("NULL", proc_misc::null, Drc::Skip),
+    p("TEST", proc_lock::test, Drc::Skip),
+    p("LOCK", proc_lock::lock, Drc::ReplyOnly),
+    p("CANCEL", proc_lock::cancel, Drc::Skip),
+    p("UNLOCK", proc_lock::unlock, Drc::ReplyOnly),
+    p("GRANTED", proc_misc::granted, Drc::Skip),
+    p("TEST_MSG", proc_lock::test_msg, Drc::Skip),
+    p("LOCK_MSG", proc_lock::lock_msg, Drc::Skip),
+    p("CANCEL_MSG", proc_lock::cancel_msg, Drc::Skip),
+    p("UNLOCK_MSG", proc_lock::unlock_msg, Drc::Skip),
+    p("GRANTED_MSG", proc_misc::granted_msg, Drc::Skip),
+    p("TEST_RES", proc_misc::test_res, Drc::Skip),
+    p("LOCK_RES", proc_misc::other_res, Drc::Skip),
+    p("CANCEL_RES", proc_misc::other_res, Drc::Skip),
+    p("UNLOCK_RES", proc_misc::other_res, Drc::Skip),
+    p("GRANTED_RES", proc_misc::granted_res_proc, Drc::Skip),
+    p("SM_NOTIFY", proc_misc::sm_notify, Drc::Skip),
+    p("UNDEFINED_17", undefined, Drc::Skip),
+    p("UNDEFINED_18", undefined, Drc::Skip),
+    p("UNDEFINED_19", undefined, Drc::Skip),
+    p("SHARE", proc_misc::share, Drc::Skip),
+    p("UNSHARE", proc_misc::unshare, Drc::Skip),
+    p("NM_LOCK", proc_lock::nm_lock, Drc::ReplyOnly),
+    p("FREE_ALL", proc_misc::free_all, Drc::Skip),
+];
+
+pub static PROGRAM: Program<NlmCtx> = Program { name: "nlm", prog: NLM_PROGRAM, vers: NLM4_VERSION, procs: &PROCS };
+
+pub use file::{client_ip, now_ms};

@@ -1,8 +1,11 @@
 //! What an active node serves (`Services`: each program's context and what
-//! the RPC transport shares), binding its listeners — NFS (TCP), MOUNT and
-//! portmap (TCP + UDP) on `server.listen` — and registering the programs with
-//! our portmapper, or with a system rpcbind that already owns its port; and
-//! closing them again: connections dropped at once, listeners stopped.
+//! the RPC transport shares), binding its listeners — NFS (TCP), MOUNT, NLM,
+//! NSM and portmap (TCP + UDP) on `server.listen` — and registering the
+//! programs with our portmapper, or with a system rpcbind that already owns
+//! its port; and closing them again: connections dropped at once, listeners
+//! stopped. The NLM callback task (GRANTED_MSG, `_RES`) lives exactly as long
+//! as the listeners: it starts in `Serving::open` (and then re-sends every
+//! pending grant of the replicated table) and stops in `Serving::close`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +19,9 @@ use super::{BoundPorts, NodeError};
 use crate::config::ServerConfig;
 use crate::mount::{self, MountCtx};
 use crate::nfs3::{self, NfsCtx};
+use crate::nlm::callback::{CallbackConfig, CallbackTask};
+use crate::nlm::{self, NlmCtx};
+use crate::nsm::{self, NsmCtx};
 use crate::portmap;
 use crate::rpc::dispatch::{Dispatcher, Registry};
 use crate::rpc::listener::Listeners;
@@ -45,6 +51,14 @@ pub struct Serving {
     ports: BoundPorts,
     /// Set when a system rpcbind owns the portmap port: what we registered there.
     system_portmap: Option<(u16, Vec<mapping>)>,
+    /// GRANTED_MSG and `_RES` calls to clients, while serving.
+    callbacks: CallbackTask,
+}
+
+/// The lock programs' contexts of one active period.
+struct LockCtxs {
+    nlm: Arc<NlmCtx>,
+    nsm: Arc<NsmCtx>,
 }
 
 impl Serving {
@@ -52,10 +66,22 @@ impl Serving {
     /// whatever was bound is closed again.
     pub async fn open(services: &Arc<Services>) -> Result<Serving, NodeError> {
         let listeners = Listeners::new();
-        match bind_all(&listeners, services).await {
-            Ok((ports, system_portmap)) => Ok(Serving { listeners, ports, system_portmap }),
+        let config = CallbackConfig::new(services.config.ports.callback_portmap, callback_source(&services.config));
+        let (callbacks, task) = CallbackTask::start(services.commit.clone(), config);
+        let locks = LockCtxs {
+            nlm: Arc::new(NlmCtx {
+                commit: services.commit.clone(),
+                vfs: services.nfs.vfs.clone(),
+                exports: services.nfs.exports.clone(),
+                callbacks: callbacks.clone(),
+            }),
+            nsm: Arc::new(NsmCtx { commit: services.commit.clone(), callbacks }),
+        };
+        match bind_all(&listeners, services, &locks).await {
+            Ok((ports, system_portmap)) => Ok(Serving { listeners, ports, system_portmap, callbacks: task }),
             Err(e) => {
                 listeners.shutdown().await;
+                task.stop().await;
                 Err(e)
             }
         }
@@ -72,15 +98,24 @@ impl Serving {
         services.rpc.conns.close_all();
         self.listeners.shutdown().await;
         services.rpc.conns.close_all();
+        self.callbacks.stop().await;
         if let Some((port, mappings)) = &self.system_portmap {
             unregister_with_system(*port, mappings).await;
         }
     }
 }
 
+/// The address NLM callbacks come from: the VIP when there is one, else the
+/// listen address unless it is unspecified (see `CallbackConfig::source`).
+fn callback_source(config: &ServerConfig) -> Option<IpAddr> {
+    let vip = config.cluster.as_ref().and_then(|c| c.vip.as_ref()).map(|v| v.addr);
+    vip.or_else(|| (!config.listen.is_unspecified()).then_some(config.listen))
+}
+
 async fn bind_all(
     listeners: &Listeners,
     services: &Arc<Services>,
+    locks: &LockCtxs,
 ) -> Result<(BoundPorts, Option<(u16, Vec<mapping>)>), NodeError> {
     let listen = services.config.listen;
     let wanted = services.config.ports.clone();
@@ -89,14 +124,23 @@ async fn bind_all(
     let mount_programs: &[&'static Program<MountCtx>] = &[&mount::PROGRAM_V1, &mount::PROGRAM_V3];
     let mount_dispatcher = dispatcher(services, &services.mount, mount_programs);
     let mount = bind_pair(listeners, mount_dispatcher, "MOUNT", listen, wanted.mount).await?;
+    let nlm =
+        bind_pair(listeners, dispatcher(services, &locks.nlm, &[&nlm::PROGRAM]), "NLM", listen, wanted.nlm).await?;
+    let nsm =
+        bind_pair(listeners, dispatcher(services, &locks.nsm, &[&nsm::PROGRAM]), "NSM", listen, wanted.nsm).await?;
+    tracing::info!(nlm, nsm, "nlm (100021 v4) and nsm (100024 v1) listening on TCP and UDP");
 
     let mut mappings: Vec<mapping> = nfs_programs()
         .iter()
         .map(|p| mapping { prog: p.prog, vers: p.vers, prot: IPPROTO_TCP, port: u32::from(nfs) })
         .collect();
-    for p in mount_programs {
+    let paired = mount_programs
+        .iter()
+        .map(|p| (p.prog, p.vers, mount))
+        .chain([(nlm::PROGRAM.prog, nlm::PROGRAM.vers, nlm), (nsm::PROGRAM.prog, nsm::PROGRAM.vers, nsm)]);
+    for (prog, vers, port) in paired {
         for prot in [IPPROTO_TCP, IPPROTO_UDP] {
-            mappings.push(mapping { prog: p.prog, vers: p.vers, prot, port: u32::from(mount) });
+            mappings.push(mapping { prog, vers, prot, port: u32::from(port) });
         }
     }
     let pmap_dispatcher = dispatcher(services, &services.portmap, &[&portmap::PROGRAM]);
@@ -124,7 +168,7 @@ async fn bind_all(
     for m in &mappings {
         services.portmap.set(*m);
     }
-    Ok((BoundPorts { portmap: portmap_port, nfs, mount }, system_portmap))
+    Ok((BoundPorts { portmap: portmap_port, nfs, mount, nlm, nsm }, system_portmap))
 }
 
 /// The programs served on the NFS port (TCP only: the Linux client refuses

@@ -4,8 +4,9 @@
 //! the NFS service only while this node is the promoted leader holding its
 //! lease, running the `hooks` and moving the VIP around it, and stands down
 //! for another storage node when asked; `control` answers the admin socket
-//! (`init`, `status`, `switchover`, `debug faults`); both share `shared`.
-//! `listen` binds and closes the portmap, MOUNT and NFS listeners for both.
+//! (`init`, `status`, `switchover`, `locks`, `debug faults`); both share `shared`.
+//! `listen` binds and closes the portmap, MOUNT, NFS, NLM and NSM listeners
+//! (and the NLM callback task) for both.
 
 pub mod cluster;
 mod control;
@@ -58,6 +59,8 @@ pub struct BoundPorts {
     pub portmap: u16,
     pub nfs: u16,
     pub mount: u16,
+    pub nlm: u16,
+    pub nsm: u16,
 }
 
 /// Start (a single node, or a cluster member when the config has `[cluster]`),

@@ -7,13 +7,13 @@
 //! xids (late answers to an earlier call) are skipped.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 use super::auth::{AUTH_BODY_BYTES_MAX, AUTH_NONE, AUTH_SYS, AUTH_SYS_GIDS_MAX, MACHINE_NAME_BYTES_MAX};
 use super::msg::{MSG_ACCEPTED, MSG_CALL, MSG_DENIED, MSG_REPLY, REJECT_AUTH_ERROR, REJECT_RPC_MISMATCH, RPC_VERSION};
@@ -88,12 +88,19 @@ pub enum ClientError {
 
 /// Make the call `req` describes; the result bytes of the successful reply.
 pub async fn call(req: &Request<'_>) -> Result<Vec<u8>, ClientError> {
+    call_from(req, None).await
+}
+
+/// `call`, sent from the local address `local` when given (any port). A
+/// callback must come from the address the client called (NLM: the Linux
+/// client accepts a GRANTED only from the server address its lock went to).
+pub async fn call_from(req: &Request<'_>, local: Option<IpAddr>) -> Result<Vec<u8>, ClientError> {
     let xid = next_xid();
     let message = encode_call(xid, req)?;
     let attempts = req.attempts.clamp(1, CLIENT_ATTEMPTS_MAX);
     match req.transport {
-        Transport::Udp => call_udp(req, xid, &message, attempts).await,
-        Transport::Tcp => call_tcp(req, xid, &message, attempts).await,
+        Transport::Udp => call_udp(req, local, xid, &message, attempts).await,
+        Transport::Tcp => call_tcp(req, local, xid, &message, attempts).await,
     }
 }
 
@@ -214,12 +221,24 @@ fn parse_reply(reply: &[u8], xid: u32) -> Parsed {
     }
 }
 
-async fn call_udp(req: &Request<'_>, xid: u32, message: &[u8], attempts: u32) -> Result<Vec<u8>, ClientError> {
-    let local: SocketAddr = match req.addr {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).await?;
+/// The local socket address to bind for a call to `to`: `local` (any port)
+/// or the unspecified address of `to`'s family.
+fn local_addr(to: SocketAddr, local: Option<IpAddr>) -> SocketAddr {
+    match (local, to) {
+        (Some(ip), _) => SocketAddr::new(ip, 0),
+        (None, SocketAddr::V4(_)) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        (None, SocketAddr::V6(_)) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
+async fn call_udp(
+    req: &Request<'_>,
+    local: Option<IpAddr>,
+    xid: u32,
+    message: &[u8],
+    attempts: u32,
+) -> Result<Vec<u8>, ClientError> {
+    let socket = UdpSocket::bind(local_addr(req.addr, local)).await?;
     socket.connect(req.addr).await?;
     // One byte more than accepted, so a longer datagram is seen, not cut.
     let mut buf = vec![0u8; CLIENT_REPLY_BYTES_MAX + 1];
@@ -244,11 +263,17 @@ async fn call_udp(req: &Request<'_>, xid: u32, message: &[u8], attempts: u32) ->
     Err(ClientError::Timeout { attempts })
 }
 
-async fn call_tcp(req: &Request<'_>, xid: u32, message: &[u8], attempts: u32) -> Result<Vec<u8>, ClientError> {
+async fn call_tcp(
+    req: &Request<'_>,
+    local: Option<IpAddr>,
+    xid: u32,
+    message: &[u8],
+    attempts: u32,
+) -> Result<Vec<u8>, ClientError> {
     let framed = record::frame(message)
         .map_err(|_| ClientError::CallTooLarge { len: message.len(), max: CLIENT_CALL_BYTES_MAX })?;
     for _ in 0..attempts {
-        match tokio::time::timeout(req.timeout, tcp_attempt(req.addr, xid, &framed)).await {
+        match tokio::time::timeout(req.timeout, tcp_attempt(req.addr, local, xid, &framed)).await {
             Ok(result) => return result,
             Err(_elapsed) => continue,
         }
@@ -258,8 +283,15 @@ async fn call_tcp(req: &Request<'_>, xid: u32, message: &[u8], attempts: u32) ->
 
 /// One TCP attempt on a fresh connection: send the record, read records until
 /// the reply to `xid` (bounded by the caller's timeout).
-async fn tcp_attempt(addr: SocketAddr, xid: u32, framed: &[u8]) -> Result<Vec<u8>, ClientError> {
-    let mut stream = TcpStream::connect(addr).await?;
+async fn tcp_attempt(addr: SocketAddr, local: Option<IpAddr>, xid: u32, framed: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let mut stream = match local {
+        None => TcpStream::connect(addr).await?,
+        Some(_) => {
+            let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.bind(local_addr(addr, local))?;
+            socket.connect(addr).await?
+        }
+    };
     stream.write_all(framed).await?;
     let max = CLIENT_REPLY_BYTES_MAX as u32;
     let mut buf = BytesMut::with_capacity(4096);
@@ -378,6 +410,48 @@ mod tests {
         req.args = &[0, 0, 0, 42];
         assert_eq!(call(&req).await.unwrap(), vec![0, 0, 0, 42]);
         assert_eq!(server.await.unwrap(), cred);
+    }
+
+    #[tokio::test]
+    async fn call_from_sends_from_the_given_address() {
+        let local: IpAddr = Ipv4Addr::new(127, 0, 0, 9).into();
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let (addr, seen) = match transport {
+                Transport::Udp => {
+                    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+                    let addr = socket.local_addr().unwrap();
+                    let seen = tokio::spawn(async move {
+                        let mut buf = vec![0u8; 2048];
+                        let (n, peer) = socket.recv_from(&mut buf).await.unwrap();
+                        let header = msg::decode_call(&buf[..n]).unwrap();
+                        socket.send_to(&msg::success(header.xid, &[]), peer).await.unwrap();
+                        peer.ip()
+                    });
+                    (addr, seen)
+                }
+                Transport::Tcp => {
+                    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+                    let addr = listener.local_addr().unwrap();
+                    let seen = tokio::spawn(async move {
+                        let (mut st, peer) = listener.accept().await.unwrap();
+                        let mut buf = BytesMut::new();
+                        let rec = loop {
+                            if let Some(r) = record::parse(&mut buf, 4096).unwrap() {
+                                break r;
+                            }
+                            assert!(st.read_buf(&mut buf).await.unwrap() > 0);
+                        };
+                        let reply = msg::success(msg::decode_call(&rec).unwrap().xid, &[]);
+                        st.write_all(&record::header(reply.len()).unwrap()).await.unwrap();
+                        st.write_all(&reply).await.unwrap();
+                        peer.ip()
+                    });
+                    (addr, seen)
+                }
+            };
+            call_from(&request(addr, &Cred::None, transport), Some(local)).await.unwrap();
+            assert_eq!(seen.await.unwrap(), local, "{transport:?}");
+        }
     }
 
     #[test]

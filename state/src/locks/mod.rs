@@ -325,6 +325,12 @@ impl NlmState {
         self.locks.cancel(args, undo)
     }
 
+    /// Re-check every waiter and grant those that now fit (a new active's
+    /// wake-up; see `LockTable::wake_all`).
+    pub fn wake(&mut self, now_ms: u64, undo: &mut NlmUndo) -> Vec<Grant> {
+        self.locks.wake_all(now_ms, undo)
+    }
+
     /// GRANTED_RES (or the synchronous GRANTED's reply) for `Grant::id`:
     /// stop retrying that callback. False if it was not pending.
     pub fn grant_acknowledged(&mut self, id: u64, undo: &mut NlmUndo) -> bool {

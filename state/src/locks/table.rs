@@ -402,6 +402,10 @@ impl LockTable {
         })
     }
 
+    pub(super) fn files_with_waiters(&self) -> impl Iterator<Item = &FileId> + '_ {
+        self.files.iter().filter(|(_, f)| !f.waiters.is_empty()).map(|(file, _)| file)
+    }
+
     /// Every waiter: (file, waiter), by file, oldest first.
     pub fn iter_waiters(&self) -> impl Iterator<Item = (&FileId, &Waiter)> + '_ {
         self.files.iter().flat_map(|(file, f)| f.waiters.iter().map(move |w| (file, w)))
@@ -415,7 +419,7 @@ impl LockTable {
 
     /// O(1) checks after every operation; the full walk runs in tests and
     /// on snapshot load (`check_invariants`).
-    fn assert_cheap_invariants(&self) {
+    pub(super) fn assert_cheap_invariants(&self) {
         assert!(self.counts.locks <= LOCKS_MAX, "locks over LOCKS_MAX");
         assert!(self.counts.waiters <= WAITERS_TOTAL_MAX, "waiters over WAITERS_TOTAL_MAX");
         assert!(self.pending.len() as u64 <= GRANTS_PENDING_MAX, "pending grants over GRANTS_PENDING_MAX");

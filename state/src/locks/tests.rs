@@ -362,6 +362,38 @@ fn host_and_total_lock_bounds() {
 }
 
 #[test]
+fn wake_grants_a_waiter_a_bound_held_back() {
+    let mut n = NlmState::default();
+    let h0 = owner("h0", 1);
+    // h0 one lock short of LOCKS_PER_HOST_MAX, one lock per file.
+    for i in 0..LOCKS_PER_HOST_MAX - 1 {
+        let mut f = FileLocks::default();
+        f.held.insert(h0.clone(), vec![Held { span: Span { start: 0, last: 0 }, kind: X }]);
+        n.locks.put_file(FileId((1_000_000 + i).to_be_bytes().to_vec()), f);
+    }
+    let blocker = owner("blocker", 1);
+    assert!(granted(&lock(&mut n, &args(1, &blocker, r(0, 10), X), false)));
+    assert_eq!(lock(&mut n, &args(1, &h0, r(0, 10), X), true).outcome, LockOutcome::Blocked);
+    assert!(granted(&lock(&mut n, &args(2, &h0, r(0, 1), X), false)), "h0 now at its bound");
+    // The release cannot grant h0's waiter: the bound refuses it.
+    assert!(unlock(&mut n, 1, &blocker, r(0, 10)).granted.is_empty());
+    // Room frees on another file, whose release wakes only that file.
+    assert!(unlock(&mut n, 2, &h0, r(0, 1)).granted.is_empty());
+    assert_eq!(n.locks().waiter_count(), 1);
+    let mut u = NlmUndo::default();
+    let woken = n.wake(5, &mut u);
+    assert_eq!(woken.len(), 1);
+    assert_eq!((woken[0].file.clone(), woken[0].owner.clone(), woken[0].range), (file(1), h0.clone(), r(0, 10)));
+    assert_eq!(n.locks().waiter_count(), 0);
+    assert_eq!(n.locks().pending_grants().count(), 1);
+    assert!(n.wake(6, &mut NlmUndo::default()).is_empty(), "nothing more to wake");
+    let before = n.clone();
+    n.undo(u);
+    assert_eq!(n.locks().waiter_count(), 1, "undo puts the waiter back");
+    assert_ne!(n, before);
+}
+
+#[test]
 fn waiter_bounds() {
     let a = owner("ha", 1);
     let mut n = NlmState::default();

@@ -41,6 +41,22 @@ impl LockTable {
         }
     }
 
+    /// Re-checks every file's waiters (a promotion's wake-up): grants those
+    /// that now fit. Every release already wakes its own file, so only a
+    /// waiter whose grant a bound refused (room freed on another file since)
+    /// can be found here.
+    pub(super) fn wake_all(&mut self, now_ms: u64, undo: &mut NlmUndo) -> Vec<Grant> {
+        let files: Vec<FileId> = self.files_with_waiters().cloned().collect();
+        let mut granted = Vec::new();
+        for file in files {
+            let mut f = self.take_file(&file, undo);
+            granted.extend(self.wake(&file, &mut f, now_ms, undo));
+            self.put_file(file, f);
+        }
+        self.assert_cheap_invariants();
+        granted
+    }
+
     /// Makes `waiter` a lock if nothing conflicts and the bounds allow;
     /// Some(true) if that turned some of its owner's exclusive bytes shared.
     fn try_grant(&self, f: &mut FileLocks, waiter: &Waiter) -> Option<bool> {
