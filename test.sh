@@ -63,7 +63,7 @@ ip netns exec "$ns" cargo test --release --locked --offline --workspace --featur
 ip netns del "$ns"
 trap - EXIT
 
-step "real Linux kernel client (QEMU): basic and special suites"
+step "real Linux kernel client (QEMU): basic, special and lock suites (two guests)"
 bash interop/ci.sh
 
 # Ten kill -9 failovers under a kernel client that keeps writing: the check is
@@ -78,5 +78,12 @@ bash interop/failover.sh --rounds 10 --stall-max 60
 # run is `interop/killloop.sh` (interop/README.md).
 step "real Linux kernel client (QEMU): basic and special under kill -9 every 15 s"
 bash interop/killloop.sh --kills 3 --interval 15
+
+# Locks across kill -9 of the active, two guests: A's lock is still enforced
+# by the new active, B's F_SETLKW is granted by the new active's GRANTED
+# callback, a whole one-guest lock suite survives a kill in its middle, and
+# no DENIED_GRACE_PERIOD is ever sent (transparent recovery).
+step "real Linux kernel client (QEMU): locks across failover"
+bash interop/lockfailover.sh
 
 step "all tests passed"
