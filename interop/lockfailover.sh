@@ -141,6 +141,9 @@ if [ "$SERVER_KIND" = hanfs ]; then
     hanfs_cli 1 init > "$LOGDIR/init.txt" 2>&1 || { cat "$LOGDIR/init.txt" >&2; die "init failed"; }
     active=$(wait_serving 0)
     log "cluster up: node $active active on $VIP ($MODE lock recovery)"
+    # What a client's lockd finds on the VIP's portmapper (printed, kept in the logs).
+    timeout 10 ip netns exec "$NS" rpcinfo -p "$VIP" > "$LOGDIR/rpcinfo-vip.txt" 2>&1 || true
+    sed 's/^/  # rpcinfo -p VIP: /' "$LOGDIR/rpcinfo-vip.txt"
     SPEC=$VIP:/export
 else
     server_start
