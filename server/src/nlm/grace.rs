@@ -175,13 +175,8 @@ impl Recovery {
             let shared = recovery.commit.state();
             let guard = shared.read().unwrap_or_else(|p| p.into_inner());
             let nlm = guard.nlm();
-            let holders: BTreeSet<String> = nlm
-                .hosts()
-                .iter()
-                .map(|(name, _)| name)
-                .filter(|n| nlm.locks().host_count(n) > 0)
-                .map(str::to_string)
-                .collect();
+            let holders: BTreeSet<String> =
+                nlm.locks().iter_locks().map(|(_, owner, _, _)| owner.caller_name.clone()).collect();
             let addrs: BTreeSet<IpAddr> = nlm.hosts().iter().filter_map(|(_, a)| a.parse().ok()).collect();
             (nlm.nsm_state(), holders, addrs)
         };
