@@ -9,7 +9,8 @@
 //! dies (`relay`), the graceful switchover and init refusals
 //! (`switchover`), a CREATE and a REMOVE whose active died between executing
 //! and recording them (`exactly_once`), and `locks` answered on every node
-//! (`locks`). Cluster tests run one at a time (`harness::serial`).
+//! (`locks`); NLM locks across failover (`nlm`), and classic vs transparent
+//! lock recovery (`nlm_classic`). Cluster tests run one at a time (`harness::serial`).
 
 mod harness;
 
@@ -18,6 +19,7 @@ mod exactly_once;
 mod failover;
 mod locks;
 mod nlm;
+mod nlm_classic;
 mod partition;
 mod relay;
 mod switchover;

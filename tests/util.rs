@@ -86,6 +86,7 @@ pub fn test_config(export_dir: &Path, clients: &str, state_dir: &Path) -> Server
         state_dir: state_dir.to_path_buf(),
         record_bytes_max: hanfs_server::rpc::record::RECORD_BYTES_MAX,
         cluster: None,
+        nlm: Default::default(),
     }
 }
 

@@ -23,6 +23,19 @@
 //! on_demote = "umount /srv"
 //! timeout_ms = 30000                  # default
 //! ```
+//!
+//! And `[nlm]`, how locks are recovered when a node starts serving (any
+//! config, cluster or not):
+//!
+//! ```toml
+//! [nlm]
+//! lock_recovery = "transparent"       # default: the replicated table is
+//!                                     # served as it is, no grace period;
+//!                                     # "notify": classic NSM recovery
+//! grace_seconds = 90                  # "notify" only: 1..=3600, default 90
+//! mon_name = "10.0.0.100"             # "notify" only: our name in SM_NOTIFY;
+//!                                     # default the [vip] addr, else listen
+//! ```
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -30,7 +43,11 @@ use std::path::{Path, PathBuf};
 
 use hanfs_raft::network::auth::ClusterSecret;
 use hanfs_raft::types::Role;
-use hanfs_server::config::{ClusterConfig, ClusterSetup, HooksConfig, PeerConfig, HOOK_TIMEOUT_MS_DEFAULT};
+use hanfs_server::config::{
+    ClusterConfig, ClusterSetup, HooksConfig, LockRecovery, NlmConfig, PeerConfig, GRACE_SECONDS_MAX,
+    GRACE_SECONDS_MIN, HOOK_TIMEOUT_MS_DEFAULT,
+};
+use hanfs_server::nsm::xdr::SM_MAXSTRLEN;
 use hanfs_server::vip::{valid_device_name, VipConfig, DEFAULT_DEVICE, IPV4_PREFIX_MAX, IPV6_PREFIX_MAX};
 use serde::Deserialize;
 use toml::Spanned;
@@ -75,6 +92,48 @@ pub struct HooksSection {
     on_promote: Option<String>,
     on_demote: Option<String>,
     timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NlmSection {
+    lock_recovery: Option<Spanned<String>>,
+    grace_seconds: Option<Spanned<u64>>,
+    mon_name: Option<Spanned<String>>,
+}
+
+/// Validate `[nlm]`; defaults (transparent) without it. A problem is
+/// reported through `at` and the default kept.
+pub fn check_nlm(nlm: Option<&NlmSection>, at: &mut impl FnMut(Range<usize>, String)) -> NlmConfig {
+    let mut config = NlmConfig::default();
+    let Some(n) = nlm else { return config };
+    if let Some(r) = &n.lock_recovery {
+        config.lock_recovery = match r.get_ref().as_str() {
+            "transparent" => LockRecovery::Transparent,
+            "notify" => LockRecovery::Notify,
+            other => {
+                at(r.span(), format!("lock_recovery `{other}` must be \"transparent\" or \"notify\""));
+                LockRecovery::Transparent
+            }
+        };
+    }
+    if let Some(g) = &n.grace_seconds {
+        let v = *g.get_ref();
+        if (GRACE_SECONDS_MIN..=GRACE_SECONDS_MAX).contains(&v) {
+            config.grace_seconds = v;
+        } else {
+            at(g.span(), format!("grace_seconds must be between {GRACE_SECONDS_MIN} and {GRACE_SECONDS_MAX}"));
+        }
+    }
+    if let Some(m) = &n.mon_name {
+        let name = m.get_ref();
+        if name.is_empty() || name.len() > SM_MAXSTRLEN || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            at(m.span(), format!("mon_name must be 1..={SM_MAXSTRLEN} bytes without spaces"));
+        } else {
+            config.mon_name = Some(name.clone());
+        }
+    }
+    config
 }
 
 /// Validate the cluster sections; `None` when there is no `[cluster]` (then

@@ -20,19 +20,22 @@
 //! dir = "/srv/nfs/export"       # must exist
 //! id = 1                        # fsid: the same on every node
 //! clients = "*(rw,root_squash)" # exports(5) syntax
+//!
+//! [nlm]                         # optional; see cluster_config.rs
+//! lock_recovery = "transparent" # default; or "notify" (classic)
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use hanfs_server::config::{ExportConfig, Ports, ServerConfig};
+use hanfs_server::config::{ExportConfig, NlmConfig, Ports, ServerConfig};
 use hanfs_server::exports::parse_clients;
 use hanfs_server::rpc::record::RECORD_BYTES_MAX;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::args::{LogFormat, RunArgs, QUICK_CLIENTS, QUICK_STATE_DIR};
-use crate::cluster_config::{ClusterSection, HooksSection, VipSection};
+use crate::cluster_config::{check_nlm, ClusterSection, HooksSection, NlmSection, VipSection};
 
 /// Default state directory with a config file.
 pub const CONFIG_STATE_DIR: &str = "/var/lib/hanfs";
@@ -53,6 +56,7 @@ struct FileConfig {
     cluster: Option<ClusterSection>,
     vip: Option<VipSection>,
     hooks: Option<HooksSection>,
+    nlm: Option<NlmSection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -153,6 +157,7 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
     }
     let cluster =
         crate::cluster_config::check(file.cluster.as_ref(), file.vip.as_ref(), file.hooks.as_ref(), base, &mut at);
+    let nlm = check_nlm(file.nlm.as_ref(), &mut at);
     // A cluster's export dirs may live on a shared disk that `on_promote`
     // mounts: on a passive node they need not exist yet.
     let dirs_must_exist = file.cluster.is_none();
@@ -171,7 +176,15 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
     }
     let state_dir = file.server.state_dir.unwrap_or_else(|| PathBuf::from(CONFIG_STATE_DIR));
     Ok(Config {
-        server: ServerConfig { listen, ports, exports, state_dir: base.join(state_dir), record_bytes_max, cluster },
+        server: ServerConfig {
+            listen,
+            ports,
+            exports,
+            state_dir: base.join(state_dir),
+            record_bytes_max,
+            cluster,
+            nlm,
+        },
         log_format: file.server.log_format.unwrap_or(LogFormat::Text),
     })
 }
@@ -250,6 +263,7 @@ pub fn from_flags(args: &RunArgs) -> Result<Config, String> {
             state_dir: args.state_dir.clone().unwrap_or_else(|| PathBuf::from(QUICK_STATE_DIR)),
             record_bytes_max: RECORD_BYTES_MAX,
             cluster: None,
+            nlm: NlmConfig::default(),
         },
         log_format: args.log_format.unwrap_or(LogFormat::Text),
     })
@@ -329,6 +343,38 @@ mod tests {
         assert!(e.iter().any(|m| m.starts_with("3: ") && m.contains("nlm port 2049")), "{e:?}");
         let e = errs(&format!("[ports]\nnlm = 4045\nnsm = 4045\n{head}"));
         assert!(e.iter().any(|m| m.contains("nlm and nsm cannot share port 4045")), "{e:?}");
+    }
+
+    #[test]
+    fn nlm_table_defaults_to_transparent_and_is_checked() {
+        use hanfs_server::config::LockRecovery;
+        let head = "[[export]]\nname = \"/export\"\ndir = \"/tmp\"\nid = 1\n";
+        let c = load_str(head, Path::new("/")).map_err(|e| e.join("; ")).unwrap();
+        assert_eq!(c.server.nlm, NlmConfig::default());
+        assert_eq!((c.server.nlm.lock_recovery, c.server.nlm.grace_seconds), (LockRecovery::Transparent, 90));
+        assert_eq!(c.server.nsm_mon_name(), hanfs_server::nlm::callback::CallbackConfig::new(111, None).machine);
+        // Exactly what interop/lib/lockfailover.sh appends.
+        let classic = format!(
+            "[server]\nlisten = \"10.99.0.1\"\n{head}\n[nlm]\nlock_recovery = \"notify\"\ngrace_seconds = 15\n"
+        );
+        let c = load_str(&classic, Path::new("/")).map_err(|e| e.join("; ")).unwrap();
+        assert_eq!((c.server.nlm.lock_recovery, c.server.nlm.grace_seconds), (LockRecovery::Notify, 15));
+        assert_eq!(c.server.nsm_mon_name(), "10.99.0.1", "the listen address without a [vip]");
+        let named = format!("{head}[nlm]\nmon_name = \"nfs.example.com\"\n");
+        let c = load_str(&named, Path::new("/")).map_err(|e| e.join("; ")).unwrap();
+        assert_eq!(c.server.nsm_mon_name(), "nfs.example.com");
+        let bad = format!("{head}[nlm]\nlock_recovery = \"grace\"\ngrace_seconds = 0\nmon_name = \"a b\"\n");
+        let e = errs(&bad);
+        assert!(e.iter().any(|m| m.starts_with("6: ") && m.contains("lock_recovery `grace`")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.starts_with("7: ") && m.contains("grace_seconds must be between 1 and 3600")),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|m| m.starts_with("8: ") && m.contains("mon_name")), "{e:?}");
+        let e = errs(&format!("{head}[nlm]\ngrace_seconds = 3601\n"));
+        assert!(e.iter().any(|m| m.starts_with("6: ") && m.contains("grace_seconds")), "{e:?}");
+        let e = errs(&format!("{head}[nlm]\nbogus = 1\n"));
+        assert!(e.iter().any(|m| m.starts_with("6: ") && m.contains("bogus")), "{e:?}");
     }
 
     #[test]

@@ -145,6 +145,12 @@ fn check_config(file: &Path) -> Result<(), Failure> {
             e.clients.iter().map(|r| hanfs_server::exports::pattern_string(&r.pattern)).collect();
         println!("  export {} id {} dir {} clients {}", e.name, e.export_id, e.dir.display(), clients.join(" "));
     }
+    let n = &s.nlm;
+    let recovery = match n.lock_recovery {
+        hanfs_server::config::LockRecovery::Transparent => "transparent",
+        hanfs_server::config::LockRecovery::Notify => "notify",
+    };
+    println!("  nlm lock_recovery {recovery} grace {} s mon_name {}", n.grace_seconds, s.nsm_mon_name());
     if let Some(c) = &s.cluster {
         let k = &c.cluster;
         println!("  cluster {} node {} secret {}", k.name, k.node_id, k.secret_file.display());

@@ -108,6 +108,62 @@ pub struct ServerConfig {
     pub record_bytes_max: u32,
     /// `[cluster]`, `[vip]`, `[hooks]`; `None`: a single node on `LocalCommit`.
     pub cluster: Option<ClusterSetup>,
+    /// `[nlm]`: how locks are recovered when a node starts serving.
+    pub nlm: NlmConfig,
+}
+
+impl ServerConfig {
+    /// The name this server announces in SM_NOTIFY (`NlmConfig::mon_name`),
+    /// else the VIP address, else the listen address unless it is
+    /// unspecified, else this host's name. Clients monitor a server by the
+    /// name they mounted it with (the address, as in `mount vip:/export`).
+    pub fn nsm_mon_name(&self) -> String {
+        if let Some(name) = &self.nlm.mon_name {
+            return name.clone();
+        }
+        let vip = self.cluster.as_ref().and_then(|c| c.vip.as_ref()).map(|v| v.addr);
+        match vip.or_else(|| (!self.listen.is_unspecified()).then_some(self.listen)) {
+            Some(addr) => addr.to_string(),
+            None => crate::nlm::callback::hostname(),
+        }
+    }
+}
+
+/// What a node does about client locks when it starts serving (`[nlm]
+/// lock_recovery`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum LockRecovery {
+    /// The replicated table is served as it is: no grace period, no
+    /// SM_NOTIFY, the NSM state number unchanged (the default).
+    #[default]
+    Transparent,
+    /// Classic NSM recovery, as knfsd after a restart: the NSM state goes up
+    /// by 2, every lock host gets SM_NOTIFY, and for `grace_seconds` only
+    /// reclaims are granted (lifted early once every host has reclaimed or
+    /// holds nothing).
+    Notify,
+}
+
+/// Default grace period of classic recovery (knfsd's and sm-notify's 90 s).
+pub const GRACE_SECONDS_DEFAULT: u64 = 90;
+/// Accepted `grace_seconds` range.
+pub const GRACE_SECONDS_MIN: u64 = 1;
+pub const GRACE_SECONDS_MAX: u64 = 3600;
+
+/// `[nlm]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NlmConfig {
+    pub lock_recovery: LockRecovery,
+    /// Grace period of `LockRecovery::Notify`, in seconds.
+    pub grace_seconds: u64,
+    /// Our name in SM_NOTIFY; `None`: see `ServerConfig::nsm_mon_name`.
+    pub mon_name: Option<String>,
+}
+
+impl Default for NlmConfig {
+    fn default() -> Self {
+        NlmConfig { lock_recovery: LockRecovery::Transparent, grace_seconds: GRACE_SECONDS_DEFAULT, mon_name: None }
+    }
 }
 
 /// Bound on one hook command (`on_promote` / `on_demote`) unless configured.

@@ -177,22 +177,28 @@ impl Cluster {
     /// Write the configs, start the three nodes, `init` on storage 1 and wait
     /// for a leader serving.
     pub fn start(label: &str) -> Cluster {
-        Cluster::start_with(label, false, &[])
+        Cluster::start_with(label, false, &[], "")
+    }
+
+    /// Like `start`, with `extra` appended to every node's config (e.g. an
+    /// `[nlm]` table).
+    pub fn start_with_config(label: &str, extra: &str) -> Cluster {
+        Cluster::start_with(label, false, &[], extra)
     }
 
     /// Like `start`, with extra environment for every node (test faults).
     pub fn start_with_env(label: &str, env: &[(&str, &str)]) -> Cluster {
-        Cluster::start_with(label, false, env)
+        Cluster::start_with(label, false, env, "")
     }
 
     /// Like `start`, with the portmapper on port 111 of the service address
     /// (for `showmount`); panics with the reason if that port cannot be bound.
     /// Holds `tools::PORT_111` until dropped, so no other port-111 test overlaps.
     pub fn start_portmap_111(label: &str) -> Cluster {
-        Cluster::start_with(label, true, &[])
+        Cluster::start_with(label, true, &[], "")
     }
 
-    fn start_with(label: &str, portmap_111: bool, env: &[(&str, &str)]) -> Cluster {
+    fn start_with(label: &str, portmap_111: bool, env: &[(&str, &str)], extra: &str) -> Cluster {
         init_tracing();
         let guard = serial();
         let service = service_address();
@@ -227,7 +233,8 @@ impl Cluster {
             let config = dir.join("hanfs.toml");
             std::fs::write(
                 &config,
-                config_text(*id, &format!("test-{label}"), service, ports, &state_dir, &export, &secret, &peers),
+                config_text(*id, &format!("test-{label}"), service, ports, &state_dir, &export, &secret, &peers)
+                    + extra,
             )
             .expect("write config");
             let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -81,7 +81,7 @@ impl CallbackConfig {
 }
 
 /// This host's name, for AUTH_SYS (bounded; "hanfs" if unreadable).
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let name = name.trim();
     if name.is_empty() || name.len() > MACHINE_NAME_BYTES_MAX {

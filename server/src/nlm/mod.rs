@@ -14,9 +14,11 @@
 //! `proc_misc.rs` holds NULL, GRANTED, the `_RES` procedures, SHARE, UNSHARE
 //! and FREE_ALL; `callback.rs` sends GRANTED_MSG for granted waiters and the
 //! `_RES` calls. Only version 4 is registered: v1 and v3 calls get
-//! PROG_MISMATCH(4, 4) from the dispatcher. There is no grace period
-//! (transparent failover: the table is replicated), so DENIED_GRACE_PERIOD is
-//! never sent. Every reply's status is logged at debug level as
+//! PROG_MISMATCH(4, 4) from the dispatcher. With transparent failover (the
+//! default: the table is replicated) there is no grace period and
+//! DENIED_GRACE_PERIOD is never sent; classic recovery (`[nlm] lock_recovery
+//! = "notify"`, `grace.rs`) refuses TEST and non-reclaim LOCKs with it for a
+//! while after each promotion. Every reply's status is logged at debug level as
 //! `nlm reply status=NAME`.
 //!
 //! [`xdr`] holds every NLM v4 argument and result type with a checked decoder
@@ -24,6 +26,7 @@
 
 pub mod callback;
 mod file;
+pub mod grace;
 mod proc_lock;
 mod proc_misc;
 pub mod xdr;
@@ -81,6 +84,7 @@ use crate::exports::ExportTable;
 use crate::rpc::program::{Call, Drc, Handler, Proc, ProcError, ProcFuture, Program};
 use crate::vfs::Vfs;
 use callback::Callbacks;
+use grace::Grace;
 
 /// What the NLM handlers reach.
 pub struct NlmCtx {
@@ -92,6 +96,9 @@ pub struct NlmCtx {
     pub exports: Arc<ExportTable>,
     /// GRANTED_MSG and `_RES` calls to clients (this active period's task).
     pub callbacks: Callbacks,
+    /// Classic recovery's grace period of this active period (never in
+    /// grace in transparent mode).
+    pub grace: Grace,
 }
 
 const fn p(name: &'static str, handler: Handler<NlmCtx>, drc: Drc) -> Proc<NlmCtx> {

@@ -2,7 +2,8 @@
 //! returns the NLM result; the synchronous procedure replies with it, the
 //! `_MSG` form sends it back as a `_RES` call (`fs/lockd/svc4proc.c`).
 //! Every decision is the committed table's (`Outcome`), never the handler's;
-//! TEST is a read of the applied table.
+//! TEST is a read of the applied table. In classic recovery's grace period
+//! (`grace.rs`) TEST and non-reclaim LOCKs answer DENIED_GRACE_PERIOD.
 
 use std::sync::Arc;
 
@@ -66,6 +67,10 @@ async fn test_core(ctx: &Arc<NlmCtx>, call: &Call, a: Nlm4TestArgs, name: &'stat
 }
 
 async fn test_stat(ctx: &Arc<NlmCtx>, call: &Call, a: &Nlm4TestArgs) -> Result<Nlm4TestRply, Nlm4Stats> {
+    // Classic recovery refuses every TEST in grace, as Linux (`grace.rs`).
+    if ctx.grace.in_grace() {
+        return Err(Nlm4Stats::DeniedGracePeriod);
+    }
     let fid = check_file(ctx, call, a.alock.fh.as_bytes(), Need::Object).await?;
     let args = lock_args(fid, &a.alock, a.exclusive)?;
     let outcome = {
@@ -111,6 +116,10 @@ async fn lock_stat(
     call: &Call,
     a: &Nlm4LockArgs,
 ) -> Result<Result<Nlm4Stats, Nlm4Stats>, ProcError> {
+    // Classic recovery grants only reclaims in grace (`grace.rs`).
+    if !a.reclaim && ctx.grace.in_grace() {
+        return Ok(Err(Nlm4Stats::DeniedGracePeriod));
+    }
     let fid = match check_file(ctx, call, a.alock.fh.as_bytes(), Need::Object).await {
         Ok(fid) => fid,
         Err(stat) => return Ok(Err(stat)),
@@ -119,9 +128,14 @@ async fn lock_stat(
         Ok(args) => args,
         Err(stat) => return Ok(Err(stat)),
     };
+    let reclaimer = a.reclaim.then(|| args.owner.caller_name.clone());
     let cmd =
         NlmCommand::Lock { args, block: a.block, client_addr: client_ip(call.peer).to_string(), now_ms: now_ms() };
-    let stat = match commit_one(ctx, call, cmd).await? {
+    let outcome = commit_one(ctx, call, cmd).await?;
+    if let Some(host) = reclaimer {
+        ctx.grace.note_reclaim(&host);
+    }
+    let stat = match outcome {
         Outcome::Lock(effect) => match effect.outcome {
             LockOutcome::Granted => Nlm4Stats::Granted,
             LockOutcome::Denied(_) => Nlm4Stats::Denied,

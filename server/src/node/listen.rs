@@ -5,7 +5,9 @@
 //! its port; and closing them again: connections dropped at once, listeners
 //! stopped. The NLM callback task (GRANTED_MSG, `_RES`) lives exactly as long
 //! as the listeners: it starts in `Serving::open` (and then re-sends every
-//! pending grant of the replicated table) and stops in `Serving::close`.
+//! pending grant of the replicated table) and stops in `Serving::close`; so
+//! does classic lock recovery (`nlm::grace::Recovery`: NSM state bump and
+//! grace period before the listeners open, SM_NOTIFY once they are).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +22,7 @@ use crate::config::ServerConfig;
 use crate::mount::{self, MountCtx};
 use crate::nfs3::{self, NfsCtx};
 use crate::nlm::callback::{CallbackConfig, CallbackTask};
+use crate::nlm::grace::Recovery;
 use crate::nlm::{self, NlmCtx};
 use crate::nsm::{self, NsmCtx};
 use crate::portmap;
@@ -53,6 +56,8 @@ pub struct Serving {
     system_portmap: Option<(u16, Vec<mapping>)>,
     /// GRANTED_MSG and `_RES` calls to clients, while serving.
     callbacks: CallbackTask,
+    /// Classic lock recovery (grace period, SM_NOTIFY); empty in transparent mode.
+    recovery: Recovery,
 }
 
 /// The lock programs' contexts of one active period.
@@ -67,6 +72,9 @@ impl Serving {
     pub async fn open(services: &Arc<Services>) -> Result<Serving, NodeError> {
         let listeners = Listeners::new();
         let config = CallbackConfig::new(services.config.ports.callback_portmap, callback_source(&services.config));
+        let mut recovery = Recovery::begin(services.commit.clone(), &services.config, config.clone())
+            .await
+            .map_err(NodeError::Commit)?;
         let (callbacks, task) = CallbackTask::start(services.commit.clone(), config);
         let locks = LockCtxs {
             nlm: Arc::new(NlmCtx {
@@ -74,14 +82,19 @@ impl Serving {
                 vfs: services.nfs.vfs.clone(),
                 exports: services.nfs.exports.clone(),
                 callbacks: callbacks.clone(),
+                grace: recovery.grace(),
             }),
             nsm: Arc::new(NsmCtx { commit: services.commit.clone(), callbacks }),
         };
         match bind_all(&listeners, services, &locks).await {
-            Ok((ports, system_portmap)) => Ok(Serving { listeners, ports, system_portmap, callbacks: task }),
+            Ok((ports, system_portmap)) => {
+                recovery.listening();
+                Ok(Serving { listeners, ports, system_portmap, callbacks: task, recovery })
+            }
             Err(e) => {
                 listeners.shutdown().await;
                 task.stop().await;
+                recovery.stop().await;
                 Err(e)
             }
         }
@@ -99,6 +112,7 @@ impl Serving {
         self.listeners.shutdown().await;
         services.rpc.conns.close_all();
         self.callbacks.stop().await;
+        self.recovery.stop().await;
         if let Some((port, mappings)) = &self.system_portmap {
             unregister_with_system(*port, mappings).await;
         }

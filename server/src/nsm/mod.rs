@@ -20,9 +20,13 @@
 //!   client under another name (caller_name and mon_name can differ) and are
 //!   freed too (`FreeAll`). A retransmitted NOTIFY changes nothing.
 //!
+//! [`notify`] sends this server's own SM_NOTIFY to its lock clients when
+//! classic recovery runs (`nlm::grace`).
+//!
 //! [`xdr`] holds every NSM argument and result type, the SM_NOTIFY argument
 //! and the `status` callback, with checked decoders and encoders.
 
+pub mod notify;
 pub mod xdr;
 
 pub const SM_PROGRAM: u32 = 100_024;
