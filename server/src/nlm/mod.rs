@@ -17,13 +17,17 @@
 //! PROG_MISMATCH(4, 4) from the dispatcher. There is no grace period
 //! (transparent failover: the table is replicated), so DENIED_GRACE_PERIOD is
 //! never sent. Every reply's status is logged at debug level as
-//! `nlm reply status=NAME`.
+//! `nlm reply status=NAME`. `ofd.rs` holds every granted lock as an OFD
+//! lock on the exported file too, so local processes see NFS clients' locks
+//! and a LOCK or TEST sees theirs.
 //!
 //! [`xdr`] holds every NLM v4 argument and result type with a checked decoder
 //! and an encoder (plus the small codec that `nsm::xdr` shares).
 
 pub mod callback;
 mod file;
+pub mod ofd;
+mod ofd_sys;
 mod proc_lock;
 mod proc_misc;
 pub mod xdr;
@@ -81,6 +85,7 @@ use crate::exports::ExportTable;
 use crate::rpc::program::{Call, Drc, Handler, Proc, ProcError, ProcFuture, Program};
 use crate::vfs::Vfs;
 use callback::Callbacks;
+use ofd::OfdMirror;
 
 /// What the NLM handlers reach.
 pub struct NlmCtx {
@@ -92,6 +97,8 @@ pub struct NlmCtx {
     pub exports: Arc<ExportTable>,
     /// GRANTED_MSG and `_RES` calls to clients (this active period's task).
     pub callbacks: Callbacks,
+    /// The table's locks held as OFD locks on the exported files (this active period's).
+    pub ofd: Arc<OfdMirror>,
 }
 
 const fn p(name: &'static str, handler: Handler<NlmCtx>, drc: Drc) -> Proc<NlmCtx> {

@@ -2,7 +2,10 @@
 //! returns the NLM result; the synchronous procedure replies with it, the
 //! `_MSG` form sends it back as a `_RES` call (`fs/lockd/svc4proc.c`).
 //! Every decision is the committed table's (`Outcome`), never the handler's;
-//! TEST is a read of the applied table.
+//! TEST is a read of the applied table. Locks held outside hanfs on the
+//! exported file count too: `ofd.rs` tests them before a LOCK is committed
+//! and for a TEST the table finds free, and takes the table's locks as OFD
+//! locks after every commit (`commit_one`).
 
 use std::sync::Arc;
 
@@ -10,6 +13,7 @@ use hanfs_state::locks::{CancelOutcome, LockOutcome, TestOutcome, UnlockOutcome}
 use hanfs_state::{Command, NlmCommand, Outcome};
 
 use super::file::{self, check_file, client_ip, holder, lock_args, log_reply, now_ms, Need};
+use super::ofd::Touched;
 use super::xdr::{
     from_bytes, Nlm4CancArgs, Nlm4LockArgs, Nlm4Res, Nlm4Stats, Nlm4TestArgs, Nlm4TestRes, Nlm4TestRply,
     Nlm4UnlockArgs, Xdr,
@@ -35,10 +39,13 @@ pub(super) fn reply_by_call<T: Xdr>(ctx: &NlmCtx, call: &Call, res_proc: u32, re
 
 /// Commit one NLM command and return its outcome. A failed commit (this node
 /// lost leadership) sends no reply: the client retransmits to the new active.
+/// The files it changed are then reconciled with the OFD lock mirror.
 pub(super) async fn commit_one(ctx: &NlmCtx, call: &Call, cmd: NlmCommand) -> Result<Outcome, ProcError> {
+    let touched = Touched::of(&cmd);
     match ctx.commit.commit(vec![Command::Nlm(cmd)]).await {
         Ok(mut outcomes) if outcomes.len() == 1 => {
             let outcome = outcomes.pop().ok_or(ProcError::SystemErr)?;
+            ctx.ofd.reconcile(touched, outcome.granted()).await;
             ctx.callbacks.granted(outcome.granted());
             Ok(outcome)
         }
@@ -74,7 +81,10 @@ async fn test_stat(ctx: &Arc<NlmCtx>, call: &Call, a: &Nlm4TestArgs) -> Result<N
         guard.nlm().test(&args)
     };
     match outcome {
-        TestOutcome::Free => Nlm4TestRply::not_denied(Nlm4Stats::Granted).ok_or(Nlm4Stats::Failed),
+        TestOutcome::Free => match ctx.ofd.local_holder(&args).await {
+            Some(h) => Ok(Nlm4TestRply::denied(h)),
+            None => Nlm4TestRply::not_denied(Nlm4Stats::Granted).ok_or(Nlm4Stats::Failed),
+        },
         TestOutcome::Conflict(h) => Ok(Nlm4TestRply::denied(holder(&h))),
         TestOutcome::Invalid(_) => Err(Nlm4Stats::Failed),
     }
@@ -119,6 +129,9 @@ async fn lock_stat(
         Ok(args) => args,
         Err(stat) => return Ok(Err(stat)),
     };
+    if let Some(stat) = ctx.ofd.lock_refusal(&args, a.block).await {
+        return Ok(Err(stat));
+    }
     let cmd =
         NlmCommand::Lock { args, block: a.block, client_addr: client_ip(call.peer).to_string(), now_ms: now_ms() };
     let stat = match commit_one(ctx, call, cmd).await? {

@@ -5,7 +5,10 @@
 //! its port; and closing them again: connections dropped at once, listeners
 //! stopped. The NLM callback task (GRANTED_MSG, `_RES`) lives exactly as long
 //! as the listeners: it starts in `Serving::open` (and then re-sends every
-//! pending grant of the replicated table) and stops in `Serving::close`.
+//! pending grant of the replicated table) and stops in `Serving::close`; so
+//! does the OFD lock mirror (`nlm::ofd`): `open` takes every lock of the
+//! table on the exported files before the listeners bind, `close` releases
+//! them all after they stopped.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +23,7 @@ use crate::config::ServerConfig;
 use crate::mount::{self, MountCtx};
 use crate::nfs3::{self, NfsCtx};
 use crate::nlm::callback::{CallbackConfig, CallbackTask};
+use crate::nlm::ofd::OfdMirror;
 use crate::nlm::{self, NlmCtx};
 use crate::nsm::{self, NsmCtx};
 use crate::portmap;
@@ -53,6 +57,8 @@ pub struct Serving {
     system_portmap: Option<(u16, Vec<mapping>)>,
     /// GRANTED_MSG and `_RES` calls to clients, while serving.
     callbacks: CallbackTask,
+    /// The table's locks held as OFD locks on the exported files, while serving.
+    ofd: Arc<OfdMirror>,
 }
 
 /// The lock programs' contexts of one active period.
@@ -66,22 +72,26 @@ impl Serving {
     /// whatever was bound is closed again.
     pub async fn open(services: &Arc<Services>) -> Result<Serving, NodeError> {
         let listeners = Listeners::new();
+        let ofd = OfdMirror::start(services.nfs.vfs.clone(), services.commit.clone());
+        ofd.rebuild().await;
         let config = CallbackConfig::new(services.config.ports.callback_portmap, callback_source(&services.config));
-        let (callbacks, task) = CallbackTask::start(services.commit.clone(), config);
+        let (callbacks, task) = CallbackTask::start(services.commit.clone(), config, ofd.clone());
         let locks = LockCtxs {
             nlm: Arc::new(NlmCtx {
                 commit: services.commit.clone(),
                 vfs: services.nfs.vfs.clone(),
                 exports: services.nfs.exports.clone(),
                 callbacks: callbacks.clone(),
+                ofd: ofd.clone(),
             }),
-            nsm: Arc::new(NsmCtx { commit: services.commit.clone(), callbacks }),
+            nsm: Arc::new(NsmCtx { commit: services.commit.clone(), callbacks, ofd: ofd.clone() }),
         };
         match bind_all(&listeners, services, &locks).await {
-            Ok((ports, system_portmap)) => Ok(Serving { listeners, ports, system_portmap, callbacks: task }),
+            Ok((ports, system_portmap)) => Ok(Serving { listeners, ports, system_portmap, callbacks: task, ofd }),
             Err(e) => {
                 listeners.shutdown().await;
                 task.stop().await;
+                ofd.close();
                 Err(e)
             }
         }
@@ -99,6 +109,7 @@ impl Serving {
         self.listeners.shutdown().await;
         services.rpc.conns.close_all();
         self.callbacks.stop().await;
+        self.ofd.close();
         if let Some((port, mappings)) = &self.system_portmap {
             unregister_with_system(*port, mappings).await;
         }
