@@ -11,6 +11,7 @@ mod malformed;
 mod mount;
 mod nfs3_ops;
 mod nlm;
+mod nlm_ofd;
 mod perms;
 mod portmap;
 mod readdir;
