@@ -18,7 +18,10 @@
 //!   be mirrored). Only regular files are mirrored. At most
 //!   [`OFD_DESCRIPTIONS_MAX`], and never more than 1/[`OFD_RLIMIT_DIVISOR`]
 //!   of the process's open-file limit, are open: beyond that a LOCK that
-//!   would need a new one is refused with DENIED_NOLOCKS before its commit.
+//!   would need a new one is refused with DENIED_NOLOCKS before its commit
+//!   (a grant that still finds the bound reached, by a race or as a woken
+//!   waiter, is counted and retried like a conflict, below). A deleted
+//!   file (STALE) is not mirrored: no process can open it any more.
 //! - **Reconcile, never bookkeep.** After every committed NLM command the
 //!   files it touched (its file, the files of the waiters it granted, every
 //!   file of the host a FREE_ALL or SM_NOTIFY freed) are made equal to the
@@ -62,6 +65,7 @@ use std::time::Duration;
 use hanfs_raft::commit::Commit;
 use hanfs_state::locks::{FileId, Grant, LockArgs, LockKind, LockOwner, NlmState, TestOutcome};
 use hanfs_state::NlmCommand;
+use nfs3_types::nfs3::nfsstat3;
 use tokio::task::JoinHandle;
 
 use super::ofd_sys::{getlk, kernel_span, nofile_soft_limit, open_for_locks, setlk, unlock, Span, SysError};
@@ -350,7 +354,8 @@ impl OfdMirror {
                 tracing::warn!(max = self.max, "nlm lock refused: OFD descriptions at their bound");
                 return Check::Full;
             }
-            None => match self.open(&args.file) {
+            // A fresh description only to test: read-only is enough for F_OFD_GETLK.
+            None => match self.open(&args.file, false) {
                 Ok(Some(fd)) => {
                     fresh = fd;
                     fresh.as_raw_fd()
@@ -378,14 +383,20 @@ impl OfdMirror {
         }
     }
 
-    /// A description on `file` for locking, or None if it is not a regular file.
-    fn open(&self, file: &FileId) -> Result<Option<OwnedFd>, SysError> {
+    /// A description on `file` for locking (`writable`: read-write if the
+    /// server may), or None if there is nothing to mirror: not a regular
+    /// file, or deleted (STALE: no process can open it any more).
+    fn open(&self, file: &FileId, writable: bool) -> Result<Option<OwnedFd>, SysError> {
         let state = self.commit.state();
-        let obj = self.vfs.resolve(&state, &file.0).map_err(SysError::Resolve)?;
+        let obj = match self.vfs.resolve(&state, &file.0) {
+            Ok(obj) => obj,
+            Err(nfsstat3::NFS3ERR_STALE) => return Ok(None),
+            Err(e) => return Err(SysError::Resolve(e)),
+        };
         if !obj.st.is_reg() {
             return Ok(None);
         }
-        open_for_locks(&obj.fd).map(Some)
+        open_for_locks(&obj.fd, writable).map(Some)
     }
 
     fn reconcile_file(&self, inner: &mut Inner, file: &FileId) {
@@ -417,7 +428,7 @@ impl OfdMirror {
                 ok = false;
                 continue;
             }
-            match self.open(file) {
+            match self.open(file, true) {
                 Ok(Some(fd)) => {
                     owners.insert(owner.clone(), Desc { fd, applied: None });
                     *descriptions += 1;
@@ -538,7 +549,12 @@ async fn retry_loop(mirror: Weak<OfdMirror>) {
     loop {
         tick.tick().await;
         let Some(m) = mirror.upgrade() else { return };
-        if m.lock_inner().dirty.is_empty() {
+        // Never wait on the runtime for a reconcile in progress: next round.
+        let skip = match m.inner.try_lock() {
+            Ok(inner) => inner.dirty.is_empty(),
+            Err(_) => true,
+        };
+        if skip {
             continue;
         }
         if tokio::task::spawn_blocking(move || m.retry_dirty()).await.is_err() {

@@ -124,11 +124,14 @@ pub fn getlk(fd: RawFd, span: Span) -> Result<Option<Found>, SysError> {
 }
 
 /// A new open file description on the regular file behind the O_PATH fd
-/// `path_fd`, for locking: read-write if the server may (an exclusive lock
-/// needs it), else read-only. Non-blocking, so an open never waits for a
-/// lease break.
-pub fn open_for_locks(path_fd: &OwnedFd) -> Result<OwnedFd, SysError> {
+/// `path_fd`, for locking: with `writable`, read-write if the server may (an
+/// exclusive lock needs it), else read-only. Non-blocking, so an open never
+/// waits for a lease break.
+pub fn open_for_locks(path_fd: &OwnedFd, writable: bool) -> Result<OwnedFd, SysError> {
     let flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    if !writable {
+        return sys::reopen(path_fd, libc::O_RDONLY | flags).map_err(|e| SysError::Errno(e.0));
+    }
     match sys::reopen(path_fd, libc::O_RDWR | flags) {
         Ok(fd) => Ok(fd),
         Err(sys::Errno(libc::EACCES | libc::EPERM | libc::EROFS | libc::ETXTBSY | libc::EWOULDBLOCK)) => {

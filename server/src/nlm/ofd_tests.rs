@@ -210,3 +210,20 @@ fn gaps_cover_the_rest_of_the_file() {
     assert!(covers(&[x], s(0, 9)));
     assert!(!covers(&[s(0, 9)], Span { kind: LockKind::Exclusive, ..x }));
 }
+
+#[tokio::test]
+async fn a_deleted_file_is_released_and_not_mirrored_again() {
+    let fx = fixture("deleted").await;
+    let m = OfdMirror::start(fx.vfs.clone(), fx.commit.clone());
+    let l = local(&fx);
+    lock(&fx, &m, args(&fx, "a", 0, 10, LockKind::Exclusive)).await;
+    std::fs::remove_file(fx.dir.join("export/f")).unwrap();
+    // The open description still holds the unlinked file's lock, and UNLOCK releases it.
+    assert_eq!(seen(&l, 0, 1, LockKind::Shared), Some(LockKind::Exclusive));
+    unlock_all(&fx, &m, "a").await;
+    assert_eq!(seen(&l, 0, 1, LockKind::Shared), None);
+    // A new owner on the deleted file: nothing to open (STALE), not an error.
+    lock(&fx, &m, args(&fx, "b", 0, 10, LockKind::Exclusive)).await;
+    assert_eq!((m.counts(), m.descriptions()), (OfdCounts::default(), 0));
+    assert!(m.lock_inner().dirty.is_empty());
+}
