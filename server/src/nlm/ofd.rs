@@ -17,7 +17,8 @@
 //!   lock needs a writable fd), else `O_RDONLY` (then only shared locks can
 //!   be mirrored). Only regular files are mirrored. At most
 //!   [`OFD_DESCRIPTIONS_MAX`], and never more than 1/[`OFD_RLIMIT_DIVISOR`]
-//!   of the process's open-file limit, are open: beyond that a LOCK that
+//!   of the process's open-file limit (its soft limit raised to the hard
+//!   one first), are open: beyond that a LOCK that
 //!   would need a new one is refused with DENIED_NOLOCKS before its commit
 //!   (a grant that still finds the bound reached, by a race or as a woken
 //!   waiter, is counted and retried like a conflict, below). A deleted
@@ -76,7 +77,8 @@ use crate::vfs::Vfs;
 /// holding a lock; the table allows `LOCKS_MAX`).
 pub const OFD_DESCRIPTIONS_MAX: usize = 16_384;
 /// The mirror takes at most 1/this of the process's open-file limit
-/// (`RLIMIT_NOFILE`, soft), leaving the rest to NFS connections and I/O.
+/// (`RLIMIT_NOFILE`, soft, which `start` first raises to the hard limit),
+/// leaving the rest to NFS connections and I/O.
 pub const OFD_RLIMIT_DIVISOR: u64 = 2;
 /// How often dirty files (a mirrored lock refused by a local lock) are retried.
 pub const OFD_RETRY_MS: u64 = 1_000;

@@ -141,15 +141,25 @@ pub fn open_for_locks(path_fd: &OwnedFd, writable: bool) -> Result<OwnedFd, SysE
     }
 }
 
-/// The process's soft open-file limit, if finite.
+/// The process's soft open-file limit, if finite, after raising it to the
+/// hard limit (as Go's runtime does at start: only `select(2)` users care
+/// about a low soft limit, and nothing here uses it). A refused raise keeps
+/// the old limit.
 pub fn nofile_soft_limit() -> Option<u64> {
     // SAFETY: rlimit is plain old data; getrlimit fills it.
     let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: a valid out pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
         return None;
     }
-    Some(rl.rlim_cur)
+    if rl.rlim_cur < rl.rlim_max {
+        let raised = libc::rlimit { rlim_cur: rl.rlim_max, rlim_max: rl.rlim_max };
+        // SAFETY: a valid rlimit; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            rl = raised;
+        }
+    }
+    (rl.rlim_cur != libc::RLIM_INFINITY).then_some(rl.rlim_cur)
 }
 
 #[cfg(test)]
