@@ -12,6 +12,7 @@ mod mount;
 mod nfs3_ops;
 mod nlm;
 mod nlm_classic;
+mod nlm_ofd;
 mod perms;
 mod portmap;
 mod readdir;

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use super::ofd::{OfdMirror, Touched};
 use super::xdr::{to_bytes, CallerName, NetObj, Nlm4Fh, Nlm4Lock, Nlm4TestArgs};
 use super::{NLM4_VERSION, NLMPROC4_GRANTED_MSG, NLM_PROGRAM};
 use crate::portmap::client::getport;
@@ -176,10 +177,12 @@ pub struct CallbackTask {
 
 impl CallbackTask {
     /// Start the task for one active period; it adopts the table's pending grants.
-    pub fn start(commit: Arc<dyn Commit>, config: CallbackConfig) -> (Callbacks, CallbackTask) {
+    /// Waiters its wake-up grants are taken on the files through `ofd`.
+    pub fn start(commit: Arc<dyn Commit>, config: CallbackConfig, ofd: Arc<OfdMirror>) -> (Callbacks, CallbackTask) {
         let (tx, rx) = mpsc::channel(CALLBACK_QUEUE_MAX);
         let (stop, stop_rx) = watch::channel(false);
-        let runner = Runner { commit, config: Arc::new(config), tracked: BTreeMap::new(), given_up: BTreeSet::new() };
+        let runner =
+            Runner { commit, config: Arc::new(config), ofd, tracked: BTreeMap::new(), given_up: BTreeSet::new() };
         let handle = tokio::spawn(runner.run(rx, stop_rx));
         (Callbacks { tx }, CallbackTask { stop, handle })
     }
@@ -202,6 +205,7 @@ struct Tracked {
 struct Runner {
     commit: Arc<dyn Commit>,
     config: Arc<CallbackConfig>,
+    ofd: Arc<OfdMirror>,
     tracked: BTreeMap<u64, Tracked>,
     /// Grants sent `CALLBACK_ATTEMPTS_MAX` times and still pending: not
     /// adopted again by `rescan` (pruned to what the table still holds).
@@ -255,6 +259,7 @@ impl Runner {
         let cmd = Command::Nlm(NlmCommand::Wake { now_ms: super::now_ms() });
         match self.commit.commit(vec![cmd]).await {
             Ok(outcomes) => {
+                self.ofd.reconcile(Touched::Nothing, outcomes.iter().flat_map(Outcome::granted).collect()).await;
                 for g in outcomes.iter().flat_map(Outcome::granted) {
                     self.track(Callback::of_grant(g));
                 }

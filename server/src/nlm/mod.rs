@@ -19,7 +19,9 @@
 //! DENIED_GRACE_PERIOD is never sent; classic recovery (`[nlm] lock_recovery
 //! = "notify"`, `grace.rs`) refuses TEST and non-reclaim LOCKs with it for a
 //! while after each promotion. Every reply's status is logged at debug level as
-//! `nlm reply status=NAME`.
+//! `nlm reply status=NAME`. `ofd.rs` holds every granted lock as an OFD
+//! lock on the exported file too, so local processes see NFS clients' locks
+//! and a LOCK or TEST sees theirs.
 //!
 //! [`xdr`] holds every NLM v4 argument and result type with a checked decoder
 //! and an encoder (plus the small codec that `nsm::xdr` shares).
@@ -27,6 +29,8 @@
 pub mod callback;
 mod file;
 pub mod grace;
+pub mod ofd;
+mod ofd_sys;
 mod proc_lock;
 mod proc_misc;
 pub mod xdr;
@@ -85,6 +89,7 @@ use crate::rpc::program::{Call, Drc, Handler, Proc, ProcError, ProcFuture, Progr
 use crate::vfs::Vfs;
 use callback::Callbacks;
 use grace::Grace;
+use ofd::OfdMirror;
 
 /// What the NLM handlers reach.
 pub struct NlmCtx {
@@ -99,6 +104,8 @@ pub struct NlmCtx {
     /// Classic recovery's grace period of this active period (never in
     /// grace in transparent mode).
     pub grace: Grace,
+    /// The table's locks held as OFD locks on the exported files (this active period's).
+    pub ofd: Arc<OfdMirror>,
 }
 
 const fn p(name: &'static str, handler: Handler<NlmCtx>, drc: Drc) -> Proc<NlmCtx> {

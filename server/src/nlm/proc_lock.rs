@@ -3,7 +3,10 @@
 //! `_MSG` form sends it back as a `_RES` call (`fs/lockd/svc4proc.c`).
 //! Every decision is the committed table's (`Outcome`), never the handler's;
 //! TEST is a read of the applied table. In classic recovery's grace period
-//! (`grace.rs`) TEST and non-reclaim LOCKs answer DENIED_GRACE_PERIOD.
+//! (`grace.rs`) TEST and non-reclaim LOCKs answer DENIED_GRACE_PERIOD. Locks
+//! held outside hanfs on the exported file count too: `ofd.rs` tests them
+//! before a LOCK is committed and for a TEST the table finds free, and takes
+//! the table's locks as OFD locks after every commit (`commit_one`).
 
 use std::sync::Arc;
 
@@ -11,6 +14,7 @@ use hanfs_state::locks::{CancelOutcome, LockOutcome, TestOutcome, UnlockOutcome}
 use hanfs_state::{Command, NlmCommand, Outcome};
 
 use super::file::{self, check_file, client_ip, holder, lock_args, log_reply, now_ms, Need};
+use super::ofd::Touched;
 use super::xdr::{
     from_bytes, Nlm4CancArgs, Nlm4LockArgs, Nlm4Res, Nlm4Stats, Nlm4TestArgs, Nlm4TestRes, Nlm4TestRply,
     Nlm4UnlockArgs, Xdr,
@@ -36,10 +40,13 @@ pub(super) fn reply_by_call<T: Xdr>(ctx: &NlmCtx, call: &Call, res_proc: u32, re
 
 /// Commit one NLM command and return its outcome. A failed commit (this node
 /// lost leadership) sends no reply: the client retransmits to the new active.
+/// The files it changed are then reconciled with the OFD lock mirror.
 pub(super) async fn commit_one(ctx: &NlmCtx, call: &Call, cmd: NlmCommand) -> Result<Outcome, ProcError> {
+    let touched = Touched::of(&cmd);
     match ctx.commit.commit(vec![Command::Nlm(cmd)]).await {
         Ok(mut outcomes) if outcomes.len() == 1 => {
             let outcome = outcomes.pop().ok_or(ProcError::SystemErr)?;
+            ctx.ofd.reconcile(touched, outcome.granted()).await;
             ctx.callbacks.granted(outcome.granted());
             Ok(outcome)
         }
@@ -79,7 +86,10 @@ async fn test_stat(ctx: &Arc<NlmCtx>, call: &Call, a: &Nlm4TestArgs) -> Result<N
         guard.nlm().test(&args)
     };
     match outcome {
-        TestOutcome::Free => Nlm4TestRply::not_denied(Nlm4Stats::Granted).ok_or(Nlm4Stats::Failed),
+        TestOutcome::Free => match ctx.ofd.local_holder(&args).await {
+            Some(h) => Ok(Nlm4TestRply::denied(h)),
+            None => Nlm4TestRply::not_denied(Nlm4Stats::Granted).ok_or(Nlm4Stats::Failed),
+        },
         TestOutcome::Conflict(h) => Ok(Nlm4TestRply::denied(holder(&h))),
         TestOutcome::Invalid(_) => Err(Nlm4Stats::Failed),
     }
@@ -128,6 +138,9 @@ async fn lock_stat(
         Ok(args) => args,
         Err(stat) => return Ok(Err(stat)),
     };
+    if let Some(stat) = ctx.ofd.lock_refusal(&args, a.block).await {
+        return Ok(Err(stat));
+    }
     let reclaimer = a.reclaim.then(|| args.owner.caller_name.clone());
     let cmd =
         NlmCommand::Lock { args, block: a.block, client_addr: client_ip(call.peer).to_string(), now_ms: now_ms() };

@@ -7,7 +7,10 @@
 //! as the listeners: it starts in `Serving::open` (and then re-sends every
 //! pending grant of the replicated table) and stops in `Serving::close`; so
 //! does classic lock recovery (`nlm::grace::Recovery`: NSM state bump and
-//! grace period before the listeners open, SM_NOTIFY once they are).
+//! grace period before the listeners open, SM_NOTIFY once they are), and the
+//! OFD lock mirror (`nlm::ofd`): `open` takes every lock of the table on the
+//! exported files before the listeners bind, `close` releases them all after
+//! they stopped.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +26,7 @@ use crate::mount::{self, MountCtx};
 use crate::nfs3::{self, NfsCtx};
 use crate::nlm::callback::{CallbackConfig, CallbackTask};
 use crate::nlm::grace::Recovery;
+use crate::nlm::ofd::OfdMirror;
 use crate::nlm::{self, NlmCtx};
 use crate::nsm::{self, NsmCtx};
 use crate::portmap;
@@ -58,6 +62,8 @@ pub struct Serving {
     callbacks: CallbackTask,
     /// Classic lock recovery (grace period, SM_NOTIFY); empty in transparent mode.
     recovery: Recovery,
+    /// The table's locks held as OFD locks on the exported files, while serving.
+    ofd: Arc<OfdMirror>,
 }
 
 /// The lock programs' contexts of one active period.
@@ -71,11 +77,17 @@ impl Serving {
     /// whatever was bound is closed again.
     pub async fn open(services: &Arc<Services>) -> Result<Serving, NodeError> {
         let listeners = Listeners::new();
+        let ofd = OfdMirror::start(services.nfs.vfs.clone(), services.commit.clone());
+        ofd.rebuild().await;
         let config = CallbackConfig::new(services.config.ports.callback_portmap, callback_source(&services.config));
-        let mut recovery = Recovery::begin(services.commit.clone(), &services.config, config.clone())
-            .await
-            .map_err(NodeError::Commit)?;
-        let (callbacks, task) = CallbackTask::start(services.commit.clone(), config);
+        let mut recovery = match Recovery::begin(services.commit.clone(), &services.config, config.clone()).await {
+            Ok(recovery) => recovery,
+            Err(e) => {
+                ofd.close();
+                return Err(NodeError::Commit(e));
+            }
+        };
+        let (callbacks, task) = CallbackTask::start(services.commit.clone(), config, ofd.clone());
         let locks = LockCtxs {
             nlm: Arc::new(NlmCtx {
                 commit: services.commit.clone(),
@@ -83,18 +95,20 @@ impl Serving {
                 exports: services.nfs.exports.clone(),
                 callbacks: callbacks.clone(),
                 grace: recovery.grace(),
+                ofd: ofd.clone(),
             }),
-            nsm: Arc::new(NsmCtx { commit: services.commit.clone(), callbacks }),
+            nsm: Arc::new(NsmCtx { commit: services.commit.clone(), callbacks, ofd: ofd.clone() }),
         };
         match bind_all(&listeners, services, &locks).await {
             Ok((ports, system_portmap)) => {
                 recovery.listening();
-                Ok(Serving { listeners, ports, system_portmap, callbacks: task, recovery })
+                Ok(Serving { listeners, ports, system_portmap, callbacks: task, recovery, ofd })
             }
             Err(e) => {
                 listeners.shutdown().await;
                 task.stop().await;
                 recovery.stop().await;
+                ofd.close();
                 Err(e)
             }
         }
@@ -113,6 +127,7 @@ impl Serving {
         services.rpc.conns.close_all();
         self.callbacks.stop().await;
         self.recovery.stop().await;
+        self.ofd.close();
         if let Some((port, mappings)) = &self.system_portmap {
             unregister_with_system(*port, mappings).await;
         }

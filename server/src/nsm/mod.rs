@@ -56,6 +56,7 @@ use hanfs_state::locks::{MonOutcome, MonitorId};
 use hanfs_state::{Command, NlmCommand, Outcome};
 
 use crate::nlm::callback::Callbacks;
+use crate::nlm::ofd::{OfdMirror, Touched};
 use crate::nlm::xdr::{from_bytes, to_bytes, Xdr};
 use crate::rpc::program::{Call, Drc, Handler, Proc, ProcError, ProcFuture, Program, Reply};
 use crate::rpc::xdr::Reader;
@@ -67,6 +68,8 @@ pub struct NsmCtx {
     pub commit: Arc<dyn Commit>,
     /// GRANTED_MSG for waiters a reboot notice frees.
     pub callbacks: Callbacks,
+    /// The OFD lock mirror: a freed host's locks are released on the files too.
+    pub ofd: Arc<OfdMirror>,
 }
 
 const fn p(name: &'static str, handler: Handler<NsmCtx>) -> Proc<NsmCtx> {
@@ -125,10 +128,13 @@ fn monitor_id(id: &MyId) -> Option<MonitorId> {
 }
 
 /// Commit one command; a failed commit (leadership lost) sends no reply.
+/// The locks it freed or granted are then reconciled with the OFD lock mirror.
 async fn commit_one(ctx: &NsmCtx, call: &Call, cmd: NlmCommand) -> Result<Outcome, ProcError> {
+    let touched = Touched::of(&cmd);
     match ctx.commit.commit(vec![Command::Nlm(cmd)]).await {
         Ok(mut outcomes) => {
             let outcome = outcomes.pop().ok_or(ProcError::SystemErr)?;
+            ctx.ofd.reconcile(touched, outcome.granted()).await;
             ctx.callbacks.granted(outcome.granted());
             Ok(outcome)
         }

@@ -402,6 +402,13 @@ impl LockTable {
         })
     }
 
+    /// The granted locks on one file: (owner, range, kind), by owner, start.
+    pub fn file_locks<'a>(&'a self, file: &FileId) -> impl Iterator<Item = (&'a LockOwner, LockRange, LockKind)> + 'a {
+        self.files.get(file).into_iter().flat_map(|f| {
+            f.held.iter().flat_map(|(owner, list)| list.iter().map(move |h| (owner, h.span.range(), h.kind)))
+        })
+    }
+
     pub(super) fn files_with_waiters(&self) -> impl Iterator<Item = &FileId> + '_ {
         self.files.iter().filter(|(_, f)| !f.waiters.is_empty()).map(|(file, _)| file)
     }
