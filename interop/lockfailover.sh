@@ -20,6 +20,7 @@ set -euo pipefail
 INTEROP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$INTEROP")
 CACHE=$INTEROP/.cache
+source "$INTEROP/lib/harness.sh"
 
 usage() {
     cat <<USAGE
@@ -45,9 +46,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$SERVER_KIND" in hanfs|ganesha) ;; *) usage >&2; exit 2 ;; esac
-[[ "$CASE_TIMEOUT" =~ ^[0-9]+$ ]] && [ "$CASE_TIMEOUT" -ge 5 ] && [ "$CASE_TIMEOUT" -le 600 ] || { usage >&2; exit 2; }
+int_in "$CASE_TIMEOUT" 5 600 || { usage >&2; exit 2; }
 [ "$MODE" = classic ] && [ "$SERVER_KIND" = ganesha ] && { echo "--classic needs --server hanfs" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || { echo "interop/lockfailover.sh must run as root (namespaces, taps)" >&2; exit 2; }
+need_root interop/lockfailover.sh
 
 source "$INTEROP/lib/prepare.sh"
 source "$INTEROP/lib/net.sh"
@@ -74,15 +75,8 @@ RUN=$CACHE/runs/$RUN_ID
 LOGDIR_FINAL=$CACHE/logs/$RUN_ID
 LOGDIR=$RUN/logs
 
-stop_watchdog() {
-    [ -n "${WATCHDOG:-}" ] || return 0
-    pkill -P "$WATCHDOG" 2>/dev/null || true
-    kill "$WATCHDOG" 2>/dev/null || true
-    WATCHDOG=
-}
-
 cleanup() {
-    local rc=$? i
+    local rc=$?
     trap - EXIT INT TERM USR1
     stop_watchdog
     guest_kill 0
@@ -90,10 +84,7 @@ cleanup() {
     nodes_stop_all
     server_stop
     net_down
-    if [ -d "$RUN/logs" ]; then
-        mkdir -p "$LOGDIR_FINAL"
-        cp -a "$RUN/logs/." "$LOGDIR_FINAL/" 2>/dev/null || true
-        for i in 0 1; do [ -d "$RUN/g$i/out" ] && cp -a "$RUN/g$i/out/." "$LOGDIR_FINAL/g$i-out/" 2>/dev/null; done
+    if save_logs 0 1; then
         cp "$RUN"/host-*.txt "$LOGDIR_FINAL/" 2>/dev/null || true
     fi
     [ -z "$KEEP" ] && rm -rf "$RUN"
@@ -103,9 +94,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 trap 'log "ERROR: the run bound of ${RUN_SECONDS_MAX}s passed"; exit 2' USR1
-# No stdout/stderr: a pipe reader (`lockfailover.sh | tail`) must not wait for the watchdog's sleep.
-( sleep "$RUN_SECONDS_MAX"; kill -USR1 $$ ) > /dev/null 2>&1 &
-WATCHDOG=$!
+start_watchdog "$RUN_SECONDS_MAX" USR1
 
 mkdir -p "$CACHE"
 need_packages $HOST_PACKAGES
@@ -114,13 +103,8 @@ prepare_kernel
 prepare_initramfs
 prepare_suites
 if [ "$SERVER_KIND" = hanfs ]; then
-    if [ -n "$HANFS_BIN_ARG" ]; then
-        HANFS_BIN=$(realpath "$HANFS_BIN_ARG")
-        [ -x "$HANFS_BIN" ] || die "--hanfs-bin $HANFS_BIN_ARG is not executable"
-    else
-        prepare_hanfs
-    fi
-    "$HANFS_BIN" init --help > /dev/null 2>&1 || die "$HANFS_BIN has no cluster commands (init)"
+    use_hanfs_bin "$HANFS_BIN_ARG"
+    need_cluster_bin
 fi
 
 EXPORT_DIR=$RUN/export

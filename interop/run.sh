@@ -7,6 +7,7 @@ set -euo pipefail
 INTEROP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$INTEROP")
 CACHE=$INTEROP/.cache
+source "$INTEROP/lib/harness.sh"
 
 usage() {
     cat <<USAGE
@@ -54,7 +55,7 @@ for s in basic special lock; do
 done
 [ -n "$GUESTS" ] || { if [ -n "$HAS_LOCK" ]; then GUESTS=2; else GUESTS=1; fi; }
 case "$GUESTS" in 1|2) ;; *) usage >&2; exit 2 ;; esac
-[ "$(id -u)" = 0 ] || { echo "interop/run.sh must run as root (namespaces, taps)" >&2; exit 2; }
+need_root interop/run.sh
 
 source "$INTEROP/lib/prepare.sh"
 source "$INTEROP/lib/net.sh"
@@ -80,11 +81,7 @@ cleanup() {
     for i in 0 1; do guest_kill "$i"; done
     server_stop
     net_down
-    if [ -d "$RUN/logs" ]; then
-        mkdir -p "$LOGDIR_FINAL"
-        cp -a "$RUN/logs/." "$LOGDIR_FINAL/" 2>/dev/null || true
-        for i in 0 1; do [ -d "$RUN/g$i/out" ] && cp -a "$RUN/g$i/out/." "$LOGDIR_FINAL/g$i-out/" 2>/dev/null; done
-    fi
+    save_logs 0 1 || true
     [ -z "$KEEP" ] && rm -rf "$RUN"
     log "logs: $LOGDIR_FINAL"
     exit "$rc"
@@ -98,14 +95,7 @@ need_packages $HOST_PACKAGES
 prepare_kernel
 prepare_initramfs
 prepare_suites
-if [ "$SERVER_KIND" = hanfs ]; then
-    if [ -n "$HANFS_BIN_ARG" ]; then
-        HANFS_BIN=$(realpath "$HANFS_BIN_ARG")
-        [ -x "$HANFS_BIN" ] || die "--hanfs-bin $HANFS_BIN_ARG is not executable"
-    else
-        prepare_hanfs
-    fi
-fi
+if [ "$SERVER_KIND" = hanfs ]; then use_hanfs_bin "$HANFS_BIN_ARG"; fi
 
 mkdir -p "$RUN/logs" "$RUN/sync" "$LOGDIR_FINAL"
 for i in 0 1; do

@@ -61,6 +61,38 @@ void report(const char *name, int ok, const char *why) {
     fflush(stdout);
 }
 
+/* Reads a child's reason from fd (the read end of its pipe) into why (cap bytes, NUL-terminated)
+ * until EOF (the child and its writers finished), a full buffer or timeout_s; closes fd.
+ * Returns 1 when the time bound passed first. */
+static int read_why_bounded(int fd, char *why, size_t cap, unsigned timeout_s) {
+    struct pollfd p = { fd, POLLIN, 0 };
+    size_t got = 0;
+    int timed_out = 0;
+    time_t deadline = time(NULL) + (time_t)timeout_s;
+    for (;;) {
+        time_t now = time(NULL);
+        if (now >= deadline) { timed_out = 1; break; }
+        int pr = poll(&p, 1, (int)((deadline - now) * 1000));
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) { timed_out = (pr == 0); break; }
+        ssize_t n = read(fd, why + got, cap - 1 - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+        if (got >= cap - 1) break;
+    }
+    why[got] = 0;
+    close(fd);
+    return timed_out;
+}
+
+/* SIGKILLs a timed-out child's process group (NFS and NLM waits are killable) and reaps it,
+ * waiting at most KILL_REAP_TRIES_MAX * 100 ms. */
+static void kill_group_and_reap(pid_t pid, int *status) {
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    for (int i = 0; i < KILL_REAP_TRIES_MAX && waitpid(pid, status, WNOHANG) == 0; i++) msleep(100);
+}
+
 void run_case(const char *name, case_fn fn) {
     int fds[2];
     char why[WHY_BYTES_MAX] = "";
@@ -81,28 +113,10 @@ void run_case(const char *name, case_fn fn) {
     }
     close(fds[1]);
     setpgid(pid, pid);
-    struct pollfd p = { fds[0], POLLIN, 0 };
-    size_t got = 0;
-    int timed_out = 0;
-    time_t deadline = time(NULL) + (time_t)g_opts.case_timeout_s;
-    for (;;) {
-        time_t now = time(NULL);
-        if (now >= deadline) { timed_out = 1; break; }
-        int pr = poll(&p, 1, (int)((deadline - now) * 1000));
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) { timed_out = (pr == 0); break; }
-        ssize_t n = read(fds[0], why + got, sizeof why - 1 - got);
-        if (n <= 0) break;               /* EOF: the child (and its writers) finished */
-        got += (size_t)n;
-        if (got >= sizeof why - 1) break;
-    }
-    why[got] = 0;
-    close(fds[0]);
+    int timed_out = read_why_bounded(fds[0], why, sizeof why, g_opts.case_timeout_s);
     int status = 0;
     if (timed_out) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
-        for (int i = 0; i < KILL_REAP_TRIES_MAX && waitpid(pid, &status, WNOHANG) == 0; i++) msleep(100);
+        kill_group_and_reap(pid, &status);
         g_server_dead = 1;
         int mfd = open(SERVER_DEAD_MARKER, O_CREAT | O_WRONLY, 0644);
         if (mfd >= 0) close(mfd);
@@ -330,28 +344,10 @@ int in_child_bounded(child_fn fn, void *arg, unsigned timeout_s) {
     close(fds[1]);
     setpgid(pid, pid);
     char why[WHY_BYTES_MAX] = "";
-    size_t got = 0;
-    struct pollfd p = { fds[0], POLLIN, 0 };
-    time_t deadline = time(NULL) + (time_t)timeout_s;
-    int timed_out = 0;
-    for (;;) {
-        time_t now = time(NULL);
-        if (now >= deadline) { timed_out = 1; break; }
-        int pr = poll(&p, 1, (int)((deadline - now) * 1000));
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) { timed_out = (pr == 0); break; }
-        ssize_t n = read(fds[0], why + got, sizeof why - 1 - got);
-        if (n <= 0) break;
-        got += (size_t)n;
-        if (got >= sizeof why - 1) break;
-    }
-    why[got] = 0;
-    close(fds[0]);
+    int timed_out = read_why_bounded(fds[0], why, sizeof why, timeout_s);
     int status = 0;
     if (timed_out) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
-        for (int i = 0; i < KILL_REAP_TRIES_MAX && waitpid(pid, &status, WNOHANG) == 0; i++) msleep(100);
+        kill_group_and_reap(pid, &status);
         return failf("timed out after %u s%s%s", timeout_s, why[0] ? ": " : "", why);
     }
     int reaped = 0;

@@ -1,0 +1,58 @@
+# interop/lib/harness.sh: sourced by run.sh, failover.sh, killloop.sh and lockfailover.sh. Owns the
+# pieces of their prologue and epilogue that are the same in each: option value checks, the root
+# check, the hanfs-server binary (--hanfs-bin or target/release), the run-bound watchdog and the
+# copy of a run's logs and guest outputs to $LOGDIR_FINAL. Needs lib/prepare.sh (log, die,
+# prepare_hanfs) before any of these is called.
+
+# int_in VALUE MIN MAX: VALUE is a decimal integer within [MIN, MAX].
+int_in() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]; }
+
+# need_root SCRIPT: exits 2 unless running as root.
+need_root() {
+    [ "$(id -u)" = 0 ] || { echo "$1 must run as root (namespaces, taps)" >&2; exit 2; }
+}
+
+# use_hanfs_bin ARG: HANFS_BIN is ARG (resolved; must be executable) or, when ARG is empty,
+# target/release/hanfs-server (rebuilt if stale).
+use_hanfs_bin() {
+    if [ -n "$1" ]; then
+        HANFS_BIN=$(realpath "$1")
+        [ -x "$HANFS_BIN" ] || die "--hanfs-bin $1 is not executable"
+    else
+        prepare_hanfs
+    fi
+}
+
+# need_cluster_bin: the binary has the cluster commands (init).
+need_cluster_bin() {
+    "$HANFS_BIN" init --help > /dev/null 2>&1 || die "$HANFS_BIN has no cluster commands (init)"
+}
+
+# start_watchdog SECONDS SIGNAL: sends SIGNAL to this script after SECONDS (the run bound).
+# No stdout/stderr: a pipe reader (`script.sh | tail`) must not wait for the watchdog's sleep.
+start_watchdog() {
+    ( sleep "$1"; kill -"$2" $$ ) > /dev/null 2>&1 &
+    WATCHDOG=$!
+}
+
+# stop_watchdog: the run-bound subshell and its sleep.
+stop_watchdog() {
+    [ -n "${WATCHDOG:-}" ] || return 0
+    pkill -P "$WATCHDOG" 2>/dev/null || true
+    kill "$WATCHDOG" 2>/dev/null || true
+    WATCHDOG=
+}
+
+# save_logs GUEST_IDX...: copies $RUN/logs and each listed guest's out/ (as gN-out/) to
+# $LOGDIR_FINAL, when the run got as far as making its logs directory. Returns 1 when it did not
+# (callers copy their own extra files only after a 0).
+save_logs() {
+    local i
+    [ -d "$RUN/logs" ] || return 1
+    mkdir -p "$LOGDIR_FINAL"
+    cp -a "$RUN/logs/." "$LOGDIR_FINAL/" 2>/dev/null || true
+    for i in "$@"; do
+        [ -d "$RUN/g$i/out" ] && cp -a "$RUN/g$i/out/." "$LOGDIR_FINAL/g$i-out/" 2>/dev/null
+    done
+    return 0
+}
