@@ -302,8 +302,10 @@ int touch_file(const char *path) {
     return 0;
 }
 
-/* Runs fn(arg) in a child process; returns its verdict with the child's reason in g_why. */
-int in_child(child_fn fn, void *arg) {
+/* Forks a child that runs fn(arg) (in a process group of its own when own_group) and, when it
+ * fails, writes its reason (g_why) to the pipe before exiting 1. Returns the child's pid with
+ * *why_fd the pipe's read end, or -1 with g_why set. */
+static pid_t fork_child(child_fn fn, void *arg, int own_group, int *why_fd) {
     int fds[2];
     if (pipe(fds) < 0) return failf("pipe: %s", strerror(errno));
     fflush(stdout);
@@ -311,16 +313,27 @@ int in_child(child_fn fn, void *arg) {
     if (pid < 0) return failf("fork: %s", strerror(errno));
     if (pid == 0) {
         close(fds[0]);
+        if (own_group) setpgid(0, 0);
         g_why[0] = 0;
         int r = fn(arg);
         if (r < 0) { ssize_t w = write(fds[1], g_why, strlen(g_why)); (void)w; }
         _exit(r < 0 ? 1 : 0);
     }
     close(fds[1]);
+    if (own_group) setpgid(pid, pid);
+    *why_fd = fds[0];
+    return pid;
+}
+
+/* Runs fn(arg) in a child process; returns its verdict with the child's reason in g_why. */
+int in_child(child_fn fn, void *arg) {
+    int why_fd;
+    pid_t pid = fork_child(fn, arg, 0, &why_fd);
+    if (pid < 0) return -1;
     char why[WHY_BYTES_MAX] = "";
-    ssize_t n = read(fds[0], why, sizeof why - 1);
+    ssize_t n = read(why_fd, why, sizeof why - 1);
     why[n > 0 ? n : 0] = 0;
-    close(fds[0]);
+    close(why_fd);
     int status;
     if (waitpid(pid, &status, 0) != pid) return failf("waitpid: %s", strerror(errno));
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
@@ -328,23 +341,11 @@ int in_child(child_fn fn, void *arg) {
 }
 
 int in_child_bounded(child_fn fn, void *arg, unsigned timeout_s) {
-    int fds[2];
-    if (pipe(fds) < 0) return failf("pipe: %s", strerror(errno));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) return failf("fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(fds[0]);
-        setpgid(0, 0);
-        g_why[0] = 0;
-        int r = fn(arg);
-        if (r < 0) { ssize_t w = write(fds[1], g_why, strlen(g_why)); (void)w; }
-        _exit(r < 0 ? 1 : 0);
-    }
-    close(fds[1]);
-    setpgid(pid, pid);
+    int why_fd;
+    pid_t pid = fork_child(fn, arg, 1, &why_fd);
+    if (pid < 0) return -1;
     char why[WHY_BYTES_MAX] = "";
-    int timed_out = read_why_bounded(fds[0], why, sizeof why, timeout_s);
+    int timed_out = read_why_bounded(why_fd, why, sizeof why, timeout_s);
     int status = 0;
     if (timed_out) {
         kill_group_and_reap(pid, &status);
