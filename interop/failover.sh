@@ -31,10 +31,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --rounds) ROUNDS=${2:-}; shift 2 ;;
     --stall-max) STALL_MAX=${2:-}; shift 2 ;;
-    --hanfs-bin) HANFS_BIN_ARG=${2:-}; shift 2 ;;
-    --keep) KEEP=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+    *) common_opt "$@"; shift "$OPT_SHIFT" ;;
     esac
 done
 int_in "$ROUNDS" 1 50 || { usage >&2; exit 2; }
@@ -60,7 +57,7 @@ LOGDIR=$RUN/logs
 
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM USR1
     stop_watchdog
     guest_kill 0
     nodes_stop_all
@@ -72,8 +69,7 @@ cleanup() {
     log "logs: $LOGDIR_FINAL"
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+set_traps
 start_watchdog "$RUN_SECONDS_MAX" TERM
 
 mkdir -p "$CACHE"

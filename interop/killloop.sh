@@ -37,10 +37,7 @@ while [ $# -gt 0 ]; do
     --kills) KILLS=${2:-}; shift 2 ;;
     --interval) INTERVAL=${2:-}; shift 2 ;;
     --case-timeout) CASE_TIMEOUT=${2:-}; shift 2 ;;
-    --hanfs-bin) HANFS_BIN_ARG=${2:-}; shift 2 ;;
-    --keep) KEEP=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+    *) common_opt "$@"; shift "$OPT_SHIFT" ;;
     esac
 done
 int_in "$KILLS" 1 100 || { usage >&2; exit 2; }
@@ -108,9 +105,7 @@ cleanup() {
     log "logs: $LOGDIR_FINAL"
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-trap 'log "ERROR: the run bound of ${RUN_SECONDS_MAX}s passed"; exit 2' USR1
+set_traps
 start_watchdog "$RUN_SECONDS_MAX" USR1
 
 mkdir -p "$CACHE"

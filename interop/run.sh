@@ -32,11 +32,8 @@ while [ $# -gt 0 ]; do
     --guests) GUESTS=${2:-}; shift 2 ;;
     --kill-server-after) KILL_AFTER=${2:-}; shift 2 ;;
     --case-timeout) CASE_TIMEOUT=${2:-}; shift 2 ;;
-    --hanfs-bin) HANFS_BIN_ARG=${2:-}; shift 2 ;;
-    --keep) KEEP=1; shift ;;
     --shell) SHELL_MODE=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+    *) common_opt "$@"; shift "$OPT_SHIFT" ;;
     esac
 done
 case "$SERVER_KIND" in hanfs|ganesha) ;; *) usage >&2; exit 2 ;; esac
@@ -76,7 +73,7 @@ LOGDIR=$RUN/logs      # server-side.sh writes here; copied to $LOGDIR_FINAL at t
 
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM USR1
     local i
     for i in 0 1; do guest_kill "$i"; done
     server_stop
@@ -86,8 +83,7 @@ cleanup() {
     log "logs: $LOGDIR_FINAL"
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+set_traps
 
 mkdir -p "$CACHE"
 need_packages $HOST_PACKAGES

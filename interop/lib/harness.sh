@@ -56,3 +56,24 @@ save_logs() {
     done
     return 0
 }
+
+# common_opt ARGS...: the `*)` arm of each script's option loop, for the options every script takes:
+# --hanfs-bin PATH (HANFS_BIN_ARG), --keep (KEEP), -h/--help (usage, exit 0); anything else is
+# usage on stderr, exit 2. Sets OPT_SHIFT, the number of arguments it used (the caller shifts).
+common_opt() {
+    case "$1" in
+    --hanfs-bin) HANFS_BIN_ARG=${2:-}; OPT_SHIFT=2 ;;
+    --keep) KEEP=1; OPT_SHIFT=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+    esac
+}
+
+# set_traps: the script's cleanup on EXIT; "interrupted" (exit 130) on INT and TERM; the run-bound
+# message (exit 2) on USR1, which `start_watchdog SECONDS USR1` sends. cleanup starts with
+# `trap - EXIT INT TERM USR1`.
+set_traps() {
+    trap cleanup EXIT
+    trap 'log "interrupted"; exit 130' INT TERM
+    trap 'log "ERROR: the run bound of ${RUN_SECONDS_MAX}s passed"; exit 2' USR1
+}
