@@ -50,10 +50,7 @@ GUEST_STOP_SECONDS_MAX=60
 RUN_SECONDS_MAX=$(( BOOT_SECONDS_MAX + MOUNT_WAIT_SECONDS_MAX + ROUNDS * (SERVE_WAIT_SECONDS_MAX + RESUME_WAIT_SECONDS_MAX + CATCHUP_WAIT_SECONDS_MAX) ))
 RESUME_LINES=5   # lines the guest must add after a kill before the round counts as resumed
 
-RUN_ID="$(date -u +%Y%m%d-%H%M%S)-failover-$$"
-RUN=$CACHE/runs/$RUN_ID
-LOGDIR_FINAL=$CACHE/logs/$RUN_ID
-LOGDIR=$RUN/logs
+run_dirs "failover"
 
 cleanup() {
     local rc=$?
@@ -65,9 +62,7 @@ cleanup() {
     if save_logs 0; then
         [ -f "$EXPORT_DIR/held/log.txt" ] && cp "$EXPORT_DIR/held/log.txt" "$LOGDIR_FINAL/appended.txt" 2>/dev/null
     fi
-    [ -z "$KEEP" ] && rm -rf "$RUN"
-    log "logs: $LOGDIR_FINAL"
-    exit "$rc"
+    end_run "$rc"
 }
 set_traps
 start_watchdog "$RUN_SECONDS_MAX" TERM

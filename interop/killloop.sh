@@ -67,10 +67,7 @@ GUEST_STOP_SECONDS_MAX=$(( ITERATION_SECONDS_MAX + 30 ))
 LOOP_SECONDS_MAX=$(( KILLS * KILL_CYCLE_SECONDS_MAX + 60 ))
 RUN_SECONDS_MAX=$(( BOOT_SECONDS_MAX + MOUNT_WAIT_SECONDS_MAX + LOOP_SECONDS_MAX + GUEST_STOP_SECONDS_MAX + 60 ))
 
-RUN_ID="$(date -u +%Y%m%d-%H%M%S)-killloop-$$"
-RUN=$CACHE/runs/$RUN_ID
-LOGDIR_FINAL=$CACHE/logs/$RUN_ID
-LOGDIR=$RUN/logs
+run_dirs "killloop"
 MONITOR=
 
 # stop_monitor: asks the monitor to finish its poll (bounded), kills it only if it does not.
@@ -101,9 +98,7 @@ cleanup() {
     if save_logs 0; then
         cp "$RUN/host.txt" "$RUN/case-times.txt" "$LOGDIR_FINAL/" 2>/dev/null || true
     fi
-    [ -z "$KEEP" ] && rm -rf "$RUN"
-    log "logs: $LOGDIR_FINAL"
-    exit "$rc"
+    end_run "$rc"
 }
 set_traps
 start_watchdog "$RUN_SECONDS_MAX" USR1

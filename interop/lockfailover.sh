@@ -67,10 +67,7 @@ RUN_SECONDS_MAX=$(( BOOT_SECONDS_MAX + LOCKFO_STEP_SECONDS + LOCK_STEP_SECONDS +
 # The NLM implementation logs every reply status at debug level (check c greps those lines).
 export RUST_LOG=${RUST_LOG:-info,hanfs_server=debug}
 
-RUN_ID="$(date -u +%Y%m%d-%H%M%S)-lockfailover-$SERVER_KIND-$$"
-RUN=$CACHE/runs/$RUN_ID
-LOGDIR_FINAL=$CACHE/logs/$RUN_ID
-LOGDIR=$RUN/logs
+run_dirs "lockfailover-$SERVER_KIND"
 
 cleanup() {
     local rc=$?
@@ -84,9 +81,7 @@ cleanup() {
     if save_logs 0 1; then
         cp "$RUN"/host-*.txt "$LOGDIR_FINAL/" 2>/dev/null || true
     fi
-    [ -z "$KEEP" ] && rm -rf "$RUN"
-    log "logs: $LOGDIR_FINAL"
-    exit "$rc"
+    end_run "$rc"
 }
 set_traps
 start_watchdog "$RUN_SECONDS_MAX" USR1

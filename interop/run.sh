@@ -66,10 +66,7 @@ declare -A SUITE_SECONDS_MAX=([basic]=300 [special]=420 [lock]=360 [lock2]=480)
 RUN_SECONDS_MAX=1800
 REBOOT_WAIT_SECONDS_MAX=600
 
-RUN_ID="$(date -u +%Y%m%d-%H%M%S)-$SERVER_KIND-$$"
-RUN=$CACHE/runs/$RUN_ID
-LOGDIR_FINAL=$CACHE/logs/$RUN_ID
-LOGDIR=$RUN/logs      # server-side.sh writes here; copied to $LOGDIR_FINAL at the end
+run_dirs "$SERVER_KIND"
 
 cleanup() {
     local rc=$?
@@ -79,9 +76,7 @@ cleanup() {
     server_stop
     net_down
     save_logs 0 1 || true
-    [ -z "$KEEP" ] && rm -rf "$RUN"
-    log "logs: $LOGDIR_FINAL"
-    exit "$rc"
+    end_run "$rc"
 }
 set_traps
 

@@ -77,3 +77,21 @@ set_traps() {
     trap 'log "interrupted"; exit 130' INT TERM
     trap 'log "ERROR: the run bound of ${RUN_SECONDS_MAX}s passed"; exit 2' USR1
 }
+
+# run_dirs NAME: RUN_ID (UTC start time, NAME, this script's pid); RUN, the run directory under
+# .cache/runs; LOGDIR, its logs/ (the servers and QEMU write there); LOGDIR_FINAL under .cache/logs,
+# where cleanup copies LOGDIR (save_logs).
+run_dirs() {
+    RUN_ID="$(date -u +%Y%m%d-%H%M%S)-$1-$$"
+    RUN=$CACHE/runs/$RUN_ID
+    LOGDIR_FINAL=$CACHE/logs/$RUN_ID
+    LOGDIR=$RUN/logs
+}
+
+# end_run RC: the last step of cleanup: removes the run directory unless --keep, names the logs
+# directory, exits RC.
+end_run() {
+    [ -z "$KEEP" ] && rm -rf "$RUN"
+    log "logs: $LOGDIR_FINAL"
+    exit "$1"
+}
