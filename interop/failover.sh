@@ -14,6 +14,7 @@ set -euo pipefail
 INTEROP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$INTEROP")
 CACHE=$INTEROP/.cache
+source "$INTEROP/lib/harness.sh"
 
 usage() {
     cat <<USAGE
@@ -30,14 +31,11 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --rounds) ROUNDS=${2:-}; shift 2 ;;
     --stall-max) STALL_MAX=${2:-}; shift 2 ;;
-    --hanfs-bin) HANFS_BIN_ARG=${2:-}; shift 2 ;;
-    --keep) KEEP=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+    *) common_opt "$@"; shift "$OPT_SHIFT" ;;
     esac
 done
-[[ "$ROUNDS" =~ ^[0-9]+$ ]] && [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 50 ] || { usage >&2; exit 2; }
-[ "$(id -u)" = 0 ] || { echo "interop/failover.sh must run as root (namespaces, taps)" >&2; exit 2; }
+int_in "$ROUNDS" 1 50 || { usage >&2; exit 2; }
+need_root interop/failover.sh
 
 source "$INTEROP/lib/prepare.sh"
 source "$INTEROP/lib/net.sh"
@@ -52,54 +50,29 @@ GUEST_STOP_SECONDS_MAX=60
 RUN_SECONDS_MAX=$(( BOOT_SECONDS_MAX + MOUNT_WAIT_SECONDS_MAX + ROUNDS * (SERVE_WAIT_SECONDS_MAX + RESUME_WAIT_SECONDS_MAX + CATCHUP_WAIT_SECONDS_MAX) ))
 RESUME_LINES=5   # lines the guest must add after a kill before the round counts as resumed
 
-RUN_ID="$(date -u +%Y%m%d-%H%M%S)-failover-$$"
-RUN=$CACHE/runs/$RUN_ID
-LOGDIR_FINAL=$CACHE/logs/$RUN_ID
-LOGDIR=$RUN/logs
-
-# stop_watchdog: the run-bound subshell and its sleep.
-stop_watchdog() {
-    [ -n "${WATCHDOG:-}" ] || return 0
-    pkill -P "$WATCHDOG" 2>/dev/null || true
-    kill "$WATCHDOG" 2>/dev/null || true
-    WATCHDOG=
-}
+run_dirs "failover"
 
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM USR1
     stop_watchdog
     guest_kill 0
     nodes_stop_all
     net_down
-    if [ -d "$RUN/logs" ]; then
-        mkdir -p "$LOGDIR_FINAL"
-        cp -a "$RUN/logs/." "$LOGDIR_FINAL/" 2>/dev/null || true
-        [ -d "$RUN/g0/out" ] && cp -a "$RUN/g0/out/." "$LOGDIR_FINAL/g0-out/" 2>/dev/null
+    if save_logs 0; then
         [ -f "$EXPORT_DIR/held/log.txt" ] && cp "$EXPORT_DIR/held/log.txt" "$LOGDIR_FINAL/appended.txt" 2>/dev/null
     fi
-    [ -z "$KEEP" ] && rm -rf "$RUN"
-    log "logs: $LOGDIR_FINAL"
-    exit "$rc"
+    end_run "$rc"
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-# No stdout/stderr: a pipe reader (`failover.sh | tail`) must not wait for the watchdog's sleep.
-( sleep "$RUN_SECONDS_MAX"; kill -TERM $$ ) > /dev/null 2>&1 &
-WATCHDOG=$!
-
+set_traps
+start_watchdog "$RUN_SECONDS_MAX" TERM
 
 mkdir -p "$CACHE"
 need_packages $HOST_PACKAGES
 prepare_kernel
 prepare_initramfs
-if [ -n "$HANFS_BIN_ARG" ]; then
-    HANFS_BIN=$(realpath "$HANFS_BIN_ARG")
-    [ -x "$HANFS_BIN" ] || die "--hanfs-bin $HANFS_BIN_ARG is not executable"
-else
-    prepare_hanfs
-fi
-"$HANFS_BIN" init --help > /dev/null 2>&1 || die "$HANFS_BIN has no cluster commands (init)"
+use_hanfs_bin "$HANFS_BIN_ARG"
+need_cluster_bin
 
 EXPORT_DIR=$RUN/export
 mkdir -p "$LOGDIR" "$RUN/sync" "$RUN/g0/out" "$RUN/g0/nfs-state/sm" "$RUN/g0/nfs-state/sm.bak" "$EXPORT_DIR" "$LOGDIR_FINAL"
@@ -124,34 +97,20 @@ wait_lines 10 || die "guest is not appending"
 log "guest mounted and appending"
 
 STALLS=() TAKEOVERS=()
-# Polls (0.1 s) for the new active's `serving` log line after its VIP answers.
-SERVING_LINE_POLLS_MAX=50
 DONE=0
 for ((round = 1; round <= ROUNDS; round++)); do
     active=$(wait_serving 0)
     before=$(lines_now)
     log "round $round: kill -9 node $active (file has $before lines)"
-    killed_at=$(date +%s.%N)
-    # The VIP lives on the killed node's own TUN device (hanfs-vipN), which the kernel destroys
-    # with the process: the client's reconnect SYNs go unanswered (not refused) until the new
-    # active has claimed the VIP and sent its gratuitous ARP.
-    node_kill9 "$active"
-    new=$(wait_serving "$active")
-    # The listeners open before the gratuitous ARP and the `serving` log line: wait (bounded)
-    # for that line of this takeover, not the node's previous one.
-    for ((i = 0; i < SERVING_LINE_POLLS_MAX; i++)); do
-        ready=$(serving_since "$new")
-        awk -v a="$killed_at" -v b="${ready:-0}" 'BEGIN { exit !(b > a) }' && break
-        sleep 0.1
-    done
-    took=$(awk -v a="$killed_at" -v b="${ready:-0}" 'BEGIN { if (b > a) printf "%.2f", b - a; else print "?" }')
+    # No node serving after the kill is a harness error (exit 2), as wait_serving's own.
+    kill_active_and_wait "$active" || exit 2
+    new=$NEW_ACTIVE took=$TAKEOVER_SECONDS
     TAKEOVERS+=("$took")
     if ! wait_lines $((before + RESUME_LINES)); then
         log "round $round: the guest did not resume appending within ${RESUME_WAIT_SECONDS_MAX}s"
         break
     fi
-    node_start "$active"
-    wait_caught_up "$active" "$new"
+    restart_and_catch_up "$active" "$new" || exit 2
     wait_lines $(( $(lines_now) + RESUME_LINES )) || { log "round $round: guest stopped appending"; break; }
     after=$(lines_now)
     stall=$(stall_of "$((before > 1 ? before - 1 : 1))" "$after")

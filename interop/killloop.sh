@@ -17,6 +17,7 @@ INTEROP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$INTEROP")
 CACHE=$INTEROP/.cache
 export LC_ALL=C   # EPOCHREALTIME and awk with a '.' decimal point
+source "$INTEROP/lib/harness.sh"
 
 usage() {
     cat <<USAGE
@@ -36,16 +37,13 @@ while [ $# -gt 0 ]; do
     --kills) KILLS=${2:-}; shift 2 ;;
     --interval) INTERVAL=${2:-}; shift 2 ;;
     --case-timeout) CASE_TIMEOUT=${2:-}; shift 2 ;;
-    --hanfs-bin) HANFS_BIN_ARG=${2:-}; shift 2 ;;
-    --keep) KEEP=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+    *) common_opt "$@"; shift "$OPT_SHIFT" ;;
     esac
 done
-[[ "$KILLS" =~ ^[0-9]+$ ]] && [ "$KILLS" -ge 1 ] && [ "$KILLS" -le 100 ] || { usage >&2; exit 2; }
-[[ "$INTERVAL" =~ ^[0-9]+$ ]] && [ "$INTERVAL" -ge 5 ] && [ "$INTERVAL" -le 300 ] || { usage >&2; exit 2; }
-[[ "$CASE_TIMEOUT" =~ ^[0-9]+$ ]] && [ "$CASE_TIMEOUT" -ge 10 ] && [ "$CASE_TIMEOUT" -le 600 ] || { usage >&2; exit 2; }
-[ "$(id -u)" = 0 ] || { echo "interop/killloop.sh must run as root (namespaces, taps)" >&2; exit 2; }
+int_in "$KILLS" 1 100 || { usage >&2; exit 2; }
+int_in "$INTERVAL" 5 300 || { usage >&2; exit 2; }
+int_in "$CASE_TIMEOUT" 10 600 || { usage >&2; exit 2; }
+need_root interop/killloop.sh
 
 source "$INTEROP/lib/prepare.sh"
 source "$INTEROP/lib/net.sh"
@@ -69,18 +67,8 @@ GUEST_STOP_SECONDS_MAX=$(( ITERATION_SECONDS_MAX + 30 ))
 LOOP_SECONDS_MAX=$(( KILLS * KILL_CYCLE_SECONDS_MAX + 60 ))
 RUN_SECONDS_MAX=$(( BOOT_SECONDS_MAX + MOUNT_WAIT_SECONDS_MAX + LOOP_SECONDS_MAX + GUEST_STOP_SECONDS_MAX + 60 ))
 
-RUN_ID="$(date -u +%Y%m%d-%H%M%S)-killloop-$$"
-RUN=$CACHE/runs/$RUN_ID
-LOGDIR_FINAL=$CACHE/logs/$RUN_ID
-LOGDIR=$RUN/logs
+run_dirs "killloop"
 MONITOR=
-
-stop_watchdog() {
-    [ -n "${WATCHDOG:-}" ] || return 0
-    pkill -P "$WATCHDOG" 2>/dev/null || true
-    kill "$WATCHDOG" 2>/dev/null || true
-    WATCHDOG=
-}
 
 # stop_monitor: asks the monitor to finish its poll (bounded), kills it only if it does not.
 stop_monitor() {
@@ -107,35 +95,21 @@ cleanup() {
     guest_kill 0
     nodes_stop_all
     net_down
-    if [ -d "$RUN/logs" ]; then
-        mkdir -p "$LOGDIR_FINAL"
-        cp -a "$RUN/logs/." "$LOGDIR_FINAL/" 2>/dev/null || true
-        [ -d "$RUN/g0/out" ] && cp -a "$RUN/g0/out/." "$LOGDIR_FINAL/g0-out/" 2>/dev/null
+    if save_logs 0; then
         cp "$RUN/host.txt" "$RUN/case-times.txt" "$LOGDIR_FINAL/" 2>/dev/null || true
     fi
-    [ -z "$KEEP" ] && rm -rf "$RUN"
-    log "logs: $LOGDIR_FINAL"
-    exit "$rc"
+    end_run "$rc"
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-trap 'log "ERROR: the run bound of ${RUN_SECONDS_MAX}s passed"; exit 2' USR1
-# No stdout/stderr: a pipe reader (`killloop.sh | tail`) must not wait for the watchdog's sleep.
-( sleep "$RUN_SECONDS_MAX"; kill -USR1 $$ ) > /dev/null 2>&1 &
-WATCHDOG=$!
+set_traps
+start_watchdog "$RUN_SECONDS_MAX" USR1
 
 mkdir -p "$CACHE"
 need_packages $HOST_PACKAGES
 prepare_kernel
 prepare_initramfs
 prepare_suites
-if [ -n "$HANFS_BIN_ARG" ]; then
-    HANFS_BIN=$(realpath "$HANFS_BIN_ARG")
-    [ -x "$HANFS_BIN" ] || die "--hanfs-bin $HANFS_BIN_ARG is not executable"
-else
-    prepare_hanfs
-fi
-"$HANFS_BIN" init --help > /dev/null 2>&1 || die "$HANFS_BIN has no cluster commands (init)"
+use_hanfs_bin "$HANFS_BIN_ARG"
+need_cluster_bin
 
 EXPORT_DIR=$RUN/export
 mkdir -p "$LOGDIR" "$RUN/sync" "$RUN/g0/out" "$RUN/g0/nfs-state/sm" "$RUN/g0/nfs-state/sm.bak" "$RUN/g0/bin" \

@@ -20,6 +20,7 @@ set -euo pipefail
 INTEROP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$INTEROP")
 CACHE=$INTEROP/.cache
+source "$INTEROP/lib/harness.sh"
 
 usage() {
     cat <<USAGE
@@ -38,16 +39,13 @@ while [ $# -gt 0 ]; do
     --classic) MODE=classic; shift ;;
     --case-timeout) CASE_TIMEOUT=${2:-}; shift 2 ;;
     --server) SERVER_KIND=${2:-}; shift 2 ;;
-    --hanfs-bin) HANFS_BIN_ARG=${2:-}; shift 2 ;;
-    --keep) KEEP=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+    *) common_opt "$@"; shift "$OPT_SHIFT" ;;
     esac
 done
 case "$SERVER_KIND" in hanfs|ganesha) ;; *) usage >&2; exit 2 ;; esac
-[[ "$CASE_TIMEOUT" =~ ^[0-9]+$ ]] && [ "$CASE_TIMEOUT" -ge 5 ] && [ "$CASE_TIMEOUT" -le 600 ] || { usage >&2; exit 2; }
+int_in "$CASE_TIMEOUT" 5 600 || { usage >&2; exit 2; }
 [ "$MODE" = classic ] && [ "$SERVER_KIND" = ganesha ] && { echo "--classic needs --server hanfs" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || { echo "interop/lockfailover.sh must run as root (namespaces, taps)" >&2; exit 2; }
+need_root interop/lockfailover.sh
 
 source "$INTEROP/lib/prepare.sh"
 source "$INTEROP/lib/net.sh"
@@ -69,20 +67,10 @@ RUN_SECONDS_MAX=$(( BOOT_SECONDS_MAX + LOCKFO_STEP_SECONDS + LOCK_STEP_SECONDS +
 # The NLM implementation logs every reply status at debug level (check c greps those lines).
 export RUST_LOG=${RUST_LOG:-info,hanfs_server=debug}
 
-RUN_ID="$(date -u +%Y%m%d-%H%M%S)-lockfailover-$SERVER_KIND-$$"
-RUN=$CACHE/runs/$RUN_ID
-LOGDIR_FINAL=$CACHE/logs/$RUN_ID
-LOGDIR=$RUN/logs
-
-stop_watchdog() {
-    [ -n "${WATCHDOG:-}" ] || return 0
-    pkill -P "$WATCHDOG" 2>/dev/null || true
-    kill "$WATCHDOG" 2>/dev/null || true
-    WATCHDOG=
-}
+run_dirs "lockfailover-$SERVER_KIND"
 
 cleanup() {
-    local rc=$? i
+    local rc=$?
     trap - EXIT INT TERM USR1
     stop_watchdog
     guest_kill 0
@@ -90,22 +78,13 @@ cleanup() {
     nodes_stop_all
     server_stop
     net_down
-    if [ -d "$RUN/logs" ]; then
-        mkdir -p "$LOGDIR_FINAL"
-        cp -a "$RUN/logs/." "$LOGDIR_FINAL/" 2>/dev/null || true
-        for i in 0 1; do [ -d "$RUN/g$i/out" ] && cp -a "$RUN/g$i/out/." "$LOGDIR_FINAL/g$i-out/" 2>/dev/null; done
+    if save_logs 0 1; then
         cp "$RUN"/host-*.txt "$LOGDIR_FINAL/" 2>/dev/null || true
     fi
-    [ -z "$KEEP" ] && rm -rf "$RUN"
-    log "logs: $LOGDIR_FINAL"
-    exit "$rc"
+    end_run "$rc"
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-trap 'log "ERROR: the run bound of ${RUN_SECONDS_MAX}s passed"; exit 2' USR1
-# No stdout/stderr: a pipe reader (`lockfailover.sh | tail`) must not wait for the watchdog's sleep.
-( sleep "$RUN_SECONDS_MAX"; kill -USR1 $$ ) > /dev/null 2>&1 &
-WATCHDOG=$!
+set_traps
+start_watchdog "$RUN_SECONDS_MAX" USR1
 
 mkdir -p "$CACHE"
 need_packages $HOST_PACKAGES
@@ -114,13 +93,8 @@ prepare_kernel
 prepare_initramfs
 prepare_suites
 if [ "$SERVER_KIND" = hanfs ]; then
-    if [ -n "$HANFS_BIN_ARG" ]; then
-        HANFS_BIN=$(realpath "$HANFS_BIN_ARG")
-        [ -x "$HANFS_BIN" ] || die "--hanfs-bin $HANFS_BIN_ARG is not executable"
-    else
-        prepare_hanfs
-    fi
-    "$HANFS_BIN" init --help > /dev/null 2>&1 || die "$HANFS_BIN has no cluster commands (init)"
+    use_hanfs_bin "$HANFS_BIN_ARG"
+    need_cluster_bin
 fi
 
 EXPORT_DIR=$RUN/export

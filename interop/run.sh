@@ -7,6 +7,7 @@ set -euo pipefail
 INTEROP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$INTEROP")
 CACHE=$INTEROP/.cache
+source "$INTEROP/lib/harness.sh"
 
 usage() {
     cat <<USAGE
@@ -31,11 +32,8 @@ while [ $# -gt 0 ]; do
     --guests) GUESTS=${2:-}; shift 2 ;;
     --kill-server-after) KILL_AFTER=${2:-}; shift 2 ;;
     --case-timeout) CASE_TIMEOUT=${2:-}; shift 2 ;;
-    --hanfs-bin) HANFS_BIN_ARG=${2:-}; shift 2 ;;
-    --keep) KEEP=1; shift ;;
     --shell) SHELL_MODE=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+    *) common_opt "$@"; shift "$OPT_SHIFT" ;;
     esac
 done
 case "$SERVER_KIND" in hanfs|ganesha) ;; *) usage >&2; exit 2 ;; esac
@@ -54,7 +52,7 @@ for s in basic special lock; do
 done
 [ -n "$GUESTS" ] || { if [ -n "$HAS_LOCK" ]; then GUESTS=2; else GUESTS=1; fi; }
 case "$GUESTS" in 1|2) ;; *) usage >&2; exit 2 ;; esac
-[ "$(id -u)" = 0 ] || { echo "interop/run.sh must run as root (namespaces, taps)" >&2; exit 2; }
+need_root interop/run.sh
 
 source "$INTEROP/lib/prepare.sh"
 source "$INTEROP/lib/net.sh"
@@ -68,29 +66,19 @@ declare -A SUITE_SECONDS_MAX=([basic]=300 [special]=420 [lock]=360 [lock2]=480)
 RUN_SECONDS_MAX=1800
 REBOOT_WAIT_SECONDS_MAX=600
 
-RUN_ID="$(date -u +%Y%m%d-%H%M%S)-$SERVER_KIND-$$"
-RUN=$CACHE/runs/$RUN_ID
-LOGDIR_FINAL=$CACHE/logs/$RUN_ID
-LOGDIR=$RUN/logs      # server-side.sh writes here; copied to $LOGDIR_FINAL at the end
+run_dirs "$SERVER_KIND"
 
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM USR1
     local i
     for i in 0 1; do guest_kill "$i"; done
     server_stop
     net_down
-    if [ -d "$RUN/logs" ]; then
-        mkdir -p "$LOGDIR_FINAL"
-        cp -a "$RUN/logs/." "$LOGDIR_FINAL/" 2>/dev/null || true
-        for i in 0 1; do [ -d "$RUN/g$i/out" ] && cp -a "$RUN/g$i/out/." "$LOGDIR_FINAL/g$i-out/" 2>/dev/null; done
-    fi
-    [ -z "$KEEP" ] && rm -rf "$RUN"
-    log "logs: $LOGDIR_FINAL"
-    exit "$rc"
+    save_logs 0 1 || true
+    end_run "$rc"
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+set_traps
 
 mkdir -p "$CACHE"
 need_packages $HOST_PACKAGES
@@ -98,14 +86,7 @@ need_packages $HOST_PACKAGES
 prepare_kernel
 prepare_initramfs
 prepare_suites
-if [ "$SERVER_KIND" = hanfs ]; then
-    if [ -n "$HANFS_BIN_ARG" ]; then
-        HANFS_BIN=$(realpath "$HANFS_BIN_ARG")
-        [ -x "$HANFS_BIN" ] || die "--hanfs-bin $HANFS_BIN_ARG is not executable"
-    else
-        prepare_hanfs
-    fi
-fi
+if [ "$SERVER_KIND" = hanfs ]; then use_hanfs_bin "$HANFS_BIN_ARG"; fi
 
 mkdir -p "$RUN/logs" "$RUN/sync" "$LOGDIR_FINAL"
 for i in 0 1; do

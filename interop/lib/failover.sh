@@ -1,5 +1,6 @@
-# interop/lib/failover.sh: sourced by failover.sh. Owns the three-node hanfs cluster inside the
-# test namespace (configs, start, init, status, kill -9, restart, catch-up wait), the guest job
+# interop/lib/failover.sh: sourced by failover.sh, killloop.sh and lockfailover.sh. Owns the
+# three-node hanfs cluster inside the test namespace (configs, start, init, status, kill -9 of the
+# active and the takeover wait, restart, catch-up wait), failover.sh's guest job
 # that appends timestamp lines through the VIP, and the stall analysis of that file.
 
 VIP=10.99.0.100
@@ -13,6 +14,8 @@ SERVE_WAIT_SECONDS_MAX=60
 CATCHUP_WAIT_SECONDS_MAX=60
 RESUME_WAIT_SECONDS_MAX=60
 CLI_SECONDS_MAX=20
+# Polls (0.1 s) for the new active's `serving` log line after its VIP answers.
+SERVING_LINE_POLLS_MAX=50
 # Guest side: append period and a bound on the number of lines (the job stops itself).
 APPEND_PERIOD=0.2
 APPEND_LINES_MAX=20000
@@ -125,6 +128,37 @@ wait_serving() {
         sleep 0.1
     done
     die "no storage node serving on $VIP within ${SERVE_WAIT_SECONDS_MAX}s"
+}
+
+# kill_active_and_wait ACTIVE: the failover step failover.sh, killloop.sh and lockfailover.sh share.
+# kill -9 of node ACTIVE, then waits for the other storage node to serve on the VIP and (bounded)
+# for its `serving` log line of this takeover, not its previous one: the listeners open before the
+# gratuitous ARP and that line. The VIP lives on the killed node's own TUN device (hanfs-vipN),
+# which the kernel destroys with the process: a client's reconnect SYNs go unanswered (not
+# refused) until the new active has claimed the VIP and sent its gratuitous ARP.
+# Sets KILLED_AT (epoch seconds with fraction), NEW_ACTIVE and TAKEOVER_SECONDS (kill to that
+# line, "?" when it did not come within the polls). Returns 1 (NEW_ACTIVE empty, wait_serving's
+# message on stderr) when no node served within SERVE_WAIT_SECONDS_MAX.
+kill_active_and_wait() {
+    local active=$1 ready= i
+    NEW_ACTIVE= TAKEOVER_SECONDS=?
+    KILLED_AT=$(date +%s.%N)
+    node_kill9 "$active"
+    NEW_ACTIVE=$(wait_serving "$active") || { NEW_ACTIVE=; return 1; }
+    for ((i = 0; i < SERVING_LINE_POLLS_MAX; i++)); do
+        ready=$(serving_since "$NEW_ACTIVE")
+        awk -v a="$KILLED_AT" -v b="${ready:-0}" 'BEGIN { exit !(b > a) }' && break
+        sleep 0.1
+    done
+    TAKEOVER_SECONDS=$(awk -v a="$KILLED_AT" -v b="${ready:-0}" 'BEGIN { if (b > a) printf "%.2f", b - a; else print "?" }')
+}
+
+# restart_and_catch_up ID LEADER: starts node ID again and waits until it has caught up with
+# LEADER. Returns 1 when it did not within CATCHUP_WAIT_SECONDS_MAX (wait_caught_up's message on
+# stderr).
+restart_and_catch_up() {
+    node_start "$1"
+    (wait_caught_up "$1" "$2")
 }
 
 # wait_caught_up ID LEADER: until ID's applied index reaches the leader's.

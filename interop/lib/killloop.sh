@@ -2,11 +2,10 @@
 # repeated kill -9: the guest's looping job (basic and special, each iteration in its own work
 # directory k<N> of the export, each step bounded, until the host writes sync/stop), the host-side
 # monitor that timestamps the suites' case lines as they appear on the 9p share, one kill cycle
-# (kill -9 of the active, the other storage node serving, restart, catch-up), and the report.
+# (kill -9 of the active, the other storage node serving, restart, catch-up: the steps are
+# lib/failover.sh's kill_active_and_wait and restart_and_catch_up), and the report.
 # The cluster itself (configs, start, kill -9, serving, catch-up) is lib/failover.sh's.
 
-# Polls (0.1 s) for the new active's `serving` log line after its VIP answers.
-SERVING_LINE_POLLS_MAX=50
 # Guest side: at most this many iterations, whatever the host says.
 ITERATIONS_MAX=200
 # Host-side monitor: poll period of the guest's output files (seconds).
@@ -95,34 +94,27 @@ host_line() { echo "$*" >> "$RUN/host.txt"; }
 # up, s) and the host case lines killloop_takeoverK / killloop_rejoinK. Returns 1 when no node took
 # over or the killed node did not catch up (the run stops killing).
 kill_cycle() {
-    local k=$1 active new killed_at ready took i
+    local k=$1 active new served=1
     if ! active=$(wait_serving 0); then
         host_line "killloop_takeover$k: FAIL (no storage node serving on $VIP before kill $k)"
         return 1
     fi
     log "kill $k: kill -9 node $active"
-    killed_at=$EPOCHREALTIME
-    node_kill9 "$active"
-    KILL_AT[k]=$killed_at KILL_NODE[k]=$active KILL_NEW[k]=? KILL_TAKEOVER[k]=? KILL_CATCHUP[k]=?
-    if ! new=$(wait_serving "$active"); then
+    kill_active_and_wait "$active" || served=
+    KILL_AT[k]=$KILLED_AT KILL_NODE[k]=$active KILL_NEW[k]=? KILL_TAKEOVER[k]=? KILL_CATCHUP[k]=?
+    if [ -z "$served" ]; then
         host_line "killloop_takeover$k: FAIL (no storage node served on $VIP within ${SERVE_WAIT_SECONDS_MAX}s of the kill of node $active)"
         return 1
     fi
-    for ((i = 0; i < SERVING_LINE_POLLS_MAX; i++)); do
-        ready=$(serving_since "$new")
-        awk -v a="$killed_at" -v b="${ready:-0}" 'BEGIN { exit !(b > a) }' && break
-        sleep 0.1
-    done
-    took=$(awk -v a="$killed_at" -v b="${ready:-0}" 'BEGIN { if (b > a) printf "%.2f", b - a; else print "?" }')
-    KILL_NEW[k]=$new KILL_TAKEOVER[k]=$took
+    new=$NEW_ACTIVE
+    KILL_NEW[k]=$new KILL_TAKEOVER[k]=$TAKEOVER_SECONDS
     host_line "killloop_takeover$k: PASS"
-    log "kill $k: node $new serving ${took} s after the kill; restarting node $active"
-    node_start "$active"
-    if ! (wait_caught_up "$active" "$new"); then
+    log "kill $k: node $new serving ${TAKEOVER_SECONDS} s after the kill; restarting node $active"
+    if ! restart_and_catch_up "$active" "$new"; then
         host_line "killloop_rejoin$k: FAIL (node $active did not catch up with node $new within ${CATCHUP_WAIT_SECONDS_MAX}s)"
         return 1
     fi
-    KILL_CATCHUP[k]=$(awk -v a="$killed_at" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+    KILL_CATCHUP[k]=$(awk -v a="$KILLED_AT" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
     host_line "killloop_rejoin$k: PASS"
 }
 

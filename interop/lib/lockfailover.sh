@@ -4,8 +4,6 @@
 # writes sync/failoverN_done, or sync/host_failed), and the three-check report.
 # The cluster itself (configs, start, kill -9, serving, catch-up) is lib/failover.sh's.
 
-# Polls (0.1 s) for the new active's `serving` log line after its VIP answers.
-SERVING_LINE_POLLS_MAX=50
 NLM_GRACE_SECONDS=15
 
 # write_nlm_classic: appends the classic lock-recovery table to every node's config, then asks
@@ -65,7 +63,7 @@ host_line() { echo "$*" >> "$RUN/host-$CHECK.txt"; }
 # somewhere to go). With ganesha (one server) it only writes failoverN_done. Records the case
 # line lockfo_failoverN; returns 1 (after writing host_failed) when no node took over.
 failover() {
-    local n=$1 active new killed_at ready took i
+    local n=$1 active new took
     if [ "$SERVER_KIND" = ganesha ]; then
         host_line "# failover $n: none (ganesha is a single server; the guests go on)"
         touch "$RUN/sync/failover${n}_done"
@@ -77,25 +75,17 @@ failover() {
         return 1
     fi
     log "failover $n: kill -9 node $active"
-    killed_at=$(date +%s.%N)
-    node_kill9 "$active"
-    if ! new=$(wait_serving "$active"); then
+    if ! kill_active_and_wait "$active"; then
         host_line "lockfo_failover$n: FAIL (no storage node served on $VIP within ${SERVE_WAIT_SECONDS_MAX}s of the kill of node $active)"
         touch "$RUN/sync/host_failed"
         return 1
     fi
-    for ((i = 0; i < SERVING_LINE_POLLS_MAX; i++)); do
-        ready=$(serving_since "$new")
-        awk -v a="$killed_at" -v b="${ready:-0}" 'BEGIN { exit !(b > a) }' && break
-        sleep 0.1
-    done
-    took=$(awk -v a="$killed_at" -v b="${ready:-0}" 'BEGIN { if (b > a) printf "%.2f", b - a; else print "?" }')
+    new=$NEW_ACTIVE took=$TAKEOVER_SECONDS
     touch "$RUN/sync/failover${n}_done"
     host_line "lockfo_failover$n: PASS"
     host_line "# failover $n: node $active killed -9, node $new serving ${took} s later"
     log "failover $n: node $new serving ${took} s after the kill; restarting node $active"
-    node_start "$active"
-    if (wait_caught_up "$active" "$new"); then
+    if restart_and_catch_up "$active" "$new"; then
         host_line "lockfo_rejoin$n: PASS"
     else
         host_line "lockfo_rejoin$n: FAIL (node $active did not catch up with node $new within ${CATCHUP_WAIT_SECONDS_MAX}s)"

@@ -61,6 +61,38 @@ void report(const char *name, int ok, const char *why) {
     fflush(stdout);
 }
 
+/* Reads a child's reason from fd (the read end of its pipe) into why (cap bytes, NUL-terminated)
+ * until EOF (the child and its writers finished), a full buffer or timeout_s; closes fd.
+ * Returns 1 when the time bound passed first. */
+static int read_why_bounded(int fd, char *why, size_t cap, unsigned timeout_s) {
+    struct pollfd p = { fd, POLLIN, 0 };
+    size_t got = 0;
+    int timed_out = 0;
+    time_t deadline = time(NULL) + (time_t)timeout_s;
+    for (;;) {
+        time_t now = time(NULL);
+        if (now >= deadline) { timed_out = 1; break; }
+        int pr = poll(&p, 1, (int)((deadline - now) * 1000));
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) { timed_out = (pr == 0); break; }
+        ssize_t n = read(fd, why + got, cap - 1 - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+        if (got >= cap - 1) break;
+    }
+    why[got] = 0;
+    close(fd);
+    return timed_out;
+}
+
+/* SIGKILLs a timed-out child's process group (NFS and NLM waits are killable) and reaps it,
+ * waiting at most KILL_REAP_TRIES_MAX * 100 ms. */
+static void kill_group_and_reap(pid_t pid, int *status) {
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    for (int i = 0; i < KILL_REAP_TRIES_MAX && waitpid(pid, status, WNOHANG) == 0; i++) msleep(100);
+}
+
 void run_case(const char *name, case_fn fn) {
     int fds[2];
     char why[WHY_BYTES_MAX] = "";
@@ -81,28 +113,10 @@ void run_case(const char *name, case_fn fn) {
     }
     close(fds[1]);
     setpgid(pid, pid);
-    struct pollfd p = { fds[0], POLLIN, 0 };
-    size_t got = 0;
-    int timed_out = 0;
-    time_t deadline = time(NULL) + (time_t)g_opts.case_timeout_s;
-    for (;;) {
-        time_t now = time(NULL);
-        if (now >= deadline) { timed_out = 1; break; }
-        int pr = poll(&p, 1, (int)((deadline - now) * 1000));
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) { timed_out = (pr == 0); break; }
-        ssize_t n = read(fds[0], why + got, sizeof why - 1 - got);
-        if (n <= 0) break;               /* EOF: the child (and its writers) finished */
-        got += (size_t)n;
-        if (got >= sizeof why - 1) break;
-    }
-    why[got] = 0;
-    close(fds[0]);
+    int timed_out = read_why_bounded(fds[0], why, sizeof why, g_opts.case_timeout_s);
     int status = 0;
     if (timed_out) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
-        for (int i = 0; i < KILL_REAP_TRIES_MAX && waitpid(pid, &status, WNOHANG) == 0; i++) msleep(100);
+        kill_group_and_reap(pid, &status);
         g_server_dead = 1;
         int mfd = open(SERVER_DEAD_MARKER, O_CREAT | O_WRONLY, 0644);
         if (mfd >= 0) close(mfd);
@@ -288,8 +302,10 @@ int touch_file(const char *path) {
     return 0;
 }
 
-/* Runs fn(arg) in a child process; returns its verdict with the child's reason in g_why. */
-int in_child(child_fn fn, void *arg) {
+/* Forks a child that runs fn(arg) (in a process group of its own when own_group) and, when it
+ * fails, writes its reason (g_why) to the pipe before exiting 1. Returns the child's pid with
+ * *why_fd the pipe's read end, or -1 with g_why set. */
+static pid_t fork_child(child_fn fn, void *arg, int own_group, int *why_fd) {
     int fds[2];
     if (pipe(fds) < 0) return failf("pipe: %s", strerror(errno));
     fflush(stdout);
@@ -297,16 +313,27 @@ int in_child(child_fn fn, void *arg) {
     if (pid < 0) return failf("fork: %s", strerror(errno));
     if (pid == 0) {
         close(fds[0]);
+        if (own_group) setpgid(0, 0);
         g_why[0] = 0;
         int r = fn(arg);
         if (r < 0) { ssize_t w = write(fds[1], g_why, strlen(g_why)); (void)w; }
         _exit(r < 0 ? 1 : 0);
     }
     close(fds[1]);
+    if (own_group) setpgid(pid, pid);
+    *why_fd = fds[0];
+    return pid;
+}
+
+/* Runs fn(arg) in a child process; returns its verdict with the child's reason in g_why. */
+int in_child(child_fn fn, void *arg) {
+    int why_fd;
+    pid_t pid = fork_child(fn, arg, 0, &why_fd);
+    if (pid < 0) return -1;
     char why[WHY_BYTES_MAX] = "";
-    ssize_t n = read(fds[0], why, sizeof why - 1);
+    ssize_t n = read(why_fd, why, sizeof why - 1);
     why[n > 0 ? n : 0] = 0;
-    close(fds[0]);
+    close(why_fd);
     int status;
     if (waitpid(pid, &status, 0) != pid) return failf("waitpid: %s", strerror(errno));
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
@@ -314,44 +341,14 @@ int in_child(child_fn fn, void *arg) {
 }
 
 int in_child_bounded(child_fn fn, void *arg, unsigned timeout_s) {
-    int fds[2];
-    if (pipe(fds) < 0) return failf("pipe: %s", strerror(errno));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) return failf("fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(fds[0]);
-        setpgid(0, 0);
-        g_why[0] = 0;
-        int r = fn(arg);
-        if (r < 0) { ssize_t w = write(fds[1], g_why, strlen(g_why)); (void)w; }
-        _exit(r < 0 ? 1 : 0);
-    }
-    close(fds[1]);
-    setpgid(pid, pid);
+    int why_fd;
+    pid_t pid = fork_child(fn, arg, 1, &why_fd);
+    if (pid < 0) return -1;
     char why[WHY_BYTES_MAX] = "";
-    size_t got = 0;
-    struct pollfd p = { fds[0], POLLIN, 0 };
-    time_t deadline = time(NULL) + (time_t)timeout_s;
-    int timed_out = 0;
-    for (;;) {
-        time_t now = time(NULL);
-        if (now >= deadline) { timed_out = 1; break; }
-        int pr = poll(&p, 1, (int)((deadline - now) * 1000));
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) { timed_out = (pr == 0); break; }
-        ssize_t n = read(fds[0], why + got, sizeof why - 1 - got);
-        if (n <= 0) break;
-        got += (size_t)n;
-        if (got >= sizeof why - 1) break;
-    }
-    why[got] = 0;
-    close(fds[0]);
+    int timed_out = read_why_bounded(why_fd, why, sizeof why, timeout_s);
     int status = 0;
     if (timed_out) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
-        for (int i = 0; i < KILL_REAP_TRIES_MAX && waitpid(pid, &status, WNOHANG) == 0; i++) msleep(100);
+        kill_group_and_reap(pid, &status);
         return failf("timed out after %u s%s%s", timeout_s, why[0] ? ": " : "", why);
     }
     int reaped = 0;

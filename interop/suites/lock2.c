@@ -57,28 +57,11 @@ struct holder { pid_t pid; int cmd_fd; };
 
 /* Forks a process that write-locks [start, start+RANGE_LEN) and waits for 'u' (unlock + exit). */
 static int start_holder(struct holder *h, off_t start) {
-    int up[2], down[2];
-    if (pipe(up) < 0 || pipe(down) < 0) return failf("pipe: %s", strerror(errno));
-    fflush(stdout);
-    h->pid = fork();
-    if (h->pid < 0) return failf("fork: %s", strerror(errno));
-    if (h->pid == 0) {
-        close(up[0]);
-        close(down[1]);
-        int fd = open(g_file, O_RDWR);
-        char c = (fd >= 0 && lock_range(fd, F_SETLK, F_WRLCK, start, RANGE_LEN) == 0) ? 'y' : 'n';
-        if (write(up[1], &c, 1) != 1) _exit(1);
-        while (read(down[0], &c, 1) == 1) {
-            if (c == 'u') { lock_range(fd, F_SETLK, F_UNLCK, start, RANGE_LEN); close(fd); _exit(0); }
-        }
-        _exit(0);   /* parent gone: exiting releases the lock */
-    }
-    close(up[1]);
-    close(down[0]);
-    h->cmd_fd = down[1];
+    int up = -1;
+    if (holder_fork(g_file, start, RANGE_LEN, 0, &h->pid, &up, &h->cmd_fd) < 0) return -1;
     char c = 0;
-    ssize_t n = read(up[0], &c, 1);
-    close(up[0]);
+    ssize_t n = read(up, &c, 1);
+    close(up);
     if (n != 1 || c != 'y') return failf("holder could not lock [%lld,+%d)", (long long)start, RANGE_LEN);
     return 0;
 }

@@ -48,8 +48,8 @@ static int a_create(void *arg) {
     return 0;
 }
 
-/* The holder process write-locks the range, answers 'y' or 'n' on up; on 'u' from down it
- * unlocks and answers 'k' (unlocked) or 'e'. */
+/* The holder process (holder_fork with ack) write-locks the range, answers 'y' or 'n' on up; on
+ * 'u' from down it unlocks and answers 'k' (unlocked) or 'e'. */
 struct holder { pid_t pid; int up, down; };
 
 /* One byte from fd within secs: 1 read, 0 EOF or error, -1 timeout. */
@@ -68,30 +68,7 @@ static void holder_kill(struct holder *h) {
 }
 
 static int holder_start(struct holder *h) {
-    int up[2], down[2];
-    if (pipe(up) < 0 || pipe(down) < 0) return failf("pipe: %s", strerror(errno));
-    fflush(stdout);
-    h->pid = fork();
-    if (h->pid < 0) return failf("fork: %s", strerror(errno));
-    if (h->pid == 0) {
-        close(up[0]);
-        close(down[1]);
-        int fd = open(g_file, O_RDWR);
-        char c = (fd >= 0 && lock_range(fd, F_SETLK, F_WRLCK, RANGE_START, RANGE_LEN) == 0) ? 'y' : 'n';
-        if (write(up[1], &c, 1) != 1) _exit(1);
-        while (read(down[0], &c, 1) == 1) {
-            if (c != 'u') continue;
-            c = lock_range(fd, F_SETLK, F_UNLCK, RANGE_START, RANGE_LEN) == 0 ? 'k' : 'e';
-            if (write(up[1], &c, 1) != 1) _exit(1);
-            close(fd);
-            _exit(0);
-        }
-        _exit(0);   /* parent gone: exiting releases the lock */
-    }
-    close(up[1]);
-    close(down[0]);
-    h->up = up[0];
-    h->down = down[1];
+    if (holder_fork(g_file, RANGE_START, RANGE_LEN, 1, &h->pid, &h->up, &h->down) < 0) return -1;
     char c = 0;
     int r = read_bounded(h->up, &c, g_opts.case_timeout_s);
     if (r == 1 && c == 'y') return 0;

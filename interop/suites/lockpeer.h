@@ -20,6 +20,40 @@
 
 static char g_sync_path[PATH_BYTES_MAX];
 
+/* Forks a lock holder: the child write-locks [start, start+len) of path and answers 'y' (held) or
+ * 'n' on the up pipe; on 'u' from the down pipe it unlocks and exits, first answering 'k'
+ * (unlocked) or 'e' on up when ack is set. EOF on down (the parent gone) exits too: exiting
+ * releases the lock. The parent gets the child's pid, the read end of up and the write end of
+ * down; returns -1 with g_why set when the pipes or the fork failed. */
+static inline int holder_fork(const char *path, off_t start, off_t len, int ack, pid_t *pid, int *up_r, int *down_w) {
+    int up[2], down[2];
+    if (pipe(up) < 0 || pipe(down) < 0) return failf("pipe: %s", strerror(errno));
+    fflush(stdout);
+    *pid = fork();
+    if (*pid < 0) return failf("fork: %s", strerror(errno));
+    if (*pid == 0) {
+        close(up[0]);
+        close(down[1]);
+        int fd = open(path, O_RDWR);
+        char c = (fd >= 0 && lock_range(fd, F_SETLK, F_WRLCK, start, len) == 0) ? 'y' : 'n';
+        if (write(up[1], &c, 1) != 1) _exit(1);
+        while (read(down[0], &c, 1) == 1) {
+            if (c != 'u') continue;
+            c = lock_range(fd, F_SETLK, F_UNLCK, start, len) == 0 ? 'k' : 'e';
+            if (ack && write(up[1], &c, 1) != 1) _exit(1);
+            close(fd);
+            _exit(0);
+        }
+        _exit(0);   /* parent gone: exiting releases the lock */
+    }
+    close(up[1]);
+    close(down[0]);
+    *up_r = up[0];
+    *down_w = down[1];
+    return 0;
+}
+
+
 /* The path of flag NAME in the sync directory (a static buffer: copy it before the next call). */
 static inline const char *flag(const char *name) {
     snprintf(g_sync_path, sizeof g_sync_path, "%s/%s", g_opts.sync_dir, name);
