@@ -67,7 +67,9 @@ RUN_SECONDS_MAX=$(( BOOT_SECONDS_MAX + LOCKFO_STEP_SECONDS + LOCK_STEP_SECONDS +
 # The NLM implementation logs every reply status at debug level (check c greps those lines).
 export RUST_LOG=${RUST_LOG:-info,hanfs_server=debug}
 
-run_dirs "lockfailover-$SERVER_KIND"
+# A short run name: node sockets live under the run directory, and a Unix
+# socket path must stay under 108 bytes wherever the checkout is.
+if [ "$SERVER_KIND" = hanfs ]; then run_dirs "lockfo"; else run_dirs "lockfo-$SERVER_KIND"; fi
 
 cleanup() {
     local rc=$?
