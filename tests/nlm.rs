@@ -308,38 +308,6 @@ pub struct FakeClient {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn serve_udp(
-    sock: UdpSocket,
-    stop: Arc<AtomicBool>,
-    mut answer: impl FnMut(u32, &[u8]) -> Vec<u8> + Send + 'static,
-) -> std::thread::JoinHandle<()> {
-    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-            let m = &buf[..n];
-            if m.len() < 40 {
-                continue;
-            }
-            let w = |i: usize| u32::from_be_bytes([m[i * 4], m[i * 4 + 1], m[i * 4 + 2], m[i * 4 + 3]]);
-            let (xid, proc_) = (w(0), w(5));
-            // Skip the credential and verifier.
-            let cred_len = w(7) as usize;
-            let verf_at = 32 + cred_len.div_ceil(4) * 4;
-            let verf_len = u32::from_be_bytes(m[verf_at + 4..verf_at + 8].try_into().unwrap()) as usize;
-            let args = &m[verf_at + 8 + verf_len.div_ceil(4) * 4..];
-            let result = answer(proc_, args);
-            let mut reply = Vec::new();
-            for word in [xid, 1, 0, 0, 0, 0] {
-                put_u32(&mut reply, word);
-            }
-            reply.extend_from_slice(&result);
-            let _ = sock.send_to(&reply, from);
-        }
-    })
-}
-
 impl FakeClient {
     fn start() -> FakeClient {
         FakeClient::start_at(Ipv4Addr::LOCALHOST, 0)
@@ -356,7 +324,7 @@ impl FakeClient {
         let seen = granted.clone();
         let calls: CallLog = Arc::new(std::sync::Mutex::new(Vec::new()));
         let all = calls.clone();
-        let t1 = serve_udp(lockd, stop.clone(), move |proc_, args| {
+        let t1 = serve_udp_rpc(lockd, stop.clone(), move |_, proc_, args| {
             all.lock().unwrap().push((proc_, args.to_vec()));
             if proc_ == NLM_GRANTED_MSG {
                 if let Ok(a) = from_bytes::<Nlm4TestArgs>(args) {
@@ -365,7 +333,7 @@ impl FakeClient {
             }
             Vec::new()
         });
-        let t2 = serve_udp(pmap, stop.clone(), move |proc_, args| {
+        let t2 = serve_udp_rpc(pmap, stop.clone(), move |_, proc_, args| {
             let prog = args.get(..4).map(|b| u32::from_be_bytes(b.try_into().unwrap()));
             let port = if proc_ == 3 && prog == Some(NLM_PROG) { u32::from(lockd_port) } else { 0 };
             port.to_be_bytes().to_vec()

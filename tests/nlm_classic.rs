@@ -41,35 +41,6 @@ pub struct FakeStatd {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Answer RPC calls on `sock` until `stop`: `answer(source, proc, args)` is
-/// the result body of an accepted, successful reply.
-fn serve(
-    sock: UdpSocket,
-    stop: Arc<AtomicBool>,
-    mut answer: impl FnMut(IpAddr, u32, &[u8]) -> Vec<u8> + Send + 'static,
-) -> std::thread::JoinHandle<()> {
-    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-            let m = &buf[..n];
-            let w = |i: usize| m.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-            let (Some(xid), Some(proc_), Some(cred_len)) = (w(0), w(20), w(28)) else { continue };
-            let verf_at = 32 + (cred_len as usize).div_ceil(4) * 4;
-            let Some(verf_len) = w(verf_at + 4) else { continue };
-            let Some(args) = m.get(verf_at + 8 + (verf_len as usize).div_ceil(4) * 4..) else { continue };
-            let result = answer(from.ip(), proc_, args);
-            let mut reply = Vec::new();
-            for word in [xid, 1, 0, 0, 0, 0] {
-                put_u32(&mut reply, word);
-            }
-            reply.extend_from_slice(&result);
-            let _ = sock.send_to(&reply, from);
-        }
-    })
-}
-
 impl FakeStatd {
     /// A fake statd on `ip`, its portmapper on `portmap_port` (0: any).
     pub fn start_at(ip: Ipv4Addr, portmap_port: u16) -> FakeStatd {
@@ -80,7 +51,7 @@ impl FakeStatd {
         let portmap_port = pmap.local_addr().unwrap().port();
         let notices: Notices = Arc::new(Mutex::new(Vec::new()));
         let seen = notices.clone();
-        let t1 = serve(statd, stop.clone(), move |from, proc_, args| {
+        let t1 = serve_udp_rpc(statd, stop.clone(), move |from, proc_, args| {
             if proc_ == SM_NOTIFY {
                 if let Ok(c) = from_bytes::<StatChge>(args) {
                     seen.lock().unwrap().push((from, c));
@@ -88,7 +59,7 @@ impl FakeStatd {
             }
             Vec::new()
         });
-        let t2 = serve(pmap, stop.clone(), move |_, proc_, args| {
+        let t2 = serve_udp_rpc(pmap, stop.clone(), move |_, proc_, args| {
             let prog = args.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
             let port = if proc_ == PMAP_GETPORT && prog == Some(NSM_PROG) { u32::from(statd_port) } else { 0 };
             port.to_be_bytes().to_vec()

@@ -7,8 +7,8 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use hanfs_server::config::{ExportConfig, Ports, ServerConfig};
@@ -462,4 +462,34 @@ pub async fn tokio_connect(port: u16, privileged: bool) -> TokioIo<tokio::net::T
 pub async fn mount_client(port: u16, privileged: bool) -> nfs3_client::MountClient<TokioIo<tokio::net::TcpStream>> {
     let io = tokio_connect(port, privileged).await;
     nfs3_client::MountClient::new_with_auth(io, auth_sys(0, 0, &[]), opaque_auth::default())
+}
+
+/// A fake RPC service (a client's lockd, statd or portmapper) for tests:
+/// answers calls on `sock` until `stop`; `answer(source, proc, args)` is the
+/// result body of an accepted, successful reply. Bad datagrams are skipped.
+pub fn serve_udp_rpc(
+    sock: UdpSocket,
+    stop: Arc<AtomicBool>,
+    mut answer: impl FnMut(IpAddr, u32, &[u8]) -> Vec<u8> + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+            let m = &buf[..n];
+            let w = |i: usize| m.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let (Some(xid), Some(proc_), Some(cred_len)) = (w(0), w(20), w(28)) else { continue };
+            let verf_at = 32 + (cred_len as usize).div_ceil(4) * 4;
+            let Some(verf_len) = w(verf_at + 4) else { continue };
+            let Some(args) = m.get(verf_at + 8 + (verf_len as usize).div_ceil(4) * 4..) else { continue };
+            let result = answer(from.ip(), proc_, args);
+            let mut reply = Vec::new();
+            for word in [xid, 1, 0, 0, 0, 0] {
+                put_u32(&mut reply, word);
+            }
+            reply.extend_from_slice(&result);
+            let _ = sock.send_to(&reply, from);
+        }
+    })
 }
