@@ -195,7 +195,7 @@ async fn bind_all(
         Err(e) => return Err(e),
     };
     for m in &mappings {
-        services.portmap.set(*m);
+        services.portmap.set_own(*m);
     }
     Ok((BoundPorts { portmap: portmap_port, nfs, mount, nlm, nsm }, system_portmap))
 }

@@ -116,18 +116,23 @@ mod tests {
         (listeners, addr)
     }
 
+    /// GETPORT through our own portmap; SET and UNSET from this client's
+    /// ephemeral source port are refused there (a system rpcbind has the same
+    /// rule for non-root; hanfs never SETs in its own portmapper).
     #[tokio::test]
     async fn getport_set_unset_against_our_portmap() {
         let table = Arc::new(Table::default());
-        table.set(mapping { prog: 100_021, vers: 4, prot: IPPROTO_UDP, port: 4045 });
+        table.set_own(mapping { prog: 100_021, vers: 4, prot: IPPROTO_UDP, port: 4045 });
         let (listeners, addr) = serve(table.clone()).await;
         assert_eq!(getport(addr, 100_021, 4, IPPROTO_UDP).await.unwrap(), Some(4045));
         assert_eq!(getport(addr, 100_021, 4, IPPROTO_TCP).await.unwrap(), None);
         let m = mapping { prog: 100_024, vers: 1, prot: IPPROTO_TCP, port: 662 };
-        assert!(set(addr.port(), m).await.unwrap());
-        assert_eq!(getport(addr, 100_024, 1, IPPROTO_TCP).await.unwrap(), Some(662));
-        assert!(unset(addr.port(), m).await.unwrap());
-        assert_eq!(table.getport(100_024, 1, IPPROTO_TCP), 0);
+        assert!(!set(addr.port(), m).await.unwrap(), "SET from an unprivileged port");
+        assert_eq!(getport(addr, 100_024, 1, IPPROTO_TCP).await.unwrap(), None);
+        let nlm = mapping { prog: 100_021, vers: 4, prot: IPPROTO_UDP, port: 0 };
+        assert!(!unset(addr.port(), nlm).await.unwrap(), "UNSET from an unprivileged port");
+        assert_eq!(table.getport(100_021, 4, IPPROTO_UDP), 4045);
+        assert_eq!(table.refused(), 2);
         listeners.shutdown().await;
     }
 

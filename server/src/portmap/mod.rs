@@ -2,78 +2,55 @@
 //! CALLIT, over TCP and UDP. rpcbind v3/v4 calls get PROG_MISMATCH(2, 2) from the
 //! dispatcher, which makes libtirpc clients and the kernel fall back to v2.
 //!
-//! The mapping table (`Table`) is local to this node, not replicated, and is
-//! the program's whole context: at startup the node registers its own
-//! programs in it. When a system rpcbind already owns port 111, the node
-//! registers there instead (`client`, which also asks other hosts' portmappers
-//! where their programs listen: GETPORT).
+//! The mapping table (`table::Table`) is local to this node, not replicated,
+//! and is the program's whole context: at startup the node registers its own
+//! programs in it (`Table::set_own`). When a system rpcbind already owns port
+//! 111, the node registers there instead (`client`, which also asks other
+//! hosts' portmappers where their programs listen: GETPORT).
+//!
+//! As rpcbind and the classic portmap: SET and UNSET are answered FALSE unless
+//! the call comes from a loopback address and a reserved source port (below
+//! `PRIVILEGED_PORT_END`, i.e. root on this host); refusals are counted in the
+//! table and logged at info at the 1st, 2nd, 4th, 8th ... (debug otherwise), so
+//! a flood of them cannot flood the log. What a permitted caller may set and
+//! unset (not hanfs' own mappings; TCP/UDP and ports 1..=65535 only; a bounded
+//! number of foreign mappings) is the table's rule, see `table`.
+//!
+//! DUMP over UDP lists hanfs' own mappings first and then as many foreign ones
+//! as fit in `PMAP_UDP_DUMP_BYTES_MAX` (whole entries, still a well-formed
+//! list), so a small datagram cannot draw a large reply; over TCP it lists the
+//! whole table, which is bounded by `PMAP_FOREIGN_ENTRIES_MAX` anyway.
 //!
 //! CALLIT answers with silence: the RFC says no reply is sent when the call
 //! fails, and forwarding calls for anyone (an amplification and ACL-bypass
 //! vector) is what current rpcbind disables by default too.
 
 pub mod client;
+pub mod table;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use nfs3_types::portmap::{mapping, pmaplist};
 use nfs3_types::xdr_codec::List;
 
-use crate::rpc::program::{Call, Drc, Proc, ProcError, ProcFuture, Program, Reply};
+pub use self::table::{Owner, SetRefused, Table, UnsetRefused, PMAP_FOREIGN_ENTRIES_MAX};
+use crate::rpc::program::{Call, Drc, Proc, ProcError, ProcFuture, Program, Reply, Transport};
 use crate::rpc::xdr::{self, Reader};
 
 pub const PMAP_PROGRAM: u32 = 100_000;
 pub const PMAP_VERSION: u32 = 2;
-/// Mappings the table holds at most (SET beyond it answers false).
-pub const PMAP_ENTRIES_MAX: usize = 1024;
 /// CALLIT argument bytes accepted (bounded by the record anyway).
 pub const CALLIT_ARGS_BYTES_MAX: usize = 64 * 1024;
-
-/// (prog, vers, prot) → port: the context of the portmap program.
-#[derive(Default)]
-pub struct Table {
-    map: Mutex<BTreeMap<(u32, u32, u32), u32>>,
-}
-
-impl Table {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(u32, u32, u32), u32>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Register a mapping. False if (prog, vers, prot) is already mapped to
-    /// another port, or the table is full.
-    pub fn set(&self, m: mapping) -> bool {
-        let mut map = self.lock();
-        match map.get(&(m.prog, m.vers, m.prot)) {
-            Some(port) => *port == m.port,
-            None if map.len() >= PMAP_ENTRIES_MAX => false,
-            None => {
-                map.insert((m.prog, m.vers, m.prot), m.port);
-                true
-            }
-        }
-    }
-
-    /// Remove every mapping of (prog, vers), whatever the protocol. True if
-    /// any was removed.
-    pub fn unset(&self, prog: u32, vers: u32) -> bool {
-        let mut map = self.lock();
-        let before = map.len();
-        map.retain(|(p, v, _), _| !(*p == prog && *v == vers));
-        map.len() != before
-    }
-
-    /// The port of (prog, vers, prot), or 0.
-    pub fn getport(&self, prog: u32, vers: u32, prot: u32) -> u32 {
-        self.lock().get(&(prog, vers, prot)).copied().unwrap_or(0)
-    }
-
-    pub fn dump(&self) -> Vec<mapping> {
-        self.lock().iter().map(|(&(prog, vers, prot), &port)| mapping { prog, vers, prot, port }).collect()
-    }
-}
+/// Reserved ports end here: SET and UNSET want a source port below it.
+pub const PRIVILEGED_PORT_END: u16 = 1024;
+/// Result bytes of a DUMP over UDP at most (a datagram that fits an Ethernet
+/// frame with the RPC, UDP and IP headers).
+pub const PMAP_UDP_DUMP_BYTES_MAX: usize = 1400;
+/// Bytes of one pmaplist entry: the "more" TRUE and the four words of a mapping.
+const PMAPLIST_ENTRY_BYTES: usize = 4 + 16;
+/// Bytes of the pmaplist's closing FALSE.
+const PMAPLIST_END_BYTES: usize = 4;
 
 static PROCS: [Proc<Table>; 6] = [
     Proc { name: "NULL", handler: null, drc: Drc::Skip, recover: None },
@@ -99,11 +76,25 @@ fn decode_mapping(args: &[u8]) -> Result<mapping, ProcError> {
     Ok(m)
 }
 
-/// SET and UNSET change what other hosts are told, so only local callers may.
+/// SET and UNSET change what other hosts are told, so only root on this host
+/// may: a loopback source address and a reserved source port.
 fn may_change(call: &Call) -> bool {
-    match call.peer.ip() {
+    let loopback = match call.peer.ip() {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    };
+    loopback && call.peer.port() < PRIVILEGED_PORT_END
+}
+
+/// Count a SET/UNSET refused because of its sender, and log it without
+/// flooding: at info when the total is a power of two, else at debug.
+fn refuse_sender(table: &Table, call: &Call, proc_: &'static str, m: &mapping) {
+    let refused = table.count_refused();
+    if refused.is_power_of_two() {
+        tracing::info!(peer = %call.peer, proc_, prog = m.prog, vers = m.vers, refused,
+            "portmap {proc_} refused: not from a reserved port on loopback (logged at the 1st, 2nd, 4th ... refusal)");
+    } else {
+        tracing::debug!(peer = %call.peer, proc_, prog = m.prog, vers = m.vers, refused, "portmap {proc_} refused");
     }
 }
 
@@ -117,10 +108,18 @@ fn null(_table: Arc<Table>, _call: Call, args: Vec<u8>) -> ProcFuture {
 fn set(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let m = decode_mapping(&args)?;
-        let ok = may_change(&call) && table.set(m);
-        if !may_change(&call) {
-            tracing::warn!(peer = %call.peer, prog = m.prog, "portmap SET from a remote host refused");
-        }
+        let ok = if !may_change(&call) {
+            refuse_sender(&table, &call, "SET", &m);
+            false
+        } else {
+            match table.set_foreign(m) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(peer = %call.peer, prog = m.prog, vers = m.vers, prot = m.prot, port = m.port, reason = %e, "portmap SET refused");
+                    false
+                }
+            }
+        };
         Ok(Reply::new(xdr::encode(&ok)))
     })
 }
@@ -128,7 +127,18 @@ fn set(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
 fn unset(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let m = decode_mapping(&args)?;
-        let ok = may_change(&call) && table.unset(m.prog, m.vers);
+        let ok = if !may_change(&call) {
+            refuse_sender(&table, &call, "UNSET", &m);
+            false
+        } else {
+            match table.unset_foreign(m.prog, m.vers) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(peer = %call.peer, prog = m.prog, vers = m.vers, reason = %e, "portmap UNSET refused");
+                    false
+                }
+            }
+        };
         Ok(Reply::new(xdr::encode(&ok)))
     })
 }
@@ -140,10 +150,18 @@ fn getport(table: Arc<Table>, _call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn dump(table: Arc<Table>, _call: Call, args: Vec<u8>) -> ProcFuture {
+fn dump(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         Reader::new(&args).finish().map_err(|_| ProcError::GarbageArgs)?;
-        let list: pmaplist = List(table.dump());
+        let mut entries = table.dump();
+        if call.transport == Transport::Udp {
+            let fit = PMAP_UDP_DUMP_BYTES_MAX.saturating_sub(PMAPLIST_END_BYTES) / PMAPLIST_ENTRY_BYTES;
+            if entries.len() > fit {
+                tracing::debug!(peer = %call.peer, entries = entries.len(), fit, "portmap DUMP over UDP truncated");
+                entries.truncate(fit);
+            }
+        }
+        let list: pmaplist = List(entries);
         Ok(Reply::new(xdr::encode(&list)))
     })
 }
@@ -163,34 +181,4 @@ fn callit(_table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m(prog: u32, vers: u32, prot: u32, port: u32) -> mapping {
-        mapping { prog, vers, prot, port }
-    }
-
-    #[test]
-    fn set_unset_getport() {
-        let t = Table::default();
-        assert!(t.set(m(100003, 3, 6, 2049)));
-        assert!(t.set(m(100003, 3, 6, 2049)), "same mapping again is fine");
-        assert!(!t.set(m(100003, 3, 6, 2050)), "another port for the same key is refused");
-        assert!(t.set(m(100003, 3, 17, 2049)));
-        assert_eq!(t.getport(100003, 3, 6), 2049);
-        assert_eq!(t.getport(100003, 4, 6), 0);
-        assert_eq!(t.dump().len(), 2);
-        assert!(t.unset(100003, 3));
-        assert!(!t.unset(100003, 3));
-        assert_eq!(t.getport(100003, 3, 17), 0);
-    }
-
-    #[test]
-    fn table_is_bounded() {
-        let t = Table::default();
-        for i in 0..PMAP_ENTRIES_MAX as u32 {
-            assert!(t.set(m(i, 1, 6, 1)));
-        }
-        assert!(!t.set(m(u32::MAX, 1, 6, 1)));
-    }
-}
+mod tests;
