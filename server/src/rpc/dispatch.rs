@@ -498,6 +498,45 @@ mod tests {
         assert_eq!(events.lock().unwrap().len(), 2, "answered from the cache");
     }
 
+    /// Refuses every commit.
+    struct Refuse(Arc<RwLock<State>>);
+
+    impl Commit for Refuse {
+        fn commit(&self, _cmds: Vec<Command>) -> CommitFuture<'_> {
+            Box::pin(async { Err(hanfs_raft::commit::CommitError::NotLeader) })
+        }
+        fn state(&self) -> Arc<RwLock<State>> {
+            self.0.clone()
+        }
+    }
+
+    fn dispatcher(commit: Arc<dyn Commit>, fence: Fence, events: &Events) -> Dispatcher<Ctx> {
+        let shared = Arc::new(RpcShared::new(commit, fence, 1 << 20));
+        Dispatcher::new(shared, Arc::new(Ctx { events: events.clone() }), Registry::new(&[&PROGRAM]))
+    }
+
+    #[tokio::test]
+    async fn a_failed_intent_commit_closes_without_running() {
+        let events = Events::default();
+        let d = dispatcher(Arc::new(Refuse(Default::default())), Fence::always(), &events);
+        let closed = Outcome::Close { reason: CloseReason::CommitFailed, xid: 11 };
+        assert_eq!(d.call(call_record(11, 0, 5), peer(), Transport::Tcp).await, closed);
+        // The in-progress claim is released: the retransmission is tried again.
+        assert_eq!(d.call(call_record(11, 0, 5), peer(), Transport::Udp).await, closed);
+        assert!(events.lock().unwrap().is_empty(), "the handler never ran");
+        assert_eq!(d.shared().unanswered.get(CloseReason::CommitFailed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_reply_past_the_fence_is_a_close() {
+        let (events, state) = (Events::default(), Arc::new(RwLock::new(State::default())));
+        let commit = Arc::new(Mem { state, events: events.clone() });
+        let d = dispatcher(commit, Fence::new(|| false), &events);
+        let closed = Outcome::Close { reason: CloseReason::Fenced, xid: 12 };
+        assert_eq!(d.call(call_record(12, 1, 5), peer(), Transport::Udp).await, closed);
+        assert_eq!(d.shared().unanswered.get(CloseReason::Fenced), 1);
+    }
+
     #[test]
     fn fnv1a_known_values() {
         assert_eq!(args_checksum(b""), 0xcbf2_9ce4_8422_2325);
