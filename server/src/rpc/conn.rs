@@ -1,7 +1,10 @@
 //! One TCP connection's handler (mini-redis' `connection.rs` + `Handler`),
 //! registered in `registry::ConnRegistry` while it is open: a reader that
 //! cuts records, up to `CONN_INFLIGHT_MAX` calls running concurrently, and one
-//! writer task that sends each reply as one whole record.
+//! writer task that sends each reply as one whole record. A call that may not
+//! be answered (`dispatch::Outcome::Close`: fenced, or a failed commit) closes
+//! the whole connection at once, dropping replies still queued, so the client
+//! reconnects and resends instead of waiting out its timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,10 +16,15 @@ use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::dispatch::Dispatcher;
+use super::dispatch::{Dispatcher, Outcome};
 use super::program::Transport;
 use super::record::{self, RecordError};
 use super::registry::ConnGuard;
+use super::shared::CloseReason;
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;
 
 /// Calls of one connection executing at the same time.
 pub const CONN_INFLIGHT_MAX: usize = 16;
@@ -30,7 +38,8 @@ pub const DIRECT_RECORD_BYTES_MIN: usize = 32 * 1024;
 const _: () = assert!(CONN_INFLIGHT_MAX > 0);
 
 /// Serve one TCP connection until the peer closes it, it breaks the record
-/// rules, the node shuts down, or `close_all` is called.
+/// rules, the node shuts down, `close_all` is called, or a call may not be
+/// answered (`Outcome::Close`).
 pub async fn serve<C: Send + Sync + 'static>(
     stream: TcpStream,
     peer: SocketAddr,
@@ -42,8 +51,10 @@ pub async fn serve<C: Send + Sync + 'static>(
     let (rd, wr) = stream.into_split();
     let (tx, mut writer) = spawn_writer(wr, peer);
     let mut calls = JoinSet::new();
-    let mut stop = Stop { shutdown: &mut shutdown, closed: &mut guard.closed };
-    let reader = Reader { rd, peer, dispatcher, record_bytes_max, tx: tx.clone() };
+    // The first call that may not be answered asks for the close; one is enough.
+    let (close_tx, mut close_rx) = mpsc::channel(1);
+    let mut stop = Stop { shutdown: &mut shutdown, closed: &mut guard.closed, unanswered: &mut close_rx };
+    let reader = Reader { rd, peer, dispatcher, record_bytes_max, tx: tx.clone(), close: close_tx };
     let peer_done = reader.run(&mut calls, &mut stop).await;
     if peer_done {
         // The peer finished sending: let its calls complete and their replies
@@ -66,10 +77,14 @@ pub async fn serve<C: Send + Sync + 'static>(
     drop(guard);
 }
 
-/// The two reasons to drop a connection at once: node shutdown, `close_all`.
+/// The reasons to drop a connection at once: node shutdown, `close_all`, a
+/// call that may not be answered.
 struct Stop<'a> {
     shutdown: &'a mut broadcast::Receiver<()>,
     closed: &'a mut broadcast::Receiver<()>,
+    /// Sent by a call task on `Outcome::Close`. Every sender gone (all calls
+    /// done, the reader finished) is no reason to stop.
+    unanswered: &'a mut mpsc::Receiver<CloseReason>,
 }
 
 impl Stop<'_> {
@@ -77,6 +92,7 @@ impl Stop<'_> {
         tokio::select! {
             _ = self.shutdown.recv() => {}
             _ = self.closed.recv() => {}
+            Some(_) = self.unanswered.recv() => {}
         }
     }
 }
@@ -110,6 +126,7 @@ struct Reader<C: 'static> {
     dispatcher: Arc<Dispatcher<C>>,
     record_bytes_max: u32,
     tx: mpsc::Sender<Vec<u8>>,
+    close: mpsc::Sender<CloseReason>,
 }
 
 impl<C: Send + Sync + 'static> Reader<C> {
@@ -149,12 +166,22 @@ impl<C: Send + Sync + 'static> Reader<C> {
                     },
                     _ = stop.wait() => return false,
                 };
-                let (dispatcher, tx) = (self.dispatcher.clone(), self.tx.clone());
+                let (dispatcher, tx, close) = (self.dispatcher.clone(), self.tx.clone(), self.close.clone());
                 calls.spawn(async move {
                     let _permit = permit;
-                    if let Some(reply) = dispatcher.call(record, peer, Transport::Tcp).await {
-                        // The writer is gone only if the connection is closing.
-                        let _ = tx.send(reply).await;
+                    match dispatcher.call(record, peer, Transport::Tcp).await {
+                        Outcome::Reply(reply) => {
+                            // The writer is gone only if the connection is closing.
+                            let _ = tx.send(reply).await;
+                        }
+                        Outcome::Silent => {}
+                        Outcome::Close { reason, xid } => {
+                            // Logged once per connection: the first close request wins.
+                            if close.try_send(reason).is_ok() {
+                                let total = dispatcher.shared().unanswered.get(reason);
+                                tracing::warn!(%peer, xid, ?reason, total, "call cannot be answered here; connection closed so the client resends");
+                            }
+                        }
                     }
                 });
                 continue;

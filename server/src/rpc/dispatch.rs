@@ -2,7 +2,13 @@
 //! header, find the program and procedure in the registry, consult the
 //! duplicate-request cache, run the handler, commit its effects (with the DRC
 //! record) and build the reply message. Transports call `Dispatcher::call` and
-//! send whatever it returns.
+//! act on its `Outcome`: send the reply, send nothing (a legitimate silence),
+//! or close the connection (`Outcome::Close`: this node may not answer, or a
+//! commit failed). A TCP client waits out its whole timeout (60 s for Linux'
+//! `timeo=600`) for a call that is neither answered nor refused while the
+//! connection stays open; a closed connection makes it reconnect and resend
+//! at once, through the VIP to whichever node serves now. Each close is
+//! counted in `RpcShared::unanswered`.
 //!
 //! Exactly once across failover (DESIGN.md invariant 6), all of it in `run`:
 //! a `Drc::Record` call first commits its intent (`Command::DrcIntent`), so it
@@ -31,11 +37,26 @@ use hanfs_state::{Command, DrcCred, DrcKey, DrcValue};
 
 use super::msg::{self, AcceptStat, CallHeader};
 use super::program::{Call, Cred, Drc, Proc, ProcError, Program, Reply, Transport};
-use super::shared::{Claim, RpcShared};
+use super::shared::{Claim, CloseReason, RpcShared};
 
 /// With `HANFS_TEST_FAULTS=1`: the procedure name after whose execution the
 /// process aborts, before the reply is recorded.
 pub const CRASH_AFTER_EXECUTE_ENV: &str = "HANFS_TEST_CRASH_AFTER_EXECUTE";
+
+/// What a transport does with one call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send this reply message.
+    Reply(Vec<u8>),
+    /// Send nothing and keep serving: not a call, a retransmission of a call
+    /// still running (the original answers), or a procedure that answers with
+    /// silence (`ProcError::NoReply`).
+    Silent,
+    /// The call of `xid` cannot be answered here: close a TCP connection (both
+    /// directions, dropping replies still queued) so the client resends at
+    /// once; drop a UDP datagram (the client retransmits on its own).
+    Close { reason: CloseReason, xid: u32 },
+}
 
 /// The programs one listener serves.
 pub struct Registry<C: 'static> {
@@ -120,29 +141,40 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         &self.registry
     }
 
-    /// Handle one call record; returns the reply message, or `None` when
-    /// nothing must be sent (not a call, a retransmission in progress, a commit
-    /// failure the client will retry, a procedure that answers with silence,
-    /// or this node may no longer serve: `RpcShared::serving_now`, fencing).
-    pub async fn call(&self, record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
-        self.call_unfenced(record, peer, transport).await.filter(|_| self.shared.serving_now())
+    /// Handle one call record. A reply is checked against the fence
+    /// (`RpcShared::serving_now`) just before it is returned: a node that may
+    /// no longer serve returns `Outcome::Close` instead, as for a failed
+    /// commit. Every close is counted in `RpcShared::unanswered`.
+    pub async fn call(&self, record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Outcome {
+        let outcome = match self.call_unfenced(record, peer, transport).await {
+            Outcome::Reply(reply) if !self.shared.serving_now() => {
+                let xid = reply.first_chunk::<4>().map_or(0, |b| u32::from_be_bytes(*b));
+                Outcome::Close { reason: CloseReason::Fenced, xid }
+            }
+            other => other,
+        };
+        if let Outcome::Close { reason, xid } = &outcome {
+            let count = self.shared.unanswered.count(*reason);
+            tracing::debug!(%peer, xid, ?transport, ?reason, count, "call left unanswered");
+        }
+        outcome
     }
 
-    async fn call_unfenced(&self, mut record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    async fn call_unfenced(&self, mut record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Outcome {
         let header = match msg::decode_call(&record) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(%peer, error = ?e, "refused call header");
-                return e.reply();
+                return e.reply().map_or(Outcome::Silent, Outcome::Reply);
             }
         };
         let program = match self.registry.find(header.prog, header.vers) {
             Lookup::Found(p) => p,
-            Lookup::Mismatch { low, high } => return Some(msg::prog_mismatch(header.xid, low, high)),
-            Lookup::Unavailable => return Some(msg::accepted(header.xid, AcceptStat::ProgUnavail)),
+            Lookup::Mismatch { low, high } => return Outcome::Reply(msg::prog_mismatch(header.xid, low, high)),
+            Lookup::Unavailable => return Outcome::Reply(msg::accepted(header.xid, AcceptStat::ProgUnavail)),
         };
         let Some(proc_) = usize::try_from(header.proc_).ok().and_then(|i| program.procs.get(i)) else {
-            return Some(msg::accepted(header.xid, AcceptStat::ProcUnavail));
+            return Outcome::Reply(msg::accepted(header.xid, AcceptStat::ProcUnavail));
         };
         // The arguments keep the record's buffer: the header is removed in
         // place (a move within the buffer, no second allocation of a 1 MiB WRITE).
@@ -165,7 +197,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         args: Vec<u8>,
         peer: SocketAddr,
         transport: Transport,
-    ) -> Option<Vec<u8>> {
+    ) -> Outcome {
         let xid = header.xid;
         // Held until the reply is recorded; released however the call ends.
         let mut claim = None;
@@ -174,12 +206,12 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
             let key = drc_key(header, peer, &args);
             let Some(held) = Claim::take(&self.shared.in_progress, key) else {
                 tracing::debug!(%peer, xid, proc_ = proc_.name, "retransmission while in progress; dropped");
-                return None;
+                return Outcome::Silent;
             };
             match drc_lookup(&self.shared, &held.key) {
                 Some(DrcValue::Reply(body)) => {
                     tracing::debug!(%peer, xid, proc_ = proc_.name, "answered from the DRC");
-                    return Some(msg::success(xid, &body));
+                    return Outcome::Reply(msg::success(xid, &body));
                 }
                 Some(DrcValue::Intent) => {
                     tracing::info!(%peer, xid, proc_ = proc_.name, "intent without a reply; recovering from the disk");
@@ -188,8 +220,8 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                 None if proc_.drc == Drc::Record => {
                     let intent = Command::DrcIntent { key: held.key.clone(), now_ms: now_ms() };
                     if let Err(e) = self.shared.commit.commit(vec![intent]).await {
-                        tracing::warn!(%peer, xid, proc_ = proc_.name, error = %e, "intent commit failed; reply dropped");
-                        return None;
+                        tracing::warn!(%peer, xid, proc_ = proc_.name, error = %e, "intent commit failed; call not run");
+                        return Outcome::Close { reason: CloseReason::CommitFailed, xid };
                     }
                 }
                 None => {}
@@ -203,7 +235,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         let call = Call { peer, xid, cred: header.cred.clone(), transport };
         let reply = match run(self.ctx.clone(), call, args).await {
             Ok(reply) => reply,
-            Err(e) => return error_reply(xid, e, proc_.name),
+            Err(e) => return error_reply(xid, e, proc_.name).map_or(Outcome::Silent, Outcome::Reply),
         };
         if matches!(step, Step::Execute) && self.crash_after_execute.as_deref() == Some(proc_.name) {
             tracing::error!(xid, proc_ = proc_.name, "test fault: aborting after execution, before the record");
@@ -230,13 +262,13 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                 cmds.extend(record);
                 if !cmds.is_empty() {
                     if let Err(e) = self.shared.commit.commit(cmds).await {
-                        tracing::warn!(%peer, xid, proc_ = proc_.name, error = %e, "commit failed; reply dropped");
-                        return None;
+                        tracing::warn!(%peer, xid, proc_ = proc_.name, error = %e, "commit failed; no reply");
+                        return Outcome::Close { reason: CloseReason::CommitFailed, xid };
                     }
                 }
             }
         }
-        Some(msg::success(xid, &body))
+        Outcome::Reply(msg::success(xid, &body))
     }
 }
 
@@ -403,8 +435,8 @@ mod tests {
         SocketAddr::from(([10, 0, 0, 7], 800))
     }
 
-    fn body(reply: Option<Vec<u8>>) -> Vec<u8> {
-        let reply = reply.expect("a reply");
+    fn body(outcome: Outcome) -> Vec<u8> {
+        let Outcome::Reply(reply) = outcome else { panic!("a reply expected, got {outcome:?}") };
         reply[reply.len() - 4..].to_vec()
     }
 
@@ -464,6 +496,45 @@ mod tests {
         assert_eq!(*events.lock().unwrap(), ["run", "commit BumpEpoch+DrcInsert"]);
         assert_eq!(body(d.call(call_record(4, 2, 5), peer(), Transport::Tcp).await), b"ran!");
         assert_eq!(events.lock().unwrap().len(), 2, "answered from the cache");
+    }
+
+    /// Refuses every commit.
+    struct Refuse(Arc<RwLock<State>>);
+
+    impl Commit for Refuse {
+        fn commit(&self, _cmds: Vec<Command>) -> CommitFuture<'_> {
+            Box::pin(async { Err(hanfs_raft::commit::CommitError::NotLeader) })
+        }
+        fn state(&self) -> Arc<RwLock<State>> {
+            self.0.clone()
+        }
+    }
+
+    fn dispatcher(commit: Arc<dyn Commit>, fence: Fence, events: &Events) -> Dispatcher<Ctx> {
+        let shared = Arc::new(RpcShared::new(commit, fence, 1 << 20));
+        Dispatcher::new(shared, Arc::new(Ctx { events: events.clone() }), Registry::new(&[&PROGRAM]))
+    }
+
+    #[tokio::test]
+    async fn a_failed_intent_commit_closes_without_running() {
+        let events = Events::default();
+        let d = dispatcher(Arc::new(Refuse(Default::default())), Fence::always(), &events);
+        let closed = Outcome::Close { reason: CloseReason::CommitFailed, xid: 11 };
+        assert_eq!(d.call(call_record(11, 0, 5), peer(), Transport::Tcp).await, closed);
+        // The in-progress claim is released: the retransmission is tried again.
+        assert_eq!(d.call(call_record(11, 0, 5), peer(), Transport::Udp).await, closed);
+        assert!(events.lock().unwrap().is_empty(), "the handler never ran");
+        assert_eq!(d.shared().unanswered.get(CloseReason::CommitFailed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_reply_past_the_fence_is_a_close() {
+        let (events, state) = (Events::default(), Arc::new(RwLock::new(State::default())));
+        let commit = Arc::new(Mem { state, events: events.clone() });
+        let d = dispatcher(commit, Fence::new(|| false), &events);
+        let closed = Outcome::Close { reason: CloseReason::Fenced, xid: 12 };
+        assert_eq!(d.call(call_record(12, 1, 5), peer(), Transport::Udp).await, closed);
+        assert_eq!(d.shared().unanswered.get(CloseReason::Fenced), 1);
     }
 
     #[test]

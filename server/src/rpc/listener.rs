@@ -1,7 +1,8 @@
 //! TCP and UDP listeners (mini-redis' `server.rs`): a semaphore permit per
 //! accepted connection, one task per connection, a broadcast for shutdown, and
 //! a channel that closes once every task is done, so `shutdown` can wait for
-//! all of them.
+//! all of them. A UDP call that may not be answered (`Outcome::Close`) is
+//! dropped: the client retransmits on its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
 use super::conn;
-use super::dispatch::Dispatcher;
+use super::dispatch::{Dispatcher, Outcome};
 use super::program::Transport;
 
 /// Largest UDP datagram received or sent.
@@ -139,11 +140,23 @@ async fn udp_loop<C: Send + Sync + 'static>(
         let (socket, dispatcher, done) = (socket.clone(), dispatcher.clone(), done.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            if let Some(reply) = dispatcher.call(datagram, peer, Transport::Udp).await {
-                if reply.len() > UDP_DATAGRAM_BYTES_MAX {
+            match dispatcher.call(datagram, peer, Transport::Udp).await {
+                Outcome::Reply(reply) if reply.len() > UDP_DATAGRAM_BYTES_MAX => {
                     tracing::warn!(%peer, bytes = reply.len(), "udp reply too large; dropped");
-                } else if let Err(e) = socket.send_to(&reply, peer).await {
-                    tracing::debug!(%peer, error = %e, "udp send failed");
+                }
+                Outcome::Reply(reply) => {
+                    if let Err(e) = socket.send_to(&reply, peer).await {
+                        tracing::debug!(%peer, error = %e, "udp send failed");
+                    }
+                }
+                Outcome::Silent => {}
+                Outcome::Close { reason, xid } => {
+                    // No connection to close: the client retransmits on its
+                    // own. Logged at the 1st, 2nd, 4th, 8th ... occurrence.
+                    let total = dispatcher.shared().unanswered.get(reason);
+                    if total.is_power_of_two() {
+                        tracing::warn!(%peer, xid, ?reason, total, "udp call cannot be answered here; dropped");
+                    }
                 }
             }
             drop(done);

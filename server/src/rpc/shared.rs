@@ -1,10 +1,11 @@
 //! What every listener and dispatcher of one active node shares: the
 //! replicated state behind the duplicate-request cache, the set of calls
-//! executing now, the reply-time fence, and the registry of open connections
-//! with the record size limit. Nothing in it belongs to a program: each
+//! executing now, the reply-time fence, the counters of calls left
+//! unanswered, and the registry of open connections with the record size limit. Nothing in it belongs to a program: each
 //! program's own context is handed to its `Dispatcher` separately.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hanfs_raft::commit::Commit;
@@ -25,11 +26,20 @@ pub struct RpcShared {
     pub fence: Fence,
     /// Largest TCP record accepted.
     pub record_bytes_max: u32,
+    /// Calls left unanswered (their TCP connection closed), by reason.
+    pub unanswered: Unanswered,
 }
 
 impl RpcShared {
     pub fn new(commit: Arc<dyn Commit>, fence: Fence, record_bytes_max: u32) -> Self {
-        RpcShared { commit, conns: Default::default(), in_progress: Default::default(), fence, record_bytes_max }
+        RpcShared {
+            commit,
+            conns: Default::default(),
+            in_progress: Default::default(),
+            fence,
+            record_bytes_max,
+            unanswered: Default::default(),
+        }
     }
 
     /// May this node send a reply at this instant? A cluster leader whose lease
@@ -56,6 +66,45 @@ impl Fence {
 
     pub fn serving_now(&self) -> bool {
         self.0.as_ref().is_none_or(|check| check())
+    }
+}
+
+/// Why a call is left unanswered and its TCP connection closed
+/// (`dispatch::Outcome::Close`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The reply was ready but the fence no longer passes: this node may not
+    /// answer (lease lost, standing down).
+    Fenced,
+    /// Committing the call's intent or its effects failed: the call is not
+    /// answered, and the client resends it (to whichever node serves then).
+    CommitFailed,
+}
+
+/// Counts of calls left unanswered, per `CloseReason`, since the node started
+/// serving (TCP and UDP together).
+#[derive(Default, Debug)]
+pub struct Unanswered {
+    fenced: AtomicU64,
+    commit_failed: AtomicU64,
+}
+
+impl Unanswered {
+    /// Count one call left unanswered for `reason`; returns the new count.
+    pub fn count(&self, reason: CloseReason) -> u64 {
+        self.counter(reason).fetch_add(1, Ordering::Relaxed).saturating_add(1)
+    }
+
+    /// Calls left unanswered for `reason` so far.
+    pub fn get(&self, reason: CloseReason) -> u64 {
+        self.counter(reason).load(Ordering::Relaxed)
+    }
+
+    fn counter(&self, reason: CloseReason) -> &AtomicU64 {
+        match reason {
+            CloseReason::Fenced => &self.fenced,
+            CloseReason::CommitFailed => &self.commit_failed,
+        }
     }
 }
 
