@@ -1,10 +1,13 @@
 //! hanfs-server: the NFSv3 service of one active node.
 //!
-//! Owns the ONC RPC layer (`rpc`), the RPC programs (`nfs3`, `mount`, `portmap`),
-//! the passthrough filesystem with handle resolution and credential switching
+//! Owns the ONC RPC layer (`rpc`: transport only, generic over each program's
+//! context, with the outbound client), the RPC programs (`nfs3`, `mount`,
+//! `portmap`, `nlm`, `nsm`, each a procedure table with its own context), the
+//! passthrough filesystem with handle resolution and credential switching
 //! (`vfs`), the export table (`exports`), the floating address (`vip`), the
-//! admin socket (`admin`; `locks_view` formats its `locks` answer) and the node lifecycle (`node`): a single node, or a
-//! cluster member that serves only while it is the promoted Raft leader.
+//! admin socket (`admin`; `locks_view` formats its `locks` answer) and the
+//! node lifecycle (`node`): a single node, or a cluster member that serves
+//! only while it is the promoted Raft leader.
 //! Replicated state is read from and changed only through `hanfs_raft::commit::Commit`.
 //! Must not import `hanfs-cli` or any clap/TOML types.
 

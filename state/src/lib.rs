@@ -3,8 +3,10 @@
 //! Owns `Command` (every change to client-visible state), the deterministic
 //! `State::apply`, and the tables it changes: exports (`exports.rs`), handles
 //! (`handles.rs`), rmtab (`rmtab.rs`), the duplicate-request cache (`drc.rs`)
-//! and the write-verifier epoch. NLM locks, waiters, shares and NSM monitors
-//! are `locks::NlmState` (not yet wired into `State` and `Command`).
+//! and the write-verifier epoch. NLM locks, waiters, shares, lock hosts and
+//! NSM monitors are `locks::NlmState`, changed by `Command::Nlm`. `apply`
+//! returns an `Outcome` per command (`outcome.rs`): the lock table's decision
+//! travels back through the commit to the handler that encodes its reply.
 //! `codec.rs` is the only place that knows the byte encoding; `store.rs` is
 //! the only I/O (its own redb file). `invariants.rs` says which consistency
 //! checks run when (cheap ones after every apply in every build; the full walk
