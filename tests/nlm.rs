@@ -7,7 +7,7 @@
 //! and NSM calls answered GARBAGE_ARGS while the server keeps serving.
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -300,12 +300,10 @@ type CallLog = Arc<std::sync::Mutex<Vec<(u32, Vec<u8>)>>>;
 /// records the GRANTED_MSG calls it gets (and answers them with a void reply,
 /// as Linux lockd does).
 pub struct FakeClient {
-    portmap_port: u16,
+    host: FakeHost,
     granted: Arc<std::sync::Mutex<Vec<Nlm4TestArgs>>>,
     /// Every call the lock manager got: (procedure, arguments).
     calls: CallLog,
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl FakeClient {
@@ -315,16 +313,11 @@ impl FakeClient {
 
     /// A fake client on `ip`, its portmapper on `portmap_port` (0: any).
     pub fn start_at(ip: Ipv4Addr, portmap_port: u16) -> FakeClient {
-        let stop = Arc::new(AtomicBool::new(false));
-        let lockd = UdpSocket::bind((ip, 0)).unwrap();
-        let lockd_port = lockd.local_addr().unwrap().port();
-        let pmap = UdpSocket::bind((ip, portmap_port)).expect("bind the fake client portmapper");
-        let portmap_port = pmap.local_addr().unwrap().port();
         let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = granted.clone();
         let calls: CallLog = Arc::new(std::sync::Mutex::new(Vec::new()));
         let all = calls.clone();
-        let t1 = serve_udp_rpc(lockd, stop.clone(), move |_, proc_, args| {
+        let host = FakeHost::start(ip, portmap_port, NLM_PROG, move |_, proc_, args| {
             all.lock().unwrap().push((proc_, args.to_vec()));
             if proc_ == NLM_GRANTED_MSG {
                 if let Ok(a) = from_bytes::<Nlm4TestArgs>(args) {
@@ -333,12 +326,11 @@ impl FakeClient {
             }
             Vec::new()
         });
-        let t2 = serve_udp_rpc(pmap, stop.clone(), move |_, proc_, args| {
-            let prog = args.get(..4).map(|b| u32::from_be_bytes(b.try_into().unwrap()));
-            let port = if proc_ == 3 && prog == Some(NLM_PROG) { u32::from(lockd_port) } else { 0 };
-            port.to_be_bytes().to_vec()
-        });
-        FakeClient { portmap_port, granted, calls, stop, threads: vec![t1, t2] }
+        FakeClient { host, granted, calls }
+    }
+
+    pub fn portmap_port(&self) -> u16 {
+        self.host.portmap_port
     }
 
     pub fn granted(&self) -> Vec<Nlm4TestArgs> {
@@ -358,19 +350,10 @@ impl FakeClient {
     }
 }
 
-impl Drop for FakeClient {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 #[test]
 fn blocked_lock_is_granted_by_callback_until_granted_res() {
     let client = FakeClient::start();
-    let (_e, state, mut s, fh) = server_with_file("nlm-callback", client.portmap_port);
+    let (_e, state, mut s, fh) = server_with_file("nlm-callback", client.portmap_port());
     let holder = lock(&fh, "holder", 1, 0, 0);
     let waiter = lock(&fh, "waiter", 2, 10, 10);
     assert_eq!(nlm_stat(s.nlm_port, false, NLM_LOCK, &lock_args(holder.clone(), true, false)), Nlm4Stats::Granted);
@@ -414,7 +397,7 @@ fn msg_forms_answer_with_res_calls_and_granted_is_denied() {
     const TEST_RES: u32 = 11;
     const GRANTED: u32 = 5;
     let client = FakeClient::start();
-    let (_e, _st, s, fh) = server_with_file("nlm-msg", client.portmap_port);
+    let (_e, _st, s, fh) = server_with_file("nlm-msg", client.portmap_port());
     // LOCK_MSG gets no RPC reply; its result comes back as LOCK_RES.
     let msg = call_msg(
         0x77,

@@ -8,8 +8,7 @@
 //! the grace timer ran out. Transparent mode (the default) keeps the state,
 //! sends no SM_NOTIFY and has no grace period.
 
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,6 @@ use crate::util::*;
 const NSM_VERSION: u32 = 1;
 const SM_STAT: u32 = 1;
 const NLM_NM_LOCK: u32 = 22;
-const PMAP_GETPORT: u32 = 3;
 /// How long a test waits for an SM_NOTIFY, or for the grace period to end.
 pub const RECOVERY_WAIT_MS: u64 = 30_000;
 const POLL_MS: u64 = 50;
@@ -35,23 +33,16 @@ pub type Notices = Arc<Mutex<Vec<(IpAddr, StatChge)>>>;
 /// A fake client host's statd: a UDP socket, and a portmapper (UDP) that
 /// maps NSM v1 to it; every SM_NOTIFY is recorded with its source address.
 pub struct FakeStatd {
-    pub portmap_port: u16,
+    host: FakeHost,
     notices: Notices,
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl FakeStatd {
     /// A fake statd on `ip`, its portmapper on `portmap_port` (0: any).
     pub fn start_at(ip: Ipv4Addr, portmap_port: u16) -> FakeStatd {
-        let stop = Arc::new(AtomicBool::new(false));
-        let statd = UdpSocket::bind((ip, 0)).unwrap();
-        let statd_port = statd.local_addr().unwrap().port();
-        let pmap = UdpSocket::bind((ip, portmap_port)).expect("bind the fake client portmapper");
-        let portmap_port = pmap.local_addr().unwrap().port();
         let notices: Notices = Arc::new(Mutex::new(Vec::new()));
         let seen = notices.clone();
-        let t1 = serve_udp_rpc(statd, stop.clone(), move |from, proc_, args| {
+        let host = FakeHost::start(ip, portmap_port, NSM_PROG, move |from, proc_, args| {
             if proc_ == SM_NOTIFY {
                 if let Ok(c) = from_bytes::<StatChge>(args) {
                     seen.lock().unwrap().push((from, c));
@@ -59,12 +50,11 @@ impl FakeStatd {
             }
             Vec::new()
         });
-        let t2 = serve_udp_rpc(pmap, stop.clone(), move |_, proc_, args| {
-            let prog = args.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-            let port = if proc_ == PMAP_GETPORT && prog == Some(NSM_PROG) { u32::from(statd_port) } else { 0 };
-            port.to_be_bytes().to_vec()
-        });
-        FakeStatd { portmap_port, notices, stop, threads: vec![t1, t2] }
+        FakeStatd { host, notices }
+    }
+
+    pub fn portmap_port(&self) -> u16 {
+        self.host.portmap_port
     }
 
     pub fn notices(&self) -> Vec<(IpAddr, StatChge)> {
@@ -80,15 +70,6 @@ impl FakeStatd {
         let got = self.notices();
         assert!(got.len() > n, "no new SM_NOTIFY within {RECOVERY_WAIT_MS} ms (had {n})");
         got
-    }
-}
-
-impl Drop for FakeStatd {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 
@@ -147,7 +128,7 @@ fn lock_after_grace(port: u16, args: &[u8]) -> Nlm4Stats {
 fn classic_restart_notifies_and_grants_only_reclaims_until_every_holder_settled() {
     let statd = FakeStatd::start_at(Ipv4Addr::LOCALHOST, 0);
     // A long grace period: only the early lift can end it within the test.
-    let (_e, _st, mut s, fh) = classic_server("classic-grace", notify_mode(3600), statd.portmap_port);
+    let (_e, _st, mut s, fh) = classic_server("classic-grace", notify_mode(3600), statd.portmap_port());
     let before = nsm_state(s.nsm_port);
     assert_eq!(before % 2, 1, "our NSM state is odd");
     // No lock was held when this node started: no grace period now.
@@ -190,7 +171,7 @@ fn classic_restart_notifies_and_grants_only_reclaims_until_every_holder_settled(
 #[test]
 fn classic_grace_ends_early_when_the_only_holder_reclaims() {
     let statd = FakeStatd::start_at(Ipv4Addr::LOCALHOST, 0);
-    let (_e, _st, mut s, fh) = classic_server("classic-early", notify_mode(3600), statd.portmap_port);
+    let (_e, _st, mut s, fh) = classic_server("classic-early", notify_mode(3600), statd.portmap_port());
     let a = lock(&fh, "hosta", 1, 0, 0);
     assert_eq!(nlm_stat(s.nlm_port, false, NLM_LOCK, &lock_args(a.clone(), false, false)), Nlm4Stats::Granted);
     s.restart();
@@ -208,7 +189,7 @@ fn classic_grace_ends_early_when_the_only_holder_reclaims() {
 #[test]
 fn classic_grace_ends_at_its_timer() {
     let statd = FakeStatd::start_at(Ipv4Addr::LOCALHOST, 0);
-    let (_e, _st, mut s, fh) = classic_server("classic-timer", notify_mode(1), statd.portmap_port);
+    let (_e, _st, mut s, fh) = classic_server("classic-timer", notify_mode(1), statd.portmap_port());
     assert_eq!(
         nlm_stat(s.nlm_port, false, NLM_LOCK, &lock_args(lock(&fh, "hosta", 1, 0, 10), true, false)),
         Nlm4Stats::Granted
@@ -228,7 +209,7 @@ fn classic_grace_ends_at_its_timer() {
 #[test]
 fn transparent_restart_keeps_the_state_and_has_no_grace_period() {
     let statd = FakeStatd::start_at(Ipv4Addr::LOCALHOST, 0);
-    let (_e, _st, mut s, fh) = classic_server("transparent", NlmConfig::default(), statd.portmap_port);
+    let (_e, _st, mut s, fh) = classic_server("transparent", NlmConfig::default(), statd.portmap_port());
     let before = nsm_state(s.nsm_port);
     let a = lock(&fh, "hosta", 1, 0, 10);
     assert_eq!(nlm_stat(s.nlm_port, false, NLM_LOCK, &lock_args(a.clone(), true, false)), Nlm4Stats::Granted);

@@ -493,3 +493,45 @@ pub fn serve_udp_rpc(
         }
     })
 }
+
+/// A fake client host for callback tests: one RPC service on `ip` (UDP),
+/// answered by `answer(source, proc, args)`, and a portmapper on
+/// `ip:portmap_port` (0: any) whose GETPORT maps `prog` to that service (and
+/// anything else to 0). Both threads stop and are joined on drop.
+pub struct FakeHost {
+    pub portmap_port: u16,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl FakeHost {
+    pub fn start(
+        ip: Ipv4Addr,
+        portmap_port: u16,
+        prog: u32,
+        answer: impl FnMut(IpAddr, u32, &[u8]) -> Vec<u8> + Send + 'static,
+    ) -> FakeHost {
+        const PMAPPROC_GETPORT: u32 = 3;
+        let stop = Arc::new(AtomicBool::new(false));
+        let service = UdpSocket::bind((ip, 0)).expect("bind the fake service");
+        let service_port = service.local_addr().expect("fake service address").port();
+        let pmap = UdpSocket::bind((ip, portmap_port)).expect("bind the fake client portmapper");
+        let portmap_port = pmap.local_addr().expect("fake portmapper address").port();
+        let t1 = serve_udp_rpc(service, stop.clone(), answer);
+        let t2 = serve_udp_rpc(pmap, stop.clone(), move |_, proc_, args| {
+            let asked = args.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let port = if proc_ == PMAPPROC_GETPORT && asked == Some(prog) { u32::from(service_port) } else { 0 };
+            port.to_be_bytes().to_vec()
+        });
+        FakeHost { portmap_port, stop, threads: vec![t1, t2] }
+    }
+}
+
+impl Drop for FakeHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
