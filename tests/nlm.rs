@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hanfs_server::config::ServerConfig;
 use hanfs_server::nlm::xdr::{
     from_bytes, to_bytes, CallerName, NetObj, Nlm4Fh, Nlm4Lock, Nlm4LockArgs, Nlm4Res, Nlm4Stats, Nlm4TestArgs,
     Nlm4TestRes, Nlm4UnlockArgs,
@@ -116,6 +117,19 @@ pub fn nlm_test(port: u16, udp: bool, args: &[u8]) -> Nlm4TestRes {
     from_bytes::<Nlm4TestRes>(&body(rpc(port, udp, NLM_PROG, 4, NLM_TEST, args))).expect("nlm4_testres")
 }
 
+/// A node started with `config`, and the handle of the `/file` it creates
+/// over NFS in the export.
+pub fn start_with_file(config: ServerConfig) -> (TestServer, Vec<u8>) {
+    let s = TestServer::start_config(config);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let fh = rt.block_on(async {
+        let mut c = s.connect().await;
+        let root = c.root_nfs_fh3();
+        create(&mut c, &root, "file").await.expect("CREATE").data.as_ref().to_vec()
+    });
+    (s, fh)
+}
+
 /// A server exporting a fresh directory, and the handle of `/file` in it.
 /// Callbacks go to `callback_portmap` (a port nothing answers on unless a test
 /// runs a fake portmapper there).
@@ -124,13 +138,7 @@ fn server_with_file(label: &str, callback_portmap: u16) -> (TempDir, TempDir, Te
     let state = tempdir(&format!("{label}-state"));
     let mut config = test_config(export.path(), RW_NO_SQUASH, state.path());
     config.ports.callback_portmap = callback_portmap;
-    let s = TestServer::start_config(config);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let fh = rt.block_on(async {
-        let mut c = s.connect().await;
-        let root = c.root_nfs_fh3();
-        create(&mut c, &root, "file").await.expect("CREATE").data.as_ref().to_vec()
-    });
+    let (s, fh) = start_with_file(config);
     (export, state, s, fh)
 }
 

@@ -96,13 +96,7 @@ fn classic_server(label: &str, nlm: NlmConfig, callback_portmap: u16) -> (TempDi
     let mut config = test_config(export.path(), RW_NO_SQUASH, state.path());
     config.ports.callback_portmap = callback_portmap;
     config.nlm = nlm;
-    let s = TestServer::start_config(config);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let fh = rt.block_on(async {
-        let mut c = s.connect().await;
-        let root = c.root_nfs_fh3();
-        create(&mut c, &root, "file").await.expect("CREATE").data.as_ref().to_vec()
-    });
+    let (s, fh) = start_with_file(config);
     (export, state, s, fh)
 }
 

@@ -18,7 +18,8 @@ use hanfs_server::nsm::xdr::{SmString, StatChge};
 
 use crate::nfs3_ops::*;
 use crate::nlm::{
-    body, lock, lock_args, nlm_stat, nlm_test, rpc, test_args, unlock_args, NLM_LOCK, NLM_UNLOCK, NSM_PROG, SM_NOTIFY,
+    body, lock, lock_args, nlm_stat, nlm_test, rpc, start_with_file, test_args, unlock_args, NLM_LOCK, NLM_UNLOCK,
+    NSM_PROG, SM_NOTIFY,
 };
 use crate::util::*;
 
@@ -56,14 +57,7 @@ fn open_rw(path: &Path) -> File {
 
 /// A node exporting a fresh directory with `/file`; its handle.
 fn server_with_file(export: &TempDir, state: &TempDir) -> (TestServer, Vec<u8>) {
-    let s = TestServer::start_config(test_config(export.path(), RW_NO_SQUASH, state.path()));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let fh = rt.block_on(async {
-        let mut c = s.connect().await;
-        let root = c.root_nfs_fh3();
-        create(&mut c, &root, "file").await.expect("CREATE").data.as_ref().to_vec()
-    });
-    (s, fh)
+    start_with_file(test_config(export.path(), RW_NO_SQUASH, state.path()))
 }
 
 #[test]

@@ -339,7 +339,7 @@ impl Runner {
             };
             t.sent += 1;
             t.in_flight = true;
-            t.next_at = now + Duration::from_millis(backoff_ms(t.sent));
+            t.next_at = now + Duration::from_millis(backoff_ms(t.sent, CALLBACK_RETRY_FIRST_MS, CALLBACK_RETRY_MAX_MS));
             let config = self.config.clone();
             let host = t.callback.owner.caller_name.clone();
             sends.spawn(async move {
@@ -367,10 +367,11 @@ impl Runner {
     }
 }
 
-/// Wait after the `sent`-th send: 1 s, 2 s, 4 s ... up to the maximum.
-fn backoff_ms(sent: u32) -> u64 {
+/// Wait after the `sent`-th send: `first_ms`, doubled after each send, up
+/// to `max_ms` (GRANTED_MSG here, SM_NOTIFY in `nsm::notify`).
+pub(crate) fn backoff_ms(sent: u32, first_ms: u64, max_ms: u64) -> u64 {
     let doublings = sent.saturating_sub(1).min(16);
-    CALLBACK_RETRY_FIRST_MS.saturating_mul(1 << doublings).min(CALLBACK_RETRY_MAX_MS)
+    first_ms.saturating_mul(1 << doublings).min(max_ms)
 }
 
 /// Why a callback did not reach the client's lock manager.
@@ -424,11 +425,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_maximum() {
-        assert_eq!(backoff_ms(1), 1_000);
-        assert_eq!(backoff_ms(2), 2_000);
-        assert_eq!(backoff_ms(3), 4_000);
-        assert_eq!(backoff_ms(6), 30_000);
-        assert_eq!(backoff_ms(u32::MAX), 30_000);
+        assert_eq!(backoff_ms(1, CALLBACK_RETRY_FIRST_MS, CALLBACK_RETRY_MAX_MS), 1_000);
+        assert_eq!(backoff_ms(2, CALLBACK_RETRY_FIRST_MS, CALLBACK_RETRY_MAX_MS), 2_000);
+        assert_eq!(backoff_ms(3, CALLBACK_RETRY_FIRST_MS, CALLBACK_RETRY_MAX_MS), 4_000);
+        assert_eq!(backoff_ms(6, CALLBACK_RETRY_FIRST_MS, CALLBACK_RETRY_MAX_MS), 30_000);
+        assert_eq!(backoff_ms(u32::MAX, CALLBACK_RETRY_FIRST_MS, CALLBACK_RETRY_MAX_MS), 30_000);
     }
 
     #[test]

@@ -118,8 +118,7 @@ async fn notify_host(config: Arc<CallbackConfig>, addr: IpAddr, args: Arc<Vec<u8
 
 /// Wait after the `sent`-th send: 1 s, 2 s, 4 s ... up to the maximum.
 fn backoff_ms(sent: u32) -> u64 {
-    let doublings = sent.saturating_sub(1).min(16);
-    NOTIFY_RETRY_FIRST_MS.saturating_mul(1 << doublings).min(NOTIFY_RETRY_MAX_MS)
+    crate::nlm::callback::backoff_ms(sent, NOTIFY_RETRY_FIRST_MS, NOTIFY_RETRY_MAX_MS)
 }
 
 /// One SM_NOTIFY to the statd of `host`, found through its portmapper.
