@@ -345,6 +345,17 @@ mod tests {
         addr
     }
 
+    /// One whole record from a test server's accepted connection.
+    async fn read_record(st: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        loop {
+            if let Some(r) = record::parse(&mut buf, 4096).unwrap() {
+                return r;
+            }
+            assert!(st.read_buf(&mut buf).await.unwrap() > 0);
+        }
+    }
+
     #[tokio::test]
     async fn silent_udp_peer_times_out() {
         let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
@@ -390,13 +401,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (mut st, _) = listener.accept().await.unwrap();
-            let mut buf = BytesMut::new();
-            let rec = loop {
-                if let Some(r) = record::parse(&mut buf, 4096).unwrap() {
-                    break r;
-                }
-                assert!(st.read_buf(&mut buf).await.unwrap() > 0);
-            };
+            let rec = read_record(&mut st).await;
             let header = msg::decode_call(&rec).unwrap();
             // A late reply to another xid first, then ours.
             for reply in [msg::success(header.xid ^ 1, &[1; 4]), msg::success(header.xid, &rec[header.args_offset..])] {
@@ -434,13 +439,7 @@ mod tests {
                     let addr = listener.local_addr().unwrap();
                     let seen = tokio::spawn(async move {
                         let (mut st, peer) = listener.accept().await.unwrap();
-                        let mut buf = BytesMut::new();
-                        let rec = loop {
-                            if let Some(r) = record::parse(&mut buf, 4096).unwrap() {
-                                break r;
-                            }
-                            assert!(st.read_buf(&mut buf).await.unwrap() > 0);
-                        };
+                        let rec = read_record(&mut st).await;
                         let reply = msg::success(msg::decode_call(&rec).unwrap().xid, &[]);
                         st.write_all(&record::header(reply.len()).unwrap()).await.unwrap();
                         st.write_all(&reply).await.unwrap();
