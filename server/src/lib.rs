@@ -12,6 +12,7 @@
 //! Must not import `hanfs-cli` or any clap/TOML types.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod exports;
 pub mod locks_view;

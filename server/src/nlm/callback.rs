@@ -256,7 +256,7 @@ impl Runner {
         if waiting == 0 {
             return;
         }
-        let cmd = Command::Nlm(NlmCommand::Wake { now_ms: super::now_ms() });
+        let cmd = Command::Nlm(NlmCommand::Wake { now_ms: crate::clock::unix_ms() });
         match self.commit.commit(vec![cmd]).await {
             Ok(outcomes) => {
                 self.ofd.reconcile(Touched::Nothing, outcomes.iter().flat_map(Outcome::granted).collect()).await;

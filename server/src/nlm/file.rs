@@ -124,11 +124,3 @@ pub fn client_ip(peer: SocketAddr) -> IpAddr {
         v4 => v4,
     }
 }
-
-/// Milliseconds since the Unix epoch: the leader stamps it into lock commands.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}

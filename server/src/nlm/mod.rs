@@ -148,4 +148,4 @@ static PROCS: [Proc<NlmCtx>; NLM4_PROCS_COUNT] = [
 
 pub static PROGRAM: Program<NlmCtx> = Program { name: "nlm", prog: NLM_PROGRAM, vers: NLM4_VERSION, procs: &PROCS };
 
-pub use file::{client_ip, now_ms};
+pub use file::client_ip;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use hanfs_state::locks::{CancelOutcome, LockOutcome, TestOutcome, UnlockOutcome};
 use hanfs_state::{Command, NlmCommand, Outcome};
 
-use super::file::{self, check_file, client_ip, holder, lock_args, log_reply, now_ms, Need};
+use super::file::{self, check_file, client_ip, holder, lock_args, log_reply, Need};
 use super::ofd::Touched;
 use super::xdr::{
     from_bytes, Nlm4CancArgs, Nlm4LockArgs, Nlm4Res, Nlm4Stats, Nlm4TestArgs, Nlm4TestRes, Nlm4TestRply,
@@ -142,8 +142,12 @@ async fn lock_stat(
         return Ok(Err(stat));
     }
     let reclaimer = a.reclaim.then(|| args.owner.caller_name.clone());
-    let cmd =
-        NlmCommand::Lock { args, block: a.block, client_addr: client_ip(call.peer).to_string(), now_ms: now_ms() };
+    let cmd = NlmCommand::Lock {
+        args,
+        block: a.block,
+        client_addr: client_ip(call.peer).to_string(),
+        now_ms: crate::clock::unix_ms(),
+    };
     let outcome = commit_one(ctx, call, cmd).await?;
     if let Some(host) = reclaimer {
         ctx.grace.note_reclaim(&host);
@@ -246,7 +250,7 @@ async fn unlock_core(
     let stat = match checked {
         Err(stat) => stat,
         Ok((file, owner)) => {
-            let cmd = NlmCommand::Unlock { file, owner, range: file::range(&a.alock), now_ms: now_ms() };
+            let cmd = NlmCommand::Unlock { file, owner, range: file::range(&a.alock), now_ms: crate::clock::unix_ms() };
             match commit_one(ctx, call, cmd).await? {
                 Outcome::Unlock(effect) => match effect.outcome {
                     UnlockOutcome::Released | UnlockOutcome::NothingHeld => Nlm4Stats::Granted,

@@ -10,7 +10,7 @@ use hanfs_state::locks::{Share, ShareAccess, ShareMode, ShareOutcome, ShareOwner
 use hanfs_state::{NlmCommand, Outcome};
 
 use super::callback::grant_id;
-use super::file::{check_file, client_ip, log_reply, now_ms, Need};
+use super::file::{check_file, client_ip, log_reply, Need};
 use super::proc_lock::{commit_one, decode, reply, reply_by_call};
 use super::xdr::{Nlm4Notify, Nlm4Res, Nlm4Share, Nlm4ShareArgs, Nlm4ShareRes, Nlm4Stats, Nlm4TestArgs, Nlm4TestRes};
 use super::{NlmCtx, NLMPROC4_GRANTED_RES};
@@ -177,7 +177,7 @@ pub(super) fn free_all(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFutur
             tracing::info!(peer = %call.peer, host = name, "nlm FREE_ALL for a host at another address; ignored");
             return Ok(Reply::new(Vec::new()));
         }
-        let cmd = NlmCommand::FreeAll { caller_name: name.to_string(), now_ms: now_ms() };
+        let cmd = NlmCommand::FreeAll { caller_name: name.to_string(), now_ms: crate::clock::unix_ms() };
         if let Outcome::FreeAll(effect) = commit_one(&ctx, &call, cmd).await? {
             tracing::info!(peer = %call.peer, host = name, freed = ?effect.outcome, "nlm FREE_ALL");
         }

@@ -33,7 +33,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hanfs_raft::commit::{Commit, CommitError};
 use hanfs_raft::handover::poll_until;
@@ -79,10 +79,6 @@ struct Active {
     vip: Option<Vip>,
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
-}
-
 fn may_serve(shared: &Shared, leadership: &watch::Receiver<Leadership>) -> bool {
     !shared.is_standing_down() && matches!(*leadership.borrow(), Leadership::Leader { .. })
 }
@@ -112,14 +108,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         a.serving = true;
                         a.vip_held = active.vip.is_some();
                         a.ports = Some(ports);
-                        a.last_promotion_unix_ms = Some(unix_ms());
+                        a.last_promotion_unix_ms = Some(crate::clock::unix_ms());
                         a.last_promotion_took_ms = Some(took_ms);
                         a.last_error = None;
                     });
                     let listen = shared.config.listen;
                     tracing::info!(%listen, ?ports, took_ms, exports = shared.config.exports.len(), "serving");
                     // For `status` on every node; service does not depend on it.
-                    let record = Promotion { node_id: shared.raft.id, at_unix_ms: unix_ms(), took_ms };
+                    let record = Promotion { node_id: shared.raft.id, at_unix_ms: crate::clock::unix_ms(), took_ms };
                     if let Err(e) = active.services.commit.commit(vec![Command::RecordPromotion(record)]).await {
                         tracing::warn!(error = %e, "recording the promotion for status failed");
                     }

@@ -219,7 +219,7 @@ fn notify(ctx: Arc<NsmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
         let Some(mon_name) = utf8(c.mon_name.as_bytes()) else {
             return Ok(Reply::new(Vec::new()));
         };
-        let now_ms = crate::nlm::now_ms();
+        let now_ms = crate::clock::unix_ms();
         let cmd = NlmCommand::Notify { mon_name: mon_name.clone(), state: c.state as u32, now_ms };
         let Outcome::Notify(effect) = commit_one(&ctx, &call, cmd).await? else {
             return Ok(Reply::new(Vec::new()));

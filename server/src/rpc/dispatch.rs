@@ -103,14 +103,6 @@ pub fn args_checksum(args: &[u8]) -> u64 {
     args.iter().fold(OFFSET_BASIS, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
 }
 
-/// Milliseconds since the Unix epoch, stamped into DRC records by this node.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Answers calls for one registry of programs sharing the context `C`.
 pub struct Dispatcher<C: 'static> {
     shared: Arc<RpcShared>,
@@ -218,7 +210,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                     step = Step::Recover;
                 }
                 None if proc_.drc == Drc::Record => {
-                    let intent = Command::DrcIntent { key: held.key.clone(), now_ms: now_ms() };
+                    let intent = Command::DrcIntent { key: held.key.clone(), now_ms: crate::clock::unix_ms() };
                     if let Err(e) = self.shared.commit.commit(vec![intent]).await {
                         tracing::warn!(%peer, xid, proc_ = proc_.name, error = %e, "intent commit failed; call not run");
                         return Outcome::Close { reason: CloseReason::CommitFailed, xid };
@@ -298,7 +290,7 @@ fn drc_record(held: &Claim, body: &[u8], peer: SocketAddr, name: &str) -> Option
         tracing::warn!(%peer, xid = held.key.xid, proc_ = name, bytes = body.len(), "reply too large for the DRC; not cached");
         return None;
     }
-    Some(Command::DrcInsert { key: held.key.clone(), reply: body.to_vec(), now_ms: now_ms() })
+    Some(Command::DrcInsert { key: held.key.clone(), reply: body.to_vec(), now_ms: crate::clock::unix_ms() })
 }
 
 /// The test fault of the module doc, read when a dispatcher is built.
@@ -482,7 +474,11 @@ mod tests {
         let record = call_record(3, 0, 5);
         let header = msg::decode_call(&record).unwrap();
         let key = drc_key(&header, peer(), &record[header.args_offset..]);
-        state.write().unwrap().apply(&Command::DrcIntent { key: key.clone(), now_ms: now_ms() }).unwrap();
+        state
+            .write()
+            .unwrap()
+            .apply(&Command::DrcIntent { key: key.clone(), now_ms: crate::clock::unix_ms() })
+            .unwrap();
         assert_eq!(body(d.call(record.clone(), peer(), Transport::Tcp).await), b"rcv!");
         wait_recorded(&state, 1).await;
         assert_eq!(*events.lock().unwrap(), ["recover", "commit DrcInsert"]);
