@@ -10,7 +10,8 @@
 //! (`switchover`), a CREATE and a REMOVE whose active died between executing
 //! and recording them (`exactly_once`), and `locks` answered on every node
 //! (`locks`); NLM locks across failover (`nlm`), and classic vs transparent
-//! lock recovery (`nlm_classic`). Cluster tests run one at a time (`harness::serial`).
+//! lock recovery (`nlm_classic`); an export on the wrong filesystem refused
+//! (`wrong_disk`). Cluster tests run one at a time (`harness::serial`).
 
 mod harness;
 
@@ -23,3 +24,4 @@ mod nlm_classic;
 mod partition;
 mod relay;
 mod switchover;
+mod wrong_disk;

@@ -1,7 +1,7 @@
 //! Handles (DESIGN.md invariants 1, 2 and 8): they survive a restart, follow
-//! renames, go STALE when the object is deleted or its inode number reused,
-//! and forged or malformed handles and names get errors without hurting the
-//! server.
+//! renames (over NFS and on the disk itself), go STALE when the object is
+//! deleted or its inode number reused, and forged or malformed handles and
+//! names get errors without hurting the server.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -20,12 +20,19 @@ fn server(label: &str) -> (TempDir, TestServer) {
     (export, s)
 }
 
-/// A handle built by hand: version 1, export id, inode, ident.
-fn forged(export_id: u32, ino: u64, ident: u64) -> nfs_fh3 {
+/// A handle of the old format (version 1: export id, inode, ident), 21 bytes.
+fn old_format(export_id: u32, ino: u64, ident: u64) -> nfs_fh3 {
     let mut b = vec![1u8];
     b.extend_from_slice(&export_id.to_be_bytes());
     b.extend_from_slice(&ino.to_be_bytes());
     b.extend_from_slice(&ident.to_be_bytes());
+    fh_of(b)
+}
+
+/// `fh` with byte `i` changed.
+fn flipped(fh: &nfs_fh3, i: usize) -> nfs_fh3 {
+    let mut b = fh.data.to_vec();
+    b[i] ^= 0x41;
     fh_of(b)
 }
 
@@ -98,12 +105,23 @@ async fn renamed_objects_resolve_after_restart() {
     rename(&mut c, &root, "f1", &e, "f2").await.unwrap();
     rename(&mut c, &root, "d1", &e, "d2").await.unwrap();
     assert!(export.path().join("e/d2/inner").exists());
+    // Renamed and created on the disk itself, not over NFS.
+    let local = create(&mut c, &root, "local").await.unwrap();
+    std::fs::create_dir(export.path().join("made-on-disk")).unwrap();
+    std::fs::write(export.path().join("made-on-disk/x"), b"disk").unwrap();
+    let (on_disk, _) = lookup(&mut c, &root, "made-on-disk").await.unwrap();
+    let (x, _) = lookup(&mut c, &on_disk, "x").await.unwrap();
+    std::fs::rename(export.path().join("local"), export.path().join("e/d2/local-moved")).unwrap();
+    std::fs::rename(export.path().join("made-on-disk"), export.path().join("e/moved-on-disk")).unwrap();
     drop(c);
     s.restart();
     let mut c = s.connect().await;
     assert_eq!(getattr(&mut c, &f).await.unwrap().type_, ftype3::NF3REG);
     assert_eq!(getattr(&mut c, &d).await.unwrap().type_, ftype3::NF3DIR);
     assert_eq!(read(&mut c, &inner, 0, 100).await.unwrap().0, b"inside", "file inside a renamed directory");
+    assert_eq!(getattr(&mut c, &local).await.unwrap().type_, ftype3::NF3REG, "renamed on the disk");
+    assert_eq!(read(&mut c, &x, 0, 100).await.unwrap().0, b"disk", "inside a directory renamed on the disk");
+    assert_eq!(getattr(&mut c, &on_disk).await.unwrap().type_, ftype3::NF3DIR);
 }
 
 #[tokio::test]
@@ -168,12 +186,17 @@ async fn forged_handles() {
     let mut v9 = root.data.to_vec();
     v9[0] = 9;
     assert_eq!(getattr(&mut c, &fh_of(v9)).await.unwrap_err(), nfsstat3::NFS3ERR_BADHANDLE);
-    // Unknown export: STALE.
+    // The old format (version 1, 21 bytes) is not misread.
     let ino = std::fs::metadata(export.path()).unwrap().ino();
-    assert_eq!(getattr(&mut c, &forged(99, ino, 0)).await.unwrap_err(), nfsstat3::NFS3ERR_STALE);
-    // The export's root inode with a wrong ident, and an inode never handed out.
-    assert_eq!(getattr(&mut c, &forged(EXPORT_ID, ino, 12345)).await.unwrap_err(), nfsstat3::NFS3ERR_STALE);
-    assert_eq!(getattr(&mut c, &forged(EXPORT_ID, 2, 0)).await.unwrap_err(), nfsstat3::NFS3ERR_STALE);
+    assert_eq!(getattr(&mut c, &old_format(EXPORT_ID, ino, 0)).await.unwrap_err(), nfsstat3::NFS3ERR_BADHANDLE);
+    // Any byte changed after the version (another export id, another fs
+    // handle, say of a file outside the export, or the MAC itself): the MAC
+    // no longer matches, STALE.
+    let f = create(&mut c, &root, "f").await.unwrap();
+    for i in 1..f.data.len() {
+        assert_eq!(getattr(&mut c, &flipped(&f, i)).await.unwrap_err(), nfsstat3::NFS3ERR_STALE, "byte {i}");
+        assert_eq!(read(&mut c, &flipped(&f, i), 0, 1).await.unwrap_err(), nfsstat3::NFS3ERR_STALE, "byte {i}");
+    }
     // Still served.
     assert!(getattr(&mut c, &root).await.is_ok());
 }

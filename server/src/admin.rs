@@ -148,7 +148,8 @@ mod tests {
     #[test]
     fn answers_exports_clients_and_unknown() {
         let mut state = State::default();
-        state.apply(&Command::RegisterExport { export_id: 7, path: "/export".into() }).unwrap();
+        let fs = hanfs_state::FsIdentity { uuid: None, root_type: 1, root_handle: vec![1; 8] };
+        state.apply(&Command::RegisterExport { export_id: 7, path: "/export".into(), fs }).unwrap();
         state.apply(&Command::Mount { client: "10.0.0.2".into(), path: "/export".into() }).unwrap();
         assert_eq!(answer(&state, "exports\n"), "7 /export\n");
         assert_eq!(answer(&state, "clients"), "10.0.0.2 /export\n");

@@ -22,11 +22,13 @@
 //!   waiters whose GRANTED callback is not yet acknowledged, oldest first
 //!   (the lock is also listed as `held`).
 //! - `LEN` 0 in NLM means "to end of file" and is shown as `to EOF`.
-//! - `FILE` is `export_name/path/from/root`, resolved from the handle through
-//!   the replicated handle table; a handle that does not decode, names an
-//!   unknown object, or whose identity no longer matches, is shown as its
-//!   bytes in hex. `FILE` is the last column, so a path with spaces stays one
-//!   field for `cut`/`awk` users who take the rest of the line.
+//! - `FILE` is `export_name/path/from/root` where the node asked serves the
+//!   export (the handle is opened with `open_by_handle_at` and its current
+//!   path read back, so a file renamed since shows its new name); elsewhere,
+//!   or for a file deleted meanwhile, `export_name#<fs handle in hex>`; a
+//!   handle that does not authenticate is shown as its bytes in hex. `FILE`
+//!   is the last column, so a path with spaces stays one field for
+//!   `cut`/`awk` users who take the rest of the line.
 //! - `HOST_STATE` is the NSM state the monitored host last announced
 //!   (SM_NOTIFY), `-` if none yet; `nsm_state` is this server's own.
 //! - Client-supplied names (hosts, path components) are escaped: `\` as
@@ -42,7 +44,10 @@ use std::fmt::Write as _;
 use hanfs_state::locks::{FileId, LockKind, LockOwner, LockRange};
 use hanfs_state::State;
 
-use crate::vfs::handle::FileHandle;
+use crate::vfs::handle::{FileHandle, HandleKey};
+
+/// Finds the current path (inside its export) of the object behind a handle.
+pub type PathOf<'a> = &'a dyn Fn(&FileHandle) -> Option<Vec<u8>>;
 
 /// Largest answer built (below `admin::ADMIN_ANSWER_BYTES_MAX`, which the
 /// client reads at most).
@@ -52,11 +57,20 @@ const _: () = assert!(LOCKS_VIEW_BYTES_MAX as u64 <= crate::admin::ADMIN_ANSWER_
 /// Width of the first column (the longest section name, `MONITORS`).
 const KIND_WIDTH: usize = 8;
 
-/// The whole `locks` answer.
+/// The whole `locks` answer, naming files through the export this node
+/// serves, if any (`vfs::serving`).
 pub fn locks_lines(state: &State) -> String {
+    match crate::vfs::serving() {
+        Some(vfs) => locks_lines_with(state, &|fh| vfs.path_of(fh)),
+        None => locks_lines_with(state, &|_| None),
+    }
+}
+
+/// `locks_lines` with the path finder given.
+pub fn locks_lines_with(state: &State, path_of: PathOf<'_>) -> String {
     let nlm = state.nlm();
     let table = nlm.locks();
-    let mut files = FileNames::new(state);
+    let mut files = FileNames::new(state, path_of);
     let mut lock_rows = Vec::new();
     for (file, owner, range, kind) in table.iter_locks() {
         lock_rows.push(lock_row("held", owner, range, kind, files.name(file)));
@@ -136,41 +150,43 @@ pub fn len_text(len: u64) -> String {
 /// File names by handle, each resolved once.
 struct FileNames<'a> {
     state: &'a State,
+    key: Option<HandleKey>,
+    path_of: PathOf<'a>,
     known: BTreeMap<&'a FileId, String>,
 }
 
 impl<'a> FileNames<'a> {
-    fn new(state: &'a State) -> Self {
-        FileNames { state, known: BTreeMap::new() }
+    fn new(state: &'a State, path_of: PathOf<'a>) -> Self {
+        let key = state.handle_key().map(HandleKey::new);
+        FileNames { state, key, path_of, known: BTreeMap::new() }
     }
 
     fn name(&mut self, file: &'a FileId) -> String {
-        let state = self.state;
-        self.known.entry(file).or_insert_with(|| file_name(state, file)).clone()
+        let (state, key, path_of) = (self.state, self.key.as_ref(), self.path_of);
+        self.known.entry(file).or_insert_with(|| file_name(state, key, path_of, file)).clone()
     }
 }
 
-/// `export_name/path/to/file`, or the handle's bytes in hex when the handle
-/// table cannot name it (see the module doc).
-pub fn file_name(state: &State, file: &FileId) -> String {
-    resolve(state, file).unwrap_or_else(|| hex(&file.0))
-}
-
-fn resolve(state: &State, file: &FileId) -> Option<String> {
-    let fh = FileHandle::decode(&file.0).ok()?;
-    let entry = state.handle(fh.export_id, fh.ino)?;
-    if entry.ident != fh.ident {
-        return None;
-    }
-    let components = state.path_of(fh.export_id, fh.ino)?;
-    let mut path = escape(state.export_path(fh.export_id)?.as_bytes(), true);
-    for c in components {
-        if !path.ends_with('/') {
-            path.push('/');
+/// The FILE column for one handle (see the module doc).
+pub fn file_name(state: &State, key: Option<&HandleKey>, path_of: PathOf<'_>, file: &FileId) -> String {
+    let Some(fh) = key.and_then(|k| FileHandle::decode(&file.0, k).ok()) else { return hex(&file.0) };
+    let Some(export) = state.export_path(fh.export_id) else { return hex(&file.0) };
+    let mut name = escape(export.as_bytes(), true);
+    match path_of(&fh) {
+        Some(rel) => {
+            for c in rel.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
+                if !name.ends_with('/') {
+                    name.push('/');
+                }
+                name.push_str(&escape(c, true));
+            }
         }
-        path.push_str(&escape(&c, true));
+        None => {
+            name.push('#');
+            name.push_str(&hex(&fh.fs.bytes));
+        }
     }
-    Some(path)
+    name
 }
 
 fn hex(bytes: &[u8]) -> String {

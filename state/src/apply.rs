@@ -3,7 +3,7 @@
 //! bad member of a batch) leaves the state exactly as it was. What is checked
 //! after each apply and trial is in `invariants.rs`.
 
-use crate::command::{Command, HandleEntry, NlmCommand, Promotion};
+use crate::command::{Command, NlmCommand, Promotion};
 use crate::drc::DrcUndo;
 use crate::error::ApplyError;
 use crate::limits::BATCH_DEPTH_MAX;
@@ -15,7 +15,7 @@ use crate::State;
 #[derive(Debug)]
 enum Undo {
     ExportRegistered(u32),
-    Handle { key: (u32, u64), prev: Option<HandleEntry> },
+    HandleKeySet,
     Mounted { client: String, path: String },
     Unmounted { client: String, paths: Vec<String> },
     EpochBumped,
@@ -68,16 +68,16 @@ impl State {
     fn apply_at(&mut self, cmd: &Command, depth: u32, undo: &mut Vec<Undo>) -> Result<Outcome, ApplyError> {
         match cmd {
             Command::Batch(members) => self.apply_batch(members, depth, undo),
-            Command::RegisterExport { export_id, path } => {
-                if self.exports.register(*export_id, path)? {
+            Command::RegisterExport { export_id, path, fs } => {
+                if self.exports.register(*export_id, path, fs)? {
                     undo.push(Undo::ExportRegistered(*export_id));
                 }
                 Ok(Outcome::Done)
             }
-            Command::PutHandles(entries) => self.put_handles(entries, undo).map(|()| Outcome::Done),
-            Command::RemoveHandle { export_id, ino, ident } => {
-                if let Some(prev) = self.handles.remove_if_ident(*export_id, *ino, *ident) {
-                    undo.push(Undo::Handle { key: (*export_id, *ino), prev: Some(prev) });
+            Command::SetHandleKey { key } => {
+                if self.handle_key.is_none() {
+                    self.handle_key = Some(*key);
+                    undo.push(Undo::HandleKeySet);
                 }
                 Ok(Outcome::Done)
             }
@@ -178,23 +178,12 @@ impl State {
         }
     }
 
-    fn put_handles(&mut self, entries: &[HandleEntry], undo: &mut Vec<Undo>) -> Result<(), ApplyError> {
-        for entry in entries {
-            if !self.exports.contains(entry.export_id) {
-                return Err(ApplyError::HandleExportUnknown { export_id: entry.export_id, ino: entry.ino });
-            }
-            let prev = self.handles.put(entry)?;
-            undo.push(Undo::Handle { key: (entry.export_id, entry.ino), prev });
-        }
-        Ok(())
-    }
-
     /// Reverts changes newest first.
     fn rollback(&mut self, undo: Vec<Undo>) {
         for change in undo.into_iter().rev() {
             match change {
                 Undo::ExportRegistered(id) => self.exports.unregister(id),
-                Undo::Handle { key, prev } => self.handles.restore(key, prev),
+                Undo::HandleKeySet => self.handle_key = None,
                 Undo::Mounted { client, path } => self.rmtab.remove_raw(&client, &path),
                 Undo::Unmounted { client, paths } => {
                     for path in paths {
@@ -213,33 +202,36 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::DrcKey;
-    use crate::error::NameError;
+    use crate::command::{test_fs, DrcKey};
 
-    fn entry(ino: u64, parent_ino: u64, name: &[u8]) -> HandleEntry {
-        HandleEntry { export_id: 7, ino, ident: ino + 100, parent_ino, name: name.to_vec() }
+    fn register(export_id: u32, path: &str) -> Command {
+        Command::RegisterExport { export_id, path: path.into(), fs: test_fs() }
     }
 
     fn registered() -> State {
         let mut s = State::default();
-        assert_eq!(s.apply(&Command::RegisterExport { export_id: 7, path: "/srv/x".into() }).map(drop), Ok(()));
+        assert_eq!(s.apply(&register(7, "/srv/x")).map(drop), Ok(()));
         s
     }
 
     #[test]
-    fn handles_need_a_registered_export() {
+    fn the_first_handle_key_stays() {
         let mut s = State::default();
-        let put = Command::PutHandles(vec![entry(1, 1, b"")]);
-        assert_eq!(s.apply(&put), Err(ApplyError::HandleExportUnknown { export_id: 7, ino: 1 }));
-        let mut s = registered();
-        assert_eq!(s.apply(&put).map(drop), Ok(()));
-        assert_eq!(s.handle_count(), 1);
+        assert_eq!(s.handle_key(), None);
+        assert_eq!(s.apply(&Command::SetHandleKey { key: [1; 32] }).map(drop), Ok(()));
+        assert_eq!(s.apply(&Command::SetHandleKey { key: [2; 32] }).map(drop), Ok(()));
+        assert_eq!(s.handle_key(), Some(&[1; 32]));
+        // Undone with a refused batch.
+        let mut s = State::default();
+        let bad = Command::Batch(vec![Command::SetHandleKey { key: [3; 32] }, register(1, "")]);
+        assert_eq!(s.apply(&bad), Err(ApplyError::ExportPathInvalid));
+        assert_eq!(s.handle_key(), None);
     }
 
     #[test]
     fn a_rejected_batch_changes_nothing() {
         let mut s = registered();
-        assert_eq!(s.apply(&Command::PutHandles(vec![entry(1, 1, b""), entry(2, 1, b"a")])).map(drop), Ok(()));
+        assert_eq!(s.apply(&Command::SetHandleKey { key: [5; 32] }).map(drop), Ok(()));
         assert_eq!(s.apply(&Command::Mount { client: "c".into(), path: "/srv/x".into() }).map(drop), Ok(()));
         let key = DrcKey {
             client: "c".into(),
@@ -257,17 +249,15 @@ mod tests {
         let before = s.clone();
         let bad = Command::Batch(vec![
             Command::BumpEpoch,
-            Command::PutHandles(vec![entry(2, 1, b"renamed"), entry(3, 1, b"new")]),
-            Command::RemoveHandle { export_id: 7, ino: 1, ident: 101 },
+            Command::SetHandleKey { key: [6; 32] },
             Command::UnmountAll { client: "c".into() },
             Command::Mount { client: "d".into(), path: "/srv/x".into() },
-            Command::RegisterExport { export_id: 8, path: "/srv/y".into() },
+            register(8, "/srv/y"),
             Command::DrcInsert { key: key.clone(), reply: b"other".to_vec(), now_ms: 10_000_000 },
             Command::DrcIntent { key: DrcKey { xid: 2, ..key.clone() }, now_ms: 10_000_000 },
-            Command::Batch(vec![Command::PutHandles(vec![entry(4, 1, b"a/b")])]),
+            Command::Batch(vec![register(9, "/a\0b")]),
         ]);
-        let err = ApplyError::HandleName { export_id: 7, ino: 4, reason: NameError::Slash };
-        assert_eq!(s.apply(&bad), Err(err));
+        assert_eq!(s.apply(&bad), Err(ApplyError::ExportPathInvalid));
         assert_eq!(s, before);
     }
 
@@ -288,29 +278,20 @@ mod tests {
     #[test]
     fn trial_reports_per_group_and_changes_nothing() {
         let mut s = registered();
-        let good = vec![Command::PutHandles(vec![entry(1, 1, b"")]), Command::BumpEpoch];
-        let bad = vec![Command::BumpEpoch, Command::PutHandles(vec![entry(2, 1, b"..")])];
-        let depends = vec![Command::PutHandles(vec![entry(3, 1, b"f")])];
+        let good = vec![register(8, "/srv/y"), Command::BumpEpoch];
+        let bad = vec![Command::BumpEpoch, register(9, "")];
+        // Conflicts with `good`'s export 8 only once `good` is applied.
+        let depends = vec![register(10, "/srv/y")];
         let before = s.clone();
         let results = s.trial(&[&good, &bad, &depends]);
         assert!(results[0].is_ok());
-        assert!(matches!(results[1], Err(ApplyError::HandleName { ino: 2, .. })));
-        assert!(results[2].is_ok());
+        assert_eq!(results[1], Err(ApplyError::ExportPathInvalid));
+        assert!(matches!(results[2], Err(ApplyError::ExportPathConflict { existing_id: 8, .. })));
         assert_eq!(s, before);
-        let entry_cmd = Command::Batch(vec![Command::Batch(good), Command::Batch(depends)]);
+        let entry_cmd = Command::Batch(vec![Command::Batch(good)]);
         assert_eq!(s.apply(&entry_cmd).map(drop), Ok(()));
         assert_eq!(s.epoch(), 1);
-        assert_eq!(s.path_of(7, 3), Some(vec![b"f".to_vec()]));
-    }
-
-    #[test]
-    fn remove_handle_needs_matching_ident() {
-        let mut s = registered();
-        assert_eq!(s.apply(&Command::PutHandles(vec![entry(5, 1, b"f")])).map(drop), Ok(()));
-        assert_eq!(s.apply(&Command::RemoveHandle { export_id: 7, ino: 5, ident: 1 }).map(drop), Ok(()));
-        assert!(s.handle(7, 5).is_some());
-        assert_eq!(s.apply(&Command::RemoveHandle { export_id: 7, ino: 5, ident: 105 }).map(drop), Ok(()));
-        assert!(s.handle(7, 5).is_none());
+        assert_eq!(s.export_path(8), Some("/srv/y"));
     }
 
     fn lock_cmd(svid: u32, offset: u64, block: bool) -> Command {
@@ -354,8 +335,8 @@ mod tests {
     fn a_rejected_batch_undoes_its_nlm_changes() {
         let mut s = State::default();
         let before = s.clone();
-        let bad = Command::Batch(vec![lock_cmd(1, 0, false), Command::PutHandles(vec![entry(1, 1, b"")])]);
-        assert!(matches!(s.apply(&bad), Err(ApplyError::HandleExportUnknown { .. })));
+        let bad = Command::Batch(vec![lock_cmd(1, 0, false), register(1, "")]);
+        assert_eq!(s.apply(&bad), Err(ApplyError::ExportPathInvalid));
         assert_eq!(s, before);
     }
 

@@ -88,16 +88,13 @@ pub(crate) fn decode_state(bytes: &[u8]) -> Result<State, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{DrcKey, HandleEntry};
+    use crate::command::{test_fs, DrcKey};
 
     fn sample_state() -> State {
         let mut s = State::default();
         let cmds = [
-            Command::RegisterExport { export_id: 3, path: "/srv/a".into() },
-            Command::PutHandles(vec![
-                HandleEntry { export_id: 3, ino: 10, ident: 1, parent_ino: 10, name: vec![] },
-                HandleEntry { export_id: 3, ino: 11, ident: 2, parent_ino: 10, name: b"f".to_vec() },
-            ]),
+            Command::RegisterExport { export_id: 3, path: "/srv/a".into(), fs: test_fs() },
+            Command::Batch(vec![Command::SetHandleKey { key: [9; 32] }]),
             Command::Mount { client: "10.0.0.9".into(), path: "/srv/a".into() },
             Command::BumpEpoch,
             Command::DrcInsert {

@@ -8,22 +8,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::locks::{FileId, LockArgs, LockOwner, LockRange, MonitorId, Share, ShareOwner};
 
-/// One entry of the handle table: where the object with inode `ino` in export
-/// `export_id` lives. Objects are recorded by (parent, name), not by full path,
-/// so renaming a directory updates one entry and every descendant follows.
+/// The filesystem an export lives on, as the node that first served it saw
+/// it. Handles carry the filesystem's own object handles, so a node serves an
+/// export only where its directory shows this same identity (the right disk is
+/// mounted there); never st_dev, which differs between nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandleEntry {
-    pub export_id: u32,
-    /// Inode number on the shared filesystem (stable across nodes that mount it).
-    pub ino: u64,
-    /// Identity check: birth time or inode generation. A reused inode number has a
-    /// different `ident`, so an old handle never resolves to the new object.
-    pub ident: u64,
-    /// Inode of the directory holding `name`. For the export root, equal to `ino`.
-    pub parent_ino: u64,
-    /// File name inside the parent (no `/`, no NUL). Empty for the export root.
-    pub name: Vec<u8>,
+pub struct FsIdentity {
+    /// The filesystem's UUID (FS_IOC_GETFSUUID), where it reports one.
+    pub uuid: Option<Vec<u8>>,
+    /// The export root directory's own handle (`name_to_handle_at`): its type
+    /// and bytes (inode and generation on ext4 and XFS).
+    pub root_type: i32,
+    pub root_handle: Vec<u8>,
 }
+
+/// An identity for tests.
+#[cfg(test)]
+pub(crate) fn test_fs() -> FsIdentity {
+    FsIdentity { uuid: Some(vec![7; 16]), root_type: 1, root_handle: vec![1, 2, 3, 4, 5, 6, 7, 8] }
+}
+
+/// The key that authenticates file handles (see the server's `vfs::handle`).
+pub const HANDLE_KEY_BYTES: usize = 32;
 
 /// Key of a duplicate-request-cache entry: same client, credential, xid,
 /// program, version, procedure and argument checksum means a retransmission
@@ -56,12 +62,15 @@ pub enum DrcCred {
 pub enum Command {
     /// Several commands committed as one log entry (group commit). Applied in order.
     Batch(Vec<Command>),
-    /// Record an export's cluster-assigned id and its path (from config).
-    RegisterExport { export_id: u32, path: String },
-    /// Insert or update handle entries (LOOKUP, CREATE, READDIRPLUS, RENAME ...).
-    PutHandles(Vec<HandleEntry>),
-    /// Forget a handle entry, but only if `ident` still matches (REMOVE, RMDIR).
-    RemoveHandle { export_id: u32, ino: u64, ident: u64 },
+    /// Record an export's cluster-assigned id, its path (from config) and the
+    /// filesystem it lives on. Registering it again changes nothing: the
+    /// first identity stays, and a node that finds another one refuses to
+    /// serve the export.
+    RegisterExport { export_id: u32, path: String, fs: FsIdentity },
+    /// Set the key that authenticates file handles, drawn at random by the
+    /// first active node. Only the first one counts: once set, the key never
+    /// changes (a handle must keep resolving on every node, forever).
+    SetHandleKey { key: [u8; HANDLE_KEY_BYTES] },
     /// rmtab: `client` mounted `path` (MOUNT MNT).
     Mount { client: String, path: String },
     /// rmtab: `client` unmounted `path` (MOUNT UMNT).

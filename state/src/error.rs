@@ -1,39 +1,18 @@
 //! Why `State::apply` refused a command (`ApplyError`; a refused command
 //! changes nothing), and which invariant a state breaks (`InvariantError`).
 
-/// What is wrong with a handle entry's name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NameError {
-    /// A non-root entry has an empty name.
-    Empty,
-    /// Longer than `NAME_BYTES_MAX`.
-    TooLong,
-    /// Contains `/`.
-    Slash,
-    /// Contains NUL.
-    Nul,
-    /// `.` or `..`, which never name an object of their own.
-    Dot,
-    /// The export root (`ino == parent_ino`) must have an empty name.
-    RootNamed,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
     #[error("batch nested deeper than {max}")]
     BatchTooDeep { max: u32 },
-    #[error("handle {export_id}/{ino}: bad name: {reason:?}")]
-    HandleName { export_id: u32, ino: u64, reason: NameError },
-    #[error("handle {export_id}/{ino}: export not registered")]
-    HandleExportUnknown { export_id: u32, ino: u64 },
-    #[error("handle table full ({max} entries)")]
-    HandlesFull { max: u64 },
     #[error("export {export_id} is already registered as {existing:?}")]
     ExportIdConflict { export_id: u32, existing: String },
     #[error("export path {path:?} is already registered as export {existing_id}")]
     ExportPathConflict { path: String, existing_id: u32 },
     #[error("export path invalid (empty, NUL, or too long)")]
     ExportPathInvalid,
+    #[error("export {export_id}: filesystem identity invalid (handle or UUID too long)")]
+    ExportFsInvalid { export_id: u32 },
     #[error("export table full ({max} exports)")]
     ExportsFull { max: u64 },
     #[error("client name invalid (empty, NUL, or too long)")]
@@ -52,7 +31,6 @@ pub enum ApplyError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
     Exports,
-    Handles,
     Rmtab,
     /// Entries of the duplicate-request cache.
     Drc,
@@ -75,12 +53,8 @@ pub enum InvariantError {
     ExportIndexSize { by_id: u64, by_path: u64 },
     #[error("export {export_id}: path index disagrees")]
     ExportIndexDisagrees { export_id: u32 },
-    #[error("handle {export_id}/{ino}: key disagrees with entry")]
-    HandleKey { export_id: u32, ino: u64 },
-    #[error("handle {export_id}/{ino}: bad name: {reason:?}")]
-    HandleName { export_id: u32, ino: u64, reason: NameError },
-    #[error("handle {export_id}/{ino}: export not registered")]
-    HandleExportUnknown { export_id: u32, ino: u64 },
+    #[error("export {export_id}: invalid filesystem identity")]
+    ExportFsInvalid { export_id: u32 },
     #[error("rmtab row {client:?} {path:?} invalid")]
     RmtabRowInvalid { client: String, path: String },
     #[error("DRC age index holds {by_age} entries, the cache {entries}")]

@@ -6,19 +6,19 @@
 //!   the epoch never goes backwards; a refused command left the epoch and
 //!   every table's size as they were; every bound holds; the derived indexes
 //!   (export path → id, DRC age order) are as large as what they index; and
-//!   each export, handle, rmtab row and DRC entry the command named is
-//!   consistent (`check_touched`).
+//!   each export, rmtab row and DRC entry the command named is consistent
+//!   (`check_touched`); the handle key, once set, never changes.
 //! - After every `trial`, in every build: the epoch and every table's size are
 //!   as before.
 //! - After every `apply` and `trial`, only under `cfg(test)` or the cargo
 //!   feature `invariants` (`./test.sh` turns it on for the whole test run):
 //!   the full walk `check_invariants`, O(size of the state). Never in a
-//!   production build: at `HANDLES_MAX` entries one walk takes seconds, under
-//!   the state's write lock.
+//!   production build: a full DRC and lock table take milliseconds to walk,
+//!   under the state's write lock.
 //! - When a snapshot is loaded (`State::from_snapshot`), in every build: the
 //!   full walk; a snapshot that fails it is refused (`CodecError::Invalid`).
 
-use crate::command::Command;
+use crate::command::{Command, HANDLE_KEY_BYTES};
 use crate::error::InvariantError;
 use crate::limits::BATCH_DEPTH_MAX;
 use crate::State;
@@ -31,7 +31,7 @@ pub(crate) const FULL_CHECK_AFTER_APPLY: bool = cfg!(any(test, feature = "invari
 pub(crate) struct Sizes {
     epoch: u64,
     exports: u64,
-    handles: u64,
+    handle_key: Option<[u8; HANDLE_KEY_BYTES]>,
     rmtab: u64,
     drc_entries: u64,
     drc_bytes: u64,
@@ -42,7 +42,7 @@ impl State {
         Sizes {
             epoch: self.epoch,
             exports: self.exports.len(),
-            handles: self.handles.len(),
+            handle_key: self.handle_key,
             rmtab: self.rmtab.len(),
             drc_entries: self.drc.len(),
             drc_bytes: self.drc.bytes(),
@@ -53,10 +53,13 @@ impl State {
     pub(crate) fn assert_after_apply(&self, cmd: &Command, before: Sizes, refused: bool) {
         let after = self.sizes();
         assert!(after.epoch >= before.epoch, "epoch went backwards: {} -> {}", before.epoch, after.epoch);
+        if before.handle_key.is_some() {
+            assert_eq!(after.handle_key, before.handle_key, "the handle key changed once set");
+        }
         if refused {
             assert_eq!(after.epoch, before.epoch, "a refused command changed the epoch");
             assert_eq!(after.exports, before.exports, "a refused command changed the export count");
-            assert_eq!(after.handles, before.handles, "a refused command changed the handle count");
+            assert_eq!(after.handle_key, before.handle_key, "a refused command changed the handle key");
             assert_eq!(after.rmtab, before.rmtab, "a refused command changed the rmtab row count");
             assert_eq!(after.drc_entries, before.drc_entries, "a refused command changed the DRC entry count");
             assert_eq!(after.drc_bytes, before.drc_bytes, "a refused command changed the DRC byte count");
@@ -87,7 +90,6 @@ impl State {
     /// O(1): every table's bound and index sizes.
     fn check_sizes(&self) -> Result<(), InvariantError> {
         self.exports.check_sizes()?;
-        self.handles.check_size()?;
         self.rmtab.check_size()?;
         self.drc.check_sizes()
     }
@@ -104,71 +106,45 @@ impl State {
             }
             Command::Batch(_) => Ok(()),
             Command::RegisterExport { export_id, .. } => self.exports.check_id(*export_id),
-            Command::PutHandles(entries) => {
-                for entry in entries {
-                    self.check_handle(entry.export_id, entry.ino)?;
-                }
-                Ok(())
-            }
-            Command::RemoveHandle { export_id, ino, .. } => self.check_handle(*export_id, *ino),
             Command::Mount { client, path } | Command::Unmount { client, path } => self.rmtab.check_row(client, path),
             Command::DrcInsert { key, .. } | Command::DrcIntent { key, .. } => self.drc.check_key(key),
-            Command::UnmountAll { .. } | Command::BumpEpoch | Command::RecordPromotion(_) => Ok(()),
+            Command::UnmountAll { .. }
+            | Command::BumpEpoch
+            | Command::RecordPromotion(_)
+            | Command::SetHandleKey { .. } => Ok(()),
             // The lock table asserts its own O(1) checks inside each operation.
             Command::Nlm(_) => Ok(()),
         }
     }
 
-    /// The handle at (`export_id`, `ino`), if any, is consistent and its export registered.
-    fn check_handle(&self, export_id: u32, ino: u64) -> Result<(), InvariantError> {
-        self.handles.check_at(export_id, ino)?;
-        if self.handles.get(export_id, ino).is_some() && !self.exports.contains(export_id) {
-            return Err(InvariantError::HandleExportUnknown { export_id, ino });
-        }
-        Ok(())
-    }
-
-    /// Full consistency check, O(size): every table's own invariants, plus
-    /// every handle's export registered. Runs when a snapshot is loaded, and
+    /// Full consistency check, O(size): every table's own invariants. Runs when a snapshot is loaded, and
     /// after every apply under `cfg(test)` or the feature `invariants`.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
         self.exports.check()?;
-        self.handles.check()?;
         self.rmtab.check()?;
         self.drc.check()?;
-        self.nlm.check_invariants().map_err(InvariantError::Nlm)?;
-        for entry in self.handles.iter() {
-            if !self.exports.contains(entry.export_id) {
-                return Err(InvariantError::HandleExportUnknown { export_id: entry.export_id, ino: entry.ino });
-            }
-        }
-        Ok(())
+        self.nlm.check_invariants().map_err(InvariantError::Nlm)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::HandleEntry;
-    use crate::error::NameError;
+    use crate::command::test_fs;
 
     const EXPORT: u32 = 7;
 
-    fn entry(ino: u64, parent_ino: u64, name: &[u8]) -> HandleEntry {
-        HandleEntry { export_id: EXPORT, ino, ident: ino + 100, parent_ino, name: name.to_vec() }
-    }
-
     fn registered() -> State {
         let mut s = State::default();
-        assert_eq!(s.apply(&Command::RegisterExport { export_id: EXPORT, path: "/srv/x".into() }).map(drop), Ok(()));
-        assert_eq!(s.apply(&Command::PutHandles(vec![entry(1, 1, b""), entry(2, 1, b"f")])).map(drop), Ok(()));
+        let register = Command::RegisterExport { export_id: EXPORT, path: "/srv/x".into(), fs: test_fs() };
+        assert_eq!(s.apply(&register).map(drop), Ok(()));
         s
     }
 
-    /// A handle stored under another key than its own (only a bug could do this).
-    fn with_misfiled_handle() -> State {
+    /// Export 7's path indexed under another id (only a bug could do this).
+    fn with_misfiled_export() -> State {
         let mut s = registered();
-        s.handles.restore((EXPORT, 5), Some(entry(6, 1, b"g")));
+        s.exports.corrupt_index("/srv/x", 8);
         s
     }
 
@@ -176,24 +152,28 @@ mod tests {
     fn a_consistent_state_passes() {
         let s = registered();
         assert_eq!(s.check_invariants(), Ok(()));
-        assert_eq!(s.check_touched(&Command::PutHandles(vec![entry(2, 1, b"f")]), 0), Ok(()));
+        let register = Command::RegisterExport { export_id: EXPORT, path: "/srv/x".into(), fs: test_fs() };
+        assert_eq!(s.check_touched(&register, 0), Ok(()));
     }
 
     #[test]
     fn the_cheap_check_sees_a_broken_item_the_command_names() {
-        let s = with_misfiled_handle();
-        let err = InvariantError::HandleKey { export_id: EXPORT, ino: 5 };
-        let names_it = Command::Batch(vec![Command::RemoveHandle { export_id: EXPORT, ino: 5, ident: 0 }]);
+        let s = with_misfiled_export();
+        let err = InvariantError::ExportIndexDisagrees { export_id: EXPORT };
+        let register = Command::RegisterExport { export_id: EXPORT, path: "/srv/x".into(), fs: test_fs() };
+        let names_it = Command::Batch(vec![register]);
         assert_eq!(s.check_touched(&names_it, 0), Err(err.clone()));
         assert_eq!(s.check_touched(&Command::BumpEpoch, 0), Ok(()));
         assert_eq!(s.check_invariants(), Err(err));
     }
 
     #[test]
-    #[should_panic(expected = "invariant broken after apply, at what the command named: handle 7/5: key disagrees")]
+    #[should_panic(
+        expected = "invariant broken after apply, at what the command named: export 7: path index disagrees"
+    )]
     fn apply_panics_on_a_broken_item_it_touches() {
-        let mut s = with_misfiled_handle();
-        let _ = s.apply(&Command::RemoveHandle { export_id: EXPORT, ino: 5, ident: 0 });
+        let mut s = with_misfiled_export();
+        let _ = s.apply(&Command::RegisterExport { export_id: EXPORT, path: "/srv/x".into(), fs: test_fs() });
     }
 
     #[test]
@@ -205,25 +185,39 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "invariant broken after apply (full check): handle 9/3: export not registered")]
+    #[should_panic(expected = "invariant broken after apply (full check): export 7: path index disagrees")]
     fn the_full_check_runs_after_every_apply_in_tests() {
-        let mut s = registered();
-        let orphan = HandleEntry { export_id: 9, ino: 3, ident: 1, parent_ino: 1, name: b"o".to_vec() };
-        assert!(s.handles.put(&orphan).is_ok());
-        // BumpEpoch names no handle: only the full walk can see the orphan.
+        let mut s = with_misfiled_export();
+        // BumpEpoch names no export: only the full walk can see it.
         let _ = s.apply(&Command::BumpEpoch);
     }
 
     #[test]
-    fn a_snapshot_that_breaks_an_invariant_is_refused() {
+    #[should_panic(expected = "the handle key changed once set")]
+    fn the_handle_key_never_changes() {
         let mut s = registered();
-        assert!(s.handles.put(&entry(3, 1, b"ok")).is_ok());
-        s.handles.restore((EXPORT, 4), Some(HandleEntry { name: b"a/b".to_vec(), ..entry(4, 1, b"x") }));
-        let err = InvariantError::HandleName { export_id: EXPORT, ino: 4, reason: NameError::Slash };
+        assert_eq!(s.apply(&Command::SetHandleKey { key: [1; 32] }).map(drop), Ok(()));
+        s.handle_key = None;
+        // Only a bug could clear it; the next apply sets another and must panic.
+        let before = s.sizes();
+        s.handle_key = Some([2; 32]);
+        s.assert_after_apply(&Command::BumpEpoch, Sizes { handle_key: Some([1; 32]), ..before }, false);
+    }
+
+    #[test]
+    fn a_snapshot_that_breaks_an_invariant_is_refused() {
+        let s = with_misfiled_export();
+        let err = InvariantError::ExportIndexDisagrees { export_id: EXPORT };
         assert_eq!(s.check_invariants(), Err(err.clone()));
+        // The path index is rebuilt on decode, so corrupt what is encoded instead: a bad identity.
+        let mut s = registered();
+        s.exports.corrupt_fs(EXPORT, vec![0; crate::limits::FS_HANDLE_BYTES_MAX as usize + 1]);
+        let err = InvariantError::ExportFsInvalid { export_id: EXPORT };
+        assert_eq!(s.check_invariants(), Err(err.clone()));
+        // Refused while decoding the export table (its `try_from` checks every identity).
         match State::from_snapshot(&s.to_snapshot()) {
-            Err(crate::CodecError::Invalid(got)) => assert_eq!(got, err),
-            other => panic!("expected Invalid({err}), got {other:?}"),
+            Err(e) => assert!(e.to_string().contains(&err.to_string()), "{e}"),
+            Ok(_) => panic!("a snapshot with {err} was loaded"),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! hanfs-state: the replicated data model.
 //!
 //! Owns `Command` (every change to client-visible state), the deterministic
-//! `State::apply`, and the tables it changes: exports (`exports.rs`), handles
-//! (`handles.rs`), rmtab (`rmtab.rs`), the duplicate-request cache (`drc.rs`)
-//! and the write-verifier epoch. NLM locks, waiters, shares, lock hosts and
+//! `State::apply`, and the tables it changes: exports with the filesystem
+//! each lives on (`exports.rs`), the key that authenticates file handles,
+//! rmtab (`rmtab.rs`), the duplicate-request cache (`drc.rs`) and the
+//! write-verifier epoch. There is no table of objects: a file handle carries
+//! the filesystem's own handle and resolves itself on any node. NLM locks, waiters, shares, lock hosts and
 //! NSM monitors are `locks::NlmState`, changed by `Command::Nlm`. `apply`
 //! returns an `Outcome` per command (`outcome.rs`): the lock table's decision
 //! travels back through the commit to the handler that encodes its reply.
@@ -22,7 +24,6 @@ mod command;
 mod drc;
 mod error;
 mod exports;
-mod handles;
 mod invariants;
 pub mod limits;
 pub mod locks;
@@ -36,7 +37,7 @@ mod model_tests;
 pub use codec::{decode_command, encode_command, encoded_len, CodecError};
 pub use command::*;
 pub use drc::{DrcEntry, DrcValue};
-pub use error::{ApplyError, InvariantError, NameError, Table};
+pub use error::{ApplyError, InvariantError, Table};
 pub use limits::*;
 pub use outcome::Outcome;
 pub use store::{sync_dir, Store, StoreError, COMPACT_ENTRIES};
@@ -45,7 +46,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::drc::Drc;
 use crate::exports::Exports;
-use crate::handles::Handles;
 use crate::rmtab::Rmtab;
 
 /// The applied state machine. Change it only through `apply` (or `trial`).
@@ -53,7 +53,8 @@ use crate::rmtab::Rmtab;
 pub struct State {
     epoch: u64,
     exports: Exports,
-    handles: Handles,
+    /// Set once by the first active node (`Command::SetHandleKey`), then never changed.
+    handle_key: Option<[u8; HANDLE_KEY_BYTES]>,
     rmtab: Rmtab,
     drc: Drc,
     last_promotion: Option<Promotion>,
@@ -62,25 +63,14 @@ pub struct State {
 }
 
 impl State {
-    /// The handle entry for `ino` in `export_id`.
-    pub fn handle(&self, export_id: u32, ino: u64) -> Option<&HandleEntry> {
-        self.handles.get(export_id, ino)
+    /// The key that authenticates file handles, once the first active node set it.
+    pub fn handle_key(&self) -> Option<&[u8; HANDLE_KEY_BYTES]> {
+        self.handle_key.as_ref()
     }
 
-    /// Names from the export root down to the object (the root → empty vec).
-    /// None if a link is missing, the chain is deeper than `PATH_DEPTH_MAX`,
-    /// or it loops.
-    pub fn path_of(&self, export_id: u32, ino: u64) -> Option<Vec<Vec<u8>>> {
-        self.handles.path_of(export_id, ino)
-    }
-
-    /// Every handle entry, ordered by (export id, inode).
-    pub fn handles(&self) -> impl Iterator<Item = &HandleEntry> + '_ {
-        self.handles.iter()
-    }
-
-    pub fn handle_count(&self) -> u64 {
-        self.handles.len()
+    /// The filesystem `export_id` was first served from.
+    pub fn export_fs(&self, export_id: u32) -> Option<&FsIdentity> {
+        self.exports.fs(export_id)
     }
 
     pub fn export_path(&self, export_id: u32) -> Option<&str> {

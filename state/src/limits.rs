@@ -5,19 +5,18 @@
 /// uses two levels (entry → caller → commands); the rest is headroom.
 pub const BATCH_DEPTH_MAX: u32 = 8;
 
-/// Longest file name in a handle entry (Linux NAME_MAX).
-pub const NAME_BYTES_MAX: u64 = 255;
 /// Longest export or mount path (Linux PATH_MAX).
 pub const PATH_BYTES_MAX: u64 = 4096;
 /// Longest client name (host name or address) in rmtab or a DRC key.
 pub const CLIENT_BYTES_MAX: u64 = 1024;
-/// Most components `State::path_of` walks before giving up (also breaks cycles).
-pub const PATH_DEPTH_MAX: u32 = 4096;
+/// Longest filesystem object handle (Linux MAX_HANDLE_SZ), as recorded for an
+/// export root in `FsIdentity`.
+pub const FS_HANDLE_BYTES_MAX: u64 = 128;
+/// Longest filesystem UUID (Linux UUID_SIZE).
+pub const FS_UUID_BYTES_MAX: u64 = 16;
 
 /// Most registered exports.
 pub const EXPORTS_MAX: u64 = 4096;
-/// Most handle entries; `PutHandles` beyond this is rejected.
-pub const HANDLES_MAX: u64 = 50_000_000;
 /// Most (client, path) rows in rmtab.
 pub const RMTAB_ROWS_MAX: u64 = 100_000;
 
@@ -35,7 +34,6 @@ pub const COMMAND_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 const _: () = assert!(DRC_REPLY_BYTES_MAX <= DRC_BYTES_MAX);
 const _: () = assert!(DRC_ENTRIES_MAX > 0);
-const _: () = assert!(NAME_BYTES_MAX < PATH_BYTES_MAX);
 const _: () = assert!(DRC_REPLY_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(BATCH_DEPTH_MAX >= 2);
 

@@ -4,14 +4,14 @@
 //! deterministic, snapshots round-trip, `trial` predicts group commit, and a
 //! store reopened from its log (and snapshot) gives back the same state.
 //!
-//! The entry and byte bounds of the DRC and the handle table are too large to
-//! reach here; the unit tests in `drc.rs` and `handles.rs` cover them.
+//! The entry and byte bounds of the DRC are too large to reach here; the unit
+//! tests in `drc.rs` cover them.
 
 use proptest::prelude::*;
 
-use crate::command::{Command, DrcCred, DrcKey, HandleEntry, Promotion};
+use crate::command::{Command, DrcCred, DrcKey, FsIdentity, Promotion, HANDLE_KEY_BYTES};
 use crate::limits::{
-    BATCH_DEPTH_MAX, CLIENT_BYTES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS, NAME_BYTES_MAX, PATH_BYTES_MAX,
+    BATCH_DEPTH_MAX, CLIENT_BYTES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS, FS_HANDLE_BYTES_MAX, PATH_BYTES_MAX,
 };
 use crate::{State, Store};
 
@@ -21,8 +21,8 @@ const STORE_CASES: u32 = 16;
 #[derive(Clone, Debug, Default)]
 struct Model {
     epoch: u64,
-    exports: Vec<(u32, String)>,
-    handles: Vec<HandleEntry>,
+    exports: Vec<(u32, String, FsIdentity)>,
+    handle_key: Option<[u8; HANDLE_KEY_BYTES]>,
     rmtab: Vec<(String, String)>,
     /// (key, reply (None: an intent), time_ms, seq)
     drc: Vec<(DrcKey, Option<Vec<u8>>, u64, u64)>,
@@ -32,19 +32,6 @@ struct Model {
 
 fn text_ok(s: &str, max: u64) -> bool {
     !s.is_empty() && s.len() as u64 <= max && !s.contains('\0')
-}
-
-fn name_ok(e: &HandleEntry) -> bool {
-    if e.ino == e.parent_ino {
-        return e.name.is_empty();
-    }
-    let n = &e.name;
-    !n.is_empty()
-        && n.len() as u64 <= NAME_BYTES_MAX
-        && !n.contains(&b'/')
-        && !n.contains(&0)
-        && n != b"."
-        && n != b".."
 }
 
 impl Model {
@@ -67,33 +54,21 @@ impl Model {
                 }
                 true
             }
-            Command::RegisterExport { export_id, path } => {
-                if !text_ok(path, PATH_BYTES_MAX) {
+            Command::RegisterExport { export_id, path, fs } => {
+                if !text_ok(path, PATH_BYTES_MAX) || fs.root_handle.len() as u64 > FS_HANDLE_BYTES_MAX {
                     return false;
                 }
-                if let Some((_, p)) = self.exports.iter().find(|(id, _)| id == export_id) {
+                if let Some((_, p, _)) = self.exports.iter().find(|(id, _, _)| id == export_id) {
                     return p == path;
                 }
-                if self.exports.iter().any(|(_, p)| p == path) {
+                if self.exports.iter().any(|(_, p, _)| p == path) {
                     return false;
                 }
-                self.exports.push((*export_id, path.clone()));
+                self.exports.push((*export_id, path.clone(), fs.clone()));
                 true
             }
-            Command::PutHandles(entries) => {
-                let saved = self.clone();
-                for e in entries {
-                    if !self.exports.iter().any(|(id, _)| *id == e.export_id) || !name_ok(e) {
-                        *self = saved;
-                        return false;
-                    }
-                    self.handles.retain(|h| (h.export_id, h.ino) != (e.export_id, e.ino));
-                    self.handles.push(e.clone());
-                }
-                true
-            }
-            Command::RemoveHandle { export_id, ino, ident } => {
-                self.handles.retain(|h| (h.export_id, h.ino, h.ident) != (*export_id, *ino, *ident));
+            Command::SetHandleKey { key } => {
+                self.handle_key.get_or_insert(*key);
                 true
             }
             Command::Mount { client, path } => {
@@ -156,13 +131,11 @@ impl Model {
         assert_eq!(s.epoch(), self.epoch);
         assert_eq!(s.last_promotion(), self.promotion);
         let mut exports = self.exports.clone();
-        exports.sort();
-        let got: Vec<(u32, String)> = s.exports().map(|(id, p)| (id, p.to_owned())).collect();
+        exports.sort_by_key(|e| e.0);
+        let got: Vec<(u32, String, FsIdentity)> =
+            s.exports().filter_map(|(id, p)| Some((id, p.to_owned(), s.export_fs(id)?.clone()))).collect();
         assert_eq!(got, exports);
-        let mut handles = self.handles.clone();
-        handles.sort_by_key(|h| (h.export_id, h.ino));
-        assert_eq!(s.handles().cloned().collect::<Vec<_>>(), handles);
-        assert_eq!(s.handle_count(), handles.len() as u64);
+        assert_eq!(s.handle_key(), self.handle_key.as_ref());
         let mut rmtab = self.rmtab.clone();
         rmtab.sort();
         let got: Vec<(String, String)> = s.rmtab().map(|(c, p)| (c.to_owned(), p.to_owned())).collect();
@@ -180,19 +153,11 @@ impl Model {
     }
 }
 
-fn name() -> impl Strategy<Value = Vec<u8>> {
+fn fs() -> impl Strategy<Value = FsIdentity> {
     prop_oneof![
-        12 => prop::sample::select(vec!["a", "b", "dir", "f.txt"]).prop_map(|s| s.as_bytes().to_vec()),
-        1 => prop::sample::select(vec!["", ".", "..", "x/y", "n\0l"]).prop_map(|s| s.as_bytes().to_vec()),
+        6 => (0u8..3).prop_map(|n| FsIdentity { uuid: Some(vec![n; 16]), root_type: 1, root_handle: vec![n; 8] }),
+        1 => Just(FsIdentity { uuid: None, root_type: 1, root_handle: vec![0; FS_HANDLE_BYTES_MAX as usize + 1] }),
     ]
-}
-
-fn handle_entry() -> impl Strategy<Value = HandleEntry> {
-    (0u32..3, 1u64..6, 0u64..3, 1u64..6, name()).prop_map(|(export_id, ino, ident, parent_ino, name)| {
-        // Roots are generated as roots (empty name) most of the time.
-        let name = if ino == parent_ino && name != b"x/y" { Vec::new() } else { name };
-        HandleEntry { export_id, ino, ident, parent_ino, name }
-    })
 }
 
 fn path() -> impl Strategy<Value = String> {
@@ -219,9 +184,8 @@ fn drc_key() -> impl Strategy<Value = DrcKey> {
 
 fn leaf() -> impl Strategy<Value = Command> {
     prop_oneof![
-        1 => (0u32..3, path()).prop_map(|(export_id, path)| Command::RegisterExport { export_id, path }),
-        3 => prop::collection::vec(handle_entry(), 0..3).prop_map(Command::PutHandles),
-        1 => (0u32..3, 1u64..6, 0u64..3).prop_map(|(export_id, ino, ident)| Command::RemoveHandle { export_id, ino, ident }),
+        2 => (0u32..3, path(), fs()).prop_map(|(export_id, path, fs)| Command::RegisterExport { export_id, path, fs }),
+        1 => (0u8..3).prop_map(|n| Command::SetHandleKey { key: [n; HANDLE_KEY_BYTES] }),
         1 => (client(), path()).prop_map(|(client, path)| Command::Mount { client, path }),
         1 => (client(), path()).prop_map(|(client, path)| Command::Unmount { client, path }),
         1 => client().prop_map(|client| Command::UnmountAll { client }),
@@ -240,14 +204,15 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![4 => leaf(), 1 => batch]
 }
 
-/// Usually starts by registering exports 0 and 1, so that handle commands
-/// mostly succeed and later commands have something to act on.
+/// Usually starts by registering exports 0 and 1, so that later commands
+/// have something to act on.
 fn commands() -> impl Strategy<Value = Vec<Command>> {
     (prop::bool::weighted(0.8), prop::collection::vec(command(), 0..40)).prop_map(|(setup, cmds)| {
         let mut all = Vec::new();
         if setup {
-            all.push(Command::RegisterExport { export_id: 0, path: "/a".into() });
-            all.push(Command::RegisterExport { export_id: 1, path: "/b".into() });
+            let fs = |n: u8| FsIdentity { uuid: Some(vec![n; 16]), root_type: 1, root_handle: vec![n; 8] };
+            all.push(Command::RegisterExport { export_id: 0, path: "/a".into(), fs: fs(0) });
+            all.push(Command::RegisterExport { export_id: 1, path: "/b".into(), fs: fs(1) });
         }
         all.extend(cmds);
         all
@@ -342,7 +307,7 @@ proptest! {
 
 /// The generators must exercise the interesting paths, or the properties above
 /// prove little: over a fixed-seed sample, every kind of command both
-/// succeeds and (where it can) fails, and removals by ident both hit and miss.
+/// succeeds and (where it can) fails, and a second handle key is ignored.
 #[test]
 fn generators_reach_every_path() {
     use proptest::strategy::ValueTree;
@@ -359,10 +324,10 @@ fn generators_reach_every_path() {
             let ok = state.apply(&cmd).is_ok();
             let kind = format!("{:?}", cmd).split([' ', '(', '{']).next().unwrap_or("").to_owned();
             seen.insert((kind, ok));
-            if let Command::RemoveHandle { export_id, ino, .. } = cmd {
-                let existed = before.handle(export_id, ino).is_some();
-                let gone = state.handle(export_id, ino).is_none();
-                seen.insert((format!("remove existed={existed} gone={gone}"), true));
+            if let Command::SetHandleKey { key } = &cmd {
+                if before.handle_key().is_some_and(|k| k != key) {
+                    seen.insert(("second handle key ignored".to_owned(), state.handle_key() == before.handle_key()));
+                }
             }
             if let Command::DrcInsert { key, .. } = &cmd {
                 if state.drc_len() <= before.drc_len() && ok {
@@ -382,8 +347,7 @@ fn generators_reach_every_path() {
     for want in [
         ("Batch", true),
         ("Batch", false),
-        ("PutHandles", true),
-        ("PutHandles", false),
+        ("SetHandleKey", true),
         ("RegisterExport", true),
         ("RegisterExport", false),
         ("Mount", true),
@@ -397,8 +361,7 @@ fn generators_reach_every_path() {
         ("UnmountAll", true),
         ("BumpEpoch", true),
         ("RecordPromotion", true),
-        ("remove existed=true gone=true", true),
-        ("remove existed=true gone=false", true),
+        ("second handle key ignored", true),
         ("drc evicted or replaced", true),
     ] {
         assert!(seen.contains(&(want.0.to_owned(), want.1)), "never saw {want:?}; saw {seen:?}");

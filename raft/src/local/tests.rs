@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use hanfs_state::{ApplyError, Command, HandleEntry, NameError, State, Store};
+use hanfs_state::{ApplyError, Command, FsIdentity, State, Store};
 
 use super::{LocalCommit, Tuning, ENTRY_BYTES_MAX, REQUEST_OVERHEAD_BYTES, STORE_FILE};
 use crate::commit::{Commit, CommitError};
@@ -31,20 +31,24 @@ impl Drop for TempDir {
     }
 }
 
-fn entry(ino: u64, name: &[u8]) -> HandleEntry {
-    HandleEntry { export_id: EXPORT_ID, ino, ident: ino ^ 0x5555, parent_ino: 1, name: name.to_vec() }
+/// An rmtab row: client `c<n>` mounted `path` (an empty path is refused).
+fn row(n: u64, path: &str) -> Command {
+    Command::Mount { client: format!("c{n}"), path: path.to_owned() }
 }
 
-fn root() -> HandleEntry {
-    HandleEntry { export_id: EXPORT_ID, ino: 1, ident: 1, parent_ino: 1, name: vec![] }
+fn has_row(state: &State, n: u64) -> bool {
+    let client = format!("c{n}");
+    state.rmtab().any(|(c, _)| c == client)
+}
+
+fn register() -> Command {
+    let fs = FsIdentity { uuid: None, root_type: 1, root_handle: vec![1; 8] };
+    Command::RegisterExport { export_id: EXPORT_ID, path: "/srv/e".into(), fs }
 }
 
 async fn open_registered(dir: &TempDir) -> Arc<LocalCommit> {
     let commit = LocalCommit::open(&dir.0).expect("open");
-    let setup = vec![
-        Command::RegisterExport { export_id: EXPORT_ID, path: "/srv/e".into() },
-        Command::PutHandles(vec![root()]),
-    ];
+    let setup = vec![register(), Command::SetHandleKey { key: [1; 32] }];
     commit.commit(setup).await.expect("setup commit");
     commit
 }
@@ -53,14 +57,14 @@ fn snapshot(commit: &LocalCommit) -> State {
     commit.state().read().expect("state lock").clone()
 }
 
-/// Commits from `CALLERS` tasks at once; caller `i` puts inode 100+i.
+/// Commits from `CALLERS` tasks at once; caller `i` mounts as client c<100+i>.
 async fn concurrent_puts(commit: &Arc<LocalCommit>, bad: Option<u64>) -> Vec<Result<(), CommitError>> {
     let mut tasks = Vec::new();
     for i in 0..CALLERS {
         let commit = commit.clone();
-        let name = if Some(i) == bad { b"a/b".to_vec() } else { format!("f{i}").into_bytes() };
+        let path = if Some(i) == bad { String::new() } else { format!("/f{i}") };
         tasks.push(tokio::spawn(async move {
-            let cmds = vec![Command::PutHandles(vec![entry(100 + i, &name)]), Command::BumpEpoch];
+            let cmds = vec![row(100 + i, &path), Command::BumpEpoch];
             commit.commit(cmds).await
         }));
     }
@@ -83,10 +87,11 @@ async fn concurrent_commits_share_log_entries() {
     assert!(entries >= 1, "nothing written");
     assert!(entries < CALLERS, "{CALLERS} commits took {entries} entries: no grouping");
     let state = snapshot(&commit);
-    assert_eq!(state.handle_count(), CALLERS + 1);
+    assert_eq!(state.rmtab_len(), CALLERS);
     assert_eq!(state.epoch(), CALLERS);
     for i in 0..CALLERS {
-        assert_eq!(state.path_of(EXPORT_ID, 100 + i), Some(vec![format!("f{i}").into_bytes()]));
+        let (client, path) = (format!("c{}", 100 + i), format!("/f{i}"));
+        assert!(state.rmtab().any(|(c, p)| (c, p) == (client.as_str(), path.as_str())), "row {i}");
     }
     assert_eq!(state.check_invariants(), Ok(()));
     commit.shutdown().await;
@@ -100,7 +105,7 @@ async fn reopen_restores_the_committed_state() {
     assert!(results.iter().all(Result::is_ok));
     let cmds = vec![Command::Mount { client: "10.1.1.1".into(), path: "/srv/e".into() }];
     commit.commit(cmds).await.expect("mount");
-    let remove = vec![Command::RemoveHandle { export_id: EXPORT_ID, ino: 105, ident: 105 ^ 0x5555 }];
+    let remove = vec![Command::UnmountAll { client: "c105".into() }];
     commit.commit(remove).await.expect("remove");
     let before = snapshot(&commit);
     let last = commit.last_index();
@@ -110,7 +115,7 @@ async fn reopen_restores_the_committed_state() {
     let reopened = LocalCommit::open(&dir.0).expect("reopen");
     assert_eq!(snapshot(&reopened), before);
     assert_eq!(reopened.last_index(), last);
-    assert!(reopened.state().read().expect("lock").handle(EXPORT_ID, 105).is_none());
+    assert!(!has_row(&reopened.state().read().expect("lock"), 105));
     // It keeps appending after the old entries.
     reopened.commit(vec![Command::BumpEpoch]).await.expect("commit after reopen");
     assert_eq!(reopened.last_index(), last + 1);
@@ -125,17 +130,17 @@ async fn one_bad_caller_fails_alone() {
     let results = concurrent_puts(&commit, Some(bad)).await;
     for (i, result) in (0u64..).zip(&results) {
         if i == bad {
-            let expected = ApplyError::HandleName { export_id: EXPORT_ID, ino: 100 + bad, reason: NameError::Slash };
+            let expected = ApplyError::MountPathInvalid;
             assert!(matches!(result, Err(CommitError::Rejected(e)) if *e == expected), "{result:?}");
         } else {
             assert!(result.is_ok(), "caller {i}: {result:?}");
         }
     }
     let state = snapshot(&commit);
-    assert!(state.handle(EXPORT_ID, 100 + bad).is_none());
-    // The bad caller's BumpEpoch was rolled back with its PutHandles.
+    assert!(!has_row(&state, 100 + bad));
+    // The bad caller's BumpEpoch was rolled back with its Mount.
     assert_eq!(state.epoch(), CALLERS - 1);
-    assert_eq!(state.handle_count(), CALLERS);
+    assert_eq!(state.rmtab_len(), CALLERS - 1);
     commit.shutdown().await;
     let reopened = LocalCommit::open(&dir.0).expect("reopen");
     assert_eq!(snapshot(&reopened), state);
@@ -147,10 +152,10 @@ async fn compaction_keeps_the_state_and_trims_the_log() {
     let dir = TempDir::new("compact");
     let tuning = Tuning { compact_entries: 5, entry_bytes_max: ENTRY_BYTES_MAX };
     let commit = LocalCommit::open_with(&dir.0, tuning).expect("open");
-    commit.commit(vec![Command::RegisterExport { export_id: EXPORT_ID, path: "/srv/e".into() }]).await.expect("reg");
-    commit.commit(vec![Command::PutHandles(vec![root()])]).await.expect("root");
+    commit.commit(vec![register()]).await.expect("reg");
+    commit.commit(vec![Command::SetHandleKey { key: [1; 32] }]).await.expect("key");
     for i in 0..12u64 {
-        commit.commit(vec![Command::PutHandles(vec![entry(200 + i, b"x")])]).await.expect("put");
+        commit.commit(vec![row(200 + i, "/x")]).await.expect("put");
     }
     let before = snapshot(&commit);
     let last = commit.last_index();
@@ -172,25 +177,21 @@ async fn entries_are_bounded_in_bytes() {
     let dir = TempDir::new("bytes");
     let tuning = Tuning { compact_entries: 1_000, entry_bytes_max: ENTRY_BYTES };
     let commit = LocalCommit::open_with(&dir.0, tuning).expect("open");
-    let setup = vec![
-        Command::RegisterExport { export_id: EXPORT_ID, path: "/srv/e".into() },
-        Command::PutHandles(vec![root()]),
-    ];
-    commit.commit(setup).await.expect("setup");
+    commit.commit(vec![register()]).await.expect("setup");
     let before = commit.entries_written();
     // Each caller's commands take well over a quarter of an entry.
-    let name = vec![b'n'; 60];
-    let one = [Command::PutHandles(vec![entry(100, &name)])];
+    let path = format!("/{}", "n".repeat(60));
+    let one = [row(100, &path)];
     let per_caller: u64 = one.iter().map(hanfs_state::encoded_len).sum::<u64>() + REQUEST_OVERHEAD_BYTES;
     assert!(per_caller * 4 > ENTRY_BYTES && per_caller <= ENTRY_BYTES, "{per_caller}");
     let mut tasks = Vec::new();
     for i in 0..CALLERS {
         let commit = commit.clone();
-        let cmds = vec![Command::PutHandles(vec![entry(100 + i, &name)])];
+        let cmds = vec![row(100 + i, &path)];
         tasks.push(tokio::spawn(async move { commit.commit(cmds).await }));
     }
     // One caller alone is larger than an entry: refused, and nobody else suffers.
-    let huge = vec![Command::PutHandles((0..10).map(|i| entry(5_000 + i, &name)).collect())];
+    let huge: Vec<Command> = (0..10).map(|i| row(5_000 + i, &path)).collect();
     assert!(matches!(commit.commit(huge).await, Err(CommitError::Storage(_))));
     for task in tasks {
         assert!(task.await.expect("task").is_ok());
@@ -199,8 +200,8 @@ async fn entries_are_bounded_in_bytes() {
     let per_entry_max = ENTRY_BYTES / per_caller;
     assert!(entries * per_entry_max >= CALLERS, "{CALLERS} callers in only {entries} entries of <= {per_entry_max}");
     let state = snapshot(&commit);
-    assert_eq!(state.handle_count(), CALLERS + 1);
-    assert!(state.handle(EXPORT_ID, 5_000).is_none());
+    assert_eq!(state.rmtab_len(), CALLERS);
+    assert!(!has_row(&state, 5_000));
     commit.shutdown().await;
 }
 
@@ -235,20 +236,16 @@ const CRASH_WRITES_MAX: u64 = 100_000;
 /// Bound on waiting for the child's acknowledgements (a hang fails the test).
 const CRASH_WAIT_SECS: u64 = 120;
 
-/// The child: commits one (BumpEpoch, PutHandles) pair at a time and prints
+/// The child: commits one (BumpEpoch, Mount) pair at a time and prints
 /// `ACK n` only after commit n returned.
 fn crash_writer(dir: &str) {
     use std::io::Write;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let commit = LocalCommit::open(std::path::Path::new(dir)).expect("open");
-        let reg = vec![
-            Command::RegisterExport { export_id: EXPORT_ID, path: "/srv/e".into() },
-            Command::PutHandles(vec![root()]),
-        ];
-        commit.commit(reg).await.expect("setup");
+        commit.commit(vec![register()]).await.expect("setup");
         for n in 1..=CRASH_WRITES_MAX {
-            let cmds = vec![Command::BumpEpoch, Command::PutHandles(vec![entry(1000 + n, b"f")])];
+            let cmds = vec![Command::BumpEpoch, row(1000 + n, "/f")];
             commit.commit(cmds).await.expect("commit");
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "ACK {n}");
@@ -308,10 +305,10 @@ fn killed_writer_loses_nothing_acknowledged() {
     let (state, _) = store.load().expect("load after kill");
     let epoch = state.epoch();
     assert!(epoch >= acked, "acknowledged {acked} commits but only {epoch} survived");
-    // A clean prefix: exactly the handles of commits 1..=epoch, plus the root.
-    assert_eq!(state.handle_count(), epoch + 1);
-    assert!(state.handle(EXPORT_ID, 1000 + epoch).is_some());
-    assert!(state.handle(EXPORT_ID, 1000 + epoch + 1).is_none());
+    // A clean prefix: exactly the rows of commits 1..=epoch.
+    assert_eq!(state.rmtab_len(), epoch);
+    assert!(has_row(&state, 1000 + epoch));
+    assert!(!has_row(&state, 1000 + epoch + 1));
     assert_eq!(state.check_invariants(), Ok(()));
 }
 

@@ -35,16 +35,11 @@ async fn leader_failover_keeps_every_committed_command_and_skips_the_witness() {
 
     // A command the state machine refuses is an answer, not a storage error:
     // the log moves on and every node refuses it identically.
-    let bad = Command::PutHandles(vec![hanfs_state::HandleEntry {
-        export_id: 9,
-        ino: 5,
-        ident: 1,
-        parent_ino: 5,
-        name: Vec::new(),
-    }]);
+    let rows = nodes[0].sm.state().read().expect("state lock").rmtab_len();
+    let bad = Command::Mount { client: String::new(), path: "/x".into() };
     let refused = nodes[0].raft.client_write(bad).await.expect("client_write");
     assert!(matches!(refused.data, Applied::Rejected { .. }), "{:?}", refused.data);
-    assert_eq!(nodes[0].sm.state().read().expect("state lock").handle_count(), 0);
+    assert_eq!(nodes[0].sm.state().read().expect("state lock").rmtab_len(), rows);
 
     // Kill the leader.
     let old = nodes.remove(0);

@@ -2,7 +2,7 @@
 //! one caller's rejected commands not failing the others, fencing on
 //! partition; and the transport's cutting of oversize AppendEntries.
 
-use hanfs_state::{Command, HandleEntry};
+use hanfs_state::Command;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
 
 use super::harness::*;
@@ -27,8 +27,9 @@ async fn median_commit_micros(commit: &dyn Commit, base: u32) -> u128 {
     micros.get(micros.len() / 2).copied().unwrap_or(0)
 }
 
-fn unknown_export_handle() -> Command {
-    Command::PutHandles(vec![HandleEntry { export_id: 9, ino: 5, ident: 1, parent_ino: 5, name: Vec::new() }])
+/// A command the state refuses (an rmtab row without a client).
+fn refused_command() -> Command {
+    Command::Mount { client: String::new(), path: "/x".into() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,7 +45,7 @@ async fn concurrent_commits_share_entries_and_reach_every_node() {
         tasks.push(tokio::spawn(async move { commit.commit(vec![mount(i)]).await }));
     }
     // One caller's rejected group fails alone.
-    let bad = commit.commit(vec![unknown_export_handle()]).await;
+    let bad = commit.commit(vec![refused_command()]).await;
     assert!(matches!(bad, Err(CommitError::Rejected(_))), "{bad:?}");
     for task in tasks {
         task.await.expect("join").expect("commit");

@@ -1,17 +1,42 @@
 use hanfs_state::locks::{FileId, LockArgs, LockKind, LockOwner, LockRange, MonitorId};
-use hanfs_state::{Command, HandleEntry, NlmCommand, State};
+use hanfs_state::{Command, FsIdentity, NlmCommand, State};
 
 use super::*;
+use crate::vfs::fhandle::FsHandle;
 
 const EXPORT: u32 = 1;
-const IDENT: u64 = 77;
+const KEY: [u8; 32] = [5; 32];
+/// Stands for the identity check of a real handle: fs handles below it are "gone".
+const IDENT: u8 = 77;
 
-fn fh(ino: u64, ident: u64) -> FileId {
-    FileId(FileHandle { export_id: EXPORT, ino, ident }.encode())
+/// A handle for fs "inode" `ino`.
+fn fh(ino: u8, ident: u8) -> FileId {
+    let fs = FsHandle { kind: 1, bytes: vec![ino, ident] };
+    FileId(FileHandle { export_id: EXPORT, fs }.encode(&HandleKey::new(&KEY)).unwrap())
 }
 
-fn entry(ino: u64, parent_ino: u64, name: &[u8]) -> HandleEntry {
-    HandleEntry { export_id: EXPORT, ino, ident: IDENT, parent_ino, name: name.to_vec() }
+/// What the kernel would say: ino 2 is the root, 10 `dir`, 11 `dir/f`, 12 `my file`.
+fn paths(fh: &FileHandle) -> Option<Vec<u8>> {
+    let [ino, ident] = fh.fs.bytes[..] else { return None };
+    if ident != IDENT {
+        return None;
+    }
+    let p: &[u8] = match ino {
+        2 => b"",
+        10 => b"/dir",
+        11 => b"/dir/f",
+        12 => b"/my file",
+        _ => return None,
+    };
+    Some(p.to_vec())
+}
+
+fn locks_lines(s: &State) -> String {
+    locks_lines_with(s, &paths)
+}
+
+fn file_name(s: &State, file: &FileId) -> String {
+    super::file_name(s, Some(&HandleKey::new(&KEY)), &paths, file)
 }
 
 fn apply(state: &mut State, cmd: Command) {
@@ -30,16 +55,9 @@ fn lock(state: &mut State, host: &str, svid: u32, file: FileId, range: (u64, u64
 /// An export `/export` (root ino 2) holding `dir/f` (ino 11) and `my file` (ino 12).
 fn state_with_files() -> State {
     let mut s = State::default();
-    apply(&mut s, Command::RegisterExport { export_id: EXPORT, path: "/export".into() });
-    apply(
-        &mut s,
-        Command::PutHandles(vec![
-            entry(2, 2, b""),
-            entry(10, 2, b"dir"),
-            entry(11, 10, b"f"),
-            entry(12, 2, b"my file"),
-        ]),
-    );
+    let fs = FsIdentity { uuid: None, root_type: 1, root_handle: vec![2, IDENT] };
+    apply(&mut s, Command::RegisterExport { export_id: EXPORT, path: "/export".into(), fs });
+    apply(&mut s, Command::SetHandleKey { key: KEY });
     s
 }
 
@@ -65,7 +83,7 @@ fn lists_holders_waiters_grants_hosts_and_monitors() {
     lock(&mut s, "client-a", 4242, fh(11, IDENT), (0, 0), LockKind::Exclusive, false);
     lock(&mut s, "client-b", 17, fh(11, IDENT), (100, 50), LockKind::Shared, true);
     lock(&mut s, "client-b", 18, fh(11, IDENT), (0, 1), LockKind::Exclusive, true);
-    // A handle the table does not know, and one whose identity changed.
+    // A handle that does not authenticate, and one for an object that is gone.
     lock(&mut s, "client-c", 1, FileId(vec![0xab, 0xcd]), (5, 5), LockKind::Shared, false);
     lock(&mut s, "client-c", 2, fh(11, IDENT + 1), (5, 5), LockKind::Shared, false);
     // client-c's exclusive lock on `my file` is released while client-d
@@ -82,7 +100,7 @@ nsm_state: 1
 counts: held 4, waiting 2, granting 1, hosts 4, monitors 1
 LOCKS     HOST      SVID  TYPE       OFFSET  LEN     FILE
 held      client-a  4242  exclusive  0       to EOF  /export/dir/f
-held      client-c  2     shared     5       5       0100000001000000000000000b000000000000004e
+held      client-c  2     shared     5       5       /export#0b4e
 held      client-d  9     exclusive  0       10      /export/my file
 held      client-c  1     shared     5       5       abcd
 waiting   client-b  17    shared     100     50      /export/dir/f
@@ -104,9 +122,14 @@ fn the_export_root_and_missing_links() {
     let mut s = state_with_files();
     assert_eq!(file_name(&s, &fh(2, IDENT)), "/export");
     assert_eq!(file_name(&s, &fh(11, IDENT)), "/export/dir/f");
-    // An entry whose parent is unknown cannot be named.
-    apply(&mut s, Command::PutHandles(vec![entry(20, 99, b"orphan")]));
-    assert_eq!(file_name(&s, &fh(20, IDENT)), hex(&fh(20, IDENT).0));
+    // An object this node cannot find (deleted, or the export not served here).
+    assert_eq!(file_name(&s, &fh(20, IDENT)), "/export#144d");
+    // A handle that does not authenticate: its bytes.
+    let mut forged = fh(11, IDENT);
+    forged.0[6] ^= 1;
+    assert_eq!(file_name(&s, &forged), hex(&forged.0));
+    s = State::default();
+    assert_eq!(file_name(&s, &fh(11, IDENT)), hex(&fh(11, IDENT).0));
 }
 
 #[test]

@@ -142,7 +142,7 @@ fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFu
             Ok(id) => id,
             Err(stat) => return Ok(Reply::new(xdr::encode(&mountres3::Err(stat)))),
         };
-        let (fh, entry) = match ctx.vfs.root_fh(export_id) {
+        let fh = match ctx.vfs.root_fh(export_id) {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(path, error = ?e, "export root unusable");
@@ -152,10 +152,7 @@ fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFu
         let export_name = ctx.exports.by_id(export_id).map(|e| e.name.clone()).unwrap_or(path);
         tracing::info!(peer = %call.peer, path = %export_name, "mounted");
         let ok = mountres3_ok { fhandle: fhandle3(Opaque::owned(fh)), auth_flavors: vec![AUTH_FLAVOR_SYS] };
-        let effects = vec![
-            Command::Mount { client: client_name(call.peer), path: export_name },
-            Command::PutHandles(vec![entry]),
-        ];
+        let effects = vec![Command::Mount { client: client_name(call.peer), path: export_name }];
         Ok(Reply::with_effects(xdr::encode(&mountres3::Ok(ok)), effects))
     })
 }

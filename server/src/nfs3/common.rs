@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use hanfs_state::{Command, HandleEntry, State};
+use hanfs_state::State;
 use nfs3_types::nfs3::{fattr3, nfsstat3, post_op_attr, pre_op_attr, wcc_data, Nfs3Option, Nfs3Result};
 use nfs3_types::xdr_codec::Pack;
 
@@ -14,7 +14,6 @@ use crate::rpc::program::{Call, Cred, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::{encode, DecodeError, Reader};
 use crate::vfs::attr;
 use crate::vfs::cred::{squash, CredGuard, Creds};
-use crate::vfs::handle::FileHandle;
 use crate::vfs::resolve::Obj;
 use crate::vfs::sys::Stat;
 use crate::vfs::Vfs;
@@ -77,26 +76,27 @@ impl Op {
         Ok(Access { opts, creds: squash(&self.cred, &opts) })
     }
 
-    /// Resolve a handle from the wire and check the caller's export access.
+    /// Authenticate and resolve a handle from the wire (as the server: see
+    /// `vfs::fhandle`) and check the caller's export access.
     pub fn object(&self, fh: &[u8]) -> Result<(Obj, Access), nfsstat3> {
-        let h = FileHandle::decode(fh)?;
+        let h = self.vfs().decode(fh)?;
         let access = self.access(h.export_id)?;
-        let obj = self.vfs().resolve_fh(&self.state(), &h)?;
+        let obj = self.vfs().resolve_fh(&h)?;
         Ok((obj, access))
     }
 
     /// The attributes behind a handle from the wire, with the same checks as
-    /// `object` but without opening the object (GETATTR).
+    /// `object` (GETATTR).
     pub fn attrs(&self, fh: &[u8]) -> Result<fattr3, nfsstat3> {
-        let h = FileHandle::decode(fh)?;
+        let h = self.vfs().decode(fh)?;
         self.access(h.export_id)?;
-        let st = self.vfs().resolve_stat(&self.state(), &h)?;
+        let st = self.vfs().resolve_stat(&h)?;
         Ok(attr::fattr(&st, h.export_id))
     }
 
-    /// The commands recording `entries` (only new or changed ones).
-    pub fn handle_effects(&self, entries: Vec<HandleEntry>) -> Vec<Command> {
-        self.vfs().handle_updates(&self.state(), entries).into_iter().collect()
+    /// The wire handle of `obj`.
+    pub fn fh(&self, obj: &Obj) -> Result<Vec<u8>, nfsstat3> {
+        self.vfs().fh(obj)
     }
 }
 

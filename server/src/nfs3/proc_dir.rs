@@ -1,19 +1,12 @@
 //! NFSv3 procedures that change a directory: CREATE, MKDIR, SYMLINK, MKNOD,
-//! REMOVE, RMDIR (RFC 1813 §3.3; RENAME and LINK are in `proc_link.rs`). Each runs the syscall under the
-//! caller's ids and returns the handle-table changes as effects, committed
-//! before the reply is sent.
-//!
-//! Hard links: the table records one (parent, name) per inode. LINK leaves the
-//! entry as it is (any name reaches the object). REMOVE of the recorded name of
-//! a file that keeps other links re-points the entry to another name in the
-//! same directory; if there is none there, the entry is dropped and a later
-//! LOOKUP or READDIRPLUS through a remaining name records it again with the
-//! same ident, so the old handle resolves once more. When the last link goes,
-//! the entry is removed.
+//! REMOVE, RMDIR (RFC 1813 §3.3; RENAME and LINK are in `proc_link.rs`). Each
+//! runs the syscall under the caller's ids. Handles carry the filesystem's own
+//! object handles, so nothing but the DRC record is replicated for them: a new
+//! object's handle is its fs handle, a removed one's handle goes stale by
+//! itself.
 
 use std::sync::Arc;
 
-use hanfs_state::Command;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{Opaque, Pack};
 
@@ -35,27 +28,21 @@ const EXCLUSIVE_MODE: u32 = 0o600;
 /// knfsd clears the top bit of the verifier words it stores as times.
 const VERF_TIME_MASK: u32 = 0x7fff_ffff;
 
-/// Result of a successful create-type call.
-struct Made {
-    obj: Obj,
-    effects: Vec<Command>,
-}
-
 /// The parts every create-type reply has (CREATE, MKDIR, SYMLINK, MKNOD share
 /// one shape: obj, obj_attributes, dir_wcc / dir_wcc).
 pub(super) type CreateOut = Result<(post_op_fh3, post_op_attr, wcc_data), (nfsstat3, wcc_data)>;
 
 /// Resolve the directory, check the name and write access, run `make` under
-/// the caller's ids, then look the new object up and record its handle.
+/// the caller's ids, then look the new object up for its handle.
 fn create_in(
     op: &Op,
     fh: &Fh,
     name: Name,
     make: impl FnOnce(&Obj, &[u8], &Access) -> Result<Option<Obj>, nfsstat3>,
-) -> (CreateOut, Vec<Command>) {
+) -> CreateOut {
     let (mut dir, acc) = match op.object(fh) {
         Ok(v) => v,
-        Err(s) => return (Err((s, no_wcc())), Vec::new()),
+        Err(s) => return Err((s, no_wcc())),
     };
     let pre = dir.st.clone();
     let r = (|| {
@@ -69,20 +56,25 @@ fn create_in(
             Some(o) => o,
             None => {
                 let _user = acc.user()?;
-                op.vfs().child(&op.state(), &dir, &name)?
+                op.vfs().child(&dir, &name)?
             }
         };
         sync_meta(&acc, &[&dir, &obj]);
-        let effects = op.handle_effects(vec![obj.entry_in(&dir, &name)]);
-        Ok(Made { obj, effects })
+        Ok(obj)
     })();
     let wcc = wcc_after(&mut dir, &pre);
     match r {
-        Ok(m) => {
-            let fh = Nfs3Option::Some(nfs_fh3 { data: Opaque::owned(m.obj.fh()) });
-            (Ok((fh, obj_attr(&m.obj), wcc)), m.effects)
-        }
-        Err(s) => (Err((s, wcc)), Vec::new()),
+        Ok(obj) => Ok((new_fh(op, &obj), obj_attr(&obj), wcc)),
+        Err(s) => Err((s, wcc)),
+    }
+}
+
+/// The handle of a new object for its reply. Optional in the protocol: if the
+/// filesystem gave no handle, the client looks the name up instead.
+pub(super) fn new_fh(op: &Op, obj: &Obj) -> post_op_fh3 {
+    match op.fh(obj) {
+        Ok(fh) => Nfs3Option::Some(nfs_fh3 { data: Opaque::owned(fh) }),
+        Err(_) => Nfs3Option::None,
     }
 }
 
@@ -116,14 +108,13 @@ created_res!(
 );
 
 /// The reply of a create-type procedure from what `create_in` returned: its
-/// resok from the new object, its resfail from the directory's wcc, with the
-/// handle-table effects.
-pub(super) fn created_reply<R: CreatedRes>((out, effects): (CreateOut, Vec<Command>)) -> Reply {
+/// resok from the new object, its resfail from the directory's wcc.
+pub(super) fn created_reply<R: CreatedRes>(out: CreateOut) -> Reply {
     let body = match out {
         Ok((obj, obj_attributes, dir_wcc)) => reply::<R, R::Fail>(Ok(R::ok(obj, obj_attributes, dir_wcc))),
         Err((s, dir_wcc)) => reply::<R, R::Fail>(Err((s, R::fail(dir_wcc)))),
     };
-    Reply::with_effects(body, effects)
+    Reply::new(body)
 }
 
 /// Set the client's mode exactly (the process umask may have cleared bits),
@@ -131,7 +122,7 @@ pub(super) fn created_reply<R: CreatedRes>((out, effects): (CreateOut, Vec<Comma
 fn finish_attrs(op: &Op, dir: &Obj, name: &[u8], acc: &Access, mode: u32, rest: &Sattr) -> Result<(), nfsstat3> {
     let obj = {
         let _user = acc.user()?;
-        op.vfs().child(&op.state(), dir, name)?
+        op.vfs().child(dir, name)?
     };
     let mut s = Sattr { mode: None, ..rest.clone() };
     if obj.st.uid == acc.creds.uid {
@@ -200,7 +191,7 @@ pub(super) fn make_file(
             // knfsd: an existing regular file is kept; only a size is applied.
             let obj = {
                 let _user = acc.user()?;
-                op.vfs().child(&op.state(), dir, name)?
+                op.vfs().child(dir, name)?
             };
             if !obj.st.is_reg() {
                 return Err(nfsstat3::NFS3ERR_EXIST);
@@ -229,7 +220,7 @@ fn create_exclusive(op: &Op, dir: &Obj, name: &[u8], acc: &Access, verf: &[u8; 8
         }
     }
     let _user = acc.user()?;
-    let obj = op.vfs().child(&op.state(), dir, name)?;
+    let obj = op.vfs().child(dir, name)?;
     match made {
         Ok(()) => {
             sys::utimens_fd(&obj.fd, TimeSet::At(atime, 0), TimeSet::At(mtime, 0))?;
@@ -317,56 +308,27 @@ pub fn mknod(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     run(ctx, call, args, dec_mknod, |op, a| created::<MKNOD3resok, _>(op, a, make_node))
 }
 
-/// The handle-table change after `victim` (reached as `name` in `dir`) lost
-/// that name: drop the entry when no link is left. When links remain and the
-/// entry recorded exactly this name, re-point it to another name in the same
-/// directory if there is one, else drop it (a LOOKUP or READDIRPLUS through a
-/// remaining name records it again, with the same ident, so the handle lives on).
-pub(super) fn forget(op: &Op, dir: &Obj, name: &[u8], victim: &Obj, links_left: bool) -> Vec<Command> {
-    let remove = Command::RemoveHandle { export_id: victim.export_id, ino: victim.st.ino, ident: victim.ident };
-    if !links_left {
-        return vec![remove];
-    }
-    let st = op.state();
-    let recorded_here = st
-        .read()
-        .map(|s| {
-            s.handle(victim.export_id, victim.st.ino).is_some_and(|e| e.parent_ino == dir.st.ino && e.name == name)
-        })
-        .unwrap_or(false);
-    if !recorded_here {
-        return Vec::new();
-    }
-    match op.vfs().find_link(dir, victim.st.ino, victim.ident) {
-        Some(other) => op.handle_effects(vec![victim.entry_in(dir, &other)]),
-        None => vec![remove],
-    }
-}
-
 /// REMOVE and RMDIR: unlink `name` under the caller's ids.
-fn unlink(op: &Op, fh: &Fh, name: Name, flags: i32) -> (Result<wcc_data, (nfsstat3, wcc_data)>, Vec<Command>) {
-    let (mut dir, acc) = match op.object(fh) {
-        Ok(v) => v,
-        Err(s) => return (Err((s, no_wcc())), Vec::new()),
-    };
+fn unlink(op: &Op, fh: &Fh, name: Name, flags: i32) -> Result<wcc_data, (nfsstat3, wcc_data)> {
+    let (mut dir, acc) = op.object(fh).map_err(|s| (s, no_wcc()))?;
     let pre = dir.st.clone();
     let r = (|| {
         let name = name?;
         acc.writable()?;
-        let victim = {
+        if !dir.st.is_dir() {
+            return Err(nfsstat3::NFS3ERR_NOTDIR);
+        }
+        {
             let _user = acc.user()?;
-            let victim = op.vfs().child(&op.state(), &dir, &name)?;
             sys::unlink_at(dir.raw(), &name, flags)?;
-            victim
-        };
+        }
         sync_meta(&acc, &[&dir]);
-        let links_left = !victim.st.is_dir() && victim.st.nlink > 1;
-        Ok(forget(op, &dir, &name, &victim, links_left))
+        Ok(())
     })();
     let wcc = wcc_after(&mut dir, &pre);
     match r {
-        Ok(effects) => (Ok(wcc), effects),
-        Err(s) => (Err((s, wcc)), Vec::new()),
+        Ok(()) => Ok(wcc),
+        Err(s) => Err((s, wcc)),
     }
 }
 
@@ -375,33 +337,31 @@ pub(super) fn dec_remove(r: &mut Reader) -> Result<(Fh, Name), DecodeError> {
 }
 
 /// The REMOVE reply: `Ok(dir_wcc)` or the failure with its wcc.
-pub(super) fn remove_reply(r: Result<wcc_data, (nfsstat3, wcc_data)>, effects: Vec<Command>) -> Reply {
+pub(super) fn remove_reply(r: Result<wcc_data, (nfsstat3, wcc_data)>) -> Reply {
     let body = match r {
         Ok(dir_wcc) => reply::<_, REMOVE3resfail>(Ok(REMOVE3resok { dir_wcc })),
         Err((s, dir_wcc)) => reply::<REMOVE3resok, _>(Err((s, REMOVE3resfail { dir_wcc }))),
     };
-    Reply::with_effects(body, effects)
+    Reply::new(body)
 }
 
 /// The RMDIR reply: `Ok(dir_wcc)` or the failure with its wcc.
-pub(super) fn rmdir_reply(r: Result<wcc_data, (nfsstat3, wcc_data)>, effects: Vec<Command>) -> Reply {
+pub(super) fn rmdir_reply(r: Result<wcc_data, (nfsstat3, wcc_data)>) -> Reply {
     let body = match r {
         Ok(dir_wcc) => reply::<_, RMDIR3resfail>(Ok(RMDIR3resok { dir_wcc })),
         Err((s, dir_wcc)) => reply::<RMDIR3resok, _>(Err((s, RMDIR3resfail { dir_wcc }))),
     };
-    Reply::with_effects(body, effects)
+    Reply::new(body)
 }
 
 /// REMOVE once its arguments are decoded.
 pub(super) fn do_remove(op: &Op, (fh, name): (Fh, Name)) -> Reply {
-    let (r, effects) = unlink(op, &fh, name, 0);
-    remove_reply(r, effects)
+    remove_reply(unlink(op, &fh, name, 0))
 }
 
 /// RMDIR once its arguments are decoded.
 pub(super) fn do_rmdir(op: &Op, (fh, name): (Fh, Name)) -> Reply {
-    let (r, effects) = unlink(op, &fh, name, libc::AT_REMOVEDIR);
-    rmdir_reply(r, effects)
+    rmdir_reply(unlink(op, &fh, name, libc::AT_REMOVEDIR))
 }
 
 pub fn remove(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {

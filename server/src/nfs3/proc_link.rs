@@ -1,11 +1,10 @@
-//! NFSv3 RENAME and LINK (RFC 1813 §3.3.14, §3.3.15). RENAME re-points the
-//! moved object's handle entry to its new (parent, name), so it and everything
-//! below it still resolve; an object it replaced loses its entry when its last
-//! link goes. LINK leaves the entry alone: any name reaches the object.
+//! NFSv3 RENAME and LINK (RFC 1813 §3.3.14, §3.3.15). Handles carry the
+//! filesystem's own object handles, so a renamed object and everything below
+//! it keep their handles with nothing to record, and any name of a hard-linked
+//! file reaches the same handle.
 
 use std::sync::Arc;
 
-use hanfs_state::Command;
 use nfs3_types::nfs3::*;
 
 use crate::rpc::program::{Call, ProcFuture, Reply};
@@ -14,7 +13,6 @@ use crate::vfs::sys;
 
 use super::attrs::sync_meta;
 use super::common::{no_wcc, obj_attr, reply, run, wcc_after, Op};
-use super::proc_dir::forget;
 use super::xdr::{self, Fh, Name, NameUse};
 use super::NfsCtx;
 
@@ -26,16 +24,16 @@ pub(super) fn dec_rename(r: &mut Reader) -> Result<Rename, DecodeError> {
     Ok((f, fname, t, tname))
 }
 
-fn do_rename(op: &Op, (ffh, fname, tfh, tname): Rename) -> (Result<(), nfsstat3>, wcc_data, wcc_data, Vec<Command>) {
+fn do_rename(op: &Op, (ffh, fname, tfh, tname): Rename) -> (Result<(), nfsstat3>, wcc_data, wcc_data) {
     let (mut from, acc) = match op.object(&ffh) {
         Ok(v) => v,
-        Err(s) => return (Err(s), no_wcc(), no_wcc(), Vec::new()),
+        Err(s) => return (Err(s), no_wcc(), no_wcc()),
     };
     let (mut to, _) = match op.object(&tfh) {
         Ok(v) => v,
         Err(s) => {
             let fw = wcc_data { before: Nfs3Option::None, after: obj_attr(&from) };
-            return (Err(s), fw, no_wcc(), Vec::new());
+            return (Err(s), fw, no_wcc());
         }
     };
     let (fpre, tpre) = (from.st.clone(), to.st.clone());
@@ -48,52 +46,31 @@ fn do_rename(op: &Op, (ffh, fname, tfh, tname): Rename) -> (Result<(), nfsstat3>
         if !from.st.is_dir() || !to.st.is_dir() {
             return Err(nfsstat3::NFS3ERR_NOTDIR);
         }
-        let (moved, replaced) = {
+        {
             let _user = acc.user()?;
-            let state = op.state();
-            let moved = op.vfs().child(&state, &from, &fname)?;
-            let replaced = op.vfs().child(&state, &to, &tname).ok();
-            // Requests racing this one find the object at its new name
-            // before the table's entry is committed (see `vfs::moved`).
-            op.vfs().moved.note(to.export_id, moved.st.ino, to.st.ino, &tname);
             sys::rename_at(from.raw(), &fname, to.raw(), &tname)?;
-            (moved, replaced)
-        };
-        sync_meta(&acc, &[&from, &to]);
-        let mut effects = Vec::new();
-        if let Some(old) = replaced.filter(|o| o.st.ino != moved.st.ino) {
-            let links_left = !old.st.is_dir() && old.st.nlink > 1;
-            effects.extend(forget(op, &to, &tname, &old, links_left));
         }
-        effects.extend(op.handle_effects(vec![moved.entry_in(&to, &tname)]));
-        Ok(effects)
+        sync_meta(&acc, &[&from, &to]);
+        Ok(())
     })();
     let fw = wcc_after(&mut from, &fpre);
     let tw = wcc_after(&mut to, &tpre);
-    match r {
-        Ok(effects) => (Ok(()), fw, tw, effects),
-        Err(s) => (Err(s), fw, tw, Vec::new()),
-    }
+    (r, fw, tw)
 }
 
 /// The RENAME reply: `Ok` or the failure, with both directories' wcc.
-pub(super) fn rename_reply(
-    r: Result<(), nfsstat3>,
-    fromdir_wcc: wcc_data,
-    todir_wcc: wcc_data,
-    effects: Vec<Command>,
-) -> Reply {
+pub(super) fn rename_reply(r: Result<(), nfsstat3>, fromdir_wcc: wcc_data, todir_wcc: wcc_data) -> Reply {
     let body = match r {
         Ok(()) => reply::<_, RENAME3resfail>(Ok(RENAME3resok { fromdir_wcc, todir_wcc })),
         Err(s) => reply::<RENAME3resok, _>(Err((s, RENAME3resfail { fromdir_wcc, todir_wcc }))),
     };
-    Reply::with_effects(body, effects)
+    Reply::new(body)
 }
 
 /// RENAME once its arguments are decoded.
 pub(super) fn rename_decoded(op: &Op, a: Rename) -> Reply {
-    let (r, fromdir_wcc, todir_wcc, effects) = do_rename(op, a);
-    rename_reply(r, fromdir_wcc, todir_wcc, effects)
+    let (r, fromdir_wcc, todir_wcc) = do_rename(op, a);
+    rename_reply(r, fromdir_wcc, todir_wcc)
 }
 
 pub fn rename(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {

@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 
-use hanfs_state::HandleEntry;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{Opaque, Void};
 
 use crate::rpc::program::{Call, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::Reader;
-use crate::vfs::handle::FileHandle;
 use crate::vfs::{attr, sys};
 
 use super::common::{obj_attr, reply, run};
@@ -60,31 +58,19 @@ pub fn lookup(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
                 Ok(g) => g,
                 Err(s) => return Reply::new(fail(s)),
             };
-            // Attributes and identity by one statx relative to the directory;
-            // the child itself is not opened (see `Vfs::child_attrs`).
-            op.vfs().child_attrs(&op.state(), &dir, &name)
+            // Attributes and fs handle relative to the directory; the child
+            // itself is not opened (see `Vfs::child_attrs`).
+            op.vfs().child_attrs(&dir, &name)
         };
-        match child {
+        match child.and_then(|(st, fs)| Ok((st, op.vfs().encode(dir.export_id, fs)?))) {
             Err(s) => Reply::new(fail(s)),
-            Ok((st, ident)) => {
-                let handle = FileHandle { export_id: dir.export_id, ino: st.ino, ident };
-                let effects = if name == b"." || name == b".." {
-                    Vec::new()
-                } else {
-                    op.handle_effects(vec![HandleEntry {
-                        export_id: dir.export_id,
-                        ino: st.ino,
-                        ident,
-                        parent_ino: dir.st.ino,
-                        name: name.clone(),
-                    }])
-                };
+            Ok((st, fh)) => {
                 let ok = LOOKUP3resok {
-                    object: nfs_fh3 { data: Opaque::owned(handle.encode()) },
+                    object: nfs_fh3 { data: Opaque::owned(fh) },
                     obj_attributes: Nfs3Option::Some(attr::fattr(&st, dir.export_id)),
                     dir_attributes: obj_attr(&dir),
                 };
-                Reply::with_effects(reply::<_, LOOKUP3resfail>(Ok(ok)), effects)
+                Reply::new(reply::<_, LOOKUP3resfail>(Ok(ok)))
             }
         }
     })

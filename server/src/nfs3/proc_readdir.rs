@@ -3,19 +3,18 @@
 //! Cookies are getdents64 `d_off` values (see `vfs::dir`), so a listing
 //! resumes exactly after the last entry the client saw. The cookie verifier is
 //! always zero and not checked, as knfsd does. `.` and `..` are listed; `..` of
-//! the export root reports the root itself. READDIRPLUS records every new
-//! handle it returns in ONE `PutHandles` (one commit per reply, not per entry).
+//! the export root reports the root itself. READDIRPLUS gives each entry's
+//! attributes and handle from a statx and a name_to_handle_at relative to the
+//! directory, without opening the entry, and replicates nothing.
 
 use std::sync::Arc;
 
-use hanfs_state::HandleEntry;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{List, Opaque};
 
 use crate::rpc::program::{Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::dir::{self, DirEntry, Take};
-use crate::vfs::handle::{self, FileHandle};
 use crate::vfs::resolve::Obj;
 use crate::vfs::{attr, sys};
 
@@ -29,8 +28,10 @@ const REPLY_FIXED_BYTES: u32 = 4 + (4 + FATTR_BYTES) + 8 + 4 + 4;
 const FATTR_BYTES: u32 = 84;
 /// entry3 without its name: list marker, fileid, name length, cookie.
 const ENTRY_FIXED_BYTES: u32 = 4 + 8 + 4 + 8;
-/// entryplus3's extra: post_op_attr and post_op_fh3 with a v1 handle.
-const ENTRYPLUS_EXTRA_BYTES: u32 = (4 + FATTR_BYTES) + (4 + 4 + pad4(handle::FH_V1_BYTES as u32));
+/// entryplus3's extra: post_op_attr and post_op_fh3 with a handle of `fh_bytes`.
+const fn entryplus_extra_bytes(fh_bytes: u32) -> u32 {
+    (4 + FATTR_BYTES) + (4 + 4 + pad4(fh_bytes))
+}
 
 const fn pad4(n: u32) -> u32 {
     (n + 3) & !3
@@ -124,31 +125,26 @@ pub fn readdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
 /// One READDIRPLUS entry: attributes and handle for real names (not `.`/`..`),
 /// looked up under the caller's ids (a statx relative to the directory, no
 /// open: see `Vfs::child_attrs`); a name that vanished meanwhile is listed
-/// without them.
-fn plus_entry(op: &Op, dir: &Obj, e: DirEntry, new: &mut Vec<HandleEntry>) -> entryplus3<'static> {
+/// without them. Also its XDR size.
+fn plus_entry(op: &Op, dir: &Obj, e: DirEntry) -> (entryplus3<'static>, u32) {
     let dots = e.name == b"." || e.name == b"..";
-    let child = if dots { None } else { op.vfs().child_attrs(&op.state(), dir, &e.name).ok() };
+    let child = if dots { None } else { op.vfs().child_attrs(dir, &e.name).ok() };
+    let child = child.and_then(|(st, fs)| Some((st, op.vfs().encode(dir.export_id, fs).ok()?)));
+    let bytes = entry_bytes(&e.name) + entryplus_extra_bytes(child.as_ref().map_or(0, |(_, fh)| fh.len() as u32));
     let (attrs, fh) = match child {
-        Some((st, ident)) => {
-            new.push(HandleEntry {
-                export_id: dir.export_id,
-                ino: st.ino,
-                ident,
-                parent_ino: dir.st.ino,
-                name: e.name.clone(),
-            });
-            let fh = FileHandle { export_id: dir.export_id, ino: st.ino, ident }.encode();
+        Some((st, fh)) => {
             (Nfs3Option::Some(attr::fattr(&st, dir.export_id)), Nfs3Option::Some(nfs_fh3 { data: Opaque::owned(fh) }))
         }
         None => (Nfs3Option::None, Nfs3Option::None),
     };
-    entryplus3 {
+    let entry = entryplus3 {
         fileid: e.ino,
         name: filename3(Opaque::owned(e.name)),
         cookie: e.cookie,
         name_attributes: attrs,
         name_handle: fh,
-    }
+    };
+    (entry, bytes)
 }
 
 pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
@@ -158,28 +154,28 @@ pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
             Err(s) => return Reply::new(reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail::default())))),
         };
         let mut entries: Vec<entryplus3<'static>> = Vec::new();
-        let mut new_handles = Vec::new();
         let (mut used, mut dir_used) = (REPLY_FIXED_BYTES, 0u32);
         let listed = open_dir(&dir, &acc).and_then(|fd| {
             let _user = acc.user()?;
             dir::list(&fd, a.cookie, |mut e| {
                 let short = entry_bytes(&e.name);
-                let need = short + ENTRYPLUS_EXTRA_BYTES;
-                if used.saturating_add(need) > a.maxcount || dir_used.saturating_add(short) > a.dircount {
+                // Cheap check first (the smallest an entry can be), then the exact size.
+                let least = short + entryplus_extra_bytes(0);
+                if used.saturating_add(least) > a.maxcount || dir_used.saturating_add(short) > a.dircount {
+                    return Take::Full;
+                }
+                fix_dotdot(op, &dir, &mut e);
+                let (entry, need) = plus_entry(op, &dir, e);
+                if used.saturating_add(need) > a.maxcount {
                     return Take::Full;
                 }
                 used += need;
                 dir_used += short;
-                fix_dotdot(op, &dir, &mut e);
-                entries.push(plus_entry(op, &dir, e, &mut new_handles));
+                entries.push(entry);
                 Take::More
             })
             .map_err(nfsstat3::from)
         });
-        let effects = match &listed {
-            Ok(_) => op.handle_effects(new_handles),
-            Err(_) => Vec::new(),
-        };
         let body = match listed {
             Ok(eof) if eof || !entries.is_empty() => reply::<_, READDIRPLUS3resfail>(Ok(READDIRPLUS3resok {
                 dir_attributes: obj_attr(&dir),
@@ -192,6 +188,6 @@ pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
             ))),
             Err(s) => reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail { dir_attributes: obj_attr(&dir) }))),
         };
-        Reply::with_effects(body, effects)
+        Reply::new(body)
     })
 }

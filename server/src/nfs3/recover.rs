@@ -12,7 +12,8 @@
 //! - CREATE: the name is a regular file (EXCLUSIVE: carrying the verifier as
 //!   `create_exclusive` stores it); MKDIR, SYMLINK (with the same target),
 //!   MKNOD: the name has the type the call makes.
-//! - LINK: the new name is the source object (same inode and identity).
+//! - LINK: the new name is the source object (the filesystem gives it the
+//!   same handle).
 //! - REMOVE, RMDIR: the name is gone.
 //! - RENAME: the source name is gone and the target name exists.
 //! - SETATTR with a guard: the guard no longer matches the ctime and every
@@ -21,11 +22,8 @@
 //!   the same attributes twice is harmless.
 //!
 //! Weak cache consistency data in a recovered reply has no "before" part:
-//! it is not known any more.
-//!
-//! A REMOVE or RENAME that replaced a file leaves that file's handle entry
-//! in the table; it names a (parent, name) that is gone or holds another
-//! object, so the handle resolves to NFS3ERR_STALE, as it should.
+//! it is not known any more. Handles need no recovery: they are the
+//! filesystem's own, so a removed object's handle is stale by itself.
 
 use std::sync::Arc;
 
@@ -59,7 +57,7 @@ fn writable_dir(op: &Op, fh: &Fh) -> Option<(Obj, Access)> {
 /// `name` in `dir`, looked up under the caller's ids.
 fn child(op: &Op, dir: &Obj, acc: &Access, name: &[u8]) -> Result<Obj, nfsstat3> {
     let _user = acc.user()?;
-    op.vfs().child(&op.state(), dir, name)
+    op.vfs().child(dir, name)
 }
 
 /// Is `name` gone from `dir` (and nothing else stands in the way of knowing)?
@@ -68,8 +66,7 @@ fn gone(op: &Op, dir: &Obj, acc: &Access, name: &[u8]) -> bool {
 }
 
 /// For a create-type call: if `name` in the directory `fh` exists and `done`
-/// says it is what the call makes, the call's OK reply (with its handle-table
-/// effects, which the original may not have committed).
+/// says it is what the call makes, the call's OK reply.
 fn made<R: CreatedRes>(op: &Op, fh: &Fh, name: &Name, done: impl Fn(&Obj) -> bool) -> Option<Reply> {
     let name = name.as_ref().ok()?;
     let (dir, acc) = writable_dir(op, fh)?;
@@ -77,9 +74,8 @@ fn made<R: CreatedRes>(op: &Op, fh: &Fh, name: &Name, done: impl Fn(&Obj) -> boo
     if !done(&obj) {
         return None;
     }
-    let effects = op.handle_effects(vec![obj.entry_in(&dir, name)]);
-    let fh = Nfs3Option::Some(nfs_fh3 { data: nfs3_types::xdr_codec::Opaque::owned(obj.fh()) });
-    Some(proc_dir::created_reply::<R>((Ok((fh, obj_attr(&obj), wcc_now(&dir))), effects)))
+    let fh = proc_dir::new_fh(op, &obj);
+    Some(proc_dir::created_reply::<R>(Ok((fh, obj_attr(&obj), wcc_now(&dir)))))
 }
 
 fn exclusive_verifier_matches(st: &Stat, verf: &[u8; 8]) -> bool {
@@ -158,20 +154,19 @@ fn removed(op: &Op, fh: &Fh, name: &Name) -> Option<wcc_data> {
 
 pub fn remove(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     run(ctx, call, args, proc_dir::dec_remove, |op, (fh, name)| match removed(op, &fh, &name) {
-        Some(wcc) => proc_dir::remove_reply(Ok(wcc), Vec::new()),
+        Some(wcc) => proc_dir::remove_reply(Ok(wcc)),
         None => proc_dir::do_remove(op, (fh, name)),
     })
 }
 
 pub fn rmdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     run(ctx, call, args, proc_dir::dec_remove, |op, (fh, name)| match removed(op, &fh, &name) {
-        Some(wcc) => proc_dir::rmdir_reply(Ok(wcc), Vec::new()),
+        Some(wcc) => proc_dir::rmdir_reply(Ok(wcc)),
         None => proc_dir::do_rmdir(op, (fh, name)),
     })
 }
 
-/// RENAME: the OK reply, with the moved object's new handle entry, if the
-/// source name is gone and the target name exists.
+/// RENAME: the OK reply if the source name is gone and the target name exists.
 fn renamed(op: &Op, (ffh, fname, tfh, tname): &Rename) -> Option<Reply> {
     let (fname, tname) = (fname.as_ref().ok()?, tname.as_ref().ok()?);
     let (from, acc) = writable_dir(op, ffh)?;
@@ -179,9 +174,8 @@ fn renamed(op: &Op, (ffh, fname, tfh, tname): &Rename) -> Option<Reply> {
     if from.export_id != to.export_id || !gone(op, &from, &acc, fname) {
         return None;
     }
-    let moved = child(op, &to, &acc, tname).ok()?;
-    let effects = op.handle_effects(vec![moved.entry_in(&to, tname)]);
-    Some(proc_link::rename_reply(Ok(()), wcc_now(&from), wcc_now(&to), effects))
+    child(op, &to, &acc, tname).ok()?;
+    Some(proc_link::rename_reply(Ok(()), wcc_now(&from), wcc_now(&to)))
 }
 
 pub fn rename(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
@@ -197,8 +191,7 @@ fn linked(op: &Op, (ffh, dfh, name): &Link) -> Option<Reply> {
     let (file, _) = op.object(ffh).ok()?;
     let (dir, acc) = writable_dir(op, dfh)?;
     let new = child(op, &dir, &acc, name).ok()?;
-    let same = new.export_id == file.export_id && new.st.ino == file.st.ino && new.ident == file.ident;
-    same.then(|| proc_link::link_reply(Ok(()), obj_attr(&new), wcc_now(&dir)))
+    new.same_object(&file).then(|| proc_link::link_reply(Ok(()), obj_attr(&new), wcc_now(&dir)))
 }
 
 pub fn link(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {

@@ -12,7 +12,6 @@ use nfs3_types::nfs3::nfsstat3;
 use super::xdr::{NetObj, Nlm4Holder, Nlm4Lock, Nlm4Stats};
 use super::NlmCtx;
 use crate::rpc::program::Call;
-use crate::vfs::handle::FileHandle;
 
 /// How much of a handle a call needs.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -28,7 +27,7 @@ pub enum Need {
 /// lock it. Like knfsd's `nlm_fopen`: a bad or stale handle is STALE_FH, any
 /// other refusal (a client outside the export's list, an I/O error) FAILED.
 pub async fn check_file(ctx: &Arc<NlmCtx>, call: &Call, fh: &[u8], need: Need) -> Result<FileId, Nlm4Stats> {
-    let handle = FileHandle::decode(fh).map_err(|_| Nlm4Stats::StaleFh)?;
+    let handle = ctx.vfs.decode(fh).map_err(|_| Nlm4Stats::StaleFh)?;
     if ctx.vfs.export(handle.export_id).is_none() {
         return Err(Nlm4Stats::StaleFh);
     }
@@ -38,12 +37,9 @@ pub async fn check_file(ctx: &Arc<NlmCtx>, call: &Call, fh: &[u8], need: Need) -
     }
     if need == Need::Object {
         let (ctx2, fh2) = (ctx.clone(), fh.to_vec());
-        let resolved = tokio::task::spawn_blocking(move || {
-            let state = ctx2.commit.state();
-            ctx2.vfs.resolve(&state, &fh2).map(|_| ())
-        })
-        .await
-        .map_err(|_| Nlm4Stats::Failed)?;
+        let resolved = tokio::task::spawn_blocking(move || ctx2.vfs.resolve(&fh2).map(|_| ()))
+            .await
+            .map_err(|_| Nlm4Stats::Failed)?;
         match resolved {
             Ok(()) => {}
             Err(nfsstat3::NFS3ERR_STALE | nfsstat3::NFS3ERR_BADHANDLE) => return Err(Nlm4Stats::StaleFh),

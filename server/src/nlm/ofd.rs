@@ -389,8 +389,7 @@ impl OfdMirror {
     /// server may), or None if there is nothing to mirror: not a regular
     /// file, or deleted (STALE: no process can open it any more).
     fn open(&self, file: &FileId, writable: bool) -> Result<Option<OwnedFd>, SysError> {
-        let state = self.commit.state();
-        let obj = match self.vfs.resolve(&state, &file.0) {
+        let obj = match self.vfs.resolve(&file.0) {
             Ok(obj) => obj,
             Err(nfsstat3::NFS3ERR_STALE) => return Ok(None),
             Err(e) => return Err(SysError::Resolve(e)),

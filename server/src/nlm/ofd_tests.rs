@@ -38,17 +38,15 @@ async fn fixture(label: &str) -> Fixture {
     std::fs::create_dir_all(dir.join("export")).unwrap();
     std::fs::write(dir.join("export/f"), b"data").unwrap();
     let cfg = ExportConfig { name: "/e".into(), dir: dir.join("export"), export_id: EXPORT, clients: Vec::new() };
-    let vfs = Arc::new(Vfs::new(&[cfg]).unwrap());
     let commit: Arc<dyn Commit> = LocalCommit::open(&dir.join("state")).unwrap();
-    commit.commit(vec![Command::RegisterExport { export_id: EXPORT, path: "/e".into() }]).await.unwrap();
-    let state = commit.state();
-    let (root_fh, _) = vfs.root_fh(EXPORT).unwrap();
-    let root = vfs.resolve(&state, &root_fh).unwrap();
-    let f = vfs.child(&state, &root, b"f").unwrap();
-    if let Some(cmd) = vfs.handle_updates(&state, vec![f.entry_in(&root, b"f")]) {
-        commit.commit(vec![cmd]).await.unwrap();
-    }
-    Fixture { dir, vfs, commit, file: FileId(f.fh()) }
+    let roots = crate::vfs::open_roots(&[cfg]).unwrap();
+    let register = crate::vfs::register_commands(&roots, &commit.state().read().unwrap()).unwrap();
+    commit.commit(register).await.unwrap();
+    let vfs = Arc::new(Vfs::new(roots, &commit.state().read().unwrap()).unwrap());
+    let root = vfs.resolve(&vfs.root_fh(EXPORT).unwrap()).unwrap();
+    let f = vfs.child(&root, b"f").unwrap();
+    let file = FileId(vfs.fh(&f).unwrap());
+    Fixture { dir, vfs, commit, file }
 }
 
 fn owner(host: &str) -> LockOwner {

@@ -35,7 +35,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hanfs_raft::commit::{Commit, CommitError};
+use hanfs_raft::commit::Commit;
 use hanfs_raft::handover::poll_until;
 use hanfs_raft::lease::Leadership;
 use hanfs_raft::types::NodeId;
@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use super::hooks::{self, HookError};
 use super::listen::{Services, Serving};
 use super::shared::Shared;
-use super::single::{serve_commands, services};
+use super::single::{open_and_commit, services};
 use super::NodeError;
 use crate::vip::{Vip, VipError, VIP_RENEW_MS};
 
@@ -63,8 +63,6 @@ pub(crate) enum PromoteError {
     Hook(#[from] HookError),
     #[error("claiming the VIP {addr}: {error}")]
     ClaimVip { addr: IpAddr, error: VipError },
-    #[error("committing the new epoch and the exports: {0}")]
-    Commit(CommitError),
     /// Building the services or opening the listeners.
     #[error("{0}")]
     Start(NodeError),
@@ -213,11 +211,14 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
         },
     };
     let commit: Arc<dyn Commit> = shared.raft.commit.clone();
-    if let Err(e) = commit.commit(serve_commands(&shared.config)).await {
-        undo(shared, vip).await;
-        return Err(PromoteError::Commit(e));
-    }
-    let services = match services(shared.config.clone(), commit, shared.fence()) {
+    let vfs = match open_and_commit(&shared.config, &commit).await {
+        Ok(vfs) => vfs,
+        Err(e) => {
+            undo(shared, vip).await;
+            return Err(PromoteError::Start(e));
+        }
+    };
+    let services = match services(shared.config.clone(), commit, shared.fence(), vfs) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             undo(shared, vip).await;

@@ -40,7 +40,9 @@ pub enum NodeError {
     #[error("registering the exports: {0} (an export id or name changed since the last run?)")]
     Commit(CommitError),
     #[error("{0}")]
-    Export(io::Error),
+    Export(crate::vfs::ExportError),
+    #[error("drawing the handle key: {0}")]
+    Random(io::Error),
     #[error("cannot listen for {what} on {addr}: {error}")]
     Bind { what: &'static str, addr: SocketAddr, error: io::Error },
     #[error("cluster: {0}")]

@@ -24,7 +24,7 @@ use crate::exports::ExportTable;
 use crate::mount::MountCtx;
 use crate::nfs3::NfsCtx;
 use crate::rpc::shared::{Fence, RpcShared};
-use crate::vfs::Vfs;
+use crate::vfs::{self, Vfs};
 
 /// A running node.
 pub struct Node {
@@ -37,22 +37,34 @@ pub struct Node {
     local: Arc<LocalCommit>,
 }
 
-/// The commands an active node commits before it serves: every configured
-/// export (idempotent when unchanged) and a new write-verifier epoch, so
-/// clients resend their uncommitted writes.
-pub(crate) fn serve_commands(config: &ServerConfig) -> Vec<Command> {
-    let mut cmds: Vec<Command> = config
-        .exports
-        .iter()
-        .map(|e| Command::RegisterExport { export_id: e.export_id, path: e.name.clone() })
-        .collect();
+/// Open every export and commit what an active node commits before it
+/// serves: each export with the filesystem found there (idempotent when
+/// unchanged), the handle key if none is set yet, and a new write-verifier
+/// epoch, so clients resend their uncommitted writes. Then check that each
+/// export is on the filesystem the state recorded for it.
+pub(crate) async fn open_and_commit(config: &ServerConfig, commit: &Arc<dyn Commit>) -> Result<Vfs, NodeError> {
+    let roots = vfs::open_roots(&config.exports).map_err(NodeError::Export)?;
+    let mut cmds = {
+        let state = commit.state();
+        let guard = state.read().unwrap_or_else(|p| p.into_inner());
+        vfs::register_commands(&roots, &guard).map_err(NodeError::Random)?
+    };
     cmds.push(Command::BumpEpoch);
-    cmds
+    commit.commit(cmds).await?;
+    let state = commit.state();
+    let guard = state.read().unwrap_or_else(|p| p.into_inner());
+    Vfs::new(roots, &guard).map_err(NodeError::Export)
 }
 
-/// Build the per-active-period services (opens every export directory).
-pub(crate) fn services(config: ServerConfig, commit: Arc<dyn Commit>, fence: Fence) -> Result<Services, NodeError> {
-    let vfs = Arc::new(Vfs::new(&config.exports).map_err(NodeError::Export)?);
+/// Build the per-active-period services around the opened exports.
+pub(crate) fn services(
+    config: ServerConfig,
+    commit: Arc<dyn Commit>,
+    fence: Fence,
+    vfs: Vfs,
+) -> Result<Services, NodeError> {
+    let vfs = Arc::new(vfs);
+    vfs::set_serving(&vfs);
     let exports = Arc::new(ExportTable::new(&config.exports));
     Ok(Services {
         rpc: Arc::new(RpcShared::new(commit.clone(), fence, config.record_bytes_max)),
@@ -70,8 +82,8 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
         .map_err(|source| NodeError::StateDir { path: config.state_dir.display().to_string(), error: source })?;
     let local = LocalCommit::open(&config.state_dir).map_err(NodeError::StateOpen)?;
     let commit: Arc<dyn Commit> = local.clone();
-    commit.commit(serve_commands(&config)).await?;
-    let services = Arc::new(services(config, commit.clone(), Fence::always())?);
+    let vfs = open_and_commit(&config, &commit).await?;
+    let services = Arc::new(services(config, commit.clone(), Fence::always(), vfs)?);
     let serving = Serving::open(&services).await?;
     let (admin_stop, admin_rx) = broadcast::channel(1);
     // The admin socket is a convenience: failing to bind it (e.g. a state path

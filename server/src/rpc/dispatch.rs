@@ -37,7 +37,7 @@ use hanfs_state::{Command, DrcCred, DrcKey, DrcValue};
 
 use super::msg::{self, AcceptStat, CallHeader};
 use super::program::{Call, Cred, Drc, Proc, ProcError, Program, Reply, Transport};
-use super::shared::{Claim, CloseReason, RpcShared};
+use super::shared::{Busy, Claim, CloseReason, RpcShared};
 
 /// With `HANFS_TEST_FAULTS=1`: the procedure name after whose execution the
 /// process aborts, before the reply is recorded.
@@ -196,9 +196,16 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         let mut step = Step::Execute;
         if proc_.drc != Drc::Skip {
             let key = drc_key(header, peer, &args);
-            let Some(held) = Claim::take(&self.shared.in_progress, key) else {
-                tracing::debug!(%peer, xid, proc_ = proc_.name, "retransmission while in progress; dropped");
-                return Outcome::Silent;
+            let held = match Claim::take(&self.shared.in_progress, key) {
+                Ok(held) => held,
+                Err(Busy::Running) => {
+                    tracing::debug!(%peer, xid, proc_ = proc_.name, "retransmission while in progress; dropped");
+                    return Outcome::Silent;
+                }
+                Err(Busy::Replied(body)) => {
+                    tracing::debug!(%peer, xid, proc_ = proc_.name, "answered from the reply being recorded");
+                    return Outcome::Reply(msg::success(xid, &body));
+                }
             };
             match drc_lookup(&self.shared, &held.key) {
                 Some(DrcValue::Reply(body)) => {
@@ -240,6 +247,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                 // Only the record is left to commit: a retransmission that finds
                 // nothing durable finds the intent (Record) or may run again
                 // (ReplyOnly), so the reply need not wait for it.
+                held.replied(&body);
                 let shared = self.shared.clone();
                 let name = proc_.name;
                 tokio::spawn(async move {

@@ -4,7 +4,7 @@
 //! unanswered, and the registry of open connections with the record size limit. Nothing in it belongs to a program: each
 //! program's own context is handed to its `Dispatcher` separately.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -109,26 +109,48 @@ impl Unanswered {
 }
 
 /// Calls with the same DRC key being executed right now, so that a
-/// retransmission arriving meanwhile is dropped instead of run twice.
+/// retransmission arriving meanwhile is dropped instead of run twice; and
+/// calls already answered whose reply record is still being committed (off
+/// the reply path), so that a retransmission arriving then gets that reply.
 #[derive(Default)]
 pub struct InProgress {
-    keys: Mutex<HashSet<DrcKey>>,
+    keys: Mutex<HashMap<DrcKey, Option<Vec<u8>>>>,
+}
+
+/// Why a key cannot be claimed.
+pub enum Busy {
+    /// The call is running: drop the retransmission.
+    Running,
+    /// The call was answered with this body; its record is being committed.
+    Replied(Vec<u8>),
 }
 
 impl InProgress {
-    /// Claim `key`; false if it is already running.
-    fn claim(&self, key: &DrcKey) -> bool {
-        match self.keys.lock() {
-            Ok(mut keys) => keys.insert(key.clone()),
-            Err(poisoned) => poisoned.into_inner().insert(key.clone()),
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DrcKey, Option<Vec<u8>>>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim `key`, or say why not.
+    fn claim(&self, key: &DrcKey) -> Result<(), Busy> {
+        let mut keys = self.lock();
+        match keys.get(key) {
+            None => {
+                keys.insert(key.clone(), None);
+                Ok(())
+            }
+            Some(None) => Err(Busy::Running),
+            Some(Some(body)) => Err(Busy::Replied(body.clone())),
+        }
+    }
+
+    fn replied(&self, key: &DrcKey, body: &[u8]) {
+        if let Some(slot) = self.lock().get_mut(key) {
+            *slot = Some(body.to_vec());
         }
     }
 
     fn release(&self, key: &DrcKey) {
-        match self.keys.lock() {
-            Ok(mut keys) => keys.remove(key),
-            Err(poisoned) => poisoned.into_inner().remove(key),
-        };
+        self.lock().remove(key);
     }
 }
 
@@ -141,9 +163,15 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// Claim `key` in `set`; `None` if a call with that key is running.
-    pub fn take(set: &Arc<InProgress>, key: DrcKey) -> Option<Self> {
-        set.claim(&key).then(|| Claim { set: set.clone(), key })
+    /// Claim `key` in `set`, or say why a call with that key holds it.
+    pub fn take(set: &Arc<InProgress>, key: DrcKey) -> Result<Self, Busy> {
+        set.claim(&key).map(|()| Claim { set: set.clone(), key })
+    }
+
+    /// The call was answered with `body`: until the claim is released, a
+    /// retransmission gets it.
+    pub fn replied(&self, body: &[u8]) {
+        self.set.replied(&self.key, body);
     }
 }
 

@@ -1,94 +1,121 @@
-//! NFSv3 file handle format and the identity check behind it.
+//! The NFSv3 file handle: self-resolving and authenticated.
 //!
-//! `[version u8 = 1][export_id u32][ino u64][ident u64]`, big-endian, 21 bytes.
-//! `ident` is the birth time (statx STATX_BTIME, seconds and nanoseconds folded)
-//! or, where the filesystem has none, the inode generation (FS_IOC_GETVERSION),
-//! so a reused inode number never matches an old handle. Never st_dev, never
-//! anything process-local: handles must survive failover.
+//! `[version u8 = 2][export_id u32 BE][fs handle type u8][fs handle bytes][MAC, 8 bytes]`
+//!
+//! The fs handle is the shared filesystem's own (`fhandle::handle_of`: inode
+//! and generation on ext4 and XFS), so any node that mounts the filesystem
+//! opens the object from the handle alone (`open_by_handle_at`), with no table
+//! of objects: a renamed object keeps its handle, a deleted one or a reused
+//! inode number gives NFS3ERR_STALE, and nothing depends on st_dev. The MAC is
+//! HMAC-SHA256 over everything before it, truncated, keyed by the cluster's
+//! handle key (drawn once at random and held in the replicated state, so every
+//! node checks the same handles). A client therefore cannot forge a handle,
+//! nor take the fs handle of an object out of one export and present it under
+//! another: hanfs only issues handles for objects it reached inside the export.
+//! A wrong length or version is NFS3ERR_BADHANDLE; a wrong MAC (a forged
+//! handle, or one from another cluster) is NFS3ERR_STALE, as knfsd answers an
+//! unknown fsid.
 
-use std::os::fd::OwnedFd;
-use std::sync::Once;
-
+use hmac::{Hmac, Mac};
 use nfs3_types::nfs3::nfsstat3;
+use sha2::Sha256;
 
-use super::sys::{self, Stat};
+use super::fhandle::FsHandle;
 
-pub const FH_VERSION: u8 = 1;
-/// Encoded length of a version-1 handle.
-pub const FH_V1_BYTES: usize = 21;
+pub const FH_VERSION: u8 = 2;
 /// NFSv3 handles are at most 64 bytes (RFC 1813 NFS3_FHSIZE).
 pub const FH_BYTES_MAX: usize = 64;
-const _: () = assert!(FH_V1_BYTES <= FH_BYTES_MAX);
+/// Version, export id, fs handle type.
+const HEADER_BYTES: usize = 1 + 4 + 1;
+/// The truncated MAC: 64 bits, so guessing one takes 2^63 tries on average.
+pub const MAC_BYTES: usize = 8;
+/// The largest fs handle that fits: 50 bytes (ext4 uses 8, XFS 8 or 12, btrfs up to 40).
+pub const FS_BYTES_MAX: usize = FH_BYTES_MAX - HEADER_BYTES - MAC_BYTES;
+const _: () = assert!(FS_BYTES_MAX >= 40);
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// Why a filesystem object cannot be given a handle.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FitError {
+    #[error("the filesystem's handle has {bytes} bytes; an NFSv3 handle has room for {FS_BYTES_MAX}")]
+    TooLong { bytes: usize },
+    #[error("the filesystem's handle type {kind} does not fit in one byte")]
+    Type { kind: i32 },
+}
+
+/// A decoded handle: the export and the object's fs handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileHandle {
     pub export_id: u32,
-    pub ino: u64,
-    pub ident: u64,
+    pub fs: FsHandle,
+}
+
+/// The handle key, ready to MAC (the keyed hash state is computed once).
+#[derive(Clone)]
+pub struct HandleKey(Hmac<Sha256>);
+
+impl std::fmt::Debug for HandleKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandleKey(..)")
+    }
+}
+
+impl HandleKey {
+    pub fn new(key: &[u8; hanfs_state::HANDLE_KEY_BYTES]) -> HandleKey {
+        // HMAC takes keys of any length: this never fails.
+        HandleKey(<Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!()))
+    }
+
+    fn tag(&self, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        mac.update(body);
+        mac
+    }
+}
+
+/// Whether an fs handle fits in an NFSv3 handle.
+pub fn check_fit(fs: &FsHandle) -> Result<(), FitError> {
+    if fs.bytes.len() > FS_BYTES_MAX || fs.bytes.is_empty() {
+        return Err(FitError::TooLong { bytes: fs.bytes.len() });
+    }
+    u8::try_from(fs.kind).map(drop).map_err(|_| FitError::Type { kind: fs.kind })
 }
 
 impl FileHandle {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(FH_V1_BYTES);
+    /// The wire handle. An fs handle that does not fit (checked for the export
+    /// root at start; another object of the same filesystem could in theory
+    /// be larger) is NFS3ERR_SERVERFAULT.
+    pub fn encode(&self, key: &HandleKey) -> Result<Vec<u8>, nfsstat3> {
+        check_fit(&self.fs).map_err(|e| {
+            tracing::error!(export_id = self.export_id, error = %e, "cannot hand out a handle");
+            nfsstat3::NFS3ERR_SERVERFAULT
+        })?;
+        let mut v = Vec::with_capacity(HEADER_BYTES + self.fs.bytes.len() + MAC_BYTES);
         v.push(FH_VERSION);
         v.extend_from_slice(&self.export_id.to_be_bytes());
-        v.extend_from_slice(&self.ino.to_be_bytes());
-        v.extend_from_slice(&self.ident.to_be_bytes());
-        v
+        v.push(self.fs.kind as u8);
+        v.extend_from_slice(&self.fs.bytes);
+        let tag = key.tag(&v).finalize().into_bytes();
+        v.extend_from_slice(&tag[..MAC_BYTES]);
+        Ok(v)
     }
 
-    /// Wrong length or version → NFS3ERR_BADHANDLE (as knfsd for a malformed fh).
-    pub fn decode(b: &[u8]) -> Result<FileHandle, nfsstat3> {
-        if b.len() != FH_V1_BYTES {
+    /// Wrong length or version → NFS3ERR_BADHANDLE; a MAC that does not match
+    /// → NFS3ERR_STALE (compared in constant time).
+    pub fn decode(b: &[u8], key: &HandleKey) -> Result<FileHandle, nfsstat3> {
+        if b.len() < HEADER_BYTES + 1 + MAC_BYTES || b.len() > FH_BYTES_MAX {
             return Err(nfsstat3::NFS3ERR_BADHANDLE);
         }
-        let (ver, rest) = b.split_first().ok_or(nfsstat3::NFS3ERR_BADHANDLE)?;
-        if *ver != FH_VERSION {
+        let (body, mac) = b.split_at(b.len() - MAC_BYTES);
+        let (header, fs) = body.split_at(HEADER_BYTES);
+        let [version, e0, e1, e2, e3, kind] = header else { return Err(nfsstat3::NFS3ERR_BADHANDLE) };
+        if *version != FH_VERSION {
             return Err(nfsstat3::NFS3ERR_BADHANDLE);
         }
-        let (e, rest) = rest.split_at(4);
-        let (i, d) = rest.split_at(8);
-        let be4 = |s: &[u8]| s.try_into().map(u32::from_be_bytes);
-        let be8 = |s: &[u8]| s.try_into().map(u64::from_be_bytes);
+        key.tag(body).verify_truncated_left(mac).map_err(|_| nfsstat3::NFS3ERR_STALE)?;
         Ok(FileHandle {
-            export_id: be4(e).map_err(|_| nfsstat3::NFS3ERR_BADHANDLE)?,
-            ino: be8(i).map_err(|_| nfsstat3::NFS3ERR_BADHANDLE)?,
-            ident: be8(d).map_err(|_| nfsstat3::NFS3ERR_BADHANDLE)?,
+            export_id: u32::from_be_bytes([*e0, *e1, *e2, *e3]),
+            fs: FsHandle { kind: i32::from(*kind), bytes: fs.to_vec() },
         })
-    }
-}
-
-/// Fold a birth time into 64 bits. The top bit marks "birth time" so a
-/// generation number can never collide with it.
-fn fold_btime(sec: i64, nsec: u32) -> u64 {
-    const BTIME_TAG: u64 = 1 << 63;
-    (((sec as u64) << 30) ^ u64::from(nsec)) | BTIME_TAG
-}
-
-static NO_IDENT_WARNING: Once = Once::new();
-
-/// The identity from the birth time alone, when the filesystem reports one
-/// (no fd needed: a listing can stat names without opening them).
-pub fn ident_from_btime(st: &Stat) -> Option<u64> {
-    st.btime.map(|(sec, nsec)| fold_btime(sec, nsec))
-}
-
-/// The identity of the object behind `fd` (whose statx is `st`).
-pub fn ident_of(fd: &OwnedFd, st: &Stat) -> u64 {
-    if let Some(ident) = ident_from_btime(st) {
-        return ident;
-    }
-    match sys::generation(fd, st) {
-        Ok(g) if g != 0 => g & !(1 << 63),
-        _ => {
-            NO_IDENT_WARNING.call_once(|| {
-                tracing::warn!(
-                    "filesystem reports neither birth time nor inode generation: \
-                     a reused inode number cannot be told apart from the old object"
-                );
-            });
-            0
-        }
     }
 }
 
@@ -96,30 +123,65 @@ pub fn ident_of(fd: &OwnedFd, st: &Stat) -> u64 {
 mod tests {
     use super::*;
 
+    fn key(n: u8) -> HandleKey {
+        HandleKey::new(&[n; 32])
+    }
+
+    fn fh() -> FileHandle {
+        FileHandle { export_id: 7, fs: FsHandle { kind: 1, bytes: vec![1, 2, 3, 4, 5, 6, 7, 8] } }
+    }
+
     #[test]
     fn roundtrip() {
-        let fh = FileHandle { export_id: 7, ino: 1 << 40, ident: u64::MAX - 3 };
-        let b = fh.encode();
-        assert_eq!(b.len(), FH_V1_BYTES);
-        assert_eq!(FileHandle::decode(&b), Ok(fh));
+        let b = fh().encode(&key(1)).unwrap();
+        assert_eq!(b.len(), HEADER_BYTES + 8 + MAC_BYTES);
+        assert_eq!(FileHandle::decode(&b, &key(1)), Ok(fh()));
+        let big = FileHandle { export_id: u32::MAX, fs: FsHandle { kind: 255, bytes: vec![9; FS_BYTES_MAX] } };
+        let b = big.encode(&key(1)).unwrap();
+        assert_eq!(b.len(), FH_BYTES_MAX);
+        assert_eq!(FileHandle::decode(&b, &key(1)), Ok(big));
+    }
+
+    #[test]
+    fn forged_or_foreign_handles_are_stale() {
+        let b = fh().encode(&key(1)).unwrap();
+        // Another cluster's key.
+        assert_eq!(FileHandle::decode(&b, &key(2)), Err(nfsstat3::NFS3ERR_STALE));
+        // Every single-bit change anywhere after the version byte.
+        for i in 1..b.len() {
+            for bit in 0..8 {
+                let mut f = b.clone();
+                f[i] ^= 1 << bit;
+                assert_eq!(FileHandle::decode(&f, &key(1)), Err(nfsstat3::NFS3ERR_STALE), "byte {i} bit {bit}");
+            }
+        }
+        // Another export id over the same fs handle, MAC recomputed without the key: stale.
+        let mut other = b.clone();
+        other[4] = 8;
+        assert_eq!(FileHandle::decode(&other, &key(1)), Err(nfsstat3::NFS3ERR_STALE));
     }
 
     #[test]
     fn bad_length_and_version() {
-        let fh = FileHandle { export_id: 1, ino: 2, ident: 3 }.encode();
-        assert_eq!(FileHandle::decode(&fh[..20]), Err(nfsstat3::NFS3ERR_BADHANDLE));
-        assert_eq!(FileHandle::decode(&[]), Err(nfsstat3::NFS3ERR_BADHANDLE));
-        let mut long = fh.clone();
-        long.push(0);
-        assert_eq!(FileHandle::decode(&long), Err(nfsstat3::NFS3ERR_BADHANDLE));
-        let mut v2 = fh;
-        v2[0] = 2;
-        assert_eq!(FileHandle::decode(&v2), Err(nfsstat3::NFS3ERR_BADHANDLE));
+        let b = fh().encode(&key(1)).unwrap();
+        assert_eq!(FileHandle::decode(&[], &key(1)), Err(nfsstat3::NFS3ERR_BADHANDLE));
+        assert_eq!(FileHandle::decode(&b[..HEADER_BYTES + MAC_BYTES], &key(1)), Err(nfsstat3::NFS3ERR_BADHANDLE));
+        assert_eq!(FileHandle::decode(&[0; FH_BYTES_MAX + 1], &key(1)), Err(nfsstat3::NFS3ERR_BADHANDLE));
+        let mut v1 = b.clone();
+        v1[0] = 1;
+        assert_eq!(FileHandle::decode(&v1, &key(1)), Err(nfsstat3::NFS3ERR_BADHANDLE));
+        // A version-1 handle of the old format (21 bytes) is refused, not misread.
+        let mut old = vec![1u8];
+        old.extend_from_slice(&[0; 20]);
+        assert_eq!(FileHandle::decode(&old, &key(1)), Err(nfsstat3::NFS3ERR_BADHANDLE));
     }
 
     #[test]
-    fn btime_fold_differs_by_nsec() {
-        assert_ne!(fold_btime(100, 1), fold_btime(100, 2));
-        assert_ne!(fold_btime(100, 0), fold_btime(101, 0));
+    fn handles_that_do_not_fit_are_refused() {
+        let long = FileHandle { export_id: 1, fs: FsHandle { kind: 1, bytes: vec![0; FS_BYTES_MAX + 1] } };
+        assert_eq!(long.encode(&key(1)), Err(nfsstat3::NFS3ERR_SERVERFAULT));
+        assert_eq!(check_fit(&long.fs), Err(FitError::TooLong { bytes: FS_BYTES_MAX + 1 }));
+        assert_eq!(check_fit(&FsHandle { kind: 256, bytes: vec![1] }), Err(FitError::Type { kind: 256 }));
+        assert_eq!(check_fit(&FsHandle { kind: -1, bytes: vec![1] }), Err(FitError::Type { kind: -1 }));
     }
 }

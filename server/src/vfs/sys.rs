@@ -131,19 +131,6 @@ pub fn stat_at(dir: RawFd, name: &[u8]) -> SysResult<Stat> {
     statx_raw(dir, &cname(name)?, 0)
 }
 
-/// Inode generation (FS_IOC_GETVERSION) of a regular file or directory.
-pub fn generation(fd: &OwnedFd, st: &Stat) -> SysResult<u64> {
-    if !st.is_reg() && !st.is_dir() {
-        // Opening devices or FIFOs could have side effects.
-        return Err(Errno(libc::ENOTTY));
-    }
-    let f = reopen(fd, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW)?;
-    let mut gen: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETVERSION writes one long into `gen`.
-    check(unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETVERSION, &mut gen) })?;
-    Ok(gen as u64)
-}
-
 pub fn mkdir_at(dir: RawFd, name: &[u8], mode: u32) -> SysResult<()> {
     let c = cname(name)?;
     // SAFETY: valid C string.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
-use crate::command::HandleEntry;
+use crate::command::test_fs;
 
 struct TempFile(PathBuf);
 
@@ -32,8 +32,8 @@ impl Drop for TempFile {
 
 fn setup_cmds() -> Vec<Command> {
     vec![
-        Command::RegisterExport { export_id: 1, path: "/srv".into() },
-        Command::PutHandles(vec![HandleEntry { export_id: 1, ino: 2, ident: 3, parent_ino: 2, name: vec![] }]),
+        Command::RegisterExport { export_id: 1, path: "/srv".into(), fs: test_fs() },
+        Command::SetHandleKey { key: [3; 32] },
         Command::BumpEpoch,
         Command::Mount { client: "h".into(), path: "/srv".into() },
     ]
