@@ -61,7 +61,7 @@ fn locks_lists_the_replicated_table_from_the_running_node_and_the_state_dir() {
     assert!(lines.iter().any(|l| l.starts_with("MONITORS ")), "{empty}");
     assert!(!lines.iter().any(|l| l.starts_with("held") || l.starts_with("waiting")), "{empty}");
 
-    // A file created over NFS: its handle resolves through the handle table.
+    // A file created over NFS: the serving node names it by its current path.
     let ports = node.ports();
     let commit = node.services().commit.clone();
     let fh = rt.block_on(async {
@@ -101,6 +101,12 @@ fn locks_lists_the_replicated_table_from_the_running_node_and_the_state_dir() {
     assert!(text.contains("counts: held 2, waiting 1, granting 0, hosts 2, monitors 0\n"), "{text}");
 
     rt.block_on(node.stop());
-    // No server: the same answer, read from the state directory.
-    assert_eq!(locks_via_binary(state.path()), text);
+    // No server: the same answer, read from the state directory, except that
+    // nothing serves the export to find the file's path: it is named by its
+    // filesystem handle.
+    let offline = locks_via_binary(state.path());
+    let named: Vec<&str> = offline.lines().filter_map(|l| l.split_once("/export#").map(|(_, h)| h)).collect();
+    assert_eq!(named.len(), 2, "{offline}");
+    assert!(named.iter().all(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit())), "{offline}");
+    assert_eq!(offline.replace(&format!("/export#{}", named[0]), "/export/locked file"), text);
 }

@@ -226,7 +226,7 @@ async fn read_state(dir: &Path, command: &str) -> anyhow::Result<String> {
     let text = {
         let state = hanfs_raft::commit::Commit::state(local.as_ref());
         let guard = state.read().map_err(|_| anyhow!("state lock poisoned"))?;
-        hanfs_server::admin::answer(&guard, command)
+        hanfs_server::admin::answer(&guard, command, None)
     };
     local.shutdown().await;
     Ok(text)

@@ -38,15 +38,20 @@ pub trait Handler: Send + Sync + 'static {
     fn answer(&self, line: String) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
 }
 
-/// The single node's handler: `exports`, `clients` and `locks` from the applied state.
-pub struct StateHandler(pub Arc<dyn Commit>);
+/// The single node's handler: `exports`, `clients` and `locks` from the
+/// applied state (`locks` names files through the exports it serves).
+pub struct StateHandler {
+    pub commit: Arc<dyn Commit>,
+    pub serving: crate::vfs::ServingVfs,
+}
 
 impl Handler for StateHandler {
     fn answer(&self, line: String) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
-        let state = self.0.state();
+        let state = self.commit.state();
+        let vfs = self.serving.get();
         let text = {
             let guard = state.read().unwrap_or_else(|p| p.into_inner());
-            answer(&guard, &line)
+            answer(&guard, &line, vfs.as_deref())
         };
         Box::pin(async move { text })
     }
@@ -66,12 +71,12 @@ pub fn clients_lines(state: &State) -> String {
     state.rmtab().map(|(client, path)| format!("{client} {path}\n")).collect()
 }
 
-/// The answer to one command line.
-pub fn answer(state: &State, line: &str) -> String {
+/// The answer to one command line; `vfs`: the exports this node serves, if any.
+pub fn answer(state: &State, line: &str, vfs: Option<&crate::vfs::Vfs>) -> String {
     match line.trim() {
         "exports" => exports_lines(state),
         "clients" => clients_lines(state),
-        "locks" => crate::locks_view::locks_lines(state),
+        "locks" => crate::locks_view::locks_lines(state, vfs),
         other => format!("error: unknown command `{other}` (try `exports`, `clients` or `locks`)\n"),
     }
 }
@@ -151,9 +156,9 @@ mod tests {
         let fs = hanfs_state::FsIdentity { uuid: None, root_type: 1, root_handle: vec![1; 8] };
         state.apply(&Command::RegisterExport { export_id: 7, path: "/export".into(), fs }).unwrap();
         state.apply(&Command::Mount { client: "10.0.0.2".into(), path: "/export".into() }).unwrap();
-        assert_eq!(answer(&state, "exports\n"), "7 /export\n");
-        assert_eq!(answer(&state, "clients"), "10.0.0.2 /export\n");
-        assert!(answer(&state, "locks").starts_with("nsm_state: 1\n"));
-        assert!(answer(&state, "lock").starts_with("error: unknown command `lock`"));
+        assert_eq!(answer(&state, "exports\n", None), "7 /export\n");
+        assert_eq!(answer(&state, "clients", None), "10.0.0.2 /export\n");
+        assert!(answer(&state, "locks", None).starts_with("nsm_state: 1\n"));
+        assert!(answer(&state, "lock", None).starts_with("error: unknown command `lock`"));
     }
 }

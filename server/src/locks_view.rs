@@ -57,10 +57,10 @@ const _: () = assert!(LOCKS_VIEW_BYTES_MAX as u64 <= crate::admin::ADMIN_ANSWER_
 /// Width of the first column (the longest section name, `MONITORS`).
 const KIND_WIDTH: usize = 8;
 
-/// The whole `locks` answer, naming files through the export this node
-/// serves, if any (`vfs::serving`).
-pub fn locks_lines(state: &State) -> String {
-    match crate::vfs::serving() {
+/// The whole `locks` answer, naming files through `vfs`, the exports this
+/// node serves, if any.
+pub fn locks_lines(state: &State, vfs: Option<&crate::vfs::Vfs>) -> String {
+    match vfs {
         Some(vfs) => locks_lines_with(state, &|fh| vfs.path_of(fh)),
         None => locks_lines_with(state, &|_| None),
     }

@@ -34,6 +34,8 @@ pub(super) type CreateOut = Result<(post_op_fh3, post_op_attr, wcc_data), (nfsst
 
 /// Resolve the directory, check the name and write access, run `make` under
 /// the caller's ids, then look the new object up for its handle.
+// The result is encoded at once by the caller; boxing it would buy nothing.
+#[allow(clippy::result_large_err)]
 fn create_in(
     op: &Op,
     fh: &Fh,
@@ -309,6 +311,7 @@ pub fn mknod(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
 }
 
 /// REMOVE and RMDIR: unlink `name` under the caller's ids.
+#[allow(clippy::result_large_err)] // encoded at once by the caller, as `create_in`'s
 fn unlink(op: &Op, fh: &Fh, name: Name, flags: i32) -> Result<wcc_data, (nfsstat3, wcc_data)> {
     let (mut dir, acc) = op.object(fh).map_err(|s| (s, no_wcc()))?;
     let pre = dir.st.clone();

@@ -89,6 +89,7 @@ impl ClusterNode {
             active: Mutex::new(ActiveStatus::default()),
             faults_enabled,
             admin_op: tokio::sync::Mutex::new(()),
+            serving: Default::default(),
         });
         let weak = Arc::downgrade(&shared);
         let extra = move || weak.upgrade().map(|s| control::view_extra(&s)).unwrap_or_default();

@@ -77,8 +77,9 @@ impl Handler for Control {
                 },
                 ["exports"] | ["clients"] | ["locks"] => {
                     let state = shared.raft.commit.state();
+                    let vfs = shared.serving.get();
                     let guard = state.read().unwrap_or_else(|p| p.into_inner());
-                    admin::answer(&guard, &line)
+                    admin::answer(&guard, &line, vfs.as_deref())
                 }
                 ["debug", "faults", rest @ ..] => faults(&shared, rest),
                 ["debug", "snapshot"] => debug_snapshot(&shared).await,

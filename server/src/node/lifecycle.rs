@@ -219,7 +219,11 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
         }
     };
     let services = match services(shared.config.clone(), commit, shared.fence(), vfs) {
-        Ok(s) => Arc::new(s),
+        Ok(s) => {
+            let s = Arc::new(s);
+            shared.serving.set(&s.nfs.vfs);
+            s
+        }
         Err(e) => {
             undo(shared, vip).await;
             return Err(PromoteError::Start(e));

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub faults_enabled: bool,
     /// Serialises `init` and `switchover`.
     pub admin_op: tokio::sync::Mutex<()>,
+    /// The exports while this node serves them (`locks` names files through them).
+    pub serving: crate::vfs::ServingVfs,
 }
 
 impl Shared {

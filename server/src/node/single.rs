@@ -64,7 +64,6 @@ pub(crate) fn services(
     vfs: Vfs,
 ) -> Result<Services, NodeError> {
     let vfs = Arc::new(vfs);
-    vfs::set_serving(&vfs);
     let exports = Arc::new(ExportTable::new(&config.exports));
     Ok(Services {
         rpc: Arc::new(RpcShared::new(commit.clone(), fence, config.record_bytes_max)),
@@ -88,7 +87,9 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
     let (admin_stop, admin_rx) = broadcast::channel(1);
     // The admin socket is a convenience: failing to bind it (e.g. a state path
     // longer than a unix socket path allows) must not stop NFS service.
-    let handler = Arc::new(admin::StateHandler(commit));
+    let served = vfs::ServingVfs::default();
+    served.set(&services.nfs.vfs);
+    let handler = Arc::new(admin::StateHandler { commit, serving: served });
     let admin_task = match admin::serve(&services.config.state_dir, handler, admin_rx) {
         Ok(task) => Some(task),
         Err(e) => {

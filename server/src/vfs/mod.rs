@@ -186,18 +186,21 @@ fn describe(id: &FsIdentity) -> String {
     format!("uuid {uuid}, root handle {}:{}", id.root_type, hex(&id.root_handle))
 }
 
-/// The Vfs this process serves, for read-only views (`hanfs-server locks`
-/// names files through it). Weak: it never keeps a stopped service alive.
-static SERVING: std::sync::Mutex<std::sync::Weak<Vfs>> = std::sync::Mutex::new(std::sync::Weak::new());
+/// The Vfs a node currently serves, for read-only views (`hanfs-server
+/// locks` names files through it). Weak: it never keeps a stopped service
+/// alive. One per node, so nodes sharing a process (tests) never mix.
+#[derive(Clone, Default)]
+pub struct ServingVfs(std::sync::Arc<std::sync::Mutex<std::sync::Weak<Vfs>>>);
 
-/// Record `vfs` as the one this process serves.
-pub fn set_serving(vfs: &std::sync::Arc<Vfs>) {
-    *SERVING.lock().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::downgrade(vfs);
-}
+impl ServingVfs {
+    pub fn set(&self, vfs: &std::sync::Arc<Vfs>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::downgrade(vfs);
+    }
 
-/// The Vfs this process serves, if it still serves.
-pub fn serving() -> Option<std::sync::Arc<Vfs>> {
-    SERVING.lock().unwrap_or_else(|p| p.into_inner()).upgrade()
+    /// The Vfs, while it is still served.
+    pub fn get(&self) -> Option<std::sync::Arc<Vfs>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).upgrade()
+    }
 }
 
 pub struct Vfs {
