@@ -36,7 +36,7 @@ fn io_status(e: std::io::Error) -> nfsstat3 {
 
 /// Open `obj` for reading or writing under the rules above. The file comes
 /// with the caller's ids in force (the guard): do the I/O before dropping it.
-pub fn open(obj: &Obj, acc: &Access, write: bool) -> Result<(File, CredGuard), nfsstat3> {
+fn open(obj: &Obj, acc: &Access, write: bool) -> Result<(File, CredGuard), nfsstat3> {
     regular(obj)?;
     if write {
         acc.writable()?;
