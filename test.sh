@@ -21,7 +21,8 @@ FEATURES=hanfs-state/invariants
 
 # Tools the tests drive: command -> Debian package.
 missing=()
-for pair in rpcinfo:rpcbind rpcbind:rpcbind showmount:nfs-common nfs-ls:libnfs-utils ip:iproute2 unshare:util-linux; do
+for pair in rpcinfo:rpcbind rpcbind:rpcbind showmount:nfs-common nfs-ls:libnfs-utils ip:iproute2 unshare:util-linux \
+    mkfs.ext4:e2fsprogs losetup:mount; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod caps;
 mod cluster;
 mod exactly_once;
 mod handles;

@@ -57,9 +57,10 @@ pub fn apply_sattr(obj: &Obj, acc: &Access, s: &Sattr) -> Result<(), nfsstat3> {
     };
     if truncate_denied {
         // The owner may truncate its own file whatever the mode (knfsd's
-        // NFSD_MAY_OWNER_OVERRIDE); done at the server's ids.
+        // NFSD_MAY_OWNER_OVERRIDE): opened at the server's ids, truncated at
+        // the caller's.
         if let Some(size) = s.size {
-            sys::truncate_fd(&obj.fd, size)?;
+            super::io::truncate_as_owner(obj, acc, size)?;
         }
         let _user = acc.user()?;
         if s.atime.is_some() || s.mtime.is_some() {

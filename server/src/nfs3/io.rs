@@ -1,13 +1,20 @@
-//! File data I/O for READ, WRITE and COMMIT, with knfsd's permission rules:
-//! the caller's ids decide, except that the owner may always read and write its
-//! own file (NFSD_MAY_OWNER_OVERRIDE: the client checked at open time) and a
-//! file the caller may execute may also be read (NFSD_MAY_READ_IF_EXEC).
+//! File data I/O for READ, WRITE and COMMIT (and SETATTR's size change for an
+//! owner the mode refuses), with knfsd's permission rules: the caller's ids
+//! decide, except that the owner may always read and write its own file
+//! (NFSD_MAY_OWNER_OVERRIDE: the client checked at open time) and a file the
+//! caller may execute may also be read (NFSD_MAY_READ_IF_EXEC).
+//!
+//! The data moves under the caller's ids and capabilities (`CredGuard`), not
+//! only the open: a write by a non-root caller clears the set-id bits and
+//! cannot use ext4's root-reserved blocks, as a local process's would. Only
+//! an open the rules above allow against the mode happens at the server's ids.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use nfs3_types::nfs3::{nfsstat3, writeverf3};
 
+use crate::vfs::cred::CredGuard;
 use crate::vfs::resolve::Obj;
 use crate::vfs::sys::{self, Errno};
 
@@ -23,34 +30,40 @@ fn regular(obj: &Obj) -> Result<(), nfsstat3> {
     Ok(())
 }
 
-/// Open `obj` for reading or writing under the rules above.
-pub fn open(obj: &Obj, acc: &Access, write: bool) -> Result<File, nfsstat3> {
+fn io_status(e: std::io::Error) -> nfsstat3 {
+    Errno(e.raw_os_error().unwrap_or(libc::EIO)).into()
+}
+
+/// Open `obj` for reading or writing under the rules above. The file comes
+/// with the caller's ids in force (the guard): do the I/O before dropping it.
+fn open(obj: &Obj, acc: &Access, write: bool) -> Result<(File, CredGuard), nfsstat3> {
     regular(obj)?;
     if write {
         acc.writable()?;
     }
     let flags = if write { libc::O_WRONLY } else { libc::O_RDONLY };
-    let (tried, may_exec) = {
-        let _user = acc.user()?;
-        let r = sys::reopen(&obj.fd, flags);
-        let x = !write && r.is_err() && sys::access_fd(&obj.fd, libc::X_OK);
-        (r, x)
-    };
-    match tried {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(Errno(libc::EACCES)) if acc.creds.uid == obj.st.uid || may_exec => {
-            // Back at the server's own ids (the guard has dropped).
-            sys::reopen(&obj.fd, flags).map(File::from).map_err(nfsstat3::from)
+    let user = acc.user()?;
+    match sys::reopen(&obj.fd, flags) {
+        Ok(fd) => return Ok((File::from(fd), user)),
+        Err(Errno(libc::EACCES)) => {
+            let may_exec = !write && sys::access_fd(&obj.fd, libc::X_OK);
+            if acc.creds.uid != obj.st.uid && !may_exec {
+                return Err(nfsstat3::NFS3ERR_ACCES);
+            }
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
     }
+    // Opened at the server's own ids, then used at the caller's again.
+    drop(user);
+    let f = sys::reopen(&obj.fd, flags).map(File::from).map_err(nfsstat3::from)?;
+    Ok((f, acc.user()?))
 }
 
 /// Read up to `count` bytes at `offset` (short only at end of file), appended
 /// to `out` (so a reply can be built around the data without copying it).
 /// Returns the number of bytes read.
 pub fn read_into(obj: &Obj, acc: &Access, offset: u64, count: u32, out: &mut Vec<u8>) -> Result<usize, nfsstat3> {
-    let f = open(obj, acc, false)?;
+    let (f, _user) = open(obj, acc, false)?;
     let start = out.len();
     out.resize(start + count as usize, 0);
     let mut done = 0usize;
@@ -63,7 +76,7 @@ pub fn read_into(obj: &Obj, acc: &Access, offset: u64, count: u32, out: &mut Vec
             Ok(0) => break Ok(()),
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(Errno(e.raw_os_error().unwrap_or(libc::EIO)).into()),
+            Err(e) => break Err(io_status(e)),
         }
     };
     out.truncate(start + done);
@@ -73,22 +86,40 @@ pub fn read_into(obj: &Obj, acc: &Access, offset: u64, count: u32, out: &mut Vec
 /// Write all of `data` at `offset`; `stable` 1 = DATA_SYNC (fdatasync),
 /// 2 = FILE_SYNC (fsync), 0 = UNSTABLE (left to COMMIT).
 pub fn write_at(obj: &Obj, acc: &Access, offset: u64, data: &[u8], stable: u32) -> Result<(), nfsstat3> {
-    let f = open(obj, acc, true)?;
-    let io = |e: std::io::Error| nfsstat3::from(Errno(e.raw_os_error().unwrap_or(libc::EIO)));
-    f.write_all_at(data, offset).map_err(io)?;
+    let (f, _user) = open(obj, acc, true)?;
+    f.write_all_at(data, offset).map_err(io_status)?;
     match stable {
-        1 => f.sync_data().map_err(io),
-        2 => f.sync_all().map_err(io),
+        1 => f.sync_data().map_err(io_status),
+        2 => f.sync_all().map_err(io_status),
         _ => Ok(()),
     }
 }
 
-/// COMMIT: fsync the file. An fd opened read-only may be fsynced, and the
-/// data being committed was already written under the caller's rights.
-pub fn commit(obj: &Obj) -> Result<(), nfsstat3> {
+/// COMMIT: fsync the file, at the caller's ids. The fd is opened read-only at
+/// the server's (an fd opened read-only may be fsynced, and the data being
+/// committed was already written under the caller's rights), as before.
+pub fn commit(obj: &Obj, acc: &Access) -> Result<(), nfsstat3> {
     regular(obj)?;
     let f = File::from(sys::reopen(&obj.fd, libc::O_RDONLY)?);
-    f.sync_all().map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)).into())
+    let _user = acc.user()?;
+    f.sync_all().map_err(io_status)
+}
+
+/// SETATTR's size change for the owner whose file's mode refuses it the
+/// write (knfsd's NFSD_MAY_OWNER_OVERRIDE): opened at the server's ids,
+/// truncated at the caller's (so set-id bits are cleared as for any
+/// non-root truncate, and reserved blocks stay out of reach).
+pub fn truncate_as_owner(obj: &Obj, acc: &Access, size: u64) -> Result<(), nfsstat3> {
+    regular(obj)?;
+    if acc.creds.uid != obj.st.uid {
+        return Err(nfsstat3::NFS3ERR_ACCES);
+    }
+    if i64::try_from(size).is_err() {
+        return Err(nfsstat3::NFS3ERR_FBIG);
+    }
+    let f = File::from(sys::reopen(&obj.fd, libc::O_WRONLY)?);
+    let _user = acc.user()?;
+    f.set_len(size).map_err(io_status)
 }
 
 /// The write verifier: derived from the replicated epoch (which every

@@ -83,13 +83,13 @@ fn dec_commit(r: &mut Reader) -> Result<(Fh, u64, u32), DecodeError> {
 
 pub fn commit(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     run(ctx, call, args, dec_commit, |op, (fh, _offset, _count)| {
-        let (mut obj, _acc) = match op.object(&fh) {
+        let (mut obj, acc) = match op.object(&fh) {
             Ok(v) => v,
             Err(e) => return Reply::new(reply::<COMMIT3resok, _>(Err((e, COMMIT3resfail { file_wcc: no_wcc() })))),
         };
         let pre = obj.st.clone();
         // The whole file is synced whatever the range: simpler and never less safe.
-        let r = io::commit(&obj);
+        let r = io::commit(&obj, &acc);
         let file_wcc = wcc_after(&mut obj, &pre);
         let body = match r {
             Ok(()) => reply::<_, COMMIT3resfail>(Ok(COMMIT3resok { file_wcc, verf: io::verifier(op, obj.export_id) })),

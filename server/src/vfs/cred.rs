@@ -1,12 +1,18 @@
 //! Per-thread filesystem credentials: squash rules (exports(5)) and a guard that
-//! switches the calling thread's fsuid, fsgid and supplementary groups, then
-//! restores them on drop (error paths and unwinding included).
+//! switches the calling thread's fsuid, fsgid, supplementary groups and
+//! effective capabilities, then restores them on drop (error paths and
+//! unwinding included).
 //!
 //! Raw syscalls are used on purpose: glibc's `setgroups` changes every thread of
-//! the process, while the kernel's setgroups/setfsuid/setfsgid act on the
-//! calling thread only. With a non-zero fsuid the kernel drops the fs
-//! capabilities (DAC override, fowner...), so permission checks and the
-//! ownership of new files are exactly the kernel's for that user.
+//! the process, while the kernel's setgroups/setfsuid/setfsgid/capset act on the
+//! calling thread only. Capabilities as knfsd's `nfsd_setuser`: a non-root
+//! caller runs without `CAP_FS_SET` (DAC override, fowner, fsetid, mknod,
+//! chown, linux_immutable...) and without `CAP_SYS_RESOURCE`, so the kernel
+//! clears set-id bits on its writes and keeps it out of ext4's root-reserved
+//! blocks and over quota, exactly as for a local process; the kernel's own
+//! setfsuid rule drops only `CAP_FS_SET`. A root caller (no_root_squash) gets
+//! `CAP_NFSD_SET` raised from the permitted set. Only the effective set
+//! changes; the guard saves all three sets and puts them back exactly.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -61,6 +67,7 @@ struct Saved {
     uid: u32,
     gid: u32,
     groups: Vec<libc::gid_t>,
+    caps: CapSets,
 }
 
 static CAN_SWITCH: OnceLock<bool> = OnceLock::new();
@@ -80,6 +87,117 @@ pub fn can_switch() -> bool {
         }
         root
     })
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets, passed as two 32-bit words.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+/// Words per set in version 3.
+const CAP_WORDS: usize = 2;
+
+// Capability numbers (linux/capability.h).
+const CAP_CHOWN: u32 = 0;
+const CAP_DAC_OVERRIDE: u32 = 1;
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_FOWNER: u32 = 3;
+const CAP_FSETID: u32 = 4;
+const CAP_LINUX_IMMUTABLE: u32 = 9;
+const CAP_SYS_RESOURCE: u32 = 24;
+const CAP_MKNOD: u32 = 27;
+const CAP_MAC_OVERRIDE: u32 = 32;
+
+const fn cap(c: u32) -> u64 {
+    1 << c
+}
+
+/// The kernel's `CAP_FS_MASK`: the capabilities that belong to the fs ids.
+const CAP_FS_MASK: u64 = cap(CAP_CHOWN)
+    | cap(CAP_MKNOD)
+    | cap(CAP_DAC_OVERRIDE)
+    | cap(CAP_DAC_READ_SEARCH)
+    | cap(CAP_FOWNER)
+    | cap(CAP_FSETID)
+    | cap(CAP_MAC_OVERRIDE);
+/// `CAP_FS_SET`: what setfsuid to a non-zero id drops from the effective set.
+const CAP_FS_SET: u64 = CAP_FS_MASK | cap(CAP_LINUX_IMMUTABLE);
+/// `CAP_NFSD_SET`: what knfsd drops for a non-root caller and raises for root.
+const CAP_NFSD_SET: u64 = CAP_FS_MASK | cap(CAP_SYS_RESOURCE);
+/// Dropped from the effective set while acting for a non-root caller.
+const CAPS_DROPPED_FOR_USER: u64 = CAP_FS_SET | CAP_NFSD_SET;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    /// 0: the calling thread.
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// A thread's three capability sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CapSets {
+    effective: u64,
+    permitted: u64,
+    inheritable: u64,
+}
+
+impl CapSets {
+    /// The sets an operation for fsuid `uid` runs with, from the server's
+    /// own: knfsd's `cap_drop_nfsd_set` (and the kernel's `CAP_FS_SET` rule)
+    /// for a non-root caller, `cap_raise_nfsd_set` for root.
+    fn for_fsuid(self, uid: u32) -> CapSets {
+        let effective = if uid == ROOT_ID {
+            self.effective | (self.permitted & CAP_NFSD_SET)
+        } else {
+            self.effective & !CAPS_DROPPED_FOR_USER
+        };
+        CapSets { effective, ..self }
+    }
+}
+
+fn last_errno() -> Errno {
+    Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EPERM))
+}
+
+/// The calling thread's capability sets (capget).
+fn thread_caps() -> Result<CapSets, Errno> {
+    let mut hdr = CapHeader { version: CAP_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); CAP_WORDS];
+    // SAFETY: hdr is a valid header; data has the CAP_WORDS entries version 3 writes.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) };
+    if rc < 0 {
+        return Err(last_errno());
+    }
+    let [lo, hi] = data;
+    let join = |l: u32, h: u32| u64::from(l) | (u64::from(h) << 32);
+    Ok(CapSets {
+        effective: join(lo.effective, hi.effective),
+        permitted: join(lo.permitted, hi.permitted),
+        inheritable: join(lo.inheritable, hi.inheritable),
+    })
+}
+
+/// Set the calling thread's capability sets (capset; other threads keep theirs).
+fn set_thread_caps(c: CapSets) -> Result<(), Errno> {
+    let mut hdr = CapHeader { version: CAP_VERSION_3, pid: 0 };
+    let word = |v: u64, i: u32| (v >> (32 * i)) as u32;
+    let data = [0, 1].map(|i| CapData {
+        effective: word(c.effective, i),
+        permitted: word(c.permitted, i),
+        inheritable: word(c.inheritable, i),
+    });
+    // SAFETY: hdr is a valid header; data has the CAP_WORDS entries version 3 reads.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+    if rc < 0 {
+        return Err(last_errno());
+    }
+    Ok(())
 }
 
 fn setfsuid(uid: u32) -> u32 {
@@ -141,22 +259,27 @@ fn get_groups() -> Vec<libc::gid_t> {
 }
 
 impl CredGuard {
-    /// Switch this thread to `c`. Fails (and leaves the thread unchanged) if the
-    /// kernel refuses any of the ids.
+    /// Switch this thread to `c`, with the capabilities an operation for
+    /// `c.uid` may use. Fails (and leaves the thread unchanged) if the kernel
+    /// refuses any of the ids or the capability change.
     pub fn switch(c: &Creds) -> Result<CredGuard, Errno> {
         if !can_switch() {
             return Ok(CredGuard { saved: None });
         }
+        let caps = thread_caps()?;
         let groups = thread_groups();
         ensure_groups(&c.gids)?;
         let gid = setfsgid(c.gid);
         let uid = setfsuid(c.uid);
-        let guard = CredGuard { saved: Some(Saved { uid, gid, groups }) };
+        let guard = CredGuard { saved: Some(Saved { uid, gid, groups, caps }) };
         // setfsuid/setfsgid report no error; reading back (a second call
         // returns the current value) tells whether the switch took.
         if setfsuid(c.uid) != c.uid || setfsgid(c.gid) != c.gid {
             return Err(Errno(libc::EPERM));
         }
+        // From the saved sets, not the current ones: setfsuid has already
+        // applied the kernel's partial rule.
+        set_thread_caps(caps.for_fsuid(c.uid))?;
         Ok(guard)
     }
 }
@@ -164,9 +287,13 @@ impl CredGuard {
 impl Drop for CredGuard {
     fn drop(&mut self) {
         let Some(saved) = &self.saved else { return };
-        // Regain the fs capabilities first, then the group ids.
+        // The ids first (setfsuid back to 0 raises CAP_FS_SET from the
+        // permitted set), then the exact saved capability sets, then groups.
         setfsuid(saved.uid);
         setfsgid(saved.gid);
+        if let Err(e) = set_thread_caps(saved.caps) {
+            tracing::error!(errno = e.0, "could not restore the thread's capabilities");
+        }
         if let Err(e) = ensure_groups(&saved.groups) {
             tracing::error!(errno = e.0, "could not restore supplementary groups");
         }
@@ -217,5 +344,57 @@ mod tests {
         assert_eq!(inside_groups, vec![77]);
         assert_eq!(after, 0);
         assert_eq!(setfsuid(u32::MAX), 0, "other threads keep their ids");
+    }
+
+    #[test]
+    fn caps_for_fsuid_follow_knfsd() {
+        const CAP_SETGID: u32 = 6;
+        let all = (1u64 << 41) - 1;
+        let server = CapSets { effective: all, permitted: all, inheritable: 0 };
+        let user = server.for_fsuid(1000);
+        for c in [CAP_FSETID, CAP_SYS_RESOURCE, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_MKNOD, CAP_LINUX_IMMUTABLE] {
+            assert_eq!(user.effective & cap(c), 0, "cap {c} dropped for a non-root caller");
+        }
+        assert_eq!(
+            user.effective & cap(CAP_SETGID),
+            cap(CAP_SETGID),
+            "CAP_SETGID is not the caller's business and stays"
+        );
+        assert_eq!((user.permitted, user.inheritable), (all, 0), "only the effective set changes");
+        // Root raises the nfsd set from the permitted set, and nothing else.
+        let lean = CapSets { effective: cap(CAP_SETGID), permitted: all, inheritable: 0 };
+        assert_eq!(lean.for_fsuid(0).effective, cap(CAP_SETGID) | CAP_NFSD_SET);
+        let unpermitted = CapSets { effective: 0, permitted: cap(CAP_FSETID), inheritable: 0 };
+        assert_eq!(unpermitted.for_fsuid(0).effective, cap(CAP_FSETID));
+    }
+
+    #[test]
+    fn guard_drops_and_restores_capabilities_on_this_thread_only() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "needs root to switch ids (runs as euid {euid}); ./test.sh and CI run as root");
+        let before = thread_caps().unwrap();
+        assert_ne!(before.effective & CAP_NFSD_SET, 0, "the test runs with root's capabilities");
+        let h = std::thread::spawn(|| {
+            let mine = thread_caps().map_err(|e| e.0)?;
+            let user = Creds { uid: 1234, gid: 4321, gids: vec![] };
+            let g = CredGuard::switch(&user).map_err(|e| e.0)?;
+            let inside_user = thread_caps().map_err(|e| e.0)?;
+            drop(g);
+            let after_user = thread_caps().map_err(|e| e.0)?;
+            let root = Creds { uid: 0, gid: 0, gids: vec![] };
+            let g = CredGuard::switch(&root).map_err(|e| e.0)?;
+            let inside_root = thread_caps().map_err(|e| e.0)?;
+            drop(g);
+            Ok::<_, i32>((mine, inside_user, after_user, inside_root, thread_caps().map_err(|e| e.0)?))
+        });
+        let (mine, inside_user, after_user, inside_root, after_root) = h.join().unwrap().unwrap();
+        assert_eq!(inside_user.effective & CAPS_DROPPED_FOR_USER, 0, "{inside_user:?}");
+        assert_eq!(inside_user.effective, mine.effective & !CAPS_DROPPED_FOR_USER, "nothing else dropped");
+        assert_eq!(inside_user.permitted, mine.permitted, "permitted set kept (to restore from)");
+        assert_eq!(after_user, mine, "restored exactly");
+        assert_eq!(inside_root.effective & CAP_NFSD_SET, mine.permitted & CAP_NFSD_SET);
+        assert_eq!(after_root, mine, "restored exactly");
+        assert_eq!(thread_caps().unwrap(), before, "other threads keep their capabilities");
     }
 }
