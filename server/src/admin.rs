@@ -1,8 +1,9 @@
 //! The local admin endpoint: a unix socket `admin.sock` in the state directory,
 //! owner-only (0600), line-oriented text. While the server runs, its state
 //! store is locked, so `hanfs-server exports` / `clients` / `locks` / `status` /
-//! `init` / `switchover` ask the running server here; with no server running,
-//! `exports`, `clients` and `locks` of a single node read the state directly.
+//! `init` / `switchover` / `stats` ask the running server here; with no server
+//! running, `exports`, `clients` and `locks` of a single node read the state
+//! directly (`stats` counts only exist in the running process).
 //!
 //! Protocol: the client sends one command line; the server answers with zero
 //! or more lines and closes. A refused or unknown command gets a line starting
@@ -38,18 +39,32 @@ pub trait Handler: Send + Sync + 'static {
     fn answer(&self, line: String) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
 }
 
-/// The single node's handler: `exports`, `clients` and `locks` from the applied state.
-pub struct StateHandler(pub Arc<dyn Commit>);
+/// The single node's handler: `exports`, `clients` and `locks` from the
+/// applied state, `stats` from its counters.
+pub struct StateHandler {
+    pub commit: Arc<dyn Commit>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
 
 impl Handler for StateHandler {
     fn answer(&self, line: String) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
-        let state = self.0.state();
+        if line.trim() == "stats" {
+            let text = stats_answer(&self.metrics, "this node (single node)");
+            return Box::pin(async move { text });
+        }
+        let state = self.commit.state();
         let text = {
             let guard = state.read().unwrap_or_else(|p| p.into_inner());
             answer(&guard, &line)
         };
         Box::pin(async move { text })
     }
+}
+
+/// `stats`: which node answered (`who`), then the counts in nfsstat's layout
+/// (`metrics::nfsstat`).
+pub fn stats_answer(metrics: &crate::metrics::Metrics, who: &str) -> String {
+    format!("Answered by {who}\n\n{}", crate::metrics::nfsstat::render(metrics))
 }
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -72,7 +87,7 @@ pub fn answer(state: &State, line: &str) -> String {
         "exports" => exports_lines(state),
         "clients" => clients_lines(state),
         "locks" => crate::locks_view::locks_lines(state),
-        other => format!("error: unknown command `{other}` (try `exports`, `clients` or `locks`)\n"),
+        other => format!("error: unknown command `{other}` (try `exports`, `clients`, `locks` or `stats`)\n"),
     }
 }
 

@@ -112,6 +112,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         a.last_promotion_took_ms = Some(took_ms);
                         a.last_error = None;
                     });
+                    shared.metrics.promoted(took_ms);
                     let listen = shared.config.listen;
                     tracing::info!(%listen, ?ports, took_ms, exports = shared.config.exports.len(), "serving");
                     // For `status` on every node; service does not depend on it.
@@ -217,7 +218,7 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
         undo(shared, vip).await;
         return Err(PromoteError::Commit(e));
     }
-    let services = match services(shared.config.clone(), commit, shared.fence()) {
+    let services = match services(shared.config.clone(), commit, shared.fence(), &shared.metrics) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             undo(shared, vip).await;

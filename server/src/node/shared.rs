@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub faults_enabled: bool,
     /// Serialises `init` and `switchover`.
     pub admin_op: tokio::sync::Mutex<()>,
+    /// This node's counters, over all its active periods.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
