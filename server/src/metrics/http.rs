@@ -5,8 +5,9 @@
 //! Bounds: the request head is read up to `METRICS_REQUEST_BYTES_MAX` bytes
 //! (more: 431), the whole exchange takes at most `METRICS_CONN_TIMEOUT_MS`
 //! (then the connection is dropped), and at most `METRICS_SCRAPES_MAX`
-//! exchanges run at once (one more gets a 503 written without waiting, and
-//! is closed). Anything that is not a well-formed `METHOD TARGET HTTP/1.x`
+//! exchanges run at once; past that, up to `METRICS_SCRAPES_MAX` more
+//! connections get a 503 (each within `METRICS_DRAIN_MS`), and any further
+//! one is closed at once. Anything that is not a well-formed `METHOD TARGET HTTP/1.x`
 //! request line gets 400, another method 405, another path 404. After an
 //! error answer the rest of what the client sent is read and thrown away
 //! (bounded in bytes and time) so that closing does not reset the
@@ -71,6 +72,8 @@ impl MetricsServer {
 
 async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(METRICS_SCRAPES_MAX));
+    // Connections refused with a 503 while every scrape slot is taken.
+    let refusals = Arc::new(Semaphore::new(METRICS_SCRAPES_MAX));
     let mut exchanges = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -86,8 +89,21 @@ async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, mut stop: wat
             _ = stop.changed() => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // Busy: answer without waiting (the socket buffer takes it) and close.
-            let _ = stream.try_write(&response(503, "Service Unavailable", "too many scrapes at once\n", false));
+            // Busy: a 503, then read what the client sent before closing
+            // (closing with it unread would reset the connection before
+            // the client reads the answer); beyond the refusal slots, close.
+            let Ok(refusal) = refusals.clone().try_acquire_owned() else { continue };
+            exchanges.spawn(async move {
+                let _refusal = refusal;
+                let mut stream = stream;
+                let refuse = async {
+                    let answer = response(503, "Service Unavailable", "too many scrapes at once\n", false);
+                    if stream.write_all(&answer).await.is_ok() && stream.shutdown().await.is_ok() {
+                        drain(&mut stream).await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_millis(METRICS_DRAIN_MS), refuse).await;
+            });
             continue;
         };
         let metrics = metrics.clone();
