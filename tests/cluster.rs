@@ -10,7 +10,8 @@
 //! (`switchover`), a CREATE and a REMOVE whose active died between executing
 //! and recording them (`exactly_once`), and `locks` answered on every node
 //! (`locks`); NLM locks across failover (`nlm`), and classic vs transparent
-//! lock recovery (`nlm_classic`). Cluster tests run one at a time (`harness::serial`).
+//! lock recovery (`nlm_classic`); `stats` and `/metrics` on every member
+//! (`stats`). Cluster tests run one at a time (`harness::serial`).
 
 mod harness;
 
@@ -22,4 +23,5 @@ mod nlm;
 mod nlm_classic;
 mod partition;
 mod relay;
+mod stats;
 mod switchover;
