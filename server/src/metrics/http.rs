@@ -94,7 +94,6 @@ async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, mut stop: wat
             // the client reads the answer); beyond the refusal slots, close.
             let Ok(refusal) = refusals.clone().try_acquire_owned() else { continue };
             exchanges.spawn(async move {
-                let _refusal = refusal;
                 let mut stream = stream;
                 let refuse = async {
                     let answer = response(503, "Service Unavailable", "too many scrapes at once\n", false);
@@ -103,12 +102,14 @@ async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, mut stop: wat
                     }
                 };
                 let _ = tokio::time::timeout(Duration::from_millis(METRICS_DRAIN_MS), refuse).await;
+                // The slot first, then the close the client waits for.
+                drop(refusal);
+                drop(stream);
             });
             continue;
         };
         let metrics = metrics.clone();
         exchanges.spawn(async move {
-            let _permit = permit;
             let mut stream = stream;
             let wait = Duration::from_millis(METRICS_CONN_TIMEOUT_MS);
             match tokio::time::timeout(wait, exchange(&mut stream, &metrics)).await {
@@ -116,6 +117,10 @@ async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, mut stop: wat
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics exchange failed"),
                 Err(_) => tracing::debug!(%peer, "metrics client timed out"),
             }
+            // The slot first, then the close: a client that saw its answer
+            // end can scrape again at once.
+            drop(permit);
+            drop(stream);
         });
     }
     exchanges.shutdown().await;

@@ -41,7 +41,7 @@ use crate::rpc::shared::RpcShared;
 /// rest are summed under `client="other"`.
 pub const CONN_CLIENTS_MAX: usize = 16;
 /// The NFS program and version whose results start with an `nfsstat3`.
-const NFS_PROGRAM: u32 = 100_003;
+pub(crate) const NFS_PROGRAM: u32 = 100_003;
 const NFS_VERSION: u32 = 3;
 
 /// Why a call failed, as counted per procedure.

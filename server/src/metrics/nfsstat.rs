@@ -12,8 +12,8 @@
 //! ...
 //! ```
 //!
-//! Then one such block per other program served (`mount v1`, `mount v3`,
-//! `nlm v4`, `nsm v1`, `portmap v2`). Procedure names are the tables' own,
+//! Then one such block per other program served, by program number
+//! (`portmap v2`, `mount v1`, `mount v3`, `nlm v4`, `nsm v1`). Procedure names are the tables' own,
 //! lower-cased; six per row; each count is followed by its integer share of
 //! the program's calls. Lines carry no trailing blanks.
 //!
@@ -25,14 +25,16 @@
 
 use std::fmt::Write as _;
 
-use super::{ErrorKind, Metrics, ProgramStats, Refusal};
+use super::{ErrorKind, Metrics, ProgramStats, Refusal, NFS_PROGRAM};
 
 /// Procedures per row, as nfsstat prints them.
 const PER_ROW: usize = 6;
 
 /// The whole `stats` text.
 pub fn render(metrics: &Metrics) -> String {
-    let programs = metrics.programs();
+    let mut programs = metrics.programs();
+    // NFS first, as nfsstat has it; then by program number and version.
+    programs.sort_by_key(|p| (p.prog != NFS_PROGRAM, p.prog, p.vers));
     let refused: u64 = Refusal::ALL.iter().map(|r| metrics.refused(*r)).sum();
     let calls = programs.iter().map(|p| p.calls()).fold(refused, u64::saturating_add);
     let garbage: u64 = programs.iter().flat_map(|p| p.procs.iter()).map(|s| s.errors(ErrorKind::GarbageArgs)).sum();
@@ -87,6 +89,7 @@ mod tests {
     #[test]
     fn nfsstat_layout() {
         let m = Metrics::default();
+        m.program("portmap", 100_000, 2, &["NULL"]);
         let names = ["NULL", "GETATTR", "SETATTR", "LOOKUP", "ACCESS", "READLINK", "READ"];
         let nfs = m.program("nfs", 100_003, 3, &names);
         for i in [1, 1, 1, 3, 6] {
@@ -103,7 +106,11 @@ mod tests {
             null         getattr      setattr      lookup       access       readlink\n\
             0         0% 3        60% 0         0% 1        20% 0         0% 0         0%\n\
             read\n\
-            1        20%\n";
+            1        20%\n\
+            \n\
+            Server portmap v2:\n\
+            null\n\
+            0         0%\n";
         assert_eq!(text, expected);
     }
 }

@@ -6,7 +6,10 @@
 //!
 //! Series whose subject does not exist on this node are left out: the Raft
 //! families on a single node, the lag on a follower (only the leader knows
-//! it), a last promotion before there was one.
+//! it), a last promotion before there was one. Every procedure has its
+//! `hanfs_rpc_calls_total`; its errors and latency histogram appear once it
+//! has been called (as client libraries create a series on first use), which
+//! keeps an idle node's exposition small.
 
 use std::fmt::Write as _;
 
@@ -113,7 +116,7 @@ fn rpc(out: &mut String, metrics: &Metrics) {
     family(out, "hanfs_rpc_errors_total", help, "counter");
     for p in &programs {
         let vers = p.vers.to_string();
-        for s in p.procs.iter() {
+        for s in p.procs.iter().filter(|s| s.calls() > 0) {
             for kind in ErrorKind::ALL {
                 let [a, b, c] = labels(p.name, &vers, s.name);
                 line_owned(
@@ -132,7 +135,7 @@ fn rpc(out: &mut String, metrics: &Metrics) {
     family(out, "hanfs_rpc_duration_seconds", "Time from a call's arrival to its outcome.", "histogram");
     for p in &programs {
         let vers = p.vers.to_string();
-        for s in p.procs.iter() {
+        for s in p.procs.iter().filter(|s| s.calls() > 0) {
             let l = labels(p.name, &vers, s.name);
             let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
             histogram(out, "hanfs_rpc_duration_seconds", &l, &s.latency().snapshot(), Some(US_PER_S));
