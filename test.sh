@@ -25,6 +25,11 @@ for pair in rpcinfo:rpcbind rpcbind:rpcbind showmount:nfs-common nfs-ls:libnfs-u
     mkfs.ext4:e2fsprogs losetup:mount; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
+# The /metrics test parses the exposition with the python prometheus_client
+# parser, from Debian's python (tests/metrics.rs runs /usr/bin/python3).
+if ! /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+    missing+=(python3-prometheus-client)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     step "installing ${missing[*]}"

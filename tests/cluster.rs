@@ -10,8 +10,9 @@
 //! (`switchover`), a CREATE and a REMOVE whose active died between executing
 //! and recording them (`exactly_once`), and `locks` answered on every node
 //! (`locks`); NLM locks across failover (`nlm`), and classic vs transparent
-//! lock recovery (`nlm_classic`); an export on the wrong filesystem refused
-//! (`wrong_disk`). Cluster tests run one at a time (`harness::serial`).
+//! lock recovery (`nlm_classic`); `stats` and `/metrics` on every member
+//! (`stats`); an export on the wrong filesystem refused (`wrong_disk`).
+//! Cluster tests run one at a time (`harness::serial`).
 
 mod harness;
 
@@ -23,5 +24,6 @@ mod nlm;
 mod nlm_classic;
 mod partition;
 mod relay;
+mod stats;
 mod switchover;
 mod wrong_disk;

@@ -9,6 +9,7 @@ mod exactly_once;
 mod handles;
 mod locks;
 mod malformed;
+mod metrics;
 mod mount;
 mod nfs3_ops;
 mod nlm;

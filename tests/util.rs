@@ -87,6 +87,7 @@ pub fn test_config(export_dir: &Path, clients: &str, state_dir: &Path) -> Server
         record_bytes_max: hanfs_server::rpc::record::RECORD_BYTES_MAX,
         cluster: None,
         nlm: Default::default(),
+        metrics_listen: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Stage one of argument handling: clap structures that mirror the command
 //! line. `config::load_*` turns them into a validated `ServerConfig`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -45,6 +45,8 @@ pub enum Command {
         state_dir = \"/var/lib/hanfs\"   # default; relative paths are relative to the file\n\
         log_format = \"text\"            # or \"json\"\n\
         record_bytes_max = 1114112     # largest RPC record; default 1 MiB + 64 KiB\n\n\
+        [metrics]                      # optional; off by default\n\
+        listen = \"127.0.0.1:9633\"     # GET /metrics, Prometheus text format\n\n\
         [ports]                        # defaults below\n\
         portmap = 111\n\
         nfs = 2049\n\
@@ -69,6 +71,10 @@ pub enum Command {
     /// List NLM locks (held, waiting, GRANTED callbacks pending), lock hosts
     /// and NSM monitors from the replicated lock table (on any node).
     Locks(StateArgs),
+    /// Per-procedure call counts of the serving node, in `nfsstat -s`'s
+    /// layout (NFS v3, MOUNT, NLM, NSM, portmap). On a cluster node that does
+    /// not serve, the leader's; the first line says which node answered.
+    Stats(StateArgs),
     /// Cluster: bootstrap the membership from the config's [[cluster.peer]]
     /// entries. Run once, on one storage node, after every node runs.
     Init(StateArgs),
@@ -170,6 +176,10 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// Serve Prometheus metrics (GET /metrics) on this address [default: off].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]

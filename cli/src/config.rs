@@ -23,9 +23,12 @@
 //!
 //! [nlm]                         # optional; see cluster_config.rs
 //! lock_recovery = "transparent" # default; or "notify" (classic)
+//!
+//! [metrics]                     # optional; off by default
+//! listen = "127.0.0.1:9633"     # GET /metrics (Prometheus text format)
 //! ```
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use hanfs_server::config::{ExportConfig, NlmConfig, Ports, ServerConfig};
@@ -57,6 +60,15 @@ struct FileConfig {
     vip: Option<VipSection>,
     hooks: Option<HooksSection>,
     nlm: Option<NlmSection>,
+    #[serde(default)]
+    metrics: MetricsSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    /// `ADDR:PORT` of `GET /metrics`.
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -158,6 +170,13 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
     let cluster =
         crate::cluster_config::check(file.cluster.as_ref(), file.vip.as_ref(), file.hooks.as_ref(), base, &mut at);
     let nlm = check_nlm(file.nlm.as_ref(), &mut at);
+    let metrics_listen = file.metrics.listen.as_ref().and_then(|l| {
+        let parsed = l.get_ref().parse::<SocketAddr>();
+        if parsed.is_err() {
+            at(l.span(), format!("metrics listen: `{}` is not an ADDR:PORT socket address", l.get_ref()));
+        }
+        parsed.ok()
+    });
     // A cluster's export dirs may live on a shared disk that `on_promote`
     // mounts: on a passive node they need not exist yet.
     let dirs_must_exist = file.cluster.is_none();
@@ -184,6 +203,7 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
             record_bytes_max,
             cluster,
             nlm,
+            metrics_listen,
         },
         log_format: file.server.log_format.unwrap_or(LogFormat::Text),
     })
@@ -264,6 +284,7 @@ pub fn from_flags(args: &RunArgs) -> Result<Config, String> {
             record_bytes_max: RECORD_BYTES_MAX,
             cluster: None,
             nlm: NlmConfig::default(),
+            metrics_listen: args.metrics,
         },
         log_format: args.log_format.unwrap_or(LogFormat::Text),
     })
@@ -289,6 +310,9 @@ pub fn apply_overrides(config: &mut Config, args: &RunArgs) {
     }
     if let Some(f) = args.log_format {
         config.log_format = f;
+    }
+    if let Some(m) = args.metrics {
+        s.metrics_listen = Some(m);
     }
 }
 
@@ -375,6 +399,18 @@ mod tests {
         assert!(e.iter().any(|m| m.starts_with("6: ") && m.contains("grace_seconds")), "{e:?}");
         let e = errs(&format!("{head}[nlm]\nbogus = 1\n"));
         assert!(e.iter().any(|m| m.starts_with("6: ") && m.contains("bogus")), "{e:?}");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_checked() {
+        let head = "[[export]]\nname = \"/export\"\ndir = \"/tmp\"\nid = 1\n";
+        let c = load_str(head, Path::new("/")).map_err(|e| e.join("; ")).unwrap();
+        assert_eq!(c.server.metrics_listen, None);
+        let on = format!("{head}[metrics]\nlisten = \"127.0.0.1:9633\"\n");
+        let c = load_str(&on, Path::new("/")).map_err(|e| e.join("; ")).unwrap();
+        assert_eq!(c.server.metrics_listen, Some("127.0.0.1:9633".parse().unwrap()));
+        let e = errs(&format!("{head}[metrics]\nlisten = \"127.0.0.1\"\n"));
+        assert!(e.iter().any(|m| m.starts_with("6: ") && m.contains("metrics listen")), "{e:?}");
     }
 
     #[test]

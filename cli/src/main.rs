@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Exports(args) => query(args, "exports"),
         Command::Clients(args) => query(args, "clients"),
         Command::Locks(args) => query(args, "locks"),
+        Command::Stats(args) => ask(args, "stats".into()),
         Command::Init(args) => ask(args, "init".into()),
         Command::Status(args) => ask(args, "status".into()),
         Command::Switchover(a) => {
@@ -151,6 +152,10 @@ fn check_config(file: &Path) -> Result<(), Failure> {
         hanfs_server::config::LockRecovery::Notify => "notify",
     };
     println!("  nlm lock_recovery {recovery} grace {} s mon_name {}", n.grace_seconds, s.nsm_mon_name());
+    match s.metrics_listen {
+        Some(addr) => println!("  metrics http://{addr}/metrics"),
+        None => println!("  metrics off"),
+    }
     if let Some(c) = &s.cluster {
         let k = &c.cluster;
         println!("  cluster {} node {} secret {}", k.name, k.node_id, k.secret_file.display());

@@ -4,16 +4,20 @@
 //! caller with `CommitError::Rejected`), one `Command::Batch` entry of the
 //! accepted groups, and answering every waiter. How an entry is made durable
 //! (redb append and apply, or a Raft proposal) is the `Durable` implementor's.
+//! Each caller's latency and each entry's size are counted in
+//! `crate::stats::CommitStats` (read-only counters for `/metrics`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use hanfs_state::{encoded_len, Command, Outcome, State};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::commit::CommitError;
+use crate::stats::CommitStats;
 
 /// Requests waiting for the group-commit task; senders wait when it is full.
 pub const COMMIT_QUEUE_MAX: usize = 1024;
@@ -58,6 +62,7 @@ pub(crate) struct Batcher {
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     task: Mutex<Option<JoinHandle<()>>>,
     entries_written: Arc<AtomicU64>,
+    stats: Arc<CommitStats>,
 }
 
 impl Batcher {
@@ -66,20 +71,35 @@ impl Batcher {
     pub(crate) fn start<D: Durable>(durable: D, state: Arc<RwLock<State>>, entry_bytes_max: u64) -> Batcher {
         let (tx, rx) = mpsc::channel(COMMIT_QUEUE_MAX);
         let entries_written = Arc::new(AtomicU64::new(0));
-        let task = Task { durable, state, entry_bytes_max, entries_written: entries_written.clone() };
+        let stats = Arc::new(CommitStats::default());
+        let task =
+            Task { durable, state, entry_bytes_max, entries_written: entries_written.clone(), stats: stats.clone() };
         Batcher {
             entry_bytes_max,
             queue: Mutex::new(Some(tx)),
             task: Mutex::new(Some(tokio::spawn(task.run(rx)))),
             entries_written,
+            stats,
         }
     }
 
-    /// Queues `cmds` and waits for the entry holding them (or their rejection).
+    /// Queues `cmds` and waits for the entry holding them (or their
+    /// rejection); counts the wait in `CommitStats`.
     pub(crate) async fn submit(&self, cmds: Vec<Command>) -> Result<Vec<Outcome>, CommitError> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
+        let started = Instant::now();
+        let result = self.submit_counted(cmds).await;
+        let waited_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.latency_us.observe(waited_us);
+        if result.is_err() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn submit_counted(&self, cmds: Vec<Command>) -> Result<Vec<Outcome>, CommitError> {
         let bytes = cmds.iter().map(encoded_len).fold(REQUEST_OVERHEAD_BYTES, u64::saturating_add);
         if bytes > self.entry_bytes_max {
             let max = self.entry_bytes_max;
@@ -94,6 +114,11 @@ impl Batcher {
     /// Log entries written since `start` (each holds one or more callers' commands).
     pub(crate) fn entries_written(&self) -> u64 {
         self.entries_written.load(Ordering::Relaxed)
+    }
+
+    /// The counters of this commit path.
+    pub(crate) fn stats(&self) -> Arc<CommitStats> {
+        self.stats.clone()
     }
 
     /// Stops taking commits, lets queued ones finish, and waits for the task.
@@ -113,6 +138,7 @@ struct Task<D> {
     state: Arc<RwLock<State>>,
     entry_bytes_max: u64,
     entries_written: Arc<AtomicU64>,
+    stats: Arc<CommitStats>,
 }
 
 impl<D: Durable> Task<D> {
@@ -178,6 +204,9 @@ impl<D: Durable> Task<D> {
         if members.is_empty() {
             return;
         }
+        let commands: usize = members.iter().map(|m| if let Command::Batch(c) = m { c.len() } else { 1 }).sum();
+        self.stats.batch_callers.observe(members.len() as u64);
+        self.stats.commands.fetch_add(commands as u64, Ordering::Relaxed);
         let written = self.durable.write(Command::Batch(members), &self.entries_written).await;
         match written {
             // One outcome per accepted group, in order; each group's is a

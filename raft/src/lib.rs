@@ -10,6 +10,8 @@
 //! paths share (`batch`), and the witness relay (`relay`: the witness leads only
 //! to hand a lagging storage node the log), and the leader's cluster view that
 //! `status` shows on every node (`view`); `cluster::RaftNode` assembles them.
+//! `stats` holds read-only counters of the commit path (latency, batch
+//! sizes) and each follower's replication lag, for the server's `/metrics`.
 //! The server drives and reads Raft only through `RaftNode`: `status` (a copy
 //! of the metrics in our own types, a metrics watch, the reply-time
 //! `ServingCheck`, `debug snapshot`), `handover` (switchover and stepping
@@ -31,6 +33,7 @@ pub mod network;
 pub mod raft_commit;
 pub mod relay;
 pub mod sm_store;
+pub mod stats;
 pub mod status;
 pub mod timing;
 pub mod types;

@@ -79,6 +79,11 @@ impl LocalCommit {
         self.batcher.entries_written()
     }
 
+    /// Commit latency, batch sizes and failures since `open` (for `/metrics`).
+    pub fn commit_stats(&self) -> Arc<crate::stats::CommitStats> {
+        self.batcher.stats()
+    }
+
     /// Index of the last durable, applied log entry.
     pub fn last_index(&self) -> u64 {
         self.last_index.load(Ordering::Relaxed)

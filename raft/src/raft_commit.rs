@@ -60,6 +60,11 @@ impl RaftCommit {
         self.batcher.entries_written()
     }
 
+    /// Commit latency, batch sizes and failures since `start` (for `/metrics`).
+    pub fn commit_stats(&self) -> Arc<crate::stats::CommitStats> {
+        self.batcher.stats()
+    }
+
     /// Stop taking commits, let queued ones finish, wait for the task.
     pub async fn shutdown(&self) {
         self.batcher.shutdown().await;

@@ -1,8 +1,9 @@
 //! The local admin endpoint: a unix socket `admin.sock` in the state directory,
 //! owner-only (0600), line-oriented text. While the server runs, its state
 //! store is locked, so `hanfs-server exports` / `clients` / `locks` / `status` /
-//! `init` / `switchover` ask the running server here; with no server running,
-//! `exports`, `clients` and `locks` of a single node read the state directly.
+//! `init` / `switchover` / `stats` ask the running server here; with no server
+//! running, `exports`, `clients` and `locks` of a single node read the state
+//! directly (`stats` counts only exist in the running process).
 //!
 //! Protocol: the client sends one command line; the server answers with zero
 //! or more lines and closes. A refused or unknown command gets a line starting
@@ -39,14 +40,20 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// The single node's handler: `exports`, `clients` and `locks` from the
-/// applied state (`locks` names files through the exports it serves).
+/// applied state (`locks` names files through the exports it serves),
+/// `stats` from its counters.
 pub struct StateHandler {
     pub commit: Arc<dyn Commit>,
     pub serving: crate::vfs::ServingVfs,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Handler for StateHandler {
     fn answer(&self, line: String) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        if line.trim() == "stats" {
+            let text = stats_answer(&self.metrics, "this node (single node)");
+            return Box::pin(async move { text });
+        }
         let state = self.commit.state();
         let vfs = self.serving.get();
         let text = {
@@ -55,6 +62,12 @@ impl Handler for StateHandler {
         };
         Box::pin(async move { text })
     }
+}
+
+/// `stats`: which node answered (`who`), then the counts in nfsstat's layout
+/// (`metrics::nfsstat`).
+pub fn stats_answer(metrics: &crate::metrics::Metrics, who: &str) -> String {
+    format!("Answered by {who}\n\n{}", crate::metrics::nfsstat::render(metrics))
 }
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -77,7 +90,7 @@ pub fn answer(state: &State, line: &str, vfs: Option<&crate::vfs::Vfs>) -> Strin
         "exports" => exports_lines(state),
         "clients" => clients_lines(state),
         "locks" => crate::locks_view::locks_lines(state, vfs),
-        other => format!("error: unknown command `{other}` (try `exports`, `clients` or `locks`)\n"),
+        other => format!("error: unknown command `{other}` (try `exports`, `clients`, `locks` or `stats`)\n"),
     }
 }
 

@@ -110,6 +110,9 @@ pub struct ServerConfig {
     pub cluster: Option<ClusterSetup>,
     /// `[nlm]`: how locks are recovered when a node starts serving.
     pub nlm: NlmConfig,
+    /// `[metrics] listen`: where `GET /metrics` is served (Prometheus text
+    /// format); `None` (the default): nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl ServerConfig {

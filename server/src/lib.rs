@@ -5,7 +5,8 @@
 //! `portmap`, `nlm`, `nsm`, each a procedure table with its own context), the
 //! passthrough filesystem with handle resolution and credential switching
 //! (`vfs`), the export table (`exports`), the floating address (`vip`), the
-//! admin socket (`admin`; `locks_view` formats its `locks` answer) and the
+//! admin socket (`admin`; `locks_view` formats its `locks` answer), the
+//! counters and their `/metrics` and `stats` views (`metrics`), and the
 //! node lifecycle (`node`): a single node, or a cluster member that serves
 //! only while it is the promoted Raft leader.
 //! Replicated state is read from and changed only through `hanfs_raft::commit::Commit`.
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod exports;
 pub mod locks_view;
+pub mod metrics;
 pub mod mount;
 pub mod nfs3;
 pub mod nlm;

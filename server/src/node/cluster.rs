@@ -2,7 +2,8 @@
 //! peer listener on this node's `[[cluster.peer]]` address, build the `Shared`
 //! state, the admin socket (`control`), and — on a storage node — the
 //! `lifecycle` task that serves NFS only while this node is the promoted
-//! leader. A witness runs Raft and the admin socket only, never listeners.
+//! leader, and `GET /metrics` (if configured) on every member. A witness runs
+//! Raft, the admin socket and `/metrics` only, never NFS listeners.
 //!
 //! Raft files live in `<state_dir>/raft` (see `RAFT_DIR`); the admin socket
 //! in `<state_dir>/admin.sock`, as for a single node.
@@ -24,6 +25,8 @@ use super::shared::Shared;
 use super::NodeError;
 use crate::admin;
 use crate::config::ServerConfig;
+use crate::metrics::http::MetricsServer;
+use crate::metrics::Metrics;
 use crate::vip::Vip;
 
 /// Sub-directory of `state_dir` holding the Raft log and snapshot databases.
@@ -46,6 +49,7 @@ pub struct ClusterNode {
     lifecycle: Option<JoinHandle<()>>,
     admin_stop: broadcast::Sender<()>,
     admin_task: Option<JoinHandle<()>>,
+    metrics_server: Option<MetricsServer>,
 }
 
 impl ClusterNode {
@@ -79,6 +83,14 @@ impl ClusterNode {
         };
         let raft = RaftNode::start(opts, listener).await.map_err(|e| NodeError::Cluster(e.to_string()))?;
         let faults_enabled = std::env::var(FAULTS_ENV).is_ok_and(|v| v == "1");
+        let metrics = Metrics::new();
+        let metrics_server = match super::single::start_metrics(config.metrics_listen, &metrics).await {
+            Ok(server) => server,
+            Err(e) => {
+                let _ = raft.shutdown().await;
+                return Err(e);
+            }
+        };
         let shared = Arc::new(Shared {
             config,
             setup,
@@ -90,7 +102,13 @@ impl ClusterNode {
             faults_enabled,
             admin_op: tokio::sync::Mutex::new(()),
             serving: Default::default(),
+            metrics,
         });
+        let weak = Arc::downgrade(&shared);
+        shared.metrics.set_sampler(Arc::new(move || {
+            let Some(shared) = weak.upgrade() else { return Default::default() };
+            crate::metrics::cluster_sample(&shared.raft, shared.active().serving)
+        }));
         let weak = Arc::downgrade(&shared);
         let extra = move || weak.upgrade().map(|s| control::view_extra(&s)).unwrap_or_default();
         shared.raft.set_view_extra(Arc::new(extra));
@@ -117,7 +135,7 @@ impl ClusterNode {
             }
         };
         tracing::info!(node = own.id, role = ?own.role, peer_addr = %own.addr, cluster = %shared.setup.cluster.name, faults = faults_enabled, "cluster member started");
-        Ok(ClusterNode { shared, stop_tx, lifecycle, admin_stop, admin_task })
+        Ok(ClusterNode { shared, stop_tx, lifecycle, admin_stop, admin_task, metrics_server })
     }
 
     /// Is this node serving NFS right now (listeners open)?
@@ -127,6 +145,11 @@ impl ClusterNode {
 
     pub fn node_id(&self) -> NodeId {
         self.shared.raft.id
+    }
+
+    /// Where `GET /metrics` is served (`None`: not configured).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
     }
 
     /// Serving flag, ports of the current active period, last promotion.
@@ -145,6 +168,9 @@ impl ClusterNode {
         let _ = self.admin_stop.send(());
         if let Some(task) = self.admin_task.take() {
             let _ = task.await;
+        }
+        if let Some(server) = self.metrics_server.take() {
+            server.stop().await;
         }
         match Arc::try_unwrap(self.shared) {
             Ok(shared) => {

@@ -1,7 +1,9 @@
 //! The admin socket of a cluster member: `init`, `status`, `switchover
 //! [--to N]`, `exports`, `clients`, `locks` (these three from this node's
-//! applied state, on any node), and `debug faults block N | unblock N |
-//! heal` and `debug snapshot` (only when started with `HANFS_TEST_FAULTS=1`).
+//! applied state, on any node), `stats` (the serving node's call counts: a
+//! node that does not serve forwards it to the leader, and the answer says
+//! which node answered), and `debug faults block N | unblock N | heal` and
+//! `debug snapshot` (only when started with `HANFS_TEST_FAULTS=1`).
 //!
 //! `debug snapshot` builds a snapshot now (`RaftNode::snapshot_now`), waits
 //! for it (at most `DEBUG_SNAPSHOT_WAIT_MS`) and purges the log up to it, so a
@@ -81,10 +83,11 @@ impl Handler for Control {
                     let guard = state.read().unwrap_or_else(|p| p.into_inner());
                     admin::answer(&guard, &line, vfs.as_deref())
                 }
+                ["stats"] => stats_from_here(&shared).await,
                 ["debug", "faults", rest @ ..] => faults(&shared, rest),
                 ["debug", "snapshot"] => debug_snapshot(&shared).await,
                 _ => format!(
-                    "error: unknown command `{}` (try init, status, switchover [--to N], exports, clients, locks)\n",
+                    "error: unknown command `{}` (try init, status, switchover [--to N], exports, clients, locks, stats)\n",
                     line.trim()
                 ),
             }
@@ -312,11 +315,30 @@ async fn switchover_from_here(shared: &Shared, to: Option<NodeId>) -> String {
     }
 }
 
-/// A command another node forwarded to this one: only `switchover`, run
-/// here (never forwarded again: a node that no longer leads refuses it).
+/// `stats` asked on this node: its own counts while it serves, else the
+/// leader's (forwarded); the first line says which node answered.
+async fn stats_from_here(shared: &Shared) -> String {
+    let me = shared.raft.id;
+    if shared.active().serving {
+        return admin::stats_answer(&shared.metrics, &format!("node {me} (serving)"));
+    }
+    match shared.raft.forward_to_leader("stats".to_string()).await {
+        Ok((_, answer)) => answer,
+        Err(e) => format!("error: stats: node {me} does not serve and the leader cannot be asked: {e}\n"),
+    }
+}
+
+/// A command another node forwarded to this one: `switchover`, run here
+/// (never forwarded again: a node that no longer leads refuses it), or
+/// `stats`, answered with this node's counts.
 pub(crate) async fn forwarded(shared: &Shared, line: &str) -> String {
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
+        ["stats"] => {
+            let me = shared.raft.id;
+            let serving = if shared.active().serving { "serving" } else { "not serving" };
+            admin::stats_answer(&shared.metrics, &format!("node {me} (the leader, {serving}; forwarded)"))
+        }
         ["switchover", rest @ ..] => match parse_switchover(rest) {
             Ok(to) => switchover(shared, to).await,
             Err(e) => format!("error: {e}\n"),

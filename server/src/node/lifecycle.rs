@@ -110,6 +110,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         a.last_promotion_took_ms = Some(took_ms);
                         a.last_error = None;
                     });
+                    shared.metrics.promoted(took_ms);
                     let listen = shared.config.listen;
                     tracing::info!(%listen, ?ports, took_ms, exports = shared.config.exports.len(), "serving");
                     // For `status` on every node; service does not depend on it.
@@ -218,7 +219,7 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
             return Err(PromoteError::Start(e));
         }
     };
-    let services = match services(shared.config.clone(), commit, shared.fence(), vfs) {
+    let services = match services(shared.config.clone(), commit, shared.fence(), vfs, &shared.metrics) {
         Ok(s) => {
             let s = Arc::new(s);
             shared.serving.set(&s.nfs.vfs);

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub admin_op: tokio::sync::Mutex<()>,
     /// The exports while this node serves them (`locks` names files through them).
     pub serving: crate::vfs::ServingVfs,
+    /// This node's counters, over all its active periods.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {

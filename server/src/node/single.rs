@@ -1,13 +1,13 @@
 //! The single active node (no `[cluster]`): open the state on `LocalCommit`,
 //! register the exports and start a new write-verifier epoch, build
 //! `Services` (each program's context and what the RPC transport shares), bind
-//! the listeners (`listen`), start the admin socket; on stop undo it in
-//! reverse order.
+//! the listeners (`listen`), start `/metrics` if configured and the admin
+//! socket; on stop undo it in reverse order.
 //!
 //! `start` returns a `Node` with the bound ports, so tests can run a node
 //! in-process on port 0.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hanfs_raft::commit::Commit;
@@ -21,6 +21,8 @@ use super::{BoundPorts, NodeError};
 use crate::admin;
 use crate::config::ServerConfig;
 use crate::exports::ExportTable;
+use crate::metrics::http::MetricsServer;
+use crate::metrics::Metrics;
 use crate::mount::MountCtx;
 use crate::nfs3::NfsCtx;
 use crate::rpc::shared::{Fence, RpcShared};
@@ -35,6 +37,9 @@ pub struct Node {
     admin_task: Option<tokio::task::JoinHandle<()>>,
     /// Closed last on stop, so the state directory can be reopened.
     local: Arc<LocalCommit>,
+    metrics: Arc<Metrics>,
+    /// `GET /metrics`, when `[metrics] listen` is set.
+    metrics_server: Option<MetricsServer>,
 }
 
 /// Open every export and commit what an active node commits before it
@@ -56,17 +61,21 @@ pub(crate) async fn open_and_commit(config: &ServerConfig, commit: &Arc<dyn Comm
     Vfs::new(roots, &guard).map_err(NodeError::Export)
 }
 
-/// Build the per-active-period services around the opened exports.
+/// Build the per-active-period services around the opened exports; their
+/// calls are counted in the node's `metrics`.
 pub(crate) fn services(
     config: ServerConfig,
     commit: Arc<dyn Commit>,
     fence: Fence,
     vfs: Vfs,
+    metrics: &Arc<Metrics>,
 ) -> Result<Services, NodeError> {
     let vfs = Arc::new(vfs);
     let exports = Arc::new(ExportTable::new(&config.exports));
+    let rpc = Arc::new(RpcShared::new(commit.clone(), fence, config.record_bytes_max).with_metrics(metrics.clone()));
+    metrics.attach(&rpc);
     Ok(Services {
-        rpc: Arc::new(RpcShared::new(commit.clone(), fence, config.record_bytes_max)),
+        rpc,
         nfs: Arc::new(NfsCtx { vfs: vfs.clone(), exports: exports.clone(), commit: commit.clone() }),
         mount: Arc::new(MountCtx { exports, vfs, commit: commit.clone() }),
         portmap: Default::default(),
@@ -82,14 +91,27 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
     let local = LocalCommit::open(&config.state_dir).map_err(NodeError::StateOpen)?;
     let commit: Arc<dyn Commit> = local.clone();
     let vfs = open_and_commit(&config, &commit).await?;
-    let services = Arc::new(services(config, commit.clone(), Fence::always(), vfs)?);
+    let metrics = Metrics::new();
+    let weak = Arc::downgrade(&local);
+    metrics.set_sampler(Arc::new(move || {
+        weak.upgrade().map(|local| crate::metrics::single_sample(&local)).unwrap_or_default()
+    }));
+    let services = Arc::new(services(config, commit.clone(), Fence::always(), vfs, &metrics)?);
     let serving = Serving::open(&services).await?;
+    let metrics_server = match start_metrics(services.config.metrics_listen, &metrics).await {
+        Ok(server) => server,
+        Err(e) => {
+            serving.close(&services).await;
+            local.shutdown().await;
+            return Err(e);
+        }
+    };
     let (admin_stop, admin_rx) = broadcast::channel(1);
     // The admin socket is a convenience: failing to bind it (e.g. a state path
     // longer than a unix socket path allows) must not stop NFS service.
     let served = vfs::ServingVfs::default();
     served.set(&services.nfs.vfs);
-    let handler = Arc::new(admin::StateHandler { commit, serving: served });
+    let handler = Arc::new(admin::StateHandler { commit, serving: served, metrics: metrics.clone() });
     let admin_task = match admin::serve(&services.config.state_dir, handler, admin_rx) {
         Ok(task) => Some(task),
         Err(e) => {
@@ -101,7 +123,20 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
     let ports = serving.ports();
     let listen = services.config.listen;
     tracing::info!(%listen, ?ports, exports = services.config.exports.len(), "serving");
-    Ok(Node { services, serving, admin_stop, admin_task, local })
+    Ok(Node { services, serving, admin_stop, admin_task, local, metrics, metrics_server })
+}
+
+/// Serve `GET /metrics` on `listen`, if set.
+pub(crate) async fn start_metrics(
+    listen: Option<SocketAddr>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<MetricsServer>, NodeError> {
+    let Some(addr) = listen else { return Ok(None) };
+    MetricsServer::start(addr, metrics.clone()).await.map(Some).map_err(|error| NodeError::Bind {
+        what: "metrics",
+        addr,
+        error,
+    })
 }
 
 impl Node {
@@ -117,10 +152,23 @@ impl Node {
         self.services.config.listen
     }
 
+    /// Where `GET /metrics` is served (`None`: not configured).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// This node's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Stop serving: close the listeners and every connection, unregister
     /// from a system rpcbind, wait until every task has finished.
     pub async fn stop(self) {
         self.serving.close(&self.services).await;
+        if let Some(server) = self.metrics_server {
+            server.stop().await;
+        }
         let _ = self.admin_stop.send(());
         if let Some(task) = self.admin_task {
             let _ = task.await;

@@ -29,15 +29,25 @@
 //! A `Dispatcher<C>` serves the programs of one context type `C`, and hands
 //! that context to every handler; a program with a new context type gets its
 //! own dispatcher (and listener) without any change here.
+//!
+//! Every call is counted in the node's `metrics::Metrics` (atomics only, no
+//! lock or allocation): refusals before a procedure is found by
+//! `metrics::Refusal`; a procedure's calls, its errors by `ErrorKind`
+//! (GARBAGE_ARGS, SYSTEM_ERR, a non-OK NFSv3 status, left unanswered) and
+//! its latency from arrival to outcome; the DRC's hits, recoveries and
+//! dropped retransmissions.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hanfs_state::{Command, DrcCred, DrcKey, DrcValue};
 
 use super::msg::{self, AcceptStat, CallHeader};
 use super::program::{Call, Cred, Drc, Proc, ProcError, Program, Reply, Transport};
 use super::shared::{Busy, Claim, CloseReason, RpcShared};
+use crate::metrics::{ErrorKind, ProcStats, ProgramStats, Refusal};
 
 /// With `HANFS_TEST_FAULTS=1`: the procedure name after whose execution the
 /// process aborts, before the reply is recorded.
@@ -64,8 +74,12 @@ pub struct Registry<C: 'static> {
 }
 
 enum Lookup<C: 'static> {
-    Found(&'static Program<C>),
-    Mismatch { low: u32, high: u32 },
+    /// The program and its index in the registry.
+    Found(usize, &'static Program<C>),
+    Mismatch {
+        low: u32,
+        high: u32,
+    },
     Unavailable,
 }
 
@@ -80,9 +94,9 @@ impl<C> Registry<C> {
 
     fn find(&self, prog: u32, vers: u32) -> Lookup<C> {
         let mut range: Option<(u32, u32)> = None;
-        for p in self.programs.iter().filter(|p| p.prog == prog) {
+        for (i, p) in self.programs.iter().enumerate().filter(|(_, p)| p.prog == prog) {
             if p.vers == vers {
-                return Lookup::Found(p);
+                return Lookup::Found(i, p);
             }
             range = Some(match range {
                 None => (p.vers, p.vers),
@@ -108,6 +122,8 @@ pub struct Dispatcher<C: 'static> {
     shared: Arc<RpcShared>,
     ctx: Arc<C>,
     registry: Registry<C>,
+    /// The counters of each program of `registry`, in the same order.
+    stats: Vec<Arc<ProgramStats>>,
     /// Test fault: abort after executing this procedure (see the module doc).
     crash_after_execute: Option<String>,
 }
@@ -122,7 +138,15 @@ enum Step {
 
 impl<C: Send + Sync + 'static> Dispatcher<C> {
     pub fn new(shared: Arc<RpcShared>, ctx: Arc<C>, registry: Registry<C>) -> Self {
-        Dispatcher { shared, ctx, registry, crash_after_execute: crash_after_execute() }
+        let stats = registry
+            .programs()
+            .iter()
+            .map(|p| {
+                let names: Vec<&'static str> = p.procs.iter().map(|x| x.name).collect();
+                shared.metrics.program(p.name, p.prog, p.vers, &names)
+            })
+            .collect();
+        Dispatcher { shared, ctx, registry, stats, crash_after_execute: crash_after_execute() }
     }
 
     pub fn shared(&self) -> &Arc<RpcShared> {
@@ -138,7 +162,9 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
     /// no longer serve returns `Outcome::Close` instead, as for a failed
     /// commit. Every close is counted in `RpcShared::unanswered`.
     pub async fn call(&self, record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Outcome {
-        let outcome = match self.call_unfenced(record, peer, transport).await {
+        let started = Instant::now();
+        let (outcome, counted) = self.call_unfenced(record, peer, transport).await;
+        let outcome = match outcome {
             Outcome::Reply(reply) if !self.shared.serving_now() => {
                 let xid = reply.first_chunk::<4>().map_or(0, |b| u32::from_be_bytes(*b));
                 Outcome::Close { reason: CloseReason::Fenced, xid }
@@ -148,32 +174,65 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         if let Outcome::Close { reason, xid } = &outcome {
             let count = self.shared.unanswered.count(*reason);
             tracing::debug!(%peer, xid, ?transport, ?reason, count, "call left unanswered");
+            if let Some(counted) = counted {
+                counted.failed(ErrorKind::Unanswered);
+            }
+        }
+        if let Some(counted) = counted {
+            counted.took(started);
         }
         outcome
     }
 
-    async fn call_unfenced(&self, mut record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Outcome {
+    /// The outcome, and the counters of the procedure called (`None`: the
+    /// call was refused before one was found; counted as a `Refusal`).
+    async fn call_unfenced(
+        &self,
+        mut record: Vec<u8>,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> (Outcome, Option<&ProcStats>) {
+        let metrics = &self.shared.metrics;
         let header = match msg::decode_call(&record) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(%peer, error = ?e, "refused call header");
-                return e.reply().map_or(Outcome::Silent, Outcome::Reply);
+                metrics.refuse(match e {
+                    msg::HeaderError::RpcMismatch { .. } => Refusal::RpcMismatch,
+                    msg::HeaderError::Auth { .. } => Refusal::Auth,
+                    msg::HeaderError::Drop | msg::HeaderError::Garbage { .. } => Refusal::BadHeader,
+                });
+                return (e.reply().map_or(Outcome::Silent, Outcome::Reply), None);
             }
         };
-        let program = match self.registry.find(header.prog, header.vers) {
-            Lookup::Found(p) => p,
-            Lookup::Mismatch { low, high } => return Outcome::Reply(msg::prog_mismatch(header.xid, low, high)),
-            Lookup::Unavailable => return Outcome::Reply(msg::accepted(header.xid, AcceptStat::ProgUnavail)),
+        let (index, program) = match self.registry.find(header.prog, header.vers) {
+            Lookup::Found(i, p) => (i, p),
+            Lookup::Mismatch { low, high } => {
+                metrics.refuse(Refusal::ProgMismatch);
+                return (Outcome::Reply(msg::prog_mismatch(header.xid, low, high)), None);
+            }
+            Lookup::Unavailable => {
+                metrics.refuse(Refusal::ProgUnavail);
+                return (Outcome::Reply(msg::accepted(header.xid, AcceptStat::ProgUnavail)), None);
+            }
         };
-        let Some(proc_) = usize::try_from(header.proc_).ok().and_then(|i| program.procs.get(i)) else {
-            return Outcome::Reply(msg::accepted(header.xid, AcceptStat::ProcUnavail));
+        let number = usize::try_from(header.proc_).ok();
+        let (Some(proc_), Some(program_stats), Some(counted)) = (
+            number.and_then(|i| program.procs.get(i)),
+            self.stats.get(index),
+            number.and_then(|i| self.stats.get(index).and_then(|s| s.proc_(i))),
+        ) else {
+            metrics.refuse(Refusal::ProcUnavail);
+            return (Outcome::Reply(msg::accepted(header.xid, AcceptStat::ProcUnavail)), None);
         };
+        counted.called();
         // The arguments keep the record's buffer: the header is removed in
         // place (a move within the buffer, no second allocation of a 1 MiB WRITE).
         record.drain(..header.args_offset.min(record.len()));
         let args = record;
         tracing::trace!(%peer, xid = header.xid, program = program.name, proc_ = proc_.name, "call");
-        self.run(&header, proc_, args, peer, transport).await
+        let counters = Counters { program: program_stats, proc_: counted };
+        (self.run(&header, proc_, args, peer, transport, counters).await, Some(counted))
     }
 
     /// Runs the call. For `Drc::Record` and `Drc::ReplyOnly` procedures the
@@ -189,8 +248,10 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         args: Vec<u8>,
         peer: SocketAddr,
         transport: Transport,
+        counters: Counters<'_>,
     ) -> Outcome {
         let xid = header.xid;
+        let drc_stats = &self.shared.metrics.drc;
         // Held until the reply is recorded; released however the call ends.
         let mut claim = None;
         let mut step = Step::Execute;
@@ -200,20 +261,26 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                 Ok(held) => held,
                 Err(Busy::Running) => {
                     tracing::debug!(%peer, xid, proc_ = proc_.name, "retransmission while in progress; dropped");
+                    drc_stats.in_progress.fetch_add(1, Ordering::Relaxed);
                     return Outcome::Silent;
                 }
                 Err(Busy::Replied(body)) => {
                     tracing::debug!(%peer, xid, proc_ = proc_.name, "answered from the reply being recorded");
+                    drc_stats.hits.fetch_add(1, Ordering::Relaxed);
+                    counters.replied(&body);
                     return Outcome::Reply(msg::success(xid, &body));
                 }
             };
             match drc_lookup(&self.shared, &held.key) {
                 Some(DrcValue::Reply(body)) => {
                     tracing::debug!(%peer, xid, proc_ = proc_.name, "answered from the DRC");
+                    drc_stats.hits.fetch_add(1, Ordering::Relaxed);
+                    counters.replied(&body);
                     return Outcome::Reply(msg::success(xid, &body));
                 }
                 Some(DrcValue::Intent) => {
                     tracing::info!(%peer, xid, proc_ = proc_.name, "intent without a reply; recovering from the disk");
+                    drc_stats.recovered.fetch_add(1, Ordering::Relaxed);
                     step = Step::Recover;
                 }
                 None if proc_.drc == Drc::Record => {
@@ -234,7 +301,14 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         let call = Call { peer, xid, cred: header.cred.clone(), transport };
         let reply = match run(self.ctx.clone(), call, args).await {
             Ok(reply) => reply,
-            Err(e) => return error_reply(xid, e, proc_.name).map_or(Outcome::Silent, Outcome::Reply),
+            Err(e) => {
+                match e {
+                    ProcError::GarbageArgs => counters.proc_.failed(ErrorKind::GarbageArgs),
+                    ProcError::SystemErr => counters.proc_.failed(ErrorKind::SystemErr),
+                    ProcError::NoReply => {}
+                }
+                return error_reply(xid, e, proc_.name).map_or(Outcome::Silent, Outcome::Reply);
+            }
         };
         if matches!(step, Step::Execute) && self.crash_after_execute.as_deref() == Some(proc_.name) {
             tracing::error!(xid, proc_ = proc_.name, "test fault: aborting after execution, before the record");
@@ -268,7 +342,22 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                 }
             }
         }
+        counters.replied(&body);
         Outcome::Reply(msg::success(xid, &body))
+    }
+}
+
+/// The counters one call adds to.
+#[derive(Clone, Copy)]
+struct Counters<'a> {
+    program: &'a ProgramStats,
+    proc_: &'a ProcStats,
+}
+
+impl Counters<'_> {
+    /// A successful reply with result `body`: an error if its status is not OK.
+    fn replied(&self, body: &[u8]) {
+        self.program.check_status(self.proc_, body);
     }
 }
 
@@ -335,215 +424,5 @@ fn drc_lookup(shared: &RpcShared, key: &DrcKey) -> Option<DrcValue> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::{Mutex, RwLock};
-    use std::time::Duration;
-
-    use hanfs_raft::commit::{Commit, CommitFuture};
-    use hanfs_state::State;
-
-    use super::*;
-    use crate::rpc::program::{ProcFuture, Recover};
-    use crate::rpc::shared::Fence;
-
-    /// Waits for a record committed off the reply path: 2 s at most.
-    const RECORD_POLLS_MAX: u32 = 2000;
-
-    /// Applies every commit to an in-memory state and notes it in `events`.
-    struct Mem {
-        state: Arc<RwLock<State>>,
-        events: Events,
-    }
-
-    impl Commit for Mem {
-        fn commit(&self, cmds: Vec<Command>) -> CommitFuture<'_> {
-            let kinds: Vec<String> =
-                cmds.iter().map(|c| format!("{c:?}").split([' ', '(', '{']).next().unwrap_or("").to_owned()).collect();
-            self.events.lock().unwrap().push(format!("commit {}", kinds.join("+")));
-            let mut outcomes = Vec::new();
-            let mut state = self.state.write().unwrap();
-            for cmd in &cmds {
-                outcomes.push(state.apply(cmd).unwrap());
-            }
-            Box::pin(async move { Ok(outcomes) })
-        }
-        fn state(&self) -> Arc<RwLock<State>> {
-            self.state.clone()
-        }
-    }
-
-    /// What happened, in order: handler runs and commits.
-    type Events = Arc<Mutex<Vec<String>>>;
-
-    struct Ctx {
-        events: Events,
-    }
-
-    fn note(ctx: &Ctx, what: &str) {
-        ctx.events.lock().unwrap().push(what.to_owned());
-    }
-
-    fn ran(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
-        note(&ctx, "run");
-        Box::pin(async { Ok(Reply::new(b"ran!".to_vec())) })
-    }
-
-    fn ran_with_effect(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
-        note(&ctx, "run");
-        Box::pin(async { Ok(Reply::with_effects(b"ran!".to_vec(), vec![Command::BumpEpoch])) })
-    }
-
-    fn recovered(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
-        note(&ctx, "recover");
-        Box::pin(async { Ok(Reply::new(b"rcv!".to_vec())) })
-    }
-
-    const RECOVER: Recover<Ctx> = recovered;
-    static PROCS: [Proc<Ctx>; 3] = [
-        Proc { name: "ONCE", handler: ran, drc: Drc::Record, recover: Some(RECOVER) },
-        Proc { name: "ONCE_EFFECT", handler: ran_with_effect, drc: Drc::Record, recover: Some(RECOVER) },
-        Proc { name: "REPLY_ONLY", handler: ran_with_effect, drc: Drc::ReplyOnly, recover: None },
-    ];
-    static PROGRAM: Program<Ctx> = Program { name: "test", prog: 400_000, vers: 1, procs: &PROCS };
-
-    fn setup() -> (Dispatcher<Ctx>, Events, Arc<RwLock<State>>) {
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let state = Arc::new(RwLock::new(State::default()));
-        let commit = Arc::new(Mem { state: state.clone(), events: events.clone() });
-        let shared = Arc::new(RpcShared::new(commit, Fence::always(), 1 << 20));
-        let ctx = Arc::new(Ctx { events: events.clone() });
-        (Dispatcher::new(shared, ctx, Registry::new(&[&PROGRAM])), events, state)
-    }
-
-    /// A call of `proc_` as AUTH_SYS `uid`, with 4 argument bytes.
-    fn call_record(xid: u32, proc_: u32, uid: u32) -> Vec<u8> {
-        let mut cred = Vec::new();
-        for w in [0u32, 0, uid, uid, 0] {
-            cred.extend_from_slice(&w.to_be_bytes());
-        }
-        let mut m = Vec::new();
-        for w in [xid, 0, 2, 400_000, 1, proc_, 1, cred.len() as u32] {
-            m.extend_from_slice(&w.to_be_bytes());
-        }
-        m.extend_from_slice(&cred);
-        m.extend_from_slice(&[0; 8]);
-        m.extend_from_slice(b"args");
-        m
-    }
-
-    fn peer() -> SocketAddr {
-        SocketAddr::from(([10, 0, 0, 7], 800))
-    }
-
-    fn body(outcome: Outcome) -> Vec<u8> {
-        let Outcome::Reply(reply) = outcome else { panic!("a reply expected, got {outcome:?}") };
-        reply[reply.len() - 4..].to_vec()
-    }
-
-    async fn wait_recorded(state: &RwLock<State>, n: u64) {
-        for _ in 0..RECORD_POLLS_MAX {
-            let replies = {
-                let s = state.read().unwrap();
-                s.drc_keys_by_age().filter(|k| s.drc_get(k).is_some()).count() as u64
-            };
-            if replies >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        panic!("the reply record was not committed");
-    }
-
-    #[tokio::test]
-    async fn record_commits_the_intent_first_and_replays_the_reply() {
-        let (d, events, state) = setup();
-        assert_eq!(body(d.call(call_record(1, 0, 5), peer(), Transport::Tcp).await), b"ran!");
-        wait_recorded(&state, 1).await;
-        assert_eq!(*events.lock().unwrap(), ["commit DrcIntent", "run", "commit DrcInsert"]);
-        // The retransmission is answered from the cache, nothing runs or commits.
-        assert_eq!(body(d.call(call_record(1, 0, 5), peer(), Transport::Tcp).await), b"ran!");
-        assert_eq!(events.lock().unwrap().len(), 3);
-        // Another uid with the same xid and arguments is another call.
-        assert_eq!(body(d.call(call_record(1, 0, 6), peer(), Transport::Tcp).await), b"ran!");
-        assert_eq!(events.lock().unwrap().len(), 5);
-    }
-
-    #[tokio::test]
-    async fn effects_and_record_commit_together_before_the_reply() {
-        let (d, events, state) = setup();
-        assert_eq!(body(d.call(call_record(2, 1, 5), peer(), Transport::Tcp).await), b"ran!");
-        assert_eq!(*events.lock().unwrap(), ["commit DrcIntent", "run", "commit BumpEpoch+DrcInsert"]);
-        assert_eq!(state.read().unwrap().epoch(), 1);
-    }
-
-    #[tokio::test]
-    async fn an_intent_without_a_reply_is_recovered_not_run() {
-        let (d, events, state) = setup();
-        let record = call_record(3, 0, 5);
-        let header = msg::decode_call(&record).unwrap();
-        let key = drc_key(&header, peer(), &record[header.args_offset..]);
-        state
-            .write()
-            .unwrap()
-            .apply(&Command::DrcIntent { key: key.clone(), now_ms: crate::clock::unix_ms() })
-            .unwrap();
-        assert_eq!(body(d.call(record.clone(), peer(), Transport::Tcp).await), b"rcv!");
-        wait_recorded(&state, 1).await;
-        assert_eq!(*events.lock().unwrap(), ["recover", "commit DrcInsert"]);
-        assert_eq!(state.read().unwrap().drc_get(&key), Some(&b"rcv!"[..]));
-    }
-
-    #[tokio::test]
-    async fn reply_only_records_no_intent() {
-        let (d, events, _state) = setup();
-        assert_eq!(body(d.call(call_record(4, 2, 5), peer(), Transport::Tcp).await), b"ran!");
-        assert_eq!(*events.lock().unwrap(), ["run", "commit BumpEpoch+DrcInsert"]);
-        assert_eq!(body(d.call(call_record(4, 2, 5), peer(), Transport::Tcp).await), b"ran!");
-        assert_eq!(events.lock().unwrap().len(), 2, "answered from the cache");
-    }
-
-    /// Refuses every commit.
-    struct Refuse(Arc<RwLock<State>>);
-
-    impl Commit for Refuse {
-        fn commit(&self, _cmds: Vec<Command>) -> CommitFuture<'_> {
-            Box::pin(async { Err(hanfs_raft::commit::CommitError::NotLeader) })
-        }
-        fn state(&self) -> Arc<RwLock<State>> {
-            self.0.clone()
-        }
-    }
-
-    fn dispatcher(commit: Arc<dyn Commit>, fence: Fence, events: &Events) -> Dispatcher<Ctx> {
-        let shared = Arc::new(RpcShared::new(commit, fence, 1 << 20));
-        Dispatcher::new(shared, Arc::new(Ctx { events: events.clone() }), Registry::new(&[&PROGRAM]))
-    }
-
-    #[tokio::test]
-    async fn a_failed_intent_commit_closes_without_running() {
-        let events = Events::default();
-        let d = dispatcher(Arc::new(Refuse(Default::default())), Fence::always(), &events);
-        let closed = Outcome::Close { reason: CloseReason::CommitFailed, xid: 11 };
-        assert_eq!(d.call(call_record(11, 0, 5), peer(), Transport::Tcp).await, closed);
-        // The in-progress claim is released: the retransmission is tried again.
-        assert_eq!(d.call(call_record(11, 0, 5), peer(), Transport::Udp).await, closed);
-        assert!(events.lock().unwrap().is_empty(), "the handler never ran");
-        assert_eq!(d.shared().unanswered.get(CloseReason::CommitFailed), 2);
-    }
-
-    #[tokio::test]
-    async fn a_reply_past_the_fence_is_a_close() {
-        let (events, state) = (Events::default(), Arc::new(RwLock::new(State::default())));
-        let commit = Arc::new(Mem { state, events: events.clone() });
-        let d = dispatcher(commit, Fence::new(|| false), &events);
-        let closed = Outcome::Close { reason: CloseReason::Fenced, xid: 12 };
-        assert_eq!(d.call(call_record(12, 1, 5), peer(), Transport::Udp).await, closed);
-        assert_eq!(d.shared().unanswered.get(CloseReason::Fenced), 1);
-    }
-
-    #[test]
-    fn fnv1a_known_values() {
-        assert_eq!(args_checksum(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(args_checksum(b"a"), 0xaf63_dc4c_8601_ec8c);
-    }
-}
+#[path = "dispatch_tests.rs"]
+mod tests;

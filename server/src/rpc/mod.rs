@@ -1,7 +1,8 @@
 //! ONC RPC (RFC 5531), the transport for every program: record marking
 //! (`record`), call headers and replies (`msg`), AUTH_NONE/AUTH_SYS (`auth`),
 //! one dispatch path through the program tables with the duplicate-request
-//! cache hook and the reply-time fence (`dispatch`), TCP connections (`conn`)
+//! cache hook, the reply-time fence and the per-call counters of
+//! `crate::metrics` (`dispatch`), TCP connections (`conn`)
 //! and their registry (`registry`), the TCP/UDP listeners (`listener`), what
 //! they all share (`shared`: the in-progress set, the fence), and outbound
 //! calls to other hosts' programs (`client`). Programs plug in

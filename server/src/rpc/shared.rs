@@ -2,7 +2,9 @@
 //! replicated state behind the duplicate-request cache, the set of calls
 //! executing now, the reply-time fence, the counters of calls left
 //! unanswered, and the registry of open connections with the record size limit. Nothing in it belongs to a program: each
-//! program's own context is handed to its `Dispatcher` separately.
+//! program's own context is handed to its `Dispatcher` separately. It also
+//! holds the node's `metrics::Metrics`, which outlives it (one per node, not
+//! per active period).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +14,7 @@ use hanfs_raft::commit::Commit;
 use hanfs_state::DrcKey;
 
 use super::registry::ConnRegistry;
+use crate::metrics::Metrics;
 
 pub struct RpcShared {
     /// The replicated state: the DRC is read from it, and a handler's effects
@@ -28,6 +31,8 @@ pub struct RpcShared {
     pub record_bytes_max: u32,
     /// Calls left unanswered (their TCP connection closed), by reason.
     pub unanswered: Unanswered,
+    /// The node's counters (`RpcShared::new`: a private registry).
+    pub metrics: Arc<Metrics>,
 }
 
 impl RpcShared {
@@ -39,7 +44,14 @@ impl RpcShared {
             fence,
             record_bytes_max,
             unanswered: Default::default(),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Count into the node's `metrics` instead of a private registry.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// May this node send a reply at this instant? A cluster leader whose lease
