@@ -275,3 +275,81 @@ fn decode_reply<R: Unpack>(op: &'static str, record: Vec<u8>) -> Result<R, Bench
     }
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nfs3_client::nfs3_types::nfs3::nfsstat3;
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    /// NFS3ERR_STALE and NFS3ERR_BADHANDLE, as on the wire.
+    const STALE: u32 = 70;
+    const BADHANDLE: u32 = 10001;
+
+    /// A reply record: accepted, SUCCESS, then a bare nfsstat3 (a failed GETATTR).
+    fn reply(xid: u32, status: u32) -> Vec<u8> {
+        let words = [xid, 1, 0, 0, 0, 0, status];
+        let mut out = (0x8000_0000u32 | (words.len() as u32 * 4)).to_be_bytes().to_vec();
+        for w in words {
+            out.extend_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+
+    async fn read_call(conn: &mut TcpStream) -> u32 {
+        let mut head = [0u8; 4];
+        conn.read_exact(&mut head).await.expect("call header");
+        let len = (u32::from_be_bytes(head) & 0x7FFF_FFFF) as usize;
+        let mut body = vec![0u8; len];
+        conn.read_exact(&mut body).await.expect("call body");
+        u32::from_be_bytes(body[..4].try_into().expect("xid"))
+    }
+
+    fn target(port: u16) -> (Target, Mounted) {
+        let target = Target {
+            host: "127.0.0.1".parse().expect("address"),
+            portmap_port: 111,
+            mount_port: None,
+            nfs_port: Some(port),
+            export: "/export".into(),
+            uid: 0,
+            gid: 0,
+            privileged_port: false,
+            rpc_timeout: Duration::from_secs(10),
+        };
+        (target, Mounted { root: nfs_fh3::default(), nfs_port: port })
+    }
+
+    #[tokio::test]
+    async fn replies_in_reverse_order_reach_their_callers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (got_first, mut first_seen) = mpsc::channel(1);
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let a = read_call(&mut conn).await;
+            got_first.send(()).await.expect("notify");
+            let b = read_call(&mut conn).await;
+            conn.write_all(&reply(b, BADHANDLE)).await.expect("reply b");
+            conn.write_all(&reply(a, STALE)).await.expect("reply a");
+            // Then close: a later call must fail, not hang.
+        });
+        let (t, m) = target(port);
+        let pipe = Arc::new(Pipe::connect(&t, &m).await.expect("connect"));
+        let p = Arc::clone(&pipe);
+        let first = tokio::spawn(async move { p.getattr(&nfs_fh3::default()).await });
+        first_seen.recv().await.expect("server saw the first call");
+        let second = pipe.getattr(&nfs_fh3::default()).await;
+        let first = first.await.expect("join");
+        let status = |r: Result<(), BenchError>| match r {
+            Err(BenchError::Nfs { status, .. }) => status,
+            other => panic!("expected an NFS error, got {other:?}"),
+        };
+        assert_eq!(status(first), status_name(nfsstat3::NFS3ERR_STALE));
+        assert_eq!(status(second), status_name(nfsstat3::NFS3ERR_BADHANDLE));
+        server.await.expect("server");
+        assert!(pipe.getattr(&nfs_fh3::default()).await.is_err());
+        assert!(matches!(pipe.getattr(&nfs_fh3::default()).await, Err(BenchError::Broken { .. })));
+    }
+}

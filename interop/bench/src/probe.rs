@@ -215,3 +215,45 @@ fn connect_from(ip: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
         Ok(std_stream)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(line: &MetricLine, key: &str) -> u64 {
+        let rendered = line.render();
+        let value = rendered
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("no {key} in {rendered}"));
+        value.parse().unwrap_or_else(|_| panic!("{key} of {rendered} is not a number"))
+    }
+
+    #[test]
+    fn budget_is_the_sum_of_the_parts_and_the_scratch_directory_goes() {
+        let dir = std::env::temp_dir().join(format!("hanfs-bench-probe-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let cfg = ProbeConfig {
+            dir: dir.clone(),
+            peer: Some("127.0.0.1".parse().expect("address")),
+            peer_from: None,
+            samples: 20,
+            time: Duration::from_secs(30),
+        };
+        let lines = run(&cfg).expect("probe");
+        let names: Vec<String> =
+            lines.iter().map(|l| l.render().split(' ').next().unwrap_or_default().to_string()).collect();
+        assert_eq!(names, ["metric=fs_syscall_us", "metric=fdatasync_4k_us", "metric=peer_rtt_us", "metric=budget_us"]);
+        let (fs, sync, rtt, budget) = (&lines[0], &lines[1], &lines[2], &lines[3]);
+        assert_eq!(field(fs, "n"), 20);
+        assert_eq!(field(rtt, "n"), 20);
+        for op in ["create", "rename", "remove"] {
+            let parts = field(fs, op) + field(sync, "p50") + field(rtt, "p50") + BUDGET_SLACK_US;
+            assert_eq!(field(budget, op), parts, "{op}");
+        }
+        assert_eq!(fs::read_dir(&dir).expect("read dir").count(), 0, "scratch directory left behind");
+        fs::remove_dir(&dir).expect("remove temp dir");
+        let zero = ProbeConfig { samples: 0, ..cfg };
+        assert!(matches!(run(&zero), Err(ProbeError::Samples)));
+    }
+}
