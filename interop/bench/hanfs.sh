@@ -55,7 +55,7 @@ hanfs_start() {
     for id in $ids; do
         mkdir -p "$RUN/server-state/node$id"
         hanfs_config "$kind" "$id" > "$RUN/node$id.toml"
-        RUST_LOG=${RUST_LOG:-warn} ip netns exec "$NS" "$HANFS_BIN" run --config "$RUN/node$id.toml" \
+        RUST_LOG=${RUST_LOG:-warn,hanfs_server=info,hanfs_raft=info} ip netns exec "$NS" "$HANFS_BIN" run --config "$RUN/node$id.toml" \
             > "$LOGDIR/node$id.log" 2>&1 < /dev/null &
         HANFS_PIDS+=($!)
     done

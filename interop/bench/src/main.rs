@@ -26,6 +26,8 @@ use nfs3_client::nfs3_types::nfs3::nfs_fh3;
 const WORKLOADS: [&str; 6] = ["create", "lookup", "readdirplus", "getattr", "io", "locks"];
 /// The workloads that share one populated directory (`meta::Fixture`), run as one step.
 const FIXTURE_WORKLOADS: [&str; 3] = ["lookup", "readdirplus", "getattr"];
+/// Pause between reconnection attempts after a workload broke its connection.
+const RECONNECT_POLL_MS: u64 = 500;
 /// Bytes in a KiB / MiB.
 const KIB_BYTES: u32 = 1024;
 const MIB_BYTES: u64 = 1024 * 1024;
@@ -120,6 +122,9 @@ struct Args {
     /// Timeout of each single call, milliseconds
     #[arg(long, default_value_t = 10_000)]
     rpc_timeout_ms: u64,
+    /// After a workload broke its connection: how long to try a fresh one before stopping, seconds
+    #[arg(long, default_value_t = 30)]
+    reconnect_seconds: u64,
 }
 
 /// `hanfs-bench probe`: the physical budget (see `hanfs_bench::probe`).
@@ -243,9 +248,11 @@ async fn run(args: Args, selected: Vec<String>) -> ExitCode {
             failed = true;
         }
         if s_is_broken(&mut s, &mounted).await {
-            // A fresh connection that cannot GETATTR the root means the server is gone or
-            // hung: stop here rather than spend a timeout on every remaining workload.
-            match reconnect(&target, &mounted).await {
+            // No fresh connection that can GETATTR the root within --reconnect-seconds means
+            // the server is gone or hung: stop here rather than spend a timeout on every
+            // remaining workload. (A cluster that fails over serves again within that time.)
+            let window = Duration::from_secs(args.reconnect_seconds);
+            match reconnect(&target, &mounted, window).await {
                 Ok(fresh) => s = fresh,
                 Err(e) => {
                     eprintln!("hanfs-bench: server not answering on a fresh connection ({e}); stopping");
@@ -264,11 +271,25 @@ async fn run(args: Args, selected: Vec<String>) -> ExitCode {
     }
 }
 
-/// A new session whose GETATTR of the root succeeds.
-async fn reconnect(target: &Target, mounted: &Mounted) -> Result<Session, BenchError> {
-    let mut fresh = target.session(mounted).await?;
-    fresh.getattr(&mounted.root).await?;
-    Ok(fresh)
+/// A new session whose GETATTR of the root succeeds, trying every
+/// `RECONNECT_POLL_MS` until `window` has passed (at least once).
+async fn reconnect(target: &Target, mounted: &Mounted, window: Duration) -> Result<Session, BenchError> {
+    let deadline = std::time::Instant::now() + window;
+    loop {
+        let attempt = async {
+            let mut fresh = target.session(mounted).await?;
+            fresh.getattr(&mounted.root).await?;
+            Ok::<_, BenchError>(fresh)
+        };
+        match attempt.await {
+            Ok(fresh) => return Ok(fresh),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                eprintln!("hanfs-bench: reconnect: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(RECONNECT_POLL_MS)).await;
+            }
+        }
+    }
 }
 
 /// True when the main session can no longer be used (a GETATTR of the root fails).
