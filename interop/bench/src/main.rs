@@ -131,6 +131,7 @@ struct Args {
 #[derive(Parser, Debug)]
 #[command(
     name = "hanfs-bench probe",
+    bin_name = "hanfs-bench probe",
     about = "fs syscalls, 4 KiB append + fdatasync and TCP round trip, p50; budget_us"
 )]
 struct ProbeArgs {
