@@ -26,6 +26,8 @@ use nfs3_client::nfs3_types::nfs3::nfs_fh3;
 const WORKLOADS: [&str; 6] = ["create", "lookup", "readdirplus", "getattr", "io", "locks"];
 /// The workloads that share one populated directory (`meta::Fixture`), run as one step.
 const FIXTURE_WORKLOADS: [&str; 3] = ["lookup", "readdirplus", "getattr"];
+/// Runs of one step: the first, and one retry after its connection broke.
+const STEP_ATTEMPTS_MAX: u32 = 2;
 /// Pause between reconnection attempts after a workload broke its connection.
 const RECONNECT_POLL_MS: u64 = 500;
 /// Bytes in a KiB / MiB.
@@ -243,22 +245,37 @@ async fn run(args: Args, selected: Vec<String>) -> ExitCode {
         } else {
             name.to_string()
         };
-        eprintln!("hanfs-bench: running {step}");
-        let ctx = Ctx { args: &args, target: &target, mounted: &mounted, work: &work, local_work: local_work.clone() };
-        if !run_one(&step, &ctx, &mut s).await {
-            failed = true;
-        }
-        if s_is_broken(&mut s, &mounted).await {
-            // No fresh connection that can GETATTR the root within --reconnect-seconds means
-            // the server is gone or hung: stop here rather than spend a timeout on every
-            // remaining workload. (A cluster that fails over serves again within that time.)
-            let window = Duration::from_secs(args.reconnect_seconds);
-            match reconnect(&target, &mounted, window).await {
-                Ok(fresh) => s = fresh,
-                Err(e) => {
-                    eprintln!("hanfs-bench: server not answering on a fresh connection ({e}); stopping");
-                    return ExitCode::from(1);
+        // A step whose connection broke (the server closed it, or a call timed out) runs once
+        // more on a fresh connection, in fresh directories: its error line stays (and the run
+        // exits 1), and the retry's lines carry `attempt=2`. The NLM step is not retried.
+        for attempt in 1..=STEP_ATTEMPTS_MAX {
+            eprintln!("hanfs-bench: running {step} (attempt {attempt})");
+            let ctx = Ctx {
+                args: &args,
+                target: &target,
+                mounted: &mounted,
+                work: &work,
+                local_work: local_work.clone(),
+                attempt,
+            };
+            let ok = run_one(&step, &ctx, &mut s).await;
+            failed |= !ok;
+            let broken = s_is_broken(&mut s, &mounted).await;
+            if broken {
+                // No fresh connection that can GETATTR the root within --reconnect-seconds means
+                // the server is gone or hung: stop here rather than spend a timeout on every
+                // remaining workload. (A cluster that fails over serves again within that time.)
+                let window = Duration::from_secs(args.reconnect_seconds);
+                match reconnect(&target, &mounted, window).await {
+                    Ok(fresh) => s = fresh,
+                    Err(e) => {
+                        eprintln!("hanfs-bench: server not answering on a fresh connection ({e}); stopping");
+                        return ExitCode::from(1);
+                    }
                 }
+            }
+            if ok || !broken || step == "locks" {
+                break;
             }
         }
     }
@@ -306,9 +323,20 @@ struct Ctx<'a> {
     work: &'a nfs_fh3,
     /// The work directory as a local path, when `--server-dir` is given.
     local_work: Option<PathBuf>,
+    /// 1, or 2 for the retry of a step whose connection broke.
+    attempt: u32,
 }
 
 impl Ctx<'_> {
+    /// `base`, suffixed on a retry so it never meets what the failed attempt left behind.
+    fn dir_name(&self, base: &str) -> String {
+        if self.attempt <= 1 {
+            base.to_string()
+        } else {
+            format!("{base}-attempt{}", self.attempt)
+        }
+    }
+
     fn time(&self) -> Duration {
         Duration::from_secs(self.args.workload_seconds)
     }
@@ -337,7 +365,8 @@ async fn run_one(step: &str, ctx: &Ctx<'_>, s: &mut Session) -> bool {
             };
             // Every call makes progress, so the file size bounds a pass's calls; this is a backstop.
             let calls = u32::try_from(size.file_bytes / 512 + 1).unwrap_or(u32::MAX);
-            data::write_read(s, &ctx.mounted.root, ctx.work, "data", size, &Budget::new(calls, time)).await
+            data::write_read(s, &ctx.mounted.root, ctx.work, &ctx.dir_name("data"), size, &Budget::new(calls, time))
+                .await
         }
         "locks" => {
             let size = LockSize {
@@ -353,13 +382,14 @@ async fn run_one(step: &str, ctx: &Ctx<'_>, s: &mut Session) -> bool {
     match result {
         Ok(lines) => {
             for l in &lines {
+                let l = if ctx.attempt > 1 { l.clone().field("attempt", ctx.attempt) } else { l.clone() };
                 println!("{}", l.render());
             }
             !lines.iter().any(MetricLine::failed)
         }
         Err(e) => {
-            eprintln!("hanfs-bench: {step}: {e}");
-            println!("{}", MetricLine::new(step).field("error", e.token()).render());
+            eprintln!("hanfs-bench: {step} (attempt {}): {e}", ctx.attempt);
+            println!("{}", MetricLine::new(step).field("error", e.token()).field("attempt", ctx.attempt).render());
             false
         }
     }
@@ -369,9 +399,11 @@ async fn run_one(step: &str, ctx: &Ctx<'_>, s: &mut Session) -> bool {
 /// calls in flight, each in its own fresh directory.
 async fn create_workload(ctx: &Ctx<'_>, s: &mut Session) -> Result<Vec<MetricLine>, BenchError> {
     let (args, time) = (ctx.args, ctx.time());
-    let mut lines = meta::create_cycle(s, ctx.work, "create", &Budget::new(args.creates, time)).await?;
+    let mut lines = meta::create_cycle(s, ctx.work, &ctx.dir_name("create"), &Budget::new(args.creates, time)).await?;
     if let Some(lanes) = ctx.lanes().await? {
-        lines.extend(inflight::metadata(&lanes, s, ctx.work, "create-inflight", args.creates, time).await?);
+        lines.extend(
+            inflight::metadata(&lanes, s, ctx.work, &ctx.dir_name("create-inflight"), args.creates, time).await?,
+        );
     }
     Ok(lines)
 }
@@ -380,7 +412,8 @@ async fn create_workload(ctx: &Ctx<'_>, s: &mut Session) -> Result<Vec<MetricLin
 /// over one freshly populated directory, removed afterwards.
 async fn dir_workload(step: &str, ctx: &Ctx<'_>, s: &mut Session) -> Result<Vec<MetricLine>, BenchError> {
     let (args, time) = (ctx.args, ctx.time());
-    let fixture = meta::Fixture::populate(s, ctx.work, "dir", &Budget::new(args.dir_entries, time)).await?;
+    let fixture =
+        meta::Fixture::populate(s, ctx.work, &ctx.dir_name("dir"), &Budget::new(args.dir_entries, time)).await?;
     let lines = dir_measure(step, ctx, s, &fixture).await;
     let cleanup = fixture.remove(s, ctx.work).await;
     let lines = lines?;
