@@ -250,6 +250,12 @@ print_table() {
         printf '%-34s %10s %10s %10s %10s %9s %9s %9s  %-6s %s\n' "$metric.$key" "$h" "$s" "$c" "$g" \
             "$(ratio "$h" "$g")" "$(ratio "$s" "$g")" "$(ratio "$c" "$h")" "$better" "$budget"
     done
+    local f
+    for f in "$BASE"/*/r*/metrics.txt; do
+        grep -q 'error=' "$f" || continue
+        f=${f#"$BASE"/}
+        grep 'error=' "$BASE/$f" | sed "s|^|# error in ${f%/metrics.txt}: |"
+    done
     echo "# physical budget (hanfs-bench probe, median over rounds, us): budget = fs syscall + fdatasync + rtt + 100"
     for row in "${PROBE_ROWS[@]}"; do
         read -r metric key <<< "$row"

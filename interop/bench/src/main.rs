@@ -396,16 +396,32 @@ async fn run_one(step: &str, ctx: &Ctx<'_>, s: &mut Session) -> bool {
 }
 
 /// CREATE/SETATTR/RENAME/REMOVE one call at a time, then with `--inflight`
-/// calls in flight, each in its own fresh directory.
+/// calls in flight, each in its own fresh directory. A failure after some
+/// stages finished keeps their lines and adds an `error` line.
 async fn create_workload(ctx: &Ctx<'_>, s: &mut Session) -> Result<Vec<MetricLine>, BenchError> {
     let (args, time) = (ctx.args, ctx.time());
-    let mut lines = meta::create_cycle(s, ctx.work, &ctx.dir_name("create"), &Budget::new(args.creates, time)).await?;
-    if let Some(lanes) = ctx.lanes().await? {
-        lines.extend(
-            inflight::metadata(&lanes, s, ctx.work, &ctx.dir_name("create-inflight"), args.creates, time).await?,
-        );
+    let mut lines = Vec::new();
+    let mut result =
+        meta::create_cycle(s, ctx.work, &ctx.dir_name("create"), &Budget::new(args.creates, time), &mut lines).await;
+    if result.is_ok() {
+        result = match ctx.lanes().await {
+            Ok(Some(lanes)) => {
+                let dir = ctx.dir_name("create-inflight");
+                inflight::metadata(&lanes, s, ctx.work, &dir, args.creates, time, &mut lines).await
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
     }
-    Ok(lines)
+    match result {
+        Ok(()) => Ok(lines),
+        Err(e) if lines.is_empty() => Err(e),
+        Err(e) => {
+            eprintln!("hanfs-bench: create: {e}");
+            lines.push(MetricLine::new("create").field("error", e.token()));
+            Ok(lines)
+        }
+    }
 }
 
 /// LOOKUP, GETATTR and/or READDIRPLUS (`step` names which, joined by `+`)
@@ -416,8 +432,12 @@ async fn dir_workload(step: &str, ctx: &Ctx<'_>, s: &mut Session) -> Result<Vec<
         meta::Fixture::populate(s, ctx.work, &ctx.dir_name("dir"), &Budget::new(args.dir_entries, time)).await?;
     let lines = dir_measure(step, ctx, s, &fixture).await;
     let cleanup = fixture.remove(s, ctx.work).await;
-    let lines = lines?;
-    cleanup?;
+    let mut lines = lines?;
+    if let Err(e) = cleanup {
+        // The measurements stand; the step still fails.
+        eprintln!("hanfs-bench: {step}: cleanup: {e}");
+        lines.push(MetricLine::new(step).field("error", format!("cleanup_{}", e.token())));
+    }
     Ok(lines)
 }
 

@@ -152,8 +152,8 @@ pub fn ops_line<T>(name: &str, lanes: &Lanes, d: &Driven<T>, wanted: u32) -> Res
 
 /// CREATE, SETATTR, RENAME and REMOVE of `budget.count` files in a fresh
 /// directory `dir_name` under `parent` (MKDIR/RMDIR on `s`, not timed).
-/// Returns `create_ops_per_s`, `setattr_ops_per_s`, `rename_ops_per_s`,
-/// `remove_ops_per_s`. Each stage gets `time` and works on the files CREATE
+/// Adds `create_ops_per_s`, `setattr_ops_per_s`, `rename_ops_per_s`,
+/// `remove_ops_per_s` to `lines`, each when its stage is done. Each stage gets `time` and works on the files CREATE
 /// made; RENAME and REMOVE must finish all of them (they are the cleanup).
 pub async fn metadata(
     lanes: &Lanes,
@@ -162,10 +162,10 @@ pub async fn metadata(
     dir_name: &str,
     count: u32,
     time: Duration,
-) -> Result<Vec<MetricLine>, BenchError> {
+    lines: &mut Vec<MetricLine>,
+) -> Result<(), BenchError> {
     let budget = &Budget::new(count, time);
     let dir = Arc::new(s.mkdir(parent, dir_name).await?);
-    let mut lines = Vec::new();
     let d = Arc::clone(&dir);
     let created = drive(lanes, budget, move |p, i| {
         let d = Arc::clone(&d);
@@ -212,8 +212,7 @@ pub async fn metadata(
             removed.done()
         )));
     }
-    s.rmdir(parent, dir_name).await?;
-    Ok(lines)
+    s.rmdir(parent, dir_name).await
 }
 
 /// `budget.count` LOOKUPs of the fixture's names (the `meta` stride order).

@@ -67,16 +67,18 @@ impl Timed {
 
 /// In a fresh directory `dir_name` under `parent`, one call at a time:
 /// GUARDED CREATE of up to `budget.count` files, SETATTR (mode) of each,
-/// RENAME of each to `renamed_name`, REMOVE of each, then RMDIR. Returns
+/// RENAME of each to `renamed_name`, REMOVE of each, then RMDIR. Adds
 /// `create_latency_us`, `setattr_latency_us`, `rename_latency_us` and
-/// `remove_latency_us`. RENAME and REMOVE are also the cleanup: they get
-/// `CLEANUP_SECONDS` each and must finish every file.
+/// `remove_latency_us` to `lines`, each as soon as its stage is done, so a
+/// later failure keeps them. RENAME and REMOVE are also the cleanup: they
+/// get `CLEANUP_SECONDS` each and must finish every file.
 pub async fn create_cycle(
     s: &mut Session,
     parent: &nfs_fh3,
     dir_name: &str,
     budget: &Budget,
-) -> Result<Vec<MetricLine>, BenchError> {
+    lines: &mut Vec<MetricLine>,
+) -> Result<(), BenchError> {
     let dir = s.mkdir(parent, dir_name).await?;
     let mut creates = Timed::new(budget.count);
     let mut handles = Vec::with_capacity(budget.count as usize);
@@ -90,6 +92,7 @@ pub async fn create_cycle(
             None => s.lookup(&dir, &name).await?,
         });
     }
+    lines.extend(creates.line("create_latency_us", budget.count));
     let n = creates.done;
     let mut sets = Timed::new(n);
     for fh in &handles {
@@ -100,6 +103,7 @@ pub async fn create_cycle(
         s.set_mode(fh, SETATTR_MODE).await?;
         sets.push(t);
     }
+    lines.extend(sets.line("setattr_latency_us", n));
     let cleanup = Budget::new(n, Duration::from_secs(CLEANUP_SECONDS));
     let mut renames = Timed::new(n);
     while renames.done < n && !cleanup.expired() {
@@ -108,6 +112,7 @@ pub async fn create_cycle(
         s.rename(&dir, &file_name(i), &renamed_name(i)).await?;
         renames.push(t);
     }
+    lines.extend(renames.line("rename_latency_us", n));
     let cleanup = Budget::new(n, Duration::from_secs(CLEANUP_SECONDS));
     let mut removes = Timed::new(n);
     while removes.done < renames.done && !cleanup.expired() {
@@ -115,19 +120,11 @@ pub async fn create_cycle(
         s.remove(&dir, &renamed_name(removes.done)).await?;
         removes.push(t);
     }
+    lines.extend(removes.line("remove_latency_us", n));
     if removes.done < n {
         return Err(BenchError::Verify(format!("{dir_name}: cleanup deadline passed")));
     }
-    s.rmdir(parent, dir_name).await?;
-    Ok([
-        creates.line("create_latency_us", budget.count),
-        sets.line("setattr_latency_us", n),
-        renames.line("rename_latency_us", n),
-        removes.line("remove_latency_us", n),
-    ]
-    .into_iter()
-    .flatten()
-    .collect())
+    s.rmdir(parent, dir_name).await
 }
 
 /// A directory holding `count` empty files named by `file_name`, and their
