@@ -67,25 +67,25 @@ struct Args {
     #[arg(long, default_value = "create,lookup,readdirplus,getattr,io,locks")]
     only: String,
     /// Files created, then SETATTR, RENAMEd and removed (per mode: 1 and N in flight)
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 2000)]
     creates: u32,
     /// Entries in the directory used for LOOKUP, GETATTR and READDIRPLUS
     #[arg(long, default_value_t = 1000)]
     dir_entries: u32,
     /// LOOKUP calls (per mode)
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 10000)]
     lookups: u32,
     /// Full READDIRPLUS listings, one call in flight
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 50)]
     listings: u32,
     /// READDIRPLUS calls with --inflight in flight (each asks for one page of a listing)
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 5000)]
     readdirplus_calls: u32,
     /// READDIRPLUS maxcount (dircount is the same), bytes
     #[arg(long, default_value_t = 32768)]
     listing_maxcount: u32,
     /// GETATTR calls (per mode)
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 20000)]
     getattrs: u32,
     /// Throughput mode: calls in flight at once (0: only the one-in-flight latency mode)
     #[arg(long, default_value_t = 16)]
