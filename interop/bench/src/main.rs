@@ -67,7 +67,7 @@ struct Args {
     #[arg(long, default_value = "create,lookup,readdirplus,getattr,io,locks")]
     only: String,
     /// Files created, then SETATTR, RENAMEd and removed (per mode: 1 and N in flight)
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     creates: u32,
     /// Entries in the directory used for LOOKUP, GETATTR and READDIRPLUS
     #[arg(long, default_value_t = 1000)]
