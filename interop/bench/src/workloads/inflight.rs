@@ -292,3 +292,100 @@ pub async fn readdirplus(
         .field("pages", pages)
         .field("listings_per_s", format!("{:.2}", calls_per_s / f64::from(pages))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A failed GETATTR reply (accepted, SUCCESS, NFS3ERR_STALE).
+    fn stale_reply(xid: u32) -> Vec<u8> {
+        let words = [xid, 1, 0, 0, 0, 0, 70];
+        let mut out = (0x8000_0000u32 | (words.len() as u32 * 4)).to_be_bytes().to_vec();
+        for w in words {
+            out.extend_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+
+    /// The xid of the next call, or `None` if none arrives within `wait`.
+    async fn next_call(conn: &mut TcpStream, wait: Duration) -> Option<u32> {
+        let mut head = [0u8; 4];
+        tokio::time::timeout(wait, conn.read_exact(&mut head)).await.ok()?.ok()?;
+        let mut body = vec![0u8; (u32::from_be_bytes(head) & 0x7FFF_FFFF) as usize];
+        conn.read_exact(&mut body).await.ok()?;
+        Some(u32::from_be_bytes(body.get(..4)?.try_into().ok()?))
+    }
+
+    /// Collects calls until `batch` are outstanding (or none comes for a
+    /// while), answers them all, and records each batch's size.
+    async fn batching_server(listener: TcpListener, batch: usize, total: usize) -> Vec<usize> {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        let mut sizes = Vec::new();
+        let mut seen = 0;
+        while seen < total {
+            let mut xids = Vec::new();
+            while xids.len() < batch {
+                match next_call(&mut conn, Duration::from_secs(2)).await {
+                    Some(xid) => xids.push(xid),
+                    None => break,
+                }
+            }
+            if xids.is_empty() {
+                break;
+            }
+            seen += xids.len();
+            sizes.push(xids.len());
+            for xid in xids {
+                conn.write_all(&stale_reply(xid)).await.expect("reply");
+            }
+        }
+        sizes
+    }
+
+    #[tokio::test]
+    async fn keeps_exactly_inflight_calls_outstanding_on_one_connection() {
+        const INFLIGHT: u32 = 4;
+        const CALLS: u32 = 12;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(batching_server(listener, INFLIGHT as usize, CALLS as usize));
+        let target = Target {
+            host: "127.0.0.1".parse().expect("address"),
+            portmap_port: 111,
+            mount_port: None,
+            nfs_port: Some(port),
+            export: "/export".into(),
+            uid: 0,
+            gid: 0,
+            privileged_port: false,
+            rpc_timeout: Duration::from_secs(10),
+        };
+        let mounted = Mounted { root: nfs_fh3::default(), nfs_port: port };
+        let lanes = Lanes::open(&target, &mounted, INFLIGHT, 1).await.expect("lanes");
+        assert_eq!(lanes.connections(), 1);
+        let d = drive(&lanes, &Budget::new(CALLS, Duration::from_secs(30)), |p, i| async move {
+            match p.getattr(&nfs_fh3::default()).await {
+                Err(BenchError::Nfs { .. }) => Ok(i),
+                other => Err(BenchError::Verify(format!("expected NFS3ERR_STALE, got {other:?}"))),
+            }
+        })
+        .await
+        .expect("drive");
+        assert_eq!(d.done(), CALLS);
+        let order: Vec<u32> = d
+            .outputs
+            .iter()
+            .map(|(i, out)| {
+                assert_eq!(i, out);
+                *i
+            })
+            .collect();
+        assert_eq!(order, (0..CALLS).collect::<Vec<_>>());
+        assert_eq!(server.await.expect("server"), vec![INFLIGHT as usize; (CALLS / INFLIGHT) as usize]);
+        let line = ops_line("getattr_ops_per_s", &lanes, &d, CALLS).expect("line").render();
+        assert!(line.contains(" n=12 inflight=4 connections=1 "), "{line}");
+        assert!(line.ends_with(" complete=1"), "{line}");
+    }
+}
