@@ -117,7 +117,7 @@ wait_admin() { # STATE_DIR
 bench() {
     local out line
     out=$(timeout -s KILL $BENCH_TIMEOUT_S "$BENCH_BIN" --server "$1" --nfs-port "$2" --mount-port "$3" \
-        --export /export --only create --creates "$CREATES" 2>"$WORK/bench.err") || {
+        --export /export --only create --inflight 0 --creates "$CREATES" 2>"$WORK/bench.err") || {
         echo "hanfs-bench failed:" >&2; tail -5 "$WORK/bench.err" >&2; return 1; }
     line=$(grep '^metric=create_latency_us ' <<<"$out") || { echo "no create line: $out" >&2; return 1; }
     if grep -q 'error=' <<<"$line"; then echo "bench error: $line" >&2; return 1; fi

@@ -11,7 +11,7 @@ use nfs3_client::net::Connector;
 use nfs3_client::nfs3_types::nfs3::{
     cookieverf3, createhow3, diropargs3, fattr3, filename3, nfs_fh3, nfsstat3, sattr3, stable_how, writeverf3,
     COMMIT3args, CREATE3args, FSINFO3args, GETATTR3args, LOOKUP3args, MKDIR3args, Nfs3Option, Nfs3Result, READ3args,
-    READDIRPLUS3args, REMOVE3args, RMDIR3args, WRITE3args,
+    READDIRPLUS3args, REMOVE3args, RENAME3args, RMDIR3args, SETATTR3args, WRITE3args,
 };
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
@@ -50,7 +50,8 @@ pub struct Mounted {
 }
 
 impl Target {
-    fn credential(&self) -> opaque_auth<'static> {
+    /// AUTH_SYS with the target's uid and gid (one supplementary gid, the same).
+    pub(crate) fn credential(&self) -> opaque_auth<'static> {
         opaque_auth::auth_unix(&auth_unix {
             stamp: 1,
             machinename: Opaque::owned(MACHINE_NAME.to_vec()),
@@ -252,6 +253,21 @@ impl Session {
         let args = REMOVE3args { object: dirop(dir, name) };
         let res = Self::guard(self.rpc_timeout, &mut self.broken, "REMOVE", self.client.remove(&args)).await?;
         nfs_err("REMOVE", res).map(|_| ())
+    }
+
+    /// SETATTR of the mode only, no guard.
+    pub async fn set_mode(&mut self, fh: &nfs_fh3, mode: u32) -> Result<(), BenchError> {
+        let new_attributes = sattr3 { mode: Nfs3Option::Some(mode), ..sattr3::default() };
+        let args = SETATTR3args { object: fh.clone(), new_attributes, guard: Nfs3Option::None };
+        let res = Self::guard(self.rpc_timeout, &mut self.broken, "SETATTR", self.client.setattr(&args)).await?;
+        nfs_err("SETATTR", res).map(|_| ())
+    }
+
+    /// RENAME within one directory.
+    pub async fn rename(&mut self, dir: &nfs_fh3, from: &str, to: &str) -> Result<(), BenchError> {
+        let args = RENAME3args { from: dirop(dir, from), to: dirop(dir, to) };
+        let res = Self::guard(self.rpc_timeout, &mut self.broken, "RENAME", self.client.rename(&args)).await?;
+        nfs_err("RENAME", res).map(|_| ())
     }
 
     pub async fn mkdir(&mut self, dir: &nfs_fh3, name: &str) -> Result<nfs_fh3, BenchError> {

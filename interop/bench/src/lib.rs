@@ -1,13 +1,17 @@
 //! hanfs-bench: bounded NFSv3 workloads against any server (hanfs, nfs-ganesha,
 //! knfsd) reachable by address and ports, printing one `metric=...` line per
-//! measurement. Owns the client session (`client`), a minimal NLM v4
-//! client (`nlm`), the workloads
-//! (`workloads`) and the statistics and output format (`stats`). It talks to
-//! servers only through `nfs3_client`; it must not import hanfs crates, so the
-//! same binary measures every server the same way.
+//! measurement. Owns the one-call-at-a-time client session (`client`, on
+//! nfs3_client), a pipelined connection for the throughput mode (`pipe`,
+//! nfs3_types' XDR with its own record handling), a minimal NLM v4 client
+//! (`nlm`), the workloads (`workloads`), the local measurements of the
+//! physical budget (`probe`) and the statistics and output format (`stats`).
+//! It speaks only ONC RPC (NFSv3, MOUNT, portmap, NLM); it must not import
+//! hanfs crates, so the same binary measures every server the same way.
 
 pub mod client;
 pub mod nlm;
+pub mod pipe;
+pub mod probe;
 pub mod stats;
 pub mod workloads;
 

@@ -1,8 +1,15 @@
 //! Sequential data workloads: WRITE a file in fixed chunks (UNSTABLE, then
 //! one COMMIT, both timed), then READ it back in the same chunks and check
-//! every byte. The content is a repeated 4 KiB block with each block's
-//! index stamped into its first 8 bytes, so misplaced data is caught.
+//! every byte (warm: the server's page cache still holds what was written).
+//! When the file is also reachable locally (`DataSize::local_dir`: the bench
+//! runs on the server's machine), its page cache is then dropped with
+//! `dd if=FILE iflag=nocache count=0` (posix_fadvise DONTNEED of the whole
+//! file; the pages are clean after the COMMIT) and it is READ again (cold).
+//! The content is a repeated 4 KiB block with each block's index stamped
+//! into its first 8 bytes, so misplaced data is caught.
 
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nfs3_client::nfs3_types::nfs3::{nfs_fh3, stable_how};
@@ -26,12 +33,15 @@ const MIB_BYTES: f64 = 1024.0 * 1024.0;
 const _: () = assert!(STAMP_BYTES <= PATTERN_BLOCK_BYTES);
 
 /// Sizes for `write_read`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DataSize {
     pub file_bytes: u64,
     pub chunk_bytes: u32,
     /// Write+read passes, each on a new file; the lines report the median pass.
     pub passes: u32,
+    /// The parent directory as a local path (same machine as the server), to
+    /// drop the file's page cache before a cold READ; `None`: no cold READ.
+    pub local_dir: Option<PathBuf>,
 }
 
 /// Most passes one run makes.
@@ -45,6 +55,8 @@ struct Pass {
     commit_time: Duration,
     read: u64,
     read_time: Duration,
+    /// Bytes and time of the READ after the page cache was dropped.
+    cold: Option<(u64, Duration)>,
 }
 
 /// The base block: fixed pseudo-random bytes (xorshift, constant seed).
@@ -108,11 +120,12 @@ pub async fn write_read(
     let mut passes = Vec::with_capacity(size.passes as usize);
     while passes.len() < size.passes as usize && !budget.expired() {
         let fh = s.create_handle(parent, name).await?;
-        let pass = write_then_read(s, &fh, size.file_bytes, chunks, &base, budget).await;
+        let local = size.local_dir.as_ref().map(|d| d.join(name));
+        let pass = write_then_read(s, &fh, size.file_bytes, chunks, &base, local, budget).await;
         s.remove(parent, name).await?;
         passes.push(pass?);
     }
-    Ok(rate_lines(&passes, size, chunks))
+    Ok(rate_lines(&passes, &size, chunks))
 }
 
 /// Median (lower middle), min and max of `rates`, formatted; `None` if empty.
@@ -131,7 +144,7 @@ fn mib_per_s(bytes: u64, time: Duration) -> f64 {
     }
 }
 
-fn rate_lines(passes: &[Pass], size: DataSize, (wchunk, rchunk): (u32, u32)) -> Vec<MetricLine> {
+fn rate_lines(passes: &[Pass], size: &DataSize, (wchunk, rchunk): (u32, u32)) -> Vec<MetricLine> {
     let mut w: Vec<f64> = passes.iter().map(|p| mib_per_s(p.written, p.write_time)).collect();
     let mut r: Vec<f64> = passes.iter().map(|p| mib_per_s(p.read, p.read_time)).collect();
     let (Some(wm), Some(rm), Some(last)) = (median_min_max(&mut w), median_min_max(&mut r), passes.last()) else {
@@ -140,7 +153,18 @@ fn rate_lines(passes: &[Pass], size: DataSize, (wchunk, rchunk): (u32, u32)) -> 
     let n = u32::try_from(passes.len()).unwrap_or(u32::MAX);
     let all_written = passes.iter().all(|p| p.written == size.file_bytes);
     let all_read = passes.iter().all(|p| p.read == p.written);
-    vec![
+    let mut cold: Vec<f64> = passes.iter().filter_map(|p| p.cold.map(|(b, t)| mib_per_s(b, t))).collect();
+    let all_cold = passes.iter().all(|p| p.cold.is_some_and(|(b, _)| b == p.written));
+    let cold_line = median_min_max(&mut cold).map(|c| {
+        MetricLine::new("read_cold_mib_per_s")
+            .field("value", c.0)
+            .field("min", c.1)
+            .field("max", c.2)
+            .field("passes", n)
+            .field("chunk", rchunk)
+            .field("complete", complete_flag(u64::from(n), u64::from(size.passes)) & u8::from(all_cold))
+    });
+    let mut lines = vec![
         MetricLine::new("write_mib_per_s")
             .field("value", wm.0)
             .field("min", wm.1)
@@ -158,7 +182,25 @@ fn rate_lines(passes: &[Pass], size: DataSize, (wchunk, rchunk): (u32, u32)) -> 
             .field("bytes", last.read)
             .field("chunk", rchunk)
             .field("complete", complete_flag(u64::from(n), u64::from(size.passes)) & u8::from(all_read)),
-    ]
+    ];
+    lines.extend(cold_line);
+    lines
+}
+
+/// Drops the page cache of `path` (all of it; DONTNEED through dd).
+fn drop_page_cache(path: &std::path::Path) -> Result<(), BenchError> {
+    let mut arg = std::ffi::OsString::from("if=");
+    arg.push(path);
+    let status = Command::new("dd")
+        .arg(arg)
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| BenchError::Verify(format!("dd to drop the page cache of {}: {e}", path.display())))?;
+    if !status.success() {
+        return Err(BenchError::Verify(format!("dd to drop the page cache of {}: {status}", path.display())));
+    }
+    Ok(())
 }
 
 async fn write_then_read(
@@ -167,11 +209,19 @@ async fn write_then_read(
     file_bytes: u64,
     (wchunk, rchunk): (u32, u32),
     base: &[u8],
+    local: Option<PathBuf>,
     budget: &Budget,
 ) -> Result<Pass, BenchError> {
     let (written, write_time, commit_time) = write_file(s, fh, file_bytes, wchunk, base, budget).await?;
     let (read, read_time) = read_file(s, fh, written, rchunk, base, budget).await?;
-    Ok(Pass { written, write_time, commit_time, read, read_time })
+    let cold = match local {
+        Some(path) => {
+            drop_page_cache(&path)?;
+            Some(read_file(s, fh, written, rchunk, base, budget).await?)
+        }
+        None => None,
+    };
+    Ok(Pass { written, write_time, commit_time, read, read_time, cold })
 }
 
 /// Returns (bytes written, time incl. COMMIT, COMMIT time).

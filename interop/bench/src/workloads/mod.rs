@@ -1,12 +1,13 @@
-//! The workloads. Each takes a `Session` (or a `Target` to open its own),
-//! a parent directory handle and a `Budget`, cleans up what it created, and
-//! returns `MetricLine`s. Names are prefixed so runs never collide.
-//! `meta`: CREATE/REMOVE, LOOKUP, READDIRPLUS; `getattr`: concurrent
-//! GETATTR throughput; `data`: sequential WRITE+COMMIT and READ; `locks`:
-//! NLM LOCK+UNLOCK pairs (one owner, then many at once).
+//! The workloads. Each takes a `Session` (or `inflight::Lanes`, or a
+//! `Target` to open its own), a parent directory handle and a `Budget`,
+//! cleans up what it created, and returns `MetricLine`s. Names are prefixed
+//! so runs never collide. `meta`: one call in flight, CREATE/SETATTR/
+//! RENAME/REMOVE, LOOKUP, GETATTR, READDIRPLUS; `inflight`: the same calls
+//! with many in flight; `data`: sequential WRITE+COMMIT and READ (warm and
+//! cold); `locks`: NLM LOCK+UNLOCK pairs (one owner, then many at once).
 
 pub mod data;
-pub mod getattr;
+pub mod inflight;
 pub mod locks;
 pub mod meta;
 
