@@ -9,14 +9,16 @@
 //! dies (`relay`), the graceful switchover and init refusals
 //! (`switchover`), a CREATE and a REMOVE whose active died between executing
 //! and recording them (`exactly_once`), and `locks` answered on every node
-//! (`locks`); NLM locks across failover (`nlm`), and classic vs transparent
-//! lock recovery (`nlm_classic`). Cluster tests run one at a time (`harness::serial`).
+//! (`locks`); NLM locks across failover (`nlm`), classic vs transparent
+//! lock recovery (`nlm_classic`), and no false failover under a CPU hog, NFS
+//! load and snapshot builds (`load`). Cluster tests run one at a time (`harness::serial`).
 
 mod harness;
 
 mod degraded;
 mod exactly_once;
 mod failover;
+mod load;
 mod locks;
 mod nlm;
 mod nlm_classic;

@@ -1,6 +1,7 @@
 //! Incoming peer connections: authenticate, then serve Raft RPCs from the peer
 //! on the local `Raft` one request at a time (a peer's replication stream is
-//! sequential anyway). A peer that fails authentication is logged and dropped.
+//! sequential anyway). A peer that fails authentication is logged (a warning)
+//! and dropped; one that merely closes mid-handshake is logged at debug.
 //! Stopping the server (aborting the task `spawn` returns) closes the listener
 //! and every connection at once: connection tasks live in the accept loop's
 //! `JoinSet`.
@@ -66,8 +67,16 @@ impl PeerServer {
         let handshake = server_handshake(stream, &self.secret, &self.cluster);
         let (peer, conn) = match tokio::time::timeout(ms(HANDSHAKE_TIMEOUT_MS), handshake).await {
             Ok(Ok(accepted)) => accepted,
-            Ok(Err(e)) => {
+            // A refusal (bad magic, wrong cluster, wrong proof) or a frame
+            // that is not the protocol's is a stranger worth a warning.
+            Ok(Err(e)) if handshake_refused(&e) => {
                 tracing::warn!(%addr, error = %e, "peer refused: authentication failed");
+                return;
+            }
+            // The peer went away mid-handshake (its RPC timed out, it
+            // stopped): nothing was refused.
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "peer closed the connection during the handshake");
                 return;
             }
             Err(_) => {
@@ -126,6 +135,28 @@ impl PeerServer {
                 PeerResponse::Admin(Some("error: forwarded command too long\n".into()))
             }
             PeerRequest::Admin(line) => PeerResponse::Admin(self.hooks.admin(line).await),
+        }
+    }
+}
+
+/// Did the handshake fail because the peer was refused (rather than because
+/// the connection closed under it)?
+fn handshake_refused(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::handshake_refused;
+
+    #[test]
+    fn a_closed_connection_is_not_an_authentication_failure() {
+        assert!(handshake_refused(&Error::new(ErrorKind::PermissionDenied, "wrong proof")));
+        assert!(handshake_refused(&Error::new(ErrorKind::InvalidData, "frame too large")));
+        for kind in [ErrorKind::UnexpectedEof, ErrorKind::BrokenPipe, ErrorKind::ConnectionReset] {
+            assert!(!handshake_refused(&Error::new(kind, "closed")), "{kind:?}");
         }
     }
 }
