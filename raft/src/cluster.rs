@@ -7,15 +7,19 @@
 //!
 //! Everything Raft runs — openraft's core, its state-machine worker and
 //! ticks, heartbeats and replication, the peer listener and its connections,
-//! the leadership watch (lease renewal), the witness relay and the
-//! group-commit task — runs on a tokio runtime of its own
+//! the leadership watch (lease renewal) and the witness relay — runs on a
+//! tokio runtime of its own
 //! (`RAFT_WORKER_THREADS` OS threads named `hanfs-raft`, with its own
 //! blocking pool for redb writes, applying entries and building snapshots),
-//! so NFS work on the server's runtime can never delay a heartbeat. The two
-//! runtimes meet only at channels: the bounded group-commit queue
-//! (`RAFT_COMMIT_QUEUE_MAX`), openraft's request channel (one proposal at a
-//! time from the group-commit task; admin requests), and watch channels
-//! (metrics, `Leadership`). The runtime stops with the node (`shutdown`, or
+//! at a raised priority (`RAFT_THREAD_NICE`), so NFS work on the server's
+//! runtime, or anything else on the machine, can never delay a heartbeat by
+//! more than a scheduling slice. The two
+//! runtimes meet only at channels: openraft's request channel (one proposal
+//! at a time from the group-commit task, which stays on the server's runtime
+//! behind its bounded queue, `RAFT_COMMIT_QUEUE_MAX`: its trial waits for the
+//! state's write lock; admin requests), and watch channels (metrics,
+//! `Leadership`). The state itself is shared under its lock: Raft's side
+//! takes it only on blocking threads (`sm_store`). The runtime stops with the node (`shutdown`, or
 //! in the background when a `RaftNode` is dropped).
 
 use std::collections::BTreeMap;
@@ -87,6 +91,35 @@ impl RaftNodeOptions {
             snapshot_every_entries: SNAPSHOT_EVERY_ENTRIES,
             config: None,
         }
+    }
+}
+
+/// Nice value of Raft's threads (workers and blocking pool), like corosync's
+/// raised scheduling priority: under a CPU hog or heavy NFS load on a small
+/// machine, a heartbeat, an acknowledgement or a log write must get a core
+/// within milliseconds, not after its fair share of a crowded run queue.
+/// Needs CAP_SYS_NICE (root has it); without it the threads keep the
+/// process's priority and a warning says so.
+pub const RAFT_THREAD_NICE: i32 = -10;
+
+/// Give the calling thread `RAFT_THREAD_NICE` (Linux nice values are per
+/// thread); warns once per process if that is not allowed.
+fn raise_thread_priority() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    // SAFETY: gettid takes no arguments; setpriority takes plain integers.
+    let failed = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, RAFT_THREAD_NICE) != 0
+    };
+    if failed {
+        let error = std::io::Error::last_os_error();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                %error,
+                nice = RAFT_THREAD_NICE,
+                "cannot raise the priority of Raft's threads (needs CAP_SYS_NICE): under CPU load heartbeats wait their turn"
+            );
+        });
     }
 }
 
@@ -169,7 +202,10 @@ impl RaftNode {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RAFT_WORKER_THREADS)
             .thread_name("hanfs-raft")
-            .on_thread_start(move || std::mem::forget(tracing::dispatcher::set_default(&dispatch)))
+            .on_thread_start(move || {
+                std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+                raise_thread_priority();
+            })
             .enable_all()
             .build()
             .map_err(RaftNodeError::Runtime)?;
@@ -181,9 +217,10 @@ impl RaftNode {
             Some(rt) => rt.handle().clone(),
             None => return Err(RaftNodeError::Raft("runtime gone".into())),
         };
+        let caller = tokio::runtime::Handle::current();
         let started = handle.spawn(async move {
             let listener = TcpListener::from_std(listener).map_err(RaftNodeError::Runtime)?;
-            Self::start_here(opts, listener).await
+            Self::start_here(opts, listener, caller).await
         });
         match started.await {
             Ok(Ok(mut node)) => {
@@ -195,8 +232,13 @@ impl RaftNode {
         }
     }
 
-    /// `start`'s work, on the runtime it runs on.
-    async fn start_here(opts: RaftNodeOptions, listener: TcpListener) -> Result<RaftNode, RaftNodeError> {
+    /// `start`'s work, on Raft's runtime; the group-commit task goes on
+    /// `caller`'s.
+    async fn start_here(
+        opts: RaftNodeOptions,
+        listener: TcpListener,
+        caller: tokio::runtime::Handle,
+    ) -> Result<RaftNode, RaftNodeError> {
         let storage_err = |path: &PathBuf, e: &dyn std::fmt::Display| RaftNodeError::Storage {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -243,7 +285,7 @@ impl RaftNode {
             .then(|| spawn_witness_relay(raft.clone(), signals, opts.timing.relay_silence_ms));
         let (leadership, watch, last_demotion) =
             spawn_leadership_watch(raft.clone(), opts.role, lease.clone(), opts.timing);
-        let commit = RaftCommit::start(raft.clone(), &sm, leadership.clone());
+        let commit = RaftCommit::start(&caller, raft.clone(), &sm, leadership.clone());
         Ok(RaftNode {
             id: opts.node_id,
             role: opts.role,

@@ -163,16 +163,19 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // for the lock and copying a large state must not hold a runtime
         // worker (heartbeats), and applying goes on once the copy is made.
         let inner = self.inner.clone();
-        let (data, applied) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let (data, applied, copied) = tokio::task::spawn_blocking(move || {
             let (state, applied) = {
                 let state = inner.state.read().unwrap_or_else(|p| p.into_inner());
                 let applied = lock(&inner.applied).clone();
                 (state.clone(), applied)
             };
-            (state.to_snapshot(), applied)
+            let copied = started.elapsed();
+            (state.to_snapshot(), applied, copied)
         })
         .await
         .map_err(sm_read_err)?;
+        let encoded = started.elapsed();
         let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, seq),
@@ -182,6 +185,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             typ::SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
         let snap = Arc::new(StoredSnapshot { meta: meta.clone(), data: data.clone() });
         self.persist(snap).await?;
+        tracing::info!(
+            index = ?meta.last_log_id.map(|l| l.index),
+            bytes = data.len(),
+            copy_ms = copied.as_millis() as u64,
+            encode_ms = (encoded - copied).as_millis() as u64,
+            persist_ms = (started.elapsed() - encoded).as_millis() as u64,
+            "snapshot built"
+        );
         Ok(typ::Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }

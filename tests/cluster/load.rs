@@ -151,10 +151,16 @@ fn demotion_lines(cl: &mut Cluster, id: u32) -> Vec<String> {
     text.lines().filter(|l| l.contains(" demoted") || l.contains("leadership lost")).map(str::to_string).collect()
 }
 
-/// Lines where a leader's lease came close to expiring.
-fn low_lease_lines(cl: &mut Cluster, id: u32) -> usize {
+/// Lines that measure how close the run came to a false failover: a
+/// leader's lease nearly expired, a slow Raft log write, a snapshot built.
+fn measurement_lines(cl: &mut Cluster, id: u32) -> Vec<String> {
     let text = std::fs::read_to_string(&cl.node(id).log).unwrap_or_default();
-    text.lines().filter(|l| l.contains("lease nearly expired")).count()
+    text.lines()
+        .filter(|l| {
+            l.contains("lease nearly expired") || l.contains("slow raft log writes") || l.contains("snapshot built")
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -204,7 +210,10 @@ fn cluster_keeps_its_active_under_cpu_hog_nfs_load_and_snapshot_builds() {
         for line in demotion_lines(&mut cl, id) {
             demotions.push(format!("node {id}: {line}"));
         }
-        low += low_lease_lines(&mut cl, id);
+        for line in measurement_lines(&mut cl, id) {
+            low += usize::from(line.contains("lease nearly expired"));
+            println!("node {id}: {line}");
+        }
     }
     let built: Vec<&String> = snapshots.iter().filter(|s| s.starts_with("ok")).collect();
     println!(
