@@ -414,7 +414,7 @@ mod tests {
         };
         let c = load_str(&with(1000), &d.0).map_err(|e| e.join("; ")).expect("loads");
         let t = c.server.cluster.map(|s| s.cluster.timing).expect("cluster");
-        assert_eq!((t.failure_detection_ms, t.election_timeout_max_ms, t.promote_wait_ms), (1000, 500, 500));
+        assert_eq!((t.failure_detection_ms, t.election_timeout_max_ms, t.restart_guard_ms), (1000, 500, 500));
         let e = errs(&with(100), &d.0);
         assert!(e.iter().any(|m| m.starts_with("9: ") && m.contains("failure_detection_ms = 100 is outside")), "{e:?}");
     }

@@ -269,6 +269,17 @@ impl RaftNode {
         let raft = typ::Raft::new(opts.node_id, config, network, log.clone(), sm.clone())
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        // A restarted node neither votes nor campaigns for a while (`lease`).
+        let votes_from = std::time::Instant::now() + opts.timing.restart_guard();
+        if opts.role == Role::Storage {
+            raft.runtime_config().elect(false);
+            let rc_raft = raft.clone();
+            let guard = opts.timing.restart_guard();
+            tokio::spawn(async move {
+                tokio::time::sleep(guard).await;
+                rc_raft.runtime_config().elect(true);
+            });
+        }
         let signals = PeerSignals::default();
         let hooks = ServerHooks::default();
         let server = PeerServer {
@@ -279,10 +290,11 @@ impl RaftNode {
             signals: signals.clone(),
             lease: lease.clone(),
             hooks: hooks.clone(),
+            votes_from,
         }
         .spawn(listener);
         let relay = (opts.role == Role::Witness)
-            .then(|| spawn_witness_relay(raft.clone(), signals, opts.timing.relay_silence_ms));
+            .then(|| spawn_witness_relay(raft.clone(), signals, opts.timing.relay_silence_ms, votes_from));
         let (leadership, watch, last_demotion) =
             spawn_leadership_watch(raft.clone(), opts.role, lease.clone(), opts.timing);
         let commit = RaftCommit::start(&caller, raft.clone(), &sm, leadership.clone());

@@ -10,13 +10,22 @@
 //! records those acknowledgements (`LeaseClock::record_ack`); measuring from
 //! the send time keeps the lease conservative however slow the reply was.
 //!
-//! Why this is safe: a voter that acknowledged the leader at `r >= t` refuses
-//! every other candidate until `r + election_timeout_max_ms` (openraft 0.9's
-//! follower-side leader lease), and any new leader needs one such voter, so no
-//! leader is elected before `t + election_timeout_max_ms > t + lease_ms`.
-//! That argument leans on openraft's in-memory lease, which a restarted voter
-//! forgets; so a new leader additionally waits `promote_wait_ms` after winning
-//! before it serves, which alone covers the old leader's whole lease.
+//! Why this is safe: say the old leader A's lease is valid at time `t`, i.e.
+//! a quorum of voters, A counted, processed AppendEntries of A's term sent at
+//! `s >= t - lease_ms` or later. A new leader C needs a quorum of votes, its
+//! own included, and the two quorums share a member. If that is only A, A
+//! granted C its vote and so left its term, which its fence sees at once.
+//! Otherwise it is a voter `v` that processed A's request at `u_v >= s`
+//! (perhaps C itself, whose vote for itself counts). If `v` has
+//! run since `u_v`, openraft 0.9's follower-side leader lease makes it refuse
+//! every other candidate, and campaign itself, only after
+//! `u_v + election_timeout_max_ms`; if `v` restarted since, it grants no vote
+//! and does not campaign for `restart_guard_ms` after its restart
+//! (`network::server` and `cluster`). Either way C is elected after
+//! `s + lease_ms + lease_drift_ms` (the timing relations in `timing`), when
+//! A's lease has ended. A new leader therefore waits only `promote_wait_ms`
+//! (the drift allowance: a reply A checked against its lease just before the
+//! end) after its election, plus the apply barrier, before it serves.
 //!
 //! `spawn_leadership_watch` turns Raft metrics plus the lease into the one
 //! signal the server's lifecycle needs: `Leadership::Leader` once promotion
@@ -304,8 +313,9 @@ impl MarginLog {
 
 /// Promotion steps 1-3 for `vote`: we are leader (checked by the caller);
 /// apply everything committed (openraft's read barrier commits our term's
-/// first entry and waits until it is applied); wait out the old leader's
-/// lease bound, counted from when we saw ourselves elected. Returns false if
+/// first entry and waits until it is applied); wait out `promote_wait_ms`
+/// (the drift allowance; see the module doc), counted from when we saw
+/// ourselves elected. Returns false if
 /// leadership changed or the barrier failed, so the caller starts over.
 async fn promote(
     raft: &typ::Raft,
@@ -330,7 +340,7 @@ async fn promote(
     tokio::time::sleep_until((elected + timing.promote_wait()).into()).await;
     let still = metrics.borrow_and_update().vote == vote;
     if still {
-        tracing::info!(term = vote.leader_id().term, "promoted: committed log applied, old lease waited out");
+        tracing::info!(term = vote.leader_id().term, "promoted: committed log applied, drift allowance waited out");
     }
     still
 }

@@ -46,7 +46,14 @@ pub fn should_stand(seen: SignalTimes, now: Instant, relay_silence_ms: u64) -> b
 }
 
 /// Run the relay on a witness until Raft shuts down.
-pub fn spawn_witness_relay(raft: typ::Raft, signals: PeerSignals, relay_silence_ms: u64) -> JoinHandle<()> {
+/// Like any restarted node, the witness does not stand before `stand_from`
+/// (`Timing::restart_guard_ms` after its start; see `lease`).
+pub fn spawn_witness_relay(
+    raft: typ::Raft,
+    signals: PeerSignals,
+    relay_silence_ms: u64,
+    stand_from: Instant,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let metrics = raft.metrics();
         loop {
@@ -59,7 +66,8 @@ pub fn spawn_witness_relay(raft: typ::Raft, signals: PeerSignals, relay_silence_
                 hand_over(&raft).await;
                 continue;
             }
-            if should_stand(signals.times(), Instant::now(), relay_silence_ms) {
+            let now = Instant::now();
+            if now >= stand_from && should_stand(signals.times(), now, relay_silence_ms) {
                 tracing::warn!(
                     term = m.current_term,
                     last_log = ?m.last_log_index,

@@ -23,30 +23,46 @@
 //! - `election_timeout_min` = F/4 (only the other storage node ever campaigns
 //!   after a failure, so the spread is not needed against split votes; it is
 //!   also openraft's vote RPC timeout);
-//! - the lease lasts `lease_ms` = 7F/16 from the send time of the newest
-//!   quorum-acknowledged heartbeat, plus `lease_drift_ms` = F/16 of allowance
-//!   for clock rates and scheduling: `lease_ms + lease_drift_ms` =
-//!   `election_timeout_max`, so the lease ends before any voter that
-//!   acknowledged it may elect another leader;
-//! - a new leader waits `promote_wait_ms` = `lease_ms + lease_drift_ms` after
-//!   its election before serving (the old lease's bound);
+//! - the lease lasts `lease_ms` = F/2 - F/32 from the send time of the newest
+//!   quorum-acknowledged AppendEntries, with `lease_drift_ms` = F/32 of
+//!   allowance for clock rates and for a reply checked just before the lease
+//!   ended: `lease_ms + lease_drift_ms` = `election_timeout_max`, so the lease
+//!   ends before any voter that acknowledged it may elect another leader;
+//! - `restart_guard_ms` = `lease_ms + lease_drift_ms`: for that long after
+//!   its Raft starts a node neither grants a vote nor campaigns (a restarted
+//!   node has forgotten the in-memory follower lease that made its recent
+//!   acknowledgements binding; see `lease`);
+//! - a new leader waits only `promote_wait_ms` = `lease_drift_ms` after its
+//!   election before serving (the old lease has ended by its election: see
+//!   `lease`);
 //! - heartbeats: openraft ticks every 3/2 of `heartbeat_ms` and sends one
-//!   heartbeat per tick; `heartbeat_ms` is also its AppendEntries RPC
-//!   timeout. `heartbeat_ms` = `lease_ms`/5, so a lease outlives a stall of
-//!   the leader or of its acknowledging peer of about `lease_ms` - 3/2
-//!   `heartbeat_ms` (≈ 0.3 F).
+//!   heartbeat per tick when no entries are in flight; `heartbeat_ms` is
+//!   also its AppendEntries RPC timeout (the transport still takes a later
+//!   answer as an acknowledgement). `heartbeat_ms` = `lease_ms`/5.
+//!
+//! Replication sends one request per follower at a time and a follower
+//! answers after its fsync, so the lease survives as long as two consecutive
+//! round trips (fsync included) of the faster follower take less than
+//! `lease_ms` (≈ 0.47 F).
 //!
 //! A client of an idle cluster then stalls, on a failover, for the detection
-//! (3F/4 .. F) plus the promotion wait (F/2) plus the promotion steps (VIP,
-//! epoch commit, listeners: tens of ms): with the default F = 640 ms about
-//! 0.9-1.1 s. A larger F rides out longer stalls of a loaded machine and makes
-//! each real failover slower by 5/4 of the increase, on average.
+//! (3F/4 .. F) plus the promotion steps (apply barrier, VIP, epoch commit,
+//! listeners: about 0.1 s): with the default F = 1000 ms about 0.85-1.1 s. A
+//! larger F rides out longer stalls of a loaded machine and makes each real
+//! failover slower by 7/8 of the increase, on average.
+//!
+//! Measured (tests/cluster/load.rs: three nodes on one 2-core machine, 4
+//! spinning threads, 4 NFS clients creating files, snapshots every 500
+//! entries, other builds sharing the disk): Raft log fsyncs of 100-300 ms
+//! (once 680 ms), leader acknowledgement gaps up to ≈ 340 ms, so F = 640
+//! (lease 300 ms) and F = 720 (lease 338 ms) each still demoted the active
+//! about once a minute; F = 1000 gives a lease of 469 ms.
 
 use std::time::Duration;
 
-/// `failure_detection_ms` when the config sets none. Chosen from
-/// measurements: see `FAILURE_DETECTION_MS_DEFAULT`'s note in the README.
-pub const FAILURE_DETECTION_MS_DEFAULT: u64 = 640;
+/// `failure_detection_ms` when the config sets none, chosen from the
+/// measurements in the module doc.
+pub const FAILURE_DETECTION_MS_DEFAULT: u64 = 1_000;
 /// Smallest accepted `failure_detection_ms`.
 pub const FAILURE_DETECTION_MS_MIN: u64 = 480;
 /// Largest accepted `failure_detection_ms`: a switchover waits
@@ -70,16 +86,14 @@ pub struct Timing {
     pub lease_ms: u64,
     /// Allowance for clock-rate differences between nodes and scheduling delay.
     pub lease_drift_ms: u64,
-    /// How long a newly elected leader waits before serving: the old leader's
-    /// lease bound, from the moment of election. That is exactly what safety
-    /// needs and no more: every voter of our quorum granted us its vote before
-    /// we saw ourselves elected, and after granting it refuses the old term,
-    /// so the newest old-leader heartbeat any of them acknowledged was sent
-    /// before our election; the old lease therefore ends before
-    /// `elected + lease_ms` (plus drift). It cannot be counted from the start
-    /// of our campaign: a voter restarted in between may have acknowledged the
-    /// old leader after that.
+    /// How long a newly elected leader waits before serving, from the moment
+    /// of its election: the drift allowance. The old leader's lease has ended
+    /// by then (see `lease`).
     pub promote_wait_ms: u64,
+    /// For how long after its Raft starts a node grants no vote and does not
+    /// campaign: `lease_ms + lease_drift_ms`, so that an acknowledgement it
+    /// gave before a restart, which the restart made it forget, binds no more.
+    pub restart_guard_ms: u64,
     /// Silence from every leader before the witness may stand (`relay`): two
     /// full election timeouts plus a heartbeat, longer than any storage node
     /// needs to notice a dead leader and campaign.
@@ -119,7 +133,7 @@ impl Timing {
     pub const fn derive_unchecked(failure_detection_ms: u64) -> Timing {
         let f = failure_detection_ms;
         let election_timeout_max_ms = f / 2;
-        let lease_drift_ms = f / 16;
+        let lease_drift_ms = f / 32;
         let lease_ms = election_timeout_max_ms - lease_drift_ms;
         let heartbeat_ms = lease_ms / 5;
         Timing {
@@ -129,7 +143,8 @@ impl Timing {
             election_timeout_max_ms,
             lease_ms,
             lease_drift_ms,
-            promote_wait_ms: lease_ms + lease_drift_ms,
+            promote_wait_ms: lease_drift_ms,
+            restart_guard_ms: lease_ms + lease_drift_ms,
             relay_silence_ms: 2 * election_timeout_max_ms + heartbeat_ms,
         }
     }
@@ -138,7 +153,7 @@ impl Timing {
     /// the error. Run at config load and again at node start.
     pub fn check(&self) -> Result<(), TimingError> {
         let t = self;
-        let relations: [(bool, String); 10] = [
+        let relations: [(bool, String); 11] = [
             (
                 t.election_timeout_min_ms >= 2 * t.heartbeat_ms,
                 format!(
@@ -168,10 +183,17 @@ impl Timing {
                 ),
             ),
             (
-                t.promote_wait_ms >= t.lease_ms + t.lease_drift_ms,
+                t.restart_guard_ms >= t.lease_ms + t.lease_drift_ms,
                 format!(
-                    "promote_wait_ms {} < lease_ms {} + lease_drift_ms {}: a new leader would serve inside the old lease",
-                    t.promote_wait_ms, t.lease_ms, t.lease_drift_ms
+                    "restart_guard_ms {} < lease_ms {} + lease_drift_ms {}: a restarted voter could elect a leader inside the old lease",
+                    t.restart_guard_ms, t.lease_ms, t.lease_drift_ms
+                ),
+            ),
+            (
+                t.promote_wait_ms >= t.lease_drift_ms,
+                format!(
+                    "promote_wait_ms {} < lease_drift_ms {}: a new leader would serve while the old one may still send a reply",
+                    t.promote_wait_ms, t.lease_drift_ms
                 ),
             ),
             (
@@ -218,6 +240,10 @@ impl Timing {
 
     pub fn promote_wait(&self) -> Duration {
         Duration::from_millis(self.promote_wait_ms)
+    }
+
+    pub fn restart_guard(&self) -> Duration {
+        Duration::from_millis(self.restart_guard_ms)
     }
 
     /// The heartbeat period openraft really uses (it ticks every 3/2 of
@@ -331,6 +357,9 @@ mod tests {
         t.lease_ms = t.election_timeout_max_ms;
         let e = t.check().expect_err("lease outliving the follower lease");
         assert!(e.to_string().contains("the lease must end before a voter may elect another leader"), "{e}");
+        let mut t = Timing::default();
+        t.restart_guard_ms -= 1;
+        assert!(t.check().is_err());
         let mut t = Timing::default();
         t.promote_wait_ms -= 1;
         assert!(t.check().is_err());

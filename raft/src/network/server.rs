@@ -2,6 +2,9 @@
 //! on the local `Raft` one request at a time (a peer's replication stream is
 //! sequential anyway). A peer that fails authentication is logged (a warning)
 //! and dropped; one that merely closes mid-handshake is logged at debug.
+//! For `Timing::restart_guard_ms` after this node's Raft started, a vote
+//! request is not passed to Raft: the connection closes unanswered (see
+//! `lease` for why a restarted node must not vote at once).
 //! Stopping the server (aborting the task `spawn` returns) closes the listener
 //! and every connection at once: connection tasks live in the accept loop's
 //! `JoinSet`.
@@ -27,6 +30,9 @@ pub struct PeerServer {
     pub signals: PeerSignals,
     pub lease: crate::lease::LeaseClock,
     pub hooks: crate::view::ServerHooks,
+    /// Until when this node grants no vote (`Timing::restart_guard_ms` after
+    /// its Raft started): see `lease` for why.
+    pub votes_from: std::time::Instant,
 }
 
 impl PeerServer {
@@ -100,7 +106,10 @@ impl PeerServer {
             }
             let req: PeerRequest = decode(&frame, PEER_FRAME_BYTES_MAX)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            let resp = self.dispatch(req).await;
+            let Some(resp) = self.dispatch(req).await else {
+                tracing::debug!(peer, "vote request refused: this node restarted less than restart_guard_ms ago");
+                return Ok(());
+            };
             if self.faults.is_blocked(peer) {
                 return Err(std::io::Error::other("fault injection: dropping traffic to peer"));
             }
@@ -110,11 +119,18 @@ impl PeerServer {
         }
     }
 
-    async fn dispatch(&self, req: PeerRequest) -> PeerResponse {
-        match req {
+    /// The answer to `req`; `None`: close the connection without one.
+    async fn dispatch(&self, req: PeerRequest) -> Option<PeerResponse> {
+        let resp = match req {
             PeerRequest::Append(rpc) => {
                 self.signals.append_received();
                 PeerResponse::Append(self.raft.append_entries(rpc).await)
+            }
+            PeerRequest::Vote(_) if std::time::Instant::now() < self.votes_from => {
+                // Just restarted: acknowledgements given before the restart
+                // may still hold an old leader's lease. No answer; the
+                // candidate counts no vote and tries again later.
+                return None;
             }
             PeerRequest::Vote(rpc) => {
                 let candidate_last = rpc.last_log_id;
@@ -135,7 +151,8 @@ impl PeerServer {
                 PeerResponse::Admin(Some("error: forwarded command too long\n".into()))
             }
             PeerRequest::Admin(line) => PeerResponse::Admin(self.hooks.admin(line).await),
-        }
+        };
+        Some(resp)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Promote and demote a storage node, driven by `RaftNode::leadership()`.
 //!
 //! Promote, once the watch says `Leader` (elected, everything committed
-//! applied, the old leader's lease waited out — all inside `Leadership`) and
+//! applied, the old leader's lease over — all inside `Leadership`) and
 //! the node is not standing down:
 //! 1. run `on_promote` (bounded by `hooks.timeout_ms`);
 //! 2. claim the VIP, if configured: add the address;
