@@ -185,8 +185,9 @@ fn is_leading(role: Role, m: &RaftMetrics<NodeId, PeerNode>) -> bool {
     role == Role::Storage && m.state == ServerState::Leader && m.current_leader == Some(m.id) && m.vote.is_committed()
 }
 
-/// Why a leader that held the lease no longer may serve (`None`: it still
-/// may). `was` is the metrics while it last served.
+/// Why a leader that served (metrics `was`) no longer may, for the log:
+/// another leader, a new term, a re-election, or the lease expired (when,
+/// and each peer's newest acknowledgement).
 fn lost_reason(
     role: Role,
     lease: &LeaseClock,
@@ -214,7 +215,7 @@ fn lost_reason(
     let acks = lease.acks_text(m, now);
     match lease.until(m) {
         Some(until) => format!(
-            "lease expired {} ms ago (lease {} ms from the newest quorum-acknowledged heartbeat); {acks}",
+            "lease expired {} ms ago (lease {} ms from the newest quorum-acknowledged AppendEntries); {acks}",
             ms_between(until, now),
             lease.lease.as_millis()
         ),

@@ -59,9 +59,11 @@ fn load_seconds() -> u64 {
     }
 }
 
-/// Spin on every core until `stop` or `until`.
+/// Spin on every core until `stop` or `until` (no threads when
+/// `HANFS_LOADFLAP_OWN_HOG=0`: `interop/loadflap.sh` runs `stress-ng` instead).
 fn cpu_hog(stop: Arc<AtomicBool>, until: Instant) -> Vec<std::thread::JoinHandle<u64>> {
-    (0..HOG_THREADS)
+    let threads = if std::env::var("HANFS_LOADFLAP_OWN_HOG").is_ok_and(|v| v == "0") { 0 } else { HOG_THREADS };
+    (0..threads)
         .map(|_| {
             let stop = stop.clone();
             std::thread::spawn(move || {
