@@ -10,8 +10,9 @@
 //! (`switchover`), a CREATE and a REMOVE whose active died between executing
 //! and recording them (`exactly_once`), and `locks` answered on every node
 //! (`locks`); NLM locks across failover (`nlm`), classic vs transparent
-//! lock recovery (`nlm_classic`), and no false failover under a CPU hog, NFS
-//! load and snapshot builds (`load`). Cluster tests run one at a time (`harness::serial`).
+//! lock recovery (`nlm_classic`), no false failover under a CPU hog, NFS
+//! load and snapshot builds (`load`), and what the operator reads across
+//! failovers: promotion times, `serving`, peer log lines (`operator`). Cluster tests run one at a time (`harness::serial`).
 
 mod harness;
 
@@ -22,6 +23,7 @@ mod load;
 mod locks;
 mod nlm;
 mod nlm_classic;
+mod operator;
 mod partition;
 mod relay;
 mod switchover;
