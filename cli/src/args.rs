@@ -55,7 +55,7 @@ pub enum Command {
         id = 1                         # fsid; the same on every node\n\
         clients = \"10.0.0.0/8(rw) *(ro)\"  # exports(5) syntax\n\n\
         A cluster member adds [cluster] (name, node_id, secret_file, failure_detection_ms: \
-        default 1000, heartbeat, election and lease timings derive from it), one [[cluster.peer]] \
+        default 1200, heartbeat, election and lease timings derive from it), one [[cluster.peer]] \
         (id, addr, role = storage|witness) per member including itself, and optionally \
         [vip] (interface, addr, prefix, device) and [hooks] (on_promote, on_demote, timeout_ms); \
         see README.md, \"Running a cluster\".")]

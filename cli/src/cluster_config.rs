@@ -7,7 +7,7 @@
 //! name = "prod"
 //! node_id = 1
 //! secret_file = "/etc/hanfs/secret"   # mode 0600: not group/other readable
-//! failure_detection_ms = 1000         # default; how long a silent active
+//! failure_detection_ms = 1200         # default; how long a silent active
 //!                                     # has before the passive campaigns
 //!                                     # (480..=3000); heartbeat, election
 //!                                     # and lease timings derive from it
