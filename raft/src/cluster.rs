@@ -8,19 +8,21 @@
 //! Everything Raft runs — openraft's core, its state-machine worker and
 //! ticks, heartbeats and replication, the peer listener and its connections,
 //! the leadership watch (lease renewal) and the witness relay — runs on a
-//! tokio runtime of its own
-//! (`RAFT_WORKER_THREADS` OS threads named `hanfs-raft`, with its own
-//! blocking pool for redb writes, applying entries and building snapshots),
-//! at a raised priority (`RAFT_THREAD_NICE`), so NFS work on the server's
-//! runtime, or anything else on the machine, can never delay a heartbeat by
-//! more than a scheduling slice. The two
-//! runtimes meet only at channels: openraft's request channel (one proposal
-//! at a time from the group-commit task, which stays on the server's runtime
-//! behind its bounded queue, `RAFT_COMMIT_QUEUE_MAX`: its trial waits for the
-//! state's write lock; admin requests), and watch channels (metrics,
-//! `Leadership`). The state itself is shared under its lock: Raft's side
-//! takes it only on blocking threads (`sm_store`). The runtime stops with the node (`shutdown`, or
-//! in the background when a `RaftNode` is dropped).
+//! tokio runtime of its own (`RAFT_WORKER_THREADS` OS threads named
+//! `hanfs-raft`, with its own blocking pool for redb writes, applying entries
+//! and building snapshots), at a raised priority (`RAFT_THREAD_NICE`), so NFS
+//! work on the server's runtime, or anything else on the machine, delays a
+//! heartbeat by a scheduling slice at most. The two runtimes meet only at
+//! channels: openraft's request channel (one proposal at a time from the
+//! group-commit task, which stays on the server's runtime behind its bounded
+//! queue, `RAFT_COMMIT_QUEUE_MAX`, because its trial waits for the state's
+//! write lock; admin requests) and watch channels (metrics, `Leadership`).
+//! The state itself is shared under its lock; Raft's side takes it only on
+//! blocking threads (`sm_store`). The runtime stops with the node
+//! (`shutdown`, or in the background when a `RaftNode` is dropped).
+//!
+//! For `Timing::restart_guard_ms` after the start a storage node does not
+//! campaign (and no node grants a vote: `network::server`): see `lease`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,8 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::lease::LastDemotion;
-use crate::lease::{spawn_leadership_watch, Leadership, LeaseClock};
+use crate::lease::{spawn_leadership_watch, LastDemotion, Leadership, LeaseClock};
 use crate::log_store::{bind_identity, open_db, IdentityError, LogStore};
 use crate::membership::{initialize, raft_config_with, MembershipError, SNAPSHOT_EVERY_ENTRIES};
 use crate::network::auth::ClusterSecret;
