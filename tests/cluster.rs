@@ -9,19 +9,24 @@
 //! dies (`relay`), the graceful switchover and init refusals
 //! (`switchover`), a CREATE and a REMOVE whose active died between executing
 //! and recording them (`exactly_once`), and `locks` answered on every node
-//! (`locks`); NLM locks across failover (`nlm`), and classic vs transparent
-//! lock recovery (`nlm_classic`); `stats` and `/metrics` on every member
-//! (`stats`); an export on the wrong filesystem refused (`wrong_disk`).
-//! Cluster tests run one at a time (`harness::serial`).
+//! (`locks`); NLM locks across failover (`nlm`), classic vs transparent
+//! lock recovery (`nlm_classic`), `stats` and `/metrics` on every member
+//! (`stats`), an export on the wrong filesystem refused (`wrong_disk`), no
+//! false failover under a CPU hog, NFS load and snapshot builds (`load`),
+//! and what the operator reads across failovers: promotion times,
+//! `serving`, peer log lines (`operator`). Cluster tests run one at a time
+//! (`harness::serial`).
 
 mod harness;
 
 mod degraded;
 mod exactly_once;
 mod failover;
+mod load;
 mod locks;
 mod nlm;
 mod nlm_classic;
+mod operator;
 mod partition;
 mod relay;
 mod stats;

@@ -53,10 +53,11 @@ pub enum Command {
         mount = 20048\n\n\
         [[export]]                     # one per exported directory\n\
         name = \"/export\"               # the path clients mount\n\
-        dir = \"/srv/nfs/export\"        # must exist\n\
+        dir = \"/srv/nfs/export\"        # must exist; in a cluster it may be absent until on_promote mounts it\n\
         id = 1                         # fsid; the same on every node\n\
         clients = \"10.0.0.0/8(rw) *(ro)\"  # exports(5) syntax\n\n\
-        A cluster member adds [cluster] (name, node_id, secret_file), one [[cluster.peer]] \
+        A cluster member adds [cluster] (name, node_id, secret_file, failure_detection_ms: \
+        default 1200, heartbeat, election and lease timings derive from it), one [[cluster.peer]] \
         (id, addr, role = storage|witness) per member including itself, and optionally \
         [vip] (interface, addr, prefix, device) and [hooks] (on_promote, on_demote, timeout_ms); \
         see README.md, \"Running a cluster\".")]

@@ -7,6 +7,10 @@
 //! name = "prod"
 //! node_id = 1
 //! secret_file = "/etc/hanfs/secret"   # mode 0600: not group/other readable
+//! failure_detection_ms = 1200         # default; how long a silent active
+//!                                     # has before the passive campaigns
+//!                                     # (480..=3000); heartbeat, election
+//!                                     # and lease timings derive from it
 //! [[cluster.peer]]                    # every member, this node included
 //! id = 1
 //! addr = "10.0.0.1:7101"              # raft peer transport, IP:port
@@ -15,7 +19,7 @@
 //! interface = "eth0"                  # where the gratuitous ARP goes
 //! addr = "10.0.0.100"
 //! prefix = 24
-//! device = "hanfs-vip"                # default; the TUN device carrying the
+//! device = "hanfs-vip1"               # default hanfs-vip<node_id>; the TUN device carrying the
 //!                                     # address, gone when the process dies
 //!                                     # (with interface = "lo": no device)
 //! [hooks]                             # optional, each run with `sh -c`
@@ -42,13 +46,14 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use hanfs_raft::network::auth::ClusterSecret;
+use hanfs_raft::timing::{Timing, FAILURE_DETECTION_MS_DEFAULT};
 use hanfs_raft::types::Role;
 use hanfs_server::config::{
     ClusterConfig, ClusterSetup, HooksConfig, LockRecovery, NlmConfig, PeerConfig, GRACE_SECONDS_MAX,
     GRACE_SECONDS_MIN, HOOK_TIMEOUT_MS_DEFAULT,
 };
 use hanfs_server::nsm::xdr::SM_MAXSTRLEN;
-use hanfs_server::vip::{valid_device_name, VipConfig, DEFAULT_DEVICE, IPV4_PREFIX_MAX, IPV6_PREFIX_MAX};
+use hanfs_server::vip::{default_device, valid_device_name, VipConfig, IPV4_PREFIX_MAX, IPV6_PREFIX_MAX};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -65,6 +70,7 @@ pub struct ClusterSection {
     name: Spanned<String>,
     node_id: Spanned<u64>,
     secret_file: Spanned<PathBuf>,
+    failure_detection_ms: Option<Spanned<u64>>,
     #[serde(default)]
     peer: Vec<PeerSection>,
 }
@@ -217,22 +223,32 @@ pub fn check(
         at(c.secret_file.span(), e.to_string());
         ok = false;
     }
+    let timing = match &c.failure_detection_ms {
+        None => Timing::derive(FAILURE_DETECTION_MS_DEFAULT),
+        Some(f) => Timing::derive(*f.get_ref()).inspect_err(|e| at(f.span(), e.to_string())),
+    };
+    ok &= timing.is_ok();
     let vip = match vip {
         None => None,
         Some(v) => {
-            let checked = check_vip(v, at);
+            let checked = check_vip(v, node_id, at);
             ok &= checked.is_some();
             checked
         }
     };
     let hooks = check_hooks(hooks, at)?;
+    let timing = timing.ok()?;
     if !ok {
         return None;
     }
-    Some(ClusterSetup { cluster: ClusterConfig { name: name.clone(), node_id, secret_file, peers }, vip, hooks })
+    Some(ClusterSetup {
+        cluster: ClusterConfig { name: name.clone(), node_id, secret_file, peers, timing },
+        vip,
+        hooks,
+    })
 }
 
-fn check_vip(v: &VipSection, at: &mut impl FnMut(Range<usize>, String)) -> Option<VipConfig> {
+fn check_vip(v: &VipSection, node_id: u64, at: &mut impl FnMut(Range<usize>, String)) -> Option<VipConfig> {
     let interface = v.interface.get_ref();
     if interface.is_empty() || interface.len() >= IFNAMSIZ_BYTES || interface.contains('/') {
         at(v.interface.span(), format!("vip interface `{interface}` is not an interface name"));
@@ -268,7 +284,17 @@ fn check_vip(v: &VipSection, at: &mut impl FnMut(Range<usize>, String)) -> Optio
             return None;
         }
         (Some(d), _) => Some(d.get_ref().clone()),
-        (None, _) => Some(DEFAULT_DEVICE.to_string()),
+        // Two nodes on one host must not take the same device.
+        (None, _) => match default_device(node_id) {
+            Some(d) => Some(d),
+            None => {
+                at(
+                    v.interface.span(),
+                    format!("node_id {node_id} is too long for the default vip device name; set device"),
+                );
+                return None;
+            }
+        },
     };
     Some(VipConfig { interface: interface.clone(), addr, prefix, device })
 }
@@ -350,7 +376,7 @@ mod tests {
         assert_eq!(setup.cluster.peers[2].role, Role::Witness);
         let vip = setup.vip.expect("vip");
         assert_eq!((vip.interface.as_str(), vip.prefix), ("br0", 24));
-        assert_eq!(vip.device.as_deref(), Some(DEFAULT_DEVICE), "a device by default");
+        assert_eq!(vip.device.as_deref(), Some("hanfs-vip2"), "a device by default, named after the node");
         assert_eq!(setup.hooks.on_promote.as_deref(), Some("mount /dev/drbd0 /srv"));
         assert_eq!(setup.hooks.timeout_ms, 5000);
     }
@@ -373,6 +399,24 @@ mod tests {
         let e = errs(&cluster(1, &[(1, "nohost", "storage"), (2, "127.0.0.1:2", "arbiter")]), &d.0);
         assert!(e.iter().any(|m| m.contains("must be IP:port")), "{e:?}");
         assert!(e.iter().any(|m| m.contains("\"storage\" or \"witness\"")), "{e:?}");
+    }
+
+    #[test]
+    fn failure_detection_ms_is_derived_and_checked() {
+        let d = SecretDir::new("timing", 0o600);
+        let c = load_str(&cluster(1, &THREE), &d.0).map_err(|e| e.join("; ")).expect("loads");
+        assert_eq!(c.server.cluster.map(|s| s.cluster.timing), Some(Timing::default()));
+        let with = |ms: u64| {
+            cluster(1, &THREE).replace(
+                "secret_file = \"secret\"\n",
+                &format!("secret_file = \"secret\"\nfailure_detection_ms = {ms}\n"),
+            )
+        };
+        let c = load_str(&with(1000), &d.0).map_err(|e| e.join("; ")).expect("loads");
+        let t = c.server.cluster.map(|s| s.cluster.timing).expect("cluster");
+        assert_eq!((t.failure_detection_ms, t.election_timeout_max_ms, t.restart_guard_ms), (1000, 500, 500));
+        let e = errs(&with(100), &d.0);
+        assert!(e.iter().any(|m| m.starts_with("9: ") && m.contains("failure_detection_ms = 100 is outside")), "{e:?}");
     }
 
     #[test]

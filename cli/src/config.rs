@@ -17,7 +17,8 @@
 //!
 //! [[export]]
 //! name = "/export"              # the path clients mount
-//! dir = "/srv/nfs/export"       # must exist
+//! dir = "/srv/nfs/export"       # must exist (a cluster member's may be
+//!                               # absent until on_promote mounts it)
 //! id = 1                        # fsid: the same on every node
 //! clients = "*(rw,root_squash)" # exports(5) syntax
 //!

@@ -98,12 +98,9 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     };
     init_logging(cfg.log_format);
     let rt = runtime()?;
-    rt.block_on(async move {
-        let state_dir = cfg.server.state_dir.clone();
-        hanfs_server::node::run(cfg.server, shutdown_signal())
-            .await
-            .with_context(|| format!("state directory {}", state_dir.display()))
-    })?;
+    // Each `NodeError` names what failed (the state directory only when it
+    // is the state directory), so it is shown as it is.
+    rt.block_on(hanfs_server::node::run(cfg.server, shutdown_signal())).map_err(anyhow::Error::from)?;
     Ok(())
 }
 

@@ -66,9 +66,20 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    /// Spawns the group-commit task; entries hold at most `entry_bytes_max`
-    /// encoded command bytes. Call inside a tokio runtime.
+    /// Spawns the group-commit task on the current runtime; entries hold at
+    /// most `entry_bytes_max` encoded command bytes. Call inside a tokio
+    /// runtime.
     pub(crate) fn start<D: Durable>(durable: D, state: Arc<RwLock<State>>, entry_bytes_max: u64) -> Batcher {
+        Batcher::start_on(&tokio::runtime::Handle::current(), durable, state, entry_bytes_max)
+    }
+
+    /// `start`, with the task on `runtime`.
+    pub(crate) fn start_on<D: Durable>(
+        runtime: &tokio::runtime::Handle,
+        durable: D,
+        state: Arc<RwLock<State>>,
+        entry_bytes_max: u64,
+    ) -> Batcher {
         let (tx, rx) = mpsc::channel(COMMIT_QUEUE_MAX);
         let entries_written = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(CommitStats::default());
@@ -77,7 +88,7 @@ impl Batcher {
         Batcher {
             entry_bytes_max,
             queue: Mutex::new(Some(tx)),
-            task: Mutex::new(Some(tokio::spawn(task.run(rx)))),
+            task: Mutex::new(Some(runtime.spawn(task.run(rx)))),
             entries_written,
             stats,
         }

@@ -4,6 +4,25 @@
 //! of these, watches `leadership()`, and writes through `commit`; what else it
 //! reads or drives of Raft is in `status` and `handover` (more `RaftNode`
 //! methods), so `raft` itself stays inside this crate.
+//!
+//! Everything Raft runs — openraft's core, its state-machine worker and
+//! ticks, heartbeats and replication, the peer listener and its connections,
+//! the leadership watch (lease renewal) and the witness relay — runs on a
+//! tokio runtime of its own (`RAFT_WORKER_THREADS` OS threads named
+//! `hanfs-raft`, with its own blocking pool for redb writes, applying entries
+//! and building snapshots), at a raised priority (`RAFT_THREAD_NICE`), so NFS
+//! work on the server's runtime, or anything else on the machine, delays a
+//! heartbeat by a scheduling slice at most. The two runtimes meet only at
+//! channels: openraft's request channel (one proposal at a time from the
+//! group-commit task, which stays on the server's runtime behind its bounded
+//! queue, `RAFT_COMMIT_QUEUE_MAX`, because its trial waits for the state's
+//! write lock; admin requests) and watch channels (metrics, `Leadership`).
+//! The state itself is shared under its lock; Raft's side takes it only on
+//! blocking threads (`sm_store`). The runtime stops with the node
+//! (`shutdown`, or in the background when a `RaftNode` is dropped).
+//!
+//! For `Timing::restart_guard_ms` after the start a storage node does not
+//! campaign (and no node grants a vote: `network::server`): see `lease`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,9 +33,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::lease::{spawn_leadership_watch, Leadership, LeaseClock};
+use crate::lease::{spawn_leadership_watch, LastDemotion, Leadership, LeaseClock};
 use crate::log_store::{bind_identity, open_db, IdentityError, LogStore};
-use crate::membership::{initialize, raft_config, MembershipError};
+use crate::membership::{initialize, raft_config_with, MembershipError, SNAPSHOT_EVERY_ENTRIES};
 use crate::network::auth::ClusterSecret;
 use crate::network::client::{fetch_view, forward_admin, PeerAskError, PeerNetwork};
 use crate::network::server::PeerServer;
@@ -24,6 +43,7 @@ use crate::network::{Faults, PeerSignals};
 use crate::raft_commit::RaftCommit;
 use crate::relay::spawn_witness_relay;
 use crate::sm_store::StateMachineStore;
+use crate::timing::Timing;
 use crate::types::{typ, NodeId, PeerNode, Role};
 use crate::view::{AdminForward, ClusterView, ServerHooks, ViewExtra};
 
@@ -31,6 +51,9 @@ use crate::view::{AdminForward, ClusterView, ServerHooks, ViewExtra};
 pub const LOG_DB_FILE: &str = "raft-log.redb";
 /// The snapshot database's file name inside `RaftNodeOptions::data_dir`.
 pub const SNAPSHOT_DB_FILE: &str = "raft-snapshot.redb";
+/// Worker threads of Raft's own runtime: one keeps heartbeats going while the
+/// other applies or persists.
+pub const RAFT_WORKER_THREADS: usize = 2;
 
 /// What a node needs to start.
 #[derive(Clone, Debug)]
@@ -45,8 +68,72 @@ pub struct RaftNodeOptions {
     /// vote (redb has one writer per file).
     pub data_dir: PathBuf,
     pub secret: ClusterSecret,
-    /// openraft configuration; `None` means `membership::raft_config`.
+    /// Heartbeat, election and lease timings (from `failure_detection_ms`).
+    pub timing: Timing,
+    /// Build a snapshot every this many applied entries
+    /// (`membership::SNAPSHOT_EVERY_ENTRIES` unless a test lowers it).
+    pub snapshot_every_entries: u64,
+    /// openraft configuration; `None` means `membership::raft_config_with`
+    /// of `timing` and `snapshot_every_entries`. A given one must carry the
+    /// same heartbeat and election timings as `timing`.
     pub config: Option<Arc<Config>>,
+}
+
+impl RaftNodeOptions {
+    /// Options with the default timing and snapshot policy.
+    pub fn new(node_id: NodeId, role: Role, cluster: String, data_dir: PathBuf, secret: ClusterSecret) -> Self {
+        RaftNodeOptions {
+            node_id,
+            role,
+            cluster,
+            data_dir,
+            secret,
+            timing: Timing::default(),
+            snapshot_every_entries: SNAPSHOT_EVERY_ENTRIES,
+            config: None,
+        }
+    }
+}
+
+/// Nice value of Raft's threads (workers and blocking pool), like corosync's
+/// raised scheduling priority: under a CPU hog or heavy NFS load on a small
+/// machine, a heartbeat, an acknowledgement or a log write must get a core
+/// within milliseconds, not after its fair share of a crowded run queue.
+/// Needs CAP_SYS_NICE (root has it); without it the threads keep the
+/// process's priority and a warning says so.
+pub const RAFT_THREAD_NICE: i32 = -10;
+
+/// Give the calling thread `RAFT_THREAD_NICE` (Linux nice values are per
+/// thread); warns once per process if that is not allowed.
+fn raise_thread_priority() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    // SAFETY: gettid takes no arguments; setpriority takes plain integers.
+    let failed = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, RAFT_THREAD_NICE) != 0
+    };
+    if failed {
+        let error = std::io::Error::last_os_error();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                %error,
+                nice = RAFT_THREAD_NICE,
+                "cannot raise the priority of Raft's threads (needs CAP_SYS_NICE): under CPU load heartbeats wait their turn"
+            );
+        });
+    }
+}
+
+/// Raft's own tokio runtime; shut down in the background when dropped (a
+/// runtime cannot be dropped inside another one's async context).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +146,8 @@ pub enum RaftNodeError {
     Membership(#[from] MembershipError),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("raft runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Why the leader could not be asked (`forward_to_leader`, `cluster_view`).
@@ -93,15 +182,64 @@ pub struct RaftNode {
     net: PeerNetwork,
     hooks: ServerHooks,
     leadership: watch::Receiver<Leadership>,
+    last_demotion: LastDemotion,
+    pub timing: Timing,
     server: JoinHandle<()>,
     watch: JoinHandle<()>,
     /// The witness relay (`relay`), on the witness only.
     relay: Option<JoinHandle<()>>,
+    /// Last field: dropped after every handle above.
+    runtime: OwnRuntime,
 }
 
 impl RaftNode {
-    /// Open storage, start Raft, serve peers on `listener`.
+    /// Open storage, start Raft on a runtime of its own (see the module doc),
+    /// serve peers on `listener` there.
     pub async fn start(opts: RaftNodeOptions, listener: TcpListener) -> Result<RaftNode, RaftNodeError> {
+        // Raft's threads log where the starting thread logs (a test's scoped
+        // subscriber too, not only the global one): each sets that dispatcher
+        // as its default for its whole life.
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RAFT_WORKER_THREADS)
+            .thread_name("hanfs-raft")
+            .on_thread_start(move || {
+                std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+                raise_thread_priority();
+            })
+            .enable_all()
+            .build()
+            .map_err(RaftNodeError::Runtime)?;
+        let runtime = OwnRuntime(Some(runtime));
+        // Re-register the listener with Raft's runtime: its readiness must not
+        // depend on the caller's runtime being scheduled.
+        let listener = listener.into_std().map_err(RaftNodeError::Runtime)?;
+        let handle = match &runtime.0 {
+            Some(rt) => rt.handle().clone(),
+            None => return Err(RaftNodeError::Raft("runtime gone".into())),
+        };
+        let caller = tokio::runtime::Handle::current();
+        let started = handle.spawn(async move {
+            let listener = TcpListener::from_std(listener).map_err(RaftNodeError::Runtime)?;
+            Self::start_here(opts, listener, caller).await
+        });
+        match started.await {
+            Ok(Ok(mut node)) => {
+                node.runtime = runtime;
+                Ok(node)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(RaftNodeError::Raft(format!("start task: {e}"))),
+        }
+    }
+
+    /// `start`'s work, on Raft's runtime; the group-commit task goes on
+    /// `caller`'s.
+    async fn start_here(
+        opts: RaftNodeOptions,
+        listener: TcpListener,
+        caller: tokio::runtime::Handle,
+    ) -> Result<RaftNode, RaftNodeError> {
         let storage_err = |path: &PathBuf, e: &dyn std::fmt::Display| RaftNodeError::Storage {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -115,7 +253,8 @@ impl RaftNode {
         let log = LogStore::new(log_db);
         let sm = StateMachineStore::open(snapshot_db).map_err(|e| storage_err(&snapshot_path, &e))?;
         let faults = Faults::default();
-        let lease = LeaseClock::default();
+        opts.timing.check().map_err(MembershipError::from)?;
+        let lease = LeaseClock::new(opts.timing.lease());
         let network = PeerNetwork {
             self_id: opts.node_id,
             cluster: opts.cluster.clone(),
@@ -125,12 +264,23 @@ impl RaftNode {
         };
         let config = match opts.config {
             Some(config) => config,
-            None => raft_config(&opts.cluster, opts.role)?,
+            None => raft_config_with(&opts.cluster, opts.role, &opts.timing, opts.snapshot_every_entries)?,
         };
         let net = network.clone();
         let raft = typ::Raft::new(opts.node_id, config, network, log.clone(), sm.clone())
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        // A restarted node neither votes nor campaigns for a while (`lease`).
+        let votes_from = std::time::Instant::now() + opts.timing.restart_guard();
+        if opts.role == Role::Storage {
+            raft.runtime_config().elect(false);
+            let rc_raft = raft.clone();
+            let guard = opts.timing.restart_guard();
+            tokio::spawn(async move {
+                tokio::time::sleep(guard).await;
+                rc_raft.runtime_config().elect(true);
+            });
+        }
         let signals = PeerSignals::default();
         let hooks = ServerHooks::default();
         let server = PeerServer {
@@ -141,11 +291,14 @@ impl RaftNode {
             signals: signals.clone(),
             lease: lease.clone(),
             hooks: hooks.clone(),
+            votes_from,
         }
         .spawn(listener);
-        let relay = (opts.role == Role::Witness).then(|| spawn_witness_relay(raft.clone(), signals));
-        let (leadership, watch) = spawn_leadership_watch(raft.clone(), opts.role, lease.clone());
-        let commit = RaftCommit::start(raft.clone(), &sm, leadership.clone());
+        let relay = (opts.role == Role::Witness)
+            .then(|| spawn_witness_relay(raft.clone(), signals, opts.timing.relay_silence_ms, votes_from));
+        let (leadership, watch, last_demotion) =
+            spawn_leadership_watch(raft.clone(), opts.role, lease.clone(), opts.timing);
+        let commit = RaftCommit::start(&caller, raft.clone(), &sm, leadership.clone());
         Ok(RaftNode {
             id: opts.node_id,
             role: opts.role,
@@ -158,9 +311,12 @@ impl RaftNode {
             net,
             hooks,
             leadership,
+            last_demotion,
+            timing: opts.timing,
             server,
             watch,
             relay,
+            runtime: OwnRuntime(None),
         })
     }
 
@@ -173,6 +329,12 @@ impl RaftNode {
     /// May this node serve right now? Subscribe for changes.
     pub fn leadership(&self) -> watch::Receiver<Leadership> {
         self.leadership.clone()
+    }
+
+    /// Why this node last stopped being allowed to serve (lease expired, and
+    /// when; another leader; a new term; ...), if it ever was.
+    pub fn last_demotion(&self) -> Option<String> {
+        self.last_demotion.get()
     }
 
     /// May this node answer a request at this instant? The watch says Leader

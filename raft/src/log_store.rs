@@ -99,6 +99,36 @@ pub struct LogStore {
     db: Arc<Database>,
 }
 
+/// A log write (fsync included) slower than this is logged: openraft waits for
+/// it before it goes on, and a follower acknowledges only after it.
+pub const LOG_WRITE_SLOW_MS: u64 = 100;
+/// At most one slow-write warning this often (with the count and the slowest
+/// since the last one).
+pub const LOG_WRITE_WARN_EVERY_MS: u64 = 10_000;
+
+/// Slow writes since the last warning: (count, slowest ms, last warned).
+static SLOW_WRITES: std::sync::Mutex<(u64, u64, Option<std::time::Instant>)> = std::sync::Mutex::new((0, 0, None));
+
+/// Count a write that took `took`; warn (rate-limited) about slow ones.
+fn note_write_time(took: std::time::Duration) {
+    let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+    if ms < LOG_WRITE_SLOW_MS {
+        return;
+    }
+    let mut slow = SLOW_WRITES.lock().unwrap_or_else(|p| p.into_inner());
+    slow.0 += 1;
+    slow.1 = slow.1.max(ms);
+    let due = slow.2.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(LOG_WRITE_WARN_EVERY_MS));
+    if due {
+        tracing::warn!(
+            count = slow.0,
+            slowest_ms = slow.1,
+            "slow raft log writes (fsync) since the last report: the disk or the machine is overloaded"
+        );
+        *slow = (0, 0, Some(std::time::Instant::now()));
+    }
+}
+
 impl LogStore {
     pub fn new(db: Arc<Database>) -> Self {
         Self { db }
@@ -127,6 +157,7 @@ impl LogStore {
         F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     {
         let db = self.db.clone();
+        let started = std::time::Instant::now();
         let joined = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
             let mut txn = db.begin_write()?;
             txn.set_durability(durability);
@@ -135,6 +166,7 @@ impl LogStore {
             Ok(())
         })
         .await;
+        note_write_time(started.elapsed());
         match joined {
             Ok(result) => result.map_err(write_err),
             Err(join) => Err(write_err(join)),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use openraft::{Config, SnapshotPolicy};
 
-use crate::timing::{ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_MS, INSTALL_SNAPSHOT_TIMEOUT_MS};
+use crate::timing::{Timing, TimingError, INSTALL_SNAPSHOT_TIMEOUT_MS};
 use crate::types::{typ, NodeId, PeerNode, Role};
 
 /// Snapshot chunk size: large enough to move a big handle table quickly, small
@@ -30,8 +30,13 @@ pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 pub const PAYLOAD_ENTRIES_MAX: u64 = 64;
 /// A follower further behind than this many entries is caught up by snapshot.
 pub const REPLICATION_LAG_ENTRIES_MAX: u64 = 5_000;
-/// Build a snapshot every this many applied entries (log purge policy).
+/// Build a snapshot every this many applied entries (log purge policy), by
+/// default (`RaftNodeOptions::snapshot_every_entries`).
 pub const SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
+/// Fewest entries between two snapshots a node accepts (tests lower the
+/// default to force builds under load; `LOG_KEEP_AFTER_SNAPSHOT_ENTRIES` is
+/// then capped below it).
+pub const SNAPSHOT_EVERY_ENTRIES_MIN: u64 = 100;
 /// Entries kept after a snapshot, so a briefly lagging follower catches up from
 /// the log rather than by a full snapshot.
 pub const LOG_KEEP_AFTER_SNAPSHOT_ENTRIES: u64 = 1_000;
@@ -51,6 +56,10 @@ const _: () = assert!(LOG_KEEP_AFTER_SNAPSHOT_ENTRIES < SNAPSHOT_EVERY_ENTRIES);
 pub enum MembershipError {
     #[error("invalid raft config: {0}")]
     Config(Box<openraft::ConfigError>),
+    #[error(transparent)]
+    Timing(#[from] TimingError),
+    #[error("snapshot_every_entries {0} is below {SNAPSHOT_EVERY_ENTRIES_MIN}")]
+    SnapshotEvery(u64),
     #[error("cluster needs exactly one storage node to initialize from, got a witness")]
     InitOnWitness,
     #[error("this node is already part of an initialized cluster; refusing a second init")]
@@ -61,22 +70,39 @@ pub enum MembershipError {
     Fatal(String),
 }
 
-/// The openraft configuration for a node of `role` in cluster `cluster_name`.
+/// The openraft configuration for a node of `role` in cluster `cluster_name`,
+/// with the default timings and snapshot policy.
+pub fn raft_config(cluster_name: &str, role: Role) -> Result<Arc<Config>, MembershipError> {
+    raft_config_with(cluster_name, role, &Timing::default(), SNAPSHOT_EVERY_ENTRIES)
+}
+
+/// The openraft configuration for a node of `role` in cluster `cluster_name`
+/// with `timing` (checked again here) and a snapshot every
+/// `snapshot_every_entries` applied entries.
 /// Every field is set (no `..Default`), so an openraft upgrade that adds one
 /// fails to compile here instead of silently taking a default.
 #[allow(deprecated)] // `send_snapshot_timeout` has to be named to be set
-pub fn raft_config(cluster_name: &str, role: Role) -> Result<Arc<Config>, MembershipError> {
+pub fn raft_config_with(
+    cluster_name: &str,
+    role: Role,
+    timing: &Timing,
+    snapshot_every_entries: u64,
+) -> Result<Arc<Config>, MembershipError> {
+    timing.check()?;
+    if snapshot_every_entries < SNAPSHOT_EVERY_ENTRIES_MIN {
+        return Err(MembershipError::SnapshotEvery(snapshot_every_entries));
+    }
     let config = Config {
         cluster_name: cluster_name.to_string(),
-        heartbeat_interval: HEARTBEAT_MS,
-        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
-        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_timeout_min_ms,
+        election_timeout_max: timing.election_timeout_max_ms,
         install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
         max_payload_entries: PAYLOAD_ENTRIES_MAX,
         replication_lag_threshold: REPLICATION_LAG_ENTRIES_MAX,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every_entries),
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
-        max_in_snapshot_log_to_keep: LOG_KEEP_AFTER_SNAPSHOT_ENTRIES,
+        max_in_snapshot_log_to_keep: LOG_KEEP_AFTER_SNAPSHOT_ENTRIES.min(snapshot_every_entries / 2),
         purge_batch_size: PURGE_BATCH_ENTRIES,
         enable_tick: true,
         enable_heartbeat: true,

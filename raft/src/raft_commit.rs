@@ -12,6 +12,12 @@
 //!
 //! Only a node whose leadership watch says `Leader` (promoted, lease held)
 //! accepts commits; everything else gets `CommitError::NotLeader`.
+//!
+//! The group-commit task runs on the server's runtime, not on Raft's own
+//! (`cluster`): its trial takes the state's write lock, which NFS readers and
+//! a snapshot's copy hold, and that wait must never hold a thread that
+//! heartbeats need. It reaches Raft through openraft's request channel, one
+//! proposal at a time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -48,10 +54,16 @@ pub struct RaftCommit {
 }
 
 impl RaftCommit {
-    /// Start the group-commit task for `raft`, whose state machine is `sm`.
-    pub fn start(raft: typ::Raft, sm: &StateMachineStore, leadership: watch::Receiver<Leadership>) -> Arc<Self> {
+    /// Start the group-commit task for `raft`, whose state machine is `sm`,
+    /// on `runtime` (the server's).
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        raft: typ::Raft,
+        sm: &StateMachineStore,
+        leadership: watch::Receiver<Leadership>,
+    ) -> Arc<Self> {
         let durable = Proposer { raft, leadership: leadership.clone() };
-        let batcher = Batcher::start(durable, sm.state(), RAFT_ENTRY_COMMAND_BYTES_MAX);
+        let batcher = Batcher::start_on(runtime, durable, sm.state(), RAFT_ENTRY_COMMAND_BYTES_MAX);
         Arc::new(RaftCommit { state: sm.state(), leadership, batcher })
     }
 

@@ -9,9 +9,9 @@
 //!
 //! 1. it has refused a candidate because that candidate's log is behind
 //!    (`PeerSignals::refused_behind`, within `RELAY_REFUSAL_RECENT_MS`), and
-//! 2. no leader has sent it anything for `RELAY_SILENCE_MS` (a live leader
-//!    heartbeats every `HEARTBEAT_MS`; while one talks to the witness, the
-//!    witness never stands);
+//! 2. no leader has sent it anything for `Timing::relay_silence_ms` (a live
+//!    leader heartbeats every `Timing::heartbeat_period_ms`; while one talks
+//!    to the witness, the witness never stands);
 //!
 //! then it triggers an election (`trigger().elect()`, which ignores the
 //! witness's switched-off election timer). A refused candidacy teaches it the
@@ -25,8 +25,8 @@
 //! The witness never serves: its leadership watch never reports `Leader`
 //! (`lease::spawn_leadership_watch` checks the role), so it never opens
 //! listeners or claims the VIP. It leads for the few milliseconds the
-//! catch-up takes plus one leader lease. Its figures (`RELAY_*_MS`) live in
-//! `timing`.
+//! catch-up takes plus one leader lease. Its figures (`RELAY_*_MS`,
+//! `Timing::relay_silence_ms`) live in `timing`.
 
 use std::time::{Duration, Instant};
 
@@ -34,20 +34,26 @@ use openraft::ServerState;
 use tokio::task::JoinHandle;
 
 use crate::network::{PeerSignals, SignalTimes};
-use crate::timing::{
-    RELAY_CATCHUP_MS, RELAY_HANDOVER_MS, RELAY_POLL_MS, RELAY_REFUSAL_RECENT_MS, RELAY_RETRY_MS, RELAY_SILENCE_MS,
-};
+use crate::timing::{RELAY_CATCHUP_MS, RELAY_HANDOVER_MS, RELAY_POLL_MS, RELAY_REFUSAL_RECENT_MS, RELAY_RETRY_MS};
 use crate::types::{typ, NodeId, Role};
 
-/// Should a witness that is not leader stand now?
-pub fn should_stand(seen: SignalTimes, now: Instant) -> bool {
+/// Should a witness that is not leader stand now, after `relay_silence_ms`
+/// without a leader?
+pub fn should_stand(seen: SignalTimes, now: Instant, relay_silence_ms: u64) -> bool {
     let within =
         |t: Option<Instant>, ms: u64| t.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(ms));
-    within(seen.refused_behind, RELAY_REFUSAL_RECENT_MS) && !within(seen.last_append, RELAY_SILENCE_MS)
+    within(seen.refused_behind, RELAY_REFUSAL_RECENT_MS) && !within(seen.last_append, relay_silence_ms)
 }
 
 /// Run the relay on a witness until Raft shuts down.
-pub fn spawn_witness_relay(raft: typ::Raft, signals: PeerSignals) -> JoinHandle<()> {
+/// Like any restarted node, the witness does not stand before `stand_from`
+/// (`Timing::restart_guard_ms` after its start; see `lease`).
+pub fn spawn_witness_relay(
+    raft: typ::Raft,
+    signals: PeerSignals,
+    relay_silence_ms: u64,
+    stand_from: Instant,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let metrics = raft.metrics();
         loop {
@@ -60,7 +66,8 @@ pub fn spawn_witness_relay(raft: typ::Raft, signals: PeerSignals) -> JoinHandle<
                 hand_over(&raft).await;
                 continue;
             }
-            if should_stand(signals.times(), Instant::now()) {
+            let now = Instant::now();
+            if now >= stand_from && should_stand(signals.times(), now, relay_silence_ms) {
                 tracing::warn!(
                     term = m.current_term,
                     last_log = ?m.last_log_index,
@@ -111,7 +118,7 @@ fn caught_up_storage(m: &openraft::RaftMetrics<NodeId, crate::types::PeerNode>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timing::HEARTBEAT_MS;
+    use crate::timing::Timing;
 
     fn ago(now: Instant, ms: u64) -> Option<Instant> {
         now.checked_sub(Duration::from_millis(ms))
@@ -120,12 +127,14 @@ mod tests {
     #[test]
     fn stands_only_after_a_recent_refusal_and_leader_silence() {
         let now = Instant::now() + Duration::from_secs(10);
+        let t = Timing::default();
+        let should_stand = |seen, now| should_stand(seen, now, t.relay_silence_ms);
         let quiet_and_refused =
-            SignalTimes { last_append: ago(now, RELAY_SILENCE_MS + 1), refused_behind: ago(now, 10) };
+            SignalTimes { last_append: ago(now, t.relay_silence_ms + 1), refused_behind: ago(now, 10) };
         assert!(should_stand(quiet_and_refused, now));
         let never_heard = SignalTimes { last_append: None, refused_behind: ago(now, 10) };
         assert!(should_stand(never_heard, now));
-        let leader_alive = SignalTimes { last_append: ago(now, HEARTBEAT_MS), refused_behind: ago(now, 10) };
+        let leader_alive = SignalTimes { last_append: ago(now, t.heartbeat_ms), refused_behind: ago(now, 10) };
         assert!(!should_stand(leader_alive, now), "a live leader talks to us: never stand");
         let no_refusal = SignalTimes { last_append: ago(now, 5_000), refused_behind: None };
         assert!(!should_stand(no_refusal, now), "nobody is stuck behind us");

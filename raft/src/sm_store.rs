@@ -8,6 +8,12 @@
 //! state is rebuilt from that snapshot and openraft re-applies the committed log
 //! after it (the log store persists the committed id).
 //! No application logic here: what a command means is `hanfs-state`'s business.
+//!
+//! Nothing here holds a runtime thread: applying (which waits for the state's
+//! write lock, held by readers and by a snapshot's copy), copying and encoding
+//! the state for a snapshot, and every redb write run on the blocking pool, so
+//! the runtime's workers stay free for heartbeats and replication (the whole
+//! copy of a large state takes a while; so can an fsync).
 
 // openraft fixes `StorageError` (large) as the error type of these traits.
 #![allow(clippy::result_large_err)]
@@ -152,15 +158,24 @@ fn load_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, typ::StorageEr
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
-        // Hold the state lock only to copy it (a consistent pair with the
-        // applied id); encode the copy on the blocking pool, so applying and
-        // the async workers carry on meanwhile.
-        let (state, applied) = {
-            let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
-            let applied = lock(&self.inner.applied).clone();
-            (state.clone(), applied)
-        };
-        let data = tokio::task::spawn_blocking(move || state.to_snapshot()).await.map_err(sm_read_err)?;
+        // Copy the state (a consistent pair with the applied id) under its
+        // read lock, then encode the copy, both on the blocking pool: waiting
+        // for the lock and copying a large state must not hold a runtime
+        // worker (heartbeats), and applying goes on once the copy is made.
+        let inner = self.inner.clone();
+        let started = std::time::Instant::now();
+        let (data, applied, copied) = tokio::task::spawn_blocking(move || {
+            let (state, applied) = {
+                let state = inner.state.read().unwrap_or_else(|p| p.into_inner());
+                let applied = lock(&inner.applied).clone();
+                (state.clone(), applied)
+            };
+            let copied = started.elapsed();
+            (state.to_snapshot(), applied, copied)
+        })
+        .await
+        .map_err(sm_read_err)?;
+        let encoded = started.elapsed();
         let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, seq),
@@ -170,8 +185,39 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             typ::SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
         let snap = Arc::new(StoredSnapshot { meta: meta.clone(), data: data.clone() });
         self.persist(snap).await?;
+        tracing::info!(
+            index = ?meta.last_log_id.map(|l| l.index),
+            bytes = data.len(),
+            copy_ms = copied.as_millis() as u64,
+            encode_ms = (encoded - copied).as_millis() as u64,
+            persist_ms = (started.elapsed() - encoded).as_millis() as u64,
+            "snapshot built"
+        );
         Ok(typ::Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
+}
+
+/// Apply `entries` to the state, under its write lock.
+fn apply_entries(inner: &Inner, entries: Vec<typ::Entry>) -> Vec<Applied> {
+    let mut replies = Vec::with_capacity(entries.len());
+    let mut state = inner.state.write().unwrap_or_else(|p| p.into_inner());
+    let mut applied = lock(&inner.applied);
+    for entry in entries {
+        applied.last_applied = Some(entry.log_id);
+        let reply = match entry.payload {
+            EntryPayload::Blank => Applied::Ok(Outcome::Done),
+            EntryPayload::Normal(ref cmd) => match state.apply(cmd) {
+                Ok(outcome) => Applied::Ok(outcome),
+                Err(e) => Applied::Rejected { reason: e.to_string() },
+            },
+            EntryPayload::Membership(ref m) => {
+                applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                Applied::Ok(Outcome::Done)
+            }
+        };
+        replies.push(reply);
+    }
+    replies
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -187,25 +233,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = typ::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut replies = Vec::new();
-        let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
-        let mut applied = lock(&self.inner.applied);
-        for entry in entries {
-            applied.last_applied = Some(entry.log_id);
-            let reply = match entry.payload {
-                EntryPayload::Blank => Applied::Ok(Outcome::Done),
-                EntryPayload::Normal(ref cmd) => match state.apply(cmd) {
-                    Ok(outcome) => Applied::Ok(outcome),
-                    Err(e) => Applied::Rejected { reason: e.to_string() },
-                },
-                EntryPayload::Membership(ref m) => {
-                    applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    Applied::Ok(Outcome::Done)
-                }
-            };
-            replies.push(reply);
-        }
-        Ok(replies)
+        // On the blocking pool: the write lock may wait for readers or for a
+        // snapshot's copy of the state.
+        let entries: Vec<typ::Entry> = entries.into_iter().collect();
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || apply_entries(&inner, entries)).await.map_err(sm_read_err)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -222,15 +254,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), typ::StorageError> {
         let data = snapshot.into_inner();
-        let new_state = State::from_snapshot(&data).map_err(|e| snap_err(meta, e))?;
+        // Decoding (with its invariant walk) on the blocking pool.
+        let (decoded, data) = tokio::task::spawn_blocking(move || (State::from_snapshot(&data), data))
+            .await
+            .map_err(|e| snap_err(meta, e))?;
+        let new_state = decoded.map_err(|e| snap_err(meta, e))?;
         // Persist first: if we crash after this, restart loads this snapshot.
         self.persist(Arc::new(StoredSnapshot { meta: meta.clone(), data })).await?;
-        let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
-        let mut applied = lock(&self.inner.applied);
-        *state = new_state;
-        applied.last_applied = meta.last_log_id;
-        applied.membership = meta.last_membership.clone();
-        Ok(())
+        let inner = self.inner.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            let old = {
+                let mut state = inner.state.write().unwrap_or_else(|p| p.into_inner());
+                let mut applied = lock(&inner.applied);
+                applied.last_applied = meta.last_log_id;
+                applied.membership = meta.last_membership.clone();
+                std::mem::replace(&mut *state, new_state)
+            };
+            // Freed outside the locks.
+            drop(old);
+        })
+        .await
+        .map_err(sm_read_err)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<typ::Snapshot>, typ::StorageError> {

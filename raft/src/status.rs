@@ -106,8 +106,14 @@ impl RaftWatch {
     /// election only, before the promotion steps `Leadership` waits for. Marks
     /// the current metrics as seen.
     pub fn elected(&mut self) -> bool {
+        self.elected_term().is_some()
+    }
+
+    /// The term this node leads now, if it is Raft leader (see `elected`).
+    /// Marks the current metrics as seen.
+    pub fn elected_term(&mut self) -> Option<u64> {
         let m = self.metrics.borrow_and_update();
-        m.state == ServerState::Leader && m.current_leader == Some(m.id)
+        (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
     }
 
     /// Wait for the next change of the metrics.

@@ -191,6 +191,9 @@ pub struct ClusterConfig {
     pub secret_file: PathBuf,
     /// Every member, this node included.
     pub peers: Vec<PeerConfig>,
+    /// Heartbeat, election and lease timings, derived from and checked
+    /// against `failure_detection_ms` (`hanfs_raft::timing::Timing::derive`).
+    pub timing: hanfs_raft::timing::Timing,
 }
 
 impl ClusterConfig {

@@ -4,6 +4,17 @@
 //! lazily and dropped on any error. Connect and I/O failures (and fault
 //! injection) are reported as `RPCError::Unreachable`, so openraft backs off;
 //! an RPC that outlives openraft's deadline is `RPCError::Timeout`.
+//!
+//! The connection is owned by a task of its own (`Connection`), fed through
+//! a bounded queue (`PEER_QUEUE_MAX` requests): openraft bounds an
+//! AppendEntries by `heartbeat_ms` and drops the call when that passes, but
+//! the request is on the wire by then and the follower will answer it (a
+//! follower answers after its fsync, which a busy disk can make longer than a
+//! heartbeat). The task still reads that late answer, records it in the
+//! `LeaseClock` (it is a genuine acknowledgement of what was sent, at the
+//! time it was sent) and keeps the connection for the next request, instead
+//! of throwing both away and paying a reconnect and handshake under load. A
+//! connection with no answer for `PEER_ANSWER_TIMEOUT_MS` is closed.
 //! Snapshots go through openraft's default chunked `full_snapshot`, which
 //! calls `install_snapshot` once per `SNAPSHOT_CHUNK_BYTES` chunk.
 //! An AppendEntries larger than a frame is cut to a prefix that fits and
@@ -11,6 +22,8 @@
 //! Acknowledged AppendEntries feed the `LeaseClock` used for fencing.
 
 use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
 
 use openraft::error::{NetworkError, RemoteError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
@@ -20,7 +33,8 @@ use super::auth::{client_handshake, ClusterSecret, SecureStream};
 use super::{ms, Faults, PeerRequest, PeerResponse, PEER_FRAME_BYTES_MAX, PEER_REQUEST_OVERHEAD_BYTES};
 use crate::lease::LeaseClock;
 use crate::timing::{
-    ADMIN_FORWARD_TIMEOUT_MS, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS, VIEW_TIMEOUT_MS,
+    ADMIN_FORWARD_TIMEOUT_MS, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, INSTALL_SNAPSHOT_TIMEOUT_MS, PEER_BACKOFF_MS,
+    VIEW_TIMEOUT_MS,
 };
 use crate::types::{decode, encode, encoded_size, typ, NodeId, PeerNode, TypeConfig};
 
@@ -42,12 +56,83 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     }
 }
 
+/// Requests queued on one peer connection; a caller finding it full waits
+/// (within its deadline).
+pub const PEER_QUEUE_MAX: usize = 8;
+/// A connection whose peer has not answered the oldest request for this long
+/// is closed (the next request reconnects). Longer than any RPC deadline
+/// openraft sets (heartbeat, vote, snapshot chunk).
+pub const PEER_ANSWER_TIMEOUT_MS: u64 = 2 * INSTALL_SNAPSHOT_TIMEOUT_MS;
+
 /// RPCs to one peer.
 pub struct PeerClient {
     net: PeerNetwork,
     target: NodeId,
     addr: String,
-    conn: Option<SecureStream>,
+    conn: Option<mpsc::Sender<Job>>,
+}
+
+/// One request for a `Connection` task.
+struct Job {
+    req: Vec<u8>,
+    /// For an AppendEntries: the vote it carries, so the answer renews the lease.
+    lease_vote: Option<typ::Vote>,
+    /// Bound on the answer: the caller's deadline, at least `PEER_ANSWER_TIMEOUT_MS`.
+    answer_within: Duration,
+    /// If the caller gave up, the answer goes nowhere; the lease is renewed anyway.
+    reply: oneshot::Sender<Result<PeerResponse, CallError>>,
+}
+
+/// The task owning one authenticated connection: sends queued requests in
+/// order, reads each answer (however late, within `Job::answer_within`),
+/// records lease acknowledgements, hands the answer to its caller if still
+/// waiting. Ends on the first error or when every sender is gone.
+struct Connection {
+    net: PeerNetwork,
+    target: NodeId,
+    stream: SecureStream,
+}
+
+impl Connection {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            let answer = self.one(&job).await;
+            let failed = answer.is_err();
+            let _ = job.reply.send(answer);
+            if failed {
+                return;
+            }
+        }
+    }
+
+    async fn one(&mut self, job: &Job) -> Result<PeerResponse, CallError> {
+        let blocked = || CallError::Unreachable(std::io::Error::other("fault injection: peer blocked"));
+        if self.net.faults.is_blocked(self.target) {
+            return Err(blocked());
+        }
+        let sent_at = Instant::now();
+        let round_trip = async {
+            self.stream.send(&job.req).await?;
+            self.stream.recv().await
+        };
+        let resp = match tokio::time::timeout(job.answer_within, round_trip).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return Err(CallError::Unreachable(e)),
+            Err(_) => return Err(CallError::Timeout),
+        };
+        if self.net.faults.is_blocked(self.target) {
+            return Err(blocked());
+        }
+        let resp: PeerResponse = decode(&resp, PEER_FRAME_BYTES_MAX).map_err(|e| CallError::Protocol(e.to_string()))?;
+        if let (Some(vote), PeerResponse::Append(Ok(append))) = (job.lease_vote, &resp) {
+            // Success or conflict both mean the peer accepted `vote` as its
+            // leader at `sent_at` or later: that renews the lease.
+            if !matches!(append, AppendEntriesResponse::HigherVote(_)) {
+                self.net.lease.record_ack(self.target, vote, sent_at);
+            }
+        }
+        Ok(resp)
+    }
 }
 
 /// Why a one-off request to a peer (the cluster view, a forwarded admin
@@ -92,43 +177,59 @@ impl PeerClient {
         }
     }
 
-    async fn round_trip(&mut self, req: &[u8]) -> std::io::Result<Vec<u8>> {
-        let mut conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => self.connect().await?,
-        };
-        conn.send(req).await?;
-        let resp = conn.recv().await?;
-        self.conn = Some(conn);
-        Ok(resp)
+    /// The queue of the live connection, connecting first if there is none.
+    async fn queue(&mut self) -> std::io::Result<mpsc::Sender<Job>> {
+        if let Some(tx) = self.conn.as_ref().filter(|tx| !tx.is_closed()) {
+            return Ok(tx.clone());
+        }
+        self.conn = None;
+        let stream = self.connect().await?;
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+        let conn = Connection { net: self.net.clone(), target: self.target, stream };
+        tokio::spawn(conn.run(rx));
+        self.conn = Some(tx.clone());
+        Ok(tx)
     }
 
     async fn call(&mut self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        self.call_with(req, None, ttl).await
+    }
+
+    /// Send `req` and wait (at most `ttl`, connecting included) for its
+    /// answer; `lease_vote` makes its acknowledgement renew the lease even
+    /// if it comes after `ttl`.
+    async fn call_with(
+        &mut self,
+        req: PeerRequest,
+        lease_vote: Option<typ::Vote>,
+        ttl: Duration,
+    ) -> Result<PeerResponse, CallError> {
         if self.net.faults.is_blocked(self.target) {
             self.conn = None;
             return Err(CallError::Unreachable(std::io::Error::other("fault injection: peer blocked")));
         }
         let bytes = encode(&req, PEER_FRAME_BYTES_MAX).map_err(|e| CallError::Protocol(e.to_string()))?;
-        let resp = match tokio::time::timeout(ttl, self.round_trip(&bytes)).await {
-            Ok(Ok(resp)) => resp,
+        let exchange = async {
+            let queue = self.queue().await.map_err(CallError::Unreachable)?;
+            let (reply, answer) = oneshot::channel();
+            let answer_within = ttl.max(ms(PEER_ANSWER_TIMEOUT_MS));
+            let job = Job { req: bytes, lease_vote, answer_within, reply };
+            if queue.send(job).await.is_err() {
+                return Err(CallError::Unreachable(std::io::Error::other("peer connection closed")));
+            }
+            answer
+                .await
+                .unwrap_or_else(|_| Err(CallError::Unreachable(std::io::Error::other("peer connection closed"))))
+        };
+        match tokio::time::timeout(ttl, exchange).await {
+            Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
                 self.conn = None;
-                return Err(CallError::Unreachable(e));
+                Err(e)
             }
-            Err(_) => {
-                // The connection is mid-RPC; it cannot be reused.
-                self.conn = None;
-                return Err(CallError::Timeout);
-            }
-        };
-        if self.net.faults.is_blocked(self.target) {
-            self.conn = None;
-            return Err(CallError::Unreachable(std::io::Error::other("fault injection: peer blocked")));
+            // The request may still be answered: its connection lives on.
+            Err(_) => Err(CallError::Timeout),
         }
-        decode(&resp, PEER_FRAME_BYTES_MAX).map_err(|e| {
-            self.conn = None;
-            CallError::Protocol(e.to_string())
-        })
     }
 
     fn rpc_error<E: std::error::Error>(&self, e: CallError, action: RPCTypes, ttl: Duration) -> typ::RPCError<E> {
@@ -203,22 +304,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let ttl = option.hard_ttl();
         let vote = rpc.vote;
         let (rpc, cut_at) = fit_in_frame(rpc, PEER_FRAME_BYTES_MAX - PEER_REQUEST_OVERHEAD_BYTES);
-        let sent_at = Instant::now();
-        let resp = self.call(PeerRequest::Append(rpc), ttl).await;
+        // The connection task renews the lease from the answer.
+        let resp = self.call_with(PeerRequest::Append(rpc), Some(vote), ttl).await;
         match resp {
-            Ok(PeerResponse::Append(Ok(resp))) => {
-                // Success or conflict both mean the peer accepted `vote` as its
-                // leader at `sent_at` or later: that renews the lease.
-                if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
-                    self.net.lease.record_ack(self.target, vote, sent_at);
+            Ok(PeerResponse::Append(Ok(resp))) => match (resp, cut_at) {
+                (AppendEntriesResponse::Success, Some(last_sent)) => {
+                    Ok(AppendEntriesResponse::PartialSuccess(Some(last_sent)))
                 }
-                match (resp, cut_at) {
-                    (AppendEntriesResponse::Success, Some(last_sent)) => {
-                        Ok(AppendEntriesResponse::PartialSuccess(Some(last_sent)))
-                    }
-                    (resp, _) => Ok(resp),
-                }
-            }
+                (resp, _) => Ok(resp),
+            },
             Ok(PeerResponse::Append(Err(e))) => {
                 Err(openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
             }

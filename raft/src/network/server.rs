@@ -1,6 +1,10 @@
 //! Incoming peer connections: authenticate, then serve Raft RPCs from the peer
 //! on the local `Raft` one request at a time (a peer's replication stream is
-//! sequential anyway). A peer that fails authentication is logged and dropped.
+//! sequential anyway). A peer that fails authentication is logged (a warning)
+//! and dropped; one that merely closes mid-handshake is logged at debug.
+//! For `Timing::restart_guard_ms` after this node's Raft started, a vote
+//! request is not passed to Raft: the connection closes unanswered (see
+//! `lease` for why a restarted node must not vote at once).
 //! Stopping the server (aborting the task `spawn` returns) closes the listener
 //! and every connection at once: connection tasks live in the accept loop's
 //! `JoinSet`.
@@ -26,6 +30,9 @@ pub struct PeerServer {
     pub signals: PeerSignals,
     pub lease: crate::lease::LeaseClock,
     pub hooks: crate::view::ServerHooks,
+    /// Until when this node grants no vote (`Timing::restart_guard_ms` after
+    /// its Raft started): see `lease` for why.
+    pub votes_from: std::time::Instant,
 }
 
 impl PeerServer {
@@ -66,8 +73,16 @@ impl PeerServer {
         let handshake = server_handshake(stream, &self.secret, &self.cluster);
         let (peer, conn) = match tokio::time::timeout(ms(HANDSHAKE_TIMEOUT_MS), handshake).await {
             Ok(Ok(accepted)) => accepted,
-            Ok(Err(e)) => {
+            // A refusal (bad magic, wrong cluster, wrong proof) or a frame
+            // that is not the protocol's is a stranger worth a warning.
+            Ok(Err(e)) if handshake_refused(&e) => {
                 tracing::warn!(%addr, error = %e, "peer refused: authentication failed");
+                return;
+            }
+            // The peer went away mid-handshake (its RPC timed out, it
+            // stopped): nothing was refused.
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "peer closed the connection during the handshake");
                 return;
             }
             Err(_) => {
@@ -91,7 +106,10 @@ impl PeerServer {
             }
             let req: PeerRequest = decode(&frame, PEER_FRAME_BYTES_MAX)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            let resp = self.dispatch(req).await;
+            let Some(resp) = self.dispatch(req).await else {
+                tracing::debug!(peer, "vote request refused: this node restarted less than restart_guard_ms ago");
+                return Ok(());
+            };
             if self.faults.is_blocked(peer) {
                 return Err(std::io::Error::other("fault injection: dropping traffic to peer"));
             }
@@ -101,11 +119,18 @@ impl PeerServer {
         }
     }
 
-    async fn dispatch(&self, req: PeerRequest) -> PeerResponse {
-        match req {
+    /// The answer to `req`; `None`: close the connection without one.
+    async fn dispatch(&self, req: PeerRequest) -> Option<PeerResponse> {
+        let resp = match req {
             PeerRequest::Append(rpc) => {
                 self.signals.append_received();
                 PeerResponse::Append(self.raft.append_entries(rpc).await)
+            }
+            PeerRequest::Vote(_) if std::time::Instant::now() < self.votes_from => {
+                // Just restarted: acknowledgements given before the restart
+                // may still hold an old leader's lease. No answer; the
+                // candidate counts no vote and tries again later.
+                return None;
             }
             PeerRequest::Vote(rpc) => {
                 let candidate_last = rpc.last_log_id;
@@ -126,6 +151,29 @@ impl PeerServer {
                 PeerResponse::Admin(Some("error: forwarded command too long\n".into()))
             }
             PeerRequest::Admin(line) => PeerResponse::Admin(self.hooks.admin(line).await),
+        };
+        Some(resp)
+    }
+}
+
+/// Did the handshake fail because the peer was refused (rather than because
+/// the connection closed under it)?
+fn handshake_refused(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::handshake_refused;
+
+    #[test]
+    fn a_closed_connection_is_not_an_authentication_failure() {
+        assert!(handshake_refused(&Error::new(ErrorKind::PermissionDenied, "wrong proof")));
+        assert!(handshake_refused(&Error::new(ErrorKind::InvalidData, "frame too large")));
+        for kind in [ErrorKind::UnexpectedEof, ErrorKind::BrokenPipe, ErrorKind::ConnectionReset] {
+            assert!(!handshake_refused(&Error::new(kind, "closed")), "{kind:?}");
         }
     }
 }

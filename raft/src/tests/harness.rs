@@ -52,14 +52,9 @@ impl TestNode {
         key: &[u8],
         config: Arc<openraft::Config>,
     ) -> TestNode {
-        let opts = RaftNodeOptions {
-            node_id: id,
-            role,
-            cluster: CLUSTER.to_string(),
-            data_dir: dir.path().join(format!("node{id}")),
-            secret: secret(key),
-            config: Some(config),
-        };
+        let mut opts =
+            RaftNodeOptions::new(id, role, CLUSTER.to_string(), dir.path().join(format!("node{id}")), secret(key));
+        opts.config = Some(config);
         let node = RaftNode::start(opts, listener).await.expect("start node");
         let leadership = node.leadership();
         TestNode { node, leadership }

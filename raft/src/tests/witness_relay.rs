@@ -55,7 +55,7 @@ async fn an_entry_only_the_witness_has_reaches_the_surviving_storage_node() {
     // never reported that it may serve.
     nodes[1].wait_leader(2, "the witness follows node 2").await;
     assert_eq!(*nodes[1].leadership.borrow(), Leadership::Follower);
-    tokio::time::sleep(Duration::from_millis(crate::timing::RELAY_SILENCE_MS)).await;
+    tokio::time::sleep(Duration::from_millis(crate::timing::Timing::default().relay_silence_ms)).await;
     assert_eq!(nodes[1].raft.metrics().borrow().state, ServerState::Follower);
     // Writes go on with the storage node and the witness.
     write(&nodes[0].raft, mount(77)).await;

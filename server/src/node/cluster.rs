@@ -32,6 +32,25 @@ use crate::vip::Vip;
 /// Sub-directory of `state_dir` holding the Raft log and snapshot databases.
 pub const RAFT_DIR: &str = "raft";
 
+/// Environment variable (honoured only with `HANFS_TEST_FAULTS=1`) that sets
+/// how many applied entries go between two Raft snapshots, so a test can
+/// force snapshot builds under load.
+pub const SNAPSHOT_EVERY_ENV: &str = "HANFS_TEST_SNAPSHOT_EVERY";
+
+/// `SNAPSHOT_EVERY_ENV`, when test faults are on.
+fn test_snapshot_every() -> Result<Option<u64>, NodeError> {
+    if !std::env::var(FAULTS_ENV).is_ok_and(|v| v == "1") {
+        return Ok(None);
+    }
+    match std::env::var(SNAPSHOT_EVERY_ENV) {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| NodeError::Cluster(format!("{SNAPSHOT_EVERY_ENV}={v} is not a number of entries"))),
+    }
+}
+
 /// Create the VIP (and its device) and clear copies of the address a previous
 /// run or an administrator left on the interface: a follower holds no VIP.
 async fn open_vip(cfg: &crate::vip::VipConfig) -> Result<Vip, NodeError> {
@@ -73,14 +92,12 @@ impl ClusterNode {
             addr: own.addr,
             error,
         })?;
-        let opts = RaftNodeOptions {
-            node_id: own.id,
-            role: own.role,
-            cluster: cluster.name.clone(),
-            data_dir: config.state_dir.join(RAFT_DIR),
-            secret,
-            config: None,
-        };
+        let mut opts =
+            RaftNodeOptions::new(own.id, own.role, cluster.name.clone(), config.state_dir.join(RAFT_DIR), secret);
+        opts.timing = cluster.timing;
+        if let Some(every) = test_snapshot_every()? {
+            opts.snapshot_every_entries = every;
+        }
         let raft = RaftNode::start(opts, listener).await.map_err(|e| NodeError::Cluster(e.to_string()))?;
         let faults_enabled = std::env::var(FAULTS_ENV).is_ok_and(|v| v == "1");
         let metrics = Metrics::new();
@@ -134,7 +151,20 @@ impl ClusterNode {
                 None
             }
         };
-        tracing::info!(node = own.id, role = ?own.role, peer_addr = %own.addr, cluster = %shared.setup.cluster.name, faults = faults_enabled, "cluster member started");
+        let t = &shared.setup.cluster.timing;
+        tracing::info!(
+            node = own.id,
+            role = ?own.role,
+            peer_addr = %own.addr,
+            cluster = %shared.setup.cluster.name,
+            faults = faults_enabled,
+            failure_detection_ms = t.failure_detection_ms,
+            heartbeat_ms = t.heartbeat_period_ms(),
+            election_timeout_ms = %format!("{}..{}", t.election_timeout_min_ms, t.election_timeout_max_ms),
+            lease_ms = t.lease_ms,
+            promote_wait_ms = t.promote_wait_ms,
+            "cluster member started"
+        );
         Ok(ClusterNode { shared, stop_tx, lifecycle, admin_stop, admin_task, metrics_server })
     }
 

@@ -1,7 +1,7 @@
 //! Promote and demote a storage node, driven by `RaftNode::leadership()`.
 //!
 //! Promote, once the watch says `Leader` (elected, everything committed
-//! applied, the old leader's lease waited out — all inside `Leadership`) and
+//! applied, the old leader's lease over — all inside `Leadership`) and
 //! the node is not standing down:
 //! 1. run `on_promote` (bounded by `hooks.timeout_ms`);
 //! 2. claim the VIP, if configured: add the address;
@@ -12,14 +12,20 @@
 //!    whose retransmission reaches the address, must not find it without a
 //!    listener (a refused connect costs the kernel client ~3 s of backoff).
 //!
-//! Then log `serving` with how long the promotion took (from this node seeing
-//! itself Raft leader to listeners open), and commit it (`RecordPromotion`)
-//! so `status` shows the last failover on every node.
+//! `status` shows this node serving from the moment its listeners are open
+//! (step 4), before the announcement. Then log `serving` with how long the
+//! promotion took (from this node seeing itself elected in its current term,
+//! or, when it regains the lease in the same term, from the end of its
+//! demotion, to listeners open), and commit it (`RecordPromotion`) so
+//! `status` shows the last failover on every node.
 //!
 //! Demote, when the watch leaves `Leader` (leadership or lease lost), when the
 //! node starts standing down (switchover), or on stop: close the listeners and
 //! drop every connection at once, release the VIP, run `on_demote`; log
-//! `demoted`. Replies are fenced before that too: `RpcShared::serving_now`.
+//! `demoted` with its reason (for a lost leadership, the leadership watch's:
+//! when the lease expired and each peer's newest acknowledgement, another
+//! leader, a new term). Replies are fenced before that too:
+//! `RpcShared::serving_now`.
 //!
 //! A failed promotion step undoes the earlier ones (VIP released, `on_demote`
 //! run) and then the node steps aside (`stand_down`: heartbeats and elections
@@ -85,27 +91,26 @@ fn may_serve(shared: &Shared, leadership: &watch::Receiver<Leadership>) -> bool 
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut leadership = shared.raft.leadership();
     let mut raft = shared.raft.raft_watch();
-    // When this node last saw itself become Raft leader (promotion timing).
-    let mut elected_at: Option<Instant> = None;
+    // The term this node last saw itself elected in, and when (promotion
+    // timing); reset by a demotion, so a re-promotion counts from then.
+    let mut elected_at: Option<(u64, Instant)> = None;
     loop {
         if *stop.borrow() {
             return;
         }
-        match (raft.elected(), elected_at) {
-            (true, None) => elected_at = Some(Instant::now()),
-            (false, Some(_)) => elected_at = None,
-            _ => {}
+        match (raft.elected_term(), elected_at) {
+            (Some(term), Some((seen, _))) if term == seen => {}
+            (Some(term), _) => elected_at = Some((term, Instant::now())),
+            (None, _) => elected_at = None,
         }
         if may_serve(&shared, &leadership) {
-            let started = elected_at.unwrap_or_else(Instant::now);
+            let started = elected_at.map_or_else(Instant::now, |(_, at)| at);
             match promote(&shared).await {
                 Ok(active) => {
                     let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     let ports = active.serving.ports();
                     shared.update_active(|a| {
-                        a.serving = true;
                         a.vip_held = active.vip.is_some();
-                        a.ports = Some(ports);
                         a.last_promotion_unix_ms = Some(crate::clock::unix_ms());
                         a.last_promotion_took_ms = Some(took_ms);
                         a.last_error = None;
@@ -118,8 +123,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     if let Err(e) = active.services.commit.commit(vec![Command::RecordPromotion(record)]).await {
                         tracing::warn!(error = %e, "recording the promotion for status failed");
                     }
-                    hold(&shared, active.vip.as_ref(), &mut leadership, &mut stop).await;
-                    demote(&shared, active).await;
+                    let reason = hold(&shared, active.vip.as_ref(), &mut leadership, &mut stop).await;
+                    demote(&shared, active, &reason).await;
+                    // A re-promotion in the same term is timed from here.
+                    elected_at = None;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "promotion failed; stepping aside for the other storage node");
@@ -157,13 +164,13 @@ pub(crate) async fn stand_down(shared: &Shared, target: Option<NodeId>, wait_ms:
     leader
 }
 
-/// Wait while this node may serve.
+/// Wait while this node may serve; returns why it may not any more.
 async fn hold(
     shared: &Shared,
     vip: Option<&Vip>,
     leadership: &mut watch::Receiver<Leadership>,
     stop: &mut watch::Receiver<bool>,
-) {
+) -> String {
     // First renewal at once: the promotion steps since the claim took time.
     let mut renewed: Option<Instant> = None;
     let mut renew_failing = false;
@@ -192,6 +199,16 @@ async fn hold(
             _ = shared.wake.notified() => {}
             _ = stop.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(LIFECYCLE_POLL_MS)) => {}
+        }
+    }
+    if *stop.borrow() {
+        "stopping".to_string()
+    } else if shared.is_standing_down() {
+        "standing down (switchover or failed promotion)".to_string()
+    } else {
+        match shared.raft.last_demotion() {
+            Some(reason) => format!("leadership lost: {reason}"),
+            None => "leadership lost".to_string(),
         }
     }
 }
@@ -237,6 +254,12 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
             return Err(PromoteError::Start(e));
         }
     };
+    // Clients may be answered from now on: `status` says so at once.
+    let ports = serving.ports();
+    shared.update_active(|a| {
+        a.serving = true;
+        a.ports = Some(ports);
+    });
     // The gratuitous ARP last: clients it redirects find the listeners open.
     let announced = match &vip {
         Some(v) => v.announce_claim().await.map_err(|error| PromoteError::AnnounceVip { addr: v.config().addr, error }),
@@ -244,6 +267,10 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
     };
     if let Err(e) = announced {
         serving.close(&services).await;
+        shared.update_active(|a| {
+            a.serving = false;
+            a.ports = None;
+        });
         undo(shared, vip).await;
         return Err(e);
     }
@@ -264,7 +291,7 @@ async fn undo(shared: &Shared, vip: Option<Vip>) {
 }
 
 /// Demotion: listeners and connections first, then the VIP, then `on_demote`.
-async fn demote(shared: &Shared, active: Active) {
+async fn demote(shared: &Shared, active: Active, reason: &str) {
     let started = Instant::now();
     active.serving.close(&active.services).await;
     shared.update_active(|a| {
@@ -274,5 +301,5 @@ async fn demote(shared: &Shared, active: Active) {
     undo(shared, active.vip).await;
     shared.update_active(|a| a.vip_held = false);
     let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(took_ms, "demoted");
+    tracing::warn!(took_ms, %reason, "demoted");
 }

@@ -27,8 +27,10 @@ pub struct ActiveStatus {
     pub ports: Option<super::BoundPorts>,
     /// Unix ms when this node last started serving.
     pub last_promotion_unix_ms: Option<u64>,
-    /// How long that promotion took: from this node seeing itself elected to
-    /// its listeners being open (includes the old lease wait, hooks, VIP, epoch).
+    /// How long that promotion took: from this node seeing itself elected in
+    /// its current term (or, regaining the lease in the same term, from the
+    /// end of its demotion) to its listeners being open (includes the old
+    /// lease wait, hooks, VIP, epoch).
     pub last_promotion_took_ms: Option<u64>,
     /// The most recent promotion or switchover failure, for `status`.
     pub last_error: Option<String>,

@@ -53,8 +53,15 @@ pub const ANNOUNCE_COUNT: u32 = 3;
 pub const ANNOUNCE_INTERVAL_MS: u64 = 50;
 pub const IPV4_PREFIX_MAX: u8 = 32;
 pub const IPV6_PREFIX_MAX: u8 = 128;
-/// The VIP device's name when the config names none.
-pub const DEFAULT_DEVICE: &str = "hanfs-vip";
+/// The VIP device's name when the config names none: this prefix and the
+/// node id (`default_device`), so two nodes on one host never collide.
+pub const DEFAULT_DEVICE_PREFIX: &str = "hanfs-vip";
+
+/// The default VIP device name of node `node_id` (`hanfs-vip1`, ...); `None`
+/// if the id is too long for an interface name.
+pub fn default_device(node_id: u64) -> Option<String> {
+    Some(format!("{DEFAULT_DEVICE_PREFIX}{node_id}")).filter(|d| valid_device_name(d))
+}
 /// Lifetime (valid and preferred) the VIP address is added with. The serving
 /// node renews it every `VIP_RENEW_MS` while it may serve, so a process that
 /// is alive but stuck (SIGSTOP, blocked on a dead disk) loses the VIP within
