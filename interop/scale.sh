@@ -28,19 +28,22 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 usage() {
     cat <<USAGE
 usage: interop/scale.sh [--files N] [--sample N] [--per-dir N] [--tasks N]
-                        [--walk-limit-s S] [--keep] [--no-build] [--bin-dir DIR]
+                        [--walk-limit-s S] [--drop-caches] [--keep] [--no-build] [--bin-dir DIR]
   --files N        files created on the disk (default 10000000, at most 50000000)
   --sample N       handles GETATTRed after the failover (default 10000, at most 1000000)
   --per-dir N      files per subdirectory (default 1000)
   --tasks N        concurrent NFS sessions of the walk (default 4)
   --walk-limit-s S bound on the walk (default 14400); a cut walk is a FAIL
+  --drop-caches    sync and drop the kernel's page, dentry and inode caches before the walk
+                   (a cold walk; affects the whole machine, so off by default: the walk
+                   then reads a tree the populate step has just put in the caches)
   --keep           keep the export tree and the run directory afterwards
   --no-build       use target/release/{hanfs-server,hanfs-scale} as they are
   --bin-dir DIR    take both binaries from DIR instead (implies --no-build)
 USAGE
 }
 
-FILES=10000000 SAMPLE=10000 PER_DIR=1000 TASKS=4 WALK_LIMIT_S=14400 KEEP= BUILD=1 BIN_DIR=$REPO/target/release
+FILES=10000000 SAMPLE=10000 PER_DIR=1000 TASKS=4 WALK_LIMIT_S=14400 DROP_CACHES= KEEP= BUILD=1 BIN_DIR=$REPO/target/release
 while [ $# -gt 0 ]; do
     case "$1" in
     --files) FILES=${2:-}; shift 2 ;;
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
     --per-dir) PER_DIR=${2:-}; shift 2 ;;
     --tasks) TASKS=${2:-}; shift 2 ;;
     --walk-limit-s) WALK_LIMIT_S=${2:-}; shift 2 ;;
+    --drop-caches) DROP_CACHES=1; shift ;;
     --keep) KEEP=1; shift ;;
     --no-build) BUILD=; shift ;;
     --bin-dir) BIN_DIR=${2:-}; BUILD=; shift 2 ;;
@@ -212,11 +216,16 @@ log "node $ACTIVE (pid $ACTIVE_PID) serves on $ADDR: nfs $NFS_PORT, mount $MOUNT
 TARGET=(--server $ADDR --portmap-port "$PORTMAP_PORT" --mount-port "$MOUNT_PORT" --nfs-port "$NFS_PORT" --export /export)
 
 # ---- 4, 5. the walk, with the active's memory
-RSS_BEFORE=$(mem_of "$ACTIVE_PID" VmRSS)
+CACHES="warm (just created)"
+if [ -n "$DROP_CACHES" ]; then
+    log "dropping the kernel's caches"
+    sync; echo 3 >/proc/sys/vm/drop_caches; CACHES="cold (dropped)"
+fi
+RSS_BEFORE=$(mem_of "$ACTIVE_PID" VmRSS) APPLIED_BEFORE=$(applied "$ACTIVE")
 log "READDIRPLUS walk of the whole tree ($TASKS sessions)"
 WALK=$("$SCALE_BIN" walk "${TARGET[@]}" --out "$RUN/handles.bin" --tasks "$TASKS" \
     --time-limit-s "$WALK_LIMIT_S" --watch-pid "$ACTIVE_PID") || fail "the walk failed"
-RSS_AFTER=$(mem_of "$ACTIVE_PID" VmRSS) HWM_AFTER=$(mem_of "$ACTIVE_PID" VmHWM)
+RSS_AFTER=$(mem_of "$ACTIVE_PID" VmRSS) HWM_AFTER=$(mem_of "$ACTIVE_PID" VmHWM) APPLIED_AFTER=$(applied "$ACTIVE")
 log "walk: $WALK"
 ENTRIES=$(field entries "$WALK")
 
@@ -224,8 +233,7 @@ ENTRIES=$(field entries "$WALK")
 OTHER=$((3 - ACTIVE))
 log "kill -9 of node $ACTIVE"
 T0=$(now)
-kill -9 "$ACTIVE_PID"
-wait "$ACTIVE_PID" 2>/dev/null || true
+{ kill -9 "$ACTIVE_PID"; wait "$ACTIVE_PID" || true; } 2>/dev/null
 unset "NODE_PID[$ACTIVE]"
 NEW=$(wait_serving "$OTHER") || fail "node $OTHER does not take over"
 FAILOVER_S=$(secs "$T0" "$(now)")
@@ -254,6 +262,7 @@ for ((i = 0; i < CATCHUP_POLLS_MAX; i++)); do
     sleep $POLL_S
 done
 CATCHUP_S=$(secs "$T0" "$(now)")
+WIPED_SNAP_INDEX=$(status_of "$ACTIVE" snapshot_index)
 [ -n "$CAUGHT" ] || CATCHUP_S="none (not caught up after ${CATCHUP_S}s: applied ${mine:-?} vs ${leader:-?})"
 log "node $ACTIVE caught up: $CATCHUP_S (applied ${mine:-?}, leader ${leader:-?})"
 
@@ -271,9 +280,12 @@ ok_other=0; [ "$(field other "$SAMP")" = 0 ] && [ "$(field wrong_fileid "$SAMP")
     echo "==== hanfs scale run, $(date -u +%Y-%m-%dT%H:%MZ), $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs"
     printf 'files created on disk     %s in %s dirs, %ss (%s files/s)\n' "$(field files "$POP")" \
         "$(field dirs "$POP")" "$(field seconds "$POP")" "$(field files_per_s "$POP")"
-    printf 'READDIRPLUS walk          %s entries, %ss, %s entries/s, %s sessions, complete=%s, handles up to %s bytes  %s\n' \
-        "$ENTRIES" "$(field seconds "$WALK")" "$(field entries_per_s "$WALK")" "$TASKS" \
+    printf 'READDIRPLUS walk          %s entries, %ss, %s entries/s, %s sessions, caches %s, complete=%s, handles up to %s bytes  %s\n' \
+        "$ENTRIES" "$(field seconds "$WALK")" "$(field entries_per_s "$WALK")" "$TASKS" "$CACHES" \
         "$(field complete "$WALK")" "$(field fh_bytes_max "$WALK")" "$(verdict $ok_walk)"
+    printf '  raft applied index      %s before the walk, %s after (%s entries committed during the walk)\n' \
+        "${APPLIED_BEFORE:-?}" "${APPLIED_AFTER:-?}" \
+        "$(awk -v a="${APPLIED_BEFORE:-x}" -v b="${APPLIED_AFTER:-x}" 'BEGIN { if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) print b - a; else print "?" }')"
     printf 'active RSS (node %s)       before %s MiB, walk max %s MiB, after %s MiB, VmHWM %s MiB\n' "$ACTIVE" \
         "$(mib "$RSS_BEFORE")" "$(mib "$(field rss_max_kib "$WALK")")" "$(mib "$RSS_AFTER")" "$(mib "$HWM_AFTER")"
     printf '  target RSS <= %s MiB    peak %s MiB  %s\n' $RSS_TARGET_MIB "$(mib "$RSS_PEAK_KIB")" "$(verdict "$ok_rss")"
@@ -289,7 +301,8 @@ ok_other=0; [ "$(field other "$SAMP")" = 0 ] && [ "$(field wrong_fileid "$SAMP")
     printf '  target <= %s MiB         %s\n' $SNAPSHOT_TARGET_MIB "$(verdict "$ok_snap")"
     printf 'state dirs (before wipe)  node1 %s B, node2 %s B, node3 (witness) %s B\n' \
         "${STATE_BYTES[1]}" "${STATE_BYTES[2]}" "${STATE_BYTES[3]}"
-    printf 'wiped node %s catch-up     %s s (applied %s, leader %s)\n' "$ACTIVE" "$CATCHUP_S" "${mine:-?}" "${leader:-?}"
+    printf 'wiped node %s catch-up     %s s from its start (applied %s, leader %s; its snapshot_index %s)\n' \
+        "$ACTIVE" "$CATCHUP_S" "${mine:-?}" "${leader:-?}" "${WIPED_SNAP_INDEX:-?}"
     printf '  target <= %s s           %s\n' $CATCHUP_TARGET_S "$(verdict "$ok_catch")"
     echo "===="
 } >"$RUN/summary.txt"
