@@ -101,6 +101,9 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+# A signal ends the script through `exit`, so the EXIT trap stops the nodes and cleans up.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 fail() { # MESSAGE: show the node logs' tails, exit 1
     local f
