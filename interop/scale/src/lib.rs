@@ -38,8 +38,12 @@ pub enum ScaleError {
     Broken { op: &'static str },
     #[error("handle file {path}: {detail}")]
     BadHandleFile { path: PathBuf, detail: String },
+    /// A bound of the run was reached (files, entries, queue, handle size).
     #[error("{0}")]
     Limit(String),
+    /// The tool itself failed (runtime, a thread or task).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ScaleError {

@@ -102,7 +102,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ScaleError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| ScaleError::Limit(format!("tokio runtime: {e}")))
+        .map_err(|e| ScaleError::Internal(format!("tokio runtime: {e}")))
 }
 
 fn run(cmd: Command) -> Result<String, ScaleError> {

@@ -37,8 +37,8 @@ pub struct Populated {
     pub seconds: f64,
 }
 
-/// Free inodes and bytes (for an unprivileged caller, as root sees them too)
-/// of the filesystem holding `path`.
+/// Free inodes and bytes of the filesystem holding `path`, as an
+/// unprivileged process sees them (root's reserved blocks not counted).
 fn free_room(path: &Path) -> Result<(u64, u64), ScaleError> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| ScaleError::io(path, std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
@@ -148,7 +148,7 @@ pub fn populate(root: &Path, files: u64, per_dir: u64, threads: usize) -> Result
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(ScaleError::Limit("a creating thread panicked".into()))))
+            .map(|w| w.join().unwrap_or_else(|_| Err(ScaleError::Internal("a creating thread panicked".into()))))
             .collect()
     });
     for r in results {

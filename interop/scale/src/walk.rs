@@ -192,7 +192,7 @@ pub async fn walk(target: &Target, tasks: usize, limit: Duration, out: HandleWri
     let handles: Vec<_> =
         sessions.into_iter().map(|s| tokio::spawn(task(s, shared.clone(), out.clone(), deadline))).collect();
     for h in handles {
-        h.await.map_err(|e| ScaleError::Limit(format!("walk task: {e}")))?;
+        h.await.map_err(|e| ScaleError::Internal(format!("walk task: {e}")))?;
     }
     let seconds = start.elapsed().as_secs_f64();
     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -200,7 +200,7 @@ pub async fn walk(target: &Target, tasks: usize, limit: Duration, out: HandleWri
         return Err(e);
     }
     let writer = Arc::try_unwrap(out)
-        .map_err(|_| ScaleError::Limit("handle writer still shared after the walk".into()))?
+        .map_err(|_| ScaleError::Internal("handle writer still shared after the walk".into()))?
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     let saved = writer.finish()?;
