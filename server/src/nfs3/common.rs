@@ -117,6 +117,28 @@ pub fn run<T: Send + 'static>(
     })
 }
 
+/// As `run`, but `body` runs right here on the runtime's thread, without the
+/// hand-off to a blocking thread (which costs more than the call itself):
+/// only for procedures whose filesystem work is a few cached metadata
+/// syscalls (GETATTR, ACCESS, LOOKUP). Credentials are per thread and the
+/// body switches and restores them without awaiting, so nothing else runs on
+/// this thread under the caller's ids. The Raft lease and transport run on
+/// their own runtime, so a slow disk here cannot starve them.
+pub fn run_inline<T: Send + 'static>(
+    ctx: Arc<NfsCtx>,
+    call: Call,
+    args: Vec<u8>,
+    dec: fn(&mut Reader) -> Result<T, DecodeError>,
+    body: fn(&Op, T) -> Reply,
+) -> ProcFuture {
+    let decoded = decode_all(&args, dec);
+    Box::pin(async move {
+        let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
+        let op = Op { ctx, cred: call.cred, peer: call.peer };
+        Ok(body(&op, a))
+    })
+}
+
 /// As `run`, for arguments that keep pointing into the argument bytes (WRITE's
 /// data): `body` also gets those bytes, so nothing large is copied to decode.
 pub fn run_args<T: Send + 'static>(

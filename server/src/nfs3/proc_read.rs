@@ -10,7 +10,7 @@ use crate::rpc::program::{Call, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::Reader;
 use crate::vfs::{attr, sys};
 
-use super::common::{obj_attr, reply, run};
+use super::common::{obj_attr, reply, run, run_inline};
 use super::xdr::{self, Fh, Name, NameUse, DIR_BYTES_MAX, IO_BYTES_MAX, NAME_BYTES_MAX, PATH_BYTES_MAX};
 use super::NfsCtx;
 
@@ -32,7 +32,7 @@ pub fn null(_ctx: Arc<NfsCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
 }
 
 pub fn getattr(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    run(ctx, call, args, xdr::fh, |op, fh| {
+    run_inline(ctx, call, args, xdr::fh, |op, fh| {
         let r = op.attrs(&fh).map(|obj_attributes| GETATTR3resok { obj_attributes });
         Reply::new(reply(r.map_err(|s| (s, Void))))
     })
@@ -43,7 +43,7 @@ fn dec_lookup(r: &mut Reader) -> Result<(Fh, Name), crate::rpc::xdr::DecodeError
 }
 
 pub fn lookup(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    run(ctx, call, args, dec_lookup, |op, (fh, name)| {
+    run_inline(ctx, call, args, dec_lookup, |op, (fh, name)| {
         let (dir, access) = match op.object(&fh) {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<LOOKUP3resok, _>(Err((s, LOOKUP3resfail::default())))),
@@ -83,7 +83,7 @@ fn dec_access(r: &mut Reader) -> Result<(Fh, u32), crate::rpc::xdr::DecodeError>
 /// ACCESS bits, as knfsd's nfs3_regaccess / nfs3_diraccess tables, checked by
 /// the kernel under the caller's fs credentials (faccessat2 AT_EACCESS).
 pub fn access(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    run(ctx, call, args, dec_access, |op, (fh, want)| {
+    run_inline(ctx, call, args, dec_access, |op, (fh, want)| {
         let (obj, acc) = match op.object(&fh) {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<ACCESS3resok, _>(Err((s, ACCESS3resfail::default())))),
