@@ -109,12 +109,7 @@ pub fn run<T: Send + 'static>(
     dec: fn(&mut Reader) -> Result<T, DecodeError>,
     body: fn(&Op, T) -> Reply,
 ) -> ProcFuture {
-    let decoded = decode_all(&args, dec);
-    Box::pin(async move {
-        let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let op = Op { ctx, cred: call.cred, peer: call.peer };
-        tokio::task::spawn_blocking(move || body(&op, a)).await.map_err(|_| ProcError::SystemErr)
-    })
+    run_on(Thread::Blocking, ctx, call, args, dec, body)
 }
 
 /// As `run`, but `body` runs right here on the runtime's thread, without the
@@ -131,11 +126,33 @@ pub fn run_inline<T: Send + 'static>(
     dec: fn(&mut Reader) -> Result<T, DecodeError>,
     body: fn(&Op, T) -> Reply,
 ) -> ProcFuture {
+    run_on(Thread::Runtime, ctx, call, args, dec, body)
+}
+
+/// Where a handler's body runs.
+enum Thread {
+    Blocking,
+    Runtime,
+}
+
+fn run_on<T: Send + 'static>(
+    thread: Thread,
+    ctx: Arc<NfsCtx>,
+    call: Call,
+    args: Vec<u8>,
+    dec: fn(&mut Reader) -> Result<T, DecodeError>,
+    body: fn(&Op, T) -> Reply,
+) -> ProcFuture {
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
         let op = Op { ctx, cred: call.cred, peer: call.peer };
-        Ok(body(&op, a))
+        match thread {
+            Thread::Blocking => {
+                tokio::task::spawn_blocking(move || body(&op, a)).await.map_err(|_| ProcError::SystemErr)
+            }
+            Thread::Runtime => Ok(body(&op, a)),
+        }
     })
 }
 
