@@ -5,7 +5,10 @@
 //! (fsync) before the call returns, so a vote is on disk before the vote reply
 //! is sent and appended entries are on disk before `LogFlushed` is signalled
 //! (which is what lets openraft acknowledge them to the leader).
-//! Blocking redb calls run on tokio's blocking pool, never on a core thread.
+//! Blocking redb calls run on tokio's blocking pool, never on a core thread:
+//! every write, and reading entries (replication reads them all the time; an
+//! uncached page is a disk read). The small metadata reads at start and on a
+//! vote stay inline.
 
 // openraft fixes `StorageError` (large) as the error type of these traits.
 #![allow(clippy::result_large_err)]
@@ -197,19 +200,29 @@ fn to_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
     (range.start_bound().cloned(), range.end_bound().cloned())
 }
 
+/// The entries with an index in `bounds`, in order.
+fn read_entries(db: &Database, bounds: (Bound<u64>, Bound<u64>)) -> Result<Vec<typ::Entry>, typ::StorageError> {
+    let txn = db.begin_read().map_err(read_err)?;
+    let table = txn.open_table(LOGS).map_err(read_err)?;
+    let mut entries = Vec::new();
+    for item in table.range::<u64>(bounds).map_err(read_err)? {
+        let (_, value) = item.map_err(read_err)?;
+        entries.push(decode(value.value(), ENTRY_BYTES_MAX).map_err(read_err)?);
+    }
+    Ok(entries)
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<typ::Entry>, typ::StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(LOGS).map_err(read_err)?;
-        let mut entries = Vec::new();
-        for item in table.range::<u64>(to_bounds(&range)).map_err(read_err)? {
-            let (_, value) = item.map_err(read_err)?;
-            entries.push(decode(value.value(), ENTRY_BYTES_MAX).map_err(read_err)?);
-        }
-        Ok(entries)
+        // On the blocking pool: replication reads entries for every follower,
+        // and a page no longer cached is a disk read, which must not hold a
+        // runtime worker (heartbeats, the lease watch) on a busy disk.
+        let db = self.db.clone();
+        let bounds = to_bounds(&range);
+        tokio::task::spawn_blocking(move || read_entries(&db, bounds)).await.map_err(read_err)?
     }
 }
 

@@ -53,10 +53,13 @@ async fn concurrent_commits_share_entries_and_reach_every_node() {
     assert!(commit.entries_written() < u64::from(CALLERS), "no grouping: {} entries", commit.entries_written());
     assert_eq!(commit.state().read().expect("state lock").rmtab_len(), u64::from(CALLERS));
 
-    // Followers (the witness too) converge on the same state.
-    let last = nodes[0].raft.metrics().borrow().last_applied;
+    // Followers (the witness too) converge on the same state. The leader's
+    // own metrics may trail its answers (Raft runs on its own runtime), so
+    // wait for it to report everything in its log applied first.
+    let last = nodes[0].raft.metrics().borrow().last_log_index;
+    nodes[0].wait_applied(last, "leader applies").await;
     for follower in &nodes[1..] {
-        follower.wait_applied(last.map(|l| l.index), "follower applies").await;
+        follower.wait_applied(last, "follower applies").await;
         assert_eq!(same_state(&nodes[0], follower), Ok(()));
     }
 
