@@ -77,6 +77,22 @@ async fn unlock_all(fx: &Fixture, m: &Arc<OfdMirror>, host: &str) {
     m.reconcile(touched, Vec::new()).await;
 }
 
+/// Polls for at most this long for a released lock to be gone: a process
+/// forked meanwhile (another test spawning a command) holds a copy of every
+/// descriptor until it execs, and with it the description's OFD locks.
+const RELEASE_WAIT_MS: u64 = 2_000;
+
+/// Nothing conflicts with `offset`/`len` for `kind` (now, or within `RELEASE_WAIT_MS`).
+fn gone(file: &std::fs::File, offset: u64, len: u64, kind: LockKind) -> bool {
+    for _ in 0..RELEASE_WAIT_MS {
+        if seen(file, offset, len, kind).is_none() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
+}
+
 /// A description of "a local process" on the file.
 fn local(fx: &Fixture) -> std::fs::File {
     std::fs::OpenOptions::new().read(true).write(true).open(fx.dir.join("export/f")).unwrap()
@@ -95,23 +111,23 @@ async fn table_locks_are_held_on_the_file_and_released_by_unlock_and_close() {
     let l = local(&fx);
     lock(&fx, &m, args(&fx, "a", 0, 10, LockKind::Exclusive)).await;
     assert_eq!(seen(&l, 5, 1, LockKind::Shared), Some(LockKind::Exclusive));
-    assert_eq!(seen(&l, 10, 1, LockKind::Exclusive), None);
+    assert!(gone(&l, 10, 1, LockKind::Exclusive), "still locked: 10, 1, LockKind::Exclusive");
     assert_eq!(m.descriptions(), 1);
     // Two more ranges of the same owner share its description.
     lock(&fx, &m, args(&fx, "a", 20, 5, LockKind::Shared)).await;
     lock(&fx, &m, args(&fx, "b", 20, 5, LockKind::Shared)).await;
     assert_eq!(m.descriptions(), 2);
-    assert_eq!(seen(&l, 20, 5, LockKind::Shared), None);
+    assert!(gone(&l, 20, 5, LockKind::Shared), "still locked: 20, 5, LockKind::Shared");
     assert_eq!(seen(&l, 20, 5, LockKind::Exclusive), Some(LockKind::Shared));
     unlock_all(&fx, &m, "a").await;
-    assert_eq!(seen(&l, 0, 10, LockKind::Exclusive), None);
+    assert!(gone(&l, 0, 10, LockKind::Exclusive), "still locked: 0, 10, LockKind::Exclusive");
     assert_eq!(seen(&l, 20, 5, LockKind::Exclusive), Some(LockKind::Shared));
     assert_eq!(m.descriptions(), 1);
     m.close();
-    assert_eq!(seen(&l, 0, 0, LockKind::Exclusive), None);
+    assert!(gone(&l, 0, 0, LockKind::Exclusive), "still locked: 0, 0, LockKind::Exclusive");
     // Closed: nothing is taken again.
     lock(&fx, &m, args(&fx, "c", 40, 1, LockKind::Exclusive)).await;
-    assert_eq!(seen(&l, 40, 1, LockKind::Exclusive), None);
+    assert!(gone(&l, 40, 1, LockKind::Exclusive), "still locked: 40, 1, LockKind::Exclusive");
     assert_eq!(m.counts(), OfdCounts::default());
 }
 
@@ -130,7 +146,7 @@ async fn a_downgrade_and_a_new_shared_lock_in_one_reconcile_do_not_block_each_ot
     m.reconcile(Touched::File(fx.file.clone()), Vec::new()).await;
     assert_eq!(m.counts(), OfdCounts::default());
     let l = local(&fx);
-    assert_eq!(seen(&l, 0, 100, LockKind::Shared), None);
+    assert!(gone(&l, 0, 100, LockKind::Shared), "still locked: 0, 100, LockKind::Shared");
     assert_eq!(seen(&l, 0, 100, LockKind::Exclusive), Some(LockKind::Shared));
     assert_eq!(m.descriptions(), 2);
 }
@@ -188,11 +204,11 @@ async fn descriptions_are_bounded_and_rebuilt_from_the_table() {
     // A new active period takes the table's locks again.
     let m2 = OfdMirror::start(fx.vfs.clone(), fx.commit.clone());
     let l = local(&fx);
-    assert_eq!(seen(&l, 0, 10, LockKind::Shared), None);
+    assert!(gone(&l, 0, 10, LockKind::Shared), "still locked: 0, 10, LockKind::Shared");
     m2.rebuild().await;
     assert_eq!(seen(&l, 0, 10, LockKind::Shared), Some(LockKind::Exclusive));
     m2.close();
-    assert_eq!(seen(&l, 0, 10, LockKind::Shared), None);
+    assert!(gone(&l, 0, 10, LockKind::Shared), "still locked: 0, 10, LockKind::Shared");
 }
 
 #[test]
@@ -219,7 +235,7 @@ async fn a_deleted_file_is_released_and_not_mirrored_again() {
     // The open description still holds the unlinked file's lock, and UNLOCK releases it.
     assert_eq!(seen(&l, 0, 1, LockKind::Shared), Some(LockKind::Exclusive));
     unlock_all(&fx, &m, "a").await;
-    assert_eq!(seen(&l, 0, 1, LockKind::Shared), None);
+    assert!(gone(&l, 0, 1, LockKind::Shared), "still locked: 0, 1, LockKind::Shared");
     // A new owner on the deleted file: nothing to open (STALE), not an error.
     lock(&fx, &m, args(&fx, "b", 0, 10, LockKind::Exclusive)).await;
     assert_eq!((m.counts(), m.descriptions()), (OfdCounts::default(), 0));
