@@ -151,8 +151,8 @@ async fn reused_inode_number_never_resolves_to_the_new_file() {
     let old = create(&mut c, &root, "victim").await.unwrap();
     write(&mut c, &old, 0, b"old", stable_how::FILE_SYNC).await.unwrap();
     let old_ino = getattr(&mut c, &old).await.unwrap().fileid;
-    // Delete locally, so the handle table still points at "victim", then
-    // recreate "victim" (and others) until the inode number comes back.
+    // Delete locally, then recreate "victim" (and others) until the inode
+    // number comes back: the old handle names that inode with the old generation.
     let p = export.path();
     std::fs::remove_file(p.join("victim")).unwrap();
     let mut reused = false;

@@ -22,8 +22,8 @@ use openraft::{Config, SnapshotPolicy};
 use crate::timing::{Timing, TimingError, INSTALL_SNAPSHOT_TIMEOUT_MS};
 use crate::types::{typ, NodeId, PeerNode, Role};
 
-/// Snapshot chunk size: large enough to move a big handle table quickly, small
-/// enough that one chunk fits well inside a peer frame.
+/// Snapshot chunk size: large enough to move a full DRC and lock table
+/// quickly, small enough that one chunk fits well inside a peer frame.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 /// Entries per AppendEntries (the transport further cuts a request to the
 /// prefix that fits in `PEER_FRAME_BYTES_MAX`).

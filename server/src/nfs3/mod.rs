@@ -36,7 +36,7 @@ pub struct NfsCtx {
     pub vfs: Arc<Vfs>,
     /// Exports by id, and each export's client list.
     pub exports: Arc<ExportTable>,
-    /// The replicated state (the handle table, the epoch): read it here; the
+    /// The replicated state (the epoch, the DRC): read it here; the
     /// handlers' changes go back as a reply's effects.
     pub commit: Arc<dyn Commit>,
 }
