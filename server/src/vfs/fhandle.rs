@@ -99,10 +99,9 @@ struct FsUuid2 {
 const FS_IOC_GETFSUUID: libc::c_ulong =
     (2 << 30) | ((std::mem::size_of::<FsUuid2>() as libc::c_ulong) << 16) | (0x15 << 8);
 
-/// The UUID of the filesystem behind `fd`, if the kernel and filesystem report one.
-pub fn fs_uuid(fd: &OwnedFd) -> Option<Vec<u8>> {
-    // An O_PATH fd cannot take ioctls: open the directory for reading.
-    let dir = super::sys::reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY).ok()?;
+/// The UUID of the filesystem behind `dir`, a descriptor opened for reading
+/// (an O_PATH one cannot take ioctls), if the kernel and filesystem report one.
+pub fn fs_uuid(dir: &OwnedFd) -> Option<Vec<u8>> {
     let mut u = FsUuid2 { len: 0, uuid: [0; 16] };
     // SAFETY: FS_IOC_GETFSUUID writes one struct fsuuid2 into `u`.
     let rc = unsafe { libc::ioctl(dir.as_raw_fd(), FS_IOC_GETFSUUID as _, &mut u as *mut FsUuid2) };

@@ -95,7 +95,7 @@ fn open_root(e: &ExportConfig) -> Result<ExportRoot, ExportError> {
         .map_err(|en| ExportError::Open { dir: dir.clone(), error: std::io::Error::from_raw_os_error(en.0) })?;
     let fs = fhandle::handle_of(&root).map_err(|en| ExportError::NoHandles { dir: dir.clone(), errno: en.0 })?;
     handle::check_fit(&fs).map_err(|error| ExportError::HandleFit { dir: dir.clone(), error })?;
-    let uuid = fhandle::fs_uuid(&root);
+    let uuid = fhandle::fs_uuid(&mount);
     Ok(ExportRoot {
         export_id: e.export_id,
         name: e.name.clone(),
@@ -231,10 +231,6 @@ impl Vfs {
 
     pub fn umask(&self) -> u32 {
         self.umask
-    }
-
-    pub fn key(&self) -> &HandleKey {
-        &self.key
     }
 
     /// Decode and authenticate a handle from the wire.

@@ -140,8 +140,8 @@ impl Vfs {
             return Ok(());
         }
         let mut cur = sys::open_path_at(dir.raw(), b"..")?;
+        let mut st = sys::stat_fd(&cur)?;
         for _ in 0..PARENT_DEPTH_MAX {
-            let st = sys::stat_fd(&cur)?;
             if Self::is_root(e, &st) {
                 return Ok(());
             }
@@ -151,7 +151,7 @@ impl Vfs {
                 // The filesystem's (or namespace's) root, and the export root not met on the way.
                 return Err(nfsstat3::NFS3ERR_STALE);
             }
-            cur = up;
+            (cur, st) = (up, up_st);
         }
         Err(nfsstat3::NFS3ERR_STALE)
     }
