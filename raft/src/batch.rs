@@ -6,11 +6,20 @@
 //! (redb append and apply, or a Raft proposal) is the `Durable` implementor's.
 //! Each caller's latency and each entry's size are counted in
 //! `crate::stats::CommitStats` (read-only counters for `/metrics`).
+//!
+//! Deferred requests (`submit_deferred`: DRC reply records, whose call has
+//! already answered its client) do not start an entry of their own at once:
+//! they ride in the next entry written for anyone else, or go alone after
+//! `DEFER_US_MAX`. At one request in flight the next call's intent arrives
+//! within a round trip, so each call pays one durable write instead of two
+//! (the previous record's, then its own intent's). Requests are never
+//! reordered: an entry always takes the oldest queued ones first.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hanfs_state::{encoded_len, Command, Outcome, State};
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +36,16 @@ pub const BATCH_COMMANDS_MAX: usize = 4096;
 /// (the `Batch` tag and length prefix wrapping them, generously rounded).
 pub const REQUEST_OVERHEAD_BYTES: u64 = 16;
 
+/// Longest a deferred request waits for another caller's entry before it
+/// is written alone, in µs. A retransmission meanwhile is answered from the
+/// in-progress reply, and a crash meanwhile leaves the call's durable
+/// intent, so the wait costs nothing but the time a record is held.
+pub const DEFER_US_MAX: u64 = 2_000;
+/// Deferred requests held at most; one more writes them at once.
+pub const DEFERRED_MAX: usize = 256;
+
 const _: () = assert!(COMMIT_QUEUE_MAX > 0);
+const _: () = assert!(DEFERRED_MAX > 0 && DEFERRED_MAX <= COMMIT_QUEUE_MAX);
 const _: () = assert!(BATCH_COMMANDS_MAX > 0);
 
 /// How one batch entry becomes durable and applied.
@@ -50,6 +68,8 @@ type Reply = oneshot::Sender<Result<Vec<Outcome>, CommitError>>;
 
 struct Request {
     cmds: Vec<Command>,
+    /// May wait for another caller's entry (`submit_deferred`).
+    deferred: bool,
     /// Encoded size of `cmds` as one member of an entry, computed by the caller.
     bytes: u64,
     reply: Reply,
@@ -97,11 +117,22 @@ impl Batcher {
     /// Queues `cmds` and waits for the entry holding them (or their
     /// rejection); counts the wait in `CommitStats`.
     pub(crate) async fn submit(&self, cmds: Vec<Command>) -> Result<Vec<Outcome>, CommitError> {
+        self.submit_as(cmds, false).await
+    }
+
+    /// `submit` for commands nobody waits on before answering a client: they
+    /// join the next entry written for another caller, or go alone after
+    /// `DEFER_US_MAX` (module doc).
+    pub(crate) async fn submit_deferred(&self, cmds: Vec<Command>) -> Result<Vec<Outcome>, CommitError> {
+        self.submit_as(cmds, true).await
+    }
+
+    async fn submit_as(&self, cmds: Vec<Command>, deferred: bool) -> Result<Vec<Outcome>, CommitError> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
         let started = Instant::now();
-        let result = self.submit_counted(cmds).await;
+        let result = self.submit_counted(cmds, deferred).await;
         let waited_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.stats.latency_us.observe(waited_us);
         if result.is_err() {
@@ -110,7 +141,7 @@ impl Batcher {
         result
     }
 
-    async fn submit_counted(&self, cmds: Vec<Command>) -> Result<Vec<Outcome>, CommitError> {
+    async fn submit_counted(&self, cmds: Vec<Command>, deferred: bool) -> Result<Vec<Outcome>, CommitError> {
         let bytes = cmds.iter().map(encoded_len).fold(REQUEST_OVERHEAD_BYTES, u64::saturating_add);
         if bytes > self.entry_bytes_max {
             let max = self.entry_bytes_max;
@@ -118,7 +149,7 @@ impl Batcher {
         }
         let queue = lock(&self.queue).clone().ok_or(CommitError::NotLeader)?;
         let (reply, answer) = oneshot::channel();
-        queue.send(Request { cmds, bytes, reply }).await.map_err(|_| CommitError::NotLeader)?;
+        queue.send(Request { cmds, deferred, bytes, reply }).await.map_err(|_| CommitError::NotLeader)?;
         answer.await.map_err(|_| storage("commit task ended before answering"))?
     }
 
@@ -153,37 +184,77 @@ struct Task<D> {
 }
 
 impl<D: Durable> Task<D> {
-    /// Takes whatever is queued, up to BATCH_COMMANDS_MAX commands and
-    /// `entry_bytes_max` bytes. A request that would overflow the bytes waits
-    /// for the next entry; `submit` has already refused any request that
-    /// cannot fit an entry on its own. Entries go one at a time, so the trial
-    /// always runs on exactly the state the next entry applies to.
+    /// Writes entries one at a time, so the trial always runs on exactly the
+    /// state the next entry applies to. Each entry takes the oldest queued
+    /// requests, up to BATCH_COMMANDS_MAX commands and `entry_bytes_max`
+    /// bytes (a request that would overflow waits for the next entry;
+    /// `submit` has already refused any request that cannot fit one alone).
+    /// While only deferred requests are queued, the task waits for another
+    /// request, `DEFER_US_MAX` after the oldest of them, or `DEFERRED_MAX` of
+    /// them, whichever comes first. When the queue closes, what is left is
+    /// written before the task ends.
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        let mut carried: Option<Request> = None;
+        let mut pending: VecDeque<Request> = VecDeque::new();
+        let mut oldest_deferred: Option<tokio::time::Instant> = None;
+        let mut open = true;
         loop {
-            let first = match carried.take() {
-                Some(request) => request,
-                None => match rx.recv().await {
-                    Some(request) => request,
-                    None => break,
-                },
-            };
-            let mut count = first.cmds.len();
-            let mut bytes = first.bytes;
-            let mut requests = vec![first];
-            while count < BATCH_COMMANDS_MAX {
-                let Ok(request) = rx.try_recv() else { break };
-                if bytes.saturating_add(request.bytes) > self.entry_bytes_max {
-                    carried = Some(request);
-                    break;
+            if open && !must_write(&pending) {
+                let next = match oldest_deferred {
+                    None => rx.recv().await,
+                    Some(since) => {
+                        let deadline = since + Duration::from_micros(DEFER_US_MAX);
+                        tokio::select! {
+                            next = rx.recv() => next,
+                            () = tokio::time::sleep_until(deadline) => {
+                                self.write_front(&mut pending).await;
+                                oldest_deferred = pending.front().map(|_| tokio::time::Instant::now());
+                                continue;
+                            }
+                        }
+                    }
+                };
+                match next {
+                    Some(request) => {
+                        if oldest_deferred.is_none() {
+                            oldest_deferred = Some(tokio::time::Instant::now());
+                        }
+                        pending.push_back(request);
+                    }
+                    None => open = false,
                 }
-                count = count.saturating_add(request.cmds.len());
-                bytes = bytes.saturating_add(request.bytes);
-                requests.push(request);
+                continue;
             }
-            self.commit_group(requests).await;
-            self.durable.after_batch().await;
+            while pending.len() < COMMIT_QUEUE_MAX {
+                let Ok(request) = rx.try_recv() else { break };
+                pending.push_back(request);
+            }
+            if pending.is_empty() {
+                break;
+            }
+            self.write_front(&mut pending).await;
+            oldest_deferred = pending.front().map(|_| tokio::time::Instant::now());
         }
+    }
+
+    /// One entry of the oldest pending requests (run's bounds).
+    async fn write_front(&mut self, pending: &mut VecDeque<Request>) {
+        let mut count = 0usize;
+        let mut bytes = 0u64;
+        let mut requests = Vec::new();
+        while count < BATCH_COMMANDS_MAX {
+            let Some(request) = pending.front() else { break };
+            if !requests.is_empty() && bytes.saturating_add(request.bytes) > self.entry_bytes_max {
+                break;
+            }
+            count = count.saturating_add(request.cmds.len());
+            bytes = bytes.saturating_add(request.bytes);
+            requests.extend(pending.pop_front());
+        }
+        if requests.is_empty() {
+            return;
+        }
+        self.commit_group(requests).await;
+        self.durable.after_batch().await;
     }
 
     /// Trial, then one durable entry for the callers whose groups apply, then
@@ -244,6 +315,12 @@ impl<D: Durable> Task<D> {
             }
         }
     }
+}
+
+/// Whether `pending` must be written now: it holds a request someone waits
+/// on, or as many deferred ones as may wait.
+fn must_write(pending: &VecDeque<Request>) -> bool {
+    pending.len() >= DEFERRED_MAX || pending.iter().any(|r| !r.deferred)
 }
 
 pub(crate) fn storage(e: impl std::fmt::Display) -> CommitError {

@@ -33,6 +33,15 @@ pub trait Commit: Send + Sync + 'static {
     /// result holds one outcome per command of `cmds`.
     fn commit(&self, cmds: Vec<Command>) -> CommitFuture<'_>;
 
+    /// `commit`, for commands nobody waits on before answering a client
+    /// (a DRC reply record whose call already sent its reply): they may wait
+    /// up to `crate::DEFER_US_MAX` µs for the next entry written for another
+    /// caller, so a call at one request in flight pays one durable write
+    /// (its intent, carrying the previous call's record), not two.
+    fn commit_deferred(&self, cmds: Vec<Command>) -> CommitFuture<'_> {
+        self.commit(cmds)
+    }
+
     /// The applied state, for reads (handle resolution, rmtab, epoch, DRC lookup).
     /// Hold the read lock briefly and never across an `.await`.
     fn state(&self) -> Arc<RwLock<State>>;

@@ -39,6 +39,7 @@ pub mod timing;
 pub mod types;
 pub mod view;
 
+pub use batch::DEFER_US_MAX;
 pub use local::LocalCommit;
 
 #[cfg(test)]

@@ -102,6 +102,10 @@ impl Commit for LocalCommit {
         Box::pin(self.batcher.submit(cmds))
     }
 
+    fn commit_deferred(&self, cmds: Vec<Command>) -> CommitFuture<'_> {
+        Box::pin(self.batcher.submit_deferred(cmds))
+    }
+
     fn state(&self) -> Arc<RwLock<State>> {
         self.state.clone()
     }

@@ -82,6 +82,20 @@ impl RaftCommit {
         self.batcher.shutdown().await;
     }
 
+    async fn submit(&self, cmds: Vec<Command>, deferred: bool) -> Result<Vec<Outcome>, CommitError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.serving() {
+            return Err(CommitError::NotLeader);
+        }
+        if deferred {
+            self.batcher.submit_deferred(cmds).await
+        } else {
+            self.batcher.submit(cmds).await
+        }
+    }
+
     fn serving(&self) -> bool {
         matches!(*self.leadership.borrow(), Leadership::Leader { .. })
     }
@@ -89,15 +103,11 @@ impl RaftCommit {
 
 impl Commit for RaftCommit {
     fn commit(&self, cmds: Vec<Command>) -> CommitFuture<'_> {
-        Box::pin(async move {
-            if cmds.is_empty() {
-                return Ok(Vec::new());
-            }
-            if !self.serving() {
-                return Err(CommitError::NotLeader);
-            }
-            self.batcher.submit(cmds).await
-        })
+        Box::pin(self.submit(cmds, false))
+    }
+
+    fn commit_deferred(&self, cmds: Vec<Command>) -> CommitFuture<'_> {
+        Box::pin(self.submit(cmds, true))
     }
 
     fn state(&self) -> Arc<RwLock<State>> {

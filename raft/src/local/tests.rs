@@ -347,3 +347,48 @@ async fn concurrent_conflicting_locks_are_never_both_granted() {
         assert_eq!(granted, 1, "round {round}: exactly one of {OWNERS} conflicting locks is granted");
     }
 }
+
+/// A deferred record waits for the next caller's commit and shares its log
+/// entry, in the order they were submitted. Paused time: the deferral's
+/// timer fires only if the test stalls with nothing else to run.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn deferred_commit_rides_in_the_next_entry() {
+    let dir = TempDir::new("deferred");
+    let commit = open_registered(&dir).await;
+    let before = commit.entries_written();
+    let deferred = {
+        let commit = commit.clone();
+        tokio::spawn(async move { commit.commit_deferred(vec![row(1, "/a")]).await })
+    };
+    // Let the commit task take the deferred record and start waiting.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(commit.entries_written(), before, "the deferred record was written at once");
+    let unmount = Command::Unmount { client: "c1".into(), path: "/a".into() };
+    commit.commit(vec![unmount]).await.expect("commit");
+    deferred.await.expect("task").expect("deferred commit");
+    assert_eq!(commit.entries_written() - before, 1, "the deferred record took an entry of its own");
+    assert!(!has_row(&snapshot(&commit), 1), "the unmount was applied before the mount it follows");
+    commit.shutdown().await;
+}
+
+/// A deferred record with nobody after it is still written (after
+/// DEFER_US_MAX), and so is one queued when the commit path shuts down.
+#[tokio::test(flavor = "current_thread")]
+async fn deferred_commit_alone_is_written() {
+    let dir = TempDir::new("deferred-alone");
+    let commit = open_registered(&dir).await;
+    let before = commit.entries_written();
+    commit.commit_deferred(vec![row(2, "/b")]).await.expect("deferred commit");
+    assert_eq!(commit.entries_written() - before, 1);
+    assert!(has_row(&snapshot(&commit), 2));
+    let late = {
+        let commit = commit.clone();
+        tokio::spawn(async move { commit.commit_deferred(vec![row(3, "/c")]).await })
+    };
+    tokio::task::yield_now().await;
+    commit.shutdown().await;
+    late.await.expect("task").expect("deferred commit queued before shutdown");
+    assert!(has_row(&snapshot(&commit), 3));
+}

@@ -57,12 +57,12 @@ pub struct MountCtx {
 /// every procedure, and MNT differs only in its result (`mnt::<VERS>`).
 const fn procs<const VERS: u32>() -> [Proc<MountCtx>; 6] {
     [
-        Proc { name: "NULL", handler: null, drc: Drc::Skip, recover: None },
-        Proc { name: "MNT", handler: mnt::<VERS>, drc: Drc::Skip, recover: None },
-        Proc { name: "DUMP", handler: dump, drc: Drc::Skip, recover: None },
-        Proc { name: "UMNT", handler: umnt, drc: Drc::Skip, recover: None },
-        Proc { name: "UMNTALL", handler: umntall, drc: Drc::Skip, recover: None },
-        Proc { name: "EXPORT", handler: export, drc: Drc::Skip, recover: None },
+        Proc { name: "NULL", handler: null, drc: Drc::Skip, recover: None, needs_intent: None },
+        Proc { name: "MNT", handler: mnt::<VERS>, drc: Drc::Skip, recover: None, needs_intent: None },
+        Proc { name: "DUMP", handler: dump, drc: Drc::Skip, recover: None, needs_intent: None },
+        Proc { name: "UMNT", handler: umnt, drc: Drc::Skip, recover: None, needs_intent: None },
+        Proc { name: "UMNTALL", handler: umntall, drc: Drc::Skip, recover: None, needs_intent: None },
+        Proc { name: "EXPORT", handler: export, drc: Drc::Skip, recover: None, needs_intent: None },
     ]
 }
 

@@ -43,19 +43,25 @@ pub struct NfsCtx {
 
 /// An idempotent procedure.
 const fn p(name: &'static str, handler: Handler<NfsCtx>) -> Proc<NfsCtx> {
-    Proc { name, handler, drc: Drc::Skip, recover: None }
+    Proc { name, handler, drc: Drc::Skip, recover: None, needs_intent: None }
 }
 
 /// A non-idempotent procedure: intent and reply recorded, `recover` answers
 /// a retransmission found as an intent only.
 const fn once(name: &'static str, handler: Handler<NfsCtx>, recover: Recover<NfsCtx>) -> Proc<NfsCtx> {
-    Proc { name, handler, drc: Drc::Record, recover: Some(recover) }
+    Proc { name, handler, drc: Drc::Record, recover: Some(recover), needs_intent: None }
 }
 
 static PROCS: [Proc<NfsCtx>; PROCEDURES] = [
     p("NULL", proc_read::null),
     p("GETATTR", proc_read::getattr),
-    once("SETATTR", proc_write::setattr, recover::setattr),
+    Proc {
+        name: "SETATTR",
+        handler: proc_write::setattr,
+        drc: Drc::Record,
+        recover: Some(recover::setattr),
+        needs_intent: Some(recover::setattr_is_guarded),
+    },
     p("LOOKUP", proc_read::lookup),
     p("ACCESS", proc_read::access),
     p("READLINK", proc_read::readlink),

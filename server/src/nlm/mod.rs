@@ -109,7 +109,7 @@ pub struct NlmCtx {
 }
 
 const fn p(name: &'static str, handler: Handler<NlmCtx>, drc: Drc) -> Proc<NlmCtx> {
-    Proc { name, handler, drc, recover: None }
+    Proc { name, handler, drc, recover: None, needs_intent: None }
 }
 
 /// Procedures 17..=19 are undefined. Linux answers them PROC_UNAVAIL, which

@@ -73,7 +73,7 @@ pub struct NsmCtx {
 }
 
 const fn p(name: &'static str, handler: Handler<NsmCtx>) -> Proc<NsmCtx> {
-    Proc { name, handler, drc: Drc::Skip, recover: None }
+    Proc { name, handler, drc: Drc::Skip, recover: None, needs_intent: None }
 }
 
 static PROCS: [Proc<NsmCtx>; SM_PROCS_COUNT] = [

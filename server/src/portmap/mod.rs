@@ -53,12 +53,12 @@ const PMAPLIST_ENTRY_BYTES: usize = 4 + 16;
 const PMAPLIST_END_BYTES: usize = 4;
 
 static PROCS: [Proc<Table>; 6] = [
-    Proc { name: "NULL", handler: null, drc: Drc::Skip, recover: None },
-    Proc { name: "SET", handler: set, drc: Drc::Skip, recover: None },
-    Proc { name: "UNSET", handler: unset, drc: Drc::Skip, recover: None },
-    Proc { name: "GETPORT", handler: getport, drc: Drc::Skip, recover: None },
-    Proc { name: "DUMP", handler: dump, drc: Drc::Skip, recover: None },
-    Proc { name: "CALLIT", handler: callit, drc: Drc::Skip, recover: None },
+    Proc { name: "NULL", handler: null, drc: Drc::Skip, recover: None, needs_intent: None },
+    Proc { name: "SET", handler: set, drc: Drc::Skip, recover: None, needs_intent: None },
+    Proc { name: "UNSET", handler: unset, drc: Drc::Skip, recover: None, needs_intent: None },
+    Proc { name: "GETPORT", handler: getport, drc: Drc::Skip, recover: None, needs_intent: None },
+    Proc { name: "DUMP", handler: dump, drc: Drc::Skip, recover: None, needs_intent: None },
+    Proc { name: "CALLIT", handler: callit, drc: Drc::Skip, recover: None, needs_intent: None },
 ];
 
 pub static PROGRAM: Program<Table> = Program { name: "portmap", prog: PMAP_PROGRAM, vers: PMAP_VERSION, procs: &PROCS };

@@ -67,10 +67,10 @@ fn effect(_ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
 }
 
 static PROCS: [Proc<Ctx>; 4] = [
-    Proc { name: "OK", handler: ok, drc: Drc::Skip, recover: None },
-    Proc { name: "LOSE_LEASE", handler: lose_lease, drc: Drc::Skip, recover: None },
-    Proc { name: "SILENT", handler: silent, drc: Drc::Skip, recover: None },
-    Proc { name: "EFFECT", handler: effect, drc: Drc::Skip, recover: None },
+    Proc { name: "OK", handler: ok, drc: Drc::Skip, recover: None, needs_intent: None },
+    Proc { name: "LOSE_LEASE", handler: lose_lease, drc: Drc::Skip, recover: None, needs_intent: None },
+    Proc { name: "SILENT", handler: silent, drc: Drc::Skip, recover: None, needs_intent: None },
+    Proc { name: "EFFECT", handler: effect, drc: Drc::Skip, recover: None, needs_intent: None },
 ];
 static PROGRAM: Program<Ctx> = Program { name: "close-test", prog: PROG, vers: 1, procs: &PROCS };
 

@@ -19,7 +19,8 @@
 //! `recover` function works out from the disk what the original did and
 //! answers as it would have. A call with no effects sends its reply while its
 //! record is still being committed (holding its in-progress claim until it is
-//! durable), so it waits for one commit. A `Drc::ReplyOnly` call records no
+//! durable), so it waits for one commit; the record is deferred
+//! (`Commit::commit_deferred`) and rides in the next call's intent entry. A `Drc::ReplyOnly` call records no
 //! intent: its reply is committed with its effects.
 //!
 //! Fault injection, for tests: with `HANFS_TEST_FAULTS=1` at start,
@@ -283,7 +284,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                     drc_stats.recovered.fetch_add(1, Ordering::Relaxed);
                     step = Step::Recover;
                 }
-                None if proc_.drc == Drc::Record => {
+                None if proc_.drc == Drc::Record && proc_.needs_intent.is_none_or(|needs| needs(&args)) => {
                     let intent = Command::DrcIntent { key: held.key.clone(), now_ms: crate::clock::unix_ms() };
                     if let Err(e) = self.shared.commit.commit(vec![intent]).await {
                         tracing::warn!(%peer, xid, proc_ = proc_.name, error = %e, "intent commit failed; call not run");
@@ -325,7 +326,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                 let shared = self.shared.clone();
                 let name = proc_.name;
                 tokio::spawn(async move {
-                    if let Err(e) = shared.commit.commit(vec![record]).await {
+                    if let Err(e) = shared.commit.commit_deferred(vec![record]).await {
                         tracing::warn!(peer = %peer, xid, proc_ = name, error = %e, "DRC record commit failed");
                     }
                     drop(held);

@@ -62,11 +62,41 @@ fn recovered(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
     Box::pin(async { Ok(Reply::new(b"rcv!".to_vec())) })
 }
 
+/// `needs_intent` of ONCE_IF_ARGS: only the arguments `call_record` sends.
+fn args_need_intent(args: &[u8]) -> bool {
+    args == b"args"
+}
+
+/// `needs_intent` of ONCE_UNLESS_ARGS: never for `call_record`'s arguments.
+fn args_need_no_intent(args: &[u8]) -> bool {
+    args != b"args"
+}
+
 const RECOVER: Recover<Ctx> = recovered;
-static PROCS: [Proc<Ctx>; 3] = [
-    Proc { name: "ONCE", handler: ran, drc: Drc::Record, recover: Some(RECOVER) },
-    Proc { name: "ONCE_EFFECT", handler: ran_with_effect, drc: Drc::Record, recover: Some(RECOVER) },
-    Proc { name: "REPLY_ONLY", handler: ran_with_effect, drc: Drc::ReplyOnly, recover: None },
+static PROCS: [Proc<Ctx>; 5] = [
+    Proc { name: "ONCE", handler: ran, drc: Drc::Record, recover: Some(RECOVER), needs_intent: None },
+    Proc {
+        name: "ONCE_EFFECT",
+        handler: ran_with_effect,
+        drc: Drc::Record,
+        recover: Some(RECOVER),
+        needs_intent: None,
+    },
+    Proc { name: "REPLY_ONLY", handler: ran_with_effect, drc: Drc::ReplyOnly, recover: None, needs_intent: None },
+    Proc {
+        name: "ONCE_IF_ARGS",
+        handler: ran,
+        drc: Drc::Record,
+        recover: Some(RECOVER),
+        needs_intent: Some(args_need_intent),
+    },
+    Proc {
+        name: "ONCE_UNLESS_ARGS",
+        handler: ran,
+        drc: Drc::Record,
+        recover: Some(RECOVER),
+        needs_intent: Some(args_need_no_intent),
+    },
 ];
 static PROGRAM: Program<Ctx> = Program { name: "test", prog: 400_000, vers: 1, procs: &PROCS };
 
@@ -159,6 +189,23 @@ async fn reply_only_records_no_intent() {
     assert_eq!(body(d.call(call_record(4, 2, 5), peer(), Transport::Tcp).await), b"ran!");
     assert_eq!(*events.lock().unwrap(), ["run", "commit BumpEpoch+DrcInsert"]);
     assert_eq!(body(d.call(call_record(4, 2, 5), peer(), Transport::Tcp).await), b"ran!");
+    assert_eq!(events.lock().unwrap().len(), 2, "answered from the cache");
+}
+
+/// A `Record` procedure's `needs_intent` sees the call's arguments and
+/// decides whether the intent is committed (an unguarded SETATTR needs none);
+/// the reply is recorded either way.
+#[tokio::test]
+async fn needs_intent_decides_per_call() {
+    let (d, events, state) = setup();
+    assert_eq!(body(d.call(call_record(5, 3, 5), peer(), Transport::Tcp).await), b"ran!");
+    wait_recorded(&state, 1).await;
+    assert_eq!(*events.lock().unwrap(), ["commit DrcIntent", "run", "commit DrcInsert"]);
+    events.lock().unwrap().clear();
+    assert_eq!(body(d.call(call_record(6, 4, 5), peer(), Transport::Tcp).await), b"ran!");
+    wait_recorded(&state, 2).await;
+    assert_eq!(*events.lock().unwrap(), ["run", "commit DrcInsert"]);
+    assert_eq!(body(d.call(call_record(6, 4, 5), peer(), Transport::Tcp).await), b"ran!");
     assert_eq!(events.lock().unwrap().len(), 2, "answered from the cache");
 }
 

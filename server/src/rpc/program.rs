@@ -108,7 +108,17 @@ pub struct Proc<C: 'static> {
     /// without a reply. `None`: run the handler (for a call that is safe to
     /// run again against the disk).
     pub recover: Option<Recover<C>>,
+    /// For `Drc::Record`: whether this call's arguments make it
+    /// non-idempotent, so it needs its intent (`None`: always). A call that
+    /// does not is handled as `Drc::ReplyOnly` (e.g. an unguarded SETATTR:
+    /// setting the same attributes again is harmless, DESIGN.md invariant 6).
+    pub needs_intent: Option<NeedsIntent>,
 }
+
+/// Looks at a call's arguments (after the RPC header): true when it needs
+/// its intent recorded. Undecodable arguments answer true (the handler then
+/// refuses them anyway).
+pub type NeedsIntent = fn(&[u8]) -> bool;
 
 /// One program version: its number, version and procedure table, whose
 /// handlers all take the context `C`.
