@@ -250,7 +250,7 @@ impl RaftNode {
         let log_db = open_db(&log_path).map_err(|e| storage_err(&log_path, &e))?;
         bind_identity(&log_db, &opts.cluster, opts.node_id)?;
         let snapshot_db = open_db(&snapshot_path).map_err(|e| storage_err(&snapshot_path, &e))?;
-        let log = LogStore::new(log_db);
+        let log = LogStore::new(log_db).map_err(|e| storage_err(&log_path, &e))?;
         let sm = StateMachineStore::open(snapshot_db).map_err(|e| storage_err(&snapshot_path, &e))?;
         let faults = Faults::default();
         opts.timing.check().map_err(MembershipError::from)?;

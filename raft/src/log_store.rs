@@ -1,17 +1,22 @@
 //! The Raft log on redb (`RaftLogStorage`): entries by index, the vote, the
 //! committed log id and the last purged log id.
 //!
-//! Durability: every write transaction commits with `Durability::Immediate`
-//! (fsync) before the call returns, so a vote is on disk before the vote reply
-//! is sent and appended entries are on disk before `LogFlushed` is signalled
-//! (which is what lets openraft acknowledge them to the leader).
-//! Blocking redb calls run on tokio's blocking pool, never on a core thread:
-//! every write, and reading entries (replication reads them all the time; an
-//! uncached page is a disk read). The small metadata reads at start and on a
-//! vote stay inline.
+//! Durability: appended entries are on disk (fsync) before `LogFlushed` is
+//! signalled, which is what lets openraft count them towards a commit and
+//! acknowledge them to the leader; `append` itself returns as soon as they
+//! are readable (`writer`: the write-behind thread, so the leader's fsync
+//! and its followers' overlap). A vote, a truncate and a purge wait for the
+//! queued appends and then commit with `Durability::Immediate` before the
+//! call returns, so a vote is on disk before the vote reply is sent.
+//! Blocking redb calls run on the writer thread or tokio's blocking pool,
+//! never on a core thread: every write, and reading entries (replication
+//! reads them all the time; an uncached page is a disk read). The small
+//! metadata reads at start and on a vote stay inline.
 
 // openraft fixes `StorageError` (large) as the error type of these traits.
 #![allow(clippy::result_large_err)]
+
+mod writer;
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -100,6 +105,7 @@ pub fn open_db(path: &Path) -> Result<Arc<Database>, redb::Error> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    writer: writer::Writer,
 }
 
 /// A log write (fsync included) slower than this is logged: openraft waits for
@@ -133,8 +139,16 @@ fn note_write_time(took: std::time::Duration) {
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>) -> Self {
-        Self { db }
+    /// The log store on `db`, with its writer thread (fails only if the
+    /// thread cannot be started).
+    pub fn new(db: Arc<Database>) -> std::io::Result<Self> {
+        let writer = writer::Writer::start(db.clone())?;
+        Ok(Self { db, writer })
+    }
+
+    /// Waits for the queued appends (module doc: before any other write).
+    async fn drain(&self) -> Result<(), typ::StorageError> {
+        self.writer.drain().await.map_err(|e| write_err(std::io::Error::other(e)))
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, typ::StorageError> {
@@ -152,18 +166,11 @@ impl LogStore {
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     {
-        self.write_with(Durability::Immediate, f).await
-    }
-
-    async fn write_with<F>(&self, durability: Durability, f: F) -> Result<(), typ::StorageError>
-    where
-        F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
-    {
         let db = self.db.clone();
         let started = std::time::Instant::now();
         let joined = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
             let mut txn = db.begin_write()?;
-            txn.set_durability(durability);
+            txn.set_durability(Durability::Immediate);
             f(&txn)?;
             txn.commit()?;
             Ok(())
@@ -220,9 +227,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // On the blocking pool: replication reads entries for every follower,
         // and a page no longer cached is a disk read, which must not hold a
         // runtime worker (heartbeats, the lease watch) on a busy disk.
+        // Pending first: an entry that reaches redb in between is then in
+        // one of the two (it is forgotten only after its commit).
         let db = self.db.clone();
         let bounds = to_bounds(&range);
-        tokio::task::spawn_blocking(move || read_entries(&db, bounds)).await.map_err(read_err)?
+        let pending = self.writer.pending.range(bounds);
+        let stored = tokio::task::spawn_blocking(move || read_entries(&db, bounds)).await.map_err(read_err)??;
+        Ok(writer::merge(stored, pending))
     }
 }
 
@@ -231,7 +242,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, typ::StorageError> {
         let last_purged_log_id: Option<typ::LogId> = self.get_meta(KEY_LAST_PURGED)?;
-        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        let stored = self.last_entry_log_id()?;
+        let last_log_id = self.writer.pending.last_log_id().max(stored).or(last_purged_log_id);
         Ok(LogState { last_purged_log_id, last_log_id })
     }
 
@@ -241,6 +253,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &typ::Vote) -> Result<(), typ::StorageError> {
         let bytes = encode(vote, META_BYTES_MAX).map_err(write_err)?;
+        self.drain().await?;
         self.write(move |txn| {
             txn.open_table(META)?.insert(KEY_VOTE, bytes.as_slice())?;
             Ok(())
@@ -256,14 +269,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<typ::LogId>) -> Result<(), typ::StorageError> {
         // The committed id is only a hint that lets a restarted node re-apply
         // its log at once; losing the latest one in a crash is harmless (the
-        // leader re-establishes it). So no fsync of its own: redb makes it
-        // durable with the next `Immediate` commit (the next append or vote).
+        // leader re-establishes it). So no fsync of its own: it is queued
+        // behind the appends it covers and is durable with the next fsync.
         let bytes = encode(&committed, META_BYTES_MAX).map_err(write_err)?;
-        self.write_with(Durability::None, move |txn| {
-            txn.open_table(META)?.insert(KEY_COMMITTED, bytes.as_slice())?;
-            Ok(())
-        })
-        .await
+        self.writer.save_committed(bytes).map_err(|e| write_err(std::io::Error::other(e)))
     }
 
     async fn read_committed(&mut self) -> Result<Option<typ::LogId>, typ::StorageError> {
@@ -277,28 +286,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         for entry in entries {
-            encoded.push((entry.get_log_id().index, encode(&entry, ENTRY_BYTES_MAX).map_err(write_err)?));
+            let bytes = encode(&entry, ENTRY_BYTES_MAX).map_err(write_err)?;
+            encoded.push((entry.get_log_id().index, entry, bytes));
         }
-        let result = self
-            .write(move |txn| {
-                let mut table = txn.open_table(LOGS)?;
-                for (index, bytes) in &encoded {
-                    table.insert(*index, bytes.as_slice())?;
-                }
-                Ok(())
-            })
-            .await;
-        // The transaction is committed (fsynced) at this point; only now may
-        // openraft treat the entries as persisted.
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
-        }
-        result
+        self.writer.append(encoded, callback).map_err(|e| write_err(std::io::Error::other(e)))
     }
 
     async fn truncate(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
         tracing::debug!(%log_id, "truncate log since");
+        self.drain().await?;
         self.write(move |txn| {
             txn.open_table(LOGS)?.retain_in::<u64, _>(log_id.index.., |_, _| false)?;
             Ok(())
@@ -311,6 +307,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = encode(&log_id, META_BYTES_MAX).map_err(write_err)?;
         // The last purged id and the deletion commit together, so a crash never
         // leaves a gap that `get_log_state` cannot explain.
+        self.drain().await?;
         self.write(move |txn| {
             txn.open_table(META)?.insert(KEY_LAST_PURGED, bytes.as_slice())?;
             txn.open_table(LOGS)?.retain_in::<u64, _>(..=log_id.index, |_, _| false)?;

@@ -30,7 +30,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RedbBuil
         let db = open_db(&dir.path().join("raft.redb"))
             .map_err(|e| openraft::StorageIOError::write(openraft::AnyError::new(&e)))?;
         let sm = StateMachineStore::open(db.clone())?;
-        Ok((dir, LogStore::new(db), sm))
+        let log = LogStore::new(db).map_err(|e| openraft::StorageIOError::write(openraft::AnyError::new(&e)))?;
+        Ok((dir, log, sm))
     }
 }
 

@@ -1,0 +1,195 @@
+//! The log's write-behind: `append` puts entries in `Pending` (readable at
+//! once, as openraft requires) and queues them for the writer thread, which
+//! commits them to redb in order (consecutive appends in one fsynced
+//! transaction) and only then signals `LogFlushed`. openraft goes on at once:
+//! a leader sends the entries to its followers while its own fsync runs, so
+//! a commit costs about one fsync plus a round trip, not two fsyncs in a row.
+//!
+//! Every other write (vote, truncate, purge) first waits for the queue to
+//! drain (`Writer::drain`), so it is ordered after the appends before it and
+//! never sees entries that are still only in memory. The committed-id hint
+//! goes through the queue without waiting (it needs no fsync of its own).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{mpsc, Arc, Mutex};
+
+use openraft::storage::LogFlushed;
+use redb::{Database, Durability};
+use tokio::sync::oneshot;
+
+use super::{note_write_time, LOGS, META};
+use crate::types::{typ, TypeConfig};
+
+/// Most queued appends folded into one redb transaction.
+pub const APPENDS_PER_TXN_MAX: usize = 256;
+
+const _: () = assert!(APPENDS_PER_TXN_MAX > 0);
+
+/// Entries appended but not yet durable in redb, by index. Readers merge them
+/// over what redb holds.
+#[derive(Default)]
+pub(super) struct Pending {
+    entries: Mutex<BTreeMap<u64, typ::Entry>>,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, typ::Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, entries: &[(u64, typ::Entry)]) {
+        let mut map = self.lock();
+        for (index, entry) in entries {
+            map.insert(*index, entry.clone());
+        }
+    }
+
+    /// The pending entries with an index in `bounds`, in order.
+    pub(super) fn range(&self, bounds: (Bound<u64>, Bound<u64>)) -> Vec<(u64, typ::Entry)> {
+        self.lock().range(bounds).map(|(i, e)| (*i, e.clone())).collect()
+    }
+
+    /// The newest pending entry's log id.
+    pub(super) fn last_log_id(&self) -> Option<typ::LogId> {
+        self.lock().last_key_value().map(|(_, e)| e.log_id)
+    }
+
+    /// Forget `indexes` once they are durable, unless an entry was put there
+    /// again meanwhile (it cannot be: a truncate drains first; checked anyway).
+    fn remove_written(&self, written: &[(u64, typ::LogId)]) {
+        let mut map = self.lock();
+        for (index, log_id) in written {
+            if map.get(index).is_some_and(|e| e.log_id == *log_id) {
+                map.remove(index);
+            }
+        }
+    }
+}
+
+/// Merges `pending` (newer) over `stored` (from redb), both sorted by index.
+pub(super) fn merge(stored: Vec<typ::Entry>, pending: Vec<(u64, typ::Entry)>) -> Vec<typ::Entry> {
+    if pending.is_empty() {
+        return stored;
+    }
+    let mut by_index: BTreeMap<u64, typ::Entry> = stored.into_iter().map(|e| (e.log_id.index, e)).collect();
+    by_index.extend(pending);
+    by_index.into_values().collect()
+}
+
+enum Job {
+    Append { entries: Vec<(u64, typ::LogId, Vec<u8>)>, callback: LogFlushed<TypeConfig> },
+    Committed { bytes: Vec<u8> },
+    Drain { done: oneshot::Sender<()> },
+}
+
+/// The caller side of the writer thread. The thread ends when the last
+/// `Writer` clone is dropped, after writing what was queued.
+#[derive(Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+    pub(super) pending: Arc<Pending>,
+}
+
+impl Writer {
+    /// Starts the writer thread for `db`.
+    pub(super) fn start(db: Arc<Database>) -> std::io::Result<Writer> {
+        let (jobs, rx) = mpsc::channel();
+        let pending = Arc::new(Pending::default());
+        let thread_pending = pending.clone();
+        std::thread::Builder::new().name("hanfs-raft-log".into()).spawn(move || run(&db, &thread_pending, &rx))?;
+        Ok(Writer { jobs, pending })
+    }
+
+    /// Makes `entries` readable now and durable soon; `callback` is signalled
+    /// once they are on disk (or the write failed).
+    pub(super) fn append(
+        &self,
+        entries: Vec<(u64, typ::Entry, Vec<u8>)>,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), String> {
+        let readable: Vec<(u64, typ::Entry)> = entries.iter().map(|(i, e, _)| (*i, e.clone())).collect();
+        self.pending.insert(&readable);
+        let entries = entries.into_iter().map(|(i, e, bytes)| (i, e.log_id, bytes)).collect();
+        self.jobs.send(Job::Append { entries, callback }).map_err(|_| "the raft log writer has stopped".to_owned())
+    }
+
+    /// Queues the committed-id hint behind the appends before it.
+    pub(super) fn save_committed(&self, bytes: Vec<u8>) -> Result<(), String> {
+        self.jobs.send(Job::Committed { bytes }).map_err(|_| "the raft log writer has stopped".to_owned())
+    }
+
+    /// Waits until everything queued before this call is written (or failed).
+    pub(super) async fn drain(&self) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.jobs.send(Job::Drain { done }).map_err(|_| "the raft log writer has stopped".to_owned())?;
+        wait.await.map_err(|_| "the raft log writer stopped while draining".to_owned())
+    }
+}
+
+/// The writer thread: takes what is queued (up to APPENDS_PER_TXN_MAX
+/// appends), writes it in one transaction (fsynced when it holds entries),
+/// then answers the callbacks and drains.
+fn run(db: &Database, pending: &Pending, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < APPENDS_PER_TXN_MAX {
+            let Ok(job) = rx.try_recv() else { break };
+            jobs.push(job);
+        }
+        let started = std::time::Instant::now();
+        let result = write(db, &jobs);
+        note_write_time(started.elapsed());
+        for job in jobs {
+            match job {
+                Job::Append { entries, callback } => {
+                    let outcome = match &result {
+                        Ok(()) => {
+                            // Forgotten before the signal: a reader now finds them in redb.
+                            let written: Vec<(u64, typ::LogId)> = entries.iter().map(|(i, id, _)| (*i, *id)).collect();
+                            pending.remove_written(&written);
+                            Ok(())
+                        }
+                        Err(e) => Err(std::io::Error::other(e.to_string())),
+                    };
+                    callback.log_io_completed(outcome);
+                }
+                Job::Committed { .. } => {}
+                Job::Drain { done } => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// One transaction with every append and the last committed-id hint of
+/// `jobs`; durable (fsync) when it holds an entry.
+fn write(db: &Database, jobs: &[Job]) -> Result<(), redb::Error> {
+    let has_entries = jobs.iter().any(|j| matches!(j, Job::Append { .. }));
+    let committed = jobs.iter().rev().find_map(|j| match j {
+        Job::Committed { bytes } => Some(bytes),
+        _ => None,
+    });
+    if !has_entries && committed.is_none() {
+        return Ok(());
+    }
+    let mut txn = db.begin_write()?;
+    // The committed id alone is a hint: made durable by the next fsync.
+    txn.set_durability(if has_entries { Durability::Immediate } else { Durability::None });
+    {
+        let mut logs = txn.open_table(LOGS)?;
+        for job in jobs {
+            if let Job::Append { entries, .. } = job {
+                for (index, _, bytes) in entries {
+                    logs.insert(*index, bytes.as_slice())?;
+                }
+            }
+        }
+    }
+    if let Some(bytes) = committed {
+        txn.open_table(META)?.insert(super::KEY_COMMITTED, bytes.as_slice())?;
+    }
+    txn.commit()?;
+    Ok(())
+}
