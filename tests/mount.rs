@@ -147,3 +147,76 @@ fn v1_dump_and_export_answer_like_v3() {
     let reply = udp_call(s.mount_port, &call_msg(5, MOUNT_PROGRAM, 1, 1, CRED_NONE, &args)).expect("v1 MNT");
     assert_eq!(parse_reply(&reply), RpcReply::Accepted { xid: 5, stat: SUCCESS, body: 95u32.to_be_bytes().to_vec() });
 }
+
+/// GETATTR's fileid of the NFS handle `fh`.
+async fn fileid_of(s: &TestServer, fh: &[u8]) -> u64 {
+    let mut conn = s.connect().await;
+    let object = nfs3_types::nfs3::nfs_fh3 { data: Opaque::owned(fh.to_vec()) };
+    match conn.getattr(&nfs3_types::nfs3::GETATTR3args { object }).await.expect("GETATTR") {
+        nfs3_types::nfs3::Nfs3Result::Ok(ok) => ok.obj_attributes.fileid,
+        other => panic!("GETATTR of a mounted subdirectory failed: {other:?}"),
+    }
+}
+
+/// The refusal MNT of `p` gets (as its number: mountstat3 has no `==`).
+async fn mnt_err<IO>(c: &mut nfs3_client::MountClient<IO>, p: &str) -> u32
+where
+    IO: nfs3_client::io::AsyncRead + nfs3_client::io::AsyncWrite + Send,
+{
+    match c.mnt(path(p)).await {
+        Err(MountError::Denied(stat)) => stat as u32,
+        other => panic!("MNT {p}: expected a refusal, got {other:?}"),
+    }
+}
+
+/// Any directory below an export mounts (knfsd's behaviour) with the
+/// export's client list; the rmtab shows the path asked for; `..`, a
+/// symlink out, a file, a missing directory and a mere name prefix are
+/// refused; a symlink that stays inside is followed.
+#[tokio::test]
+async fn a_subdirectory_mounts_and_escapes_are_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let export = tempdir("mount-sub");
+    let sub = export.path().join("projects/a");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    std::fs::write(sub.join("file"), b"x").expect("write");
+    std::os::unix::fs::symlink("/", export.path().join("out-abs")).expect("symlink");
+    std::os::unix::fs::symlink("../..", export.path().join("out-rel")).expect("symlink");
+    std::os::unix::fs::symlink("projects/a", export.path().join("inside")).expect("symlink");
+    let s = TestServer::start(export.path(), "*(rw,insecure)");
+    let mut c = mount_client(s.mount_port, false).await;
+
+    let ok = c.mnt(path("/export/projects/a")).await.expect("MNT of a subdirectory");
+    let ino = std::fs::metadata(&sub).expect("stat").ino();
+    assert_eq!(fileid_of(&s, &ok.fhandle.0 .0).await, ino, "the handle is the subdirectory's");
+    c.mnt(path("/export/./projects//a/")).await.expect("the same directory spelled differently");
+    let row = |p: &str| ("127.0.0.1".to_string(), p.to_string());
+    // (fileid_of's NFS connection mounted the export root too.)
+    assert_eq!(dump_rows(s.mount_port).await, vec![row("/export"), row("/export/projects/a")]);
+    let via_link = c.mnt(path("/export/inside")).await.expect("a symlink inside the export is followed");
+    assert_eq!(fileid_of(&s, &via_link.fhandle.0 .0).await, ino);
+
+    for escape in ["/export/..", "/export/projects/../..", "/export/out-abs", "/export/out-rel", "/export/out-abs/etc"]
+    {
+        assert_eq!(mnt_err(&mut c, escape).await, mountstat3::MNT3ERR_ACCES as u32, "{escape} leaves the export");
+    }
+    assert_eq!(mnt_err(&mut c, "/export/projects/a/file").await, mountstat3::MNT3ERR_NOTDIR as u32);
+    assert_eq!(mnt_err(&mut c, "/export/missing").await, mountstat3::MNT3ERR_NOENT as u32);
+    assert_eq!(mnt_err(&mut c, "/exportx").await, mountstat3::MNT3ERR_NOENT as u32, "a name prefix is not a parent");
+
+    c.umnt(path("/export/projects/a/")).await.expect("UMNT");
+    let rows = dump_rows(s.mount_port).await;
+    assert_eq!(rows, vec![row("/export"), row("/export/inside")], "UMNT removed the subdirectory's row");
+}
+
+/// A client the export refuses is refused below it too, before anything is
+/// looked up (it cannot probe which directories exist).
+#[tokio::test]
+async fn a_refused_client_is_refused_below_the_export_too() {
+    let export = tempdir("mount-sub-refused");
+    std::fs::create_dir_all(export.path().join("a")).expect("mkdir");
+    let s = TestServer::start(export.path(), "10.9.9.9(rw,insecure)");
+    let mut c = mount_client(s.mount_port, false).await;
+    assert_eq!(mnt_err(&mut c, "/export/a").await, mountstat3::MNT3ERR_ACCES as u32);
+    assert_eq!(mnt_err(&mut c, "/export/missing").await, mountstat3::MNT3ERR_ACCES as u32);
+}

@@ -83,6 +83,24 @@ impl ExportTable {
         self.all().find(|e| e.name == trimmed)
     }
 
+    /// The export a client's MNT path is in, and the rest of the path below
+    /// it (empty for the export itself, no leading or trailing `/`, `.` and
+    /// empty components dropped): the export whose name is the longest
+    /// prefix of `path` on a component boundary, as mountd matches a path
+    /// inside an exported directory.
+    pub fn containing(&self, path: &str) -> Option<(&ExportConfig, String)> {
+        let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        let below = |name: &str| -> Option<String> {
+            let rest = trimmed.strip_prefix(name)?;
+            if !(rest.is_empty() || rest.starts_with('/') || name.ends_with('/')) {
+                return None;
+            }
+            let parts: Vec<&str> = rest.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+            Some(parts.join("/"))
+        };
+        self.all().filter_map(|e| below(&e.name).map(|rest| (e, rest))).max_by_key(|(e, _)| e.name.len())
+    }
+
     /// The options of the first rule of the export's client list matching `peer`,
     /// or `None` if the client may not use the export.
     pub fn access(&self, export_id: u32, peer: IpAddr) -> Option<ExportOptions> {

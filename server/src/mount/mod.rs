@@ -1,9 +1,14 @@
 //! MOUNT (RFC 1813 appendix I, program 100005): version 3, and version 1 for
 //! `showmount`, which asks v1 for DUMP and EXPORT (same encodings as v3).
 //!
-//! MNT looks the path up by export name, checks the client list, and returns
-//! the export's root handle; the rmtab row and the root's handle entry are the
-//! reply's effects, committed before the reply is sent. A `secure` export
+//! MNT finds the export holding the path (the longest export name that is a
+//! prefix of it on a component boundary), checks that export's client list
+//! and options, and returns the handle of the export's root or of the
+//! directory below it: any directory of an export may be mounted, as with
+//! knfsd. The directory is resolved beneath the export root with openat2's
+//! `RESOLVE_BENEATH` (a `..` or a symlink leading out, or another mount
+//! below, is MNT3ERR_ACCES). The rmtab row, the reply's effect, committed
+//! before the reply is sent, holds the path as the client asked for it. A `secure` export
 //! refuses callers from ports >= 1024 with MNT3ERR_ACCES, as rpc.mountd does
 //! ("illegal port"). The client is recorded by IP address (knfsd does the same
 //! when it does no reverse lookup).
@@ -90,10 +95,12 @@ fn client_name(peer: SocketAddr) -> String {
     }
 }
 
-/// The export id `path` names, if `call`'s caller may mount it.
-fn check_mount(ctx: &MountCtx, call: &Call, path: &str) -> Result<u32, mountstat3> {
+/// The export `path` is in (its id, and the directory below its root), if
+/// `call`'s caller may mount it: the export's client list and options apply
+/// to every directory below it.
+fn check_mount(ctx: &MountCtx, call: &Call, path: &str) -> Result<(u32, String), mountstat3> {
     let exports = &ctx.exports;
-    let export = exports.by_name(path).ok_or(mountstat3::MNT3ERR_NOENT)?;
+    let (export, sub) = exports.containing(path).ok_or(mountstat3::MNT3ERR_NOENT)?;
     let Some(options) = exports.access(export.export_id, call.peer.ip()) else {
         tracing::info!(peer = %call.peer, path, "mount refused: client not in the export's list");
         return Err(mountstat3::MNT3ERR_ACCES);
@@ -102,7 +109,29 @@ fn check_mount(ctx: &MountCtx, call: &Call, path: &str) -> Result<u32, mountstat
         tracing::info!(peer = %call.peer, path, "mount refused: illegal port (export is `secure`)");
         return Err(mountstat3::MNT3ERR_ACCES);
     }
-    Ok(export.export_id)
+    Ok((export.export_id, sub))
+}
+
+/// How the rmtab records a mounted `path`: the export's name plus the
+/// normalised directory below it (no trailing `/`, no `.`), so MNT and UMNT
+/// of the same directory spelled differently meet; as given if no export
+/// holds it.
+fn rmtab_path(exports: &ExportTable, path: &str) -> String {
+    match exports.containing(path) {
+        Some((e, sub)) if sub.is_empty() => e.name.clone(),
+        Some((e, sub)) => format!("{}/{sub}", e.name.trim_end_matches('/')),
+        None => path.to_owned(),
+    }
+}
+
+/// Why a subdirectory MNT was refused, for the log.
+fn refusal(stat: mountstat3) -> &'static str {
+    match stat {
+        mountstat3::MNT3ERR_NOENT => "no such directory in the export",
+        mountstat3::MNT3ERR_NOTDIR => "not a directory",
+        mountstat3::MNT3ERR_ACCES => "the path leaves the export (.., a symlink out, or another mount)",
+        _ => "the directory cannot be opened",
+    }
 }
 
 fn mount_status(e: nfsstat3) -> mountstat3 {
@@ -138,21 +167,27 @@ fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFu
             };
             return Ok(Reply::new(xdr::encode(&status)));
         }
-        let export_id = match checked {
-            Ok(id) => id,
+        let (export_id, sub) = match checked {
+            Ok(found) => found,
             Err(stat) => return Ok(Reply::new(xdr::encode(&mountres3::Err(stat)))),
         };
-        let fh = match ctx.vfs.root_fh(export_id) {
+        let fh = match ctx.vfs.dir_fh(export_id, &sub) {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(path, error = ?e, "export root unusable");
-                return Ok(Reply::new(xdr::encode(&mountres3::Err(mount_status(e)))));
+                let stat = mount_status(e);
+                if sub.is_empty() {
+                    tracing::warn!(path, error = ?e, "export root unusable");
+                } else {
+                    tracing::info!(peer = %call.peer, path, error = ?e, "mount refused: {}", refusal(stat));
+                }
+                return Ok(Reply::new(xdr::encode(&mountres3::Err(stat))));
             }
         };
-        let export_name = ctx.exports.by_id(export_id).map(|e| e.name.clone()).unwrap_or(path);
-        tracing::info!(peer = %call.peer, path = %export_name, "mounted");
+        // The rmtab row (and `showmount -a`) shows the path the client asked for.
+        let shown = rmtab_path(&ctx.exports, &path);
+        tracing::info!(peer = %call.peer, path = %shown, "mounted");
         let ok = mountres3_ok { fhandle: fhandle3(Opaque::owned(fh)), auth_flavors: vec![AUTH_FLAVOR_SYS] };
-        let effects = vec![Command::Mount { client: client_name(call.peer), path: export_name }];
+        let effects = vec![Command::Mount { client: client_name(call.peer), path: shown }];
         Ok(Reply::with_effects(xdr::encode(&mountres3::Ok(ok)), effects))
     })
 }
@@ -190,7 +225,7 @@ fn dump(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
 fn umnt(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let path = decode_path(&args)?;
-        let path = ctx.exports.by_name(&path).map(|e| e.name.clone()).unwrap_or(path);
+        let path = rmtab_path(&ctx.exports, &path);
         let effects = vec![Command::Unmount { client: client_name(call.peer), path }];
         Ok(Reply::with_effects(Vec::new(), effects))
     })

@@ -258,6 +258,27 @@ impl Vfs {
         (rel.is_empty() || rel.starts_with(b"/")).then(|| rel.to_vec())
     }
 
+    /// The handle of the directory `sub` below an export's root (MOUNT MNT of
+    /// a subdirectory): `sub` is relative, resolved with
+    /// `sys::open_dir_beneath` (never out of the export, never onto another
+    /// mount). An empty `sub` is the root.
+    pub fn dir_fh(&self, export_id: u32, sub: &str) -> Result<Vec<u8>, nfsstat3> {
+        if sub.is_empty() {
+            return self.root_fh(export_id);
+        }
+        let e = self.export(export_id).ok_or(nfsstat3::NFS3ERR_STALE)?;
+        // EXDEV: `..` or a symlink out of the export, or another mount.
+        let dir = sys::open_dir_beneath(e.root_fd(), sub.as_bytes()).map_err(|e| {
+            if e.0 == libc::EXDEV {
+                nfsstat3::NFS3ERR_ACCES
+            } else {
+                nfsstat3::from(e)
+            }
+        })?;
+        let fs = fhandle::handle_of(&dir).map_err(nfsstat3::from)?;
+        self.encode(export_id, fs)
+    }
+
     /// The root handle of an export (MOUNT MNT).
     pub fn root_fh(&self, export_id: u32) -> Result<Vec<u8>, nfsstat3> {
         let e = self.export(export_id).ok_or(nfsstat3::NFS3ERR_STALE)?;

@@ -48,6 +48,36 @@ pub fn open_path_at(dir: RawFd, name: &[u8]) -> SysResult<OwnedFd> {
     open_at(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
 }
 
+/// An O_PATH handle on the directory `path` (relative, several components)
+/// below `dir`, resolved with openat2(2) `RESOLVE_BENEATH` (no `..` or
+/// absolute symlink out of `dir`: EXDEV), `RESOLVE_NO_MAGICLINKS` and
+/// `RESOLVE_NO_XDEV` (no other mount, as knfsd without `crossmnt`). Symlinks
+/// that stay below `dir` are followed, as mountd's realpath does.
+pub fn open_dir_beneath(dir: RawFd, path: &[u8]) -> SysResult<OwnedFd> {
+    let c = cname(path)?;
+    // struct open_how (linux/openat2.h; libc's is non-exhaustive): the
+    // kernel's ABI, three u64s.
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV,
+    };
+    // SAFETY: c is a valid C string and `how` a valid open_how of the size
+    // passed; the returned fd is owned by us.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_openat2, dir, c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+    };
+    let fd = check(i32::try_from(rc).unwrap_or(-1))?;
+    // SAFETY: fd was just returned by openat2 and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Reopen an O_PATH fd for I/O (permission is checked under the current fs creds).
 pub fn reopen(fd: &OwnedFd, flags: i32) -> SysResult<OwnedFd> {
     let p = proc_path(fd.as_raw_fd());
