@@ -11,7 +11,7 @@
 //! the cache (issue 11 item 7).
 
 use std::fs::OpenOptions;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -54,18 +54,6 @@ const POLL_MS: u64 = 50;
 const PROBE_TIMEOUT_MS: u64 = 500;
 /// Lines of the server's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 40;
-
-/// A port free for TCP and UDP on every address right now.
-fn free_port() -> u16 {
-    for _ in 0..64 {
-        let Ok(tcp) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)) else { continue };
-        let Ok(addr) = tcp.local_addr() else { continue };
-        if UdpSocket::bind((Ipv4Addr::UNSPECIFIED, addr.port())).is_ok() {
-            return addr.port();
-        }
-    }
-    panic!("no free port found");
-}
 
 /// The real binary on 127.0.0.1, one export, fixed ports so that a restart
 /// answers where the client sends; killed on drop.

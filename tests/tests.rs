@@ -17,6 +17,7 @@ mod nlm_classic;
 mod nlm_ofd;
 mod perms;
 mod portmap;
+mod quickstart;
 mod readdir;
 mod tools;
 mod vip;

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Once};
@@ -66,6 +66,18 @@ impl Drop for TempDir {
 }
 
 /// Shorthand for `TempDir::new`.
+/// A port free for TCP and UDP on every address right now.
+pub fn free_port() -> u16 {
+    for _ in 0..64 {
+        let Ok(tcp) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)) else { continue };
+        let Ok(addr) = tcp.local_addr() else { continue };
+        if UdpSocket::bind((Ipv4Addr::UNSPECIFIED, addr.port())).is_ok() {
+            return addr.port();
+        }
+    }
+    panic!("no free port found");
+}
+
 pub fn tempdir(label: &str) -> TempDir {
     TempDir::new(label)
 }

@@ -6,6 +6,7 @@
 mod args;
 mod cluster_config;
 mod config;
+mod quickstart;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -97,6 +98,16 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         None => config::from_flags(&args).map_err(Failure::Config)?,
     };
     init_logging(cfg.log_format);
+    for export in &cfg.server.exports {
+        for warning in quickstart::squash_warnings(export) {
+            tracing::warn!("{warning}");
+        }
+        if args.config.is_none() {
+            for line in quickstart::mount_lines(cfg.server.listen, &export.name) {
+                tracing::info!("on a client: {line}");
+            }
+        }
+    }
     let rt = runtime()?;
     // Each `NodeError` names what failed (the state directory only when it
     // is the state directory), so it is shown as it is.

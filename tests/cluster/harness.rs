@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -63,18 +63,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A port free for TCP and UDP on every address right now.
-fn free_port() -> u16 {
-    for _ in 0..64 {
-        let Ok(tcp) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)) else { continue };
-        let Ok(addr) = tcp.local_addr() else { continue };
-        if UdpSocket::bind((Ipv4Addr::UNSPECIFIED, addr.port())).is_ok() {
-            return addr.port();
-        }
-    }
-    panic!("no free port found");
 }
 
 /// `N` ports free right now, different from each other and from `taken`.
