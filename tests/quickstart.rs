@@ -1,6 +1,7 @@
 //! The quick start as a new user runs it (`run --export DIR`, the real
 //! binary): it prints the client's `mount` line, and warns when the squashed
 //! identity cannot write the export root, naming the fix; silent when it can.
+//! And the same binary under systemd's notification protocol.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::PermissionsExt;
@@ -14,13 +15,11 @@ use crate::util::*;
 const LOG_POLLS: u32 = 300;
 const LOG_POLL_MS: u64 = 50;
 
-/// Runs `run --export dir` with the quick start's default client list until
-/// its log shows the mount line; returns the log.
-fn start_up_log(dir: &Path) -> String {
-    let state = tempdir("quick-state");
-    let log = state.path().join("server.log");
-    let file = OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-    let mut child = Command::new(server_binary())
+/// `run --export dir` with the quick start's default client list, its
+/// output in `log`, with `env` added.
+fn spawn(dir: &Path, state: &Path, log: &Path, env: &[(&str, &str)]) -> std::process::Child {
+    let file = OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    Command::new(server_binary())
         .args(["run", "--export"])
         .arg(dir)
         .args(["--listen", "127.0.0.1"])
@@ -28,12 +27,20 @@ fn start_up_log(dir: &Path) -> String {
         .args(["--nfs-port", &free_port().to_string()])
         .args(["--mount-port", &free_port().to_string()])
         .arg("--state-dir")
-        .arg(state.path().join("state"))
+        .arg(state.join("state"))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::from(file.try_clone().expect("clone log")))
         .stderr(Stdio::from(file))
         .spawn()
-        .expect("start hanfs-server");
+        .expect("start hanfs-server")
+}
+
+/// Runs the quick start on `dir` until its log shows the mount line; returns the log.
+fn start_up_log(dir: &Path) -> String {
+    let state = tempdir("quick-state");
+    let log = state.path().join("server.log");
+    let mut child = spawn(dir, state.path(), &log, &[]);
     let mut text = String::new();
     for _ in 0..LOG_POLLS {
         text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -45,6 +52,47 @@ fn start_up_log(dir: &Path) -> String {
     let _ = child.kill();
     let _ = child.wait();
     text
+}
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once serving, then
+/// WATCHDOG=1 at half the period, and STOPPING=1 on SIGTERM, each a datagram
+/// on `$NOTIFY_SOCKET` (here a socket of the test's).
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    let dir = tempdir("quick-notify");
+    let state = tempdir("quick-notify-state");
+    let socket_path = state.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    socket.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let log = state.path().join("server.log");
+    let notify = socket_path.to_str().expect("utf-8 path");
+    let mut child = spawn(dir.path(), state.path(), &log, &[("NOTIFY_SOCKET", notify), ("WATCHDOG_USEC", "200000")]);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    // READY, then at least two watchdog feeds (100 ms apart): at most 20 datagrams.
+    for _ in 0..20 {
+        let Ok(n) = socket.recv(&mut buf) else { break };
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if seen.iter().filter(|m| m.starts_with("WATCHDOG=1")).count() >= 2 {
+            break;
+        }
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    for _ in 0..20 {
+        let Ok(n) = socket.recv(&mut buf) else { break };
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let stopping = m.starts_with("STOPPING=1");
+        seen.push(m);
+        if stopping {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(seen.first().is_some_and(|m| m.starts_with("READY=1\nSTATUS=serving /export")), "{seen:?}\n{log}");
+    assert!(seen.iter().filter(|m| m.starts_with("WATCHDOG=1")).count() >= 2, "{seen:?}\n{log}");
+    assert!(seen.last().is_some_and(|m| m == "STOPPING=1"), "{seen:?}\n{log}");
 }
 
 #[test]
@@ -64,4 +112,24 @@ fn a_writable_export_gets_no_warning() {
     let log = start_up_log(dir.path());
     assert!(log.contains("on a client: mount -t nfs 127.0.0.1:/export /mnt"), "no mount line in:\n{log}");
     assert!(!log.contains("squashed to"), "a warning for a writable root:\n{log}");
+}
+
+/// The shipped unit (cli/pkg/hanfs.service) passes `systemd-analyze verify`
+/// with its ExecStart pointed at the binary under test (the man pages it
+/// names are checked by the man page test, not here).
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        panic!("systemd-analyze is missing (Debian package systemd): ./test.sh installs it");
+    };
+    assert!(out.status.success(), "systemd-analyze --version failed");
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../cli/pkg/hanfs.service")).expect("unit");
+    let binary = server_binary();
+    let dir = tempdir("unit");
+    let path = dir.path().join("hanfs.service");
+    std::fs::write(&path, unit.replace("/usr/sbin/hanfs-server", binary.to_str().expect("utf-8 path"))).expect("write");
+    let out =
+        Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().expect("run systemd-analyze");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.trim().is_empty(), "systemd-analyze verify: {text}");
 }

@@ -82,7 +82,7 @@ pub enum Command {
     /// Cluster: nodes, roles, term, leader, commit/applied index, lag, VIP,
     /// exports, client count, last failover (asks the running node, which
     /// asks the leader: the same cluster part on every node).
-    Status(StateArgs),
+    Status(StatusArgs),
     /// Cluster: graceful move of the service to the other storage node (on
     /// any node; a follower forwards it to the leader): drain, move
     /// leadership, move the VIP.
@@ -181,6 +181,16 @@ pub struct RunArgs {
     /// Serve Prometheus metrics (GET /metrics) on this address [default: off].
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Print one JSON object (each `key: value` line a string member; a key
+    /// that repeats becomes an array), for monitoring scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -31,7 +31,8 @@ fn main() -> ExitCode {
         Command::Locks(args) => query(args, "locks"),
         Command::Stats(args) => ask(args, "stats".into()),
         Command::Init(args) => ask(args, "init".into()),
-        Command::Status(args) => ask(args, "status".into()),
+        Command::Status(args) if args.json => ask_then(args.state, "status".into(), status_json),
+        Command::Status(args) => ask(args.state, "status".into()),
         Command::Switchover(a) => {
             let line = match a.to {
                 Some(n) => format!("switchover --to {n}"),
@@ -216,6 +217,37 @@ fn query(args: StateArgs, command: &str) -> Result<(), Failure> {
 
 /// Send one command line to the running node (cluster commands: no fallback).
 fn ask(args: StateArgs, line: String) -> Result<(), Failure> {
+    ask_then(args, line, str::to_owned)
+}
+
+/// `status --json`: the `key: value` lines as one JSON object, in order; a
+/// repeated key collects its values in an array. Lines without `: ` are
+/// kept under `"lines"`.
+fn status_json(text: &str) -> String {
+    let mut object = serde_json::Map::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, value) = match line.split_once(": ") {
+            Some((k, v)) => (k.trim().to_owned(), serde_json::Value::String(v.trim().to_owned())),
+            None => ("lines".to_owned(), serde_json::Value::String(line.trim().to_owned())),
+        };
+        match object.get_mut(&key) {
+            None => {
+                object.insert(key, value);
+            }
+            Some(serde_json::Value::Array(values)) => values.push(value),
+            Some(first) => {
+                let first = first.take();
+                object.insert(key, serde_json::Value::Array(vec![first, value]));
+            }
+        }
+    }
+    let mut out = serde_json::Value::Object(object).to_string();
+    out.push('\n');
+    out
+}
+
+/// `ask`, printing `format(answer)`.
+fn ask_then(args: StateArgs, line: String, format: fn(&str) -> String) -> Result<(), Failure> {
     let dir = state_dir_of(&args)?;
     let rt = runtime()?;
     let text = rt.block_on(hanfs_server::admin::query(&dir, &line)).map_err(|e| {
@@ -225,7 +257,7 @@ fn ask(args: StateArgs, line: String) -> Result<(), Failure> {
     if let Some(err) = text.strip_prefix("error: ") {
         return Err(Failure::Runtime(anyhow!("{}", err.trim_end())));
     }
-    print!("{text}");
+    print!("{}", format(&text));
     Ok(())
 }
 

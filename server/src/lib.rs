@@ -8,7 +8,8 @@
 //! admin socket (`admin`; `locks_view` formats its `locks` answer), the
 //! counters and their `/metrics` and `stats` views (`metrics`), and the
 //! node lifecycle (`node`): a single node, or a cluster member that serves
-//! only while it is the promoted Raft leader.
+//! only while it is the promoted Raft leader, with systemd's readiness and
+//! watchdog notifications (`notify`).
 //! Replicated state is read from and changed only through `hanfs_raft::commit::Commit`.
 //! Must not import `hanfs-cli` or any clap/TOML types.
 
@@ -22,6 +23,7 @@ pub mod mount;
 pub mod nfs3;
 pub mod nlm;
 pub mod node;
+pub mod notify;
 pub mod nsm;
 pub mod portmap;
 pub mod rpc;

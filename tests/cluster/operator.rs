@@ -2,8 +2,8 @@
 //! promotion counts from that promotion's own start (its election, or its
 //! demotion when it regains the lease in the same term), never from the
 //! cluster's first election; `status` names the new active as serving as
-//! soon as it answers NFS; peers closing connections are never logged as
-//! failed authentication.
+//! soon as it answers NFS (and `status --json` says the same as JSON); peers
+//! closing connections are never logged as failed authentication.
 
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,23 @@ fn cluster_took_counts_from_the_nodes_own_election_and_status_shows_the_new_acti
         took_ms <= since_kill_ms,
         "took {took_ms} ms, but node {again} was killed only {since_kill_ms} ms ago: counted from an older election"
     );
+    // `status --json` (for monitoring scripts) says what `status` says, as JSON.
+    let json = cl.cli(WITNESS, &["status", "--json"]);
+    assert!(json.status.success(), "status --json failed");
+    let checked = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import json,sys; d=json.load(sys.stdin); print(d['role']); print(d['node'])"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(&json.stdout)?;
+            child.wait_with_output()
+        })
+        .expect("python3 json");
+    assert!(checked.status.success(), "status --json is not JSON: {}", String::from_utf8_lossy(&json.stdout));
+    let parsed = String::from_utf8_lossy(&checked.stdout).into_owned();
+    assert_eq!(parsed.lines().collect::<Vec<_>>(), ["witness", WITNESS.to_string().as_str()], "{parsed}");
     // Connections closed by killed peers are not authentication failures.
     for id in NODE_IDS {
         let log = std::fs::read_to_string(&cl.node(id).log).unwrap_or_default();

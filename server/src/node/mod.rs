@@ -66,15 +66,38 @@ pub struct BoundPorts {
 }
 
 /// Start (a single node, or a cluster member when the config has `[cluster]`),
-/// serve until `shutdown` completes, then stop.
+/// serve until `shutdown` completes, then stop. Under systemd (`Type=notify`)
+/// it reports READY once the node serves (single) or has joined its cluster
+/// (serving or following), feeds the watchdog while it runs, and reports
+/// STOPPING (`crate::notify`).
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let exports: Vec<String> = config.exports.iter().map(|e| e.name.clone()).collect();
+    let exports = exports.join(" ");
     if config.cluster.is_some() {
-        let node = ClusterNode::start(config).await?;
+        let node = std::sync::Arc::new(ClusterNode::start(config).await?);
+        let role = |n: &ClusterNode| if n.serving() { "active: serving" } else { "passive: following" };
+        crate::notify::notify(&format!("READY=1\nSTATUS={} {exports}", role(&node)));
+        let watched = node.clone();
+        let watchdog = crate::notify::spawn_watchdog(move || format!("{} {exports}", role(&watched)));
         shutdown.await;
-        node.stop().await;
+        crate::notify::notify("STOPPING=1");
+        if let Some(w) = watchdog {
+            w.abort();
+            let _ = w.await;
+        }
+        match std::sync::Arc::try_unwrap(node) {
+            Ok(node) => node.stop().await,
+            Err(_) => tracing::error!("cluster node still referenced at shutdown; not stopped cleanly"),
+        }
     } else {
         let node = start(config).await?;
+        crate::notify::notify(&format!("READY=1\nSTATUS=serving {exports}"));
+        let watchdog = crate::notify::spawn_watchdog(move || format!("serving {exports}"));
         shutdown.await;
+        crate::notify::notify("STOPPING=1");
+        if let Some(w) = watchdog {
+            w.abort();
+        }
         node.stop().await;
     }
     Ok(())
