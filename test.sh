@@ -22,7 +22,7 @@ FEATURES=hanfs-state/invariants
 # Tools the tests drive: command -> Debian package.
 missing=()
 for pair in rpcinfo:rpcbind rpcbind:rpcbind showmount:nfs-common nfs-ls:libnfs-utils ip:iproute2 unshare:util-linux \
-    mkfs.ext4:e2fsprogs losetup:mount systemd-analyze:systemd; do
+    mkfs.ext4:e2fsprogs losetup:mount systemd-analyze:systemd man:man-db; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 # The /metrics test parses the exposition with the python prometheus_client

@@ -133,3 +133,27 @@ fn the_systemd_unit_verifies() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.trim().is_empty(), "systemd-analyze verify: {text}");
 }
+
+/// Every shipped man page (cli/pkg/man, kept equal to `generate man` by the
+/// cli's own test) renders with `man -l` without a groff warning.
+#[test]
+fn the_man_pages_render() {
+    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../cli/pkg/man"));
+    let mut pages: Vec<_> =
+        std::fs::read_dir(&dir).expect("cli/pkg/man").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    pages.sort();
+    assert!(pages.len() >= 2, "no man pages in {}", dir.display());
+    for page in pages {
+        let out = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&page)
+            .env("MANWIDTH", "80")
+            .env("MANPAGER", "cat")
+            .output()
+            .unwrap_or_else(|e| panic!("man is missing (Debian package man-db; ./test.sh installs it): {e}"));
+        let (text, warnings) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "man -l {}: {warnings}", page.display());
+        assert!(warnings.trim().is_empty(), "man -l {} warns: {warnings}", page.display());
+        assert!(text.contains("NAME"), "man -l {} rendered no NAME section:\n{text}", page.display());
+    }
+}

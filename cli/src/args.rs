@@ -16,10 +16,11 @@ pub const QUICK_CLIENTS: &str = "*(rw,root_squash,sync,secure)";
 #[command(
     name = "hanfs-server",
     version,
-    about = "Highly available NFSv3 server (NFSv3, MOUNT v3, portmap)",
-    long_about = "hanfs serves NFSv3 with MOUNT v3 and a portmapper. Every piece of client-visible \
-                  state (file handles, the mount table, the duplicate-request cache, the write \
-                  verifier epoch) is committed to a replicated log before a reply depends on it.\n\n\
+    about = "Highly available NFSv3 server (NFSv3, MOUNT, NLM, NSM, portmap)",
+    long_about = "hanfs serves NFSv3 with MOUNT, NLM locks, NSM and a portmapper. Every piece of \
+                  client-visible state apart from file data (the mount table, the lock table, the \
+                  duplicate-request cache, the write verifier epoch, the key that authenticates \
+                  file handles) is committed to a replicated log before a reply depends on it.\n\n\
                   Quick start (one node, no config file):\n    \
                   hanfs-server run --export ./data\n    \
                   mount -t nfs SERVER:/export /mnt          # on a client\n\n\
@@ -87,6 +88,16 @@ pub enum Command {
     /// any node; a follower forwards it to the leader): drain, move
     /// leadership, move the VIP.
     Switchover(SwitchoverArgs),
+    /// Write the man pages (hanfs-server.8, hanfs.toml.5) or the shell
+    /// completions (bash, zsh, fish) into DIR, generated from this binary's
+    /// own command-line definitions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: GenerateWhat,
+        /// Directory to write into (created if missing).
+        dir: PathBuf,
+    },
     /// Test-only tools (refused unless the node runs with HANFS_TEST_FAULTS=1).
     Debug {
         #[command(subcommand)]
@@ -181,6 +192,12 @@ pub struct RunArgs {
     /// Serve Prometheus metrics (GET /metrics) on this address [default: off].
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GenerateWhat {
+    Man,
+    Completions,
 }
 
 #[derive(Args, Debug)]

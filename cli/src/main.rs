@@ -6,6 +6,7 @@
 mod args;
 mod cluster_config;
 mod config;
+mod generate;
 mod quickstart;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context};
 use clap::Parser;
 
-use args::{Cli, Command, DebugCommand, FaultAction, LogFormat, RunArgs, StateArgs, QUICK_STATE_DIR};
+use args::{Cli, Command, DebugCommand, FaultAction, GenerateWhat, LogFormat, RunArgs, StateArgs, QUICK_STATE_DIR};
 
 /// Exit code for a bad config or bad flags (clap's usage errors use 2 too).
 const EXIT_CONFIG: u8 = 2;
@@ -26,6 +27,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Generate { what, dir } => {
+            let written = match what {
+                GenerateWhat::Man => generate::man(&dir),
+                GenerateWhat::Completions => generate::completions(&dir),
+            };
+            written.with_context(|| format!("writing into {}", dir.display())).map_err(Failure::Runtime)
+        }
         Command::Exports(args) => query(args, "exports"),
         Command::Clients(args) => query(args, "clients"),
         Command::Locks(args) => query(args, "locks"),
