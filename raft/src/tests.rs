@@ -7,6 +7,7 @@
 mod cluster;
 mod group_commit;
 mod harness;
+mod transport_cost;
 mod witness_relay;
 
 use openraft::testing::{StoreBuilder, Suite};
