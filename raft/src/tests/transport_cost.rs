@@ -28,7 +28,7 @@ async fn transport_cost_round_trip_and_handshake() {
         for _ in 0..=HANDSHAKES {
             let (stream, _) = listener.accept().await.expect("accept");
             stream.set_nodelay(true).expect("nodelay");
-            let (_, mut conn) = server_handshake(stream, &secret(SECRET), CLUSTER).await.expect("server handshake");
+            let (_, mut conn) = server_handshake(stream, &secret(SECRET), CLUSTER, 1).await.expect("server handshake");
             // Echo until the client hangs up.
             while let Ok(frame) = conn.recv().await {
                 if conn.send(&frame).await.is_err() {
@@ -41,13 +41,13 @@ async fn transport_cost_round_trip_and_handshake() {
     for _ in 0..HANDSHAKES {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        drop(client_handshake(stream, &secret(SECRET), CLUSTER, 7).await.expect("client handshake"));
+        drop(client_handshake(stream, &secret(SECRET), CLUSTER, 7, 1).await.expect("client handshake"));
     }
     let per_handshake_us = started.elapsed().as_micros() / u128::from(HANDSHAKES);
     println!("transport_cost: connect+handshake {per_handshake_us} us");
     let stream = TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
-    let mut conn = client_handshake(stream, &secret(SECRET), CLUSTER, 7).await.expect("client handshake");
+    let mut conn = client_handshake(stream, &secret(SECRET), CLUSTER, 7, 1).await.expect("client handshake");
     for size in SIZES_BYTES {
         let payload = vec![0x5au8; size];
         let rounds = if size > 4096 { ROUNDS_LARGE } else { ROUNDS_SMALL };

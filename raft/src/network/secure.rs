@@ -1,0 +1,125 @@
+//! An encrypted peer connection after the Noise handshake (`auth`).
+//!
+//! Every frame on the wire is one length-prefixed frame (`write_frame`)
+//! holding one or more Noise transport messages (ChaChaPoly; the nonce is
+//! each direction's message counter, so a dropped, replayed or reordered
+//! message fails to decrypt). A Noise message carries at most 65535 bytes,
+//! so a payload is cut into chunks: each chunk's plaintext is one flag byte
+//! (`CHUNK_MORE` or `CHUNK_LAST`) and up to `CHUNK_DATA_BYTES_MAX` payload
+//! bytes, and every chunk but the last fills a whole Noise message. The flag
+//! is encrypted with the chunk, so where a payload ends is authenticated too:
+//! a frame cut short or two frames spliced into one are refused.
+//! `PEER_FRAME_BYTES_MAX` bounds the plaintext payload; `SEALED_FRAME_BYTES_MAX`
+//! is what that costs on the wire. Any failure (a frame over the bound, a
+//! chunk that does not decrypt, a misplaced last flag) is an `InvalidData`
+//! error and the caller drops the connection: nothing of that frame reaches
+//! Raft.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::{read_frame, write_frame, PEER_FRAME_BYTES_MAX};
+
+/// Largest Noise message (the Noise specification's limit).
+pub const NOISE_MESSAGE_BYTES_MAX: usize = 65_535;
+/// The ChaChaPoly tag on every Noise message.
+pub const NOISE_TAG_BYTES: usize = 16;
+/// Payload bytes in one full chunk: a Noise message less its tag and flag.
+pub const CHUNK_DATA_BYTES_MAX: usize = NOISE_MESSAGE_BYTES_MAX - NOISE_TAG_BYTES - 1;
+/// Flag byte of a chunk followed by more chunks of the same payload.
+const CHUNK_MORE: u8 = 0;
+/// Flag byte of a payload's last chunk.
+const CHUNK_LAST: u8 = 1;
+/// Bytes on the wire (inside the length prefix) for a payload of
+/// `PEER_FRAME_BYTES_MAX` bytes.
+pub const SEALED_FRAME_BYTES_MAX: u64 = sealed_len(PEER_FRAME_BYTES_MAX as usize) as u64;
+
+const _: () = assert!(SEALED_FRAME_BYTES_MAX <= u32::MAX as u64);
+
+/// Bytes a payload of `len` bytes takes once sealed: one chunk per
+/// `CHUNK_DATA_BYTES_MAX` bytes (at least one), each with a flag and a tag.
+pub const fn sealed_len(len: usize) -> usize {
+    let chunks = if len == 0 { 1 } else { len.div_ceil(CHUNK_DATA_BYTES_MAX) };
+    len + chunks * (1 + NOISE_TAG_BYTES)
+}
+
+fn bad_frame(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// An authenticated, encrypted connection to a peer (`auth::client_handshake`
+/// or `auth::server_handshake` made it).
+pub struct SecureStream<S = TcpStream> {
+    stream: S,
+    noise: snow::TransportState,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
+    pub(crate) fn new(stream: S, noise: snow::TransportState) -> Self {
+        Self { stream, noise }
+    }
+
+    /// Encrypt `payload` (at most `PEER_FRAME_BYTES_MAX` bytes) and send it
+    /// as one frame.
+    pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        let sealed = seal(&mut self.noise, payload)?;
+        write_frame(&mut self.stream, &sealed, SEALED_FRAME_BYTES_MAX).await
+    }
+
+    /// Receive one frame and decrypt it; `InvalidData` if it does not
+    /// authenticate.
+    pub async fn recv(&mut self) -> io::Result<Vec<u8>> {
+        let frame = read_frame(&mut self.stream, SEALED_FRAME_BYTES_MAX).await?;
+        open(&mut self.noise, &frame)
+    }
+}
+
+/// Encrypt `payload` into the chunks of one frame.
+pub(crate) fn seal(noise: &mut snow::TransportState, payload: &[u8]) -> io::Result<Vec<u8>> {
+    if payload.len() as u64 > PEER_FRAME_BYTES_MAX {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "peer payload over PEER_FRAME_BYTES_MAX"));
+    }
+    let mut sealed = vec![0u8; sealed_len(payload.len())];
+    let mut plain = Vec::with_capacity(NOISE_MESSAGE_BYTES_MAX);
+    let mut at = 0usize;
+    let mut chunks = payload.chunks(CHUNK_DATA_BYTES_MAX).peekable();
+    // An empty payload is one chunk with no data.
+    let mut first = true;
+    while first || chunks.peek().is_some() {
+        first = false;
+        let data = chunks.next().unwrap_or_default();
+        plain.clear();
+        plain.push(if chunks.peek().is_some() { CHUNK_MORE } else { CHUNK_LAST });
+        plain.extend_from_slice(data);
+        let out = sealed.get_mut(at..).ok_or_else(|| io::Error::other("sealed frame shorter than computed"))?;
+        at += noise.write_message(&plain, out).map_err(|e| io::Error::other(format!("noise encrypt: {e}")))?;
+    }
+    if at != sealed.len() {
+        return Err(io::Error::other("sealed frame length differs from sealed_len"));
+    }
+    Ok(sealed)
+}
+
+/// Decrypt the chunks of one frame into its payload.
+pub(crate) fn open(noise: &mut snow::TransportState, frame: &[u8]) -> io::Result<Vec<u8>> {
+    if frame.is_empty() {
+        return Err(bad_frame("empty peer frame"));
+    }
+    let mut payload = Vec::with_capacity(frame.len());
+    let mut plain = vec![0u8; NOISE_MESSAGE_BYTES_MAX];
+    let mut chunks = frame.chunks(NOISE_MESSAGE_BYTES_MAX).peekable();
+    while let Some(chunk) = chunks.next() {
+        let len = noise
+            .read_message(chunk, &mut plain)
+            .map_err(|_| bad_frame("peer frame failed authentication (tampered, replayed or reordered)"))?;
+        let (flag, data) = plain.get(..len).and_then(<[u8]>::split_first).ok_or_else(|| bad_frame("empty chunk"))?;
+        let last = chunks.peek().is_none();
+        if *flag != if last { CHUNK_LAST } else { CHUNK_MORE } {
+            return Err(bad_frame("peer frame's chunks do not end where its payload ends"));
+        }
+        payload.extend_from_slice(data);
+    }
+    Ok(payload)
+}
