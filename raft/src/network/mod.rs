@@ -147,8 +147,11 @@ impl LogLimiter {
     /// `Some(lines suppressed since the last one)` if a line may be logged
     /// now; `None` if not (it is counted).
     pub(crate) fn allow(&self) -> Option<u64> {
+        self.allow_at(Instant::now())
+    }
+
+    fn allow_at(&self, now: Instant) -> Option<u64> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
         if s.last.is_some_and(|t| now.duration_since(t) < ms(PEER_REFUSAL_LOG_EVERY_MS)) {
             s.suppressed += 1;
             return None;
@@ -192,4 +195,23 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> std
 
 fn ms(value: u64) -> Duration {
     Duration::from_millis(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{LogLimiter, PEER_REFUSAL_LOG_EVERY_MS};
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_the_count_suppressed() {
+        let limiter = LogLimiter::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(limiter.allow_at(at(0)), Some(0), "the first refusal is logged");
+        assert_eq!(limiter.allow_at(at(1)), None);
+        assert_eq!(limiter.allow_at(at(PEER_REFUSAL_LOG_EVERY_MS - 1)), None);
+        assert_eq!(limiter.allow_at(at(PEER_REFUSAL_LOG_EVERY_MS)), Some(2), "the next line counts the two suppressed");
+        assert_eq!(limiter.clone().allow_at(at(PEER_REFUSAL_LOG_EVERY_MS + 1)), None, "clones share the limit");
+    }
 }

@@ -4,9 +4,9 @@
 //! holding one or more Noise transport messages (ChaChaPoly; the nonce is
 //! each direction's message counter, so a dropped, replayed or reordered
 //! message fails to decrypt). A Noise message carries at most 65535 bytes,
-//! so a payload is cut into chunks: each chunk's plaintext is one flag byte
-//! (`CHUNK_MORE` or `CHUNK_LAST`) and up to `CHUNK_DATA_BYTES_MAX` payload
-//! bytes, and every chunk but the last fills a whole Noise message. The flag
+//! so a payload is cut into chunks: each chunk's plaintext is up to
+//! `CHUNK_DATA_BYTES_MAX` payload bytes and then one flag byte (`CHUNK_MORE`
+//! or `CHUNK_LAST`), and every chunk but the last fills a whole Noise message. The flag
 //! is encrypted with the chunk, so where a payload ends is authenticated too:
 //! a frame cut short or two frames spliced into one are refused.
 //! `PEER_FRAME_BYTES_MAX` bounds the plaintext payload; `SEALED_FRAME_BYTES_MAX`
@@ -82,7 +82,7 @@ pub(crate) fn seal(noise: &mut snow::TransportState, payload: &[u8]) -> io::Resu
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "peer payload over PEER_FRAME_BYTES_MAX"));
     }
     let mut sealed = vec![0u8; sealed_len(payload.len())];
-    let mut plain = Vec::with_capacity(NOISE_MESSAGE_BYTES_MAX);
+    let mut plain = Vec::with_capacity(payload.len().min(CHUNK_DATA_BYTES_MAX) + 1);
     let mut at = 0usize;
     let mut chunks = payload.chunks(CHUNK_DATA_BYTES_MAX).peekable();
     // An empty payload is one chunk with no data.
@@ -91,8 +91,8 @@ pub(crate) fn seal(noise: &mut snow::TransportState, payload: &[u8]) -> io::Resu
         first = false;
         let data = chunks.next().unwrap_or_default();
         plain.clear();
-        plain.push(if chunks.peek().is_some() { CHUNK_MORE } else { CHUNK_LAST });
         plain.extend_from_slice(data);
+        plain.push(if chunks.peek().is_some() { CHUNK_MORE } else { CHUNK_LAST });
         let out = sealed.get_mut(at..).ok_or_else(|| io::Error::other("sealed frame shorter than computed"))?;
         at += noise.write_message(&plain, out).map_err(|e| io::Error::other(format!("noise encrypt: {e}")))?;
     }
@@ -102,24 +102,28 @@ pub(crate) fn seal(noise: &mut snow::TransportState, payload: &[u8]) -> io::Resu
     Ok(sealed)
 }
 
-/// Decrypt the chunks of one frame into its payload.
+/// Decrypt the chunks of one frame into its payload (in place: each chunk's
+/// plaintext lands where its data goes, and its flag is cut off).
 pub(crate) fn open(noise: &mut snow::TransportState, frame: &[u8]) -> io::Result<Vec<u8>> {
     if frame.is_empty() {
         return Err(bad_frame("empty peer frame"));
     }
     let mut payload = Vec::with_capacity(frame.len());
-    let mut plain = vec![0u8; NOISE_MESSAGE_BYTES_MAX];
     let mut chunks = frame.chunks(NOISE_MESSAGE_BYTES_MAX).peekable();
     while let Some(chunk) = chunks.next() {
+        let at = payload.len();
+        payload.resize(at + chunk.len(), 0);
+        let out = payload.get_mut(at..).unwrap_or_default();
         let len = noise
-            .read_message(chunk, &mut plain)
+            .read_message(chunk, out)
             .map_err(|_| bad_frame("peer frame failed authentication (tampered, replayed or reordered)"))?;
-        let (flag, data) = plain.get(..len).and_then(<[u8]>::split_first).ok_or_else(|| bad_frame("empty chunk"))?;
+        let flag_at = (at + len).checked_sub(1).filter(|&i| i >= at).ok_or_else(|| bad_frame("empty chunk"))?;
+        let flag = payload.get(flag_at).copied().unwrap_or(CHUNK_MORE);
+        payload.truncate(flag_at);
         let last = chunks.peek().is_none();
-        if *flag != if last { CHUNK_LAST } else { CHUNK_MORE } {
+        if flag != if last { CHUNK_LAST } else { CHUNK_MORE } {
             return Err(bad_frame("peer frame's chunks do not end where its payload ends"));
         }
-        payload.extend_from_slice(data);
     }
     Ok(payload)
 }
