@@ -13,7 +13,8 @@
 //! is what that costs on the wire. Any failure (a frame over the bound, a
 //! chunk that does not decrypt, a misplaced last flag) is an `InvalidData`
 //! error and the caller drops the connection: nothing of that frame reaches
-//! Raft.
+//! Raft. Frames over `SEAL_INLINE_BYTES_MAX` are sealed and opened on tokio's
+//! blocking pool, not on the runtime's threads.
 
 use std::io;
 
@@ -49,22 +50,36 @@ fn bad_frame(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// Frames with a payload (sending) or sealed length (receiving) above this
+/// are sealed and opened on tokio's blocking pool: a snapshot chunk or a
+/// large batch costs milliseconds of ChaChaPoly, which must not hold a Raft
+/// runtime thread (heartbeats and lease checks share those threads).
+pub const SEAL_INLINE_BYTES_MAX: usize = 64 * 1024;
+
 /// An authenticated, encrypted connection to a peer (`auth::client_handshake`
-/// or `auth::server_handshake` made it).
+/// or `auth::server_handshake` made it). If a `send` or `recv` is cancelled
+/// while its frame is on the blocking pool, the cipher state goes with it and
+/// every later call fails: drop the connection (every caller does on a
+/// cancelled call anyway).
 pub struct SecureStream<S = TcpStream> {
     stream: S,
-    noise: snow::TransportState,
+    noise: Option<Box<snow::TransportState>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
     pub(crate) fn new(stream: S, noise: snow::TransportState) -> Self {
-        Self { stream, noise }
+        Self { stream, noise: Some(Box::new(noise)) }
     }
 
     /// Encrypt `payload` (at most `PEER_FRAME_BYTES_MAX` bytes) and send it
     /// as one frame.
     pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
-        let sealed = seal(&mut self.noise, payload)?;
+        let sealed = if payload.len() > SEAL_INLINE_BYTES_MAX {
+            let payload = payload.to_vec();
+            self.offload(move |noise| seal(noise, &payload)).await?
+        } else {
+            seal(self.cipher()?, payload)?
+        };
         write_frame(&mut self.stream, &sealed, SEALED_FRAME_BYTES_MAX).await
     }
 
@@ -72,8 +87,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
     /// authenticate.
     pub async fn recv(&mut self) -> io::Result<Vec<u8>> {
         let frame = read_frame(&mut self.stream, SEALED_FRAME_BYTES_MAX).await?;
-        open(&mut self.noise, &frame)
+        if frame.len() > SEAL_INLINE_BYTES_MAX {
+            self.offload(move |noise| open(noise, &frame)).await
+        } else {
+            open(self.cipher()?, &frame)
+        }
     }
+
+    fn cipher(&mut self) -> io::Result<&mut snow::TransportState> {
+        self.noise.as_deref_mut().ok_or_else(lost)
+    }
+
+    /// Run `f` on the cipher state on the blocking pool.
+    async fn offload<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut snow::TransportState) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let mut noise = self.noise.take().ok_or_else(lost)?;
+        let (noise, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&mut noise);
+            (noise, result)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        self.noise = Some(noise);
+        result
+    }
+}
+
+fn lost() -> io::Error {
+    io::Error::other("peer connection's cipher state was lost with a cancelled call")
 }
 
 /// Encrypt `payload` into the chunks of one frame.

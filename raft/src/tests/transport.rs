@@ -1,6 +1,7 @@
 //! The encrypted transport frame by frame: two `SecureStream`s joined through
 //! a relay in the test that sees (and can change) every frame on the wire.
-//! Payloads of every chunking case arrive intact and never in clear; a
+//! Payloads of every chunking case (sealed inline and on the blocking
+//! pool, sent both ways) arrive intact and never in clear; a
 //! flipped byte, a replayed, reordered or truncated frame is refused; the
 //! handshake refuses another node, an old-protocol peer, another secret.
 
@@ -8,7 +9,9 @@ use tokio::io::{duplex, AsyncWriteExt, DuplexStream};
 
 use super::harness::{secret, CLUSTER, SECRET};
 use crate::network::auth::{client_handshake, server_handshake, ClusterSecret};
-use crate::network::secure::{sealed_len, SecureStream, CHUNK_DATA_BYTES_MAX, SEALED_FRAME_BYTES_MAX};
+use crate::network::secure::{
+    sealed_len, SecureStream, CHUNK_DATA_BYTES_MAX, NOISE_TAG_BYTES, SEALED_FRAME_BYTES_MAX, SEAL_INLINE_BYTES_MAX,
+};
 use crate::network::{read_frame, write_frame, PEER_FRAME_BYTES_MAX};
 use crate::types::NodeId;
 
@@ -77,6 +80,9 @@ async fn payloads_of_every_chunking_case_arrive_intact_and_never_in_clear() {
         0,
         1,
         200,
+        SEAL_INLINE_BYTES_MAX - NOISE_TAG_BYTES - 1,
+        SEAL_INLINE_BYTES_MAX - NOISE_TAG_BYTES,
+        SEAL_INLINE_BYTES_MAX,
         CHUNK_DATA_BYTES_MAX - 1,
         CHUNK_DATA_BYTES_MAX,
         CHUNK_DATA_BYTES_MAX + 1,
@@ -95,10 +101,12 @@ async fn payloads_of_every_chunking_case_arrive_intact_and_never_in_clear() {
         assert_eq!(l.server.recv().await.expect("recv"), sent, "{len} bytes");
     }
     // The other direction has its own keys and counter.
-    l.server.send(b"answer").await.expect("send answer");
-    let wire = read_frame(&mut l.to_server, SEALED_FRAME_BYTES_MAX).await.expect("server frame");
-    write_frame(&mut l.from_client, &wire, SEALED_FRAME_BYTES_MAX).await.expect("relay to client");
-    assert_eq!(l.client.recv().await.expect("recv answer"), b"answer");
+    for answer in [payload(10), payload(200_000)] {
+        l.server.send(&answer).await.expect("send answer");
+        let wire = read_frame(&mut l.to_server, SEALED_FRAME_BYTES_MAX).await.expect("server frame");
+        write_frame(&mut l.from_client, &wire, SEALED_FRAME_BYTES_MAX).await.expect("relay to client");
+        assert_eq!(l.client.recv().await.expect("recv answer"), answer);
+    }
 }
 
 #[test]
