@@ -14,7 +14,8 @@
 //! (`stats`), an export on the wrong filesystem refused (`wrong_disk`), no
 //! false failover under a CPU hog, NFS load and snapshot builds (`load`),
 //! and what the operator reads across failovers: promotion times,
-//! `serving`, peer log lines (`operator`). Cluster tests run one at a time
+//! `serving`, peer log lines (`operator`); peer traffic encrypted, a
+//! tampered peer frame refused (`peer_traffic`). Cluster tests run one at a time
 //! (`harness::serial`).
 
 mod harness;
@@ -28,6 +29,7 @@ mod nlm;
 mod nlm_classic;
 mod operator;
 mod partition;
+mod peer_traffic;
 mod relay;
 mod stats;
 mod switchover;

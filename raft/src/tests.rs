@@ -7,6 +7,8 @@
 mod cluster;
 mod group_commit;
 mod harness;
+mod transport;
+mod transport_cost;
 mod witness_relay;
 
 use openraft::testing::{StoreBuilder, Suite};
@@ -68,10 +70,10 @@ async fn handshake_pair(
     let ss = secret(server_secret);
     let server = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.expect("accept");
-        server_handshake(stream, &ss, server_cluster).await.map(|(id, _)| id)
+        server_handshake(stream, &ss, server_cluster, 1).await.map(|(id, _)| id)
     });
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let client = client_handshake(stream, &secret(client_secret), client_cluster, 7).await.map(|_| ());
+    let client = client_handshake(stream, &secret(client_secret), client_cluster, 7, 1).await.map(|_| ());
     let server = tokio::time::timeout(CONVERGE_TIMEOUT, server).await.expect("server ends").expect("join");
     (server, client)
 }
@@ -88,7 +90,7 @@ async fn handshake_without_the_secret_is_refused_on_both_sides() {
     let (server, client) = handshake_pair(SECRET, CLUSTER, b"another-secret-of-16+bytes", CLUSTER).await;
     let server_err = server.expect_err("server must refuse a wrong secret");
     assert_eq!(server_err.kind(), std::io::ErrorKind::PermissionDenied);
-    // The client notices first: the server's proof does not verify with its key.
+    // The server's message 1 did not decrypt; it says so before closing.
     let client_err = client.expect_err("client must refuse a server without our secret");
     assert_eq!(client_err.kind(), std::io::ErrorKind::PermissionDenied);
 }
@@ -173,7 +175,7 @@ async fn a_peer_without_the_secret_is_logged_as_refused() {
     let (listener, addr) = listeners(1).await.remove(0);
     let node = TestNode::start(1, Role::Storage, &dir, listener, SECRET).await;
     let stream = TcpStream::connect(&addr).await.expect("connect");
-    let attempt = client_handshake(stream, &secret(b"guessed-secret-000000"), CLUSTER, 9).await;
+    let attempt = client_handshake(stream, &secret(b"guessed-secret-000000"), CLUSTER, 9, 1).await;
     assert!(attempt.is_err(), "a wrong secret was accepted");
     // The server logs the refusal when its side of the handshake ends; poll
     // a bounded number of times for the line.

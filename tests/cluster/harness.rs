@@ -186,7 +186,25 @@ impl Cluster {
         Cluster::start_with(label, true, &[], "")
     }
 
+    /// Like `start`, with each node's peer address as the other nodes (and
+    /// so the membership `init` records) see it given by `route(node id, its
+    /// real peer port)`; every node still listens on its real port. A test
+    /// can put a proxy in front of every node's peer port this way.
+    pub fn start_routed(label: &str, route: &mut dyn FnMut(u32, u16) -> u16) -> Cluster {
+        Cluster::start_routed_with(label, false, &[], "", route)
+    }
+
     fn start_with(label: &str, portmap_111: bool, env: &[(&str, &str)], extra: &str) -> Cluster {
+        Cluster::start_routed_with(label, portmap_111, env, extra, &mut |_, port| port)
+    }
+
+    fn start_routed_with(
+        label: &str,
+        portmap_111: bool,
+        env: &[(&str, &str)],
+        extra: &str,
+        route: &mut dyn FnMut(u32, u16) -> u16,
+    ) -> Cluster {
         init_tracing();
         let guard = serial();
         let service = service_address();
@@ -213,16 +231,22 @@ impl Cluster {
             (STORAGE_2, free_port(), "storage"),
             (WITNESS, free_port(), "witness"),
         ];
+        let advertised: Vec<u16> = peers.iter().map(|(id, port, _)| route(*id, *port)).collect();
         let mut nodes = Vec::new();
         for (id, _, _) in &peers {
+            // A node listens on its own real port and reaches the others where they are advertised.
+            let seen: Vec<(u32, u16, &str)> = peers
+                .iter()
+                .zip(&advertised)
+                .map(|(&(p, real, role), &routed)| (p, if p == *id { real } else { routed }, role))
+                .collect();
             let dir = root.path().join(format!("node{id}"));
             let state_dir = dir.join("state");
             std::fs::create_dir_all(&state_dir).expect("state dir");
             let config = dir.join("hanfs.toml");
             std::fs::write(
                 &config,
-                config_text(*id, &format!("test-{label}"), service, ports, &state_dir, &export, &secret, &peers)
-                    + extra,
+                config_text(*id, &format!("test-{label}"), service, ports, &state_dir, &export, &secret, &seen) + extra,
             )
             .expect("write config");
             let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -1,44 +1,71 @@
-//! Peer authentication with the cluster secret.
+//! Peer authentication and encryption with the cluster secret: the Noise
+//! protocol framework (the `snow` crate), pattern `NOISE_PARAMS` =
+//! `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`.
 //!
-//! Handshake (mutual, HMAC-SHA256 from the `hmac` + `sha2` crates):
-//! 1. client → server `Hello`: magic, cluster name, client node id, client nonce.
-//! 2. server → client `Challenge`: server nonce and the server's proof
-//!    `HMAC(secret, "server" | cluster | node id | client nonce | server nonce)`.
-//! 3. client checks the server's proof (a client never talks to a server that
-//!    lacks the secret), then sends `Proof`: the same MAC with label "client".
-//! 4. server checks it (constant time) and answers `Verdict`. A wrong proof or
-//!    a different cluster name is refused, logged, and the connection closed.
+//! - The pre-shared key is HKDF-SHA256 (RFC 5869) of the cluster secret file's
+//!   bytes (any length from `SECRET_BYTES_MIN`) with a fixed label, so admins
+//!   keep one secret file.
+//! - The prologue binds `PROLOGUE_LABEL`, the protocol magic and the cluster
+//!   name: a peer of another cluster or protocol version derives other keys.
+//! - Each side's node id travels encrypted in its handshake payload. The
+//!   client checks that the server is the node it meant to reach.
 //!
-//! Afterwards each frame is `payload | HMAC(session_key, seq | payload)`, with a
-//! separate key and sequence counter per direction, so frames cannot be
-//! forged, reordered or replayed into an authenticated connection.
-//! The transport is not encrypted: Raft entries are visible on the wire.
+//! Wire (each a length-prefixed frame of at most `HANDSHAKE_FRAME_BYTES_MAX`):
+//! 1. client → server: `MAGIC`, then Noise message 1 (`-> psk, e`) whose
+//!    payload is `Hello { node_id }`.
+//! 2. server → client: `ACCEPT` and Noise message 2 (`<- e, ee`) whose payload
+//!    is `Welcome { node_id }`; or `REFUSED` alone when message 1 did not
+//!    decrypt (another secret or cluster name), so the client can say so.
+//!
+//! Afterwards every frame is Noise transport messages (`secure::SecureStream`).
+//! A server learns that a client holds the secret from message 1 (its
+//! payload decrypts only with the PSK); a replayed message 1 gets nowhere,
+//! as the transport keys also need the client's ephemeral private key. A
+//! client learns the same of the server from message 2. Wrong secret, wrong
+//! cluster, a wrong magic (not a hanfs peer, or hanfs before this protocol)
+//! and a server that is not the node expected are `PermissionDenied`; a frame
+//! that is not the protocol's is `InvalidData`; the connection closing is
+//! whatever I/O error that gave. Tag comparisons are snow's (constant time).
 
 use std::io;
 use std::path::Path;
 
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{read_frame, write_frame, HANDSHAKE_FRAME_BYTES_MAX, PEER_FRAME_BYTES_MAX};
+use super::secure::SecureStream;
+use super::{read_frame, write_frame, HANDSHAKE_FRAME_BYTES_MAX};
 use crate::types::{decode, encode, NodeId};
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Fewest bytes a cluster secret may have.
 pub const SECRET_BYTES_MIN: usize = 16;
 /// Most bytes read from a secret file.
 pub const SECRET_BYTES_MAX: u64 = 4 * 1024;
-const NONCE_BYTES: usize = 32;
-const TAG_BYTES: usize = 32;
-const MAGIC: [u8; 8] = *b"HANFSRP1";
+/// The Noise protocol of the peer transport.
+pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+/// First bytes of every client connection: this protocol's version. The HMAC
+/// transport before it sent `OLD_MAGIC`.
+const MAGIC: [u8; 8] = *b"HANFSNZ2";
+const OLD_MAGIC: [u8; 8] = *b"HANFSRP1";
+/// Bound into the Noise handshake hash with `MAGIC` and the cluster name.
+const PROLOGUE_LABEL: &[u8] = b"hanfs peer transport";
+/// HKDF salt and info for the PSK.
+const PSK_SALT: &[u8] = b"hanfs cluster secret";
+const PSK_INFO: &[u8] = b"Noise_NNpsk0 psk v1";
+/// Bytes of the PSK Noise takes.
+const PSK_BYTES: usize = 32;
+/// Server's first byte of message 2: accepted, Noise message follows.
+const ACCEPT: u8 = 0;
+/// Server's first (only) byte of message 2: message 1 did not decrypt.
+const REFUSED: u8 = 1;
 
-/// The shared cluster secret.
+/// The shared cluster secret, kept only as the Noise PSK derived from it.
 #[derive(Clone)]
-pub struct ClusterSecret(Vec<u8>);
+pub struct ClusterSecret {
+    psk: [u8; PSK_BYTES],
+}
 
 impl std::fmt::Debug for ClusterSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +91,7 @@ impl ClusterSecret {
         if trimmed.len() < SECRET_BYTES_MIN {
             return Err(SecretError::TooShort);
         }
-        Ok(Self(trimmed.to_vec()))
+        Ok(Self { psk: hkdf_sha256(PSK_SALT, trimmed, PSK_INFO) })
     }
 
     /// Read the secret from `path`, which must not be group/other readable.
@@ -83,211 +110,148 @@ impl ClusterSecret {
         let bytes = std::fs::read(path).map_err(io_err)?;
         Self::new(&bytes)
     }
+}
 
-    fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length; this cannot fail.
-        <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
-    }
+/// HKDF-SHA256 (RFC 5869) with one block of output: extract, then expand.
+fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; PSK_BYTES] {
+    let hmac = |key: &[u8], parts: &[&[u8]]| -> [u8; PSK_BYTES] {
+        // HMAC takes keys of any length: this cannot fail.
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else { unreachable!("HMAC key length") };
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    };
+    let prk = hmac(salt, &[ikm]);
+    hmac(&prk, &[info, &[1u8]])
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Hello {
-    magic: [u8; 8],
-    cluster: String,
     node_id: NodeId,
-    nonce: [u8; NONCE_BYTES],
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Challenge {
-    Accept {
-        nonce: [u8; NONCE_BYTES],
-        proof: [u8; TAG_BYTES],
-    },
-    /// Refused before any proof (wrong magic or cluster name).
-    Refused {
-        reason: String,
-    },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Proof {
-    Proof([u8; TAG_BYTES]),
-    /// The server's proof did not verify: the client hangs up, saying why.
-    Abort,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Verdict {
-    Ok,
-    Refused,
-}
-
-struct Transcript<'a> {
-    cluster: &'a str,
+struct Welcome {
     node_id: NodeId,
-    client_nonce: &'a [u8; NONCE_BYTES],
-    server_nonce: &'a [u8; NONCE_BYTES],
-}
-
-impl Transcript<'_> {
-    fn mac(&self, secret: &ClusterSecret, label: &[u8]) -> HmacSha256 {
-        let mut mac = secret.mac();
-        mac.update(label);
-        mac.update(&(self.cluster.len() as u64).to_be_bytes());
-        mac.update(self.cluster.as_bytes());
-        mac.update(&self.node_id.to_be_bytes());
-        mac.update(self.client_nonce);
-        mac.update(self.server_nonce);
-        mac
-    }
-
-    fn proof(&self, secret: &ClusterSecret, label: &[u8]) -> [u8; TAG_BYTES] {
-        self.mac(secret, label).finalize().into_bytes().into()
-    }
-
-    fn verify(&self, secret: &ClusterSecret, label: &[u8], proof: &[u8; TAG_BYTES]) -> bool {
-        self.mac(secret, label).verify_slice(proof).is_ok()
-    }
-
-    fn session(&self, secret: &ClusterSecret, client_side: bool) -> SecureStreamKeys {
-        let c2s = self.proof(secret, b"hanfs-peer key c2s");
-        let s2c = self.proof(secret, b"hanfs-peer key s2c");
-        if client_side {
-            SecureStreamKeys { send: c2s, recv: s2c }
-        } else {
-            SecureStreamKeys { send: s2c, recv: c2s }
-        }
-    }
-}
-
-struct SecureStreamKeys {
-    send: [u8; TAG_BYTES],
-    recv: [u8; TAG_BYTES],
-}
-
-/// An authenticated connection: every frame carries a MAC over its sequence
-/// number and payload.
-pub struct SecureStream {
-    stream: TcpStream,
-    keys: SecureStreamKeys,
-    send_seq: u64,
-    recv_seq: u64,
 }
 
 fn refused(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, msg.into())
 }
 
-fn frame_tag(key: &[u8; TAG_BYTES], seq: u64, payload: &[u8]) -> HmacSha256 {
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(&seq.to_be_bytes());
-    mac.update(payload);
-    mac
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-impl SecureStream {
-    pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
-        let tag = frame_tag(&self.keys.send, self.send_seq, payload).finalize().into_bytes();
-        self.send_seq += 1;
-        let mut frame = Vec::with_capacity(payload.len() + TAG_BYTES);
-        frame.extend_from_slice(payload);
-        frame.extend_from_slice(&tag);
-        write_frame(&mut self.stream, &frame, PEER_FRAME_BYTES_MAX).await
-    }
-
-    pub async fn recv(&mut self) -> io::Result<Vec<u8>> {
-        let mut frame = read_frame(&mut self.stream, PEER_FRAME_BYTES_MAX).await?;
-        let body_len = frame
-            .len()
-            .checked_sub(TAG_BYTES)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "peer frame shorter than its MAC"))?;
-        let tag = frame.split_off(body_len);
-        frame_tag(&self.keys.recv, self.recv_seq, &frame)
-            .verify_slice(&tag)
-            .map_err(|_| refused("peer frame MAC mismatch"))?;
-        self.recv_seq += 1;
-        Ok(frame)
-    }
+/// The Noise handshake state for one side, keyed and bound to `cluster`.
+fn noise(secret: &ClusterSecret, cluster: &str, initiator: bool) -> io::Result<snow::HandshakeState> {
+    let mut prologue = Vec::with_capacity(PROLOGUE_LABEL.len() + MAGIC.len() + 8 + cluster.len());
+    prologue.extend_from_slice(PROLOGUE_LABEL);
+    prologue.extend_from_slice(&MAGIC);
+    prologue.extend_from_slice(&(cluster.len() as u64).to_be_bytes());
+    prologue.extend_from_slice(cluster.as_bytes());
+    let setup = || -> Result<snow::HandshakeState, snow::Error> {
+        let builder = snow::Builder::new(NOISE_PARAMS.parse()?).psk(0, &secret.psk)?.prologue(&prologue)?;
+        if initiator {
+            builder.build_initiator()
+        } else {
+            builder.build_responder()
+        }
+    };
+    setup().map_err(|e| io::Error::other(format!("noise setup: {e}")))
 }
 
-async fn send_small<T: Serialize>(stream: &mut TcpStream, msg: &T) -> io::Result<()> {
-    let bytes = encode(msg, HANDSHAKE_FRAME_BYTES_MAX).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    write_frame(stream, &bytes, HANDSHAKE_FRAME_BYTES_MAX).await
+/// Noise handshake message with a bincode payload, after `prefix`.
+fn write_handshake<T: Serialize>(hs: &mut snow::HandshakeState, prefix: &[u8], msg: &T) -> io::Result<Vec<u8>> {
+    let payload = encode(msg, HANDSHAKE_FRAME_BYTES_MAX).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut out = vec![0u8; HANDSHAKE_FRAME_BYTES_MAX as usize];
+    let (head, body) = out.split_at_mut(prefix.len());
+    head.copy_from_slice(prefix);
+    let len = hs.write_message(&payload, body).map_err(|e| io::Error::other(format!("noise handshake: {e}")))?;
+    out.truncate(prefix.len() + len);
+    Ok(out)
 }
 
-async fn recv_small<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
-    let bytes = read_frame(stream, HANDSHAKE_FRAME_BYTES_MAX).await?;
-    decode(&bytes, HANDSHAKE_FRAME_BYTES_MAX).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+/// Read a Noise handshake message and decode its payload; `None` if it does
+/// not decrypt (another key or prologue).
+fn read_handshake<T: serde::de::DeserializeOwned>(
+    hs: &mut snow::HandshakeState,
+    message: &[u8],
+) -> io::Result<Option<T>> {
+    let mut payload = vec![0u8; HANDSHAKE_FRAME_BYTES_MAX as usize];
+    let Ok(len) = hs.read_message(message, &mut payload) else { return Ok(None) };
+    let payload = payload.get(..len).unwrap_or_default();
+    decode(payload, HANDSHAKE_FRAME_BYTES_MAX).map(Some).map_err(|e| invalid(format!("handshake payload: {e}")))
 }
 
-fn nonce() -> [u8; NONCE_BYTES] {
-    let mut n = [0u8; NONCE_BYTES];
-    rand::rngs::OsRng.fill_bytes(&mut n);
-    n
+fn into_transport<S>(stream: S, hs: snow::HandshakeState) -> io::Result<SecureStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let noise = hs.into_transport_mode().map_err(|e| io::Error::other(format!("noise handshake: {e}")))?;
+    Ok(SecureStream::new(stream, noise))
 }
 
-/// Client side of the handshake. Fails with `PermissionDenied` if the server
-/// refuses us or cannot prove it has the secret.
-pub async fn client_handshake(
-    mut stream: TcpStream,
+/// Client side of the handshake, as node `node_id` to node `expected_peer`.
+/// Fails with `PermissionDenied` if the server refuses us, cannot prove it
+/// has the secret, or is another node.
+pub async fn client_handshake<S>(
+    mut stream: S,
     secret: &ClusterSecret,
     cluster: &str,
     node_id: NodeId,
-) -> io::Result<SecureStream> {
-    let client_nonce = nonce();
-    send_small(&mut stream, &Hello { magic: MAGIC, cluster: cluster.to_string(), node_id, nonce: client_nonce })
-        .await?;
-    let (server_nonce, server_proof) = match recv_small::<Challenge>(&mut stream).await? {
-        Challenge::Accept { nonce, proof } => (nonce, proof),
-        Challenge::Refused { reason } => return Err(refused(format!("peer refused us: {reason}"))),
+    expected_peer: NodeId,
+) -> io::Result<SecureStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut hs = noise(secret, cluster, true)?;
+    let first = write_handshake(&mut hs, &MAGIC, &Hello { node_id })?;
+    write_frame(&mut stream, &first, HANDSHAKE_FRAME_BYTES_MAX).await?;
+    let second = read_frame(&mut stream, HANDSHAKE_FRAME_BYTES_MAX).await?;
+    let welcome: Welcome = match second.split_first() {
+        Some((&ACCEPT, message)) => read_handshake(&mut hs, message)?
+            .ok_or_else(|| refused("peer failed to prove the cluster secret (its handshake did not decrypt)"))?,
+        Some((&REFUSED, _)) => {
+            return Err(refused("peer refused us: it has another cluster secret or cluster name"));
+        }
+        _ => return Err(invalid("peer's handshake answer is not the hanfs Noise protocol")),
     };
-    let t = Transcript { cluster, node_id, client_nonce: &client_nonce, server_nonce: &server_nonce };
-    if !t.verify(secret, b"hanfs-peer server", &server_proof) {
-        // Best effort, so the server can log the refusal too.
-        let _ = send_small(&mut stream, &Proof::Abort).await;
-        return Err(refused("peer failed to prove the cluster secret"));
+    if welcome.node_id != expected_peer {
+        return Err(refused(format!("peer is node {}, not node {expected_peer}", welcome.node_id)));
     }
-    send_small(&mut stream, &Proof::Proof(t.proof(secret, b"hanfs-peer client"))).await?;
-    match recv_small::<Verdict>(&mut stream).await? {
-        Verdict::Ok => {}
-        Verdict::Refused => return Err(refused("peer rejected our proof of the cluster secret")),
-    }
-    let keys = t.session(secret, true);
-    Ok(SecureStream { stream, keys, send_seq: 0, recv_seq: 0 })
+    into_transport(stream, hs)
 }
 
-/// Server side of the handshake. Returns the authenticated peer's node id.
-pub async fn server_handshake(
-    mut stream: TcpStream,
+/// Server side of the handshake, as node `node_id`. Returns the
+/// authenticated peer's node id.
+pub async fn server_handshake<S>(
+    mut stream: S,
     secret: &ClusterSecret,
     cluster: &str,
-) -> io::Result<(NodeId, SecureStream)> {
-    let hello: Hello = recv_small(&mut stream).await?;
-    if hello.magic != MAGIC {
+    node_id: NodeId,
+) -> io::Result<(NodeId, SecureStream<S>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let first = read_frame(&mut stream, HANDSHAKE_FRAME_BYTES_MAX).await?;
+    let Some((magic, message)) = first.split_first_chunk::<8>() else {
+        return Err(refused("not a hanfs peer (frame shorter than the magic)"));
+    };
+    if *magic == OLD_MAGIC {
+        return Err(refused("peer speaks the older HMAC transport: upgrade it to the same hanfs version"));
+    }
+    if *magic != MAGIC {
         return Err(refused("not a hanfs peer (bad magic)"));
     }
-    if hello.cluster != cluster {
-        let reason = format!("wrong cluster {:?} (this is {cluster:?})", hello.cluster);
+    let mut hs = noise(secret, cluster, false)?;
+    let Some(hello) = read_handshake::<Hello>(&mut hs, message)? else {
         // Best effort: tell the peer why; the refusal stands either way.
-        let _ = send_small(&mut stream, &Challenge::Refused { reason: reason.clone() }).await;
-        return Err(refused(reason));
-    }
-    let server_nonce = nonce();
-    let t = Transcript { cluster, node_id: hello.node_id, client_nonce: &hello.nonce, server_nonce: &server_nonce };
-    let proof = t.proof(secret, b"hanfs-peer server");
-    send_small(&mut stream, &Challenge::Accept { nonce: server_nonce, proof }).await?;
-    let client_proof = match recv_small::<Proof>(&mut stream).await? {
-        Proof::Proof(proof) => proof,
-        Proof::Abort => {
-            return Err(refused(format!("node {} does not share our cluster secret", hello.node_id)));
-        }
+        let _ = write_frame(&mut stream, &[REFUSED], HANDSHAKE_FRAME_BYTES_MAX).await;
+        return Err(refused("peer's handshake did not decrypt: it has another cluster secret or cluster name"));
     };
-    if !t.verify(secret, b"hanfs-peer client", &client_proof) {
-        let _ = send_small(&mut stream, &Verdict::Refused).await;
-        return Err(refused(format!("node {} failed to prove the cluster secret", hello.node_id)));
-    }
-    send_small(&mut stream, &Verdict::Ok).await?;
-    let keys = t.session(secret, false);
-    Ok((hello.node_id, SecureStream { stream, keys, send_seq: 0, recv_seq: 0 }))
+    let second = write_handshake(&mut hs, &[ACCEPT], &Welcome { node_id })?;
+    write_frame(&mut stream, &second, HANDSHAKE_FRAME_BYTES_MAX).await?;
+    Ok((hello.node_id, into_transport(stream, hs)?))
 }

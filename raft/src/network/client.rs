@@ -1,7 +1,8 @@
 //! Outgoing peer RPCs: openraft's `RaftNetworkFactory` and `RaftNetwork`.
 //!
-//! One client per target, holding at most one authenticated connection, made
-//! lazily and dropped on any error. Connect and I/O failures (and fault
+//! One client per target, holding at most one encrypted connection (Noise,
+//! see `auth`), made lazily and dropped on any error; the handshake also
+//! checks that the node answering at the address is the target. Connect and I/O failures (and fault
 //! injection) are reported as `RPCError::Unreachable`, so openraft backs off;
 //! an RPC that outlives openraft's deadline is `RPCError::Timeout`.
 //!
@@ -29,7 +30,8 @@ use openraft::error::{NetworkError, RemoteError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::AppendEntriesResponse;
 
-use super::auth::{client_handshake, ClusterSecret, SecureStream};
+use super::auth::{client_handshake, ClusterSecret};
+use super::secure::SecureStream;
 use super::{ms, Faults, PeerRequest, PeerResponse, PEER_FRAME_BYTES_MAX, PEER_REQUEST_OVERHEAD_BYTES};
 use crate::lease::LeaseClock;
 use crate::timing::{
@@ -117,7 +119,13 @@ impl Connection {
         };
         let resp = match tokio::time::timeout(job.answer_within, round_trip).await {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return Err(CallError::Unreachable(e)),
+            Ok(Err(e)) => {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    // An answer that does not decrypt: tampered or corrupted on the way.
+                    tracing::warn!(target_node = self.target, error = %e, "peer answer refused; connection dropped");
+                }
+                return Err(CallError::Unreachable(e));
+            }
             Err(_) => return Err(CallError::Timeout),
         };
         if self.net.faults.is_blocked(self.target) {
@@ -164,7 +172,7 @@ impl PeerClient {
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
-        let handshake = client_handshake(stream, &self.net.secret, &self.net.cluster, self.net.self_id);
+        let handshake = client_handshake(stream, &self.net.secret, &self.net.cluster, self.net.self_id, self.target);
         match tokio::time::timeout(ms(HANDSHAKE_TIMEOUT_MS), handshake).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => {

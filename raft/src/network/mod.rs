@@ -1,18 +1,24 @@
 //! Peer transport between Raft nodes: TCP, length-prefixed frames with a
-//! bound, an HMAC-SHA256 challenge-response on the cluster secret at
-//! connection start, and an HMAC tag plus sequence number on every frame
-//! afterwards (so an authenticated connection cannot be hijacked or replayed).
+//! bound, encrypted and authenticated with the Noise protocol keyed by the
+//! cluster secret (`Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`, the `snow`
+//! crate): file names, client addresses and cached replies in Raft entries
+//! never cross the storage network in clear, and a peer without the secret
+//! (or of another cluster) is refused at the handshake.
 //!
 //! `client` implements openraft's `RaftNetworkFactory` / `RaftNetwork`,
 //! `server` accepts peers and hands their requests to the local `Raft`,
-//! `auth` owns the secret, the handshake and the per-frame MAC.
+//! `auth` owns the secret and the handshake, `secure` the encrypted frames
+//! after it (chunked into Noise messages, nonce = message counter, so frames
+//! cannot be forged, replayed or reordered).
 //! `Faults` is the test hook that drops all traffic to or from chosen peers.
 //! `PeerSignals` is what the server saw lately (a leader's appends, a
 //! candidate refused for being behind), for the witness relay.
+//! `LogLimiter` keeps a stranger from flooding the log with refusals.
 //! Its timeouts and retry period live in `timing`.
 
 pub mod auth;
 pub mod client;
+pub mod secure;
 pub mod server;
 
 use std::collections::BTreeSet;
@@ -24,14 +30,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::types::{typ, NodeId};
 
-/// What a request adds around its entries or chunk (vote, log ids, tags, MAC).
+/// What a request adds around its entries or chunk (vote, log ids, tags).
 pub const PEER_REQUEST_OVERHEAD_BYTES: u64 = 64 * 1024;
-/// Upper bound on one frame after authentication: one largest log entry, or
-/// one snapshot chunk, plus overhead. An AppendEntries whose entries do not
+/// Upper bound on one frame's plaintext after authentication: one largest
+/// log entry, or one snapshot chunk, plus overhead (`secure::SEALED_FRAME_BYTES_MAX`
+/// adds the encryption's own). An AppendEntries whose entries do not
 /// fit is sent as a prefix that does (openraft's `PartialSuccess`).
 pub const PEER_FRAME_BYTES_MAX: u64 = crate::log_store::ENTRY_BYTES_MAX + PEER_REQUEST_OVERHEAD_BYTES;
 /// Upper bound on one handshake frame, before the peer is authenticated: an
-/// unauthenticated peer can never make us allocate more than this.
+/// unauthenticated peer can never make us allocate more than this (a Noise
+/// handshake message here is under 100 bytes).
 pub const HANDSHAKE_FRAME_BYTES_MAX: u64 = 4 * 1024;
 /// Concurrent inbound peer connections (a 3-node cluster needs a handful).
 pub const PEER_CONNECTIONS_MAX: usize = 32;
@@ -119,12 +127,46 @@ impl PeerSignals {
     }
 }
 
+/// A refused or misbehaving peer is logged at most once per this interval
+/// (per listener); the refusals in between are counted in the next line.
+pub const PEER_REFUSAL_LOG_EVERY_MS: u64 = 10_000;
+
+/// Rate limit for the peer server's warnings about strangers. Cloning shares it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LogLimiter {
+    state: Arc<Mutex<LimiterState>>,
+}
+
+#[derive(Debug, Default)]
+struct LimiterState {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// `Some(lines suppressed since the last one)` if a line may be logged
+    /// now; `None` if not (it is counted).
+    pub(crate) fn allow(&self) -> Option<u64> {
+        self.allow_at(Instant::now())
+    }
+
+    fn allow_at(&self, now: Instant) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.last.is_some_and(|t| now.duration_since(t) < ms(PEER_REFUSAL_LOG_EVERY_MS)) {
+            s.suppressed += 1;
+            return None;
+        }
+        s.last = Some(now);
+        Some(std::mem::take(&mut s.suppressed))
+    }
+}
+
 /// Write one length-prefixed frame (u32 big-endian length, then the bytes).
 pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8], max: u64) -> std::io::Result<()> {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|len| u64::from(*len) <= max)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame over PEER_FRAME_BYTES_MAX"))?;
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "peer frame over its bound"))?;
     w.write_all(&len.to_be_bytes()).await?;
     w.write_all(payload).await?;
     w.flush().await
@@ -153,4 +195,23 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> std
 
 fn ms(value: u64) -> Duration {
     Duration::from_millis(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{LogLimiter, PEER_REFUSAL_LOG_EVERY_MS};
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_the_count_suppressed() {
+        let limiter = LogLimiter::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(limiter.allow_at(at(0)), Some(0), "the first refusal is logged");
+        assert_eq!(limiter.allow_at(at(1)), None);
+        assert_eq!(limiter.allow_at(at(PEER_REFUSAL_LOG_EVERY_MS - 1)), None);
+        assert_eq!(limiter.allow_at(at(PEER_REFUSAL_LOG_EVERY_MS)), Some(2), "the next line counts the two suppressed");
+        assert_eq!(limiter.clone().allow_at(at(PEER_REFUSAL_LOG_EVERY_MS + 1)), None, "clones share the limit");
+    }
 }

@@ -1,7 +1,12 @@
-//! Incoming peer connections: authenticate, then serve Raft RPCs from the peer
-//! on the local `Raft` one request at a time (a peer's replication stream is
-//! sequential anyway). A peer that fails authentication is logged (a warning)
-//! and dropped; one that merely closes mid-handshake is logged at debug.
+//! Incoming peer connections: the Noise handshake (`auth`), then serve Raft
+//! RPCs from the peer on the local `Raft` one request at a time (a peer's
+//! replication stream is sequential anyway). A peer that fails
+//! authentication (another secret or cluster, not a hanfs peer, a handshake
+//! that times out) and a frame that does not decrypt afterwards (tampered on
+//! the way) are logged as warnings, at most one line per
+//! `PEER_REFUSAL_LOG_EVERY_MS` with a count of the ones in between, and the
+//! connection dropped; a peer that merely closes mid-handshake or between
+//! requests is logged at debug.
 //! For `Timing::restart_guard_ms` after this node's Raft started, a vote
 //! request is not passed to Raft: the connection closes unanswered (see
 //! `lease` for why a restarted node must not vote at once).
@@ -15,8 +20,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::auth::{server_handshake, ClusterSecret, SecureStream};
-use super::{ms, Faults, PeerRequest, PeerResponse, PeerSignals, PEER_CONNECTIONS_MAX, PEER_FRAME_BYTES_MAX};
+use super::auth::{server_handshake, ClusterSecret};
+use super::secure::SecureStream;
+use super::{
+    ms, Faults, LogLimiter, PeerRequest, PeerResponse, PeerSignals, PEER_CONNECTIONS_MAX, PEER_FRAME_BYTES_MAX,
+};
 use crate::timing::{HANDSHAKE_TIMEOUT_MS, PEER_BACKOFF_MS, PEER_IDLE_TIMEOUT_MS};
 use crate::types::{decode, encode, typ, NodeId};
 
@@ -43,6 +51,7 @@ impl PeerServer {
 
     async fn accept_loop(self, listener: TcpListener) {
         let permits = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
+        let warnings = LogLimiter::default();
         let mut conns = JoinSet::new();
         loop {
             // Reap finished connection tasks so the set stays bounded.
@@ -59,24 +68,28 @@ impl PeerServer {
                 }
             };
             let server = self.clone();
+            let warnings = warnings.clone();
             conns.spawn(async move {
-                server.connection(stream, addr).await;
+                server.connection(stream, addr, warnings).await;
                 drop(permit);
             });
         }
     }
 
-    async fn connection(self, stream: tokio::net::TcpStream, addr: std::net::SocketAddr) {
+    async fn connection(self, stream: tokio::net::TcpStream, addr: std::net::SocketAddr, warnings: LogLimiter) {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%addr, error = %e, "set_nodelay");
         }
-        let handshake = server_handshake(stream, &self.secret, &self.cluster);
+        let own_id = self.raft.metrics().borrow().id;
+        let handshake = server_handshake(stream, &self.secret, &self.cluster, own_id);
         let (peer, conn) = match tokio::time::timeout(ms(HANDSHAKE_TIMEOUT_MS), handshake).await {
             Ok(Ok(accepted)) => accepted,
-            // A refusal (bad magic, wrong cluster, wrong proof) or a frame
+            // A refusal (bad magic, another secret or cluster) or a frame
             // that is not the protocol's is a stranger worth a warning.
             Ok(Err(e)) if handshake_refused(&e) => {
-                tracing::warn!(%addr, error = %e, "peer refused: authentication failed");
+                if let Some(suppressed) = warnings.allow() {
+                    tracing::warn!(%addr, error = %e, suppressed, "peer refused: authentication failed");
+                }
                 return;
             }
             // The peer went away mid-handshake (its RPC timed out, it
@@ -86,13 +99,22 @@ impl PeerServer {
                 return;
             }
             Err(_) => {
-                tracing::warn!(%addr, "peer refused: handshake timed out");
+                if let Some(suppressed) = warnings.allow() {
+                    tracing::warn!(%addr, suppressed, "peer refused: handshake timed out");
+                }
                 return;
             }
         };
         tracing::debug!(%addr, peer, "peer authenticated");
-        if let Err(e) = self.serve(peer, conn).await {
-            tracing::debug!(%addr, peer, error = %e, "peer connection closed");
+        match self.serve(peer, conn).await {
+            // A frame that does not decrypt or decode: never passed to Raft.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                if let Some(suppressed) = warnings.allow() {
+                    tracing::warn!(%addr, peer, error = %e, suppressed, "peer frame refused; connection dropped");
+                }
+            }
+            Err(e) => tracing::debug!(%addr, peer, error = %e, "peer connection closed"),
+            Ok(()) => {}
         }
     }
 
