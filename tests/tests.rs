@@ -7,6 +7,7 @@ mod caps;
 mod cluster;
 mod exactly_once;
 mod handles;
+mod limits;
 mod locks;
 mod malformed;
 mod metrics;
