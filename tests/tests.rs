@@ -8,6 +8,7 @@ mod cluster;
 mod exactly_once;
 mod handles;
 mod limits;
+mod limits_memory;
 mod locks;
 mod malformed;
 mod metrics;
