@@ -25,6 +25,7 @@ pub struct Budgets {
     request: Arc<Semaphore>,
     request_max: usize,
     reply: Arc<Semaphore>,
+    reply_max: usize,
     /// Reply bytes charged now, overdrafts included.
     reply_bytes: Arc<AtomicUsize>,
 }
@@ -42,6 +43,7 @@ impl Budgets {
             request: Arc::new(Semaphore::new(request_max)),
             request_max,
             reply: Arc::new(Semaphore::new(reply_max)),
+            reply_max,
             reply_bytes: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -56,20 +58,23 @@ impl Budgets {
         self.reply_bytes.load(Ordering::Relaxed)
     }
 
-    /// `bytes` of request memory, without waiting if they are free.
+    /// `bytes` of request memory, without waiting if they are free. A
+    /// request larger than the whole budget (`record_bytes_max` configured
+    /// above it) takes the whole budget.
     pub fn try_request(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        self.request.clone().try_acquire_many_owned(permits(bytes)).ok()
+        self.request.clone().try_acquire_many_owned(permits(bytes.min(self.request_max))).ok()
     }
 
-    /// `bytes` of request memory, once free (`None`: never, the budget closed).
+    /// `bytes` of request memory (at most the whole budget), once free
+    /// (`None`: never, the budget closed).
     pub async fn request(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        self.request.clone().acquire_many_owned(permits(bytes)).await.ok()
+        self.request.clone().acquire_many_owned(permits(bytes.min(self.request_max))).await.ok()
     }
 
     /// Reserve the reply of one call of `conn` (its current estimate), once
     /// the node-wide budget has room.
     pub async fn reserve_reply(&self, conn: &Arc<ConnState>) -> Option<ReplyCharge> {
-        let bytes = conn.reply_estimate();
+        let bytes = conn.reply_estimate().min(self.reply_max);
         let permit = self.reply.clone().acquire_many_owned(permits(bytes)).await.ok()?;
         let bytes = permit.num_permits();
         conn.add_reply_bytes(bytes);

@@ -290,3 +290,25 @@ async fn large_records_wait_for_the_request_budget() {
     until("the budget released", || n.shared.budgets.request_bytes() == 0).await;
     n.listeners.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_fragment_record_larger_than_the_buffer_is_charged_and_served() {
+    const FRAGMENT: usize = 50 * 1024;
+    let n = node(Limits::default()).await;
+    let whole = call(5, OK, &vec![3u8; 4 * FRAGMENT]);
+    // Re-frame the message (after its own mark) as four fragments.
+    let msg = &whole[4..];
+    let mut bytes = Vec::new();
+    let pieces: Vec<&[u8]> = msg.chunks(msg.len().div_ceil(4)).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let last = if i + 1 == pieces.len() { 0x8000_0000u32 } else { 0 };
+        bytes.extend_from_slice(&(last | piece.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(piece);
+    }
+    let mut s = connect([127, 0, 0, 1], n.port).await;
+    s.write_all(&bytes).await.unwrap();
+    assert_eq!(reply(&mut s).await.map(|r| r.0), Some(5));
+    assert!(ok_call(&mut s, 6).await, "the next record is read as usual");
+    until("the budget released", || n.shared.budgets.request_bytes() == 0).await;
+    n.listeners.shutdown().await;
+}

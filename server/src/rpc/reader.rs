@@ -151,11 +151,16 @@ impl<C: Send + Sync + 'static> Reader<C> {
             }
             if self.buf.len() >= READ_BUFFER_BYTES && self.growth.is_none() {
                 // A multi-fragment record larger than the buffer: charge the
-                // rest of the largest record at once (no hold-and-wait).
-                let rest = (max as usize).saturating_sub(READ_BUFFER_BYTES).max(1);
-                self.growth = Some(self.request_bytes(rest, calls, stop).await?);
+                // largest record at once (no hold-and-wait); the base buffer
+                // leaves room for its fragment headers.
+                self.growth = Some(self.request_bytes(max as usize, calls, stop).await?);
             }
             let room = self.buf_max().saturating_sub(self.buf.len());
+            if room == 0 {
+                // Only when `record_bytes_max` exceeds the request budget.
+                tracing::warn!(peer = %self.peer, bytes = self.buf.len(), "record larger than the request memory budget; connection closed");
+                return Err(End::Drop);
+            }
             match self.read_some(room, calls, stop).await? {
                 Read::Data => {}
                 Read::PeerClosed => {
