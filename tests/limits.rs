@@ -1,7 +1,8 @@
 //! Connection limits (issue 11, Deliver 4), against an in-process node on
-//! 127.0.0.1: 1,100 idle TCP connections from one address, or from 1,100
-//! addresses, do not lock a new client out (it is served: NULL, MOUNT's
-//! MNT and GETATTR). A client's source address is chosen by binding its
+//! 127.0.0.1: 1,100 idle TCP connections from one address (plus 100 each to
+//! MOUNT and portmap), or from 1,100 addresses, do not lock a new client out
+//! (it is served: NULL, MOUNT's MNT and GETATTR); the node's counters show
+//! the refusals and evictions, and it never holds more than its limits. A client's source address is chosen by binding its
 //! socket to another loopback address (127.0.0.0/8 is all local on Linux).
 //! Every exchange is bounded by `IO_TIMEOUT_MS`; nothing asserts a time.
 
@@ -10,6 +11,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+use hanfs_server::rpc::limits::{CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_DEFAULT};
 
 use crate::util::*;
 
@@ -20,6 +23,31 @@ const PORTMAP_PROGRAM: u32 = 100_000;
 pub const ATTACK_CONNECTIONS: u32 = 1_100;
 /// Connections the attacker also opens to MOUNT and portmap.
 const ATTACK_CONNECTIONS_OTHER: u32 = 100;
+
+/// Polls of a counter, `POLL_MS` apart, before giving up.
+const POLLS_MAX: u32 = 1000;
+const POLL_MS: u64 = 10;
+
+/// An in-process node exporting a temporary directory to everyone.
+async fn start_node(label: &str) -> (TempDir, TempDir, hanfs_server::node::Node) {
+    init_tracing();
+    let export = tempdir(label);
+    let state = tempdir(&format!("{label}-state"));
+    let config = test_config(export.path(), "*(rw,insecure,no_root_squash)", state.path());
+    let node = hanfs_server::node::start(config).await.expect("start the node");
+    (export, state, node)
+}
+
+/// Wait (bounded) until `read()` reaches `want`; its last value.
+async fn reaches(what: &str, want: u64, read: impl Fn() -> u64) -> u64 {
+    for _ in 0..POLLS_MAX {
+        if read() >= want {
+            return read();
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    panic!("{what}: {} of {want} within {} ms", read(), u64::from(POLLS_MAX) * POLL_MS);
+}
 
 /// A TCP connection to 127.0.0.1:`port` from `src` (any port).
 pub async fn connect_from(src: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
@@ -90,21 +118,35 @@ async fn open_many(count: u32, port: u16, src: impl Fn(u32) -> Ipv4Addr) -> Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_from_one_address_do_not_lock_out_another() {
-    let export = tempdir("limits-one");
-    let s = TestServer::start(export.path(), "*(rw,insecure,no_root_squash)");
+    let (_export, _state, node) = start_node("limits-one").await;
+    let p = node.ports();
     let from_one = |_| Ipv4Addr::LOCALHOST;
-    let _nfs = open_many(ATTACK_CONNECTIONS, s.nfs_port, from_one).await;
-    let _mount = open_many(ATTACK_CONNECTIONS_OTHER, s.mount_port, from_one).await;
-    let _portmap = open_many(ATTACK_CONNECTIONS_OTHER, s.portmap_port, from_one).await;
-    assert_served_from(Ipv4Addr::new(127, 0, 0, 2), s.nfs_port, s.mount_port, s.portmap_port).await;
+    let _nfs = open_many(ATTACK_CONNECTIONS, p.nfs, from_one).await;
+    let _mount = open_many(ATTACK_CONNECTIONS_OTHER, p.mount, from_one).await;
+    let _portmap = open_many(ATTACK_CONNECTIONS_OTHER, p.portmap, from_one).await;
+    let stats = &node.metrics().conn;
+    let attempts = u64::from(ATTACK_CONNECTIONS + 2 * ATTACK_CONNECTIONS_OTHER);
+    let refused = attempts - CONNECTIONS_PER_ADDRESS_DEFAULT as u64;
+    let read = || stats.refused_per_address.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(reaches("connections refused per address", refused, read).await, refused);
+    assert_eq!(node.services().rpc.conns.count(), CONNECTIONS_PER_ADDRESS_DEFAULT);
+    assert_served_from(Ipv4Addr::new(127, 0, 0, 2), p.nfs, p.mount, p.portmap).await;
+    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_from_many_addresses_give_way_to_a_new_client() {
-    let export = tempdir("limits-many");
-    let s = TestServer::start(export.path(), "*(rw,insecure,no_root_squash)");
+    let (_export, _state, node) = start_node("limits-many").await;
+    let p = node.ports();
     // 127.1.x.y: one address per connection.
     let distinct = |i: u32| Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8);
-    let _nfs = open_many(ATTACK_CONNECTIONS, s.nfs_port, distinct).await;
-    assert_served_from(Ipv4Addr::new(127, 0, 0, 3), s.nfs_port, s.mount_port, s.portmap_port).await;
+    let _nfs = open_many(ATTACK_CONNECTIONS, p.nfs, distinct).await;
+    let stats = &node.metrics().conn;
+    let over = u64::from(ATTACK_CONNECTIONS) - CONNECTIONS_MAX as u64;
+    let read = || stats.evicted.load(std::sync::atomic::Ordering::Relaxed);
+    reaches("idle connections evicted", over, read).await;
+    assert_served_from(Ipv4Addr::new(127, 0, 0, 3), p.nfs, p.mount, p.portmap).await;
+    assert!(node.services().rpc.conns.count() <= CONNECTIONS_MAX);
+    assert_eq!(stats.refused_total.load(std::sync::atomic::Ordering::Relaxed), 0, "idle ones give way, none refused");
+    node.stop().await;
 }
