@@ -30,10 +30,19 @@ const POLL_MS: u64 = 10;
 
 /// An in-process node exporting a temporary directory to everyone.
 async fn start_node(label: &str) -> (TempDir, TempDir, hanfs_server::node::Node) {
+    start_node_with(label, |_| {}).await
+}
+
+/// The same, with `edit` applied to its config first.
+async fn start_node_with(
+    label: &str,
+    edit: impl FnOnce(&mut hanfs_server::config::ServerConfig),
+) -> (TempDir, TempDir, hanfs_server::node::Node) {
     init_tracing();
     let export = tempdir(label);
     let state = tempdir(&format!("{label}-state"));
-    let config = test_config(export.path(), "*(rw,insecure,no_root_squash)", state.path());
+    let mut config = test_config(export.path(), "*(rw,insecure,no_root_squash)", state.path());
+    edit(&mut config);
     let node = hanfs_server::node::start(config).await.expect("start the node");
     (export, state, node)
 }
@@ -148,5 +157,25 @@ async fn idle_connections_from_many_addresses_give_way_to_a_new_client() {
     assert_served_from(Ipv4Addr::new(127, 0, 0, 3), p.nfs, p.mount, p.portmap).await;
     assert!(node.services().rpc.conns.count() <= CONNECTIONS_MAX);
     assert_eq!(stats.refused_total.load(std::sync::atomic::Ordering::Relaxed), 0, "idle ones give way, none refused");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_connection_is_closed_and_counted() {
+    let (_export, _state, node) =
+        start_node_with("limits-idle", |c| c.limits.idle_timeout = Duration::from_secs(1)).await;
+    let p = node.ports();
+    let mut s = connect_from(Ipv4Addr::LOCALHOST, p.nfs).await.expect("connect");
+    let reply = call_on(&mut s, &call_msg(1, NFS_PROGRAM, 3, 0, CRED_NONE, &[])).await.expect("NULL answered");
+    assert_eq!(parse_reply(&reply), RpcReply::Accepted { xid: 1, stat: SUCCESS, body: vec![] });
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(IO_TIMEOUT_MS * 2), s.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the idle connection was not closed: {read:?}");
+    let stats = &node.metrics().conn;
+    reaches("idle closes counted", 1, || stats.idle_closed.load(std::sync::atomic::Ordering::Relaxed)).await;
+    let text = hanfs_server::metrics::text::render(node.metrics());
+    assert!(text.contains("hanfs_rpc_connections_closed_total{reason=\"idle\"} 1\n"), "{text}");
+    assert!(text.contains("hanfs_rpc_limit{limit=\"idle_timeout_seconds\"} 1\n"), "{text}");
+    assert!(text.contains("hanfs_rpc_limit{limit=\"connections_per_address_max\"} 64\n"), "{text}");
     node.stop().await;
 }
