@@ -36,7 +36,9 @@ const RSS_GROWTH_BYTES_MAX: u64 =
     (DEAF_CONNECTIONS as u64) * (CONN_REPLY_BYTES_MAX as u64 + READ_BYTES as u64) + 64 * 1024 * 1024;
 /// Polls for the server to answer at start.
 const START_POLLS_MAX: u32 = 400;
-const START_POLL_MS: u64 = 25;
+const START_POLL_MS: u64 = 50;
+/// Starts tried (fresh ports each) before the test fails.
+const START_ATTEMPTS: u32 = 3;
 
 /// A port free for TCP and UDP on 127.0.0.1 (MOUNT and portmap bind both).
 fn free_port() -> u16 {
@@ -65,9 +67,25 @@ impl Drop for Server {
     }
 }
 
+/// Start the binary on fresh ports; a start that exits (a port taken by
+/// another test between `free_port` and the bind) is retried with new ones,
+/// `START_ATTEMPTS` times at most.
 fn start(export: &std::path::Path, state: &std::path::Path) -> Server {
+    let log = state.join("server.log");
+    for _ in 0..START_ATTEMPTS {
+        if let Some(server) = try_start(export, state, &log) {
+            return server;
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    panic!("hanfs-server exited at start {START_ATTEMPTS} times; its log:\n{text}");
+}
+
+fn try_start(export: &std::path::Path, state: &std::path::Path, log: &std::path::Path) -> Option<Server> {
     let (portmap, nfs, mount) = (free_port(), free_port(), free_port());
     let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let out = std::fs::File::create(log).expect("create the server log");
+    let err = out.try_clone().expect("clone the log");
     let child = Command::new(server_binary())
         .args(["run", "--export"])
         .arg(export)
@@ -77,17 +95,19 @@ fn start(export: &std::path::Path, state: &std::path::Path) -> Server {
         .arg("--state-dir")
         .arg(state)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
         .spawn()
         .expect("start hanfs-server");
     let mut server = Server { child, nfs, mount, metrics };
     for _ in 0..START_POLLS_MAX {
         if TcpStream::connect((Ipv4Addr::LOCALHOST, nfs)).is_ok() {
             assert_serves_null(nfs, NFS_PROGRAM, 3);
-            return server;
+            return Some(server);
         }
-        assert!(!matches!(server.child.try_wait(), Ok(Some(_))), "hanfs-server exited at start");
+        if matches!(server.child.try_wait(), Ok(Some(_))) {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(START_POLL_MS));
     }
     panic!("hanfs-server did not answer within {} ms", u64::from(START_POLLS_MAX) * START_POLL_MS);

@@ -122,8 +122,8 @@ impl<C: Send + Sync + 'static> Reader<C> {
             match record::check(&self.buf, max) {
                 Ok(used) => {
                     let request = match self.growth.take() {
-                        // The grown buffer's charge covers the record (up to the
-                        // base buffer, which is not charged): nothing to wait for.
+                        // The grown buffer's charge (the largest record) covers
+                        // the record: nothing to wait for.
                         Some(mut grown) => {
                             let rest = used.saturating_sub(grown.num_permits());
                             if let Some(more) = self.dispatcher.shared().budgets.try_request(rest) {
