@@ -7,6 +7,8 @@ mod caps;
 mod cluster;
 mod exactly_once;
 mod handles;
+mod limits;
+mod limits_memory;
 mod locks;
 mod malformed;
 mod metrics;

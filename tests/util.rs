@@ -100,6 +100,7 @@ pub fn test_config(export_dir: &Path, clients: &str, state_dir: &Path) -> Server
         cluster: None,
         nlm: Default::default(),
         metrics_listen: None,
+        limits: Default::default(),
     }
 }
 

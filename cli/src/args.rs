@@ -45,7 +45,9 @@ pub enum Command {
         listen = \"0.0.0.0\"             # default\n\
         state_dir = \"/var/lib/hanfs\"   # default; relative paths are relative to the file\n\
         log_format = \"text\"            # or \"json\"\n\
-        record_bytes_max = 1114112     # largest RPC record; default 1 MiB + 64 KiB\n\n\
+        record_bytes_max = 1114112     # largest RPC record; default 1 MiB + 64 KiB\n\
+        idle_timeout_seconds = 360     # default; idle TCP connections are closed\n\
+        connections_per_address_max = 64  # default; TCP connections per client address\n\n\
         [metrics]                      # optional; off by default\n\
         listen = \"127.0.0.1:9633\"     # GET /metrics, Prometheus text format\n\n\
         [ports]                        # defaults below\n\

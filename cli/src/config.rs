@@ -7,6 +7,8 @@
 //! state_dir = "/var/lib/hanfs"  # default
 //! log_format = "text"           # or "json"
 //! record_bytes_max = 1114112    # default: 1 MiB + 64 KiB
+//! idle_timeout_seconds = 360    # default; an idle TCP connection is closed
+//! connections_per_address_max = 64  # default; TCP connections per client address
 //!
 //! [ports]                       # defaults: 111, 2049, 20048, 0, 0
 //! portmap = 111
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use hanfs_server::config::{ExportConfig, NlmConfig, Ports, ServerConfig};
 use hanfs_server::exports::parse_clients;
+use hanfs_server::rpc::limits::{Limits, IDLE_TIMEOUT_SECONDS_MAX, IDLE_TIMEOUT_SECONDS_MIN};
 use hanfs_server::rpc::record::RECORD_BYTES_MAX;
 use serde::Deserialize;
 use toml::Spanned;
@@ -79,6 +82,8 @@ struct ServerSection {
     state_dir: Option<PathBuf>,
     log_format: Option<LogFormat>,
     record_bytes_max: Option<Spanned<u32>>,
+    idle_timeout_seconds: Option<Spanned<u64>>,
+    connections_per_address_max: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -148,6 +153,26 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
             v
         }
     };
+    let mut limits = Limits::default();
+    if let Some(t) = &file.server.idle_timeout_seconds {
+        let v = *t.get_ref();
+        if !(IDLE_TIMEOUT_SECONDS_MIN..=IDLE_TIMEOUT_SECONDS_MAX).contains(&v) {
+            at(
+                t.span(),
+                format!(
+                    "idle_timeout_seconds must be between {IDLE_TIMEOUT_SECONDS_MIN} and {IDLE_TIMEOUT_SECONDS_MAX}"
+                ),
+            );
+        }
+        limits.idle_timeout = std::time::Duration::from_secs(v);
+    }
+    if let Some(n) = &file.server.connections_per_address_max {
+        let v = *n.get_ref();
+        if !(1..=limits.connections_max).contains(&v) {
+            at(n.span(), format!("connections_per_address_max must be between 1 and {}", limits.connections_max));
+        }
+        limits.connections_per_address_max = v;
+    }
     let defaults = Ports::default();
     let mut ports = Ports {
         portmap: file.ports.portmap.unwrap_or(defaults.portmap),
@@ -205,6 +230,7 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
             cluster,
             nlm,
             metrics_listen,
+            limits,
         },
         log_format: file.server.log_format.unwrap_or(LogFormat::Text),
     })
@@ -286,6 +312,7 @@ pub fn from_flags(args: &RunArgs) -> Result<Config, String> {
             cluster: None,
             nlm: NlmConfig::default(),
             metrics_listen: args.metrics,
+            limits: Limits::default(),
         },
         log_format: args.log_format.unwrap_or(LogFormat::Text),
     })
@@ -400,6 +427,23 @@ mod tests {
         assert!(e.iter().any(|m| m.starts_with("6: ") && m.contains("grace_seconds")), "{e:?}");
         let e = errs(&format!("{head}[nlm]\nbogus = 1\n"));
         assert!(e.iter().any(|m| m.starts_with("6: ") && m.contains("bogus")), "{e:?}");
+    }
+
+    #[test]
+    fn connection_limits_default_and_are_checked() {
+        let dir = std::env::temp_dir();
+        let export = format!("[[export]]\nname = \"/e\"\ndir = \"{}\"\nid = 1\n", dir.display());
+        let c = load_str(&export, &dir).ok().unwrap();
+        assert_eq!(c.server.limits, Limits::default());
+        let src = format!("[server]\nidle_timeout_seconds = 5\nconnections_per_address_max = 8\n{export}");
+        let c = load_str(&src, &dir).ok().unwrap();
+        assert_eq!(c.server.limits.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(c.server.limits.connections_per_address_max, 8);
+        let src = format!("[server]\nidle_timeout_seconds = 0\nconnections_per_address_max = 0\n{export}");
+        let errors = load_str(&src, &dir).err().unwrap();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("2: idle_timeout_seconds"), "{errors:?}");
+        assert!(errors[1].starts_with("3: connections_per_address_max"), "{errors:?}");
     }
 
     #[test]

@@ -113,6 +113,10 @@ pub struct ServerConfig {
     /// `[metrics] listen`: where `GET /metrics` is served (Prometheus text
     /// format); `None` (the default): nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The transport's connection and memory limits (`[server]
+    /// idle_timeout_seconds` and `connections_per_address_max`; the rest are
+    /// the defaults of `rpc::limits`).
+    pub limits: crate::rpc::limits::Limits,
 }
 
 impl ServerConfig {

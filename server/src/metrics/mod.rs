@@ -10,10 +10,11 @@
 //!   whose `nfsstat3` (the first word of every result body) is not `NFS3_OK`
 //!   counts as an error of kind `Status`.
 //! - The duplicate-request cache's hits, recoveries and dropped
-//!   retransmissions, and this node's promotions, are counted here too.
+//!   retransmissions, this node's promotions, and the transport's limits
+//!   being hit (`ConnStats`) are counted here too.
 //! - What only exists at scrape time — the commit path's counters, Raft
 //!   role, term and each follower's lag, the lock table's size, the open
-//!   connections — is read then: the node sets a `Sampler` (`set_sampler`)
+//!   connections, the transport's memory held and its limits — is read then: the node sets a `Sampler` (`set_sampler`)
 //!   and attaches each active period's `RpcShared` (`attach`).
 //!
 //! `text` renders the Prometheus text format 0.0.4, `http` serves it on
@@ -203,11 +204,48 @@ pub struct DrcStats {
     pub in_progress: AtomicU64,
 }
 
+/// The connection limits' counters (`rpc::limits`), over the node's life.
+#[derive(Default)]
+pub struct ConnStats {
+    /// Connections refused at accept: their address had its limit open.
+    pub refused_per_address: AtomicU64,
+    /// Connections refused at accept: the node had its limit open, all busy.
+    pub refused_total: AtomicU64,
+    /// Idle connections closed to make room for a new one.
+    pub evicted: AtomicU64,
+    /// Connections closed by the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// Calls read but not started when their connection closed: dropped.
+    pub calls_dropped: AtomicU64,
+    /// Times a connection stopped starting calls (and reading) until its
+    /// replies drained.
+    pub reply_waits: AtomicU64,
+    /// Times a connection waited for the node-wide request budget.
+    pub request_waits: AtomicU64,
+}
+
+impl ConnStats {
+    pub fn count(counter: &AtomicU64) -> u64 {
+        counter.fetch_add(1, Ordering::Relaxed).saturating_add(1)
+    }
+}
+
+/// The transport's gauges and limits at scrape time.
+#[derive(Clone, Debug, Default)]
+pub struct TransportSample {
+    pub connections: u64,
+    pub reply_bytes: u64,
+    pub request_bytes: u64,
+    /// Each limit by name (`rpc::limits::Limits::named`).
+    pub limits: Vec<(&'static str, u64)>,
+}
+
 /// The node's whole registry (see the module doc).
 pub struct Metrics {
     programs: Mutex<Vec<Arc<ProgramStats>>>,
     refused: [AtomicU64; Refusal::ALL.len()],
     pub drc: DrcStats,
+    pub conn: ConnStats,
     promotions: AtomicU64,
     last_promotion_ms: AtomicU64,
     /// The RpcShared of the current (or last) active period.
@@ -224,6 +262,7 @@ impl Default for Metrics {
             programs: Mutex::new(Vec::new()),
             refused: Default::default(),
             drc: DrcStats::default(),
+            conn: ConnStats::default(),
             promotions: AtomicU64::new(0),
             last_promotion_ms: AtomicU64::new(0),
             serving: Mutex::new(Weak::new()),
@@ -298,6 +337,19 @@ impl Metrics {
     /// What the node reports now (empty if it set no sampler).
     pub fn sample(&self) -> NodeSample {
         self.sampler.get().map(|s| s()).unwrap_or_default()
+    }
+
+    /// The active period's open connections, memory held and limits (`None`
+    /// before the first period).
+    pub fn transport(&self) -> Option<TransportSample> {
+        let rpc = self.serving.lock().unwrap_or_else(|p| p.into_inner()).upgrade()?;
+        let as_u64 = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        Some(TransportSample {
+            connections: as_u64(rpc.conns.count()),
+            reply_bytes: as_u64(rpc.budgets.reply_bytes()),
+            request_bytes: as_u64(rpc.budgets.request_bytes()),
+            limits: rpc.conns.limits().named().to_vec(),
+        })
     }
 
     /// Open connections per client address, the `CONN_CLIENTS_MAX` clients

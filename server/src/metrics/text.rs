@@ -91,6 +91,7 @@ pub fn render(metrics: &Metrics) -> String {
     for (client, n) in metrics.connections() {
         line(&mut out, "hanfs_connections", &[("client", &client)], n);
     }
+    transport(&mut out, metrics);
     family(&mut out, "hanfs_nlm_locks_held", "NLM locks held (replicated lock table).", "gauge");
     line(&mut out, "hanfs_nlm_locks_held", &[], sample.locks.held);
     family(&mut out, "hanfs_nlm_lock_waiters", "Blocked NLM LOCK requests waiting.", "gauge");
@@ -154,6 +155,44 @@ fn drc(out: &mut String, metrics: &Metrics) {
     let help = "Retransmissions dropped while the original call still ran.";
     family(out, "hanfs_drc_in_progress_dropped_total", help, "counter");
     line(out, "hanfs_drc_in_progress_dropped_total", &[], d.in_progress.load(Relaxed));
+}
+
+/// The connection limits: what was hit (counters, over the node's life),
+/// the memory held now and each limit (gauges, while a period is attached).
+fn transport(out: &mut String, metrics: &Metrics) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &metrics.conn;
+    let help = "TCP connections refused at accept: per_address (its address at its limit), total (node at its limit, none idle).";
+    family(out, "hanfs_rpc_connections_refused_total", help, "counter");
+    line(out, "hanfs_rpc_connections_refused_total", &[("reason", "per_address")], c.refused_per_address.load(Relaxed));
+    line(out, "hanfs_rpc_connections_refused_total", &[("reason", "total")], c.refused_total.load(Relaxed));
+    let help = "TCP connections closed by the node: idle (idle timeout), evicted (least recently active idle one, for a new one).";
+    family(out, "hanfs_rpc_connections_closed_total", help, "counter");
+    line(out, "hanfs_rpc_connections_closed_total", &[("reason", "idle")], c.idle_closed.load(Relaxed));
+    line(out, "hanfs_rpc_connections_closed_total", &[("reason", "evicted")], c.evicted.load(Relaxed));
+    let help = "Calls read but not started when their connection closed: dropped, not run.";
+    family(out, "hanfs_rpc_calls_dropped_total", help, "counter");
+    line(out, "hanfs_rpc_calls_dropped_total", &[], c.calls_dropped.load(Relaxed));
+    let help = "Times a connection stopped starting calls until its unread replies drained.";
+    family(out, "hanfs_rpc_reply_waits_total", help, "counter");
+    line(out, "hanfs_rpc_reply_waits_total", &[], c.reply_waits.load(Relaxed));
+    let help = "Times a connection waited for the node-wide request memory budget.";
+    family(out, "hanfs_rpc_request_waits_total", help, "counter");
+    line(out, "hanfs_rpc_request_waits_total", &[], c.request_waits.load(Relaxed));
+    let Some(t) = metrics.transport() else { return };
+    let help = "Reply bytes held: reserved for running calls or not yet written to their connection.";
+    family(out, "hanfs_rpc_reply_bytes", help, "gauge");
+    line(out, "hanfs_rpc_reply_bytes", &[], t.reply_bytes);
+    let help = "Request bytes held: large records being read and arguments of calls not finished.";
+    family(out, "hanfs_rpc_request_bytes", help, "gauge");
+    line(out, "hanfs_rpc_request_bytes", &[], t.request_bytes);
+    family(out, "hanfs_rpc_connections_open", "Open TCP connections (all listeners).", "gauge");
+    line(out, "hanfs_rpc_connections_open", &[], t.connections);
+    let help = "The transport's limits: connections, seconds (idle_timeout_seconds) and bytes.";
+    family(out, "hanfs_rpc_limit", help, "gauge");
+    for (name, value) in t.limits {
+        line(out, "hanfs_rpc_limit", &[("limit", name)], value);
+    }
 }
 
 fn promotions(out: &mut String, metrics: &Metrics, last_failover: &Option<hanfs_state::Promotion>) {

@@ -72,7 +72,11 @@ pub(crate) fn services(
 ) -> Result<Services, NodeError> {
     let vfs = Arc::new(vfs);
     let exports = Arc::new(ExportTable::new(&config.exports));
-    let rpc = Arc::new(RpcShared::new(commit.clone(), fence, config.record_bytes_max).with_metrics(metrics.clone()));
+    let rpc = Arc::new(
+        RpcShared::new(commit.clone(), fence, config.record_bytes_max)
+            .with_metrics(metrics.clone())
+            .with_limits(config.limits.clone()),
+    );
     metrics.attach(&rpc);
     Ok(Services {
         rpc,

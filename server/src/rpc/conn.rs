@@ -1,34 +1,52 @@
 //! One TCP connection's handler (mini-redis' `connection.rs` + `Handler`),
 //! registered in `registry::ConnRegistry` while it is open: a reader that
-//! cuts records, up to `CONN_INFLIGHT_MAX` calls running concurrently, and one
-//! writer task that sends each reply as one whole record. A call that may not
-//! be answered (`dispatch::Outcome::Close`: fenced, or a failed commit) closes
-//! the whole connection at once, dropping replies still queued, so the client
-//! reconnects and resends instead of waiting out its timeout.
+//! cuts records and starts calls (`reader`: at most `CONN_INFLIGHT_MAX` at a
+//! time, each within the connection's and the node's memory budgets), and
+//! one writer task that sends each reply as one whole record and releases
+//! the reply's memory charge once it is written.
+//!
+//! How it ends:
+//! - The peer closes: calls read but not started are dropped (counted),
+//!   running ones finish and their replies go out, unless something below
+//!   ends it first (a peer that never reads must not hold it up).
+//! - A soft close (`registry::Closing`: idle timeout, or evicted for a new
+//!   connection): nothing more is read, started or sent; running calls
+//!   finish.
+//! - A call that may not be answered (`dispatch::Outcome::Close`: fenced,
+//!   or a failed commit), node shutdown or `close_all`: the whole connection
+//!   closes at once, dropping replies still queued and aborting running
+//!   calls, so the client reconnects and resends instead of waiting out its
+//!   timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use bytes::Buf;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::dispatch::{Dispatcher, Outcome};
-use super::program::Transport;
-use super::record::{self, RecordError};
-use super::registry::ConnGuard;
+use super::budget::ReplyCharge;
+use super::dispatch::Dispatcher;
+use super::reader::{End, Reader};
+use super::record;
+use super::registry::{Closing, ConnGuard, ConnState};
 use super::shared::CloseReason;
 
 #[cfg(test)]
 #[path = "conn_tests.rs"]
 mod tests;
 
+#[cfg(test)]
+#[path = "conn_limit_tests.rs"]
+mod limit_tests;
+
 /// Calls of one connection executing at the same time.
 pub const CONN_INFLIGHT_MAX: usize = 16;
-/// Initial read buffer per connection; it grows up to one record.
+/// Base read buffer per connection; a record larger than this is read into
+/// its own buffer, charged to the node's request budget.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// A single-fragment record at least this long is read straight into its own
 /// exactly-sized buffer (one copy of a WRITE's payload, not several while the
@@ -36,10 +54,14 @@ pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 pub const DIRECT_RECORD_BYTES_MIN: usize = 32 * 1024;
 
 const _: () = assert!(CONN_INFLIGHT_MAX > 0);
+const _: () = assert!(DIRECT_RECORD_BYTES_MIN <= READ_BUFFER_BYTES);
+
+/// A reply on its way to the writer, with its memory charge.
+pub(super) type Queued = (Vec<u8>, ReplyCharge);
 
 /// Serve one TCP connection until the peer closes it, it breaks the record
-/// rules, the node shuts down, `close_all` is called, or a call may not be
-/// answered (`Outcome::Close`).
+/// rules, the node shuts down, `close_all` is called, it is closed softly
+/// (idle, evicted) or a call may not be answered (`Outcome::Close`).
 pub async fn serve<C: Send + Sync + 'static>(
     stream: TcpStream,
     peer: SocketAddr,
@@ -48,62 +70,121 @@ pub async fn serve<C: Send + Sync + 'static>(
     mut shutdown: broadcast::Receiver<()>,
     mut guard: ConnGuard,
 ) {
+    let state = guard.state.clone();
     let (rd, wr) = stream.into_split();
-    let (tx, mut writer) = spawn_writer(wr, peer);
+    let (tx, mut writer) = spawn_writer(wr, peer, state.clone());
     let mut calls = JoinSet::new();
     // The first call that may not be answered asks for the close; one is enough.
     let (close_tx, mut close_rx) = mpsc::channel(1);
-    let mut stop = Stop { shutdown: &mut shutdown, closed: &mut guard.closed, unanswered: &mut close_rx };
-    let reader = Reader { rd, peer, dispatcher, record_bytes_max, tx: tx.clone(), close: close_tx };
-    let peer_done = reader.run(&mut calls, &mut stop).await;
-    if peer_done {
-        // The peer finished sending: let its calls complete and their replies
-        // go out, unless the node stops or fences meanwhile (a peer that never
-        // reads its replies must not hold up shutdown).
-        let drain = async {
-            while calls.join_next().await.is_some() {}
-            drop(tx);
-            let _ = (&mut writer).await;
-        };
-        tokio::select! {
-            _ = drain => {}
-            _ = stop.wait() => {}
+    let mut soft = state.closing();
+    let mut stop =
+        Stop { shutdown: &mut shutdown, closed: &mut guard.closed, unanswered: &mut close_rx, soft: &mut soft };
+    let reader = Reader::new(rd, peer, dispatcher, record_bytes_max, tx.clone(), close_tx, state);
+    match reader.run(&mut calls, &mut stop).await {
+        End::PeerClosed => {
+            // Let the running calls complete and their replies go out.
+            let drain = async {
+                while calls.join_next().await.is_some() {}
+                drop(tx);
+                let _ = (&mut writer).await;
+            };
+            tokio::select! {
+                _ = drain => {}
+                _ = stop.wait() => {}
+            }
         }
-    } else {
-        drop(tx);
+        End::Soft => {
+            drop(tx);
+            writer.abort();
+            finish_running(&mut calls, &mut stop).await;
+        }
+        End::Drop => drop(tx),
     }
     calls.shutdown().await;
     writer.abort();
     drop(guard);
 }
 
-/// The reasons to drop a connection at once: node shutdown, `close_all`, a
-/// call that may not be answered.
-struct Stop<'a> {
+/// Let running calls finish (their replies are not sent) unless the node
+/// stops or fences meanwhile.
+async fn finish_running(calls: &mut JoinSet<()>, stop: &mut Stop<'_>) {
+    let all = async { while calls.join_next().await.is_some() {} };
+    tokio::select! {
+        _ = all => {}
+        _ = stop.hard() => {}
+    }
+}
+
+/// How a wait was interrupted.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum Halt {
+    /// Node shutdown, `close_all`, or a call that may not be answered.
+    Hard,
+    /// Idle timeout or eviction.
+    Soft(Closing),
+}
+
+/// The reasons to stop: node shutdown, `close_all`, a call that may not be
+/// answered (hard), or a soft close.
+pub(super) struct Stop<'a> {
     shutdown: &'a mut broadcast::Receiver<()>,
     closed: &'a mut broadcast::Receiver<()>,
     /// Sent by a call task on `Outcome::Close`. Every sender gone (all calls
     /// done, the reader finished) is no reason to stop.
     unanswered: &'a mut mpsc::Receiver<CloseReason>,
+    soft: &'a mut watch::Receiver<Option<Closing>>,
 }
 
 impl Stop<'_> {
-    async fn wait(&mut self) {
+    /// Resolves at the first reason to stop.
+    pub(super) async fn wait(&mut self) -> Halt {
         tokio::select! {
-            _ = self.shutdown.recv() => {}
-            _ = self.closed.recv() => {}
-            Some(_) = self.unanswered.recv() => {}
+            h = hard(self.shutdown, self.closed, self.unanswered) => h,
+            why = soft(self.soft) => Halt::Soft(why),
         }
+    }
+
+    /// Resolves at the first hard reason only.
+    async fn hard(&mut self) -> Halt {
+        hard(self.shutdown, self.closed, self.unanswered).await
     }
 }
 
-/// One writer task per connection: each reply goes out as one whole record.
-fn spawn_writer(mut wr: OwnedWriteHalf, peer: SocketAddr) -> (mpsc::Sender<Vec<u8>>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CONN_INFLIGHT_MAX);
+async fn hard(
+    shutdown: &mut broadcast::Receiver<()>,
+    closed: &mut broadcast::Receiver<()>,
+    unanswered: &mut mpsc::Receiver<CloseReason>,
+) -> Halt {
+    tokio::select! {
+        _ = shutdown.recv() => {}
+        _ = closed.recv() => {}
+        Some(_) = unanswered.recv() => {}
+    }
+    Halt::Hard
+}
+
+async fn soft(rx: &mut watch::Receiver<Option<Closing>>) -> Closing {
+    let why = rx.wait_for(Option::is_some).await.map(|why| why.unwrap_or(Closing::Idle));
+    match why {
+        Ok(why) => why,
+        // The registry's state lives as long as the guard: never.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// One writer task per connection: each reply goes out as one whole record;
+/// each write counts as activity, and a reply's charge is released once it
+/// is all written.
+fn spawn_writer(
+    mut wr: OwnedWriteHalf,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+) -> (mpsc::Sender<Queued>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Queued>(CONN_INFLIGHT_MAX);
     let writer = tokio::spawn(async move {
-        while let Some(reply) = rx.recv().await {
-            // The record-mark header and the reply go out in one vectored
-            // write: the reply is not copied into a framed buffer.
+        while let Some((reply, charge)) = rx.recv().await {
+            // The record-mark header and the reply go out in vectored writes:
+            // the reply is not copied into a framed buffer.
             let header = match record::header(reply.len()) {
                 Ok(h) => h,
                 Err(e) => {
@@ -112,163 +193,14 @@ fn spawn_writer(mut wr: OwnedWriteHalf, peer: SocketAddr) -> (mpsc::Sender<Vec<u
                 }
             };
             let mut framed = Buf::chain(header.as_slice(), reply.as_slice());
-            if wr.write_all_buf(&mut framed).await.is_err() {
-                break;
+            while framed.has_remaining() {
+                match wr.write_buf(&mut framed).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => state.touch(),
+                }
             }
+            drop(charge);
         }
     });
     (tx, writer)
-}
-
-struct Reader<C: 'static> {
-    rd: OwnedReadHalf,
-    peer: SocketAddr,
-    dispatcher: Arc<Dispatcher<C>>,
-    record_bytes_max: u32,
-    tx: mpsc::Sender<Vec<u8>>,
-    close: mpsc::Sender<CloseReason>,
-}
-
-impl<C: Send + Sync + 'static> Reader<C> {
-    /// Cut records and start a call for each, at most `CONN_INFLIGHT_MAX` at a
-    /// time. True if the peer closed its side cleanly, false if the connection
-    /// must be dropped now.
-    async fn run(mut self, calls: &mut JoinSet<()>, stop: &mut Stop<'_>) -> bool {
-        let inflight = Arc::new(Semaphore::new(CONN_INFLIGHT_MAX));
-        let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-        let peer = self.peer;
-        loop {
-            let record = match record::parse(&mut buf, self.record_bytes_max) {
-                Ok(r) => r,
-                Err(e) => {
-                    log_record_error(peer, e);
-                    return false;
-                }
-            };
-            let record = match record {
-                Some(r) => Some(r),
-                None => match record::pending_single(&buf, self.record_bytes_max) {
-                    Some(len) if len >= DIRECT_RECORD_BYTES_MIN => {
-                        match self.read_direct(&mut buf, len, calls, stop).await {
-                            Direct::Record(r) => Some(r),
-                            Direct::PeerClosed => return true,
-                            Direct::Drop => return false,
-                        }
-                    }
-                    _ => None,
-                },
-            };
-            if let Some(record) = record {
-                let permit = tokio::select! {
-                    p = inflight.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return false,
-                    },
-                    _ = stop.wait() => return false,
-                };
-                let (dispatcher, tx, close) = (self.dispatcher.clone(), self.tx.clone(), self.close.clone());
-                calls.spawn(async move {
-                    let _permit = permit;
-                    match dispatcher.call(record, peer, Transport::Tcp).await {
-                        Outcome::Reply(reply) => {
-                            // The writer is gone only if the connection is closing.
-                            let _ = tx.send(reply).await;
-                        }
-                        Outcome::Silent => {}
-                        Outcome::Close { reason, xid } => {
-                            // Logged once per connection: the first close request wins.
-                            if close.try_send(reason).is_ok() {
-                                let total = dispatcher.shared().unanswered.get(reason);
-                                tracing::warn!(%peer, xid, ?reason, total, "call cannot be answered here; connection closed so the client resends");
-                            }
-                        }
-                    }
-                });
-                continue;
-            }
-            tokio::select! {
-                n = self.rd.read_buf(&mut buf) => match n {
-                    Ok(0) => {
-                        if !buf.is_empty() {
-                            tracing::debug!(%peer, bytes = buf.len(), "connection closed inside a record");
-                        }
-                        return true;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "read failed");
-                        return false;
-                    }
-                },
-                Some(_) = calls.join_next() => {}
-                _ = stop.wait() => return false,
-            }
-        }
-    }
-}
-
-/// How reading one record straight into its own buffer ended.
-enum Direct {
-    Record(Vec<u8>),
-    /// The peer closed its side inside the record.
-    PeerClosed,
-    /// A read error or a stop: drop the connection now.
-    Drop,
-}
-
-impl<C: Send + Sync + 'static> Reader<C> {
-    /// Read the rest of a single-fragment record of `len` bytes (bounded by
-    /// `record_bytes_max`, checked by `record::pending_single`) whose header
-    /// and first bytes are in `buf`, straight into an exactly-sized buffer:
-    /// the payload is copied once, from the socket. Nothing past the record is
-    /// read, so the next record starts in `buf` as usual.
-    async fn read_direct(
-        &mut self,
-        buf: &mut BytesMut,
-        len: usize,
-        calls: &mut JoinSet<()>,
-        stop: &mut Stop<'_>,
-    ) -> Direct {
-        buf.advance(record::FRAGMENT_HEADER_BYTES);
-        let mut record = Vec::with_capacity(len);
-        let head = buf.len().min(len);
-        record.extend_from_slice(&buf[..head]);
-        buf.advance(head);
-        let peer = self.peer;
-        // Each pass reads at least one byte or reaps a finished call (at most
-        // CONN_INFLIGHT_MAX of them), so the loop ends.
-        while record.len() < len {
-            let want = len - record.len();
-            let read = {
-                let mut rest = (&mut record).limit(want);
-                tokio::select! {
-                    n = self.rd.read_buf(&mut rest) => Some(n),
-                    Some(_) = calls.join_next() => None,
-                    _ = stop.wait() => return Direct::Drop,
-                }
-            };
-            match read {
-                Some(Ok(0)) => {
-                    tracing::debug!(%peer, bytes = record.len(), "connection closed inside a record");
-                    return Direct::PeerClosed;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "read failed");
-                    return Direct::Drop;
-                }
-                Some(Ok(_)) | None => {}
-            }
-        }
-        Direct::Record(record)
-    }
-}
-
-fn log_record_error(peer: SocketAddr, e: RecordError) {
-    match e {
-        RecordError::Oversize { len, max } => {
-            tracing::warn!(%peer, len, max, "record larger than the limit; connection closed")
-        }
-        RecordError::Malformed => tracing::warn!(%peer, "malformed record marking; connection closed"),
-        RecordError::Incomplete => {}
-    }
 }

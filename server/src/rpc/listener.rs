@@ -1,5 +1,6 @@
-//! TCP and UDP listeners (mini-redis' `server.rs`): a semaphore permit per
-//! accepted connection, one task per connection, a broadcast for shutdown, and
+//! TCP and UDP listeners (mini-redis' `server.rs`): each accepted connection
+//! admitted under the connection limits (`RpcShared::admit`: per address and
+//! in total, else closed at once), one task per connection, a broadcast for shutdown, and
 //! a channel that closes once every task is done, so `shutdown` can wait for
 //! all of them. A UDP call that may not be answered (`Outcome::Close`) is
 //! dropped: the client retransmits on its own.
@@ -78,16 +79,8 @@ async fn accept_loop<C: Send + Sync + 'static>(
     done: mpsc::Sender<()>,
 ) {
     let shared = dispatcher.shared().clone();
-    let permits = shared.conns.permits();
     let record_bytes_max = shared.record_bytes_max;
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.recv() => return,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -99,12 +92,12 @@ async fn accept_loop<C: Send + Sync + 'static>(
             },
             _ = shutdown.recv() => return,
         };
+        // Over a connection limit: closed before anything is read.
+        let Some(guard) = shared.admit(peer) else { continue };
         let _ = stream.set_nodelay(true);
-        let guard = shared.conns.register(peer);
         let (dispatcher, conn_shutdown, done) = (dispatcher.clone(), shutdown_tx.subscribe(), done.clone());
         tokio::spawn(async move {
             conn::serve(stream, peer, dispatcher, record_bytes_max, conn_shutdown, guard).await;
-            drop(permit);
             drop(done);
         });
     }

@@ -1,27 +1,37 @@
 //! What every listener and dispatcher of one active node shares: the
 //! replicated state behind the duplicate-request cache, the set of calls
 //! executing now, the reply-time fence, the counters of calls left
-//! unanswered, and the registry of open connections with the record size limit. Nothing in it belongs to a program: each
-//! program's own context is handed to its `Dispatcher` separately. It also
-//! holds the node's `metrics::Metrics`, which outlives it (one per node, not
-//! per active period).
+//! unanswered, the registry of open connections with its limits, the
+//! node-wide request and reply memory budgets, and the record size limit.
+//! Nothing in it belongs to a program: each program's own context is handed
+//! to its `Dispatcher` separately. It also holds the node's
+//! `metrics::Metrics`, which outlives it (one per node, not per active
+//! period); `admit` counts and logs (rate-limited) each connection limit hit.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hanfs_raft::commit::Commit;
 use hanfs_state::DrcKey;
 
-use super::registry::ConnRegistry;
-use crate::metrics::Metrics;
+use super::budget::Budgets;
+use super::limits::{Limits, LogLimiter};
+use super::registry::{ConnGuard, ConnRegistry, Refused};
+use crate::metrics::{ConnStats, Metrics};
 
 pub struct RpcShared {
     /// The replicated state: the DRC is read from it, and a handler's effects
     /// (with the DRC record) are committed through it before the reply.
     pub commit: Arc<dyn Commit>,
-    /// Every open connection, so that all can be dropped at once (fencing).
+    /// Every open connection, so that all can be dropped at once (fencing),
+    /// admitted under the connection limits.
     pub conns: ConnRegistry,
+    /// Node-wide request and reply memory.
+    pub budgets: Budgets,
+    /// One log line per limit and interval (`LimitLogs`).
+    logs: Arc<LimitLogs>,
     /// Non-idempotent calls executing now, or whose reply record is still
     /// being committed (retransmissions of them are dropped).
     pub in_progress: Arc<InProgress>,
@@ -37,9 +47,12 @@ pub struct RpcShared {
 
 impl RpcShared {
     pub fn new(commit: Arc<dyn Commit>, fence: Fence, record_bytes_max: u32) -> Self {
+        let limits = Limits::default();
         RpcShared {
             commit,
-            conns: Default::default(),
+            budgets: Budgets::new(&limits),
+            conns: ConnRegistry::new(limits),
+            logs: Default::default(),
             in_progress: Default::default(),
             fence,
             record_bytes_max,
@@ -54,11 +67,101 @@ impl RpcShared {
         self
     }
 
+    /// Enforce `limits` instead of the defaults (before any connection).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.budgets = Budgets::new(&limits);
+        self.conns = ConnRegistry::new(limits);
+        self
+    }
+
+    /// Admit a connection just accepted from `peer` (`ConnRegistry::admit`),
+    /// counting and logging a refusal or an eviction; `None`: close it now.
+    pub fn admit(&self, peer: SocketAddr) -> Option<ConnGuard> {
+        let stats = &self.metrics.conn;
+        let limits = self.conns.limits();
+        let (metrics, logs) = (self.metrics.clone(), self.logs.clone());
+        let on_idle = move |peer: SocketAddr| {
+            let total = ConnStats::count(&metrics.conn.idle_closed);
+            if let Some(hits) = logs.idle.hit() {
+                tracing::info!(%peer, hits, total, "idle connection closed (idle timeout)");
+            }
+        };
+        match self.conns.admit(peer, on_idle) {
+            Ok(admitted) => {
+                if let Some(evicted) = admitted.evicted {
+                    let total = ConnStats::count(&stats.evicted);
+                    if let Some(hits) = self.logs.evicted.hit() {
+                        let max = limits.connections_max;
+                        tracing::warn!(%peer, %evicted, hits, total, connections_max = max, "connection limit reached: the least recently active idle connection closed");
+                    }
+                }
+                Some(admitted.guard)
+            }
+            Err(Refused::PerAddress) => {
+                let total = ConnStats::count(&stats.refused_per_address);
+                if let Some(hits) = self.logs.per_address.hit() {
+                    let max = limits.connections_per_address_max;
+                    tracing::warn!(%peer, hits, total, connections_per_address_max = max, "connection refused: its address has its limit of connections open");
+                }
+                None
+            }
+            Err(Refused::Total) => {
+                let total = ConnStats::count(&stats.refused_total);
+                if let Some(hits) = self.logs.total.hit() {
+                    let max = limits.connections_max;
+                    tracing::warn!(%peer, hits, total, connections_max = max, "connection refused: connection limit reached and every connection busy");
+                }
+                None
+            }
+        }
+    }
+
+    /// Count (and log, rate-limited) a connection that stopped starting calls
+    /// until its replies drain.
+    pub fn reply_wait(&self, peer: SocketAddr, reply_bytes: usize) {
+        let total = ConnStats::count(&self.metrics.conn.reply_waits);
+        if let Some(hits) = self.logs.reply.hit() {
+            let max = self.conns.limits().conn_reply_bytes_max;
+            tracing::info!(%peer, reply_bytes, hits, total, conn_reply_bytes_max = max, "replies not being read: connection paused until they drain");
+        }
+    }
+
+    /// Count (and log, rate-limited) a wait for the node-wide request budget.
+    pub fn request_wait(&self, peer: SocketAddr, bytes: usize) {
+        let total = ConnStats::count(&self.metrics.conn.request_waits);
+        if let Some(hits) = self.logs.request.hit() {
+            let max = self.conns.limits().request_bytes_max;
+            let held = self.budgets.request_bytes();
+            tracing::info!(%peer, bytes, held, hits, total, request_bytes_max = max, "request memory limit reached: connection waits");
+        }
+    }
+
+    /// Count (and log, rate-limited) calls dropped unstarted because their
+    /// connection closed.
+    pub fn calls_dropped(&self, peer: SocketAddr, calls: u64) {
+        let total = self.metrics.conn.calls_dropped.fetch_add(calls, Ordering::Relaxed).saturating_add(calls);
+        if let Some(hits) = self.logs.dropped.hit() {
+            tracing::debug!(%peer, calls, hits, total, "connection closed: calls not started are dropped");
+        }
+    }
+
     /// May this node send a reply at this instant? A cluster leader whose lease
     /// ran out acknowledges nothing, even before its demotion task runs.
     pub fn serving_now(&self) -> bool {
         self.fence.serving_now()
     }
+}
+
+/// The log limiter of each limit.
+#[derive(Default)]
+struct LimitLogs {
+    per_address: LogLimiter,
+    total: LogLimiter,
+    evicted: LogLimiter,
+    idle: LogLimiter,
+    reply: LogLimiter,
+    request: LogLimiter,
+    dropped: LogLimiter,
 }
 
 /// The reply-time fencing check: `always` for a single node; for a cluster
