@@ -18,6 +18,7 @@ mod nlm_ofd;
 mod perms;
 mod portmap;
 mod readdir;
+mod tickle;
 mod tools;
 mod vip;
 mod vip_device;
