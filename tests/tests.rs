@@ -21,6 +21,7 @@ mod perms;
 mod portmap;
 mod quickstart;
 mod readdir;
+mod tickle;
 mod tools;
 mod vip;
 mod vip_device;

@@ -3,7 +3,8 @@
 //! bad member of a batch) leaves the state exactly as it was. What is checked
 //! after each apply and trial is in `invariants.rs`.
 
-use crate::command::{Command, NlmCommand, Promotion};
+use crate::command::{Command, NlmCommand, Promotion, TcpConn};
+use crate::conns::ConnRow;
 use crate::drc::DrcUndo;
 use crate::error::ApplyError;
 use crate::limits::BATCH_DEPTH_MAX;
@@ -16,12 +17,25 @@ use crate::State;
 enum Undo {
     ExportRegistered(u32),
     HandleKeySet,
-    Mounted { client: String, path: String },
-    Unmounted { client: String, paths: Vec<String> },
+    Mounted {
+        client: String,
+        path: String,
+    },
+    Unmounted {
+        client: String,
+        paths: Vec<String>,
+    },
     EpochBumped,
     Drc(DrcUndo),
     Promotion(Option<Promotion>),
     Nlm(NlmUndo),
+    /// A connection was recorded; `previous` is its earlier epoch, if any.
+    ConnOpened {
+        conn: TcpConn,
+        previous: Option<u64>,
+    },
+    /// Connections were removed (closed or forgotten), with their epochs.
+    ConnsRemoved(Vec<ConnRow>),
 }
 
 impl State {
@@ -127,6 +141,24 @@ impl State {
                 }
                 Ok(outcome)
             }
+            Command::ConnOpen { conn } => {
+                let previous = self.conns.open(conn, self.epoch)?;
+                undo.push(Undo::ConnOpened { conn: *conn, previous });
+                Ok(Outcome::Done)
+            }
+            Command::ConnClose { conn } => {
+                if let Some(epoch) = self.conns.close(conn) {
+                    undo.push(Undo::ConnsRemoved(vec![(*conn, epoch)]));
+                }
+                Ok(Outcome::Done)
+            }
+            Command::ConnsForget { epoch } => {
+                let removed = self.conns.forget_before(*epoch);
+                if !removed.is_empty() {
+                    undo.push(Undo::ConnsRemoved(removed));
+                }
+                Ok(Outcome::Done)
+            }
         }
     }
 
@@ -194,6 +226,13 @@ impl State {
                 Undo::Drc(drc_undo) => self.drc.undo(drc_undo),
                 Undo::Promotion(prev) => self.last_promotion = prev,
                 Undo::Nlm(nlm_undo) => self.nlm.undo(nlm_undo),
+                Undo::ConnOpened { conn, previous: None } => self.conns.remove_raw(&conn),
+                Undo::ConnOpened { conn, previous: Some(epoch) } => self.conns.insert_raw(conn, epoch),
+                Undo::ConnsRemoved(rows) => {
+                    for (conn, epoch) in rows {
+                        self.conns.insert_raw(conn, epoch);
+                    }
+                }
             }
         }
     }

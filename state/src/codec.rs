@@ -14,7 +14,11 @@ use crate::limits::COMMAND_BYTES_MAX;
 use crate::State;
 
 const COMMAND_FORMAT_V1: u8 = 1;
+/// The state before the connection table (`conns.rs`): still decoded, with
+/// no connections recorded.
 const SNAPSHOT_FORMAT_V1: u8 = 1;
+/// The state with its connection table.
+const SNAPSHOT_FORMAT_V2: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -66,7 +70,7 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
 /// size limit, every sequence has a known length); should it ever, the empty
 /// result is refused by `decode_state`, so the fault surfaces at load.
 pub(crate) fn encode_state(state: &State) -> Vec<u8> {
-    let mut out = vec![SNAPSHOT_FORMAT_V1];
+    let mut out = vec![SNAPSHOT_FORMAT_V2];
     match options().serialize_into(&mut out, state) {
         Ok(()) => out,
         Err(e) => {
@@ -79,10 +83,31 @@ pub(crate) fn encode_state(state: &State) -> Vec<u8> {
 /// Decodes a snapshot's bytes. Invariants are checked by `State::from_snapshot`.
 pub(crate) fn decode_state(bytes: &[u8]) -> Result<State, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != SNAPSHOT_FORMAT_V1 {
-        return Err(CodecError::Version(version));
+    match version {
+        SNAPSHOT_FORMAT_V2 => Ok(options().deserialize(body)?),
+        SNAPSHOT_FORMAT_V1 => Ok(options().deserialize::<StateV1>(body)?.into()),
+        _ => Err(CodecError::Version(version)),
     }
-    Ok(options().deserialize(body)?)
+}
+
+/// `State` as format 1 encoded it (the same fields, in order, without `conns`).
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct StateV1 {
+    epoch: u64,
+    exports: crate::exports::Exports,
+    handle_key: Option<[u8; crate::command::HANDLE_KEY_BYTES]>,
+    rmtab: crate::rmtab::Rmtab,
+    drc: crate::drc::Drc,
+    last_promotion: Option<crate::command::Promotion>,
+    nlm: crate::locks::NlmState,
+}
+
+impl From<StateV1> for State {
+    fn from(v1: StateV1) -> State {
+        let StateV1 { epoch, exports, handle_key, rmtab, drc, last_promotion, nlm } = v1;
+        State { epoch, exports, handle_key, rmtab, drc, last_promotion, nlm, conns: Default::default() }
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +146,12 @@ mod tests {
                     cred: crate::command::DrcCred::None,
                 },
                 now_ms: 78,
+            },
+            Command::ConnOpen {
+                conn: crate::command::TcpConn {
+                    client: std::net::SocketAddr::from(([10, 0, 0, 9], 901)),
+                    server: std::net::SocketAddr::from(([10, 0, 0, 100], 2049)),
+                },
             },
         ];
         for cmd in &cmds {
@@ -161,6 +192,24 @@ mod tests {
         assert_eq!(back.ok(), Some(s));
         assert!(State::from_snapshot(&[]).is_err());
         assert!(State::from_snapshot(&bytes[..bytes.len() / 2]).is_err());
-        assert!(State::from_snapshot(&[SNAPSHOT_FORMAT_V1 + 1]).is_err());
+        assert!(State::from_snapshot(&[SNAPSHOT_FORMAT_V2 + 1]).is_err());
+    }
+
+    #[test]
+    fn a_format_1_snapshot_loads_without_connections() {
+        let s = sample_state();
+        let v1 = StateV1 {
+            epoch: s.epoch,
+            exports: s.exports.clone(),
+            handle_key: s.handle_key,
+            rmtab: s.rmtab.clone(),
+            drc: s.drc.clone(),
+            last_promotion: s.last_promotion,
+            nlm: s.nlm.clone(),
+        };
+        let mut bytes = vec![SNAPSHOT_FORMAT_V1];
+        assert!(options().serialize_into(&mut bytes, &v1).is_ok());
+        let without_conns = State { conns: Default::default(), ..s };
+        assert_eq!(State::from_snapshot(&bytes).ok(), Some(without_conns));
     }
 }

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::conns::TcpConn;
 use crate::locks::{FileId, LockArgs, LockOwner, LockRange, MonitorId, Share, ShareOwner};
 
 /// The filesystem an export lives on, as the node that first served it saw
@@ -97,6 +98,15 @@ pub enum Command {
     /// table and comes back through the commit, never from a check made
     /// before it.
     Nlm(NlmCommand),
+    /// The active accepted a client TCP connection: recorded with the
+    /// current epoch, for the next active to tickle (see `conns.rs`).
+    /// Recording it again refreshes its epoch.
+    ConnOpen { conn: TcpConn },
+    /// That connection closed: forget it (no change if unknown).
+    ConnClose { conn: TcpConn },
+    /// A new active tickled every connection recorded before `epoch` (its
+    /// own, bumped one): forget them.
+    ConnsForget { epoch: u64 },
 }
 
 /// The NLM and NSM changes (see `locks::NlmState` for the rules).

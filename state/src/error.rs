@@ -25,6 +25,10 @@ pub enum ApplyError {
     DrcReplyTooLarge { bytes: u64, max: u64 },
     #[error("epoch overflow")]
     EpochOverflow,
+    #[error("TCP connection invalid (mixed families, port 0 or unspecified address)")]
+    ConnInvalid,
+    #[error("connection table full ({max} connections)")]
+    ConnsFull { max: u64 },
 }
 
 /// A table of the state, as named by `InvariantError::OverBound`.
@@ -36,6 +40,8 @@ pub enum Table {
     Drc,
     /// Total reply bytes of the duplicate-request cache.
     DrcBytes,
+    /// Client TCP connections recorded for tickling.
+    Conns,
 }
 
 /// Which invariant of the state is broken: what `State::check_invariants`
@@ -67,6 +73,8 @@ pub enum InvariantError {
     DrcSeqFromFuture { seq: u64, next_seq: u64 },
     #[error("DRC byte count {counted} disagrees with the sum of replies {sum}")]
     DrcBytes { counted: u64, sum: u64 },
+    #[error("TCP connection {client} -> {server} (epoch {epoch}) invalid or from a future epoch")]
+    ConnInvalid { client: std::net::SocketAddr, server: std::net::SocketAddr, epoch: u64 },
     #[error("NLM/NSM table: {0}")]
     Nlm(String),
 }

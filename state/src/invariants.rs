@@ -7,7 +7,8 @@
 //!   every table's size as they were; every bound holds; the derived indexes
 //!   (export path → id, DRC age order) are as large as what they index; and
 //!   each export, rmtab row and DRC entry the command named is consistent
-//!   (`check_touched`); the handle key, once set, never changes.
+//!   (`check_touched`: also each recorded TCP connection, valid and not from
+//!   a future epoch); the handle key, once set, never changes.
 //! - After every `trial`, in every build: the epoch and every table's size are
 //!   as before.
 //! - After every `apply` and `trial`, only under `cfg(test)` or the cargo
@@ -35,6 +36,7 @@ pub(crate) struct Sizes {
     rmtab: u64,
     drc_entries: u64,
     drc_bytes: u64,
+    conns: u64,
 }
 
 impl State {
@@ -46,6 +48,7 @@ impl State {
             rmtab: self.rmtab.len(),
             drc_entries: self.drc.len(),
             drc_bytes: self.drc.bytes(),
+            conns: self.conns.len(),
         }
     }
 
@@ -63,6 +66,7 @@ impl State {
             assert_eq!(after.rmtab, before.rmtab, "a refused command changed the rmtab row count");
             assert_eq!(after.drc_entries, before.drc_entries, "a refused command changed the DRC entry count");
             assert_eq!(after.drc_bytes, before.drc_bytes, "a refused command changed the DRC byte count");
+            assert_eq!(after.conns, before.conns, "a refused command changed the connection count");
         }
         if let Err(e) = self.check_sizes() {
             panic!("invariant broken after apply: {e}");
@@ -91,6 +95,7 @@ impl State {
     fn check_sizes(&self) -> Result<(), InvariantError> {
         self.exports.check_sizes()?;
         self.rmtab.check_size()?;
+        self.conns.check_size()?;
         self.drc.check_sizes()
     }
 
@@ -108,6 +113,8 @@ impl State {
             Command::RegisterExport { export_id, .. } => self.exports.check_id(*export_id),
             Command::Mount { client, path } | Command::Unmount { client, path } => self.rmtab.check_row(client, path),
             Command::DrcInsert { key, .. } | Command::DrcIntent { key, .. } => self.drc.check_key(key),
+            Command::ConnOpen { conn } | Command::ConnClose { conn } => self.conns.check_conn(conn, self.epoch),
+            Command::ConnsForget { .. } => Ok(()),
             Command::UnmountAll { .. }
             | Command::BumpEpoch
             | Command::RecordPromotion(_)
@@ -123,6 +130,7 @@ impl State {
         self.exports.check()?;
         self.rmtab.check()?;
         self.drc.check()?;
+        self.conns.check(self.epoch)?;
         self.nlm.check_invariants().map_err(InvariantError::Nlm)
     }
 }

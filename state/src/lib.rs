@@ -3,8 +3,9 @@
 //! Owns `Command` (every change to client-visible state), the deterministic
 //! `State::apply`, and the tables it changes: exports with the filesystem
 //! each lives on (`exports.rs`), the key that authenticates file handles,
-//! rmtab (`rmtab.rs`), the duplicate-request cache (`drc.rs`) and the
-//! write-verifier epoch. There is no table of objects: a file handle carries
+//! rmtab (`rmtab.rs`), the duplicate-request cache (`drc.rs`), the
+//! write-verifier epoch, and the client TCP connections a new active tickles
+//! after a failover (`conns.rs`). There is no table of objects: a file handle carries
 //! the filesystem's own handle and resolves itself on any node. NLM locks, waiters, shares, lock hosts and
 //! NSM monitors are `locks::NlmState`, changed by `Command::Nlm`. `apply`
 //! returns an `Outcome` per command (`outcome.rs`): the lock table's decision
@@ -21,6 +22,7 @@
 mod apply;
 mod codec;
 mod command;
+mod conns;
 mod drc;
 mod error;
 mod exports;
@@ -44,6 +46,7 @@ pub use store::{sync_dir, Store, StoreError, COMPACT_ENTRIES};
 
 use serde::{Deserialize, Serialize};
 
+use crate::conns::Conns;
 use crate::drc::Drc;
 use crate::exports::Exports;
 use crate::rmtab::Rmtab;
@@ -60,6 +63,8 @@ pub struct State {
     last_promotion: Option<Promotion>,
     /// NLM locks, waiters, shares, lock hosts and NSM monitors.
     nlm: locks::NlmState,
+    /// Client TCP connections of the active periods, for tickling (`conns.rs`).
+    conns: Conns,
 }
 
 impl State {
@@ -133,12 +138,22 @@ impl State {
         self.drc.keys_by_age()
     }
 
-    /// Encodes the whole state (see `codec.rs`).
+    /// The recorded client TCP connections with the epoch each was recorded
+    /// in, ordered by connection (see `Command::ConnOpen`).
+    pub fn conns(&self) -> impl Iterator<Item = (&TcpConn, u64)> + '_ {
+        self.conns.iter()
+    }
+
+    pub fn conns_len(&self) -> u64 {
+        self.conns.len()
+    }
+
     /// The NLM lock table and NSM monitor list (read-only: TEST, `locks`).
     pub fn nlm(&self) -> &locks::NlmState {
         &self.nlm
     }
 
+    /// Encodes the whole state (see `codec.rs`).
     pub fn to_snapshot(&self) -> Vec<u8> {
         codec::encode_state(self)
     }

@@ -29,6 +29,11 @@ pub const DRC_REPLY_BYTES_MAX: u64 = 64 * 1024;
 /// Total bytes of cached replies; the oldest are evicted beyond this.
 pub const DRC_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// Most client TCP connections recorded for tickling after a failover
+/// (`conns.rs`); beyond it a new connection is not recorded. Above the
+/// server's total connection limit, so only a bug fills it.
+pub const CONNS_MAX: u64 = 16_384;
+
 /// Largest encoded `Command` (one log entry) the codec writes or reads.
 pub const COMMAND_BYTES_MAX: u64 = 64 * 1024 * 1024;
 

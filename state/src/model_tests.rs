@@ -9,7 +9,7 @@
 
 use proptest::prelude::*;
 
-use crate::command::{Command, DrcCred, DrcKey, FsIdentity, Promotion, HANDLE_KEY_BYTES};
+use crate::command::{Command, DrcCred, DrcKey, FsIdentity, Promotion, TcpConn, HANDLE_KEY_BYTES};
 use crate::limits::{
     BATCH_DEPTH_MAX, CLIENT_BYTES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS, FS_HANDLE_BYTES_MAX, PATH_BYTES_MAX,
 };
@@ -28,6 +28,8 @@ struct Model {
     drc: Vec<(DrcKey, Option<Vec<u8>>, u64, u64)>,
     next_seq: u64,
     promotion: Option<Promotion>,
+    /// (connection, epoch recorded in)
+    conns: Vec<(TcpConn, u64)>,
 }
 
 fn text_ok(s: &str, max: u64) -> bool {
@@ -123,6 +125,23 @@ impl Model {
                 self.promotion = Some(*p);
                 true
             }
+            // CONNS_MAX is too large to reach here; `conns.rs` tests it.
+            Command::ConnOpen { conn } => {
+                if !conn.valid() {
+                    return false;
+                }
+                self.conns.retain(|(c, _)| c != conn);
+                self.conns.push((*conn, self.epoch));
+                true
+            }
+            Command::ConnClose { conn } => {
+                self.conns.retain(|(c, _)| c != conn);
+                true
+            }
+            Command::ConnsForget { epoch } => {
+                self.conns.retain(|(_, e)| e >= epoch);
+                true
+            }
         }
     }
 
@@ -149,6 +168,9 @@ impl Model {
             assert_eq!(s.drc_get(k), reply.as_deref());
             assert!(s.drc_entry(k).is_some());
         }
+        let mut conns = self.conns.clone();
+        conns.sort();
+        assert_eq!(s.conns().map(|(c, e)| (*c, e)).collect::<Vec<_>>(), conns);
         assert_eq!(s.check_invariants(), Ok(()));
     }
 }
@@ -182,6 +204,14 @@ fn drc_key() -> impl Strategy<Value = DrcKey> {
     })
 }
 
+/// A few connections (so that they repeat), one of them invalid (port 0).
+fn tcp_conn() -> impl Strategy<Value = TcpConn> {
+    (0u16..4).prop_map(|port| TcpConn {
+        client: std::net::SocketAddr::from(([10, 0, 0, 2], port)),
+        server: std::net::SocketAddr::from(([10, 0, 0, 100], 2049)),
+    })
+}
+
 fn leaf() -> impl Strategy<Value = Command> {
     prop_oneof![
         2 => (0u32..3, path(), fs()).prop_map(|(export_id, path, fs)| Command::RegisterExport { export_id, path, fs }),
@@ -195,6 +225,9 @@ fn leaf() -> impl Strategy<Value = Command> {
         1 => (drc_key(), 0u64..1_000_000).prop_map(|(key, now_ms)| Command::DrcIntent { key, now_ms }),
         1 => (1u64..4, 0u64..1_000, 0u64..5_000)
             .prop_map(|(node_id, at_unix_ms, took_ms)| Command::RecordPromotion(Promotion { node_id, at_unix_ms, took_ms })),
+        2 => tcp_conn().prop_map(|conn| Command::ConnOpen { conn }),
+        1 => tcp_conn().prop_map(|conn| Command::ConnClose { conn }),
+        1 => (0u64..4).prop_map(|epoch| Command::ConnsForget { epoch }),
     ]
 }
 

@@ -4,13 +4,18 @@
 //! applied, the old leader's lease over — all inside `Leadership`) and
 //! the node is not standing down:
 //! 1. run `on_promote` (bounded by `hooks.timeout_ms`);
-//! 2. claim the VIP, if configured: add the address;
+//! 2. claim the VIP, if configured: first destroy every leftover TCP socket
+//!    on it (`conns::destroy_stale`, as `ss -K`), then add the address;
 //! 3. commit the configured exports (idempotent) and `BumpEpoch` through Raft,
 //!    in one entry: a new write verifier for the new active period;
 //! 4. open the portmap, MOUNT and NFS listeners on `server.listen`;
 //! 5. announce the VIP (gratuitous ARP), only now: a client it redirects, or
 //!    whose retransmission reaches the address, must not find it without a
-//!    listener (a refused connect costs the kernel client ~3 s of backoff).
+//!    listener (a refused connect costs the kernel client ~3 s of backoff);
+//! 6. tickle every client connection an earlier active recorded, so those
+//!    clients reset and reconnect at once, and forget them
+//!    (`conns::tickle_and_forget`). From step 4 on, this period's own
+//!    connections on the VIP are recorded (`conns::start_recording`).
 //!
 //! `status` shows this node serving from the moment its listeners are open
 //! (step 4), before the announcement. Then log `serving` with how long the
@@ -81,6 +86,8 @@ struct Active {
     services: Arc<Services>,
     serving: Serving,
     vip: Option<Vip>,
+    /// Commits this period's connection events (`conns`); aborted at demotion.
+    recording: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn may_serve(shared: &Shared, leadership: &watch::Receiver<Leadership>) -> bool {
@@ -220,7 +227,7 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
     hooks::run("promote", hooks_cfg.on_promote.as_deref(), id, hooks_cfg.timeout_ms).await?;
     let vip = match &shared.vip {
         None => None,
-        Some(vip) => match vip.add_address().await {
+        Some(vip) => match claim_address(vip).await {
             Ok(()) => Some(vip.clone()),
             Err(e) => {
                 undo(shared, None).await;
@@ -247,9 +254,15 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
             return Err(PromoteError::Start(e));
         }
     };
+    let recording = vip.as_ref().map(|v| {
+        let (recorder, task) = super::conns::start_recording(services.commit.clone(), v.config().addr);
+        let _ = services.rpc.conn_observer.set(recorder);
+        task
+    });
     let serving = match Serving::open(&services).await {
         Ok(serving) => serving,
         Err(e) => {
+            recording.inspect(|t| t.abort());
             undo(shared, vip).await;
             return Err(PromoteError::Start(e));
         }
@@ -266,6 +279,7 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
         None => Ok(()),
     };
     if let Err(e) = announced {
+        recording.inspect(|t| t.abort());
         serving.close(&services).await;
         shared.update_active(|a| {
             a.serving = false;
@@ -274,7 +288,16 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
         undo(shared, vip).await;
         return Err(e);
     }
-    Ok(Active { services, serving, vip })
+    if vip.is_some() {
+        super::conns::tickle_and_forget(&services.commit);
+    }
+    Ok(Active { services, serving, vip, recording })
+}
+
+/// Step 2: destroy leftover sockets on the VIP, then add the address.
+async fn claim_address(vip: &Vip) -> Result<(), VipError> {
+    super::conns::destroy_stale(vip.config().addr);
+    vip.add_address().await
 }
 
 /// Release the VIP (if claimed) and run `on_demote`.
@@ -294,6 +317,7 @@ async fn undo(shared: &Shared, vip: Option<Vip>) {
 async fn demote(shared: &Shared, active: Active, reason: &str) {
     let started = Instant::now();
     active.serving.close(&active.services).await;
+    active.recording.inspect(|t| t.abort());
     shared.update_active(|a| {
         a.serving = false;
         a.ports = None;

@@ -5,10 +5,13 @@
 //! lease, running the `hooks` and moving the VIP around it, and stands down
 //! for another storage node when asked; `control` answers the admin socket
 //! (`init`, `status`, `switchover`, `locks`, `debug faults`); both share `shared`.
+//! `conns` records the active's client TCP connections on the VIP and, on
+//! promotion, destroys leftover sockets and tickles the old active's clients.
 //! `listen` binds and closes the portmap, MOUNT, NFS, NLM and NSM listeners
 //! (and the NLM callback task) for both.
 
 pub mod cluster;
+mod conns;
 mod control;
 mod hooks;
 mod lifecycle;
@@ -25,6 +28,7 @@ use hanfs_raft::commit::CommitError;
 use crate::config::ServerConfig;
 
 pub use cluster::ClusterNode;
+pub use conns::NO_TICKLE_ENV;
 pub use control::FAULTS_ENV;
 pub use listen::EPHEMERAL_BIND_ATTEMPTS;
 pub use single::{start, Node};

@@ -42,7 +42,7 @@ pub(crate) struct Shared {
     pub setup: ClusterSetup,
     pub raft: RaftNode,
     /// The VIP (storage nodes with `[vip]`), created at start so its device
-    /// exists, with a low descriptor number, for the whole process lifetime.
+    /// exists for the whole process lifetime (its descriptor moved high: `vip::device`).
     pub vip: Option<Vip>,
     /// Set while this node steps aside (switchover, failed promotion): the
     /// lifecycle demotes and does not promote, and the fence refuses replies.

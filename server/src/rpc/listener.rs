@@ -3,8 +3,12 @@
 //! in total, else closed at once), one task per connection, a broadcast for shutdown, and
 //! a channel that closes once every task is done, so `shutdown` can wait for
 //! all of them. A UDP call that may not be answered (`Outcome::Close`) is
-//! dropped: the client retransmits on its own.
+//! dropped: the client retransmits on its own. Each accepted TCP socket
+//! resets its connection if the process dies (`tracked`, below), and is
+//! reported to `RpcShared::conn_observer` when it opens and closes.
 
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,12 +99,85 @@ async fn accept_loop<C: Send + Sync + 'static>(
         // Over a connection limit: closed before anything is read.
         let Some(guard) = shared.admit(peer) else { continue };
         let _ = stream.set_nodelay(true);
+        let tracked = Tracked::accepted(&stream, peer, shared.conn_observer.get().cloned());
         let (dispatcher, conn_shutdown, done) = (dispatcher.clone(), shutdown_tx.subscribe(), done.clone());
         tokio::spawn(async move {
             conn::serve(stream, peer, dispatcher, record_bytes_max, conn_shutdown, guard).await;
+            tracked.closed();
             drop(done);
         });
     }
+}
+
+/// Told of each accepted TCP connection (our local address, the peer's) and
+/// of its close.
+pub trait ConnObserver: Send + Sync {
+    fn opened(&self, local: SocketAddr, peer: SocketAddr);
+    fn closed(&self, local: SocketAddr, peer: SocketAddr);
+}
+
+/// An accepted TCP connection's close behaviour and report.
+///
+/// SO_LINGER {on, 0} is set at accept, so that when the process dies (kill
+/// -9, crash) the kernel closes the socket with a reset: the client learns
+/// at once and no orphaned FIN-WAIT or TIME-WAIT socket is left behind to
+/// answer the client's return with ACKs that do not match (a stall of
+/// minutes when this node takes over again). A reset discards unsent bytes,
+/// so our own deliberate closes must not use it: `conn::serve` ends a
+/// connection after the peer half-closed and its last replies were written
+/// (still queued in the kernel). Hence a duplicate of the descriptor keeps
+/// the socket open past `serve`, and `closed` turns lingering off again
+/// before the last close: the kernel then sends what is queued and a FIN,
+/// as for any close of ours.
+struct Tracked {
+    ends: Option<(SocketAddr, SocketAddr)>,
+    observer: Option<Arc<dyn ConnObserver>>,
+    dup: Option<OwnedFd>,
+}
+
+impl Tracked {
+    fn accepted(stream: &tokio::net::TcpStream, peer: SocketAddr, observer: Option<Arc<dyn ConnObserver>>) -> Self {
+        let dup = stream.as_fd().try_clone_to_owned().ok();
+        if let Some(fd) = &dup {
+            if let Err(e) = set_linger_zero(fd, true) {
+                tracing::debug!(%peer, error = %e, "SO_LINGER 0 failed");
+            }
+        }
+        let ends = stream.local_addr().ok().map(|local| (local, peer));
+        if let (Some(o), Some((local, peer))) = (&observer, ends) {
+            o.opened(local, peer);
+        }
+        Tracked { ends, observer, dup }
+    }
+
+    fn closed(self) {
+        if let Some(fd) = &self.dup {
+            let _ = set_linger_zero(fd, false);
+        }
+        drop(self.dup);
+        if let (Some(o), Some((local, peer))) = (&self.observer, self.ends) {
+            o.closed(local, peer);
+        }
+    }
+}
+
+/// SO_LINGER {on, 0} (`on`) or {off, 0}.
+fn set_linger_zero(fd: &OwnedFd, on: bool) -> std::io::Result<()> {
+    let linger = libc::linger { l_onoff: i32::from(on), l_linger: 0 };
+    // SAFETY: plain setsockopt on a descriptor we own, with a valid value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 async fn udp_loop<C: Send + Sync + 'static>(

@@ -43,6 +43,9 @@ pub struct RpcShared {
     pub unanswered: Unanswered,
     /// The node's counters (`RpcShared::new`: a private registry).
     pub metrics: Arc<Metrics>,
+    /// Told of each accepted TCP connection and of its close (set once by a
+    /// cluster node with a VIP, which records them for tickle ACKs).
+    pub conn_observer: std::sync::OnceLock<Arc<dyn super::listener::ConnObserver>>,
 }
 
 impl RpcShared {
@@ -58,6 +61,7 @@ impl RpcShared {
             record_bytes_max,
             unanswered: Default::default(),
             metrics: Metrics::new(),
+            conn_observer: Default::default(),
         }
     }
 

@@ -20,8 +20,16 @@
 //! All sockets are opened in the calling thread's network namespace, at the
 //! time of the call. Must run inside a tokio runtime.
 //!
+//! After a failover (called by the promotion, see `node::lifecycle`):
+//! `sockdiag::destroy_tcp_on` destroys leftover TCP sockets on the VIP before
+//! it is claimed (as `ss -K`), and `tickle::send_tickles` sends each client
+//! connection the old active had open a tickle ACK from the VIP, so the
+//! client resets it and reconnects at once.
+//!
 //! Files: `device.rs` (the TUN device), `netlink.rs` (rtnetlink requests),
-//! `frame.rs` (ARP/NA frames, pure), `packet.rs` (the raw socket). Must not import `node`, Raft or config
+//! `frame.rs` (ARP/NA frames, pure), `packet.rs` (the raw socket),
+//! `sockdiag.rs` (SOCK_DESTROY), `tickle.rs` (tickle ACK packets and their
+//! raw socket). Must not import `node`, Raft or config
 //! parsing: the lifecycle calls in, this module never calls out.
 //!
 //! Note for IPv4: the kernel drops secondary addresses when the primary one of
@@ -32,6 +40,8 @@ mod device;
 mod frame;
 mod netlink;
 mod packet;
+pub mod sockdiag;
+pub mod tickle;
 
 use std::io;
 use std::net::IpAddr;
