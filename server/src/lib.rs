@@ -8,7 +8,8 @@
 //! admin socket (`admin`; `locks_view` formats its `locks` answer), the
 //! counters and their `/metrics` and `stats` views (`metrics`), and the
 //! node lifecycle (`node`): a single node, or a cluster member that serves
-//! only while it is the promoted Raft leader.
+//! only while it is the promoted Raft leader. `fuzzing` (hidden) holds the
+//! entry points of the fuzz targets in `tests/fuzz`.
 //! Replicated state is read from and changed only through `hanfs_raft::commit::Commit`.
 //! Must not import `hanfs-cli` or any clap/TOML types.
 
@@ -16,6 +17,8 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod exports;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod locks_view;
 pub mod metrics;
 pub mod mount;
