@@ -6,6 +6,8 @@ mod util;
 mod caps;
 mod cluster;
 mod exactly_once;
+mod fuzz_replay;
+mod fuzz_seeds;
 mod handles;
 mod limits;
 mod limits_memory;

@@ -19,11 +19,14 @@
 //! Raft library's types.
 //! Every timing figure (heartbeat, election timeout, lease, peer timeouts,
 //! relay and switchover bounds) lives in `timing`.
+//! `fuzzing` (hidden) holds the entry points of the peer-frame fuzz target.
 //! Imports `hanfs-state`; must never import `hanfs-server` or `hanfs-cli`.
 
 mod batch;
 pub mod cluster;
 pub mod commit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handover;
 pub mod lease;
 pub mod local;

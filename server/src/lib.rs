@@ -9,7 +9,8 @@
 //! counters and their `/metrics` and `stats` views (`metrics`), and the
 //! node lifecycle (`node`): a single node, or a cluster member that serves
 //! only while it is the promoted Raft leader, with systemd's readiness and
-//! watchdog notifications (`notify`).
+//! watchdog notifications (`notify`). `fuzzing` (hidden) holds the entry
+//! points of the fuzz targets in `tests/fuzz`.
 //! Replicated state is read from and changed only through `hanfs_raft::commit::Commit`.
 //! Must not import `hanfs-cli` or any clap/TOML types.
 
@@ -17,6 +18,8 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod exports;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod locks_view;
 pub mod metrics;
 pub mod mount;
