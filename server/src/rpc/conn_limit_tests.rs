@@ -69,9 +69,9 @@ fn big(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
 }
 
 static PROCS: [Proc<Ctx>; 3] = [
-    Proc { name: "OK", handler: ok, drc: Drc::Skip, recover: None },
-    Proc { name: "GATE", handler: gate, drc: Drc::Skip, recover: None },
-    Proc { name: "BIG", handler: big, drc: Drc::Skip, recover: None },
+    Proc { name: "OK", handler: ok, drc: Drc::Skip, recover: None, needs_intent: None },
+    Proc { name: "GATE", handler: gate, drc: Drc::Skip, recover: None, needs_intent: None },
+    Proc { name: "BIG", handler: big, drc: Drc::Skip, recover: None, needs_intent: None },
 ];
 static PROGRAM: Program<Ctx> = Program { name: "limit-test", prog: PROG, vers: 1, procs: &PROCS };
 
