@@ -157,3 +157,28 @@ fn the_man_pages_render() {
         assert!(text.contains("NAME"), "man -l {} rendered no NAME section:\n{text}", page.display());
     }
 }
+
+/// Under systemd (`JOURNAL_STREAM` set) every log line starts with its
+/// syslog priority, so journald records the level: `<6>` for info, `<4>`
+/// for the squash warning, and no timestamp of its own.
+#[test]
+fn journald_sees_each_lines_level() {
+    let dir = tempdir("quick-journal");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let state = tempdir("quick-journal-state");
+    let log = state.path().join("server.log");
+    let mut child = spawn(dir.path(), state.path(), &log, &[("JOURNAL_STREAM", "8:12345")]);
+    let mut text = String::new();
+    for _ in 0..LOG_POLLS {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("on a client:") || child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(LOG_POLL_MS));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.lines().any(|l| l.starts_with("<6>") && l.contains("on a client:")), "no <6> info line:\n{text}");
+    assert!(text.lines().any(|l| l.starts_with("<4>") && l.contains("squashed to")), "no <4> warning line:\n{text}");
+    assert!(text.lines().all(|l| l.starts_with('<')), "a line without its priority:\n{text}");
+}

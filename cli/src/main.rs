@@ -7,6 +7,7 @@ mod args;
 mod cluster_config;
 mod config;
 mod generate;
+mod journal;
 mod quickstart;
 
 use std::path::{Path, PathBuf};
@@ -82,12 +83,22 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// Set by systemd when stderr is connected to the journal.
+const JOURNAL_STREAM_ENV: &str = "JOURNAL_STREAM";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
+        // Under systemd, each line starts with its syslog priority (`<4>`):
+        // journald strips it and records the level (`journalctl -p warning`),
+        // and adds its own timestamp.
+        LogFormat::Text if std::env::var_os(JOURNAL_STREAM_ENV).is_some() => builder
+            .with_ansi(false)
+            .event_format(journal::Priority(tracing_subscriber::fmt::format().without_time()))
+            .init(),
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
