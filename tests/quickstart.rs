@@ -36,11 +36,12 @@ fn spawn(dir: &Path, state: &Path, log: &Path, env: &[(&str, &str)]) -> std::pro
         .expect("start hanfs-server")
 }
 
-/// Runs the quick start on `dir` until its log shows the mount line; returns the log.
-fn start_up_log(dir: &Path) -> String {
+/// Runs the quick start on `dir` (with `env` added) until its log shows the
+/// mount line; returns the log.
+fn start_up_log(dir: &Path, env: &[(&str, &str)]) -> String {
     let state = tempdir("quick-state");
     let log = state.path().join("server.log");
-    let mut child = spawn(dir, state.path(), &log, &[]);
+    let mut child = spawn(dir, state.path(), &log, env);
     let mut text = String::new();
     for _ in 0..LOG_POLLS {
         text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -99,7 +100,7 @@ fn systemd_hears_ready_watchdog_and_stopping() {
 fn a_root_owned_0755_export_is_warned_about_with_the_fix() {
     let dir = tempdir("quick-0755");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let log = start_up_log(dir.path());
+    let log = start_up_log(dir.path(), &[]);
     assert!(log.contains("on a client: mount -t nfs 127.0.0.1:/export /mnt"), "no mount line in:\n{log}");
     assert!(log.contains("squashed to uid 65534 gid 65534"), "no squash warning in:\n{log}");
     assert!(log.contains("chmod 1777") && log.contains("no_root_squash"), "the warning names no fix:\n{log}");
@@ -109,7 +110,7 @@ fn a_root_owned_0755_export_is_warned_about_with_the_fix() {
 fn a_writable_export_gets_no_warning() {
     let dir = tempdir("quick-1777");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
-    let log = start_up_log(dir.path());
+    let log = start_up_log(dir.path(), &[]);
     assert!(log.contains("on a client: mount -t nfs 127.0.0.1:/export /mnt"), "no mount line in:\n{log}");
     assert!(!log.contains("squashed to"), "a warning for a writable root:\n{log}");
 }
@@ -165,19 +166,7 @@ fn the_man_pages_render() {
 fn journald_sees_each_lines_level() {
     let dir = tempdir("quick-journal");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let state = tempdir("quick-journal-state");
-    let log = state.path().join("server.log");
-    let mut child = spawn(dir.path(), state.path(), &log, &[("JOURNAL_STREAM", "8:12345")]);
-    let mut text = String::new();
-    for _ in 0..LOG_POLLS {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("on a client:") || child.try_wait().ok().flatten().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(LOG_POLL_MS));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let text = start_up_log(dir.path(), &[("JOURNAL_STREAM", "8:12345")]);
     assert!(text.lines().any(|l| l.starts_with("<6>") && l.contains("on a client:")), "no <6> info line:\n{text}");
     assert!(text.lines().any(|l| l.starts_with("<4>") && l.contains("squashed to")), "no <4> warning line:\n{text}");
     assert!(text.lines().all(|l| l.starts_with('<')), "a line without its priority:\n{text}");
