@@ -4,7 +4,10 @@
 //! context, with the outbound client), the RPC programs (`nfs3`, `mount`,
 //! `portmap`, `nlm`, `nsm`, each a procedure table with its own context), the
 //! passthrough filesystem with handle resolution and credential switching
-//! (`vfs`), the export table (`exports`), the floating address (`vip`), the
+//! (`vfs`), the export table (`exports`), what is served right now and its
+//! live replacement when the replicated export table changes (`live`), the
+//! `exports add|update|remove|reload` admin commands (`exports_admin`), the
+//! floating address (`vip`), the
 //! admin socket (`admin`; `locks_view` formats its `locks` answer), the
 //! counters and their `/metrics` and `stats` views (`metrics`), and the
 //! node lifecycle (`node`): a single node, or a cluster member that serves
@@ -18,8 +21,10 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod exports;
+pub mod exports_admin;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod live;
 pub mod locks_view;
 pub mod metrics;
 pub mod mount;

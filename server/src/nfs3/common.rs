@@ -10,6 +10,7 @@ use nfs3_types::nfs3::{fattr3, nfsstat3, post_op_attr, pre_op_attr, wcc_data, Nf
 use nfs3_types::xdr_codec::Pack;
 
 use crate::config::ExportOptions;
+use crate::live::View;
 use crate::rpc::program::{Call, Cred, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::{encode, DecodeError, Reader};
 use crate::vfs::attr;
@@ -27,6 +28,8 @@ const PRIVILEGED_PORT_END: u16 = 1024;
 /// One call being executed on a blocking thread.
 pub struct Op {
     pub ctx: Arc<NfsCtx>,
+    /// The exports served when the call started, for its whole run.
+    pub view: Arc<View>,
     pub cred: Cred,
     pub peer: SocketAddr,
 }
@@ -55,7 +58,7 @@ impl Access {
 
 impl Op {
     pub fn vfs(&self) -> &Vfs {
-        &self.ctx.vfs
+        &self.view.vfs
     }
 
     pub fn state(&self) -> Arc<RwLock<State>> {
@@ -69,7 +72,7 @@ impl Op {
         if self.vfs().export(export_id).is_none() {
             return Err(nfsstat3::NFS3ERR_STALE);
         }
-        let opts = self.ctx.exports.access(export_id, self.peer.ip()).ok_or(nfsstat3::NFS3ERR_ACCES)?;
+        let opts = self.view.exports.access(export_id, self.peer.ip()).ok_or(nfsstat3::NFS3ERR_ACCES)?;
         if opts.secure && self.peer.port() >= PRIVILEGED_PORT_END {
             return Err(nfsstat3::NFS3ERR_PERM);
         }
@@ -146,7 +149,7 @@ fn run_on<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let op = Op { ctx, cred: call.cred, peer: call.peer };
+        let op = Op { view: ctx.live.load(), ctx, cred: call.cred, peer: call.peer };
         match thread {
             Thread::Blocking => {
                 tokio::task::spawn_blocking(move || body(&op, a)).await.map_err(|_| ProcError::SystemErr)
@@ -168,7 +171,7 @@ pub fn run_args<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let op = Op { ctx, cred: call.cred, peer: call.peer };
+        let op = Op { view: ctx.live.load(), ctx, cred: call.cred, peer: call.peer };
         tokio::task::spawn_blocking(move || body(&op, a, &args)).await.map_err(|_| ProcError::SystemErr)
     })
 }

@@ -124,13 +124,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     });
                     shared.metrics.promoted(took_ms);
                     let listen = shared.config.listen;
-                    tracing::info!(%listen, ?ports, took_ms, exports = shared.config.exports.len(), "serving");
+                    let exports = active.services.nfs.live.load().exports.all().count();
+                    tracing::info!(%listen, ?ports, took_ms, exports, "serving");
                     // For `status` on every node; service does not depend on it.
                     let record = Promotion { node_id: shared.raft.id, at_unix_ms: crate::clock::unix_ms(), took_ms };
                     if let Err(e) = active.services.commit.commit(vec![Command::RecordPromotion(record)]).await {
                         tracing::warn!(error = %e, "recording the promotion for status failed");
                     }
-                    let reason = hold(&shared, active.vip.as_ref(), &mut leadership, &mut stop).await;
+                    let reason = hold(&shared, &active, &mut leadership, &mut stop).await;
                     demote(&shared, active, &reason).await;
                     // A re-promotion in the same term is timed from here.
                     elected_at = None;
@@ -171,13 +172,18 @@ pub(crate) async fn stand_down(shared: &Shared, target: Option<NodeId>, wait_ms:
     leader
 }
 
-/// Wait while this node may serve; returns why it may not any more.
+/// Wait while this node may serve; returns why it may not any more. Meanwhile
+/// renew the VIP, and serve the replicated export table as it changes (a
+/// change whose admin command did not refresh the served view, e.g. one
+/// committed while this node was promoting).
 async fn hold(
     shared: &Shared,
-    vip: Option<&Vip>,
+    active: &Active,
     leadership: &mut watch::Receiver<Leadership>,
     stop: &mut watch::Receiver<bool>,
 ) -> String {
+    let vip = active.vip.as_ref();
+    let live = &active.services.nfs.live;
     // First renewal at once: the promotion steps since the claim took time.
     let mut renewed: Option<Instant> = None;
     let mut renew_failing = false;
@@ -200,6 +206,12 @@ async fn hold(
                     Err(_) => {}
                 }
             }
+        }
+        let state = active.services.commit.state();
+        let moved = state.read().unwrap_or_else(|p| p.into_inner()).exports_revision() != live.load().revision;
+        if moved {
+            let live = live.clone();
+            let _ = tokio::task::spawn_blocking(move || live.refresh(&state)).await;
         }
         tokio::select! {
             _ = leadership.changed() => {}
@@ -236,17 +248,17 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
         },
     };
     let commit: Arc<dyn Commit> = shared.raft.commit.clone();
-    let vfs = match open_and_commit(&shared.config, &commit).await {
-        Ok(vfs) => vfs,
+    let view = match open_and_commit(&shared.config, &commit).await {
+        Ok(view) => view,
         Err(e) => {
             undo(shared, vip).await;
             return Err(PromoteError::Start(e));
         }
     };
-    let services = match services(shared.config.clone(), commit, shared.fence(), vfs, &shared.metrics) {
+    let services = match services(shared.config.clone(), commit, shared.fence(), view, &shared.metrics) {
         Ok(s) => {
             let s = Arc::new(s);
-            shared.serving.set(&s.nfs.vfs);
+            shared.serving.set(&s.nfs.live);
             s
         }
         Err(e) => {

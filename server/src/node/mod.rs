@@ -45,6 +45,9 @@ pub enum NodeError {
     Commit(CommitError),
     #[error("{0}")]
     Export(crate::vfs::ExportError),
+    /// The config's exports cannot seed the replicated export table.
+    #[error("seeding the export table from the config: {0}")]
+    Seed(crate::exports_admin::ExportsAdminError),
     #[error("drawing the handle key: {0}")]
     Random(io::Error),
     #[error("cannot listen for {what} on {addr}: {error}")]
