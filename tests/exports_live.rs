@@ -188,3 +188,35 @@ async fn the_table_not_the_config_is_served_after_a_restart() {
     .await;
     assert_eq!(again, "unchanged: 1 export(s)\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_warns_when_the_file_differs_from_the_table() {
+    let export = tempdir("live-check");
+    let s = TestServer::start(export.path(), RW_NO_SQUASH);
+    let dir = tempdir("live-check-config");
+    let file = dir.path().join("hanfs.toml");
+    let config = |clients: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1\"\nstate_dir = \"{}\"\n\n[[export]]\nname = \"/export\"\ndir = \"{}\"\nid = 1\nclients = \"{clients}\"\n",
+            s.state_dir.display(),
+            export.path().display()
+        )
+    };
+    let check = |text: String| {
+        std::fs::write(&file, text).expect("write config");
+        let out = std::process::Command::new(server_binary())
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .expect("run check-config");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Another spelling of the same list is the same list.
+    let same = check(config("*(rw,no_root_squash,insecure,sync,no_subtree_check)"));
+    assert!(same.contains("exports table: the same as this file (1 exports)"), "{same}");
+    let differs = check(config("10.0.0.0/8(rw)"));
+    assert!(differs.contains("warning: this file's [[export]] list differs"), "{differs}");
+    assert!(differs.contains("/export: clients `10.0.0.0/8(rw,"), "{differs}");
+    assert!(differs.contains(&format!("hanfs-server exports reload --config {}", file.display())), "{differs}");
+}

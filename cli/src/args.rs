@@ -59,6 +59,11 @@ pub enum Command {
         dir = \"/srv/nfs/export\"        # must exist; in a cluster it may be absent until on_promote mounts it\n\
         id = 1                         # fsid; the same on every node\n\
         clients = \"10.0.0.0/8(rw) *(ro)\"  # exports(5) syntax\n\n\
+        The [[export]] list seeds the replicated export table when a node first serves; after that \
+        the table is what every node serves (`hanfs-server exports` lists it, `exports add|update|\
+        remove` change it live, `exports reload --config FILE` applies this list like `exportfs -ra`). \
+        check-config compares the list with the table of the running node and warns about each \
+        difference.\n\n\
         A cluster member adds [cluster] (name, node_id, secret_file, failure_detection_ms: \
         default 1200, heartbeat, election and lease timings derive from it), one [[cluster.peer]] \
         (id, addr, role = storage|witness) per member including itself, and optionally \
