@@ -220,3 +220,31 @@ async fn check_config_warns_when_the_file_differs_from_the_table() {
     assert!(differs.contains("/export: clients `10.0.0.0/8(rw,"), "{differs}");
     assert!(differs.contains(&format!("hanfs-server exports reload --config {}", file.display())), "{differs}");
 }
+
+/// What this server chose for the locks of a removed export: they stay in
+/// the replicated lock table (a client's UNLOCK of a handle of the removed
+/// export gets STALE_FH, like any call with its handles; SM_NOTIFY or
+/// FREE_ALL of the client still frees them), the server keeps serving, and
+/// once the export is added back (same id) the lock is there and unlocks.
+#[test]
+fn removing_an_export_with_a_held_lock_keeps_the_lock_and_the_server() {
+    use crate::nlm::{lock, lock_args, nlm_stat, unlock_args, NLM_LOCK, NLM_UNLOCK};
+    use hanfs_server::nlm::xdr::Nlm4Stats;
+    let export = tempdir("live-lock");
+    let state = tempdir("live-lock-state");
+    let (s, fh) = crate::nlm::start_with_file(test_config(export.path(), RW_NO_SQUASH, state.path()));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let alock = lock(&fh, "client-a", 1, 0, 10);
+    assert_eq!(nlm_stat(s.nlm_port, false, NLM_LOCK, &lock_args(alock.clone(), true, false)), Nlm4Stats::Granted);
+    let answer = rt.block_on(ask(&s, &Request::Remove { name: "/export".into() }));
+    assert_eq!(answer, "removed /export (id 1)\n");
+    assert_eq!(nlm_stat(s.nlm_port, false, NLM_UNLOCK, &unlock_args(alock.clone())), Nlm4Stats::StaleFh);
+    assert_eq!(nlm_stat(s.nlm_port, true, NLM_LOCK, &lock_args(alock.clone(), true, false)), Nlm4Stats::StaleFh);
+    let locks = rt.block_on(hanfs_server::admin::query(&s.state_dir, "locks")).expect("locks");
+    assert!(locks.lines().any(|l| l.starts_with("held") && l.contains("client-a")), "{locks}");
+    let answer = rt.block_on(ask(&s, &add("/export", export.path(), RW_NO_SQUASH)));
+    assert!(answer.starts_with("added /export (id 1)"), "{answer}");
+    assert_eq!(nlm_stat(s.nlm_port, false, NLM_UNLOCK, &unlock_args(alock)), Nlm4Stats::Granted);
+    let locks = rt.block_on(hanfs_server::admin::query(&s.state_dir, "locks")).expect("locks");
+    assert!(!locks.lines().any(|l| l.starts_with("held")), "{locks}");
+}

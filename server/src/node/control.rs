@@ -184,7 +184,7 @@ async fn status(shared: &Shared) -> String {
     {
         let state = shared.raft.commit.state();
         let guard = state.read().unwrap_or_else(|p| p.into_inner());
-        let exports: Vec<String> = guard.exports().map(|(id, p)| format!("{id}:{p}")).collect();
+        let exports: Vec<String> = guard.served_exports().map(|(id, p, _)| format!("{id}:{p}")).collect();
         let _ = writeln!(out, "exports: {}", if exports.is_empty() { "none".into() } else { exports.join(" ") });
         let _ = writeln!(out, "clients: {}", guard.rmtab_len());
         let _ = writeln!(out, "epoch: {}", guard.epoch());

@@ -6,8 +6,11 @@
 //! 1. run `on_promote` (bounded by `hooks.timeout_ms`);
 //! 2. claim the VIP, if configured: first destroy every leftover TCP socket
 //!    on it (`conns::destroy_stale`, as `ss -K`), then add the address;
-//! 3. commit the configured exports (idempotent) and `BumpEpoch` through Raft,
-//!    in one entry: a new write verifier for the new active period;
+//! 3. seed the replicated export table from this node's config if it was
+//!    never seeded, open every export the table serves (refused if one is
+//!    not on the filesystem recorded for it), and commit their identities
+//!    (idempotent) with `BumpEpoch` through Raft, in one entry: a new write
+//!    verifier for the new active period (`single::open_and_commit`);
 //! 4. open the portmap, MOUNT and NFS listeners on `server.listen`;
 //! 5. announce the VIP (gratuitous ARP), only now: a client it redirects, or
 //!    whose retransmission reaches the address, must not find it without a
@@ -16,6 +19,11 @@
 //!    clients reset and reconnect at once, and forget them
 //!    (`conns::tickle_and_forget`). From step 4 on, this period's own
 //!    connections on the VIP are recorded (`conns::start_recording`).
+//!
+//! While it serves, the node also serves each change of the replicated
+//! export table: the admin command that made it refreshes the served view at
+//! once, and `hold` refreshes it whenever it sees the table's revision move
+//! (`crate::live`).
 //!
 //! `status` shows this node serving from the moment its listeners are open
 //! (step 4), before the announcement. Then log `serving` with how long the
