@@ -23,6 +23,8 @@ use crate::util::*;
 const CHANGE_SERVED_MS: u64 = 1_000;
 /// Polls while waiting for every node to list a change.
 const LISTED_POLLS_MAX: u32 = 200;
+/// Polls while waiting for a restarted node to warn about its config (30 s).
+const WARNED_POLLS_MAX: u32 = 600;
 
 /// MNT of `name` through the service address: Ok, or the refusal's number.
 async fn mnt(cl: &Cluster, name: &str) -> Result<(), u32> {
@@ -151,4 +153,28 @@ async fn a_bad_change_asked_on_a_follower_is_refused_there_or_on_the_leader() {
     let out = cl.cli(WITNESS, &["exports"]);
     let listing = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listing.lines().count(), 1, "nothing was added: {listing}");
+
+    // The passive restarted with another client list in its file: the table
+    // is still what is served; its log and `check-config` say how they differ.
+    cl.kill9(passive);
+    let config = cl.node(passive).config.clone();
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let from = format!("clients = \"{RW_NO_SQUASH}\"");
+    assert!(text.contains(&from), "{text}");
+    std::fs::write(&config, text.replace(&from, "clients = \"10.0.0.0/8(rw)\"")).expect("write config");
+    cl.restart(passive);
+    let mut warned = false;
+    for _ in 0..WARNED_POLLS_MAX {
+        if cl.node(passive).log_text().contains("differs from the replicated export table") {
+            warned = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+    assert!(warned, "no warning in node {passive}'s log:\n{}", cl.node(passive).log_text());
+    let out =
+        std::process::Command::new(server_binary()).arg("check-config").arg(&config).output().expect("check-config");
+    let text = show(&out);
+    assert!(text.contains("/export: clients `10.0.0.0/8(rw,") && text.contains("exports reload --config"), "{text}");
+    mnt_becomes(&cl, "/export", Ok(())).await;
 }
