@@ -232,6 +232,13 @@ impl ClusterNode {
         self.shared.active().serving
     }
 
+    /// The names of the exports of the replicated table, as this node applied it.
+    pub fn export_names(&self) -> String {
+        let state = hanfs_raft::commit::Commit::state(self.shared.raft.commit.as_ref());
+        let guard = state.read().unwrap_or_else(|p| p.into_inner());
+        guard.served_exports().map(|(_, name, _)| name).collect::<Vec<_>>().join(" ")
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.shared.raft.id
     }
