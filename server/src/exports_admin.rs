@@ -511,4 +511,4 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use table::{differences, parse_table_lines, seed_commands, table, table_lines};
+pub use table::{differences, parse_table_lines, seed_commands, table, table_lines, warn_differences};

@@ -101,3 +101,17 @@ pub fn parse_table_lines(text: &str) -> Result<(bool, Vec<Entry>), ExportsAdminE
     }
     Ok((seeded, table))
 }
+
+/// Warn (log) about each way `config` differs from `table`, with the fixes;
+/// nothing when they agree.
+pub fn warn_differences(config: &[ExportConfig], table: &[Entry]) {
+    let differences = differences(config, table);
+    if !differences.is_empty() {
+        tracing::warn!(
+            ?differences,
+            "this node's config differs from the replicated export table, which is what every node serves; \
+             to serve the config's list run `hanfs-server exports reload --config FILE` (or change single \
+             exports with `hanfs-server exports add|update|remove`), or edit the config to match"
+        );
+    }
+}

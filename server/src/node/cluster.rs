@@ -59,15 +59,7 @@ async fn check_config_exports(shared: std::sync::Weak<Shared>) {
         if !guard.exports_seeded() {
             continue;
         }
-        let table = crate::exports_admin::table(&guard);
-        let differences = crate::exports_admin::differences(&shared.config.exports, &table);
-        if !differences.is_empty() {
-            tracing::warn!(
-                ?differences,
-                "this node's config differs from the replicated export table, which is what every node serves; \
-                 to serve the config's list run `hanfs-server exports reload --config FILE`"
-            );
-        }
+        crate::exports_admin::warn_differences(&shared.config.exports, &crate::exports_admin::table(&guard));
         return;
     }
 }

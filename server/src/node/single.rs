@@ -66,14 +66,7 @@ pub(crate) async fn open_and_commit(config: &ServerConfig, commit: &Arc<dyn Comm
     }
     let (wanted, refused, revision) = {
         let guard = state.read().unwrap_or_else(|p| p.into_inner());
-        let differences = exports_admin::differences(&config.exports, &exports_admin::table(&guard));
-        if !differences.is_empty() {
-            tracing::warn!(
-                ?differences,
-                "this node's config differs from the replicated export table, which is what is served; \
-                 to serve the config's list run `hanfs-server exports reload --config FILE`"
-            );
-        }
+        exports_admin::warn_differences(&config.exports, &exports_admin::table(&guard));
         let (wanted, refused) = live::wanted(&guard);
         (wanted, refused, guard.exports_revision())
     };
