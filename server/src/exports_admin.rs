@@ -13,7 +13,8 @@
 //! active then serves the new table at once (`live::Live::refresh`).
 //!
 //! Names and directories are absolute, without `.` or `..` components
-//! (rejected, never resolved) and with no trailing `/`. Client lists are
+//! (rejected, never resolved) or control characters, and with no trailing
+//! `/`. Client lists are
 //! parsed and stored canonically (`exports::canonical_clients`), so two
 //! spellings of the same list compare equal. Ids: an export keeps its id
 //! for ever; `add` of a removed name gets its old id back (`--id` must agree),
@@ -82,9 +83,9 @@ pub enum ExportsAdminError {
     Usage,
     #[error("`{0}` is not percent-encoded text")]
     Encoding(String),
-    #[error("export name `{0}` must be an absolute path without `.` or `..` (like /export), at most {MOUNT_PATH_BYTES_MAX} bytes")]
+    #[error("export name `{0}` must be an absolute path without `.`, `..` or control characters (like /export), at most {MOUNT_PATH_BYTES_MAX} bytes")]
     BadName(String),
-    #[error("export dir `{0}` must be an absolute path without `.` or `..`, at most {PATH_BYTES_MAX} bytes")]
+    #[error("export dir `{0}` must be an absolute path without `.`, `..` or control characters, at most {PATH_BYTES_MAX} bytes")]
     BadDir(String),
     #[error("export {name}: clients: {error}")]
     Clients { name: String, error: ClientSpecError },
@@ -171,7 +172,9 @@ pub fn normal_dir(dir: &str) -> Result<String, ExportsAdminError> {
 }
 
 fn normal_path(p: &str) -> Option<String> {
-    if !p.starts_with('/') || p.contains('\0') {
+    // Control characters (a newline above all) would break every
+    // line-oriented listing the name or directory appears in.
+    if !p.starts_with('/') || p.chars().any(char::is_control) {
         return None;
     }
     let mut parts = Vec::new();

@@ -56,7 +56,7 @@ fn names_and_dirs_are_absolute_and_never_climb() {
     assert_eq!(normal_name("/a/b/").unwrap(), "/a/b");
     assert_eq!(normal_name("/a//b").unwrap(), "/a/b");
     assert_eq!(normal_name("/").unwrap(), "/");
-    for bad in ["a", "", "/a/../b", "/..", "/a/./b", "./a", "/a\0b"] {
+    for bad in ["a", "", "/a/../b", "/..", "/a/./b", "./a", "/a\0b", "/a\nb", "/a\tb"] {
         assert!(normal_name(bad).is_err(), "{bad:?}");
         assert!(normal_dir(bad).is_err(), "{bad:?}");
     }
