@@ -3,7 +3,7 @@
 # loopback integration tests (including Debian's rpcinfo/showmount and
 # libnfs-utils against the real binary), the port-111 tests in a network
 # namespace of their own, and the real Linux kernel client in QEMU guests
-# (interop/ci.sh: basic and special suites; interop/failover.sh: ten failovers
+# (interop/ci.sh: basic, special, subdir and lock suites; interop/failover.sh: ten failovers
 # under a writing client). Installs the Debian packages it needs when they are
 # missing, and the rustfmt and clippy components (needs root: CI runs as root).
 #
@@ -69,7 +69,7 @@ ip netns exec "$ns" cargo test --release --locked --offline --workspace --featur
 ip netns del "$ns"
 trap - EXIT
 
-step "real Linux kernel client (QEMU): basic, special and lock suites (two guests)"
+step "real Linux kernel client (QEMU): basic, special, subdir and lock suites (two guests)"
 bash interop/ci.sh
 
 # Ten kill -9 failovers under a kernel client that keeps writing: the check is
