@@ -5,8 +5,11 @@
 //! host name, a wildcard name (`*.example.com`, `node?.lab`) or a netgroup
 //! (`@group`) needs the client's names, which `hostnames` looks up as
 //! rpc.mountd does and caches per table: `peer_names` gives them (waiting
-//! for a lookup on the blocking pool), `verdict` decides with them. A table
-//! with no such rule never looks anything up. `@group` rules need an NSS
+//! for a lookup on the blocking pool), `verdict` decides with them. A client
+//! is looked up only when a name rule comes before any address rule that
+//! matches it, in the export asked for (MOUNT, NLM) or in any export (NFS:
+//! the handle, and so the export, is decoded in the handler); a table with
+//! no name rule never looks anything up. `@group` rules need an NSS
 //! netgroup source: loading a config without one is an error (the CLI asks
 //! `hostnames::netgroup_support`); a table built anyway (e.g. from another
 //! node's exports) logs a warning and the rule never matches.
@@ -193,31 +196,28 @@ impl ExportTable {
         self.all().filter_map(|e| below(&e.name).map(|rest| (e, rest))).max_by_key(|(e, _)| e.name.len())
     }
 
-    /// What `verdict` needs to know of `peer`: nothing for a table without
-    /// name rules (no lookup, ever), else its names from the cache or a lookup
-    /// (awaited up to `hostnames::HOST_LOOKUP_WAIT`).
-    pub async fn peer_names(&self, peer: IpAddr) -> PeerLookup {
-        match &self.hosts {
-            None => PeerLookup::NotNeeded,
-            Some(hosts) => hosts.lookup(peer).await.map_or(PeerLookup::Unresolved, PeerLookup::Known),
+    /// What `verdict` needs to know of `peer` on export `export_id` (MOUNT,
+    /// NLM), or on any export (`None`: NFS, whose export is known only in the
+    /// handler): nothing when the client's address decides (the table has no
+    /// name rule, or an address rule matches before any), else its names from
+    /// the cache or a lookup (awaited up to `hostnames::HOST_LOOKUP_WAIT`).
+    pub async fn peer_names(&self, export_id: Option<u32>, peer: IpAddr) -> PeerLookup {
+        let Some(hosts) = &self.hosts else { return PeerLookup::NotNeeded };
+        let peer = canonical(peer);
+        let mut exports = self.exports.iter().filter(|e| export_id.is_none_or(|id| e.config.export_id == id));
+        if !exports.any(|e| decide(e, peer, &PeerLookup::Unresolved) == Verdict::Unresolved) {
+            return PeerLookup::NotNeeded;
         }
+        hosts.lookup(peer).await.map_or(PeerLookup::Unresolved, PeerLookup::Known)
     }
 
     /// The options of the first rule of the export's client list matching
     /// `peer` (named `names`, from `peer_names`).
     pub fn verdict(&self, export_id: u32, peer: IpAddr, names: &PeerLookup) -> Verdict {
-        let peer = canonical(peer);
-        let Some(export) = self.exports.iter().find(|e| e.config.export_id == export_id) else {
-            return Verdict::Deny;
-        };
-        for (rule, m) in export.config.clients.iter().zip(&export.rules) {
-            match matches(m, peer, names) {
-                Some(true) => return Verdict::Allow(rule.options),
-                Some(false) => {}
-                None => return Verdict::Unresolved,
-            }
+        match self.exports.iter().find(|e| e.config.export_id == export_id) {
+            Some(export) => decide(export, canonical(peer), names),
+            None => Verdict::Deny,
         }
-        Verdict::Deny
     }
 
     /// `verdict` with only what is cached now (never waits, never looks up):
@@ -232,6 +232,18 @@ impl ExportTable {
             Verdict::Deny | Verdict::Unresolved => None,
         }
     }
+}
+
+/// `verdict` on one export, `peer` canonical.
+fn decide(export: &Export, peer: IpAddr, names: &PeerLookup) -> Verdict {
+    for (rule, m) in export.config.clients.iter().zip(&export.rules) {
+        match matches(m, peer, names) {
+            Some(true) => return Verdict::Allow(rule.options),
+            Some(false) => {}
+            None => return Verdict::Unresolved,
+        }
+    }
+    Verdict::Deny
 }
 
 fn compile(pattern: &ClientPattern, netgroups_ok: bool) -> Match {
@@ -493,91 +505,6 @@ mod tests {
         assert!(t.access(1, "8.8.8.8".parse().unwrap()).is_some());
     }
 
-    /// Names from a table: (address, name) pairs both ways, and (group, host).
-    struct Names(Vec<(&'static str, &'static str)>, Vec<(&'static str, &'static str)>);
-
-    impl Resolve for Names {
-        fn reverse(&self, addr: IpAddr) -> Option<String> {
-            self.0.iter().find(|(a, _)| a.parse() == Ok(addr)).map(|(_, n)| n.to_string())
-        }
-        fn forward(&self, name: &str) -> Vec<IpAddr> {
-            self.0.iter().filter(|(_, n)| *n == name).filter_map(|(a, _)| a.parse().ok()).collect()
-        }
-        fn in_netgroup(&self, group: &str, host: &str) -> bool {
-            self.1.iter().any(|(g, h)| *g == group && *h == host)
-        }
-        fn netgroups_usable(&self) -> Result<(), crate::hostnames::NetgroupError> {
-            Ok(())
-        }
-    }
-
-    fn named_table(spec: &str) -> ExportTable {
-        let clients = parse_clients(spec).unwrap();
-        let names = Names(
-            vec![("127.0.0.2", "a.example.test"), ("127.0.0.3", "b.other.test"), ("127.0.0.4", "c.example.test")],
-            vec![("staff", "b")],
-        );
-        let export = ExportConfig { name: "/export".into(), dir: PathBuf::from("/tmp"), export_id: 1, clients };
-        ExportTable::with_resolver(&[export], Duration::from_secs(3600), Arc::new(names))
-    }
-
-    async fn verdict(t: &ExportTable, peer: &str) -> Verdict {
-        let peer: IpAddr = peer.parse().unwrap();
-        let names = t.peer_names(peer).await;
-        t.verdict(1, peer, &names)
-    }
-
-    #[test]
-    fn names_wildcards_and_netgroups_parse() {
-        let rules = parse_clients("A.Example.Test(rw) *.EXAMPLE.test node?.lab @staff(ro) @net-1.x").unwrap();
-        assert_eq!(rules[0].pattern, ClientPattern::Host("a.example.test".into()));
-        assert_eq!(rules[1].pattern, ClientPattern::Wildcard("*.example.test".into()));
-        assert_eq!(rules[2].pattern, ClientPattern::Wildcard("node?.lab".into()));
-        assert_eq!(rules[3].pattern, ClientPattern::Netgroup("staff".into()));
-        assert_eq!(pattern_string(&rules[3].pattern), "@staff");
-        assert_eq!(rules[4].pattern, ClientPattern::Netgroup("net-1.x".into()));
-    }
-
-    #[tokio::test]
-    async fn host_names_match_by_verified_name_and_forward_lookup() {
-        let t = named_table("a.example.test(rw)");
-        assert!(matches!(verdict(&t, "127.0.0.2").await, Verdict::Allow(o) if !o.read_only));
-        assert_eq!(verdict(&t, "::ffff:127.0.0.2").await, verdict(&t, "127.0.0.2").await);
-        assert_eq!(verdict(&t, "127.0.0.3").await, Verdict::Deny);
-        assert_eq!(verdict(&t, "127.0.0.9").await, Verdict::Deny, "no name at all");
-        // `access` answers from the cache only: filled above for .2.
-        assert!(t.access(1, "127.0.0.2".parse().unwrap()).is_some());
-        assert!(t.access(1, "127.0.0.5".parse().unwrap()).is_none(), "not cached: refused");
-    }
-
-    #[tokio::test]
-    async fn wildcards_match_the_verified_name() {
-        let t = named_table("*.example.test(rw)");
-        assert!(matches!(verdict(&t, "127.0.0.2").await, Verdict::Allow(_)));
-        assert!(matches!(verdict(&t, "127.0.0.4").await, Verdict::Allow(_)));
-        assert_eq!(verdict(&t, "127.0.0.3").await, Verdict::Deny);
-    }
-
-    #[tokio::test]
-    async fn netgroups_match_by_name() {
-        let t = named_table("@staff(rw) *.example.test(ro)");
-        assert!(matches!(verdict(&t, "127.0.0.3").await, Verdict::Allow(o) if !o.read_only));
-        assert!(matches!(verdict(&t, "127.0.0.2").await, Verdict::Allow(o) if o.read_only));
-        assert_eq!(verdict(&t, "127.0.0.9").await, Verdict::Deny);
-    }
-
-    #[test]
-    fn address_rules_never_need_names() {
-        let t = table("127.0.0.2(ro) 127.0.0.0/8(rw) *");
-        assert!(t.hosts.is_none(), "no name cache, no lookup");
-        let t = named_table("127.0.0.2(rw) a.example.test");
-        // An address rule decides before a name rule is reached...
-        assert!(matches!(t.verdict(1, "127.0.0.2".parse().unwrap(), &PeerLookup::Unresolved), Verdict::Allow(_)));
-        // ...and a name rule without names is undecided, not refused.
-        assert_eq!(t.verdict(1, "127.0.0.3".parse().unwrap(), &PeerLookup::Unresolved), Verdict::Unresolved);
-        assert_eq!(t.verdict(2, "127.0.0.3".parse().unwrap(), &PeerLookup::Unresolved), Verdict::Deny);
-    }
-
     #[test]
     fn by_name_ignores_trailing_slash() {
         let t = table("*");
@@ -587,3 +514,7 @@ mod tests {
         assert!(t.by_id(1).is_some());
     }
 }
+
+#[cfg(test)]
+#[path = "exports_names_tests.rs"]
+mod names_tests;

@@ -103,7 +103,7 @@ fn client_name(peer: SocketAddr) -> String {
 async fn check_mount(ctx: &MountCtx, call: &Call, path: &str) -> Result<(u32, String), mountstat3> {
     let exports = &ctx.exports;
     let (export, sub) = exports.containing(path).ok_or(mountstat3::MNT3ERR_NOENT)?;
-    let names = exports.peer_names(call.peer.ip()).await;
+    let names = exports.peer_names(Some(export.export_id), call.peer.ip()).await;
     let options = match exports.verdict(export.export_id, call.peer.ip(), &names) {
         Verdict::Allow(options) => options,
         Verdict::Deny => {

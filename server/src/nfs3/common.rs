@@ -157,7 +157,7 @@ fn run_on<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let names = ctx.exports.peer_names(call.peer.ip()).await;
+        let names = ctx.exports.peer_names(None, call.peer.ip()).await;
         let op = Op { ctx, cred: call.cred, peer: call.peer, names };
         match thread {
             Thread::Blocking => {
@@ -180,7 +180,7 @@ pub fn run_args<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let names = ctx.exports.peer_names(call.peer.ip()).await;
+        let names = ctx.exports.peer_names(None, call.peer.ip()).await;
         let op = Op { ctx, cred: call.cred, peer: call.peer, names };
         tokio::task::spawn_blocking(move || body(&op, a, &args)).await.map_err(|_| ProcError::SystemErr)
     })

@@ -32,7 +32,7 @@ pub async fn check_file(ctx: &Arc<NlmCtx>, call: &Call, fh: &[u8], need: Need) -
     if ctx.vfs.export(handle.export_id).is_none() {
         return Err(Nlm4Stats::StaleFh);
     }
-    let names = ctx.exports.peer_names(call.peer.ip()).await;
+    let names = ctx.exports.peer_names(Some(handle.export_id), call.peer.ip()).await;
     match ctx.exports.verdict(handle.export_id, call.peer.ip(), &names) {
         Verdict::Allow(_) => {}
         Verdict::Deny => {
