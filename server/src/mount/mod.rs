@@ -98,6 +98,7 @@ fn client_name(peer: SocketAddr) -> String {
 /// The export `path` is in (its id, and the directory below its root), if
 /// `call`'s caller may mount it: the export's client list and options apply
 /// to every directory below it.
+///
 /// The caller's host names are looked up first when a rule needs them
 /// (mountd does the same); a lookup that does not answer in time refuses.
 async fn check_mount(ctx: &MountCtx, call: &Call, path: &str) -> Result<(u32, String), mountstat3> {

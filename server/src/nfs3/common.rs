@@ -30,8 +30,9 @@ pub struct Op {
     pub ctx: Arc<NfsCtx>,
     pub cred: Cred,
     pub peer: SocketAddr,
-    /// The caller's host names, looked up (if the export table has name
-    /// rules) before the body runs: the body never waits for a lookup.
+    /// The caller's host names, looked up before the body runs if a name
+    /// rule may decide its access (`ExportTable::peer_names`): the body
+    /// never waits for a lookup.
     pub names: PeerLookup,
 }
 
