@@ -9,6 +9,7 @@ mod exactly_once;
 mod fuzz_replay;
 mod fuzz_seeds;
 mod handles;
+mod hostnames;
 mod limits;
 mod limits_memory;
 mod locks;

@@ -4,7 +4,8 @@
 //! context, with the outbound client), the RPC programs (`nfs3`, `mount`,
 //! `portmap`, `nlm`, `nsm`, each a procedure table with its own context), the
 //! passthrough filesystem with handle resolution and credential switching
-//! (`vfs`), the export table (`exports`), the floating address (`vip`), the
+//! (`vfs`), the export table (`exports`; `hostnames` looks clients' names up for its
+//! host-name, wildcard and netgroup rules), the floating address (`vip`), the
 //! admin socket (`admin`; `locks_view` formats its `locks` answer), the
 //! counters and their `/metrics` and `stats` views (`metrics`), and the
 //! node lifecycle (`node`): a single node, or a cluster member that serves
@@ -20,6 +21,7 @@ pub mod config;
 pub mod exports;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hostnames;
 pub mod locks_view;
 pub mod metrics;
 pub mod mount;

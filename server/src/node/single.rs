@@ -71,7 +71,7 @@ pub(crate) fn services(
     metrics: &Arc<Metrics>,
 ) -> Result<Services, NodeError> {
     let vfs = Arc::new(vfs);
-    let exports = Arc::new(ExportTable::new(&config.exports));
+    let exports = Arc::new(ExportTable::with_host_cache(&config.exports, config.host_cache_ttl));
     let rpc = Arc::new(
         RpcShared::new(commit.clone(), fence, config.record_bytes_max)
             .with_metrics(metrics.clone())
