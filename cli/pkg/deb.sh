@@ -10,6 +10,8 @@
 #   cli/pkg/deb.sh              build the release binary, then the package
 #   cli/pkg/deb.sh --no-build   package the release binary already built
 #                               (./test.sh: the one its tests ran)
+#   cli/pkg/deb.sh [--no-build] -- ARGS...   ARGS go to cargo deb (e.g.
+#                               --no-dbgsym --strip --fast: no .ddeb, lighter xz)
 #
 # Needs cargo-deb (pinned below; `cargo install --locked cargo-deb@VERSION`)
 # and dpkg-shlibdeps (Debian package dpkg-dev) for the $auto dependencies.
@@ -21,11 +23,15 @@ cd "$(dirname "$0")/../.."
 CARGO_DEB_VERSION=3.8.0
 
 build=1
-case "${1:-}" in
-    --no-build) build=0 ;;
-    "") ;;
-    *) echo "usage: $0 [--no-build]" >&2; exit 2 ;;
-esac
+cargo_deb_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-build) build=0 ;;
+        --) shift; cargo_deb_args=("$@"); break ;;
+        *) echo "usage: $0 [--no-build] [-- CARGO_DEB_ARGS...]" >&2; exit 2 ;;
+    esac
+    shift
+done
 
 have=$(cargo deb --version 2>/dev/null || true)
 if [ "$have" != "$CARGO_DEB_VERSION" ] && [ "$have" != "cargo-deb $CARGO_DEB_VERSION" ]; then
@@ -49,7 +55,7 @@ rm -rf "$gen"
 "$binary" generate completions "$gen/completions"
 
 # --no-build: cargo-deb takes target/release/hanfs-server as it is.
-out=$(cargo deb --locked --no-build -p hanfs-cli 2>&1) || { printf '%s\n' "$out" >&2; exit 1; }
+out=$(cargo deb --locked --no-build -p hanfs-cli "${cargo_deb_args[@]}" 2>&1) || { printf '%s\n' "$out" >&2; exit 1; }
 printf '%s\n' "$out" | grep -v '^/' >&2 || true
 deb=$(printf '%s\n' "$out" | grep '\.deb$' | tail -n 1)
 [ -f "$deb" ] || { printf 'deb.sh: no .deb in the output of cargo deb:\n%s\n' "$out" >&2; exit 1; }
