@@ -15,6 +15,8 @@
 #   - `man --warnings -l` renders every installed page with no warning, and
 #     `man -w` finds hanfs-server(8) and hanfs.toml(5) by name;
 #   - the bash completion loads;
+#   - `dpkg -i` over the installed package (the upgrade path) keeps an edited
+#     /etc/hanfs/hanfs.toml;
 #   - `dpkg -r` keeps only the conffile, `dpkg -P` removes that too, and
 #     afterwards the root holds no file of the package's making outside dpkg's
 #     and man-db's own databases (the overlay's upper layer is listed).
@@ -225,6 +227,13 @@ done < <(grep -E '^/usr/share/man/man[0-9]/.*\.gz$' <<<"$archived")
 in_root bash -c '. /usr/share/bash-completion/completions/hanfs-server && complete -p hanfs-server' >/dev/null ||
     die "the bash completion does not load"
 note "man --warnings -l: $rendered pages render cleanly; man -w finds them; bash completion loads"
+
+# --- reinstall over itself (the upgrade path): an edited config is kept ----------
+printf '# edited by the admin\n' >>"$root/etc/hanfs/hanfs.toml"
+out=$(in_root dpkg -i /tmp/hanfs.deb 2>&1 </dev/null) || die "dpkg -i over the installed package failed: $out"
+tail -n 1 "$root/etc/hanfs/hanfs.toml" | grep -qx '# edited by the admin' || die "reinstalling replaced the edited conffile"
+in_root hanfs-server check-config /etc/hanfs/hanfs.toml >/dev/null || die "check-config after the reinstall"
+note "dpkg -i over itself keeps the edited /etc/hanfs/hanfs.toml"
 
 # --- remove, then purge -----------------------------------------------------------
 out=$(in_root dpkg -r hanfs 2>&1) || die "dpkg -r failed: $out"
