@@ -2,10 +2,12 @@
 # Runs every hanfs test: formatting and clippy, unit and property tests, the
 # loopback integration tests (including Debian's rpcinfo/showmount and
 # libnfs-utils against the real binary), the port-111 tests in a network
-# namespace of their own, and the real Linux kernel client in QEMU guests
-# (interop/ci.sh: basic and special suites; interop/failover.sh: ten failovers
+# namespace of their own, the Debian package installed into a clean Debian
+# root (interop/deb.sh), and the real Linux kernel client in QEMU guests
+# (interop/ci.sh: basic, special, subdir and lock suites; interop/failover.sh: ten failovers
 # under a writing client). Installs the Debian packages it needs when they are
-# missing, and the rustfmt and clippy components (needs root: CI runs as root).
+# missing, the rustfmt and clippy components and cargo-deb (needs root: CI
+# runs as root).
 #
 # Builds and tests with the feature hanfs-state/invariants: the full state
 # consistency walk after every apply (state/src/invariants.rs), in every test
@@ -22,7 +24,8 @@ FEATURES=hanfs-state/invariants
 # Tools the tests drive: command -> Debian package.
 missing=()
 for pair in rpcinfo:rpcbind rpcbind:rpcbind showmount:nfs-common nfs-ls:libnfs-utils ip:iproute2 unshare:util-linux \
-    mkfs.ext4:e2fsprogs losetup:mount systemd-analyze:systemd man:man-db; do
+    mkfs.ext4:e2fsprogs losetup:mount systemd-analyze:systemd man:man-db debootstrap:debootstrap \
+    dpkg-shlibdeps:dpkg-dev; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 # The /metrics test parses the exposition with the python prometheus_client
@@ -42,6 +45,13 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+
+# cargo-deb from crates.io, at the version cli/pkg/deb.sh pins.
+cargo_deb_version=$(sed -n 's/^CARGO_DEB_VERSION=//p' cli/pkg/deb.sh)
+if [ "$(cargo deb --version 2>/dev/null || true)" != "cargo-deb $cargo_deb_version" ]; then
+    step "installing cargo-deb $cargo_deb_version"
+    cargo install --locked "cargo-deb@$cargo_deb_version"
+fi
 
 step "format (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -69,7 +79,15 @@ ip netns exec "$ns" cargo test --release --locked --offline --workspace --featur
 ip netns del "$ns"
 trap - EXIT
 
-step "real Linux kernel client (QEMU): basic, special and lock suites (two guests)"
+# The release binary tested above, packaged (cargo deb) and installed with
+# dpkg -i into a clean debootstrapped Debian root (cached under
+# /var/cache/hanfs-test/; about a minute the first time): the files, the
+# conffile, check-config on the shipped example, systemd-analyze verify of the
+# unit, man -l of every page, then dpkg -r and dpkg -P.
+step "Debian package: build, install in a clean Debian root, check, purge (interop/deb.sh)"
+bash interop/deb.sh --no-build
+
+step "real Linux kernel client (QEMU): basic, special, subdir and lock suites (two guests)"
 bash interop/ci.sh
 
 # Ten kill -9 failovers under a kernel client that keeps writing: the check is

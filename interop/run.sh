@@ -11,9 +11,9 @@ source "$INTEROP/lib/harness.sh"
 
 usage() {
     cat <<USAGE
-usage: interop/run.sh --server hanfs|ganesha --suite basic|special|lock|all[,...] [options]
+usage: interop/run.sh --server hanfs|ganesha --suite basic|special|subdir|lock|all[,...] [options]
   --server S              server under test: hanfs (target/release/hanfs-server) or ganesha
-  --suite LIST            basic, special, lock or all; a comma list runs several in one boot
+  --suite LIST            basic, special, subdir, lock or all; a comma list runs several in one boot
   --guests 1|2            guests to boot (default: 2 when the lock suite runs, else 1);
                           with 1 the lock suite runs only its one-guest cases
   --kill-server-after N   SIGKILL the server N seconds after the guests start (failure-path test)
@@ -38,16 +38,16 @@ while [ $# -gt 0 ]; do
 done
 case "$SERVER_KIND" in hanfs|ganesha) ;; *) usage >&2; exit 2 ;; esac
 [ -n "$SUITES" ] || [ -n "$SHELL_MODE" ] || { usage >&2; exit 2; }
-[ "$SUITES" = all ] && SUITES=basic,special,lock
+[ "$SUITES" = all ] && SUITES=basic,special,subdir,lock
 ASKED=()
 IFS=, read -r -a ASKED <<< "${SUITES:-}"
 HAS_LOCK=
 for s in "${ASKED[@]}"; do
-    case "$s" in basic|special) ;; lock) HAS_LOCK=1 ;; *) usage >&2; exit 2 ;; esac
+    case "$s" in basic|special|subdir) ;; lock) HAS_LOCK=1 ;; *) usage >&2; exit 2 ;; esac
 done
 # Always run in this order: basic's first case is the plain mount.
 SUITE_LIST=()
-for s in basic special lock; do
+for s in basic special subdir lock; do
     [[ ",${SUITES:-}," == *",$s,"* ]] && SUITE_LIST+=("$s")
 done
 [ -n "$GUESTS" ] || { if [ -n "$HAS_LOCK" ]; then GUESTS=2; else GUESTS=1; fi; }
@@ -62,7 +62,7 @@ source "$INTEROP/lib/results.sh"
 
 # Bounds (seconds). The guest-side timeouts sit inside the host-side ones.
 BOOT_SECONDS_MAX=90
-declare -A SUITE_SECONDS_MAX=([basic]=300 [special]=420 [lock]=360 [lock2]=480)
+declare -A SUITE_SECONDS_MAX=([basic]=300 [special]=420 [subdir]=240 [lock]=360 [lock2]=480)
 RUN_SECONDS_MAX=1800
 REBOOT_WAIT_SECONDS_MAX=600
 

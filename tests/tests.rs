@@ -10,6 +10,7 @@ mod exports_live;
 mod fuzz_replay;
 mod fuzz_seeds;
 mod handles;
+mod hostnames;
 mod limits;
 mod limits_memory;
 mod locks;

@@ -101,6 +101,7 @@ pub fn test_config(export_dir: &Path, clients: &str, state_dir: &Path) -> Server
         nlm: Default::default(),
         metrics_listen: None,
         limits: Default::default(),
+        host_cache_ttl: std::time::Duration::from_secs(hanfs_server::hostnames::HOST_CACHE_TTL_SECONDS_DEFAULT),
     }
 }
 

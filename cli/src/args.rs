@@ -47,7 +47,8 @@ pub enum Command {
         log_format = \"text\"            # or \"json\"\n\
         record_bytes_max = 1114112     # largest RPC record; default 1 MiB + 64 KiB\n\
         idle_timeout_seconds = 360     # default; idle TCP connections are closed\n\
-        connections_per_address_max = 64  # default; TCP connections per client address\n\n\
+        connections_per_address_max = 64  # default; TCP connections per client address\n\
+        host_cache_ttl_seconds = 600   # default; clients' host names (name, *.domain, @netgroup rules) are cached this long\n\n\
         [metrics]                      # optional; off by default\n\
         listen = \"127.0.0.1:9633\"     # GET /metrics, Prometheus text format\n\n\
         [ports]                        # defaults below\n\

@@ -9,6 +9,7 @@
 //! record_bytes_max = 1114112    # default: 1 MiB + 64 KiB
 //! idle_timeout_seconds = 360    # default; an idle TCP connection is closed
 //! connections_per_address_max = 64  # default; TCP connections per client address
+//! host_cache_ttl_seconds = 600  # default; how long clients' host names are cached
 //!
 //! [ports]                       # defaults: 111, 2049, 20048, 0, 0
 //! portmap = 111
@@ -34,8 +35,13 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use hanfs_server::config::{ExportConfig, NlmConfig, Ports, ServerConfig};
-use hanfs_server::exports::parse_clients;
+use std::time::Duration;
+
+use hanfs_server::config::{ClientPattern, ClientRule, ExportConfig, NlmConfig, Ports, ServerConfig};
+use hanfs_server::exports::{parse_clients, pattern_string};
+use hanfs_server::hostnames::{
+    netgroup_support, HOST_CACHE_TTL_SECONDS_DEFAULT, HOST_CACHE_TTL_SECONDS_MAX, HOST_CACHE_TTL_SECONDS_MIN,
+};
 use hanfs_server::rpc::limits::{Limits, IDLE_TIMEOUT_SECONDS_MAX, IDLE_TIMEOUT_SECONDS_MIN};
 use hanfs_server::rpc::record::RECORD_BYTES_MAX;
 use serde::Deserialize;
@@ -84,6 +90,7 @@ struct ServerSection {
     record_bytes_max: Option<Spanned<u32>>,
     idle_timeout_seconds: Option<Spanned<u64>>,
     connections_per_address_max: Option<Spanned<usize>>,
+    host_cache_ttl_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -173,6 +180,19 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
         }
         limits.connections_per_address_max = v;
     }
+    let mut host_cache_ttl = Duration::from_secs(HOST_CACHE_TTL_SECONDS_DEFAULT);
+    if let Some(t) = &file.server.host_cache_ttl_seconds {
+        let v = *t.get_ref();
+        if !(HOST_CACHE_TTL_SECONDS_MIN..=HOST_CACHE_TTL_SECONDS_MAX).contains(&v) {
+            at(
+                t.span(),
+                format!(
+                    "host_cache_ttl_seconds must be between {HOST_CACHE_TTL_SECONDS_MIN} and {HOST_CACHE_TTL_SECONDS_MAX}"
+                ),
+            );
+        }
+        host_cache_ttl = Duration::from_secs(v);
+    }
     let defaults = Ports::default();
     let mut ports = Ports {
         portmap: file.ports.portmap.unwrap_or(defaults.portmap),
@@ -231,6 +251,7 @@ pub fn load_str(src: &str, base: &Path) -> Result<Config, Vec<String>> {
             nlm,
             metrics_listen,
             limits,
+            host_cache_ttl,
         },
         log_format: file.server.log_format.unwrap_or(LogFormat::Text),
     })
@@ -273,7 +294,7 @@ fn check_export(
         Some(c) => (c.get_ref().as_str(), c.span()),
         None => (QUICK_CLIENTS, e.name.span()),
     };
-    let clients = match parse_clients(spec) {
+    let clients = match parse_clients(spec).map_err(|e| e.to_string()).and_then(netgroups_usable) {
         Ok(c) => Some(c),
         Err(msg) => {
             at(span, format!("clients: {msg}"));
@@ -282,6 +303,18 @@ fn check_export(
     };
     let clients = clients.filter(|_| ok)?;
     Some(ExportConfig { name: name.clone(), dir, export_id: id, clients })
+}
+
+/// `rules`, unless one is a `@netgroup` and this system has no NSS
+/// netgroup source (glibc would quietly answer "not in the group").
+fn netgroups_usable(rules: Vec<ClientRule>) -> Result<Vec<ClientRule>, String> {
+    match rules.iter().find(|r| matches!(r.pattern, ClientPattern::Netgroup(_))) {
+        Some(rule) => match netgroup_support() {
+            Ok(()) => Ok(rules),
+            Err(e) => Err(format!("`{}`: {e}", pattern_string(&rule.pattern))),
+        },
+        None => Ok(rules),
+    }
 }
 
 /// The quick-start flags (`run --export DIR ...`) as a config.
@@ -295,7 +328,10 @@ pub fn from_flags(args: &RunArgs) -> Result<Config, String> {
         return Err(format!("--name {name}: must be an absolute path (like /export)"));
     }
     let spec = args.clients.clone().unwrap_or_else(|| QUICK_CLIENTS.to_string());
-    let clients = parse_clients(&spec).map_err(|e| format!("--clients: {e}"))?;
+    let clients = parse_clients(&spec)
+        .map_err(|e| e.to_string())
+        .and_then(netgroups_usable)
+        .map_err(|e| format!("--clients: {e}"))?;
     let defaults = Ports::default();
     Ok(Config {
         server: ServerConfig {
@@ -313,6 +349,7 @@ pub fn from_flags(args: &RunArgs) -> Result<Config, String> {
             nlm: NlmConfig::default(),
             metrics_listen: args.metrics,
             limits: Limits::default(),
+            host_cache_ttl: Duration::from_secs(HOST_CACHE_TTL_SECONDS_DEFAULT),
         },
         log_format: args.log_format.unwrap_or(LogFormat::Text),
     })
@@ -427,6 +464,33 @@ mod tests {
         assert!(e.iter().any(|m| m.starts_with("6: ") && m.contains("grace_seconds")), "{e:?}");
         let e = errs(&format!("{head}[nlm]\nbogus = 1\n"));
         assert!(e.iter().any(|m| m.starts_with("6: ") && m.contains("bogus")), "{e:?}");
+    }
+
+    #[test]
+    fn host_cache_ttl_and_netgroups_are_checked() {
+        let dir = std::env::temp_dir();
+        let export = |clients: &str| {
+            format!("[[export]]\nname = \"/e\"\ndir = \"{}\"\nid = 1\nclients = \"{clients}\"\n", dir.display())
+        };
+        let c = load_str(&export("*.example.test(rw)"), &dir).map_err(|e| e.join("; ")).unwrap();
+        assert_eq!(c.server.host_cache_ttl, Duration::from_secs(HOST_CACHE_TTL_SECONDS_DEFAULT));
+        let src = format!("[server]\nhost_cache_ttl_seconds = 5\n{}", export("a.example.test"));
+        let c = load_str(&src, &dir).map_err(|e| e.join("; ")).unwrap();
+        assert_eq!(c.server.host_cache_ttl, Duration::from_secs(5));
+        let e = errs(&format!("[server]\nhost_cache_ttl_seconds = 0\n{}", export("*")));
+        assert!(e.iter().any(|m| m.starts_with("2: host_cache_ttl_seconds must be between 1 and 86400")), "{e:?}");
+        // `@group` loads only where NSS can answer for netgroups.
+        let loaded = load_str(&export("@staff(rw) *(ro)"), &dir);
+        match netgroup_support() {
+            Ok(()) => assert!(loaded.is_ok()),
+            Err(why) => {
+                let e = loaded.err().unwrap_or_default();
+                assert!(
+                    e.iter().any(|m| m.starts_with("5: clients: `@staff`: ") && m.contains(&why.to_string())),
+                    "{e:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -88,7 +88,9 @@ prepare_initramfs() {
             cp -L "$lib" "$tmp$lib"
         done
     done
-    cp /etc/netconfig /etc/services /etc/rpc "$tmp/etc/"
+    # umount.nfs (mount.nfs under that name) sends MOUNT's UMNT before umount(2), as on a real client.
+    ln -s mount.nfs "$tmp/usr/sbin/umount.nfs"
+    cp /etc/netconfig /etc/services /etc/rpc /etc/protocols "$tmp/etc/"
     printf 'root:x:0:0:root:/root:/bin/sh\n_rpc:x:100:65534::/run/rpcbind:/bin/false\nstatd:x:101:65534::/var/lib/nfs:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\nuser:x:1000:1000::/tmp:/bin/sh\n' > "$tmp/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\nuser:x:1000:\n' > "$tmp/etc/group"
     printf 'hosts: files\npasswd: files\ngroup: files\n' > "$tmp/etc/nsswitch.conf"

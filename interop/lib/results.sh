@@ -8,7 +8,7 @@
 # open and block the job.
 JOB_STEP_FN='step() { n=$1; s=$2; shift 2; echo "job: $n start"; timeout -s KILL "$s" "$@" > "$O/$n.txt" 2>&1 < /dev/null; echo "job: $n exit $?"; cat "$O/$n.txt"; }'
 
-# write_job IDX STEP...: writes $RUN/g$IDX/job.sh. Steps: basic special lock lock2-a1 lock2-a2 lock2-b.
+# write_job IDX STEP...: writes $RUN/g$IDX/job.sh. Steps: basic special subdir lock lock2-a1 lock2-a2 lock2-b.
 write_job() {
     local idx=$1 step bin args secs
     shift
@@ -19,7 +19,7 @@ write_job() {
         echo "$JOB_STEP_FN"
         for step in "$@"; do
             case "$step" in
-            basic|special|lock) bin=$step; args="" ;;
+            basic|special|subdir|lock) bin=$step; args="" ;;
             lock2-a1) bin=lock2; args="-r a -p 1" ;;
             lock2-a2) bin=lock2; args="-r a -p 2" ;;
             lock2-b) bin=lock2; args="-r b" ;;

@@ -27,10 +27,14 @@ pub struct ClientRule {
 pub enum ClientPattern {
     /// `*`
     Any,
-    /// A single address or a resolved host name.
+    /// A single address, or a host name (lowercase): matches the client whose
+    /// verified name it is or whose address it resolves to (`hostnames`).
     Host(String),
-    /// Wildcard host name, e.g. `*.example.com`.
+    /// Wildcard host name (lowercase), e.g. `*.example.com`, matched against
+    /// the client's verified name.
     Wildcard(String),
+    /// `@group`: an NSS netgroup (the name without its `@`).
+    Netgroup(String),
     /// Network in CIDR form.
     Cidr { addr: IpAddr, prefix: u8 },
 }
@@ -117,6 +121,10 @@ pub struct ServerConfig {
     /// idle_timeout_seconds` and `connections_per_address_max`; the rest are
     /// the defaults of `rpc::limits`).
     pub limits: crate::rpc::limits::Limits,
+    /// `[server] host_cache_ttl_seconds`: how long a client's looked-up host
+    /// names (and the rules' names' addresses) are trusted
+    /// (`hostnames::HOST_CACHE_TTL_SECONDS_DEFAULT`).
+    pub host_cache_ttl: std::time::Duration,
 }
 
 impl ServerConfig {

@@ -1,15 +1,25 @@
 //! The export table: exports by id and by name, the exports(5)-style client
-//! list parser, and the per-client access decision used by MOUNT and NFS.
+//! list parser, and the per-client access decision used by MOUNT, NFS and NLM.
 //!
-//! Host-name rules are matched by forward-resolving the name once, when the
-//! table is built, and comparing addresses; wildcard host names (`*.example.com`)
-//! would need a reverse lookup of every client and never match for now (a
-//! warning is logged when such a rule is loaded). Netgroups (`@group`) are refused
-//! by the parser.
+//! Addresses, networks and `*` are matched on the client's address alone. A
+//! host name, a wildcard name (`*.example.com`, `node?.lab`) or a netgroup
+//! (`@group`) needs the client's names, which `hostnames` looks up as
+//! rpc.mountd does and caches per table: `peer_names` gives them (waiting
+//! for a lookup on the blocking pool), `verdict` decides with them. A client
+//! is looked up only when a name rule comes before any address rule that
+//! matches it, in the export asked for (MOUNT, NLM) or in any export (NFS:
+//! the handle, and so the export, is decoded in the handler); a table with
+//! no name rule never looks anything up. `@group` rules need an NSS
+//! netgroup source: loading a config without one is an error (the CLI asks
+//! `hostnames::netgroup_support`); a table built anyway (e.g. from another
+//! node's exports) logs a warning and the rule never matches.
 
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{ClientPattern, ClientRule, ExportConfig, ExportOptions, Squash};
+use crate::hostnames::{canonical, HostNames, PeerNames, Resolve, SystemResolver, HOST_CACHE_TTL_SECONDS_DEFAULT};
 
 /// Longest client spec string accepted (a whole exports(5) line's client part).
 pub const CLIENT_SPEC_BYTES_MAX: usize = 64 * 1024;
@@ -33,7 +43,8 @@ pub enum EntryError {
     MissingParen,
     #[error("no client before `(` (write `*` for every client)")]
     NoClient,
-    #[error("netgroups are not supported: `{0}`")]
+    /// `@` and then not a netgroup name.
+    #[error("`{0}` is not a netgroup name (`@` then letters, digits, `.`, `_` or `-`)")]
     Netgroup(String),
     #[error("`{0}` is not an IP address")]
     BadAddress(String),
@@ -52,21 +63,105 @@ pub enum EntryError {
 
 struct Export {
     config: ExportConfig,
-    /// For each rule, the addresses a `Host(name)` rule resolved to.
-    resolved: Vec<Vec<IpAddr>>,
+    /// The client list's patterns, ready to match.
+    rules: Vec<Match>,
+}
+
+/// A client pattern as `access` matches it.
+enum Match {
+    Any,
+    Addr(IpAddr),
+    Net(IpAddr, u8),
+    /// Host name (lowercase).
+    Name(String),
+    Wildcard(String),
+    Netgroup(String),
+    /// A `@group` with no netgroup source on this system.
+    Never,
+}
+
+/// What is known of a client's names when its access is decided.
+#[derive(Clone, Debug)]
+pub enum PeerLookup {
+    /// The table has no name rule: nothing to know.
+    NotNeeded,
+    Known(Arc<PeerNames>),
+    /// The lookup has not answered (yet): see `Verdict::Unresolved`.
+    Unresolved,
+}
+
+/// The access decision for one client on one export.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The options of the first rule that matches.
+    Allow(ExportOptions),
+    /// No rule matches (or no such export).
+    Deny,
+    /// A name rule comes before any match and the client's names are not
+    /// known: NFS answers JUKEBOX (the client retries), MOUNT and NLM refuse.
+    Unresolved,
 }
 
 pub struct ExportTable {
     exports: Vec<Export>,
+    /// The name cache, when any export has a name rule.
+    hosts: Option<Arc<HostNames>>,
 }
 
 impl ExportTable {
+    /// A table whose client names are cached for the default TTL.
     pub fn new(exports: &[ExportConfig]) -> Self {
+        Self::with_host_cache(exports, Duration::from_secs(HOST_CACHE_TTL_SECONDS_DEFAULT))
+    }
+
+    /// A table whose client names (if it has name rules) are looked up by
+    /// the system's resolver and cached for `ttl`.
+    pub fn with_host_cache(exports: &[ExportConfig], ttl: Duration) -> Self {
+        Self::with_resolver(exports, ttl, Arc::new(SystemResolver))
+    }
+
+    /// As `with_host_cache`, with names from `resolver`.
+    pub fn with_resolver(exports: &[ExportConfig], ttl: Duration, resolver: Arc<dyn Resolve>) -> Self {
+        let patterns = || exports.iter().flat_map(|e| e.clients.iter().map(|r| &r.pattern));
+        let mut hosts: Vec<String> = Vec::new();
+        let mut groups: Vec<String> = Vec::new();
+        for pattern in patterns() {
+            match pattern {
+                ClientPattern::Host(h) if h.parse::<IpAddr>().is_err() => hosts.push(h.to_ascii_lowercase()),
+                ClientPattern::Netgroup(g) => groups.push(g.clone()),
+                _ => {}
+            }
+        }
+        hosts.sort();
+        hosts.dedup();
+        groups.sort();
+        groups.dedup();
+        let netgroups_ok = match groups.is_empty() {
+            true => true,
+            false => match resolver.netgroups_usable() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(netgroups = ?groups, error = %e, "netgroup rules never match here");
+                    groups.clear();
+                    false
+                }
+            },
+        };
+        let needs_names = patterns().any(|p| match p {
+            ClientPattern::Host(h) => h.parse::<IpAddr>().is_err(),
+            ClientPattern::Wildcard(_) => true,
+            ClientPattern::Netgroup(_) => netgroups_ok,
+            _ => false,
+        });
         let exports = exports
             .iter()
-            .map(|e| Export { resolved: e.clients.iter().map(resolve_rule).collect(), config: e.clone() })
+            .map(|e| Export {
+                rules: e.clients.iter().map(|r| compile(&r.pattern, netgroups_ok)).collect(),
+                config: e.clone(),
+            })
             .collect();
-        ExportTable { exports }
+        let hosts = needs_names.then(|| Arc::new(HostNames::new(hosts, groups, ttl, resolver)));
+        ExportTable { exports, hosts }
     }
 
     pub fn all(&self) -> impl Iterator<Item = &ExportConfig> {
@@ -101,55 +196,86 @@ impl ExportTable {
         self.all().filter_map(|e| below(&e.name).map(|rest| (e, rest))).max_by_key(|(e, _)| e.name.len())
     }
 
-    /// The options of the first rule of the export's client list matching `peer`,
-    /// or `None` if the client may not use the export.
-    pub fn access(&self, export_id: u32, peer: IpAddr) -> Option<ExportOptions> {
+    /// What `verdict` needs to know of `peer` on export `export_id` (MOUNT,
+    /// NLM), or on any export (`None`: NFS, whose export is known only in the
+    /// handler): nothing when the client's address decides (the table has no
+    /// name rule, or an address rule matches before any), else its names from
+    /// the cache or a lookup (awaited up to `hostnames::HOST_LOOKUP_WAIT`).
+    pub async fn peer_names(&self, export_id: Option<u32>, peer: IpAddr) -> PeerLookup {
+        let Some(hosts) = &self.hosts else { return PeerLookup::NotNeeded };
         let peer = canonical(peer);
-        let export = self.exports.iter().find(|e| e.config.export_id == export_id)?;
-        export
-            .config
-            .clients
-            .iter()
-            .zip(&export.resolved)
-            .find(|(rule, resolved)| matches(&rule.pattern, resolved, peer))
-            .map(|(rule, _)| rule.options)
-    }
-}
-
-/// IPv4-mapped IPv6 addresses compare as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
-
-fn resolve_rule(rule: &ClientRule) -> Vec<IpAddr> {
-    match &rule.pattern {
-        ClientPattern::Host(name) => match name.parse::<IpAddr>() {
-            Ok(ip) => vec![canonical(ip)],
-            Err(_) => match (name.as_str(), 0).to_socket_addrs() {
-                Ok(addrs) => addrs.map(|a| canonical(a.ip())).collect(),
-                Err(e) => {
-                    tracing::warn!(host = %name, error = %e, "export client host does not resolve; rule never matches");
-                    Vec::new()
-                }
-            },
-        },
-        ClientPattern::Wildcard(w) => {
-            tracing::warn!(pattern = %w, "wildcard host names need reverse lookups, which hanfs does not do; rule never matches");
-            Vec::new()
+        let mut exports = self.exports.iter().filter(|e| export_id.is_none_or(|id| e.config.export_id == id));
+        if !exports.any(|e| decide(e, peer, &PeerLookup::Unresolved) == Verdict::Unresolved) {
+            return PeerLookup::NotNeeded;
         }
-        ClientPattern::Any | ClientPattern::Cidr { .. } => Vec::new(),
+        hosts.lookup(peer).await.map_or(PeerLookup::Unresolved, PeerLookup::Known)
+    }
+
+    /// The options of the first rule of the export's client list matching
+    /// `peer` (named `names`, from `peer_names`).
+    pub fn verdict(&self, export_id: u32, peer: IpAddr, names: &PeerLookup) -> Verdict {
+        match self.exports.iter().find(|e| e.config.export_id == export_id) {
+            Some(export) => decide(export, canonical(peer), names),
+            None => Verdict::Deny,
+        }
+    }
+
+    /// `verdict` with only what is cached now (never waits, never looks up):
+    /// the options, or `None` when refused or the names are not cached.
+    pub fn access(&self, export_id: u32, peer: IpAddr) -> Option<ExportOptions> {
+        let names = match &self.hosts {
+            None => PeerLookup::NotNeeded,
+            Some(hosts) => hosts.cached(peer).map_or(PeerLookup::Unresolved, PeerLookup::Known),
+        };
+        match self.verdict(export_id, peer, &names) {
+            Verdict::Allow(options) => Some(options),
+            Verdict::Deny | Verdict::Unresolved => None,
+        }
     }
 }
 
-fn matches(pattern: &ClientPattern, resolved: &[IpAddr], peer: IpAddr) -> bool {
+/// `verdict` on one export, `peer` canonical.
+fn decide(export: &Export, peer: IpAddr, names: &PeerLookup) -> Verdict {
+    for (rule, m) in export.config.clients.iter().zip(&export.rules) {
+        match matches(m, peer, names) {
+            Some(true) => return Verdict::Allow(rule.options),
+            Some(false) => {}
+            None => return Verdict::Unresolved,
+        }
+    }
+    Verdict::Deny
+}
+
+fn compile(pattern: &ClientPattern, netgroups_ok: bool) -> Match {
     match pattern {
-        ClientPattern::Any => true,
-        ClientPattern::Host(_) => resolved.contains(&peer),
-        ClientPattern::Wildcard(_) => false,
-        ClientPattern::Cidr { addr, prefix } => in_network(peer, canonical(*addr), *prefix),
+        ClientPattern::Any => Match::Any,
+        ClientPattern::Host(name) => match name.parse::<IpAddr>() {
+            Ok(ip) => Match::Addr(canonical(ip)),
+            Err(_) => Match::Name(name.to_ascii_lowercase()),
+        },
+        ClientPattern::Wildcard(w) => Match::Wildcard(w.to_ascii_lowercase()),
+        ClientPattern::Netgroup(g) if netgroups_ok => Match::Netgroup(g.clone()),
+        ClientPattern::Netgroup(_) => Match::Never,
+        ClientPattern::Cidr { addr, prefix } => Match::Net(canonical(*addr), *prefix),
+    }
+}
+
+/// Whether `m` matches `peer`; `None`: it depends on names not known.
+fn matches(m: &Match, peer: IpAddr, names: &PeerLookup) -> Option<bool> {
+    let by_name = |f: &dyn Fn(&PeerNames) -> bool| match names {
+        PeerLookup::Known(n) => Some(f(n)),
+        // Only a table without name rules needs no names.
+        PeerLookup::NotNeeded => Some(false),
+        PeerLookup::Unresolved => None,
+    };
+    match m {
+        Match::Any => Some(true),
+        Match::Never => Some(false),
+        Match::Addr(a) => Some(*a == peer),
+        Match::Net(net, prefix) => Some(in_network(peer, *net, *prefix)),
+        Match::Name(h) => by_name(&|n| n.is_host(h)),
+        Match::Wildcard(w) => by_name(&|n| n.matches_wildcard(w)),
+        Match::Netgroup(g) => by_name(&|n| n.in_netgroup(g)),
     }
 }
 
@@ -173,6 +299,7 @@ pub fn pattern_string(pattern: &ClientPattern) -> String {
         ClientPattern::Any => "*".to_string(),
         ClientPattern::Host(h) => h.clone(),
         ClientPattern::Wildcard(w) => w.clone(),
+        ClientPattern::Netgroup(g) => format!("@{g}"),
         ClientPattern::Cidr { addr, prefix } => format!("{addr}/{prefix}"),
     }
 }
@@ -242,8 +369,12 @@ fn parse_pattern(host: &str) -> Result<ClientPattern, EntryError> {
     if host == "*" {
         return Ok(ClientPattern::Any);
     }
-    if host.starts_with('@') {
-        return Err(EntryError::Netgroup(host.to_string()));
+    if let Some(group) = host.strip_prefix('@') {
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+        if group.is_empty() || !group.chars().all(valid) {
+            return Err(EntryError::Netgroup(host.to_string()));
+        }
+        return Ok(ClientPattern::Netgroup(group.to_string()));
     }
     if let Some((addr, mask)) = host.split_once('/') {
         let addr: IpAddr = addr.parse().map_err(|_| EntryError::BadAddress(addr.to_string()))?;
@@ -346,7 +477,8 @@ mod tests {
         assert!(msg("*(rw,bogus)").contains("unknown export option `bogus`"));
         assert!(msg("*(rw").contains("missing `)`"));
         assert!(msg("10.0.0.0/33(rw)").contains("/33"));
-        assert!(msg("@group(rw)").contains("netgroups"));
+        assert!(msg("@(rw)").contains("not a netgroup name"));
+        assert!(msg("@a/b(rw)").contains("not a netgroup name"));
         assert!(msg("(rw)").contains("no client"));
         assert!(msg("*(anonuid=x)").contains("anonuid"));
         assert_eq!(parse_clients("   ").unwrap_err(), ClientSpecError::Empty);
@@ -424,3 +556,7 @@ mod tests {
         assert!(t.by_id(1).is_some());
     }
 }
+
+#[cfg(test)]
+#[path = "exports_names_tests.rs"]
+mod names_tests;

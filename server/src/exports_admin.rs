@@ -107,6 +107,10 @@ pub enum ExportsAdminError {
     TooMany,
     #[error("{name}: {error}")]
     Dir { name: String, error: Box<ExportError> },
+    /// A `@netgroup` rule where this (serving) node's NSS cannot answer for
+    /// netgroups: glibc would quietly say "not a member".
+    #[error("{name}: `{group}`: {error}")]
+    Netgroup { name: String, group: String, error: crate::hostnames::NetgroupError },
     #[error("committing: {0}")]
     Commit(#[from] hanfs_raft::commit::CommitError),
 }
@@ -424,6 +428,7 @@ fn commands(recorded: &BTreeMap<u32, FsIdentity>, changes: &[Change]) -> Result<
                     clients: Vec::new(),
                 };
                 let dir_error = |error| ExportsAdminError::Dir { name: entry.name.clone(), error: Box::new(error) };
+                netgroups_answer(entry)?;
                 let root = vfs::open_root(&config).map_err(dir_error)?;
                 if let Some(recorded) = recorded.get(&entry.id) {
                     root.check_identity(recorded).map_err(dir_error)?;
@@ -439,6 +444,21 @@ fn commands(recorded: &BTreeMap<u32, FsIdentity>, changes: &[Change]) -> Result<
         }
     }
     Ok(cmds)
+}
+
+/// `entry`'s client list has no `@netgroup` rule, or this node's NSS can
+/// answer for netgroups (as `check-config` and `run` require of a config).
+fn netgroups_answer(entry: &Entry) -> Result<(), ExportsAdminError> {
+    let rules = parse_clients(&entry.clients)
+        .map_err(|error| ExportsAdminError::Clients { name: entry.name.clone(), error })?;
+    let Some(rule) = rules.iter().find(|r| matches!(r.pattern, crate::config::ClientPattern::Netgroup(_))) else {
+        return Ok(());
+    };
+    crate::hostnames::netgroup_support().map_err(|error| ExportsAdminError::Netgroup {
+        name: entry.name.clone(),
+        group: crate::exports::pattern_string(&rule.pattern),
+        error,
+    })
 }
 
 fn report(changes: &[Change], unchanged: usize) -> String {

@@ -4,7 +4,8 @@
 //! context, with the outbound client), the RPC programs (`nfs3`, `mount`,
 //! `portmap`, `nlm`, `nsm`, each a procedure table with its own context), the
 //! passthrough filesystem with handle resolution and credential switching
-//! (`vfs`), the export table (`exports`), what is served right now and its
+//! (`vfs`), the export table (`exports`; `hostnames` looks clients' names up for its
+//! host-name, wildcard and netgroup rules), what is served right now and its
 //! live replacement when the replicated export table changes (`live`), the
 //! `exports add|update|remove|reload` admin commands (`exports_admin`), the
 //! floating address (`vip`), the
@@ -24,6 +25,7 @@ pub mod exports;
 pub mod exports_admin;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hostnames;
 pub mod live;
 pub mod locks_view;
 pub mod metrics;

@@ -26,6 +26,7 @@
 //! which may have the right disk, takes over.
 
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use hanfs_state::{FsIdentity, State};
 
@@ -46,6 +47,9 @@ pub struct View {
 /// The current `View`, replaced as a whole.
 pub struct Live {
     current: RwLock<Arc<View>>,
+    /// How long each new table caches clients' host names (`[server]
+    /// host_cache_ttl_seconds`); a new table starts with an empty cache.
+    host_cache_ttl: Duration,
     /// Serialises rebuilds (admin command and lifecycle backstop).
     rebuild: Mutex<()>,
 }
@@ -86,13 +90,14 @@ pub fn wanted(state: &State) -> (Vec<Wanted>, Vec<ServeError>) {
 }
 
 impl Live {
-    pub fn new(view: View) -> Arc<Live> {
-        Arc::new(Live { current: RwLock::new(Arc::new(view)), rebuild: Mutex::new(()) })
+    pub fn new(view: View, host_cache_ttl: Duration) -> Arc<Live> {
+        Arc::new(Live { current: RwLock::new(Arc::new(view)), host_cache_ttl, rebuild: Mutex::new(()) })
     }
 
     /// A view that never changes (tests, fuzzing).
     pub fn fixed(vfs: Arc<Vfs>, exports: Arc<ExportTable>) -> Arc<Live> {
-        Live::new(View { vfs, exports, revision: 0 })
+        let ttl = Duration::from_secs(crate::hostnames::HOST_CACHE_TTL_SECONDS_DEFAULT);
+        Live::new(View { vfs, exports, revision: 0 }, ttl)
     }
 
     /// The current view: what one call uses from start to end.
@@ -129,8 +134,8 @@ impl Live {
         }
         let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
         tracing::info!(revision, exports = ?names, "serving the changed export table");
-        let view =
-            View { vfs: Arc::new(old.vfs.with_roots(roots)), exports: Arc::new(ExportTable::new(&configs)), revision };
+        let exports = ExportTable::with_host_cache(&configs, self.host_cache_ttl);
+        let view = View { vfs: Arc::new(old.vfs.with_roots(roots)), exports: Arc::new(exports), revision };
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
         problems
     }

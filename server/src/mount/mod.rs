@@ -28,7 +28,7 @@ use nfs3_types::mount::{
 use nfs3_types::nfs3::nfsstat3;
 use nfs3_types::xdr_codec::{BoundedList, List, Opaque};
 
-use crate::exports::{pattern_string, ExportTable};
+use crate::exports::{pattern_string, ExportTable, Verdict};
 use crate::live::Live;
 use crate::rpc::program::{Call, Drc, Proc, ProcError, ProcFuture, Program, Reply, Transport};
 use crate::rpc::xdr::{self, Reader};
@@ -97,11 +97,22 @@ fn client_name(peer: SocketAddr) -> String {
 /// The export `path` is in (its id, and the directory below its root), if
 /// `call`'s caller may mount it: the export's client list and options apply
 /// to every directory below it.
-fn check_mount(exports: &ExportTable, call: &Call, path: &str) -> Result<(u32, String), mountstat3> {
+///
+/// The caller's host names are looked up first when a rule needs them
+/// (mountd does the same); a lookup that does not answer in time refuses.
+async fn check_mount(exports: &ExportTable, call: &Call, path: &str) -> Result<(u32, String), mountstat3> {
     let (export, sub) = exports.containing(path).ok_or(mountstat3::MNT3ERR_NOENT)?;
-    let Some(options) = exports.access(export.export_id, call.peer.ip()) else {
-        tracing::info!(peer = %call.peer, path, "mount refused: client not in the export's list");
-        return Err(mountstat3::MNT3ERR_ACCES);
+    let names = exports.peer_names(Some(export.export_id), call.peer.ip()).await;
+    let options = match exports.verdict(export.export_id, call.peer.ip(), &names) {
+        Verdict::Allow(options) => options,
+        Verdict::Deny => {
+            tracing::info!(peer = %call.peer, path, "mount refused: client not in the export's list");
+            return Err(mountstat3::MNT3ERR_ACCES);
+        }
+        Verdict::Unresolved => {
+            tracing::info!(peer = %call.peer, path, "mount refused: the client's host name lookup did not answer");
+            return Err(mountstat3::MNT3ERR_SERVERFAULT);
+        }
     };
     if options.secure && call.peer.port() >= 1024 {
         tracing::info!(peer = %call.peer, path, "mount refused: illegal port (export is `secure`)");
@@ -158,7 +169,7 @@ fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFu
     Box::pin(async move {
         let path = decode_path(&args)?;
         let view = ctx.live.load();
-        let checked = check_mount(&view.exports, &call, &path);
+        let checked = check_mount(&view.exports, &call, &path).await;
         if VERS == 1 {
             let status = match checked {
                 Ok(_) => V1_EOPNOTSUPP,

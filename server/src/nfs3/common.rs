@@ -10,6 +10,7 @@ use nfs3_types::nfs3::{fattr3, nfsstat3, post_op_attr, pre_op_attr, wcc_data, Nf
 use nfs3_types::xdr_codec::Pack;
 
 use crate::config::ExportOptions;
+use crate::exports::{PeerLookup, Verdict};
 use crate::live::View;
 use crate::rpc::program::{Call, Cred, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::{encode, DecodeError, Reader};
@@ -32,6 +33,10 @@ pub struct Op {
     pub view: Arc<View>,
     pub cred: Cred,
     pub peer: SocketAddr,
+    /// The caller's host names, looked up before the body runs if a name
+    /// rule may decide its access (`ExportTable::peer_names`): the body
+    /// never waits for a lookup.
+    pub names: PeerLookup,
 }
 
 /// The caller's rights on one export.
@@ -67,12 +72,19 @@ impl Op {
 
     /// The caller's rights on `export_id`, as knfsd's fh_verify: an unknown
     /// export is STALE, an insecure port on a `secure` export is PERM, a client
-    /// not in the list is ACCES.
+    /// not in the list is ACCES. A client whose host names a rule needs but
+    /// whose lookup has not answered gets JUKEBOX: the Linux client retries
+    /// the call a few seconds later, by when the lookup has filled the cache
+    /// (knfsd drops the call while mountd answers, for the same retry).
     pub fn access(&self, export_id: u32) -> Result<Access, nfsstat3> {
         if self.vfs().export(export_id).is_none() {
             return Err(nfsstat3::NFS3ERR_STALE);
         }
-        let opts = self.view.exports.access(export_id, self.peer.ip()).ok_or(nfsstat3::NFS3ERR_ACCES)?;
+        let opts = match self.view.exports.verdict(export_id, self.peer.ip(), &self.names) {
+            Verdict::Allow(opts) => opts,
+            Verdict::Deny => return Err(nfsstat3::NFS3ERR_ACCES),
+            Verdict::Unresolved => return Err(nfsstat3::NFS3ERR_JUKEBOX),
+        };
         if opts.secure && self.peer.port() >= PRIVILEGED_PORT_END {
             return Err(nfsstat3::NFS3ERR_PERM);
         }
@@ -149,7 +161,9 @@ fn run_on<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let op = Op { view: ctx.live.load(), ctx, cred: call.cred, peer: call.peer };
+        let view = ctx.live.load();
+        let names = view.exports.peer_names(None, call.peer.ip()).await;
+        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names };
         match thread {
             Thread::Blocking => {
                 tokio::task::spawn_blocking(move || body(&op, a)).await.map_err(|_| ProcError::SystemErr)
@@ -171,7 +185,9 @@ pub fn run_args<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let op = Op { view: ctx.live.load(), ctx, cred: call.cred, peer: call.peer };
+        let view = ctx.live.load();
+        let names = view.exports.peer_names(None, call.peer.ip()).await;
+        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names };
         tokio::task::spawn_blocking(move || body(&op, a, &args)).await.map_err(|_| ProcError::SystemErr)
     })
 }

@@ -11,6 +11,7 @@ use nfs3_types::nfs3::nfsstat3;
 
 use super::xdr::{NetObj, Nlm4Holder, Nlm4Lock, Nlm4Stats};
 use super::NlmCtx;
+use crate::exports::Verdict;
 use crate::rpc::program::Call;
 
 /// How much of a handle a call needs.
@@ -32,9 +33,20 @@ pub async fn check_file(ctx: &Arc<NlmCtx>, call: &Call, fh: &[u8], need: Need) -
     if view.vfs.export(handle.export_id).is_none() {
         return Err(Nlm4Stats::StaleFh);
     }
-    if view.exports.access(handle.export_id, call.peer.ip()).is_none() {
-        tracing::info!(peer = %call.peer, export_id = handle.export_id, "nlm call refused: client not in the export's list");
-        return Err(Nlm4Stats::Failed);
+    let names = view.exports.peer_names(Some(handle.export_id), call.peer.ip()).await;
+    match view.exports.verdict(handle.export_id, call.peer.ip(), &names) {
+        Verdict::Allow(_) => {}
+        Verdict::Deny => {
+            tracing::info!(peer = %call.peer, export_id = handle.export_id, "nlm call refused: client not in the export's list");
+            return Err(Nlm4Stats::Failed);
+        }
+        // Only after `hostnames::HOST_LOOKUP_WAIT` without an answer; the
+        // NFS calls before it (MNT, then the file's handle) have usually
+        // cached the client's names already.
+        Verdict::Unresolved => {
+            tracing::info!(peer = %call.peer, export_id = handle.export_id, "nlm call refused: the client's host name lookup did not answer");
+            return Err(Nlm4Stats::Failed);
+        }
     }
     if need == Need::Object {
         let fh2 = fh.to_vec();

@@ -85,7 +85,8 @@ pub(crate) async fn open_and_commit(config: &ServerConfig, commit: &Arc<dyn Comm
     let vfs = Vfs::new(roots, &guard).map_err(NodeError::Export)?;
     // The revision read before opening: a change committed since then
     // (or the identities just registered) makes the next refresh rebuild.
-    Ok(View { vfs: Arc::new(vfs), exports: Arc::new(ExportTable::new(&configs)), revision })
+    let exports = ExportTable::with_host_cache(&configs, config.host_cache_ttl);
+    Ok(View { vfs: Arc::new(vfs), exports: Arc::new(exports), revision })
 }
 
 /// Build the per-active-period services around the opened exports; their
@@ -97,7 +98,7 @@ pub(crate) fn services(
     view: View,
     metrics: &Arc<Metrics>,
 ) -> Result<Services, NodeError> {
-    let live = Live::new(view);
+    let live = Live::new(view, config.host_cache_ttl);
     let rpc = Arc::new(
         RpcShared::new(commit.clone(), fence, config.record_bytes_max)
             .with_metrics(metrics.clone())

@@ -145,6 +145,22 @@ impl RawSender {
         Ok(RawSender { fd: unsafe { OwnedFd::from_raw_fd(fd) }, v4 })
     }
 
+    /// `sendto(2)` of `packet` to `addr`, a `sockaddr_in` or `sockaddr_in6`
+    /// of this socket's family; the raw result.
+    fn send_to<A>(&self, packet: &[u8], addr: &A) -> isize {
+        // SAFETY: packet and addr are valid for the lengths passed.
+        unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                libc::MSG_DONTWAIT,
+                (addr as *const A).cast(),
+                std::mem::size_of::<A>() as libc::socklen_t,
+            )
+        }
+    }
+
     /// Sends one packet built by `tickle_packet` to `client` (non-blocking).
     pub fn send(&self, packet: &[u8], client: SocketAddr) -> Result<(), TickleError> {
         let send_error = |source| TickleError::Send { client, source };
@@ -154,34 +170,14 @@ impl RawSender {
                 let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
                 addr.sin_family = libc::AF_INET as libc::sa_family_t;
                 addr.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
-                // SAFETY: packet and addr are valid for the lengths passed.
-                unsafe {
-                    libc::sendto(
-                        self.fd.as_raw_fd(),
-                        packet.as_ptr().cast(),
-                        packet.len(),
-                        libc::MSG_DONTWAIT,
-                        (&addr as *const libc::sockaddr_in).cast(),
-                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                    )
-                }
+                self.send_to(packet, &addr)
             }
             IpAddr::V6(ip) if !self.v4 => {
                 // SAFETY: sockaddr_in6 is plain old data; all-zero is valid.
                 let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
                 addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 addr.sin6_addr.s6_addr = ip.octets();
-                // SAFETY: packet and addr are valid for the lengths passed.
-                unsafe {
-                    libc::sendto(
-                        self.fd.as_raw_fd(),
-                        packet.as_ptr().cast(),
-                        packet.len(),
-                        libc::MSG_DONTWAIT,
-                        (&addr as *const libc::sockaddr_in6).cast(),
-                        std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                    )
-                }
+                self.send_to(packet, &addr)
             }
             _ => return Err(send_error(io::Error::new(io::ErrorKind::InvalidInput, "address family mismatch"))),
         };
