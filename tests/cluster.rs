@@ -15,13 +15,16 @@
 //! false failover under a CPU hog, NFS load and snapshot builds (`load`),
 //! and what the operator reads across failovers: promotion times,
 //! `serving`, peer log lines (`operator`); peer traffic encrypted, a
-//! tampered peer frame refused (`peer_traffic`). Cluster tests run one at a time
+//! tampered peer frame refused (`peer_traffic`); exports added on the
+//! passive served at once and after a failover, removed ones refused
+//! (`exports`). Cluster tests run one at a time
 //! (`harness::serial`).
 
 mod harness;
 
 mod degraded;
 mod exactly_once;
+mod exports;
 mod failover;
 mod load;
 mod locks;

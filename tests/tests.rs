@@ -6,6 +6,7 @@ mod util;
 mod caps;
 mod cluster;
 mod exactly_once;
+mod exports_live;
 mod fuzz_replay;
 mod fuzz_seeds;
 mod handles;

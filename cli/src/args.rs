@@ -60,6 +60,11 @@ pub enum Command {
         dir = \"/srv/nfs/export\"        # must exist; in a cluster it may be absent until on_promote mounts it\n\
         id = 1                         # fsid; the same on every node\n\
         clients = \"10.0.0.0/8(rw) *(ro)\"  # exports(5) syntax\n\n\
+        The [[export]] list seeds the replicated export table when a node first serves; after that \
+        the table is what every node serves (`hanfs-server exports` lists it, `exports add|update|\
+        remove` change it live, `exports reload --config FILE` applies this list like `exportfs -ra`). \
+        check-config compares the list with the table of the running node and warns about each \
+        difference.\n\n\
         A cluster member adds [cluster] (name, node_id, secret_file, failure_detection_ms: \
         default 1200, heartbeat, election and lease timings derive from it), one [[cluster.peer]] \
         (id, addr, role = storage|witness) per member including itself, and optionally \
@@ -69,8 +74,18 @@ pub enum Command {
         /// TOML config file.
         file: PathBuf,
     },
-    /// List the exports registered in the state (asks the running server, else reads the state).
-    Exports(StateArgs),
+    /// List the exports (asks the running server, else reads the state), or
+    /// change them live on every node: add, update, remove, reload.
+    #[command(long_about = "List the exports (asks the running server, else reads the state), or \
+        change them live with a subcommand.\n\n\
+        Exports are replicated state: a change made on any node is committed through the cluster, \
+        served by the active node at once (knfsd's `exportfs`), and served the same by every node \
+        after a failover. The config's [[export]] list only seeds the table when the cluster (or a \
+        single node) first serves; after that `exports reload --config FILE` applies a file's list \
+        the way `exportfs -ra` applies /etc/exports.\n\n\
+        Listing: one line per export, `ID NAME DIR CLIENTS`, or `ID NAME (removed)` for a removed \
+        one (its id is never given to another name).")]
+    Exports(ExportsArgs),
     /// List the mounts recorded in the state, like `showmount -a` (rmtab).
     Clients(StateArgs),
     /// List NLM locks (held, waiting, GRANTED callbacks pending), lock hosts
@@ -106,6 +121,84 @@ pub enum Command {
         #[command(subcommand)]
         command: DebugCommand,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ExportsArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(subcommand)]
+    pub action: Option<ExportsAction>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportsAction {
+    /// Export a directory now, like an /etc/exports line and `exportfs`:
+    /// `exports add /srv/data '10.0.0.0/8(rw) *(ro)'`.
+    Add(ExportsAddArgs),
+    /// Change an export's client list and/or directory now (its clients keep their mounts and handles).
+    Update(ExportsUpdateArgs),
+    /// Stop exporting NAME now, like `exportfs -u`: new mounts are refused
+    /// and its clients' file handles get STALE. Its NLM locks stay in the
+    /// lock table until their clients release them (a client reboot frees
+    /// them) or the export is added again.
+    Remove(ExportsRemoveArgs),
+    /// Apply a config file's [[export]] list, like `exportfs -ra`: exports
+    /// not in the table are added, changed ones updated, and exports not in
+    /// the file removed. Ids come from the file and must match the table's.
+    Reload(ExportsReloadArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportsAddArgs {
+    /// The path clients mount (`mount SERVER:NAME /mnt`); also the directory unless --dir is given.
+    pub name: String,
+    /// Who may mount, in exports(5) syntax (several words are joined with blanks):
+    /// `*`, host, *.domain, a.b.c.d/nn, each with options rw|ro,
+    /// root_squash|no_root_squash|all_squash, anonuid=N, anongid=N, sync|async, secure|insecure.
+    #[arg(required = true, num_args = 1.., value_name = "CLIENTS")]
+    pub clients: Vec<String>,
+    /// The directory to export, if not NAME (must exist on the active node; relative: to the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Export id (fsid) [default: the name's old id if it was exported before, else the next id never used].
+    #[arg(long, value_name = "N")]
+    pub id: Option<u32>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportsUpdateArgs {
+    /// The export's name.
+    pub name: String,
+    /// The new client list, in exports(5) syntax (as for `add`).
+    #[arg(value_name = "CLIENTS")]
+    pub clients: Vec<String>,
+    /// The new directory: the same filesystem root as before (e.g. mounted
+    /// elsewhere now); another directory needs a new export name.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportsRemoveArgs {
+    /// The export's name.
+    pub name: String,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportsReloadArgs {
+    /// TOML config file whose [[export]] list to apply (its state directory is asked unless --state-dir is given).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// State directory of the node to ask.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@
 mod args;
 mod cluster_config;
 mod config;
+mod exports_cli;
 mod generate;
 mod journal;
 mod quickstart;
@@ -35,7 +36,10 @@ fn main() -> ExitCode {
             };
             written.with_context(|| format!("writing into {}", dir.display())).map_err(Failure::Runtime)
         }
-        Command::Exports(args) => query(args, "exports"),
+        Command::Exports(args) => match args.action {
+            None => query(args.state, "exports"),
+            Some(action) => exports_change(action),
+        },
         Command::Clients(args) => query(args, "clients"),
         Command::Locks(args) => query(args, "locks"),
         Command::Stats(args) => ask(args, "stats".into()),
@@ -174,6 +178,11 @@ fn check_config(file: &Path) -> Result<(), Failure> {
             e.clients.iter().map(|r| hanfs_server::exports::pattern_string(&r.pattern)).collect();
         println!("  export {} id {} dir {} clients {}", e.name, e.export_id, e.dir.display(), clients.join(" "));
     }
+    let table = runtime()?.block_on(hanfs_server::admin::query(&s.state_dir, "exports table")).ok();
+    let table = table.filter(|t| !t.starts_with("error: "));
+    for line in exports_cli::table_report(file, &cfg, table.as_deref()) {
+        println!("{line}");
+    }
     let n = &s.nlm;
     let recovery = match n.lock_recovery {
         hanfs_server::config::LockRecovery::Transparent => "transparent",
@@ -204,6 +213,14 @@ fn check_config(file: &Path) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// `exports add|update|remove|reload`: checked here, run by the node (on
+/// the leader, in a cluster).
+fn exports_change(action: args::ExportsAction) -> Result<(), Failure> {
+    let (req, state) = exports_cli::request(action).map_err(|e| Failure::Config(format!("{e:#}")))?;
+    let line = exports_cli::line(&req).map_err(|e| Failure::Config(format!("{e:#}")))?;
+    ask(state, line)
 }
 
 fn state_dir_of(args: &StateArgs) -> Result<PathBuf, Failure> {

@@ -21,8 +21,9 @@ use crate::types::{NodeId, PeerNode};
 
 /// Extra lines a view may carry (the server adds two or three).
 pub const VIEW_EXTRA_LINES_MAX: usize = 16;
-/// Longest admin command line a peer may forward.
-pub const ADMIN_LINE_BYTES_MAX: usize = 256;
+/// Longest admin command line a peer may forward (and the server's admin
+/// socket reads): an `exports reload` carries a whole export list.
+pub const ADMIN_LINE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// The leader's picture of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,10 @@
 //! store is locked, so `hanfs-server exports` / `clients` / `locks` / `status` /
 //! `init` / `switchover` / `stats` ask the running server here; with no server
 //! running, `exports`, `clients` and `locks` of a single node read the state
-//! directly (`stats` counts only exist in the running process).
+//! directly (`stats` counts only exist in the running process). `exports add
+//! | update | remove | reload` change the replicated export table
+//! (`crate::exports_admin`): a single node runs them itself, a cluster member
+//! on the leader.
 //!
 //! Protocol: the client sends one command line; the server answers with zero
 //! or more lines and closes. A refused or unknown command gets a line starting
@@ -27,8 +30,9 @@ use tokio::sync::broadcast;
 
 /// File name of the socket inside the state directory.
 pub const ADMIN_SOCKET_NAME: &str = "admin.sock";
-/// Longest command line read.
-pub const ADMIN_LINE_BYTES_MAX: u64 = 256;
+/// Longest command line read (an `exports reload` carries a whole export
+/// list); a longer one is refused, never cut.
+pub const ADMIN_LINE_BYTES_MAX: u64 = hanfs_raft::view::ADMIN_LINE_BYTES_MAX as u64;
 /// Longest answer a client reads.
 pub const ADMIN_ANSWER_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Time one admin exchange may take (a switchover waits for an election).
@@ -41,11 +45,13 @@ pub trait Handler: Send + Sync + 'static {
 
 /// The single node's handler: `exports`, `clients` and `locks` from the
 /// applied state (`locks` names files through the exports it serves),
-/// `stats` from its counters.
+/// `stats` from its counters, and the `exports` changes, run here.
 pub struct StateHandler {
     pub commit: Arc<dyn Commit>,
     pub serving: crate::vfs::ServingVfs,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Serialises `exports` changes.
+    pub admin_op: tokio::sync::Mutex<()>,
 }
 
 impl Handler for StateHandler {
@@ -53,6 +59,17 @@ impl Handler for StateHandler {
         if line.trim() == "stats" {
             let text = stats_answer(&self.metrics, "this node (single node)");
             return Box::pin(async move { text });
+        }
+        if let Some(parsed) = exports_change(&line) {
+            return Box::pin(async move {
+                match parsed {
+                    Ok(req) => {
+                        let _one = self.admin_op.lock().await;
+                        crate::exports_admin::run(&self.commit, self.serving.live(), &req).await
+                    }
+                    Err(e) => format!("error: {e}\n"),
+                }
+            });
         }
         let state = self.commit.state();
         let vfs = self.serving.get();
@@ -74,9 +91,32 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(ADMIN_SOCKET_NAME)
 }
 
-/// `exports`: one line per registered export, `<id> <path>`.
+/// `exports`: one line per export the cluster knows, by id: `<id> <name>
+/// <dir> <clients>` when served, `<id> <name> (removed)` when not.
 pub fn exports_lines(state: &State) -> String {
-    state.exports().map(|(id, path)| format!("{id} {path}\n")).collect()
+    state
+        .exports()
+        .map(|(id, name)| match state.export_spec(id) {
+            Some(spec) => format!("{id} {name} {} {}\n", spec.dir, spec.clients),
+            None => format!("{id} {name} (removed)\n"),
+        })
+        .collect()
+}
+
+/// An `exports add|update|remove|reload ...` line, parsed; `None` for any
+/// other line.
+pub fn exports_change(
+    line: &str,
+) -> Option<Result<crate::exports_admin::Request, crate::exports_admin::ExportsAdminError>> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["exports", verb, rest @ ..] if ["add", "update", "remove", "reload"].contains(verb) => {
+            let mut all = vec![*verb];
+            all.extend_from_slice(rest);
+            Some(crate::exports_admin::Request::parse(&all))
+        }
+        _ => None,
+    }
 }
 
 /// `clients`: one line per rmtab row, `<client> <path>`.
@@ -88,6 +128,7 @@ pub fn clients_lines(state: &State) -> String {
 pub fn answer(state: &State, line: &str, vfs: Option<&crate::vfs::Vfs>) -> String {
     match line.trim() {
         "exports" => exports_lines(state),
+        "exports table" => crate::exports_admin::table_lines(state),
         "clients" => clients_lines(state),
         "locks" => crate::locks_view::locks_lines(state, vfs),
         other => format!("error: unknown command `{other}` (try `exports`, `clients`, `locks` or `stats`)\n"),
@@ -136,7 +177,11 @@ async fn exchange(stream: UnixStream, handler: &dyn Handler) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
     BufReader::new(rd.take(ADMIN_LINE_BYTES_MAX)).read_line(&mut line).await?;
-    let text = handler.answer(line).await;
+    let text = if line.len() as u64 >= ADMIN_LINE_BYTES_MAX && !line.ends_with('\n') {
+        format!("error: command longer than {ADMIN_LINE_BYTES_MAX} bytes\n")
+    } else {
+        handler.answer(line).await
+    };
     wr.write_all(text.as_bytes()).await?;
     wr.shutdown().await
 }
@@ -169,7 +214,11 @@ mod tests {
         let fs = hanfs_state::FsIdentity { uuid: None, root_type: 1, root_handle: vec![1; 8] };
         state.apply(&Command::RegisterExport { export_id: 7, path: "/export".into(), fs }).unwrap();
         state.apply(&Command::Mount { client: "10.0.0.2".into(), path: "/export".into() }).unwrap();
-        assert_eq!(answer(&state, "exports\n", None), "7 /export\n");
+        assert_eq!(answer(&state, "exports\n", None), "7 /export (removed)\n");
+        let spec = hanfs_state::ExportSpec { dir: "/srv/e".into(), clients: "*(ro)".into() };
+        state.apply(&Command::ExportSet { export_id: 7, path: "/export".into(), spec }).unwrap();
+        assert_eq!(answer(&state, "exports\n", None), "7 /export /srv/e *(ro)\n");
+        assert_eq!(answer(&state, "exports table", None), "seeded yes\nexport 7 /export /srv/e *(ro)\n");
         assert_eq!(answer(&state, "clients", None), "10.0.0.2 /export\n");
         assert!(answer(&state, "locks", None).starts_with("nsm_state: 1\n"));
         assert!(answer(&state, "lock", None).starts_with("error: unknown command `lock`"));

@@ -304,6 +304,32 @@ pub fn pattern_string(pattern: &ClientPattern) -> String {
     }
 }
 
+/// A client list as the replicated table stores it: each rule as
+/// `pattern(options)` with every option spelled out (`exportfs -v` style),
+/// so two spellings of the same list compare equal. `parse_clients` of it
+/// gives the same rules back.
+pub fn canonical_clients(rules: &[ClientRule]) -> String {
+    let rule = |r: &ClientRule| format!("{}({})", pattern_string(&r.pattern), options_string(&r.options));
+    rules.iter().map(rule).collect::<Vec<_>>().join(" ")
+}
+
+/// Every option of `o`, comma-separated, in exports(5) spelling.
+pub fn options_string(o: &ExportOptions) -> String {
+    let squash = match o.squash {
+        Squash::Root => "root_squash",
+        Squash::None => "no_root_squash",
+        Squash::All => "all_squash",
+    };
+    format!(
+        "{},{squash},{},{},anonuid={},anongid={}",
+        if o.read_only { "ro" } else { "rw" },
+        if o.sync { "sync" } else { "async" },
+        if o.secure { "secure" } else { "insecure" },
+        o.anonuid,
+        o.anongid
+    )
+}
+
 /// Parse an exports(5) client list such as
 /// `*(rw,no_root_squash) 10.0.0.0/8(ro) host.example(rw,all_squash,anonuid=1000)`.
 ///
@@ -503,6 +529,22 @@ mod tests {
         assert!(t.access(1, "192.168.2.1".parse().unwrap()).is_none());
         let t = table("0.0.0.0/0");
         assert!(t.access(1, "8.8.8.8".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn canonical_clients_round_trip_and_equal_spellings_agree() {
+        let spec = "*(rw,no_root_squash) 10.0.0.0/255.0.0.0(ro,insecure) host.example(all_squash,anonuid=7,async)";
+        let canon = canonical_clients(&parse_clients(spec).unwrap());
+        assert_eq!(
+            canon,
+            "*(rw,no_root_squash,sync,secure,anonuid=65534,anongid=65534) \
+             10.0.0.0/8(ro,root_squash,sync,insecure,anonuid=65534,anongid=65534) \
+             host.example(ro,all_squash,async,secure,anonuid=7,anongid=65534)"
+        );
+        assert_eq!(canonical_clients(&parse_clients(&canon).unwrap()), canon);
+        let a = canonical_clients(&parse_clients("*(rw)").unwrap());
+        let b = canonical_clients(&parse_clients("*(rw,root_squash,sync,secure,no_subtree_check)").unwrap());
+        assert_eq!(a, b);
     }
 
     #[test]

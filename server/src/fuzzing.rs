@@ -30,6 +30,7 @@ use hanfs_raft::commit::{Commit, CommitError, CommitFuture};
 use hanfs_state::{Command, State};
 
 use crate::exports::ExportTable;
+use crate::live::Live;
 use crate::mount::MountCtx;
 use crate::nfs3::NfsCtx;
 use crate::nlm;
@@ -117,7 +118,7 @@ pub fn call_header(data: &[u8]) {
 pub fn nfs3(data: &[u8]) -> Option<Vec<u8>> {
     let input = Input::parse(data)?;
     let fix = Fixture::new();
-    let ctx = NfsCtx { vfs: fix.vfs.clone(), exports: fix.exports.clone(), commit: fix.commit.clone() };
+    let ctx = NfsCtx { live: fix.live.clone(), commit: fix.commit.clone() };
     dispatch(&fix, ctx, &crate::nfs3::PROGRAM, &input)
 }
 
@@ -126,7 +127,7 @@ pub fn nfs3(data: &[u8]) -> Option<Vec<u8>> {
 pub fn mount(data: &[u8]) -> Option<Vec<u8>> {
     let input = Input::parse(data)?;
     let fix = Fixture::new();
-    let ctx = MountCtx { exports: fix.exports.clone(), vfs: fix.vfs.clone(), commit: fix.commit.clone() };
+    let ctx = MountCtx { live: fix.live.clone(), commit: fix.commit.clone() };
     let program = if input.flags & FLAG_MOUNT_V1 != 0 { &crate::mount::PROGRAM_V1 } else { &crate::mount::PROGRAM_V3 };
     dispatch(&fix, ctx, program, &input)
 }
@@ -239,8 +240,7 @@ impl<'a> Input<'a> {
 /// key, a `Vfs` and export table with no exports.
 struct Fixture {
     commit: Arc<dyn Commit>,
-    vfs: Arc<Vfs>,
-    exports: Arc<ExportTable>,
+    live: Arc<Live>,
 }
 
 impl Fixture {
@@ -253,7 +253,7 @@ impl Fixture {
             Err(e) => panic!("a Vfs with no exports: {e}"),
         };
         let commit = Arc::new(MemCommit { state: Arc::new(RwLock::new(state)) });
-        Fixture { commit, vfs, exports: Arc::new(ExportTable::new(&[])) }
+        Fixture { commit, live: Live::fixed(vfs, Arc::new(ExportTable::new(&[]))) }
     }
 }
 

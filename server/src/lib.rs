@@ -5,7 +5,10 @@
 //! `portmap`, `nlm`, `nsm`, each a procedure table with its own context), the
 //! passthrough filesystem with handle resolution and credential switching
 //! (`vfs`), the export table (`exports`; `hostnames` looks clients' names up for its
-//! host-name, wildcard and netgroup rules), the floating address (`vip`), the
+//! host-name, wildcard and netgroup rules), what is served right now and its
+//! live replacement when the replicated export table changes (`live`), the
+//! `exports add|update|remove|reload` admin commands (`exports_admin`), the
+//! floating address (`vip`), the
 //! admin socket (`admin`; `locks_view` formats its `locks` answer), the
 //! counters and their `/metrics` and `stats` views (`metrics`), and the
 //! node lifecycle (`node`): a single node, or a cluster member that serves
@@ -19,9 +22,11 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod exports;
+pub mod exports_admin;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hostnames;
+pub mod live;
 pub mod locks_view;
 pub mod metrics;
 pub mod mount;

@@ -7,6 +7,7 @@ use crate::command::{Command, NlmCommand, Promotion, TcpConn};
 use crate::conns::ConnRow;
 use crate::drc::DrcUndo;
 use crate::error::ApplyError;
+use crate::exports::ExportUndo;
 use crate::limits::BATCH_DEPTH_MAX;
 use crate::locks::NlmUndo;
 use crate::outcome::Outcome;
@@ -15,7 +16,8 @@ use crate::State;
 /// One reversible change.
 #[derive(Debug)]
 enum Undo {
-    ExportRegistered(u32),
+    /// An export entry changed (registered, set or removed).
+    Export(ExportUndo),
     HandleKeySet,
     Mounted {
         client: String,
@@ -83,9 +85,19 @@ impl State {
         match cmd {
             Command::Batch(members) => self.apply_batch(members, depth, undo),
             Command::RegisterExport { export_id, path, fs } => {
-                if self.exports.register(*export_id, path, fs)? {
-                    undo.push(Undo::ExportRegistered(*export_id));
+                if let Some(export_undo) = self.exports.register(*export_id, path, fs)? {
+                    undo.push(Undo::Export(export_undo));
                 }
+                Ok(Outcome::Done)
+            }
+            Command::ExportSet { export_id, path, spec } => {
+                if let Some(export_undo) = self.exports.set(*export_id, path, spec)? {
+                    undo.push(Undo::Export(export_undo));
+                }
+                Ok(Outcome::Done)
+            }
+            Command::ExportRemove { export_id } => {
+                undo.push(Undo::Export(self.exports.remove(*export_id)?));
                 Ok(Outcome::Done)
             }
             Command::SetHandleKey { key } => {
@@ -214,7 +226,7 @@ impl State {
     fn rollback(&mut self, undo: Vec<Undo>) {
         for change in undo.into_iter().rev() {
             match change {
-                Undo::ExportRegistered(id) => self.exports.unregister(id),
+                Undo::Export(export_undo) => self.exports.restore(export_undo),
                 Undo::HandleKeySet => self.handle_key = None,
                 Undo::Mounted { client, path } => self.rmtab.remove_raw(&client, &path),
                 Undo::Unmounted { client, paths } => {

@@ -17,8 +17,12 @@ const COMMAND_FORMAT_V1: u8 = 1;
 /// The state before the connection table (`conns.rs`): still decoded, with
 /// no connections recorded.
 const SNAPSHOT_FORMAT_V1: u8 = 1;
-/// The state with its connection table.
+/// The state with its connection table, exports registered only: still
+/// decoded, every export unserved and the table unseeded (the next node to
+/// serve seeds it from its config).
 const SNAPSHOT_FORMAT_V2: u8 = 2;
+/// Exports served live (`ExportSet`/`ExportRemove`, `exports.rs`).
+const SNAPSHOT_FORMAT_V3: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -70,7 +74,7 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
 /// size limit, every sequence has a known length); should it ever, the empty
 /// result is refused by `decode_state`, so the fault surfaces at load.
 pub(crate) fn encode_state(state: &State) -> Vec<u8> {
-    let mut out = vec![SNAPSHOT_FORMAT_V2];
+    let mut out = vec![SNAPSHOT_FORMAT_V3];
     match options().serialize_into(&mut out, state) {
         Ok(()) => out,
         Err(e) => {
@@ -84,9 +88,33 @@ pub(crate) fn encode_state(state: &State) -> Vec<u8> {
 pub(crate) fn decode_state(bytes: &[u8]) -> Result<State, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     match version {
-        SNAPSHOT_FORMAT_V2 => Ok(options().deserialize(body)?),
-        SNAPSHOT_FORMAT_V1 => Ok(options().deserialize::<StateV1>(body)?.into()),
+        SNAPSHOT_FORMAT_V3 => Ok(options().deserialize(body)?),
+        SNAPSHOT_FORMAT_V2 => Ok(options().deserialize::<StateV2>(body)?.try_into()?),
+        SNAPSHOT_FORMAT_V1 => Ok(options().deserialize::<StateV1>(body)?.try_into()?),
         _ => Err(CodecError::Version(version)),
+    }
+}
+
+/// `State` as format 2 encoded it (the export table registrations only).
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct StateV2 {
+    epoch: u64,
+    exports: crate::exports::ExportsV2,
+    handle_key: Option<[u8; crate::command::HANDLE_KEY_BYTES]>,
+    rmtab: crate::rmtab::Rmtab,
+    drc: crate::drc::Drc,
+    last_promotion: Option<crate::command::Promotion>,
+    nlm: crate::locks::NlmState,
+    conns: crate::conns::Conns,
+}
+
+impl TryFrom<StateV2> for State {
+    type Error = InvariantError;
+    fn try_from(v2: StateV2) -> Result<State, InvariantError> {
+        let StateV2 { epoch, exports, handle_key, rmtab, drc, last_promotion, nlm, conns } = v2;
+        let exports = exports.try_into()?;
+        Ok(State { epoch, exports, handle_key, rmtab, drc, last_promotion, nlm, conns })
     }
 }
 
@@ -95,7 +123,7 @@ pub(crate) fn decode_state(bytes: &[u8]) -> Result<State, CodecError> {
 #[cfg_attr(test, derive(serde::Serialize))]
 struct StateV1 {
     epoch: u64,
-    exports: crate::exports::Exports,
+    exports: crate::exports::ExportsV2,
     handle_key: Option<[u8; crate::command::HANDLE_KEY_BYTES]>,
     rmtab: crate::rmtab::Rmtab,
     drc: crate::drc::Drc,
@@ -103,10 +131,12 @@ struct StateV1 {
     nlm: crate::locks::NlmState,
 }
 
-impl From<StateV1> for State {
-    fn from(v1: StateV1) -> State {
+impl TryFrom<StateV1> for State {
+    type Error = InvariantError;
+    fn try_from(v1: StateV1) -> Result<State, InvariantError> {
         let StateV1 { epoch, exports, handle_key, rmtab, drc, last_promotion, nlm } = v1;
-        State { epoch, exports, handle_key, rmtab, drc, last_promotion, nlm, conns: Default::default() }
+        let exports = exports.try_into()?;
+        Ok(State { epoch, exports, handle_key, rmtab, drc, last_promotion, nlm, conns: Default::default() })
     }
 }
 
@@ -119,6 +149,17 @@ mod tests {
         let mut s = State::default();
         let cmds = [
             Command::RegisterExport { export_id: 3, path: "/srv/a".into(), fs: test_fs() },
+            Command::ExportSet {
+                export_id: 3,
+                path: "/srv/a".into(),
+                spec: crate::command::ExportSpec { dir: "/disk/a".into(), clients: "*(rw)".into() },
+            },
+            Command::ExportSet {
+                export_id: 4,
+                path: "/srv/b".into(),
+                spec: crate::command::ExportSpec { dir: "/disk/b".into(), clients: "10.0.0.0/8".into() },
+            },
+            Command::ExportRemove { export_id: 4 },
             Command::Batch(vec![Command::SetHandleKey { key: [9; 32] }]),
             Command::Mount { client: "10.0.0.9".into(), path: "/srv/a".into() },
             Command::BumpEpoch,
@@ -192,7 +233,37 @@ mod tests {
         assert_eq!(back.ok(), Some(s));
         assert!(State::from_snapshot(&[]).is_err());
         assert!(State::from_snapshot(&bytes[..bytes.len() / 2]).is_err());
-        assert!(State::from_snapshot(&[SNAPSHOT_FORMAT_V2 + 1]).is_err());
+        assert!(State::from_snapshot(&[SNAPSHOT_FORMAT_V3 + 1]).is_err());
+    }
+
+    /// `s` as the older formats saw it: exports registered, none served.
+    fn registered_only(s: &State) -> State {
+        let exports = crate::exports::Exports::try_from(crate::exports::ExportsV2::from(&s.exports));
+        State { exports: exports.unwrap_or_default(), ..s.clone() }
+    }
+
+    #[test]
+    fn a_format_2_snapshot_loads_with_exports_registered_and_unseeded() {
+        let s = sample_state();
+        assert!(s.exports_seeded());
+        let v2 = StateV2 {
+            epoch: s.epoch,
+            exports: crate::exports::ExportsV2::from(&s.exports),
+            handle_key: s.handle_key,
+            rmtab: s.rmtab.clone(),
+            drc: s.drc.clone(),
+            last_promotion: s.last_promotion,
+            nlm: s.nlm.clone(),
+            conns: s.conns.clone(),
+        };
+        let mut bytes = vec![SNAPSHOT_FORMAT_V2];
+        assert!(options().serialize_into(&mut bytes, &v2).is_ok());
+        let back = State::from_snapshot(&bytes).ok();
+        assert_eq!(back.as_ref(), Some(&registered_only(&s)));
+        let back = back.unwrap_or_default();
+        assert!(!back.exports_seeded());
+        assert_eq!(back.export_fs(3), s.export_fs(3));
+        assert_eq!(back.served_exports().count(), 0);
     }
 
     #[test]
@@ -200,7 +271,7 @@ mod tests {
         let s = sample_state();
         let v1 = StateV1 {
             epoch: s.epoch,
-            exports: s.exports.clone(),
+            exports: crate::exports::ExportsV2::from(&s.exports),
             handle_key: s.handle_key,
             rmtab: s.rmtab.clone(),
             drc: s.drc.clone(),
@@ -209,7 +280,7 @@ mod tests {
         };
         let mut bytes = vec![SNAPSHOT_FORMAT_V1];
         assert!(options().serialize_into(&mut bytes, &v1).is_ok());
-        let without_conns = State { conns: Default::default(), ..s };
+        let without_conns = State { conns: Default::default(), ..registered_only(&s) };
         assert_eq!(State::from_snapshot(&bytes).ok(), Some(without_conns));
     }
 }

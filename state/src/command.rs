@@ -23,6 +23,16 @@ pub struct FsIdentity {
     pub root_handle: Vec<u8>,
 }
 
+/// What an export is served as: the directory on the shared filesystem and
+/// its exports(5) client list (`10.0.0.0/8(rw) *(ro)`), as the server
+/// canonicalised it before committing (the state only bounds its size).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportSpec {
+    /// Absolute path of the exported directory, the same on every node.
+    pub dir: String,
+    pub clients: String,
+}
+
 /// An identity for tests.
 #[cfg(test)]
 pub(crate) fn test_fs() -> FsIdentity {
@@ -63,10 +73,9 @@ pub enum DrcCred {
 pub enum Command {
     /// Several commands committed as one log entry (group commit). Applied in order.
     Batch(Vec<Command>),
-    /// Record an export's cluster-assigned id, its path (from config) and the
-    /// filesystem it lives on. Registering it again changes nothing: the
-    /// first identity stays, and a node that finds another one refuses to
-    /// serve the export.
+    /// Record an export's cluster-assigned id, its path and the filesystem
+    /// it lives on. Registering it again changes nothing: the first identity
+    /// stays, and a node that finds another one refuses to serve the export.
     RegisterExport { export_id: u32, path: String, fs: FsIdentity },
     /// Set the key that authenticates file handles, drawn at random by the
     /// first active node. Only the first one counts: once set, the key never
@@ -107,6 +116,15 @@ pub enum Command {
     /// A new active tickled every connection recorded before `epoch` (its
     /// own, bumped one): forget them.
     ConnsForget { epoch: u64 },
+    /// Serve export `export_id` at `path` (the name clients mount) as
+    /// `spec`: a new export, a changed directory or client list, or a
+    /// removed export served again. The id stays bound to `path` forever
+    /// (`exports.rs`). (New variants go last: the log's encoding numbers
+    /// variants by position.)
+    ExportSet { export_id: u32, path: String, spec: ExportSpec },
+    /// Stop serving `export_id`: MNT of it is refused and its handles are
+    /// STALE. Its id, name and identity stay recorded.
+    ExportRemove { export_id: u32 },
 }
 
 /// The NLM and NSM changes (see `locks::NlmState` for the rules).

@@ -13,8 +13,16 @@ pub enum ApplyError {
     ExportPathInvalid,
     #[error("export {export_id}: filesystem identity invalid (handle or UUID too long)")]
     ExportFsInvalid { export_id: u32 },
-    #[error("export table full ({max} exports)")]
+    #[error("export table full ({max} exports, removed ones included: their ids are never reused)")]
     ExportsFull { max: u64 },
+    #[error("export directory invalid (not absolute, NUL, or too long)")]
+    ExportDirInvalid,
+    #[error("export client list invalid (empty, NUL, or longer than {max} bytes)")]
+    ExportClientsInvalid { max: u64 },
+    #[error("export client lists would exceed {max} bytes in total")]
+    ExportClientsFull { max: u64 },
+    #[error("export {export_id} is not served")]
+    ExportNotServed { export_id: u32 },
     #[error("client name invalid (empty, NUL, or too long)")]
     ClientInvalid,
     #[error("mount path invalid (empty, NUL, or too long)")]
@@ -35,6 +43,8 @@ pub enum ApplyError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
     Exports,
+    /// Total bytes of the served exports' client lists.
+    ExportClientsBytes,
     Rmtab,
     /// Entries of the duplicate-request cache.
     Drc,
@@ -61,6 +71,12 @@ pub enum InvariantError {
     ExportIndexDisagrees { export_id: u32 },
     #[error("export {export_id}: invalid filesystem identity")]
     ExportFsInvalid { export_id: u32 },
+    #[error("export {export_id}: invalid served name, directory or client list")]
+    ExportSpecInvalid { export_id: u32 },
+    #[error("export {export_id} served but the table is not seeded")]
+    ExportServedUnseeded { export_id: u32 },
+    #[error("export client byte count {counted} disagrees with the sum of client lists {sum}")]
+    ExportClientsBytes { counted: u64, sum: u64 },
     #[error("rmtab row {client:?} {path:?} invalid")]
     RmtabRowInvalid { client: String, path: String },
     #[error("DRC age index holds {by_age} entries, the cache {entries}")]

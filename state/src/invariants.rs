@@ -110,7 +110,9 @@ impl State {
                 Ok(())
             }
             Command::Batch(_) => Ok(()),
-            Command::RegisterExport { export_id, .. } => self.exports.check_id(*export_id),
+            Command::RegisterExport { export_id, .. }
+            | Command::ExportSet { export_id, .. }
+            | Command::ExportRemove { export_id } => self.exports.check_id(*export_id),
             Command::Mount { client, path } | Command::Unmount { client, path } => self.rmtab.check_row(client, path),
             Command::DrcInsert { key, .. } | Command::DrcIntent { key, .. } => self.drc.check_key(key),
             Command::ConnOpen { conn } | Command::ConnClose { conn } => self.conns.check_conn(conn, self.epoch),
@@ -210,6 +212,27 @@ mod tests {
         let before = s.sizes();
         s.handle_key = Some([2; 32]);
         s.assert_after_apply(&Command::BumpEpoch, Sizes { handle_key: Some([1; 32]), ..before }, false);
+    }
+
+    #[test]
+    fn the_full_check_sees_served_exports_and_their_byte_count() {
+        let mut s = registered();
+        let spec = crate::command::ExportSpec { dir: "/disk/x".into(), clients: "*(rw)".into() };
+        let set = Command::ExportSet { export_id: EXPORT, path: "/srv/x".into(), spec };
+        assert_eq!(s.apply(&set).map(drop), Ok(()));
+        assert_eq!(s.check_touched(&set, 0), Ok(()));
+        assert_eq!(s.check_touched(&Command::ExportRemove { export_id: EXPORT }, 0), Ok(()));
+        s.exports.corrupt_clients_bytes(1);
+        assert_eq!(s.check_invariants(), Err(InvariantError::ExportClientsBytes { counted: 1, sum: 5 }));
+        // The byte count is derived, so a snapshot rebuilds it right.
+        assert!(State::from_snapshot(&s.to_snapshot()).is_ok_and(|back| back.check_invariants().is_ok()));
+    }
+
+    #[test]
+    #[should_panic(expected = "export 7: path index disagrees")]
+    fn apply_panics_when_a_removed_export_it_names_is_broken() {
+        let mut s = with_misfiled_export();
+        let _ = s.apply(&Command::ExportRemove { export_id: EXPORT });
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! hanfs-state: the replicated data model.
 //!
 //! Owns `Command` (every change to client-visible state), the deterministic
-//! `State::apply`, and the tables it changes: exports with the filesystem
-//! each lives on (`exports.rs`), the key that authenticates file handles,
+//! `State::apply`, and the tables it changes: exports (`exports.rs`: each
+//! export's id, name, the filesystem it lives on, and what it is served as,
+//! changed live), the key that authenticates file handles,
 //! rmtab (`rmtab.rs`), the duplicate-request cache (`drc.rs`), the
 //! write-verifier epoch, and the client TCP connections a new active tickles
 //! after a failover (`conns.rs`). There is no table of objects: a file handle carries
@@ -87,9 +88,38 @@ impl State {
         self.exports.id_of(path)
     }
 
-    /// (export id, path), ordered by id.
+    /// (export id, path) of every export the cluster ever knew, served or
+    /// removed, ordered by id.
     pub fn exports(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
         self.exports.iter()
+    }
+
+    /// The served exports: (id, name, spec), ordered by id.
+    pub fn served_exports(&self) -> impl Iterator<Item = (u32, &str, &ExportSpec)> + '_ {
+        self.exports.served()
+    }
+
+    /// What `export_id` is served as (`None`: not served).
+    pub fn export_spec(&self, export_id: u32) -> Option<&ExportSpec> {
+        self.exports.spec(export_id)
+    }
+
+    /// Whether the export table was ever seeded (`Command::ExportSet`): a
+    /// node seeds it from its config only while it is not.
+    pub fn exports_seeded(&self) -> bool {
+        self.exports.seeded()
+    }
+
+    /// Counts changes to the export table: a serving node rebuilds its
+    /// served view when it moves.
+    pub fn exports_revision(&self) -> u64 {
+        self.exports.revision()
+    }
+
+    /// The lowest export id above every id ever used (ids of removed
+    /// exports are never given to another name); `None` when none is left.
+    pub fn next_export_id(&self) -> Option<u32> {
+        self.exports.next_id()
     }
 
     /// (client, path) rows, sorted by client then path.

@@ -17,6 +17,10 @@ pub const FS_UUID_BYTES_MAX: u64 = 16;
 
 /// Most registered exports.
 pub const EXPORTS_MAX: u64 = 4096;
+/// Longest client list (exports(5) syntax) of one export.
+pub const EXPORT_CLIENTS_BYTES_MAX: u64 = 64 * 1024;
+/// Total bytes of every served export's client list.
+pub const EXPORT_CLIENTS_TOTAL_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Most (client, path) rows in rmtab.
 pub const RMTAB_ROWS_MAX: u64 = 100_000;
 
@@ -41,6 +45,9 @@ const _: () = assert!(DRC_REPLY_BYTES_MAX <= DRC_BYTES_MAX);
 const _: () = assert!(DRC_ENTRIES_MAX > 0);
 const _: () = assert!(DRC_REPLY_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(BATCH_DEPTH_MAX >= 2);
+const _: () = assert!(EXPORT_CLIENTS_BYTES_MAX <= EXPORT_CLIENTS_TOTAL_BYTES_MAX);
+// The largest `ExportSet` fits one log entry.
+const _: () = assert!(EXPORT_CLIENTS_BYTES_MAX + 2 * PATH_BYTES_MAX < COMMAND_BYTES_MAX);
 
 // NLM and NSM (see `locks/`). Worst-case lock table: LOCKS_MAX locks, each
 // carrying an owner of up to CALLER_NAME_BYTES_MAX + NETOBJ_BYTES_MAX bytes.

@@ -9,7 +9,7 @@
 
 use proptest::prelude::*;
 
-use crate::command::{Command, DrcCred, DrcKey, FsIdentity, Promotion, TcpConn, HANDLE_KEY_BYTES};
+use crate::command::{Command, DrcCred, DrcKey, ExportSpec, FsIdentity, Promotion, TcpConn, HANDLE_KEY_BYTES};
 use crate::limits::{
     BATCH_DEPTH_MAX, CLIENT_BYTES_MAX, DRC_REPLY_BYTES_MAX, DRC_WINDOW_MS, FS_HANDLE_BYTES_MAX, PATH_BYTES_MAX,
 };
@@ -21,7 +21,9 @@ const STORE_CASES: u32 = 16;
 #[derive(Clone, Debug, Default)]
 struct Model {
     epoch: u64,
-    exports: Vec<(u32, String, FsIdentity)>,
+    /// (id, name, identity, served as)
+    exports: Vec<(u32, String, Option<FsIdentity>, Option<ExportSpec>)>,
+    exports_seeded: bool,
     handle_key: Option<[u8; HANDLE_KEY_BYTES]>,
     rmtab: Vec<(String, String)>,
     /// (key, reply (None: an intent), time_ms, seq)
@@ -60,14 +62,46 @@ impl Model {
                 if !text_ok(path, PATH_BYTES_MAX) || fs.root_handle.len() as u64 > FS_HANDLE_BYTES_MAX {
                     return false;
                 }
-                if let Some((_, p, _)) = self.exports.iter().find(|(id, _, _)| id == export_id) {
-                    return p == path;
+                if let Some((_, p, known, _)) = self.exports.iter_mut().find(|(id, _, _, _)| id == export_id) {
+                    if p != path {
+                        return false;
+                    }
+                    known.get_or_insert_with(|| fs.clone());
+                    return true;
                 }
-                if self.exports.iter().any(|(_, p, _)| p == path) {
+                if self.exports.iter().any(|(_, p, _, _)| p == path) {
                     return false;
                 }
-                self.exports.push((*export_id, path.clone(), fs.clone()));
+                self.exports.push((*export_id, path.clone(), Some(fs.clone()), None));
                 true
+            }
+            // The byte bounds are too large to reach here; `exports.rs` tests them.
+            Command::ExportSet { export_id, path, spec } => {
+                let absolute = |p: &str| text_ok(p, PATH_BYTES_MAX) && p.starts_with('/');
+                if !absolute(path) || !absolute(&spec.dir) || spec.clients.trim().is_empty() {
+                    return false;
+                }
+                if let Some((_, p, _, served)) = self.exports.iter_mut().find(|(id, _, _, _)| id == export_id) {
+                    if p != path {
+                        return false;
+                    }
+                    *served = Some(spec.clone());
+                } else if self.exports.iter().any(|(_, p, _, _)| p == path) {
+                    return false;
+                } else {
+                    self.exports.push((*export_id, path.clone(), None, Some(spec.clone())));
+                }
+                self.exports_seeded = true;
+                true
+            }
+            Command::ExportRemove { export_id } => {
+                match self.exports.iter_mut().find(|(id, _, _, served)| id == export_id && served.is_some()) {
+                    Some((_, _, _, served)) => {
+                        *served = None;
+                        true
+                    }
+                    None => false,
+                }
             }
             Command::SetHandleKey { key } => {
                 self.handle_key.get_or_insert(*key);
@@ -151,9 +185,12 @@ impl Model {
         assert_eq!(s.last_promotion(), self.promotion);
         let mut exports = self.exports.clone();
         exports.sort_by_key(|e| e.0);
-        let got: Vec<(u32, String, FsIdentity)> =
-            s.exports().filter_map(|(id, p)| Some((id, p.to_owned(), s.export_fs(id)?.clone()))).collect();
+        let got: Vec<(u32, String, Option<FsIdentity>, Option<ExportSpec>)> = s
+            .exports()
+            .map(|(id, p)| (id, p.to_owned(), s.export_fs(id).cloned(), s.export_spec(id).cloned()))
+            .collect();
         assert_eq!(got, exports);
+        assert_eq!(s.exports_seeded(), self.exports_seeded);
         assert_eq!(s.handle_key(), self.handle_key.as_ref());
         let mut rmtab = self.rmtab.clone();
         rmtab.sort();
@@ -186,6 +223,12 @@ fn path() -> impl Strategy<Value = String> {
     prop::sample::select(vec!["/a", "/b", "/c", "", "/n\0"]).prop_map(String::from)
 }
 
+fn export_spec() -> impl Strategy<Value = ExportSpec> {
+    let dir = prop::sample::select(vec!["/srv/a", "/srv/b", "srv", ""]);
+    let clients = prop::sample::select(vec!["*", "10.0.0.0/8(rw) *(ro)", " "]);
+    (dir, clients).prop_map(|(dir, clients)| ExportSpec { dir: dir.into(), clients: clients.into() })
+}
+
 fn client() -> impl Strategy<Value = String> {
     prop::sample::select(vec!["c1", "c2", "c10", ""]).prop_map(String::from)
 }
@@ -215,6 +258,9 @@ fn tcp_conn() -> impl Strategy<Value = TcpConn> {
 fn leaf() -> impl Strategy<Value = Command> {
     prop_oneof![
         2 => (0u32..3, path(), fs()).prop_map(|(export_id, path, fs)| Command::RegisterExport { export_id, path, fs }),
+        2 => (0u32..4, path(), export_spec())
+            .prop_map(|(export_id, path, spec)| Command::ExportSet { export_id, path, spec }),
+        1 => (0u32..4).prop_map(|export_id| Command::ExportRemove { export_id }),
         1 => (0u8..3).prop_map(|n| Command::SetHandleKey { key: [n; HANDLE_KEY_BYTES] }),
         1 => (client(), path()).prop_map(|(client, path)| Command::Mount { client, path }),
         1 => (client(), path()).prop_map(|(client, path)| Command::Unmount { client, path }),

@@ -2,10 +2,11 @@
 //! invariant 1, issue 10 item 2). Handles carry the filesystem's own object
 //! handles, so an export whose directory is not the filesystem the cluster
 //! recorded for it (the shared disk not mounted, another disk mounted there)
-//! would hand out wrong objects. The passive is restarted with its export
-//! pointing at another directory, the active is killed: the passive refuses
-//! to serve and says why in `status`; with the right directory again it
-//! serves, and a handle from before resolves.
+//! would hand out wrong objects. The export directory (the same path on every
+//! node: it comes from the replicated export table) is replaced by another
+//! directory while the passive restarts, the active is killed: the passive
+//! refuses to serve and says why in `status`; with the right directory back
+//! it serves, and a handle from before resolves.
 
 use std::time::Duration;
 
@@ -16,14 +17,6 @@ use crate::nfs3_ops::*;
 
 /// Status polls while waiting for the refusal to show.
 const REFUSAL_POLLS_MAX: u32 = 600;
-
-fn set_export_dir(cl: &mut Cluster, id: u32, from: &std::path::Path, to: &std::path::Path) {
-    let config = cl.node(id).config.clone();
-    let text = std::fs::read_to_string(&config).expect("read config");
-    let from = format!("dir = \"{}\"", from.display());
-    assert!(text.contains(&from), "config of node {id} names {from}");
-    std::fs::write(&config, text.replace(&from, &format!("dir = \"{}\"", to.display()))).expect("write config");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_an_export_on_the_wrong_filesystem() {
@@ -37,14 +30,14 @@ async fn a_node_refuses_an_export_on_the_wrong_filesystem() {
         write(&mut c, &fh, 0, b"right disk", stable_how::FILE_SYNC).await.expect("write");
         fh
     };
-    // The passive comes back with its export on another directory (as if the
-    // shared disk were not mounted there).
+    // Another directory where the export's is (as if the shared disk were
+    // not mounted there), the real one kept aside.
     let export = cl.export.clone();
-    let wrong = export.with_file_name("not-the-shared-disk");
-    std::fs::create_dir_all(&wrong).expect("wrong dir");
-    std::fs::write(wrong.join("before"), b"wrong disk").expect("decoy");
+    let aside = export.with_file_name("the-shared-disk");
     cl.kill9(passive);
-    set_export_dir(&mut cl, passive, &export, &wrong);
+    std::fs::rename(&export, &aside).expect("move the export aside");
+    std::fs::create_dir_all(&export).expect("wrong dir");
+    std::fs::write(export.join("before"), b"wrong disk").expect("decoy");
     cl.restart(passive);
     cl.wait_caught_up(passive, active);
     cl.kill9(active);
@@ -67,7 +60,8 @@ async fn a_node_refuses_an_export_on_the_wrong_filesystem() {
 
     // The right disk again: it serves, and the old handle reads the right data.
     cl.kill9(passive);
-    set_export_dir(&mut cl, passive, &wrong, &export);
+    std::fs::remove_dir_all(&export).expect("remove the wrong dir");
+    std::fs::rename(&aside, &export).expect("put the export back");
     cl.restart(passive);
     assert_eq!(cl.wait_serving(&[active]), passive);
     let mut c = cl.connect().await;

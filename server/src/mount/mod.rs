@@ -29,9 +29,9 @@ use nfs3_types::nfs3::nfsstat3;
 use nfs3_types::xdr_codec::{BoundedList, List, Opaque};
 
 use crate::exports::{pattern_string, ExportTable, Verdict};
+use crate::live::Live;
 use crate::rpc::program::{Call, Drc, Proc, ProcError, ProcFuture, Program, Reply, Transport};
 use crate::rpc::xdr::{self, Reader};
-use crate::vfs::Vfs;
 
 pub const MOUNT_PROGRAM: u32 = 100_005;
 /// Longest path in a MOUNT call (RFC 1813 MNTPATHLEN).
@@ -50,10 +50,9 @@ const _: () = assert!(crate::rpc::listener::UDP_DATAGRAM_BYTES_MAX >= MOUNT_UDP_
 
 /// What the MOUNT handlers reach.
 pub struct MountCtx {
-    /// Exports by name, and each export's client list.
-    pub exports: Arc<ExportTable>,
-    /// The export roots' handles.
-    pub vfs: Arc<Vfs>,
+    /// What is served now: exports by name with their client lists, and
+    /// the export roots' handles. Each call takes the current view once.
+    pub live: Arc<Live>,
     /// The replicated state: the rmtab is read from it (DUMP).
     pub commit: Arc<dyn Commit>,
 }
@@ -101,8 +100,7 @@ fn client_name(peer: SocketAddr) -> String {
 ///
 /// The caller's host names are looked up first when a rule needs them
 /// (mountd does the same); a lookup that does not answer in time refuses.
-async fn check_mount(ctx: &MountCtx, call: &Call, path: &str) -> Result<(u32, String), mountstat3> {
-    let exports = &ctx.exports;
+async fn check_mount(exports: &ExportTable, call: &Call, path: &str) -> Result<(u32, String), mountstat3> {
     let (export, sub) = exports.containing(path).ok_or(mountstat3::MNT3ERR_NOENT)?;
     let names = exports.peer_names(Some(export.export_id), call.peer.ip()).await;
     let options = match exports.verdict(export.export_id, call.peer.ip(), &names) {
@@ -170,7 +168,8 @@ fn null(_ctx: Arc<MountCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
 fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let path = decode_path(&args)?;
-        let checked = check_mount(&ctx, &call, &path).await;
+        let view = ctx.live.load();
+        let checked = check_mount(&view.exports, &call, &path).await;
         if VERS == 1 {
             let status = match checked {
                 Ok(_) => V1_EOPNOTSUPP,
@@ -182,7 +181,7 @@ fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFu
             Ok(found) => found,
             Err(stat) => return Ok(Reply::new(xdr::encode(&mountres3::Err(stat)))),
         };
-        let fh = match ctx.vfs.dir_fh(export_id, &sub) {
+        let fh = match view.vfs.dir_fh(export_id, &sub) {
             Ok(x) => x,
             Err(e) => {
                 let stat = mount_status(e);
@@ -195,7 +194,7 @@ fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFu
             }
         };
         // The rmtab row (and `showmount -a`) shows the path the client asked for.
-        let shown = rmtab_path(&ctx.exports, &path);
+        let shown = rmtab_path(&view.exports, &path);
         tracing::info!(peer = %call.peer, path = %shown, "mounted");
         let ok = mountres3_ok { fhandle: fhandle3(Opaque::owned(fh)), auth_flavors: vec![AUTH_FLAVOR_SYS] };
         let effects = vec![Command::Mount { client: client_name(call.peer), path: shown }];
@@ -236,7 +235,7 @@ fn dump(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
 fn umnt(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     Box::pin(async move {
         let path = decode_path(&args)?;
-        let path = rmtab_path(&ctx.exports, &path);
+        let path = rmtab_path(&ctx.live.load().exports, &path);
         let effects = vec![Command::Unmount { client: client_name(call.peer), path }];
         Ok(Reply::with_effects(Vec::new(), effects))
     })
@@ -255,7 +254,8 @@ fn export(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
         no_args(&args)?;
         let mut list: Vec<export_node<'static, 'static>> = Vec::new();
         let mut size = 4usize;
-        for e in ctx.exports.all() {
+        let view = ctx.live.load();
+        for e in view.exports.all() {
             let groups: Vec<name<'static>> =
                 e.clients.iter().map(|rule| name(Opaque::owned(pattern_string(&rule.pattern).into_bytes()))).collect();
             let node =

@@ -11,6 +11,7 @@ use nfs3_types::xdr_codec::Pack;
 
 use crate::config::ExportOptions;
 use crate::exports::{PeerLookup, Verdict};
+use crate::live::View;
 use crate::rpc::program::{Call, Cred, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::{encode, DecodeError, Reader};
 use crate::vfs::attr;
@@ -28,6 +29,8 @@ const PRIVILEGED_PORT_END: u16 = 1024;
 /// One call being executed on a blocking thread.
 pub struct Op {
     pub ctx: Arc<NfsCtx>,
+    /// The exports served when the call started, for its whole run.
+    pub view: Arc<View>,
     pub cred: Cred,
     pub peer: SocketAddr,
     /// The caller's host names, looked up before the body runs if a name
@@ -60,7 +63,7 @@ impl Access {
 
 impl Op {
     pub fn vfs(&self) -> &Vfs {
-        &self.ctx.vfs
+        &self.view.vfs
     }
 
     pub fn state(&self) -> Arc<RwLock<State>> {
@@ -77,7 +80,7 @@ impl Op {
         if self.vfs().export(export_id).is_none() {
             return Err(nfsstat3::NFS3ERR_STALE);
         }
-        let opts = match self.ctx.exports.verdict(export_id, self.peer.ip(), &self.names) {
+        let opts = match self.view.exports.verdict(export_id, self.peer.ip(), &self.names) {
             Verdict::Allow(opts) => opts,
             Verdict::Deny => return Err(nfsstat3::NFS3ERR_ACCES),
             Verdict::Unresolved => return Err(nfsstat3::NFS3ERR_JUKEBOX),
@@ -158,8 +161,9 @@ fn run_on<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let names = ctx.exports.peer_names(None, call.peer.ip()).await;
-        let op = Op { ctx, cred: call.cred, peer: call.peer, names };
+        let view = ctx.live.load();
+        let names = view.exports.peer_names(None, call.peer.ip()).await;
+        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names };
         match thread {
             Thread::Blocking => {
                 tokio::task::spawn_blocking(move || body(&op, a)).await.map_err(|_| ProcError::SystemErr)
@@ -181,8 +185,9 @@ pub fn run_args<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let names = ctx.exports.peer_names(None, call.peer.ip()).await;
-        let op = Op { ctx, cred: call.cred, peer: call.peer, names };
+        let view = ctx.live.load();
+        let names = view.exports.peer_names(None, call.peer.ip()).await;
+        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names };
         tokio::task::spawn_blocking(move || body(&op, a, &args)).await.map_err(|_| ProcError::SystemErr)
     })
 }

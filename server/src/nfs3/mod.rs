@@ -24,18 +24,17 @@ use std::sync::Arc;
 
 use hanfs_raft::commit::Commit;
 
-use crate::exports::ExportTable;
+use crate::live::Live;
 use crate::rpc::program::{Drc, Handler, Proc, Program, Recover};
-use crate::vfs::Vfs;
 
 pub const PROCEDURES: usize = 22;
 
 /// What the NFSv3 handlers reach.
 pub struct NfsCtx {
-    /// Export roots, handle resolution, credential switching.
-    pub vfs: Arc<Vfs>,
-    /// Exports by id, and each export's client list.
-    pub exports: Arc<ExportTable>,
+    /// What is served now: export roots and handle resolution (`Vfs`),
+    /// exports by id with their client lists. Each call takes the current
+    /// view once (`Op::view`).
+    pub live: Arc<Live>,
     /// The replicated state (the epoch, the DRC): read it here; the
     /// handlers' changes go back as a reply's effects.
     pub commit: Arc<dyn Commit>,

@@ -28,12 +28,13 @@ pub enum Need {
 /// lock it. Like knfsd's `nlm_fopen`: a bad or stale handle is STALE_FH, any
 /// other refusal (a client outside the export's list, an I/O error) FAILED.
 pub async fn check_file(ctx: &Arc<NlmCtx>, call: &Call, fh: &[u8], need: Need) -> Result<FileId, Nlm4Stats> {
-    let handle = ctx.vfs.decode(fh).map_err(|_| Nlm4Stats::StaleFh)?;
-    if ctx.vfs.export(handle.export_id).is_none() {
+    let view = ctx.live.load();
+    let handle = view.vfs.decode(fh).map_err(|_| Nlm4Stats::StaleFh)?;
+    if view.vfs.export(handle.export_id).is_none() {
         return Err(Nlm4Stats::StaleFh);
     }
-    let names = ctx.exports.peer_names(Some(handle.export_id), call.peer.ip()).await;
-    match ctx.exports.verdict(handle.export_id, call.peer.ip(), &names) {
+    let names = view.exports.peer_names(Some(handle.export_id), call.peer.ip()).await;
+    match view.exports.verdict(handle.export_id, call.peer.ip(), &names) {
         Verdict::Allow(_) => {}
         Verdict::Deny => {
             tracing::info!(peer = %call.peer, export_id = handle.export_id, "nlm call refused: client not in the export's list");
@@ -48,8 +49,8 @@ pub async fn check_file(ctx: &Arc<NlmCtx>, call: &Call, fh: &[u8], need: Need) -
         }
     }
     if need == Need::Object {
-        let (ctx2, fh2) = (ctx.clone(), fh.to_vec());
-        let resolved = tokio::task::spawn_blocking(move || ctx2.vfs.resolve(&fh2).map(|_| ()))
+        let fh2 = fh.to_vec();
+        let resolved = tokio::task::spawn_blocking(move || view.vfs.resolve(&fh2).map(|_| ()))
             .await
             .map_err(|_| Nlm4Stats::Failed)?;
         match resolved {

@@ -84,9 +84,8 @@ use std::sync::Arc;
 
 use hanfs_raft::commit::Commit;
 
-use crate::exports::ExportTable;
+use crate::live::Live;
 use crate::rpc::program::{Call, Drc, Handler, Proc, ProcError, ProcFuture, Program};
-use crate::vfs::Vfs;
 use callback::Callbacks;
 use grace::Grace;
 use ofd::OfdMirror;
@@ -95,10 +94,9 @@ use ofd::OfdMirror;
 pub struct NlmCtx {
     /// The replicated state: lock commands are committed, TEST reads it.
     pub commit: Arc<dyn Commit>,
-    /// Handle resolution (a deleted file is NLM4_STALE_FH).
-    pub vfs: Arc<Vfs>,
-    /// Each export's client list.
-    pub exports: Arc<ExportTable>,
+    /// What is served now: handle resolution (a deleted file, or a file of
+    /// a removed export, is NLM4_STALE_FH) and each export's client list.
+    pub live: Arc<Live>,
     /// GRANTED_MSG and `_RES` calls to clients (this active period's task).
     pub callbacks: Callbacks,
     /// Classic recovery's grace period of this active period (never in

@@ -71,7 +71,7 @@ use tokio::task::JoinHandle;
 
 use super::ofd_sys::{getlk, kernel_span, nofile_soft_limit, open_for_locks, setlk, unlock, Span, SysError};
 use super::xdr::{NetObj, Nlm4Holder, Nlm4Stats};
-use crate::vfs::Vfs;
+use crate::live::Live;
 
 /// Open file descriptions the mirror holds at most (one per file and owner
 /// holding a lock; the table allows `LOCKS_MAX`).
@@ -149,7 +149,8 @@ struct Inner {
 }
 
 pub struct OfdMirror {
-    vfs: Arc<Vfs>,
+    /// The exports served now: a file of a removed export is not mirrored.
+    live: Arc<Live>,
     commit: Arc<dyn Commit>,
     max: usize,
     inner: Mutex<Inner>,
@@ -188,16 +189,16 @@ fn covers(list: &[Span], want: Span) -> bool {
 impl OfdMirror {
     /// A mirror for one active period, holding nothing yet (see `rebuild`),
     /// with its retry task running.
-    pub fn start(vfs: Arc<Vfs>, commit: Arc<dyn Commit>) -> Arc<OfdMirror> {
+    pub fn start(live: Arc<Live>, commit: Arc<dyn Commit>) -> Arc<OfdMirror> {
         let by_rlimit = nofile_soft_limit().map_or(u64::MAX, |n| n / OFD_RLIMIT_DIVISOR);
         let max = usize::try_from(by_rlimit).unwrap_or(usize::MAX).min(OFD_DESCRIPTIONS_MAX);
-        Self::with_max(vfs, commit, max)
+        Self::with_max(live, commit, max)
     }
 
-    pub(crate) fn with_max(vfs: Arc<Vfs>, commit: Arc<dyn Commit>, max: usize) -> Arc<OfdMirror> {
+    pub(crate) fn with_max(live: Arc<Live>, commit: Arc<dyn Commit>, max: usize) -> Arc<OfdMirror> {
         let inner = Inner { open: true, ..Inner::default() };
         let mirror = Arc::new(OfdMirror {
-            vfs,
+            live,
             commit,
             max,
             inner: Mutex::new(inner),
@@ -389,7 +390,7 @@ impl OfdMirror {
     /// server may), or None if there is nothing to mirror: not a regular
     /// file, or deleted (STALE: no process can open it any more).
     fn open(&self, file: &FileId, writable: bool) -> Result<Option<OwnedFd>, SysError> {
-        let obj = match self.vfs.resolve(&file.0) {
+        let obj = match self.live.load().vfs.resolve(&file.0) {
             Ok(obj) => obj,
             Err(nfsstat3::NFS3ERR_STALE) => return Ok(None),
             Err(e) => return Err(SysError::Resolve(e)),

@@ -16,6 +16,7 @@ use hanfs_state::{Command, NlmCommand};
 use super::super::ofd_sys::{getlk, kernel_span, setlk};
 use super::*;
 use crate::config::ExportConfig;
+use crate::vfs::Vfs;
 
 const EXPORT: u32 = 7;
 
@@ -47,6 +48,12 @@ async fn fixture(label: &str) -> Fixture {
     let f = vfs.child(&root, b"f").unwrap();
     let file = FileId(vfs.fh(&f).unwrap());
     Fixture { dir, vfs, commit, file }
+}
+
+impl Fixture {
+    fn live(&self) -> Arc<crate::live::Live> {
+        crate::live::Live::fixed(self.vfs.clone(), Arc::new(crate::exports::ExportTable::new(&[])))
+    }
 }
 
 fn owner(host: &str) -> LockOwner {
@@ -107,7 +114,7 @@ fn seen(file: &std::fs::File, offset: u64, len: u64, kind: LockKind) -> Option<L
 #[tokio::test]
 async fn table_locks_are_held_on_the_file_and_released_by_unlock_and_close() {
     let fx = fixture("hold").await;
-    let m = OfdMirror::start(fx.vfs.clone(), fx.commit.clone());
+    let m = OfdMirror::start(fx.live(), fx.commit.clone());
     let l = local(&fx);
     lock(&fx, &m, args(&fx, "a", 0, 10, LockKind::Exclusive)).await;
     assert_eq!(seen(&l, 5, 1, LockKind::Shared), Some(LockKind::Exclusive));
@@ -134,7 +141,7 @@ async fn table_locks_are_held_on_the_file_and_released_by_unlock_and_close() {
 #[tokio::test]
 async fn a_downgrade_and_a_new_shared_lock_in_one_reconcile_do_not_block_each_other() {
     let fx = fixture("downgrade").await;
-    let m = OfdMirror::start(fx.vfs.clone(), fx.commit.clone());
+    let m = OfdMirror::start(fx.live(), fx.commit.clone());
     // Owner "b" holds it exclusively; the mirror has it.
     lock(&fx, &m, args(&fx, "b", 0, 100, LockKind::Exclusive)).await;
     // Two commits the mirror sees only afterwards: "b" downgrades, and "a"
@@ -154,7 +161,7 @@ async fn a_downgrade_and_a_new_shared_lock_in_one_reconcile_do_not_block_each_ot
 #[tokio::test]
 async fn a_local_lock_refuses_a_lock_the_table_would_grant() {
     let fx = fixture("local").await;
-    let m = OfdMirror::start(fx.vfs.clone(), fx.commit.clone());
+    let m = OfdMirror::start(fx.live(), fx.commit.clone());
     let l = local(&fx);
     setlk(l.as_raw_fd(), kernel_span(LockRange { offset: 0, len: 10 }, LockKind::Exclusive).unwrap()).unwrap();
     let want = args(&fx, "a", 5, 10, LockKind::Shared);
@@ -177,7 +184,7 @@ async fn a_local_lock_refuses_a_lock_the_table_would_grant() {
 #[tokio::test]
 async fn a_grant_a_local_lock_beat_is_counted_and_taken_once_it_goes() {
     let fx = fixture("race").await;
-    let m = OfdMirror::start(fx.vfs.clone(), fx.commit.clone());
+    let m = OfdMirror::start(fx.live(), fx.commit.clone());
     let l = local(&fx);
     setlk(l.as_raw_fd(), kernel_span(LockRange { offset: 0, len: 1 }, LockKind::Shared).unwrap()).unwrap();
     lock(&fx, &m, args(&fx, "a", 0, 10, LockKind::Exclusive)).await;
@@ -191,7 +198,7 @@ async fn a_grant_a_local_lock_beat_is_counted_and_taken_once_it_goes() {
 #[tokio::test]
 async fn descriptions_are_bounded_and_rebuilt_from_the_table() {
     let fx = fixture("bound").await;
-    let m = OfdMirror::with_max(fx.vfs.clone(), fx.commit.clone(), 1);
+    let m = OfdMirror::with_max(fx.live(), fx.commit.clone(), 1);
     lock(&fx, &m, args(&fx, "a", 0, 10, LockKind::Exclusive)).await;
     // "a" has its description; "b" would need a second one.
     assert_eq!(m.lock_refusal(&args(&fx, "a", 10, 10, LockKind::Exclusive), false).await, None);
@@ -202,7 +209,7 @@ async fn descriptions_are_bounded_and_rebuilt_from_the_table() {
     assert_eq!(m.counts().full, 1);
     m.close();
     // A new active period takes the table's locks again.
-    let m2 = OfdMirror::start(fx.vfs.clone(), fx.commit.clone());
+    let m2 = OfdMirror::start(fx.live(), fx.commit.clone());
     let l = local(&fx);
     assert!(gone(&l, 0, 10, LockKind::Shared), "still locked: 0, 10, LockKind::Shared");
     m2.rebuild().await;
@@ -228,7 +235,7 @@ fn gaps_cover_the_rest_of_the_file() {
 #[tokio::test]
 async fn a_deleted_file_is_released_and_not_mirrored_again() {
     let fx = fixture("deleted").await;
-    let m = OfdMirror::start(fx.vfs.clone(), fx.commit.clone());
+    let m = OfdMirror::start(fx.live(), fx.commit.clone());
     let l = local(&fx);
     lock(&fx, &m, args(&fx, "a", 0, 10, LockKind::Exclusive)).await;
     std::fs::remove_file(fx.dir.join("export/f")).unwrap();

@@ -5,6 +5,11 @@
 //! leader, and `GET /metrics` (if configured) on every member. A witness runs
 //! Raft, the admin socket and `/metrics` only, never NFS listeners.
 //!
+//! Once this node has applied a seeded export table (bounded by
+//! `EXPORTS_CHECK_WAIT_MS`), it compares its config's [[export]] list with
+//! the table and logs a warning naming each difference (the table is what
+//! every node serves; a promotion warns again).
+//!
 //! Raft files live in `<state_dir>/raft` (see `RAFT_DIR`); the admin socket
 //! in `<state_dir>/admin.sock`, as for a single node. At start the process
 //! locks its code in memory (`lock_code_in_memory`), so page faults cannot
@@ -33,6 +38,31 @@ use crate::vip::Vip;
 
 /// Sub-directory of `state_dir` holding the Raft log and snapshot databases.
 pub const RAFT_DIR: &str = "raft";
+/// How long after its start a node waits for a seeded export table to
+/// compare its config with, polling every `EXPORTS_CHECK_POLL_MS`.
+pub const EXPORTS_CHECK_WAIT_MS: u64 = 60_000;
+pub const EXPORTS_CHECK_POLL_MS: u64 = 1_000;
+
+/// Warn (once) if the config's exports differ from the replicated table,
+/// when this node has applied a seeded one; gives up after
+/// `EXPORTS_CHECK_WAIT_MS`. A config without exports (a witness) is not
+/// compared.
+async fn check_config_exports(shared: std::sync::Weak<Shared>) {
+    for _ in 0..EXPORTS_CHECK_WAIT_MS / EXPORTS_CHECK_POLL_MS {
+        tokio::time::sleep(std::time::Duration::from_millis(EXPORTS_CHECK_POLL_MS)).await;
+        let Some(shared) = shared.upgrade() else { return };
+        if shared.config.exports.is_empty() {
+            return;
+        }
+        let state = hanfs_raft::commit::Commit::state(shared.raft.commit.as_ref());
+        let guard = state.read().unwrap_or_else(|p| p.into_inner());
+        if !guard.exports_seeded() {
+            continue;
+        }
+        crate::exports_admin::warn_differences(&shared.config.exports, &crate::exports_admin::table(&guard));
+        return;
+    }
+}
 
 /// Environment variable (honoured only with `HANFS_TEST_FAULTS=1`) that sets
 /// how many applied entries go between two Raft snapshots, so a test can
@@ -86,6 +116,8 @@ pub struct ClusterNode {
     admin_stop: broadcast::Sender<()>,
     admin_task: Option<JoinHandle<()>>,
     metrics_server: Option<MetricsServer>,
+    /// `check_config_exports`, aborted at stop.
+    exports_check: JoinHandle<()>,
 }
 
 impl ClusterNode {
@@ -183,12 +215,20 @@ impl ClusterNode {
             promote_wait_ms = t.promote_wait_ms,
             "cluster member started"
         );
-        Ok(ClusterNode { shared, stop_tx, lifecycle, admin_stop, admin_task, metrics_server })
+        let exports_check = tokio::spawn(check_config_exports(Arc::downgrade(&shared)));
+        Ok(ClusterNode { shared, stop_tx, lifecycle, admin_stop, admin_task, metrics_server, exports_check })
     }
 
     /// Is this node serving NFS right now (listeners open)?
     pub fn serving(&self) -> bool {
         self.shared.active().serving
+    }
+
+    /// The names of the exports of the replicated table, as this node applied it.
+    pub fn export_names(&self) -> String {
+        let state = hanfs_raft::commit::Commit::state(self.shared.raft.commit.as_ref());
+        let guard = state.read().unwrap_or_else(|p| p.into_inner());
+        guard.served_exports().map(|(_, name, _)| name).collect::<Vec<_>>().join(" ")
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -208,6 +248,7 @@ impl ClusterNode {
     /// Stop: demote if active (listeners, VIP, `on_demote`), stop the admin
     /// socket, then Raft.
     pub async fn stop(mut self) {
+        self.exports_check.abort();
         let _ = self.stop_tx.send(true);
         self.shared.wake.notify_waiters();
         if let Some(task) = self.lifecycle.take() {

@@ -1,6 +1,8 @@
 //! The admin socket of a cluster member: `init`, `status`, `switchover
 //! [--to N]`, `exports`, `clients`, `locks` (these three from this node's
-//! applied state, on any node), `stats` (the serving node's call counts: a
+//! applied state, on any node), `exports add|update|remove|reload` (checked
+//! here, run on the leader: forwarded there unless this node leads; see
+//! `crate::exports_admin`), `stats` (the serving node's call counts: a
 //! node that does not serve forwards it to the leader, and the answer says
 //! which node answered), and `debug faults block N | unblock N | heal` and
 //! `debug snapshot` (only when started with `HANFS_TEST_FAULTS=1`).
@@ -69,6 +71,9 @@ impl Handler for Control {
             let Some(shared) = self.shared.upgrade() else {
                 return "error: node is stopping\n".to_string();
             };
+            if let Some(parsed) = admin::exports_change(&line) {
+                return exports_from_here(&shared, parsed).await;
+            }
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["init"] => init(&shared).await,
@@ -77,7 +82,7 @@ impl Handler for Control {
                     Ok(to) => switchover_from_here(&shared, to).await,
                     Err(e) => format!("error: {e}\n"),
                 },
-                ["exports"] | ["clients"] | ["locks"] => {
+                ["exports"] | ["exports", "table"] | ["clients"] | ["locks"] => {
                     let state = shared.raft.commit.state();
                     let vfs = shared.serving.get();
                     let guard = state.read().unwrap_or_else(|p| p.into_inner());
@@ -87,7 +92,7 @@ impl Handler for Control {
                 ["debug", "faults", rest @ ..] => faults(&shared, rest),
                 ["debug", "snapshot"] => debug_snapshot(&shared).await,
                 _ => format!(
-                    "error: unknown command `{}` (try init, status, switchover [--to N], exports, clients, locks, stats)\n",
+                    "error: unknown command `{}` (try init, status, switchover [--to N], exports [add|update|remove|reload], clients, locks, stats)\n",
                     line.trim()
                 ),
             }
@@ -179,7 +184,7 @@ async fn status(shared: &Shared) -> String {
     {
         let state = shared.raft.commit.state();
         let guard = state.read().unwrap_or_else(|p| p.into_inner());
-        let exports: Vec<String> = guard.exports().map(|(id, p)| format!("{id}:{p}")).collect();
+        let exports: Vec<String> = guard.served_exports().map(|(id, p, _)| format!("{id}:{p}")).collect();
         let _ = writeln!(out, "exports: {}", if exports.is_empty() { "none".into() } else { exports.join(" ") });
         let _ = writeln!(out, "clients: {}", guard.rmtab_len());
         let _ = writeln!(out, "epoch: {}", guard.epoch());
@@ -315,6 +320,32 @@ async fn switchover_from_here(shared: &Shared, to: Option<NodeId>) -> String {
     }
 }
 
+/// An `exports` change asked on this node: checked here, then run here if
+/// this node leads, else forwarded to the leader.
+async fn exports_from_here(
+    shared: &Shared,
+    parsed: Result<crate::exports_admin::Request, crate::exports_admin::ExportsAdminError>,
+) -> String {
+    let req = match parsed.and_then(|r| r.check()) {
+        Ok(req) => req,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    if shared.raft.status().leads() {
+        return exports_here(shared, &req).await;
+    }
+    match shared.raft.forward_to_leader(req.to_line()).await {
+        Ok((leader, answer)) => format!("{}\n[run on the leader, node {leader}]\n", answer.trim_end()),
+        Err(e) => format!("error: exports: this node does not lead and the leader cannot be asked: {e}\n"),
+    }
+}
+
+/// Run an `exports` change on this node (the leader).
+async fn exports_here(shared: &Shared, req: &crate::exports_admin::Request) -> String {
+    let _op = shared.admin_op.lock().await;
+    let commit: Arc<dyn Commit> = shared.raft.commit.clone();
+    crate::exports_admin::run(&commit, shared.serving.live(), req).await
+}
+
 /// `stats` asked on this node: its own counts while it serves, else the
 /// leader's (forwarded); the first line says which node answered.
 async fn stats_from_here(shared: &Shared) -> String {
@@ -328,10 +359,19 @@ async fn stats_from_here(shared: &Shared) -> String {
     }
 }
 
-/// A command another node forwarded to this one: `switchover`, run here
-/// (never forwarded again: a node that no longer leads refuses it), or
-/// `stats`, answered with this node's counts.
+/// A command another node forwarded to this one: `switchover` or an
+/// `exports` change, run here (never forwarded again: a node that no longer
+/// leads refuses it), or `stats`, answered with this node's counts.
 pub(crate) async fn forwarded(shared: &Shared, line: &str) -> String {
+    if let Some(parsed) = admin::exports_change(line) {
+        if !shared.raft.status().leads() {
+            return format!("error: node {} no longer leads; ask again\n", shared.raft.id);
+        }
+        return match parsed.and_then(|r| r.check()) {
+            Ok(req) => exports_here(shared, &req).await,
+            Err(e) => format!("error: {e}\n"),
+        };
+    }
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
         ["stats"] => {

@@ -6,8 +6,11 @@
 //! 1. run `on_promote` (bounded by `hooks.timeout_ms`);
 //! 2. claim the VIP, if configured: first destroy every leftover TCP socket
 //!    on it (`conns::destroy_stale`, as `ss -K`), then add the address;
-//! 3. commit the configured exports (idempotent) and `BumpEpoch` through Raft,
-//!    in one entry: a new write verifier for the new active period;
+//! 3. seed the replicated export table from this node's config if it was
+//!    never seeded, open every export the table serves (refused if one is
+//!    not on the filesystem recorded for it), and commit their identities
+//!    (idempotent) with `BumpEpoch` through Raft, in one entry: a new write
+//!    verifier for the new active period (`single::open_and_commit`);
 //! 4. open the portmap, MOUNT and NFS listeners on `server.listen`;
 //! 5. announce the VIP (gratuitous ARP), only now: a client it redirects, or
 //!    whose retransmission reaches the address, must not find it without a
@@ -16,6 +19,11 @@
 //!    clients reset and reconnect at once, and forget them
 //!    (`conns::tickle_and_forget`). From step 4 on, this period's own
 //!    connections on the VIP are recorded (`conns::start_recording`).
+//!
+//! While it serves, the node also serves each change of the replicated
+//! export table: the admin command that made it refreshes the served view at
+//! once, and `hold` refreshes it whenever it sees the table's revision move
+//! (`crate::live`).
 //!
 //! `status` shows this node serving from the moment its listeners are open
 //! (step 4), before the announcement. Then log `serving` with how long the
@@ -124,13 +132,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     });
                     shared.metrics.promoted(took_ms);
                     let listen = shared.config.listen;
-                    tracing::info!(%listen, ?ports, took_ms, exports = shared.config.exports.len(), "serving");
+                    let exports = active.services.nfs.live.load().exports.all().count();
+                    tracing::info!(%listen, ?ports, took_ms, exports, "serving");
                     // For `status` on every node; service does not depend on it.
                     let record = Promotion { node_id: shared.raft.id, at_unix_ms: crate::clock::unix_ms(), took_ms };
                     if let Err(e) = active.services.commit.commit(vec![Command::RecordPromotion(record)]).await {
                         tracing::warn!(error = %e, "recording the promotion for status failed");
                     }
-                    let reason = hold(&shared, active.vip.as_ref(), &mut leadership, &mut stop).await;
+                    let reason = hold(&shared, &active, &mut leadership, &mut stop).await;
                     demote(&shared, active, &reason).await;
                     // A re-promotion in the same term is timed from here.
                     elected_at = None;
@@ -171,13 +180,18 @@ pub(crate) async fn stand_down(shared: &Shared, target: Option<NodeId>, wait_ms:
     leader
 }
 
-/// Wait while this node may serve; returns why it may not any more.
+/// Wait while this node may serve; returns why it may not any more. Meanwhile
+/// renew the VIP, and serve the replicated export table as it changes (a
+/// change whose admin command did not refresh the served view, e.g. one
+/// committed while this node was promoting).
 async fn hold(
     shared: &Shared,
-    vip: Option<&Vip>,
+    active: &Active,
     leadership: &mut watch::Receiver<Leadership>,
     stop: &mut watch::Receiver<bool>,
 ) -> String {
+    let vip = active.vip.as_ref();
+    let live = &active.services.nfs.live;
     // First renewal at once: the promotion steps since the claim took time.
     let mut renewed: Option<Instant> = None;
     let mut renew_failing = false;
@@ -200,6 +214,12 @@ async fn hold(
                     Err(_) => {}
                 }
             }
+        }
+        let state = active.services.commit.state();
+        let moved = state.read().unwrap_or_else(|p| p.into_inner()).exports_revision() != live.load().revision;
+        if moved {
+            let live = live.clone();
+            let _ = tokio::task::spawn_blocking(move || live.refresh(&state)).await;
         }
         tokio::select! {
             _ = leadership.changed() => {}
@@ -236,17 +256,17 @@ async fn promote(shared: &Shared) -> Result<Active, PromoteError> {
         },
     };
     let commit: Arc<dyn Commit> = shared.raft.commit.clone();
-    let vfs = match open_and_commit(&shared.config, &commit).await {
-        Ok(vfs) => vfs,
+    let view = match open_and_commit(&shared.config, &commit).await {
+        Ok(view) => view,
         Err(e) => {
             undo(shared, vip).await;
             return Err(PromoteError::Start(e));
         }
     };
-    let services = match services(shared.config.clone(), commit, shared.fence(), vfs, &shared.metrics) {
+    let services = match services(shared.config.clone(), commit, shared.fence(), view, &shared.metrics) {
         Ok(s) => {
             let s = Arc::new(s);
-            shared.serving.set(&s.nfs.vfs);
+            shared.serving.set(&s.nfs.live);
             s
         }
         Err(e) => {

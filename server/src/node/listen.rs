@@ -77,7 +77,7 @@ impl Serving {
     /// whatever was bound is closed again.
     pub async fn open(services: &Arc<Services>) -> Result<Serving, NodeError> {
         let listeners = Listeners::new();
-        let ofd = OfdMirror::start(services.nfs.vfs.clone(), services.commit.clone());
+        let ofd = OfdMirror::start(services.nfs.live.clone(), services.commit.clone());
         ofd.rebuild().await;
         let config = CallbackConfig::new(services.config.ports.callback_portmap, callback_source(&services.config));
         let mut recovery = match Recovery::begin(services.commit.clone(), &services.config, config.clone()).await {
@@ -91,8 +91,7 @@ impl Serving {
         let locks = LockCtxs {
             nlm: Arc::new(NlmCtx {
                 commit: services.commit.clone(),
-                vfs: services.nfs.vfs.clone(),
-                exports: services.nfs.exports.clone(),
+                live: services.nfs.live.clone(),
                 callbacks: callbacks.clone(),
                 grace: recovery.grace(),
                 ofd: ofd.clone(),

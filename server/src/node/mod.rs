@@ -45,6 +45,9 @@ pub enum NodeError {
     Commit(CommitError),
     #[error("{0}")]
     Export(crate::vfs::ExportError),
+    /// The config's exports cannot seed the replicated export table.
+    #[error("seeding the export table from the config: {0}")]
+    Seed(crate::exports_admin::ExportsAdminError),
     #[error("drawing the handle key: {0}")]
     Random(io::Error),
     #[error("cannot listen for {what} on {addr}: {error}")]
@@ -73,16 +76,18 @@ pub struct BoundPorts {
 /// serve until `shutdown` completes, then stop. Under systemd (`Type=notify`)
 /// it reports READY once the node serves (single) or has joined its cluster
 /// (serving or following), feeds the watchdog while it runs, and reports
-/// STOPPING (`crate::notify`).
+/// STOPPING (`crate::notify`). The STATUS line names the exports of the
+/// replicated table (as served, or as this node last applied it).
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-    let exports: Vec<String> = config.exports.iter().map(|e| e.name.clone()).collect();
-    let exports = exports.join(" ");
     if config.cluster.is_some() {
         let node = std::sync::Arc::new(ClusterNode::start(config).await?);
-        let role = |n: &ClusterNode| if n.serving() { "active: serving" } else { "passive: following" };
-        crate::notify::notify(&format!("READY=1\nSTATUS={} {exports}", role(&node)));
+        let status = |n: &ClusterNode| {
+            let role = if n.serving() { "active: serving" } else { "passive: following" };
+            format!("{role} {}", n.export_names())
+        };
+        crate::notify::notify(&format!("READY=1\nSTATUS={}", status(&node)));
         let watched = node.clone();
-        let watchdog = crate::notify::spawn_watchdog(move || format!("{} {exports}", role(&watched)));
+        let watchdog = crate::notify::spawn_watchdog(move || status(&watched));
         shutdown.await;
         crate::notify::notify("STOPPING=1");
         if let Some(w) = watchdog {
@@ -95,8 +100,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         }
     } else {
         let node = start(config).await?;
-        crate::notify::notify(&format!("READY=1\nSTATUS=serving {exports}"));
-        let watchdog = crate::notify::spawn_watchdog(move || format!("serving {exports}"));
+        let live = node.services().nfs.live.clone();
+        let status = move || {
+            let view = live.load();
+            let names: Vec<&str> = view.exports.all().map(|e| e.name.as_str()).collect();
+            format!("serving {}", names.join(" "))
+        };
+        crate::notify::notify(&format!("READY=1\nSTATUS={}", status()));
+        let watchdog = crate::notify::spawn_watchdog(status);
         shutdown.await;
         crate::notify::notify("STOPPING=1");
         if let Some(w) = watchdog {

@@ -1,5 +1,6 @@
 //! The single active node (no `[cluster]`): open the state on `LocalCommit`,
-//! register the exports and start a new write-verifier epoch, build
+//! seed the replicated export table from the config if it never was, open
+//! and register the exports it holds and start a new write-verifier epoch, build
 //! `Services` (each program's context and what the RPC transport shares), bind
 //! the listeners (`listen`), start `/metrics` if configured and the admin
 //! socket; on stop undo it in reverse order.
@@ -19,8 +20,10 @@ pub use super::listen::Services;
 use super::listen::Serving;
 use super::{BoundPorts, NodeError};
 use crate::admin;
-use crate::config::ServerConfig;
+use crate::config::{ExportConfig, ServerConfig};
 use crate::exports::ExportTable;
+use crate::exports_admin;
+use crate::live::{self, Live, View};
 use crate::metrics::http::MetricsServer;
 use crate::metrics::Metrics;
 use crate::mount::MountCtx;
@@ -42,23 +45,48 @@ pub struct Node {
     metrics_server: Option<MetricsServer>,
 }
 
-/// Open every export and commit what an active node commits before it
-/// serves: each export with the filesystem found there (idempotent when
-/// unchanged), the handle key if none is set yet, and a new write-verifier
-/// epoch, so clients resend their uncommitted writes. Then check that each
-/// export is on the filesystem the state recorded for it.
-pub(crate) async fn open_and_commit(config: &ServerConfig, commit: &Arc<dyn Commit>) -> Result<Vfs, NodeError> {
-    let roots = vfs::open_roots(&config.exports).map_err(NodeError::Export)?;
+/// What a node does before it serves: seed the replicated export table from
+/// `config` if it was never seeded (a new cluster's first active, a single
+/// node's first start), else warn about every way `config` differs from it
+/// (the table is the truth); open every export the table serves and commit
+/// each with the filesystem found there (idempotent when unchanged), the
+/// handle key if none is set yet, and a new write-verifier epoch, so clients
+/// resend their uncommitted writes. Then check that each export is on the
+/// filesystem the state recorded for it. Any export that cannot be opened
+/// fails the whole promotion (the other node may have the right disk).
+pub(crate) async fn open_and_commit(config: &ServerConfig, commit: &Arc<dyn Commit>) -> Result<View, NodeError> {
+    let state = commit.state();
+    let seed = {
+        let guard = state.read().unwrap_or_else(|p| p.into_inner());
+        exports_admin::seed_commands(&config.exports, &guard).map_err(NodeError::Seed)?
+    };
+    if !seed.is_empty() {
+        tracing::info!(exports = seed.len(), "seeding the replicated export table from the config");
+        commit.commit(seed).await?;
+    }
+    let (wanted, refused, revision) = {
+        let guard = state.read().unwrap_or_else(|p| p.into_inner());
+        exports_admin::warn_differences(&config.exports, &exports_admin::table(&guard));
+        let (wanted, refused) = live::wanted(&guard);
+        (wanted, refused, guard.exports_revision())
+    };
+    for r in &refused {
+        tracing::error!(problem = %r, "export not served");
+    }
+    let configs: Vec<ExportConfig> = wanted.into_iter().map(|w| w.config).collect();
+    let roots = vfs::open_roots(&configs).map_err(NodeError::Export)?;
     let mut cmds = {
-        let state = commit.state();
         let guard = state.read().unwrap_or_else(|p| p.into_inner());
         vfs::register_commands(&roots, &guard).map_err(NodeError::Random)?
     };
     cmds.push(Command::BumpEpoch);
     commit.commit(cmds).await?;
-    let state = commit.state();
     let guard = state.read().unwrap_or_else(|p| p.into_inner());
-    Vfs::new(roots, &guard).map_err(NodeError::Export)
+    let vfs = Vfs::new(roots, &guard).map_err(NodeError::Export)?;
+    // The revision read before opening: a change committed since then
+    // (or the identities just registered) makes the next refresh rebuild.
+    let exports = ExportTable::with_host_cache(&configs, config.host_cache_ttl);
+    Ok(View { vfs: Arc::new(vfs), exports: Arc::new(exports), revision })
 }
 
 /// Build the per-active-period services around the opened exports; their
@@ -67,11 +95,10 @@ pub(crate) fn services(
     config: ServerConfig,
     commit: Arc<dyn Commit>,
     fence: Fence,
-    vfs: Vfs,
+    view: View,
     metrics: &Arc<Metrics>,
 ) -> Result<Services, NodeError> {
-    let vfs = Arc::new(vfs);
-    let exports = Arc::new(ExportTable::with_host_cache(&config.exports, config.host_cache_ttl));
+    let live = Live::new(view, config.host_cache_ttl);
     let rpc = Arc::new(
         RpcShared::new(commit.clone(), fence, config.record_bytes_max)
             .with_metrics(metrics.clone())
@@ -80,8 +107,8 @@ pub(crate) fn services(
     metrics.attach(&rpc);
     Ok(Services {
         rpc,
-        nfs: Arc::new(NfsCtx { vfs: vfs.clone(), exports: exports.clone(), commit: commit.clone() }),
-        mount: Arc::new(MountCtx { exports, vfs, commit: commit.clone() }),
+        nfs: Arc::new(NfsCtx { live: live.clone(), commit: commit.clone() }),
+        mount: Arc::new(MountCtx { live, commit: commit.clone() }),
         portmap: Default::default(),
         config,
         commit,
@@ -94,13 +121,13 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
         .map_err(|source| NodeError::StateDir { path: config.state_dir.display().to_string(), error: source })?;
     let local = LocalCommit::open(&config.state_dir).map_err(NodeError::StateOpen)?;
     let commit: Arc<dyn Commit> = local.clone();
-    let vfs = open_and_commit(&config, &commit).await?;
+    let view = open_and_commit(&config, &commit).await?;
     let metrics = Metrics::new();
     let weak = Arc::downgrade(&local);
     metrics.set_sampler(Arc::new(move || {
         weak.upgrade().map(|local| crate::metrics::single_sample(&local)).unwrap_or_default()
     }));
-    let services = Arc::new(services(config, commit.clone(), Fence::always(), vfs, &metrics)?);
+    let services = Arc::new(services(config, commit.clone(), Fence::always(), view, &metrics)?);
     let serving = Serving::open(&services).await?;
     let metrics_server = match start_metrics(services.config.metrics_listen, &metrics).await {
         Ok(server) => server,
@@ -114,8 +141,13 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
     // The admin socket is a convenience: failing to bind it (e.g. a state path
     // longer than a unix socket path allows) must not stop NFS service.
     let served = vfs::ServingVfs::default();
-    served.set(&services.nfs.vfs);
-    let handler = Arc::new(admin::StateHandler { commit, serving: served, metrics: metrics.clone() });
+    served.set(&services.nfs.live);
+    let handler = Arc::new(admin::StateHandler {
+        commit,
+        serving: served,
+        metrics: metrics.clone(),
+        admin_op: Default::default(),
+    });
     let admin_task = match admin::serve(&services.config.state_dir, handler, admin_rx) {
         Ok(task) => Some(task),
         Err(e) => {
@@ -126,7 +158,8 @@ pub async fn start(config: ServerConfig) -> Result<Node, NodeError> {
     };
     let ports = serving.ports();
     let listen = services.config.listen;
-    tracing::info!(%listen, ?ports, exports = services.config.exports.len(), "serving");
+    let exports = services.nfs.live.load().exports.all().count();
+    tracing::info!(%listen, ?ports, exports, "serving");
     Ok(Node { services, serving, admin_stop, admin_task, local, metrics, metrics_server })
 }
 

@@ -12,10 +12,13 @@
 //! knfsd's default `no_subtree_check`, an object moved out of the export on
 //! the server itself still resolves by the handle the client already holds.
 //!
-//! Before a node serves, it checks that each export's directory is on the
-//! filesystem the replicated state recorded for it (`FsIdentity`: the
+//! Before a node serves an export, it checks that the export's directory is
+//! on the filesystem the replicated state recorded for it (`FsIdentity`: the
 //! filesystem UUID and the root directory's own handle), so a missing or
 //! wrong disk is refused instead of answering with wrong objects.
+//!
+//! A `Vfs` is immutable: when the exports change live, the node builds a new
+//! one around the roots it keeps (`Vfs::with_roots`, see `crate::live`).
 
 pub mod attr;
 pub mod cred;
@@ -27,6 +30,7 @@ pub mod resolve;
 pub mod sys;
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use hanfs_state::{Command, FsIdentity, State, HANDLE_KEY_BYTES};
 use nfs3_types::nfs3::nfsstat3;
@@ -78,7 +82,8 @@ pub fn open_roots(exports: &[ExportConfig]) -> Result<Vec<ExportRoot>, ExportErr
     exports.iter().map(open_root).collect()
 }
 
-fn open_root(e: &ExportConfig) -> Result<ExportRoot, ExportError> {
+/// Open one export's directory and read its filesystem identity.
+pub fn open_root(e: &ExportConfig) -> Result<ExportRoot, ExportError> {
     let dir = e.dir.display().to_string();
     let root = std::fs::OpenOptions::new()
         .read(true)
@@ -125,7 +130,7 @@ impl ExportRoot {
 
     /// The export is the filesystem `recorded` names: the same root handle,
     /// and the same UUID where both sides know one.
-    fn check_identity(&self, recorded: &FsIdentity) -> Result<(), ExportError> {
+    pub fn check_identity(&self, recorded: &FsIdentity) -> Result<(), ExportError> {
         let uuid_ok = match (&recorded.uuid, &self.uuid) {
             (Some(a), Some(b)) => a == b,
             _ => true,
@@ -186,25 +191,32 @@ fn describe(id: &FsIdentity) -> String {
     format!("uuid {uuid}, root handle {}:{}", id.root_type, hex(&id.root_handle))
 }
 
-/// The Vfs a node currently serves, for read-only views (`hanfs-server
-/// locks` names files through it). Weak: it never keeps a stopped service
-/// alive. One per node, so nodes sharing a process (tests) never mix.
+/// What a node currently serves (`crate::live::Live`), for the admin
+/// socket: read-only views (`hanfs-server locks` names files through its
+/// `Vfs`) and the refresh after an `exports` change. Weak: it never keeps a
+/// stopped service alive. One per node, so nodes sharing a process (tests)
+/// never mix.
 #[derive(Clone, Default)]
-pub struct ServingVfs(std::sync::Arc<std::sync::Mutex<std::sync::Weak<Vfs>>>);
+pub struct ServingVfs(Arc<std::sync::Mutex<std::sync::Weak<crate::live::Live>>>);
 
 impl ServingVfs {
-    pub fn set(&self, vfs: &std::sync::Arc<Vfs>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::downgrade(vfs);
+    pub fn set(&self, live: &Arc<crate::live::Live>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(live);
     }
 
-    /// The Vfs, while it is still served.
-    pub fn get(&self) -> Option<std::sync::Arc<Vfs>> {
+    /// The served exports, while they are served.
+    pub fn live(&self) -> Option<Arc<crate::live::Live>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).upgrade()
+    }
+
+    /// The Vfs served now, while it is served.
+    pub fn get(&self) -> Option<Arc<Vfs>> {
+        self.live().map(|live| live.load().vfs.clone())
     }
 }
 
 pub struct Vfs {
-    exports: Vec<ExportRoot>,
+    exports: Vec<Arc<ExportRoot>>,
     key: HandleKey,
     /// Process umask, re-applied explicitly after creating objects so the
     /// client's requested mode is the mode the object gets (knfsd uses umask 0).
@@ -222,11 +234,22 @@ impl Vfs {
                 e.check_identity(recorded)?;
             }
         }
-        Ok(Vfs { exports, key, umask: sys::current_umask() })
+        Ok(Vfs { exports: exports.into_iter().map(Arc::new).collect(), key, umask: sys::current_umask() })
+    }
+
+    /// The same key and umask around other roots (the exports changed
+    /// live); the caller checked each new root's identity.
+    pub fn with_roots(&self, exports: Vec<Arc<ExportRoot>>) -> Vfs {
+        Vfs { exports, key: self.key.clone(), umask: self.umask }
+    }
+
+    /// The roots served, by the order they were given.
+    pub fn roots(&self) -> &[Arc<ExportRoot>] {
+        &self.exports
     }
 
     pub fn export(&self, export_id: u32) -> Option<&ExportRoot> {
-        self.exports.iter().find(|e| e.export_id == export_id)
+        self.exports.iter().find(|e| e.export_id == export_id).map(|e| &**e)
     }
 
     pub fn umask(&self) -> u32 {
