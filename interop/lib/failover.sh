@@ -237,7 +237,7 @@ wait_guest_flag() {
     done
 }
 
-lines_now() { wc -l < "$EXPORT_DIR/held/log.txt" 2>/dev/null || echo 0; }
+lines_now() { { wc -l < "$EXPORT_DIR/held/log.txt"; } 2>/dev/null || echo 0; }
 
 # wait_lines N: until the file has at least N lines (the guest is appending again).
 wait_lines() {

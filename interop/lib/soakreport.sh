@@ -32,7 +32,7 @@ check_failovers() {
     out=$(promotions | awk '$3 == "serving" { print "P", $1, $2 }' | cat - "$RUN/faults.txt" | awk \
         -v slack="$WINDOW_SLACK_SECONDS" -v kinds="$FAILOVER_KINDS" '
         $1 == "P" { pt[++np] = $2; pn[np] = $3; next }
-        { nf++; fk[nf] = $2; fs[nf] = $5; fe[nf] = $6; fn[nf] = $3; hits[nf] = 0 }
+        { nf++; fk[nf] = $2; fs[nf] = $5; fe[nf] = $6; fn[nf] = $3; hits[nf] = 0; if (index(kinds, " " $2 " ")) nk++ }
         END {
             first = nf ? fs[1] : 1e99
             for (i = 1; i <= np; i++) {
@@ -49,6 +49,7 @@ check_failovers() {
             }
             for (j = 1; j <= nf; j++) if (index(kinds, " " fk[j] " ") && hits[j] == 0) {
                 printf "  missed failover: fault %d (%s of node %s) promoted nobody\n", j, fk[j], fn[j]; missed++ }
+            printf "  %d failovers after the first fault; faults of a failover kind: %d\n", fo, nk
             printf "RESULT %d %d %d\n", fo, false_n, missed
         }')
     grep -v '^RESULT' <<< "$out" || true
@@ -85,8 +86,9 @@ check_replies_after_lease() {
         $2 == "E" { owner = $3; next }
         { key = $3 " " $4 " " $5; new = 1
           if ($6 >= 0) { if ((key in top) && $6 <= top[key]) new = 0; else top[key] = $6 }
+          if (new) fresh[$3]++
           if (new && owner != $3) { late++; if (late <= 20) printf "  late: node %s sent %s > %s at %.6f while node %s held the newest promotion\n", $3, $4, $5, $1, owner } }
-        END { printf "RESULT %d\n", late + 0 }')
+        END { printf "  packets with new data to a client: node 1 %d, node 2 %d\n", fresh[1], fresh[2]; printf "RESULT %d\n", late + 0 }')
     grep -v '^RESULT' <<< "$out" || true
     LATE_REPLIES=$(grep '^RESULT' <<< "$out" | cut -d' ' -f2)
 }
