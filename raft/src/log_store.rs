@@ -146,6 +146,13 @@ impl LogStore {
         Ok(Self { db, writer })
     }
 
+    /// Tests only: make every log write fail with ENOSPC (a full disk), or
+    /// work again.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&self, on: bool) {
+        self.writer.fail_writes(on);
+    }
+
     /// Waits for the queued appends (module doc: before any other write).
     async fn drain(&self) -> Result<(), typ::StorageError> {
         self.writer.drain().await.map_err(|e| write_err(std::io::Error::other(e)))

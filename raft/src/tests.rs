@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)] // openraft's StorageError, as in the stores
 
 mod cluster;
+mod disk_full;
 mod group_commit;
 mod harness;
 mod transport;

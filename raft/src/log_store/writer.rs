@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::LogFlushed;
@@ -89,6 +90,9 @@ enum Job {
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
     pub(super) pending: Arc<Pending>,
+    /// Tests only: every write fails as on a full disk (`fail_writes`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    fail: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -97,8 +101,19 @@ impl Writer {
         let (jobs, rx) = mpsc::channel();
         let pending = Arc::new(Pending::default());
         let thread_pending = pending.clone();
-        std::thread::Builder::new().name("hanfs-raft-log".into()).spawn(move || run(&db, &thread_pending, &rx))?;
-        Ok(Writer { jobs, pending })
+        let fail = Arc::new(AtomicBool::new(false));
+        let thread_fail = fail.clone();
+        std::thread::Builder::new()
+            .name("hanfs-raft-log".into())
+            .spawn(move || run(&db, &thread_pending, &thread_fail, &rx))?;
+        Ok(Writer { jobs, pending, fail })
+    }
+
+    /// Tests only: from now on every write fails with ENOSPC, as when the
+    /// state directory's disk is full (`false`: writes work again).
+    #[cfg(test)]
+    pub(super) fn fail_writes(&self, on: bool) {
+        self.fail.store(on, Ordering::SeqCst);
     }
 
     /// Makes `entries` readable now and durable soon; `callback` is signalled
@@ -130,7 +145,7 @@ impl Writer {
 /// The writer thread: takes what is queued (up to APPENDS_PER_TXN_MAX
 /// appends), writes it in one transaction (fsynced when it holds entries),
 /// then answers the callbacks and drains.
-fn run(db: &Database, pending: &Pending, rx: &mpsc::Receiver<Job>) {
+fn run(db: &Database, pending: &Pending, fail: &AtomicBool, rx: &mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < APPENDS_PER_TXN_MAX {
@@ -138,7 +153,11 @@ fn run(db: &Database, pending: &Pending, rx: &mpsc::Receiver<Job>) {
             jobs.push(job);
         }
         let started = std::time::Instant::now();
-        let result = write(db, &jobs);
+        let result = if fail.load(Ordering::SeqCst) {
+            Err(redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)))
+        } else {
+            write(db, &jobs)
+        };
         note_write_time(started.elapsed());
         for job in jobs {
             match job {
