@@ -87,7 +87,7 @@ check_replies_after_lease() {
         { key = $3 " " $4 " " $5; new = 1
           if ($6 >= 0) { if ((key in top) && $6 <= top[key]) new = 0; else top[key] = $6 }
           if (new) fresh[$3]++
-          if (new && owner != $3) { late++; if (late <= 20) printf "  late: node %s sent %s > %s at %.6f while node %s held the newest promotion\n", $3, $4, $5, $1, owner } }
+          if (new && owner != $3) { late++; if (late <= 20) printf "  late: node %s sent new data %s > %s at %.6f while node %s held the newest promotion\n", $3, $4, $5, $1, owner } }
         END { printf "  packets with new data to a client: node 1 %d, node 2 %d\n", fresh[1], fresh[2]; printf "RESULT %d\n", late + 0 }')
     grep -v '^RESULT' <<< "$out" || true
     LATE_REPLIES=$(grep '^RESULT' <<< "$out" | cut -d' ' -f2)
@@ -123,7 +123,7 @@ check_locks() {
         name=${GUEST_NAMES[$idx]}
         read -r _ s _ c <<< "$(cat "$RUN/g$idx/out/locker-$name.txt" 2>/dev/null || echo "x x x x")"
         [[ "$s" =~ ^[0-9]+$ ]] || { echo "  $name: no locker result"; CONFLICTS=missing; return; }
-        echo "  $name: $s critical sections, saw the other's marker $c times"
+        echo "  $name: $s critical sections, saw a holder marker inside the lock $c times"
         sum=$((sum + s)) CONFLICTS=$((CONFLICTS + c))
     done
     counter=$(head -c 32 "$EXPORT_DIR/soak/soak-lock.dat" | awk '{ print $1 }')

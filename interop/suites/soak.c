@@ -10,8 +10,9 @@
  *     O_DIRECT (from the server, not the page cache) and checks them.
  *   soak locker -d DIR -o OUT -y SYNC -n NAME
  *     Loops: F_SETLKW write lock on DIR/soak-lock.dat (NLM LOCK, contended by the other guest);
- *     reads "COUNTER HOLDER" with O_DIRECT; a HOLDER other than "-" is the other side's marker seen
- *     while this side holds the lock (two holders: counted as a conflict); writes
+ *     reads "COUNTER HOLDER" with O_DIRECT; a HOLDER other than "-" is counted as a conflict (the
+ *     other side's marker: two holders; its own: its last clear was undone, e.g. overwritten by a
+ *     stale write); writes
  *     "COUNTER+1 NAME", fsync, holds the lock HOLD_MS, writes "COUNTER+1 -", fsync, unlocks.
  *     OUT/locker-NAME.txt always holds "sections S conflicts C" (completed critical sections).
  *   soak verify -f FILE -a ACKED -n NAME
@@ -19,7 +20,7 @@
  *     intact. Prints "verify NAME: acked N, lost L, first lost F" and exits 1 when L > 0.
  *
  * Writer and locker run until SYNC/stop exists (bounded by LOOP_SECONDS_MAX) and append every
- * failed call to OUT/errors-NAME.txt ("<uptime> <mode> <call>: <errno name> (<errno>)"); the last
+ * failed call to OUT/errors-NAME.txt ("<uptime> wall <epoch> <mode> <call>: <errno name> (<errno>)"); the last
  * line of OUT/summary-<mode>-NAME.txt is "<mode> NAME: ... errors E estale S". */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -54,11 +55,16 @@ static void sleep_ms(unsigned ms) {
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
 }
 
-static double uptime_s(void) {
+static double clock_s(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+static double uptime_s(void) { return clock_s(CLOCK_MONOTONIC); }
+
+/* The guest's wall clock (set from the host's at boot), to place an error against the host's logs. */
+static double wall_s(void) { return clock_s(CLOCK_REALTIME); }
 
 static void out_path(char *p, const char *what) {
     snprintf(p, PATH_BYTES, "%s/%s-%s.txt", o_out, what, o_name);
@@ -100,7 +106,7 @@ static void failed(const char *call) {
     int e = errno;
     n_errors++;
     if (e == ESTALE) n_estale++;
-    out_line("errors", "%.2f %s %s: %s (%d)", uptime_s(), mode, call, strerrorname_np(e) ? strerrorname_np(e) : "?", e);
+    out_line("errors", "%.2f wall %.3f %s %s: %s (%d)", uptime_s(), wall_s(), mode, call, strerrorname_np(e) ? strerrorname_np(e) : "?", e);
 }
 
 static int stop_now(double start) {
@@ -196,7 +202,7 @@ static int writer(void) {
                 readbacks++;
                 if (bad > 0) {
                     lost += (unsigned long)bad;
-                    out_line("errors", "%.2f writer read-back %lu..%lu: %ld records missing or wrong", uptime_s(), first, acked, bad);
+                    out_line("errors", "%.2f wall %.3f writer read-back %lu..%lu: %ld records missing or wrong", uptime_s(), wall_s(), first, acked, bad);
                 }
             }
         }
@@ -252,11 +258,12 @@ static int locker(void) {
         } else {
             buf[r < LOCK_BYTES ? r : LOCK_BYTES - 1] = '\0';
             if (sscanf(buf, "%lu %31s", &counter, holder) != 2) {
-                out_line("errors", "%.2f locker unreadable counter file: '%.31s'", uptime_s(), buf);
+                out_line("errors", "%.2f wall %.3f locker unreadable counter file: '%.31s'", uptime_s(), wall_s(), buf);
                 n_errors++;
             } else if (strcmp(holder, "-") != 0) {
                 conflicts++;
-                out_line("errors", "%.2f locker holds the lock and sees holder '%s' (counter %lu)", uptime_s(), holder, counter);
+                out_line("errors", "%.2f wall %.3f locker holds the lock and sees holder '%s' (counter %lu, %s)", uptime_s(), wall_s(), holder,
+                         counter, strcmp(holder, o_name) == 0 ? "its own marker: its last clear was undone" : "the other's marker: two holders");
             }
         }
         int ok = r >= 0 && put_counter(dfd, buf, counter + 1, o_name) == 0;
