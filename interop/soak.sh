@@ -1,7 +1,7 @@
 #!/bin/bash
 # interop/soak.sh: the fault soak (issue 11 item 9). Each hanfs node runs in its own network
 # namespace (lib/nodens.sh: storage nodes 1 and 2, witness 3, VIP 10.99.0.100 announced on the
-# active's eth0), each node's state directory on its own STATE_FS_MIB tmpfs. Two kernel-client
+# active's eth0), each node's state directory on its own tmpfs (STATE_FS_MIB). Two kernel-client
 # guests mount VIP:/export and run, until the end: the writer (records with sequence numbers and
 # checksums, unstable writes then fsync = COMMIT, each acknowledged record logged) and the locker
 # (fcntl write lock contended by both guests around a counter and a holder marker), both
@@ -193,6 +193,7 @@ for ((i = 1; i <= FAULTS; i++)); do
     guest_running 0 && guest_running 1 || { log "a guest powered off during the faults"; break; }
 done
 
+STATE_USED=$(state_fs_used)
 touch "$RUN/sync/stop" "$RUN/load_stop"
 guest_wait 0 $(( $(date +%s) + GUEST_STOP_SECONDS_MAX )) || true
 guest_wait 1 $(( $(date +%s) + GUEST_STOP_SECONDS_MAX )) || true
@@ -231,6 +232,7 @@ echo "conflicting lock holders: $CONFLICTS"
 echo "replies after lease end: $LATE_REPLIES"
 echo "load client: $load_runs hanfs-bench runs, $load_ok without an error line (a run a failover interrupts reports its broken connection)"
 echo "guests finished: $finished of 2"
+echo "state filesystems (${STATE_FS_MIB} MiB each) used at the end: $STATE_USED"
 ok=1
 [ "$DONE" = "$FAULTS" ] && [ "$FAILED_FAULTS" = 0 ] || ok=
 for v in "$FALSE_FAILOVERS" "$MISSED_FAILOVERS" "$LOST" "$ESTALE" "$OTHER_ERRORS" "$CONFLICTS" "$LATE_REPLIES"; do

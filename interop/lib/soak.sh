@@ -11,8 +11,10 @@ FAILOVER_KINDS=" kill stop partition power-off disk-full "
 # SIGSTOP length (seconds), the witness's downtime (seconds).
 STOP_SECONDS=5
 WITNESS_DOWN_SECONDS=10
-# Each node's state directory is a tmpfs of this size; disk-full fills it with a file.
-STATE_FS_MIB=64
+# Each node's state directory is a tmpfs of this size; disk-full fills it with a file. 64 MiB
+# filled up by itself within ~10 minutes of this workload (the redb files of the Raft log and
+# snapshots reached 55 MiB), so the soak gives each node 512 MiB (RAM only when used).
+STATE_FS_MIB=512
 # After a fault's recovery, at least this long before the next fault (seconds).
 SETTLE_SECONDS=2
 # Load client: one hanfs-bench run is bounded by this (seconds); at most this many runs.
@@ -164,6 +166,14 @@ NFT
     else
         ip netns exec "${NODE_NS[$id]}" nft delete table inet soak 2>/dev/null || true
     fi
+}
+
+# state_fs_used: "node N: M MiB" for each node's state filesystem.
+state_fs_used() {
+    local id
+    for id in 1 2 3; do
+        printf 'node %s %s MiB; ' "$id" "$(df -m --output=used "$(node_dir "$id")/state" 2>/dev/null | tail -n1 | tr -d ' ')"
+    done
 }
 
 node_alive() { [ -n "${NODE_PID[$1]:-}" ] && kill -0 "${NODE_PID[$1]}" 2>/dev/null; }
