@@ -185,7 +185,7 @@ for ((i = 1; i <= FAULTS; i++)); do
     after=$(lines_now)
     stall=$(stall_of "$((before > 1 ? before - 1 : 1))" "$after")
     [ "$ok" = 0 ] || FAILED_FAULTS=$((FAILED_FAULTS + 1))
-    echo "$i $kind $active $F_NEW $start $end $stall ${F_NOTE:-ok}" >> "$RUN/faults.txt"
+    echo "$i $kind $active ${F_NEW:-?} $start $end $stall ${F_NOTE:-ok}" >> "$RUN/faults.txt"
     log "fault $i: $kind of node $active -> node $F_NEW active, stall $stall s${F_NOTE:+ ($F_NOTE)}"
     DONE=$i
     min_next=$(( $(date +%s) + SETTLE_SECONDS ))
