@@ -1,6 +1,6 @@
 #!/bin/bash
 # interop/powerfail.sh: power-offs and crashes back to back with the Linux kernel client (issue 11
-# item 3). Like failover.sh, but each hanfs node runs in its OWN network namespace, joined to the
+# item 3). Like failover.sh, but each hanfs node runs in its OWN network namespace (lib/nodens.sh), joined to the
 # harness namespace's bridge br0 by a veth (node side eth0, 10.99.0.1N/24); the VIP 10.99.0.100
 # lives on each storage node's TUN device and is announced on its eth0.
 # Rounds alternate: odd rounds power off the active (`ip link set eth0 down` in its namespace, then
