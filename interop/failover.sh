@@ -87,12 +87,7 @@ log "cluster up: node $active active on $VIP"
 
 write_failover_job
 guest_start 0 boot1
-deadline=$(( $(date +%s) + BOOT_SECONDS_MAX + MOUNT_WAIT_SECONDS_MAX ))
-until [ -f "$RUN/sync/mounted" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || die "guest did not mount $VIP:/export in time"
-    guest_running 0 || die "guest exited before mounting (console: $LOGDIR_FINAL/guesta-boot1.console)"
-    sleep 0.5
-done
+wait_guest_flag mounted $(( BOOT_SECONDS_MAX + MOUNT_WAIT_SECONDS_MAX )) 0
 wait_lines 10 || die "guest is not appending"
 log "guest mounted and appending"
 

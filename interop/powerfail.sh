@@ -1,6 +1,6 @@
 #!/bin/bash
 # interop/powerfail.sh: power-offs and crashes back to back with the Linux kernel client (issue 11
-# item 3). Like failover.sh, but each hanfs node runs in its OWN network namespace, joined to the
+# item 3). Like failover.sh, but each hanfs node runs in its OWN network namespace (lib/nodens.sh), joined to the
 # harness namespace's bridge br0 by a veth (node side eth0, 10.99.0.1N/24); the VIP 10.99.0.100
 # lives on each storage node's TUN device and is announced on its eth0.
 # Rounds alternate: odd rounds power off the active (`ip link set eth0 down` in its namespace, then
@@ -46,6 +46,7 @@ source "$INTEROP/lib/prepare.sh"
 source "$INTEROP/lib/net.sh"
 source "$INTEROP/lib/guests.sh"
 source "$INTEROP/lib/failover.sh"
+source "$INTEROP/lib/nodens.sh"
 
 SHELL_MODE=
 BOOT_SECONDS_MAX=90
@@ -53,33 +54,9 @@ MOUNT_WAIT_SECONDS_MAX=120
 GUEST_STOP_SECONDS_MAX=60
 RUN_SECONDS_MAX=$(( BOOT_SECONDS_MAX + MOUNT_WAIT_SECONDS_MAX + ROUNDS * (SERVE_WAIT_SECONDS_MAX + RESUME_WAIT_SECONDS_MAX + CATCHUP_WAIT_SECONDS_MAX) ))
 RESUME_LINES=5
-NODE_IPS=(10.99.0.11 10.99.0.12 10.99.0.13)
-declare -A NODE_NS=()
+CLUSTER_NAME=interop-powerfail
 
 run_dirs "powerfail"
-
-# node_net_up: one namespace per node, veth pfvN (in $NS, on br0) <-> eth0 (in the node's).
-node_net_up() {
-    local id
-    for id in 1 2 3; do
-        NODE_NS[$id]="$NS-n$id"
-        ip netns add "${NODE_NS[$id]}"
-        ip -n "$NS" link add "pfv$id" type veth peer name eth0 netns "${NODE_NS[$id]}"
-        ip -n "$NS" link set "pfv$id" master br0
-        ip -n "$NS" link set "pfv$id" up
-        ip -n "${NODE_NS[$id]}" addr add "${NODE_IPS[$((id - 1))]}/24" dev eth0
-        ip -n "${NODE_NS[$id]}" link set eth0 up
-        ip -n "${NODE_NS[$id]}" link set lo up
-    done
-    log "node namespaces: ${NODE_NS[1]} ${NODE_NS[2]} ${NODE_NS[3]} (eth0 ${NODE_IPS[*]})"
-}
-
-node_net_down() {
-    local id
-    for id in 1 2 3; do
-        [ -n "${NODE_NS[$id]:-}" ] && ip netns delete "${NODE_NS[$id]}" 2>/dev/null || true
-    done
-}
 
 cleanup() {
     local rc=$?
@@ -97,41 +74,6 @@ cleanup() {
 set_traps
 start_watchdog "$RUN_SECONDS_MAX" TERM
 
-# The configs of lib/failover.sh, with each node's own address for peers and the VIP announced on
-# its eth0.
-write_powerfail_configs() {
-    local export_dir=$1 id i
-    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/secret"
-    chmod 600 "$RUN/secret"
-    for id in 1 2 3; do
-        mkdir -p "$(node_dir "$id")/state"
-        {
-            printf '[server]\nlisten = "%s"\nstate_dir = "%s"\n\n' "$VIP" "$(node_dir "$id")/state"
-            printf '[[export]]\nname = "/export"\ndir = "%s"\nid = 1\nclients = "*(rw,no_root_squash,insecure)"\n\n' "$export_dir"
-            printf '[cluster]\nname = "interop-powerfail"\nnode_id = %s\nsecret_file = "%s"\n\n' "$id" "$RUN/secret"
-            for i in 0 1 2; do
-                printf '[[cluster.peer]]\nid = %s\naddr = "%s:%s"\nrole = "%s"\n\n' $((i + 1)) "${NODE_IPS[$i]}" "${PEER_PORTS[$i]}" "${NODE_ROLES[$i]}"
-            done
-            printf '[vip]\ninterface = "eth0"\naddr = "%s"\nprefix = %s\ndevice = "hanfs-vip%s"\n' "$VIP" "$VIP_PREFIX" "$id"
-        } > "$(node_config "$id")"
-    done
-}
-
-# node_start ID (replaces lib/failover.sh's): `hanfs-server run` in the node's own namespace.
-node_start() {
-    local id=$1 sock i
-    ip netns exec "${NODE_NS[$id]}" env RUST_LOG="${RUST_LOG:-info}" HANFS_TEST_FAULTS=1 HANFS_NO_TICKLE="$NO_TICKLE" \
-        "$HANFS_BIN" run --config "$(node_config "$id")" >> "$LOGDIR/node$id.log" 2>&1 < /dev/null &
-    NODE_PID[$id]=$!
-    sock="$(node_dir "$id")/state/admin.sock"
-    for ((i = 0; i < ADMIN_WAIT_SECONDS_MAX * 10; i++)); do
-        [ -S "$sock" ] && return 0
-        kill -0 "${NODE_PID[$id]}" 2>/dev/null || { tail -n 20 "$LOGDIR/node$id.log" >&2; die "node $id exited at start"; }
-        sleep 0.1
-    done
-    die "node $id: no admin socket after ${ADMIN_WAIT_SECONDS_MAX}s"
-}
-
 mkdir -p "$CACHE"
 need_packages $HOST_PACKAGES
 prepare_kernel
@@ -145,7 +87,7 @@ chmod 1777 "$EXPORT_DIR"
 
 net_up
 node_net_up
-write_powerfail_configs "$EXPORT_DIR"
+write_cluster_configs "$EXPORT_DIR"
 for id in 1 2 3; do node_start "$id"; done
 hanfs_cli 1 init > "$LOGDIR/init.txt" 2>&1 || { cat "$LOGDIR/init.txt" >&2; die "init failed"; }
 active=$(wait_serving 0)
@@ -153,12 +95,7 @@ log "cluster up: node $active active on $VIP (tickles $([ "$NO_TICKLE" = 1 ] && 
 
 write_failover_job
 guest_start 0 boot1
-deadline=$(( $(date +%s) + BOOT_SECONDS_MAX + MOUNT_WAIT_SECONDS_MAX ))
-until [ -f "$RUN/sync/mounted" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || die "guest did not mount $VIP:/export in time"
-    guest_running 0 || die "guest exited before mounting (console: $LOGDIR_FINAL/guesta-boot1.console)"
-    sleep 0.5
-done
+wait_guest_flag mounted $(( BOOT_SECONDS_MAX + MOUNT_WAIT_SECONDS_MAX )) 0
 wait_lines 10 || die "guest is not appending"
 log "guest mounted and appending"
 
@@ -171,7 +108,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     [ $((round % 2)) = 1 ] && kind=power-off
     log "round $round: $kind of node $active (file has $before lines)"
     # Power-off: the link goes first, so nothing the dying process sends reaches the client.
-    [ "$kind" = power-off ] && ip -n "${NODE_NS[$active]}" link set eth0 down
+    [ "$kind" = power-off ] && node_link "$active" down
     kill_active_and_wait "$active" || exit 2
     new=$NEW_ACTIVE took=$TAKEOVER_SECONDS
     TAKEOVERS+=("$took") KINDS+=("$kind")
@@ -179,7 +116,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         log "round $round: the guest did not resume appending within ${RESUME_WAIT_SECONDS_MAX}s"
         break
     fi
-    ip -n "${NODE_NS[$active]}" link set eth0 up
+    node_link "$active" up
     restart_and_catch_up "$active" "$new" || exit 2
     wait_lines $(( $(lines_now) + RESUME_LINES )) || { log "round $round: guest stopped appending"; break; }
     after=$(lines_now)

@@ -1,13 +1,24 @@
-# interop/lib/failover.sh: sourced by failover.sh, killloop.sh and lockfailover.sh. Owns the
-# three-node hanfs cluster inside the test namespace (configs, start, init, status, kill -9 of the
-# active and the takeover wait, restart, catch-up wait), failover.sh's guest job
-# that appends timestamp lines through the VIP, and the stall analysis of that file.
+# interop/lib/failover.sh: sourced by failover.sh, killloop.sh, lockfailover.sh, powerfail.sh and
+# soak.sh. Owns the three-node hanfs cluster (configs, start, init, status, kill -9 of the active
+# and the takeover wait, restart, catch-up wait), failover.sh's guest job that appends timestamp
+# lines through the VIP, and the stall analysis of that file. By default every node runs in the
+# test namespace with its peer port on the bridge address; lib/nodens.sh (sourced after this
+# file) gives each node its own namespace and address instead (NODE_NS, NODE_ADDRS,
+# VIP_INTERFACE).
 
 VIP=10.99.0.100
 VIP_PREFIX=24
 PEER_PORTS=(7101 7102 7103)          # node 1, 2 (storage), 3 (witness), on the bridge address
 NODE_ROLES=(storage storage witness)
 declare -A NODE_PID=()
+# Per node (index id-1): the address its Raft peer port listens on. lib/nodens.sh replaces these.
+NODE_ADDRS=("$SERVER_IP" "$SERVER_IP" "$SERVER_IP")
+# The interface each storage node announces the VIP on, and the cluster's name in the configs.
+VIP_INTERFACE=br0
+CLUSTER_NAME=interop-failover
+# HANFS_NO_TICKLE for every node (1: no tickle ACKs; powerfail.sh and soak.sh --no-tickle).
+NO_TICKLE=${NO_TICKLE:-0}
+declare -A NODE_NS=()
 # Bounds (seconds) of every wait below.
 ADMIN_WAIT_SECONDS_MAX=30
 SERVE_WAIT_SECONDS_MAX=60
@@ -23,7 +34,11 @@ APPEND_LINES_MAX=20000
 node_dir() { echo "$RUN/node$1"; }
 node_config() { echo "$RUN/node$1/hanfs.toml"; }
 
-# write_cluster_configs EXPORT_DIR: one config per node, shared export, secret 0600.
+# node_netns ID: the network namespace node ID runs in (its own one under lib/nodens.sh).
+node_netns() { echo "${NODE_NS[$1]:-$NS}"; }
+
+# write_cluster_configs EXPORT_DIR: one config per node, shared export, secret 0600; peers at
+# NODE_ADDRS, the VIP announced on VIP_INTERFACE.
 write_cluster_configs() {
     local export_dir=$1 id i
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/secret"
@@ -33,12 +48,12 @@ write_cluster_configs() {
         {
             printf '[server]\nlisten = "%s"\nstate_dir = "%s"\n\n' "$VIP" "$(node_dir "$id")/state"
             printf '[[export]]\nname = "/export"\ndir = "%s"\nid = 1\nclients = "*(rw,no_root_squash,insecure)"\n\n' "$export_dir"
-            printf '[cluster]\nname = "interop-failover"\nnode_id = %s\nsecret_file = "%s"\n\n' "$id" "$RUN/secret"
+            printf '[cluster]\nname = "%s"\nnode_id = %s\nsecret_file = "%s"\n\n' "$CLUSTER_NAME" "$id" "$RUN/secret"
             for i in 0 1 2; do
-                printf '[[cluster.peer]]\nid = %s\naddr = "%s:%s"\nrole = "%s"\n\n' $((i + 1)) "$SERVER_IP" "${PEER_PORTS[$i]}" "${NODE_ROLES[$i]}"
+                printf '[[cluster.peer]]\nid = %s\naddr = "%s:%s"\nrole = "%s"\n\n' $((i + 1)) "${NODE_ADDRS[$i]}" "${PEER_PORTS[$i]}" "${NODE_ROLES[$i]}"
             done
-            # Both storage nodes share this namespace, so each needs its own VIP device name.
-            printf '[vip]\ninterface = "br0"\naddr = "%s"\nprefix = %s\ndevice = "hanfs-vip%s"\n' "$VIP" "$VIP_PREFIX" "$id"
+            # Both storage nodes may share a namespace, so each needs its own VIP device name.
+            printf '[vip]\ninterface = "%s"\naddr = "%s"\nprefix = %s\ndevice = "hanfs-vip%s"\n' "$VIP_INTERFACE" "$VIP" "$VIP_PREFIX" "$id"
         } > "$(node_config "$id")"
     done
 }
@@ -50,10 +65,11 @@ hanfs_cli() {
     timeout -s KILL "$CLI_SECONDS_MAX" ip netns exec "$NS" "$HANFS_BIN" "$@" --config "$(node_config "$id")"
 }
 
-# node_start ID: `hanfs-server run` in the namespace (ip netns exec execs, so $! is the server).
+# node_start ID: `hanfs-server run` in the node's namespace (ip netns exec execs, so $! is the
+# server).
 node_start() {
     local id=$1 sock i
-    ip netns exec "$NS" env RUST_LOG="${RUST_LOG:-info}" HANFS_TEST_FAULTS=1 \
+    ip netns exec "$(node_netns "$id")" env RUST_LOG="${RUST_LOG:-info}" HANFS_TEST_FAULTS=1 HANFS_NO_TICKLE="$NO_TICKLE" \
         "$HANFS_BIN" run --config "$(node_config "$id")" >> "$LOGDIR/node$id.log" 2>&1 < /dev/null &
     NODE_PID[$id]=$!
     sock="$(node_dir "$id")/state/admin.sock"
@@ -207,7 +223,21 @@ JOB
     chmod +x "$RUN/g0/job.sh"
 }
 
-lines_now() { wc -l < "$EXPORT_DIR/held/log.txt" 2>/dev/null || echo 0; }
+# wait_guest_flag FLAG SECONDS IDX...: until $RUN/sync/FLAG exists (the guest job writes it, e.g.
+# "mounted"); dies after SECONDS or when one of the guests IDX... has powered off.
+wait_guest_flag() {
+    local flag=$1 deadline=$(( $(date +%s) + $2 )) idx
+    shift 2
+    until [ -f "$RUN/sync/$flag" ]; do
+        [ "$(date +%s)" -lt "$deadline" ] || die "no sync/$flag from the guests in time"
+        for idx in "$@"; do
+            guest_running "$idx" || die "guest ${GUEST_NAMES[$idx]} exited before sync/$flag (console: $LOGDIR_FINAL/${GUEST_NAMES[$idx]}-boot1.console)"
+        done
+        sleep 0.5
+    done
+}
+
+lines_now() { { wc -l < "$EXPORT_DIR/held/log.txt"; } 2>/dev/null || echo 0; }
 
 # wait_lines N: until the file has at least N lines (the guest is appending again).
 wait_lines() {

@@ -5,9 +5,10 @@
 //! signalled, which is what lets openraft count them towards a commit and
 //! acknowledge them to the leader; `append` itself returns as soon as they
 //! are readable (`writer`: the write-behind thread, so the leader's fsync
-//! and its followers' overlap). A vote, a truncate and a purge wait for the
-//! queued appends and then commit with `Durability::Immediate` before the
-//! call returns, so a vote is on disk before the vote reply is sent.
+//! and its followers' overlap). A vote and a truncate wait for the queued
+//! appends and then commit with `Durability::Immediate` before the call
+//! returns, so a vote is on disk before the vote reply is sent. A purge is
+//! queued behind the appends and returns at once (`writer`'s module doc).
 //! Blocking redb calls run on the writer thread or tokio's blocking pool,
 //! never on a core thread: every write, and reading entries (replication
 //! reads them all the time; an uncached page is a disk read). The small
@@ -146,6 +147,13 @@ impl LogStore {
         Ok(Self { db, writer })
     }
 
+    /// Tests only: make every log write fail with ENOSPC (a full disk), or
+    /// work again.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&self, on: bool) {
+        self.writer.fail_writes(on);
+    }
+
     /// Waits for the queued appends (module doc: before any other write).
     async fn drain(&self) -> Result<(), typ::StorageError> {
         self.writer.drain().await.map_err(|e| write_err(std::io::Error::other(e)))
@@ -233,7 +241,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let bounds = to_bounds(&range);
         let pending = self.writer.pending.range(bounds);
         let stored = tokio::task::spawn_blocking(move || read_entries(&db, bounds)).await.map_err(read_err)??;
-        Ok(writer::merge(stored, pending))
+        Ok(self.writer.hide_purged(writer::merge(stored, pending)))
     }
 }
 
@@ -241,6 +249,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, typ::StorageError> {
+        // A queued purge first (openraft asks at start-up, rarely otherwise).
+        self.drain().await?;
         let last_purged_log_id: Option<typ::LogId> = self.get_meta(KEY_LAST_PURGED)?;
         let stored = self.last_entry_log_id()?;
         let last_log_id = self.writer.pending.last_log_id().max(stored).or(last_purged_log_id);
@@ -305,14 +315,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
         tracing::debug!(%log_id, "purge log upto");
         let bytes = encode(&log_id, META_BYTES_MAX).map_err(write_err)?;
-        // The last purged id and the deletion commit together, so a crash never
-        // leaves a gap that `get_log_state` cannot explain.
-        self.drain().await?;
-        self.write(move |txn| {
-            txn.open_table(META)?.insert(KEY_LAST_PURGED, bytes.as_slice())?;
-            txn.open_table(LOGS)?.retain_in::<u64, _>(..=log_id.index, |_, _| false)?;
-            Ok(())
-        })
-        .await
+        // The last purged id and the deletion commit together (one writer
+        // transaction), so a crash never leaves a gap that `get_log_state`
+        // cannot explain. Not awaited: openraft's core (heartbeats, the
+        // lease) must not wait on a drain and an fsync for a purge.
+        self.writer.purge(log_id.index, bytes).map_err(|e| write_err(std::io::Error::other(e)))
     }
 }

@@ -9,7 +9,10 @@
 //! - `ServingCheck`: the reply-time fence (`RaftNode::serving_check`), the
 //!   leadership watch says `Leader` and the lease holds now;
 //! - `RaftNode::snapshot_now`: `debug snapshot`'s build-then-purge;
-//! - `RaftNode::shutdown_raft`: stop Raft while the node is still shared.
+//! - `RaftNode::shutdown_raft`: stop Raft while the node is still shared;
+//! - `RaftNode::fatal_error`: Raft stopped by itself (a log or vote write
+//!   failed, e.g. the state directory's disk is full), for the server to exit
+//!   on rather than linger as a member that can neither lead nor follow.
 //!
 //! The leadership watch itself (`lease::Leadership`) and the switchover
 //! (`handover`) have their own modules.
@@ -17,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use openraft::error::Fatal;
 use openraft::metrics::WaitError;
 use openraft::{RaftMetrics, ServerState};
 use tokio::sync::watch;
@@ -162,6 +166,28 @@ impl RaftNode {
         RaftWatch { metrics: self.raft.metrics() }
     }
 
+    /// Completes once Raft has stopped by itself on a fatal error, with that
+    /// error: a log, vote or state machine write failed (the state
+    /// directory's disk is full or failing) or the core panicked. openraft
+    /// does not restart its core, so such a node can neither lead nor follow
+    /// until the process starts again. Never completes while Raft runs, nor
+    /// after a requested shutdown.
+    pub async fn fatal_error(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(error) = fatal_of(&metrics.borrow_and_update()) {
+                return error;
+            }
+            if metrics.changed().await.is_err() {
+                // The core is gone: its last metrics say why, if it failed.
+                if let Some(error) = fatal_of(&metrics.borrow()) {
+                    return error;
+                }
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// The check a reply makes just before it is sent (see `ServingCheck`).
     pub fn serving_check(&self) -> ServingCheck {
         ServingCheck { leadership: self.leadership(), lease: self.lease.clone(), metrics: self.raft.metrics() }
@@ -191,5 +217,13 @@ impl RaftNode {
     /// owned); the rest stops when the last holder drops it.
     pub async fn shutdown_raft(&self) -> Result<(), RaftNodeError> {
         self.raft.shutdown().await.map_err(|e| RaftNodeError::Raft(e.to_string()))
+    }
+}
+
+/// The fatal error in `m`, if Raft stopped on one (not a requested stop).
+fn fatal_of(m: &RaftMetrics<NodeId, PeerNode>) -> Option<String> {
+    match &m.running_state {
+        Ok(()) | Err(Fatal::Stopped) => None,
+        Err(error) => Some(error.to_string()),
     }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)] // openraft's StorageError, as in the stores
 
 mod cluster;
+mod disk_full;
 mod group_commit;
 mod harness;
 mod transport;
@@ -41,6 +42,26 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RedbBuil
 fn openraft_storage_suite_passes_on_redb() -> Result<(), typ::StorageError> {
     Suite::test_all(RedbBuilder)?;
     Ok(())
+}
+
+/// A purge returns without waiting for the log's writer or any other write
+/// transaction (openraft's core, which renews the lease, awaits it): here
+/// while the test holds redb's one write transaction, which a purge that
+/// wrote itself (as it did before) would wait for forever. Once the writer
+/// has run, the log state shows it.
+#[tokio::test]
+async fn purge_does_not_wait_for_a_write_transaction() {
+    use openraft::storage::RaftLogStorage;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_db(&dir.path().join("raft.redb")).expect("open");
+    let mut log = LogStore::new(db.clone()).expect("log store");
+    let purged = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 5);
+    let held = db.begin_write().expect("a write transaction");
+    let purge = tokio::time::timeout(std::time::Duration::from_secs(30), log.purge(purged));
+    purge.await.expect("purge waited for the held write transaction").expect("purge");
+    drop(held);
+    let state = log.get_log_state().await.expect("log state");
+    assert_eq!(state.last_purged_log_id, Some(purged));
 }
 
 #[test]

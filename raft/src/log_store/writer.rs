@@ -5,13 +5,18 @@
 //! a leader sends the entries to its followers while its own fsync runs, so
 //! a commit costs about one fsync plus a round trip, not two fsyncs in a row.
 //!
-//! Every other write (vote, truncate, purge) first waits for the queue to
-//! drain (`Writer::drain`), so it is ordered after the appends before it and
-//! never sees entries that are still only in memory. The committed-id hint
-//! goes through the queue without waiting (it needs no fsync of its own).
+//! A vote and a truncate first wait for the queue to drain (`Writer::drain`),
+//! so they are ordered after the appends before them and never see entries
+//! that are still only in memory. The committed-id hint and a purge go
+//! through the queue without waiting and need no fsync of their own: both
+//! ride in the next transaction (durable with the next fsync), so a purge
+//! never holds openraft's core (and with it heartbeats and the lease) on a
+//! drain and an fsync. A purge lost in a crash leaves its entries and the
+//! older last-purged id, which is consistent: it is done again later.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::LogFlushed;
@@ -77,9 +82,12 @@ pub(super) fn merge(stored: Vec<typ::Entry>, pending: Vec<(u64, typ::Entry)>) ->
     by_index.into_values().collect()
 }
 
+/// What the writer thread is asked to do. `Purge` deletes the entries up to
+/// `upto` and records `bytes` (the last purged log id) in one transaction.
 enum Job {
     Append { entries: Vec<(u64, typ::LogId, Vec<u8>)>, callback: LogFlushed<TypeConfig> },
     Committed { bytes: Vec<u8> },
+    Purge { upto: u64, bytes: Vec<u8> },
     Drain { done: oneshot::Sender<()> },
 }
 
@@ -89,6 +97,12 @@ enum Job {
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
     pub(super) pending: Arc<Pending>,
+    /// The highest index a purge was queued for: readers hide entries up to
+    /// it even while the purge is still in the queue.
+    purged_upto: Arc<Mutex<Option<u64>>>,
+    /// Tests only: every write fails as on a full disk (`fail_writes`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    fail: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -97,8 +111,19 @@ impl Writer {
         let (jobs, rx) = mpsc::channel();
         let pending = Arc::new(Pending::default());
         let thread_pending = pending.clone();
-        std::thread::Builder::new().name("hanfs-raft-log".into()).spawn(move || run(&db, &thread_pending, &rx))?;
-        Ok(Writer { jobs, pending })
+        let fail = Arc::new(AtomicBool::new(false));
+        let thread_fail = fail.clone();
+        std::thread::Builder::new()
+            .name("hanfs-raft-log".into())
+            .spawn(move || run(&db, &thread_pending, &thread_fail, &rx))?;
+        Ok(Writer { jobs, pending, purged_upto: Arc::default(), fail })
+    }
+
+    /// Tests only: from now on every write fails with ENOSPC, as when the
+    /// state directory's disk is full (`false`: writes work again).
+    #[cfg(test)]
+    pub(super) fn fail_writes(&self, on: bool) {
+        self.fail.store(on, Ordering::SeqCst);
     }
 
     /// Makes `entries` readable now and durable soon; `callback` is signalled
@@ -119,6 +144,24 @@ impl Writer {
         self.jobs.send(Job::Committed { bytes }).map_err(|_| "the raft log writer has stopped".to_owned())
     }
 
+    /// Queues the purge of the entries up to `upto` behind the appends before
+    /// it, with the last-purged id `bytes` (module doc: no wait, no fsync).
+    pub(super) fn purge(&self, upto: u64, bytes: Vec<u8>) -> Result<(), String> {
+        {
+            let mut purged = self.purged_upto.lock().unwrap_or_else(|p| p.into_inner());
+            *purged = (*purged).max(Some(upto));
+        }
+        self.jobs.send(Job::Purge { upto, bytes }).map_err(|_| "the raft log writer has stopped".to_owned())
+    }
+
+    /// `entries` without those a purge was queued for.
+    pub(super) fn hide_purged(&self, mut entries: Vec<typ::Entry>) -> Vec<typ::Entry> {
+        if let Some(upto) = *self.purged_upto.lock().unwrap_or_else(|p| p.into_inner()) {
+            entries.retain(|e| e.log_id.index > upto);
+        }
+        entries
+    }
+
     /// Waits until everything queued before this call is written (or failed).
     pub(super) async fn drain(&self) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
@@ -130,7 +173,7 @@ impl Writer {
 /// The writer thread: takes what is queued (up to APPENDS_PER_TXN_MAX
 /// appends), writes it in one transaction (fsynced when it holds entries),
 /// then answers the callbacks and drains.
-fn run(db: &Database, pending: &Pending, rx: &mpsc::Receiver<Job>) {
+fn run(db: &Database, pending: &Pending, fail: &AtomicBool, rx: &mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < APPENDS_PER_TXN_MAX {
@@ -138,7 +181,11 @@ fn run(db: &Database, pending: &Pending, rx: &mpsc::Receiver<Job>) {
             jobs.push(job);
         }
         let started = std::time::Instant::now();
-        let result = write(db, &jobs);
+        let result = if fail.load(Ordering::SeqCst) {
+            Err(redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)))
+        } else {
+            write(db, &jobs)
+        };
         note_write_time(started.elapsed());
         for job in jobs {
             match job {
@@ -154,7 +201,7 @@ fn run(db: &Database, pending: &Pending, rx: &mpsc::Receiver<Job>) {
                     };
                     callback.log_io_completed(outcome);
                 }
-                Job::Committed { .. } => {}
+                Job::Committed { .. } | Job::Purge { .. } => {}
                 Job::Drain { done } => {
                     let _ = done.send(());
                 }
@@ -163,15 +210,20 @@ fn run(db: &Database, pending: &Pending, rx: &mpsc::Receiver<Job>) {
     }
 }
 
-/// One transaction with every append and the last committed-id hint of
-/// `jobs`; durable (fsync) when it holds an entry.
+/// One transaction with every append and purge of `jobs`, in order, and
+/// their last committed-id hint and last-purged id; durable (fsync) when it
+/// holds an entry.
 fn write(db: &Database, jobs: &[Job]) -> Result<(), redb::Error> {
     let has_entries = jobs.iter().any(|j| matches!(j, Job::Append { .. }));
     let committed = jobs.iter().rev().find_map(|j| match j {
         Job::Committed { bytes } => Some(bytes),
         _ => None,
     });
-    if !has_entries && committed.is_none() {
+    let purged = jobs.iter().rev().find_map(|j| match j {
+        Job::Purge { bytes, .. } => Some(bytes),
+        _ => None,
+    });
+    if !has_entries && committed.is_none() && purged.is_none() {
         return Ok(());
     }
     let mut txn = db.begin_write()?;
@@ -180,15 +232,22 @@ fn write(db: &Database, jobs: &[Job]) -> Result<(), redb::Error> {
     {
         let mut logs = txn.open_table(LOGS)?;
         for job in jobs {
-            if let Job::Append { entries, .. } = job {
-                for (index, _, bytes) in entries {
-                    logs.insert(*index, bytes.as_slice())?;
+            match job {
+                Job::Append { entries, .. } => {
+                    for (index, _, bytes) in entries {
+                        logs.insert(*index, bytes.as_slice())?;
+                    }
                 }
+                Job::Purge { upto, .. } => logs.retain_in::<u64, _>(..=*upto, |_, _| false)?,
+                Job::Committed { .. } | Job::Drain { .. } => {}
             }
         }
     }
     if let Some(bytes) = committed {
         txn.open_table(META)?.insert(super::KEY_COMMITTED, bytes.as_slice())?;
+    }
+    if let Some(bytes) = purged {
+        txn.open_table(META)?.insert(super::KEY_LAST_PURGED, bytes.as_slice())?;
     }
     txn.commit()?;
     Ok(())

@@ -40,6 +40,7 @@ use crate::portmap::client::getport;
 use crate::rpc::auth::MACHINE_NAME_BYTES_MAX;
 use crate::rpc::client::{self, ClientError, Request};
 use crate::rpc::program::{Cred, Transport};
+use crate::rpc::shared::Fence;
 
 /// Jobs waiting for the task; beyond this a job is dropped with a warning.
 pub const CALLBACK_QUEUE_MAX: usize = 1024;
@@ -178,11 +179,24 @@ pub struct CallbackTask {
 impl CallbackTask {
     /// Start the task for one active period; it adopts the table's pending grants.
     /// Waiters its wake-up grants are taken on the files through `ofd`.
-    pub fn start(commit: Arc<dyn Commit>, config: CallbackConfig, ofd: Arc<OfdMirror>) -> (Callbacks, CallbackTask) {
+    /// Nothing is sent while `fence` does not pass (as replies: a node that
+    /// lost its lease, e.g. resumed from a pause, calls no client).
+    pub fn start(
+        commit: Arc<dyn Commit>,
+        config: CallbackConfig,
+        ofd: Arc<OfdMirror>,
+        fence: Fence,
+    ) -> (Callbacks, CallbackTask) {
         let (tx, rx) = mpsc::channel(CALLBACK_QUEUE_MAX);
         let (stop, stop_rx) = watch::channel(false);
-        let runner =
-            Runner { commit, config: Arc::new(config), ofd, tracked: BTreeMap::new(), given_up: BTreeSet::new() };
+        let runner = Runner {
+            commit,
+            config: Arc::new(config),
+            ofd,
+            fence,
+            tracked: BTreeMap::new(),
+            given_up: BTreeSet::new(),
+        };
         let handle = tokio::spawn(runner.run(rx, stop_rx));
         (Callbacks { tx }, CallbackTask { stop, handle })
     }
@@ -206,6 +220,7 @@ struct Runner {
     commit: Arc<dyn Commit>,
     config: Arc<CallbackConfig>,
     ofd: Arc<OfdMirror>,
+    fence: Fence,
     tracked: BTreeMap<u64, Tracked>,
     /// Grants sent `CALLBACK_ATTEMPTS_MAX` times and still pending: not
     /// adopted again by `rescan` (pruned to what the table still holds).
@@ -302,6 +317,9 @@ impl Runner {
 
     /// Start the sends that are due, up to the in-flight bound.
     fn send_due(&mut self, sends: &mut JoinSet<Option<u64>>) {
+        if !self.fence.serving_now() {
+            return;
+        }
         let now = Instant::now();
         let due: Vec<u64> =
             self.tracked.iter().filter(|(_, t)| !t.in_flight && t.next_at <= now).map(|(id, _)| *id).collect();
@@ -342,7 +360,11 @@ impl Runner {
             t.next_at = now + Duration::from_millis(backoff_ms(t.sent, CALLBACK_RETRY_FIRST_MS, CALLBACK_RETRY_MAX_MS));
             let config = self.config.clone();
             let host = t.callback.owner.caller_name.clone();
+            let fence = self.fence.clone();
             sends.spawn(async move {
+                if !fence.serving_now() {
+                    return Some(id);
+                }
                 match call_lockd(&config, addr, NLMPROC4_GRANTED_MSG, &args).await {
                     Ok(()) => tracing::debug!(id, %host, %addr, "nlm GRANTED_MSG sent"),
                     Err(e) => tracing::debug!(id, %host, %addr, error = %e, "nlm GRANTED_MSG not delivered"),
@@ -358,7 +380,11 @@ impl Runner {
             return;
         }
         let config = self.config.clone();
+        let fence = self.fence.clone();
         sends.spawn(async move {
+            if !fence.serving_now() {
+                return None;
+            }
             if let Err(e) = call_lockd(&config, to, proc_, &body).await {
                 tracing::debug!(%to, proc_, error = %e, "nlm _RES not delivered");
             }

@@ -219,6 +219,12 @@ impl ClusterNode {
         Ok(ClusterNode { shared, stop_tx, lifecycle, admin_stop, admin_task, metrics_server, exports_check })
     }
 
+    /// Completes when Raft stops by itself on a fatal (storage) error, with
+    /// that error (`RaftNode::fatal_error`).
+    pub async fn raft_fatal_error(&self) -> String {
+        self.shared.raft.fatal_error().await
+    }
+
     /// Is this node serving NFS right now (listeners open)?
     pub fn serving(&self) -> bool {
         self.shared.active().serving

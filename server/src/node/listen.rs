@@ -87,7 +87,8 @@ impl Serving {
                 return Err(NodeError::Commit(e));
             }
         };
-        let (callbacks, task) = CallbackTask::start(services.commit.clone(), config, ofd.clone());
+        let (callbacks, task) =
+            CallbackTask::start(services.commit.clone(), config, ofd.clone(), services.rpc.fence.clone());
         let locks = LockCtxs {
             nlm: Arc::new(NlmCtx {
                 commit: services.commit.clone(),

@@ -33,7 +33,8 @@ pub use control::FAULTS_ENV;
 pub use listen::EPHEMERAL_BIND_ATTEMPTS;
 pub use single::{start, Node};
 
-/// Why a node could not start. Each message is complete on its own (no
+/// Why a node could not start (or, `RaftFailed`, stopped on its own). Each
+/// message is complete on its own (no
 /// `source` chain), so it reads as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -54,6 +55,12 @@ pub enum NodeError {
     Bind { what: &'static str, addr: SocketAddr, error: io::Error },
     #[error("cluster: {0}")]
     Cluster(String),
+    /// Raft stopped by itself while the node ran (a log write failed: the
+    /// state directory's disk is full or failing). The node has demoted and
+    /// stopped; the process exits non-zero so its supervisor starts it again,
+    /// and it rejoins once the disk takes writes again.
+    #[error("raft stopped on a storage error, node stopped: {0}")]
+    RaftFailed(String),
 }
 
 impl From<CommitError> for NodeError {
@@ -73,10 +80,11 @@ pub struct BoundPorts {
 }
 
 /// Start (a single node, or a cluster member when the config has `[cluster]`),
-/// serve until `shutdown` completes, then stop. Under systemd (`Type=notify`)
-/// it reports READY once the node serves (single) or has joined its cluster
-/// (serving or following), feeds the watchdog while it runs, and reports
-/// STOPPING (`crate::notify`). The STATUS line names the exports of the
+/// serve until `shutdown` completes, then stop. A cluster member also stops,
+/// with `NodeError::RaftFailed`, when its Raft stops on a storage error.
+/// Under systemd (`Type=notify`) it reports READY once the node serves
+/// (single) or has joined its cluster (serving or following), feeds the
+/// watchdog while it runs, and reports STOPPING (`crate::notify`). The STATUS line names the exports of the
 /// replicated table (as served, or as this node last applied it).
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     if config.cluster.is_some() {
@@ -88,7 +96,13 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         crate::notify::notify(&format!("READY=1\nSTATUS={}", status(&node)));
         let watched = node.clone();
         let watchdog = crate::notify::spawn_watchdog(move || status(&watched));
-        shutdown.await;
+        let failed = tokio::select! {
+            () = shutdown => None,
+            error = node.raft_fatal_error() => Some(error),
+        };
+        if let Some(error) = &failed {
+            tracing::error!(%error, "raft stopped on a storage error; stopping the node (its supervisor restarts it)");
+        }
         crate::notify::notify("STOPPING=1");
         if let Some(w) = watchdog {
             w.abort();
@@ -97,6 +111,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         match std::sync::Arc::try_unwrap(node) {
             Ok(node) => node.stop().await,
             Err(_) => tracing::error!("cluster node still referenced at shutdown; not stopped cleanly"),
+        }
+        if let Some(error) = failed {
+            return Err(NodeError::RaftFailed(error));
         }
     } else {
         let node = start(config).await?;

@@ -158,10 +158,11 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         &self.registry
     }
 
-    /// Handle one call record. A reply is checked against the fence
-    /// (`RpcShared::serving_now`) just before it is returned: a node that may
-    /// no longer serve returns `Outcome::Close` instead, as for a failed
-    /// commit. Every close is counted in `RpcShared::unanswered`.
+    /// Handle one call record. The fence (`RpcShared::serving_now`) is
+    /// checked before the call runs and again just before its reply is
+    /// returned: a node that may no longer serve returns `Outcome::Close`
+    /// instead, as for a failed commit. Every close is counted in
+    /// `RpcShared::unanswered`.
     pub async fn call(&self, record: Vec<u8>, peer: SocketAddr, transport: Transport) -> Outcome {
         let started = Instant::now();
         let (outcome, counted) = self.call_unfenced(record, peer, transport).await;
@@ -252,6 +253,14 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         counters: Counters<'_>,
     ) -> Outcome {
         let xid = header.xid;
+        // A node that may no longer serve does not run calls either (checked
+        // again after the intent commit, just before the handler): a call read
+        // before a pause (SIGSTOP, a stall) and run after the lease ended
+        // would write over what the new active wrote since (the soak saw it).
+        // This narrows the window to a pause inside the handler itself.
+        if !self.shared.serving_now() {
+            return Outcome::Close { reason: CloseReason::Fenced, xid };
+        }
         let drc_stats = &self.shared.metrics.drc;
         // Held until the reply is recorded; released however the call ends.
         let mut claim = None;
@@ -294,6 +303,9 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                 None => {}
             }
             claim = Some(held);
+        }
+        if !self.shared.serving_now() {
+            return Outcome::Close { reason: CloseReason::Fenced, xid };
         }
         let run = match step {
             Step::Execute => proc_.handler,

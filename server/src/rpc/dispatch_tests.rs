@@ -239,13 +239,15 @@ async fn a_failed_intent_commit_closes_without_running() {
 }
 
 #[tokio::test]
-async fn a_reply_past_the_fence_is_a_close() {
+async fn a_call_past_the_fence_is_not_run_and_closes() {
     let (events, state) = (Events::default(), Arc::new(RwLock::new(State::default())));
     let commit = Arc::new(Mem { state, events: events.clone() });
     let d = dispatcher(commit, Fence::new(|| false), &events);
     let closed = Outcome::Close { reason: CloseReason::Fenced, xid: 12 };
     assert_eq!(d.call(call_record(12, 1, 5), peer(), Transport::Udp).await, closed);
     assert_eq!(d.shared().unanswered.get(CloseReason::Fenced), 1);
+    // Nor is the call run: a node past its lease touches nothing.
+    assert!(events.lock().unwrap().is_empty(), "the handler ran on a fenced node");
 }
 
 #[test]
