@@ -3,7 +3,7 @@
 # In the harness's private namespace: storage nodes 1 and 2 and witness 3 (peer ports 7101-7103
 # on the bridge address, one shared export directory, VIP 10.99.0.100/24 via [vip]: on each
 # storage node's own device hanfs-vipN, announced on br0, gone when its process dies).
-# Guest A mounts VIP:/export, keeps a directory open and appends a timestamp line every 0.2 s;
+# Guest A mounts VIP:/export/held (below the export), keeps it open and appends a timestamp line every 0.2 s;
 # the active node is killed with SIGKILL --rounds times (default 10), which alternates the
 # storage nodes; each killed node is restarted and waited for until it has caught up.
 # Report: the stall per failover (largest gap between lines around it), median and max,

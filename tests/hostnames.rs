@@ -14,7 +14,6 @@
 
 use std::fs::OpenOptions;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,8 +22,8 @@ use std::time::Duration;
 use std::io::Write;
 
 use crate::util::{
-    auth_sys_body, call_msg, frame, parse_reply, put_opaque, read_record, server_binary, tempdir, words, RpcReply,
-    SUCCESS,
+    auth_sys_body, call_msg, frame, in_ns, parse_reply, put_opaque, read_record, server_binary, tempdir, words,
+    RpcReply, SUCCESS,
 };
 
 const NFS_PORT: u16 = 2049;
@@ -94,20 +93,7 @@ impl Setup {
 
     /// Runs `f` on a thread inside the namespace.
     fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.ns);
-        std::thread::scope(|s| {
-            let worker = s.spawn(|| {
-                let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                // SAFETY: plain syscall on a descriptor we own; this thread only.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-                f()
-            });
-            match worker.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
+        in_ns(&self.ns, f)
     }
 }
 

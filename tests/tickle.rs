@@ -20,6 +20,8 @@ use std::time::Duration;
 use hanfs_server::vip::sockdiag;
 use hanfs_server::vip::tickle;
 
+use crate::util::in_ns;
+
 const VIP: [u8; 4] = [10, 77, 0, 100];
 const CLIENT: [u8; 4] = [10, 77, 0, 2];
 const PORT: u16 = 2049;
@@ -78,24 +80,6 @@ impl Drop for Pair {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
-}
-
-/// Runs `f` on a new thread inside namespace `ns`.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        let worker = s.spawn(|| {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            // SAFETY: plain syscall on a descriptor we own; moves only this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            f()
-        });
-        match worker.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
 }
 
 fn vip() -> SocketAddr {
