@@ -53,6 +53,13 @@ pub struct Entry {
     pub clients: String,
 }
 
+impl Entry {
+    /// `ID NAME DIR CLIENTS`, the fields encoded as on the wire (`encode_field`).
+    pub fn encode(&self) -> String {
+        format!("{} {} {} {}", self.id, encode_field(&self.name), encode_field(&self.dir), encode_field(&self.clients))
+    }
+}
+
 /// A change to the export table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -248,13 +255,8 @@ impl Request {
             Request::Reload { exports } => {
                 let mut line = "exports reload".to_string();
                 for e in exports {
-                    line.push_str(&format!(
-                        " {} {} {} {}",
-                        e.id,
-                        encode_field(&e.name),
-                        encode_field(&e.dir),
-                        encode_field(&e.clients)
-                    ));
+                    line.push(' ');
+                    line.push_str(&e.encode());
                 }
                 line
             }

@@ -5,7 +5,7 @@
 
 use hanfs_state::{Command, State};
 
-use super::{decode_field, encode_field, normal_name, Entry, ExportsAdminError};
+use super::{decode_field, normal_name, Entry, ExportsAdminError};
 use crate::config::ExportConfig;
 
 /// The served table of `state`, by id.
@@ -72,13 +72,7 @@ pub fn differences(config: &[ExportConfig], table: &[Entry]) -> Vec<String> {
 pub fn table_lines(state: &State) -> String {
     let mut out = format!("seeded {}\n", if state.exports_seeded() { "yes" } else { "no" });
     for e in table(state) {
-        out.push_str(&format!(
-            "export {} {} {} {}\n",
-            e.id,
-            encode_field(&e.name),
-            encode_field(&e.dir),
-            encode_field(&e.clients)
-        ));
+        out.push_str(&format!("export {}\n", e.encode()));
     }
     out
 }
