@@ -74,11 +74,14 @@ pub struct CallbackConfig {
     /// only from the server address its blocked lock went to, and sends
     /// GRANTED_RES back there. `None`: the kernel picks (listen 0.0.0.0, no VIP).
     pub source: Option<IpAddr>,
+    /// Checked before each send (and before each portmap lookup's datagram):
+    /// a node that lost its lease, e.g. resumed from a pause, calls no client.
+    pub fence: Fence,
 }
 
 impl CallbackConfig {
-    pub fn new(portmap_port: u16, source: Option<IpAddr>) -> Self {
-        CallbackConfig { portmap_port, machine: hostname(), source }
+    pub fn new(portmap_port: u16, source: Option<IpAddr>, fence: Fence) -> Self {
+        CallbackConfig { portmap_port, machine: hostname(), source, fence }
     }
 }
 
@@ -179,21 +182,16 @@ pub struct CallbackTask {
 impl CallbackTask {
     /// Start the task for one active period; it adopts the table's pending grants.
     /// Waiters its wake-up grants are taken on the files through `ofd`.
-    /// Nothing is sent while `fence` does not pass (as replies: a node that
-    /// lost its lease, e.g. resumed from a pause, calls no client).
-    pub fn start(
-        commit: Arc<dyn Commit>,
-        config: CallbackConfig,
-        ofd: Arc<OfdMirror>,
-        fence: Fence,
-    ) -> (Callbacks, CallbackTask) {
+    /// Nothing is sent while `config.fence` does not pass (as replies: a node
+    /// that lost its lease, e.g. resumed from a pause, calls no client).
+    pub fn start(commit: Arc<dyn Commit>, config: CallbackConfig, ofd: Arc<OfdMirror>) -> (Callbacks, CallbackTask) {
         let (tx, rx) = mpsc::channel(CALLBACK_QUEUE_MAX);
         let (stop, stop_rx) = watch::channel(false);
         let runner = Runner {
             commit,
+            fence: config.fence.clone(),
             config: Arc::new(config),
             ofd,
-            fence,
             tracked: BTreeMap::new(),
             given_up: BTreeSet::new(),
         };
@@ -417,11 +415,16 @@ pub enum CallbackError {
 /// some lock managers send no RPC reply at all.
 pub async fn call_lockd(config: &CallbackConfig, host: IpAddr, proc_: u32, args: &[u8]) -> Result<(), CallbackError> {
     let portmapper = SocketAddr::new(host, config.portmap_port);
-    let udp = getport(portmapper, NLM_PROGRAM, NLM4_VERSION, IPPROTO_UDP).await.map_err(CallbackError::Portmap)?;
+    let fence = &config.fence;
+    let udp =
+        getport(portmapper, NLM_PROGRAM, NLM4_VERSION, IPPROTO_UDP, fence).await.map_err(CallbackError::Portmap)?;
     let (port, transport) = match udp {
         Some(port) => (port, Transport::Udp),
         None => {
-            match getport(portmapper, NLM_PROGRAM, NLM4_VERSION, IPPROTO_TCP).await.map_err(CallbackError::Portmap)? {
+            match getport(portmapper, NLM_PROGRAM, NLM4_VERSION, IPPROTO_TCP, fence)
+                .await
+                .map_err(CallbackError::Portmap)?
+            {
                 Some(port) => (port, Transport::Tcp),
                 None => return Err(CallbackError::NotRegistered),
             }
@@ -438,6 +441,7 @@ pub async fn call_lockd(config: &CallbackConfig, host: IpAddr, proc_: u32, args:
         transport,
         timeout: Duration::from_millis(CALLBACK_CALL_TIMEOUT_MS),
         attempts: 1,
+        fence,
     };
     match client::call_from(&req, config.source).await {
         Ok(_) | Err(ClientError::Timeout { .. }) => Ok(()),
@@ -473,5 +477,19 @@ mod tests {
         assert!(args.exclusive);
         assert_eq!(args.alock.svid, 7);
         assert_eq!(grant_id(&[1, 2, 3]), None);
+    }
+
+    /// A fenced node asks no portmapper: not one datagram leaves.
+    #[tokio::test]
+    async fn a_fenced_callback_sends_nothing() {
+        let portmapper = tokio::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let port = portmapper.local_addr().unwrap().port();
+        let config = CallbackConfig::new(port, None, Fence::new(|| false));
+        let host = IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+        let err = call_lockd(&config, host, NLMPROC4_GRANTED_MSG, &[]).await.unwrap_err();
+        assert!(matches!(err, CallbackError::Portmap(ClientError::Fenced)), "{err:?}");
+        let mut buf = [0u8; 64];
+        let got = tokio::time::timeout(Duration::from_millis(200), portmapper.recv_from(&mut buf)).await;
+        assert!(got.is_err(), "a GETPORT left a fenced node: {got:?}");
     }
 }

@@ -79,7 +79,11 @@ impl Serving {
         let listeners = Listeners::new();
         let ofd = OfdMirror::start(services.nfs.live.clone(), services.commit.clone());
         ofd.rebuild().await;
-        let config = CallbackConfig::new(services.config.ports.callback_portmap, callback_source(&services.config));
+        let config = CallbackConfig::new(
+            services.config.ports.callback_portmap,
+            callback_source(&services.config),
+            services.rpc.fence.clone(),
+        );
         let mut recovery = match Recovery::begin(services.commit.clone(), &services.config, config.clone()).await {
             Ok(recovery) => recovery,
             Err(e) => {
@@ -87,8 +91,7 @@ impl Serving {
                 return Err(NodeError::Commit(e));
             }
         };
-        let (callbacks, task) =
-            CallbackTask::start(services.commit.clone(), config, ofd.clone(), services.rpc.fence.clone());
+        let (callbacks, task) = CallbackTask::start(services.commit.clone(), config, ofd.clone());
         let locks = LockCtxs {
             nlm: Arc::new(NlmCtx {
                 commit: services.commit.clone(),

@@ -124,13 +124,16 @@ fn backoff_ms(sent: u32) -> u64 {
 /// One SM_NOTIFY to the statd of `host`, found through its portmapper.
 async fn call_statd(config: &CallbackConfig, host: IpAddr, args: &[u8]) -> Result<(), NotifyError> {
     let portmapper = SocketAddr::new(host, config.portmap_port);
-    let udp = getport(portmapper, SM_PROGRAM, SM_VERSION, IPPROTO_UDP).await.map_err(NotifyError::Portmap)?;
+    let fence = &config.fence;
+    let udp = getport(portmapper, SM_PROGRAM, SM_VERSION, IPPROTO_UDP, fence).await.map_err(NotifyError::Portmap)?;
     let (port, transport) = match udp {
         Some(port) => (port, Transport::Udp),
-        None => match getport(portmapper, SM_PROGRAM, SM_VERSION, IPPROTO_TCP).await.map_err(NotifyError::Portmap)? {
-            Some(port) => (port, Transport::Tcp),
-            None => return Err(NotifyError::NotRegistered),
-        },
+        None => {
+            match getport(portmapper, SM_PROGRAM, SM_VERSION, IPPROTO_TCP, fence).await.map_err(NotifyError::Portmap)? {
+                Some(port) => (port, Transport::Tcp),
+                None => return Err(NotifyError::NotRegistered),
+            }
+        }
     };
     let cred = Cred::Sys { uid: 0, gid: 0, gids: Vec::new(), machine: config.machine.clone() };
     let req = Request {
@@ -143,6 +146,7 @@ async fn call_statd(config: &CallbackConfig, host: IpAddr, args: &[u8]) -> Resul
         transport,
         timeout: Duration::from_millis(NOTIFY_CALL_TIMEOUT_MS),
         attempts: 1,
+        fence,
     };
     client::call_from(&req, config.source).await.map(|_| ()).map_err(NotifyError::Call)
 }

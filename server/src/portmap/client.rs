@@ -10,6 +10,7 @@ use nfs3_types::portmap::mapping;
 
 use crate::rpc::client::{self, ClientError, Request};
 use crate::rpc::program::{Cred, Transport};
+use crate::rpc::shared::Fence;
 use crate::rpc::xdr::Reader;
 
 use super::{PMAP_PROGRAM, PMAP_VERSION};
@@ -24,22 +25,29 @@ pub const PMAP_CALL_ATTEMPTS: u32 = 3;
 
 /// Register `m` with the portmapper on 127.0.0.1:`port`; its boolean answer.
 pub async fn set(port: u16, m: mapping) -> Result<bool, ClientError> {
-    let answer = call(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), PMAPPROC_SET, m).await?;
+    let answer = call(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), PMAPPROC_SET, m, &Fence::always()).await?;
     decode_bool(&answer)
 }
 
 /// Remove every mapping of (`m.prog`, `m.vers`) from the portmapper on
 /// 127.0.0.1:`port`; its boolean answer.
 pub async fn unset(port: u16, m: mapping) -> Result<bool, ClientError> {
-    let answer = call(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), PMAPPROC_UNSET, m).await?;
+    let answer = call(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), PMAPPROC_UNSET, m, &Fence::always()).await?;
     decode_bool(&answer)
 }
 
 /// The port where the host whose portmapper listens on `portmapper` serves
 /// (`prog`, `vers`) over `prot` (`IPPROTO_TCP` or `IPPROTO_UDP`); `None` if
-/// it has no such mapping.
-pub async fn getport(portmapper: SocketAddr, prog: u32, vers: u32, prot: u32) -> Result<Option<u16>, ClientError> {
-    let answer = call(portmapper, PMAPPROC_GETPORT, mapping { prog, vers, prot, port: 0 }).await?;
+/// it has no such mapping. Each datagram is sent only while `fence` passes
+/// (a callback's lookup must not leave a node that lost its lease).
+pub async fn getport(
+    portmapper: SocketAddr,
+    prog: u32,
+    vers: u32,
+    prot: u32,
+    fence: &Fence,
+) -> Result<Option<u16>, ClientError> {
+    let answer = call(portmapper, PMAPPROC_GETPORT, mapping { prog, vers, prot, port: 0 }, fence).await?;
     let mut r = Reader::new(&answer);
     let port = r.u32().map_err(|_| ClientError::Malformed("GETPORT result"))?;
     r.finish().map_err(|_| ClientError::Malformed("GETPORT result"))?;
@@ -50,7 +58,7 @@ pub async fn getport(portmapper: SocketAddr, prog: u32, vers: u32, prot: u32) ->
 }
 
 /// One portmap v2 call with a `mapping` argument, over UDP with AUTH_NONE.
-async fn call(addr: SocketAddr, proc_: u32, m: mapping) -> Result<Vec<u8>, ClientError> {
+async fn call(addr: SocketAddr, proc_: u32, m: mapping, fence: &Fence) -> Result<Vec<u8>, ClientError> {
     let mut args = Vec::with_capacity(16);
     for word in [m.prog, m.vers, m.prot, m.port] {
         args.extend_from_slice(&word.to_be_bytes());
@@ -65,6 +73,7 @@ async fn call(addr: SocketAddr, proc_: u32, m: mapping) -> Result<Vec<u8>, Clien
         transport: Transport::Udp,
         timeout: Duration::from_millis(PMAP_CALL_TIMEOUT_MS),
         attempts: PMAP_CALL_ATTEMPTS,
+        fence,
     };
     client::call(&req).await
 }
@@ -124,11 +133,11 @@ mod tests {
         let table = Arc::new(Table::default());
         table.set_own(mapping { prog: 100_021, vers: 4, prot: IPPROTO_UDP, port: 4045 });
         let (listeners, addr) = serve(table.clone()).await;
-        assert_eq!(getport(addr, 100_021, 4, IPPROTO_UDP).await.unwrap(), Some(4045));
-        assert_eq!(getport(addr, 100_021, 4, IPPROTO_TCP).await.unwrap(), None);
+        assert_eq!(getport(addr, 100_021, 4, IPPROTO_UDP, &Fence::always()).await.unwrap(), Some(4045));
+        assert_eq!(getport(addr, 100_021, 4, IPPROTO_TCP, &Fence::always()).await.unwrap(), None);
         let m = mapping { prog: 100_024, vers: 1, prot: IPPROTO_TCP, port: 662 };
         assert!(!set(addr.port(), m).await.unwrap(), "SET from an unprivileged port");
-        assert_eq!(getport(addr, 100_024, 1, IPPROTO_TCP).await.unwrap(), None);
+        assert_eq!(getport(addr, 100_024, 1, IPPROTO_TCP, &Fence::always()).await.unwrap(), None);
         let nlm = mapping { prog: 100_021, vers: 4, prot: IPPROTO_UDP, port: 0 };
         assert!(!unset(addr.port(), nlm).await.unwrap(), "UNSET from an unprivileged port");
         assert_eq!(table.getport(100_021, 4, IPPROTO_UDP), 4045);
@@ -150,6 +159,7 @@ mod tests {
                 transport,
                 timeout: Duration::from_millis(PMAP_CALL_TIMEOUT_MS),
                 attempts: 1,
+                fence: &Fence::always(),
             };
             let err = client::call(&req).await.unwrap_err();
             assert!(matches!(err, ClientError::ProgUnavail), "{err:?}");

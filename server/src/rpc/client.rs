@@ -4,7 +4,10 @@
 //! up to a bounded number of attempts, each bounded in time. The answer is the
 //! result bytes of an accepted, successful reply, or a `ClientError` saying
 //! why not. Replies are bounded by `CLIENT_REPLY_BYTES_MAX`; replies to other
-//! xids (late answers to an earlier call) are skipped.
+//! xids (late answers to an earlier call) are skipped. Each datagram or
+//! record leaves only while the request's `Fence` passes, checked right
+//! before the send (on TCP after the connect): a paused or deposed active
+//! sends no callback.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -19,6 +22,7 @@ use super::auth::{AUTH_BODY_BYTES_MAX, AUTH_NONE, AUTH_SYS, AUTH_SYS_GIDS_MAX, M
 use super::msg::{MSG_ACCEPTED, MSG_CALL, MSG_DENIED, MSG_REPLY, REJECT_AUTH_ERROR, REJECT_RPC_MISMATCH, RPC_VERSION};
 use super::program::{Cred, Transport};
 use super::record::{self, RecordError};
+use super::shared::Fence;
 use super::xdr::Reader;
 
 /// Largest reply accepted (over UDP: the largest datagram read).
@@ -46,6 +50,10 @@ pub struct Request<'a> {
     pub timeout: Duration,
     /// Attempts in all, at least 1 and at most `CLIENT_ATTEMPTS_MAX`.
     pub attempts: u32,
+    /// Checked right before each datagram or record is sent (on TCP after
+    /// the connect, which may take long): a node that lost its lease while
+    /// the call waited, or was paused, sends nothing more.
+    pub fence: &'a Fence,
 }
 
 /// Why a call rejected with MSG_DENIED.
@@ -84,6 +92,8 @@ pub enum ClientError {
     CallTooLarge { len: usize, max: usize },
     #[error("credential over the AUTH_SYS limits (machine name or group list)")]
     BadCredential,
+    #[error("not sent: this node no longer holds the lease")]
+    Fenced,
 }
 
 /// Make the call `req` describes; the result bytes of the successful reply.
@@ -243,6 +253,9 @@ async fn call_udp(
     // One byte more than accepted, so a longer datagram is seen, not cut.
     let mut buf = vec![0u8; CLIENT_REPLY_BYTES_MAX + 1];
     for _ in 0..attempts {
+        if !req.fence.serving_now() {
+            return Err(ClientError::Fenced);
+        }
         socket.send(message).await?;
         let deadline = tokio::time::Instant::now() + req.timeout;
         // Each pass takes one datagram or ends at the deadline.
@@ -273,7 +286,7 @@ async fn call_tcp(
     let framed = record::frame(message)
         .map_err(|_| ClientError::CallTooLarge { len: message.len(), max: CLIENT_CALL_BYTES_MAX })?;
     for _ in 0..attempts {
-        match tokio::time::timeout(req.timeout, tcp_attempt(req.addr, local, xid, &framed)).await {
+        match tokio::time::timeout(req.timeout, tcp_attempt(req, local, xid, &framed)).await {
             Ok(result) => return result,
             Err(_elapsed) => continue,
         }
@@ -283,7 +296,13 @@ async fn call_tcp(
 
 /// One TCP attempt on a fresh connection: send the record, read records until
 /// the reply to `xid` (bounded by the caller's timeout).
-async fn tcp_attempt(addr: SocketAddr, local: Option<IpAddr>, xid: u32, framed: &[u8]) -> Result<Vec<u8>, ClientError> {
+async fn tcp_attempt(
+    req: &Request<'_>,
+    local: Option<IpAddr>,
+    xid: u32,
+    framed: &[u8],
+) -> Result<Vec<u8>, ClientError> {
+    let addr = req.addr;
     let mut stream = match local {
         None => TcpStream::connect(addr).await?,
         Some(_) => {
@@ -292,6 +311,9 @@ async fn tcp_attempt(addr: SocketAddr, local: Option<IpAddr>, xid: u32, framed: 
             socket.connect(addr).await?
         }
     };
+    if !req.fence.serving_now() {
+        return Err(ClientError::Fenced);
+    }
     stream.write_all(framed).await?;
     let max = CLIENT_REPLY_BYTES_MAX as u32;
     let mut buf = BytesMut::with_capacity(4096);
@@ -322,9 +344,21 @@ mod tests {
     use crate::rpc::msg::{self, AcceptStat};
 
     const TIMEOUT: Duration = Duration::from_millis(200);
+    static ALWAYS: Fence = Fence::always();
 
     fn request<'a>(addr: SocketAddr, cred: &'a Cred, transport: Transport) -> Request<'a> {
-        Request { addr, prog: 400_000, vers: 1, proc_: 0, cred, args: &[], transport, timeout: TIMEOUT, attempts: 2 }
+        Request {
+            addr,
+            prog: 400_000,
+            vers: 1,
+            proc_: 0,
+            cred,
+            args: &[],
+            transport,
+            timeout: TIMEOUT,
+            attempts: 2,
+            fence: &ALWAYS,
+        }
     }
 
     /// A UDP server that answers each call with the datagrams `answer(xid)`,
@@ -458,5 +492,35 @@ mod tests {
         let cred = Cred::Sys { uid: 0, gid: 0, gids: vec![0; 17], machine: String::new() };
         let req = request("127.0.0.1:1".parse().unwrap(), &cred, Transport::Udp);
         assert!(matches!(encode_call(1, &req), Err(ClientError::BadCredential)));
+    }
+
+    /// A node that lost its lease while the call waited sends nothing: on
+    /// TCP the connect completes (the kernel does it even while the process
+    /// is stopped) but no byte follows it; on UDP no datagram leaves.
+    #[tokio::test]
+    async fn a_failing_fence_stops_the_send_after_the_connect() {
+        let fenced = Fence::new(|| false);
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut st, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let n = tokio::time::timeout(Duration::from_secs(5), st.read_to_end(&mut got)).await;
+            (n.is_ok(), got.len())
+        });
+        let mut req = request(addr, &Cred::None, Transport::Tcp);
+        req.fence = &fenced;
+        let err = call(&req).await.unwrap_err();
+        assert!(matches!(err, ClientError::Fenced), "{err:?}");
+        assert_eq!(server.await.unwrap(), (true, 0), "connected, then closed with no byte sent");
+
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let mut req = request(udp.local_addr().unwrap(), &Cred::None, Transport::Udp);
+        req.fence = &fenced;
+        let err = call(&req).await.unwrap_err();
+        assert!(matches!(err, ClientError::Fenced), "{err:?}");
+        let mut buf = [0u8; 64];
+        let got = tokio::time::timeout(TIMEOUT, udp.recv_from(&mut buf)).await;
+        assert!(got.is_err(), "a datagram was sent past the fence: {got:?}");
     }
 }

@@ -173,9 +173,15 @@ struct LimitLogs {
 #[derive(Clone)]
 pub struct Fence(Option<Arc<dyn Fn() -> bool + Send + Sync>>);
 
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Fence(lease)" } else { "Fence(always)" })
+    }
+}
+
 impl Fence {
     /// A single node: nobody else can serve, so always.
-    pub fn always() -> Self {
+    pub const fn always() -> Self {
         Fence(None)
     }
 
