@@ -18,14 +18,14 @@
 //!   calls, so the client reconnects and resends instead of waiting out its
 //!   timeout.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Buf;
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::budget::ReplyCharge;
@@ -56,9 +56,6 @@ pub const DIRECT_RECORD_BYTES_MIN: usize = 32 * 1024;
 const _: () = assert!(CONN_INFLIGHT_MAX > 0);
 const _: () = assert!(DIRECT_RECORD_BYTES_MIN <= READ_BUFFER_BYTES);
 
-/// A reply on its way to the writer, with its memory charge.
-pub(super) type Queued = (Vec<u8>, ReplyCharge);
-
 /// Serve one TCP connection until the peer closes it, it breaks the record
 /// rules, the node shuts down, `close_all` is called, it is closed softly
 /// (idle, evicted) or a call may not be answered (`Outcome::Close`).
@@ -72,20 +69,20 @@ pub async fn serve<C: Send + Sync + 'static>(
 ) {
     let state = guard.state.clone();
     let (rd, wr) = stream.into_split();
-    let (tx, mut writer) = spawn_writer(wr, peer, state.clone());
+    let (replies, mut writer) = spawn_writer(wr, peer, state.clone());
     let mut calls = JoinSet::new();
     // The first call that may not be answered asks for the close; one is enough.
     let (close_tx, mut close_rx) = mpsc::channel(1);
     let mut soft = state.closing();
     let mut stop =
         Stop { shutdown: &mut shutdown, closed: &mut guard.closed, unanswered: &mut close_rx, soft: &mut soft };
-    let reader = Reader::new(rd, peer, dispatcher, record_bytes_max, tx.clone(), close_tx, state);
+    let reader = Reader::new(rd, peer, dispatcher, record_bytes_max, replies.clone(), close_tx, state);
     match reader.run(&mut calls, &mut stop).await {
         End::PeerClosed => {
             // Let the running calls complete and their replies go out.
             let drain = async {
                 while calls.join_next().await.is_some() {}
-                drop(tx);
+                replies.finish();
                 let _ = (&mut writer).await;
             };
             tokio::select! {
@@ -94,11 +91,11 @@ pub async fn serve<C: Send + Sync + 'static>(
             }
         }
         End::Soft => {
-            drop(tx);
+            replies.finish();
             writer.abort();
             finish_running(&mut calls, &mut stop).await;
         }
-        End::Drop => drop(tx),
+        End::Drop => replies.finish(),
     }
     calls.shutdown().await;
     writer.abort();
@@ -172,35 +169,145 @@ async fn soft(rx: &mut watch::Receiver<Option<Closing>>) -> Closing {
     }
 }
 
-/// One writer task per connection: each reply goes out as one whole record;
-/// each write counts as activity, and a reply's charge is released once it
-/// is all written.
-fn spawn_writer(
-    mut wr: OwnedWriteHalf,
+/// The sending half of a connection: each reply goes out as one whole
+/// record (header and body in one vectored write, not copied together); each
+/// write counts as activity, and a reply's charge is released once it is all
+/// written. A reply is written at once by the call that made it when it is
+/// the connection's only running call, nothing is queued or being written
+/// and the socket takes it whole (one request in flight: no other task is
+/// woken); otherwise it is queued in order for the writer task (several in
+/// flight: the writes overlap the next calls on the other core). The queue is bounded by the replies' memory charges (the
+/// reader starts no call without room for its reply).
+pub(super) struct Replies {
+    wr: OwnedWriteHalf,
     peer: SocketAddr,
     state: Arc<ConnState>,
-) -> (mpsc::Sender<Queued>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Queued>(CONN_INFLIGHT_MAX);
-    let writer = tokio::spawn(async move {
-        while let Some((reply, charge)) = rx.recv().await {
-            // The record-mark header and the reply go out in vectored writes:
-            // the reply is not copied into a framed buffer.
-            let header = match record::header(reply.len()) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(%peer, error = ?e, "reply too large to frame; dropped");
-                    continue;
+    queue: std::sync::Mutex<Queue>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Pending>,
+    /// The writer task has taken a reply and is writing it.
+    writing: bool,
+    /// No more replies are taken (`finish`, or the socket failed).
+    closed: bool,
+}
+
+/// A framed reply, `written` bytes of it already sent.
+struct Pending {
+    header: [u8; record::FRAGMENT_HEADER_BYTES],
+    body: Vec<u8>,
+    written: usize,
+    _charge: ReplyCharge,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.header.len().saturating_add(self.body.len())
+    }
+
+    /// What is left to send, as at most two slices.
+    fn rest(&self) -> [IoSlice<'_>; 2] {
+        let h = self.header.get(self.written.min(self.header.len())..).unwrap_or_default();
+        let b =
+            self.body.get(self.written.saturating_sub(self.header.len()).min(self.body.len())..).unwrap_or_default();
+        [IoSlice::new(h), IoSlice::new(b)]
+    }
+}
+
+impl Replies {
+    /// Send `body` as one record, now if the socket takes it, else queued.
+    pub(super) fn send(&self, body: Vec<u8>, charge: ReplyCharge) {
+        let header = match record::header(body.len()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = ?e, "reply too large to frame; dropped");
+                return;
+            }
+        };
+        let mut reply = Pending { header, body, written: 0, _charge: charge };
+        let mut queue = lock(&self.queue);
+        if queue.closed {
+            return;
+        }
+        if queue.pending.is_empty() && !queue.writing && self.state.running() <= 1 {
+            match self.wr.try_write_vectored(&reply.rest()) {
+                Ok(n) => {
+                    self.state.touch();
+                    reply.written = n;
+                    if n >= reply.len() {
+                        return;
+                    }
                 }
-            };
-            let mut framed = Buf::chain(header.as_slice(), reply.as_slice());
-            while framed.has_remaining() {
-                match wr.write_buf(&mut framed).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => state.touch(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    queue.closed = true;
+                    return;
                 }
             }
-            drop(charge);
         }
-    });
-    (tx, writer)
+        queue.pending.push_back(reply);
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    /// Take no more replies; the writer ends once the queue is written.
+    pub(super) fn finish(&self) {
+        lock(&self.queue).closed = true;
+        self.wake.notify_one();
+    }
+
+    /// The writer task: write queued replies in order until `finish` (or a
+    /// failed write) and an empty queue.
+    async fn run(self: Arc<Self>) {
+        loop {
+            let next = {
+                let mut queue = lock(&self.queue);
+                let next = queue.pending.pop_front();
+                queue.writing = next.is_some();
+                if next.is_none() && queue.closed {
+                    return;
+                }
+                next
+            };
+            let Some(mut reply) = next else {
+                self.wake.notified().await;
+                continue;
+            };
+            while reply.written < reply.len() {
+                if self.wr.writable().await.is_err() {
+                    return self.fail();
+                }
+                match self.wr.try_write_vectored(&reply.rest()) {
+                    Ok(0) => return self.fail(),
+                    Ok(n) => {
+                        self.state.touch();
+                        reply.written = reply.written.saturating_add(n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return self.fail(),
+                }
+            }
+        }
+    }
+
+    /// The socket failed: drop what is queued (releasing its charges).
+    fn fail(&self) {
+        let mut queue = lock(&self.queue);
+        queue.closed = true;
+        queue.pending.clear();
+    }
+}
+
+fn lock(m: &std::sync::Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The connection's `Replies` and its writer task.
+fn spawn_writer(wr: OwnedWriteHalf, peer: SocketAddr, state: Arc<ConnState>) -> (Arc<Replies>, JoinHandle<()>) {
+    let replies = Arc::new(Replies { wr, peer, state, queue: Default::default(), wake: Notify::new() });
+    let writer = tokio::spawn(replies.clone().run());
+    (replies, writer)
 }

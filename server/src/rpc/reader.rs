@@ -16,9 +16,11 @@
 //!   a call starts while the buffer is full), the record waiting and every
 //!   whole record still buffered are dropped, not run, and counted.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -27,7 +29,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::budget::ReplyCharge;
-use super::conn::{Halt, Queued, Stop, CONN_INFLIGHT_MAX, DIRECT_RECORD_BYTES_MIN, READ_BUFFER_BYTES};
+use super::conn::{Halt, Replies, Stop, CONN_INFLIGHT_MAX, DIRECT_RECORD_BYTES_MIN, READ_BUFFER_BYTES};
 use super::dispatch::{Dispatcher, Outcome};
 use super::program::Transport;
 use super::record::{self, RecordError};
@@ -71,7 +73,7 @@ pub(super) struct Reader<C: 'static> {
     peer: SocketAddr,
     dispatcher: Arc<Dispatcher<C>>,
     record_bytes_max: u32,
-    tx: mpsc::Sender<Queued>,
+    replies: Arc<Replies>,
     close: mpsc::Sender<CloseReason>,
     state: Arc<ConnState>,
     buf: BytesMut,
@@ -86,12 +88,12 @@ impl<C: Send + Sync + 'static> Reader<C> {
         peer: SocketAddr,
         dispatcher: Arc<Dispatcher<C>>,
         record_bytes_max: u32,
-        tx: mpsc::Sender<Queued>,
+        replies: Arc<Replies>,
         close: mpsc::Sender<CloseReason>,
         state: Arc<ConnState>,
     ) -> Self {
         let buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-        Reader { rd, peer, dispatcher, record_bytes_max, tx, close, state, buf, growth: None }
+        Reader { rd, peer, dispatcher, record_bytes_max, replies, close, state, buf, growth: None }
     }
 
     /// Read records and start their calls until the connection ends.
@@ -111,7 +113,7 @@ impl<C: Send + Sync + 'static> Reader<C> {
                     return end;
                 }
             };
-            self.start(next, started, calls);
+            self.start(next, started, calls).await;
         }
     }
 
@@ -347,15 +349,19 @@ impl<C: Send + Sync + 'static> Reader<C> {
 
     /// Start the call of `next`: it holds its slot, request and reply
     /// charges until it ends; its reply goes to the writer with the charge
-    /// resized to the reply.
-    fn start(&mut self, next: Next, started: Started, calls: &mut JoinSet<()>) {
+    /// resized to the reply. The call is polled once here first: one that
+    /// needs no wait (GETATTR, ACCESS, LOOKUP, a DRC hit: filesystem work of
+    /// a few cached syscalls, `nfs3::common::run_inline`) completes on this
+    /// task, without waking another thread for a task of its own; one that
+    /// waits (a commit, the blocking pool) continues as its own task.
+    async fn start(&mut self, next: Next, started: Started, calls: &mut JoinSet<()>) {
         let Next { record, request } = next;
         let Started { slot, mut reply } = started;
-        let (dispatcher, tx, close, state) =
-            (self.dispatcher.clone(), self.tx.clone(), self.close.clone(), self.state.clone());
+        let (dispatcher, replies, close, state) =
+            (self.dispatcher.clone(), self.replies.clone(), self.close.clone(), self.state.clone());
         let peer = self.peer;
         state.call_started();
-        calls.spawn(async move {
+        let mut call = Box::pin(async move {
             let _running = Running(state.clone());
             let _slot = slot;
             let outcome = dispatcher.call(record, peer, Transport::Tcp).await;
@@ -364,8 +370,7 @@ impl<C: Send + Sync + 'static> Reader<C> {
                 Outcome::Reply(body) => {
                     state.replied(body.len());
                     reply.resize(body.len().saturating_add(record::FRAGMENT_HEADER_BYTES));
-                    // The writer is gone only if the connection is closing.
-                    let _ = tx.send((body, reply)).await;
+                    replies.send(body, reply);
                 }
                 Outcome::Silent => {}
                 Outcome::Close { reason, xid } => {
@@ -377,6 +382,10 @@ impl<C: Send + Sync + 'static> Reader<C> {
                 }
             }
         });
+        let done = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_ready())).await;
+        if !done {
+            calls.spawn(call);
+        }
     }
 
     /// The peer closed: `waiting` records read but not started, and every
