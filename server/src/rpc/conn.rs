@@ -1,9 +1,11 @@
 //! One TCP connection's handler (mini-redis' `connection.rs` + `Handler`),
 //! registered in `registry::ConnRegistry` while it is open: a reader that
 //! cuts records and starts calls (`reader`: at most `CONN_INFLIGHT_MAX` at a
-//! time, each within the connection's and the node's memory budgets), and
-//! one writer task that sends each reply as one whole record and releases
-//! the reply's memory charge once it is written.
+//! time, each within the connection's and the node's memory budgets; a call
+//! that needs no wait runs on the reader's own task), and `Replies`, which
+//! sends each reply as one whole record (written by the call itself when it
+//! is the only one running, else by the connection's writer task) and
+//! releases the reply's memory charge once it is written.
 //!
 //! How it ends:
 //! - The peer closes: calls read but not started are dropped (counted),
