@@ -6,13 +6,21 @@ use std::os::fd::OwnedFd;
 
 use super::sys::{self, SysResult};
 
-/// Bytes read from the kernel per getdents64 call.
+/// Bytes asked of the kernel by a listing's first getdents64 call; each
+/// further call asks twice as much, up to `DIRENT_BUF_BYTES`. The kernel
+/// reads (and on ext4 hashes) as many entries as fit, and a reply page holds
+/// only a few hundred: a first read of the whole 32 KiB made every page of a
+/// large directory read about a thousand entries to return two hundred.
+const DIRENT_FIRST_BYTES: usize = 4 * 1024;
+/// Most bytes asked of the kernel per getdents64 call.
 const DIRENT_BUF_BYTES: usize = 32 * 1024;
 /// getdents64 calls per listing; with the reply-size bound this is never
 /// reached, it only guarantees the loop ends.
 const DIRENT_CALLS_MAX: u32 = 4096;
 /// Offset of d_name inside struct linux_dirent64.
 const DIRENT_NAME_OFFSET: usize = 19;
+
+const _: () = assert!(DIRENT_FIRST_BYTES >= 512 && DIRENT_FIRST_BYTES <= DIRENT_BUF_BYTES);
 
 pub struct DirEntry {
     pub ino: u64,
@@ -34,8 +42,10 @@ pub enum Take {
 pub fn list(dir: &OwnedFd, cookie: u64, mut take: impl FnMut(DirEntry) -> Take) -> SysResult<bool> {
     sys::seek_dir(dir, cookie)?;
     let mut buf = vec![0u8; DIRENT_BUF_BYTES];
+    let mut ask = DIRENT_FIRST_BYTES;
     for _ in 0..DIRENT_CALLS_MAX {
-        let n = sys::getdents(dir, &mut buf)?;
+        let n = sys::getdents(dir, buf.get_mut(..ask).unwrap_or_default())?;
+        ask = ask.saturating_mul(2).min(DIRENT_BUF_BYTES);
         if n == 0 {
             return Ok(true);
         }
