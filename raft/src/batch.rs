@@ -86,14 +86,8 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    /// Spawns the group-commit task on the current runtime; entries hold at
-    /// most `entry_bytes_max` encoded command bytes. Call inside a tokio
-    /// runtime.
-    pub(crate) fn start<D: Durable>(durable: D, state: Arc<RwLock<State>>, entry_bytes_max: u64) -> Batcher {
-        Batcher::start_on(&tokio::runtime::Handle::current(), durable, state, entry_bytes_max)
-    }
-
-    /// `start`, with the task on `runtime`.
+    /// Spawns the group-commit task on `runtime`; entries hold at most
+    /// `entry_bytes_max` encoded command bytes.
     pub(crate) fn start_on<D: Durable>(
         runtime: &tokio::runtime::Handle,
         durable: D,
