@@ -441,7 +441,11 @@ mod tests {
         let c = load_str(head, Path::new("/")).map_err(|e| e.join("; ")).unwrap();
         assert_eq!(c.server.nlm, NlmConfig::default());
         assert_eq!((c.server.nlm.lock_recovery, c.server.nlm.grace_seconds), (LockRecovery::Transparent, 90));
-        assert_eq!(c.server.nsm_mon_name(), hanfs_server::nlm::callback::CallbackConfig::new(111, None).machine);
+        assert_eq!(
+            c.server.nsm_mon_name(),
+            hanfs_server::nlm::callback::CallbackConfig::new(111, None, hanfs_server::rpc::shared::Fence::always())
+                .machine
+        );
         // Exactly what interop/lib/lockfailover.sh appends.
         let classic = format!(
             "[server]\nlisten = \"10.99.0.1\"\n{head}\n[nlm]\nlock_recovery = \"notify\"\ngrace_seconds = 15\n"

@@ -16,7 +16,7 @@ use crate::vfs::resolve::Obj;
 use crate::vfs::sys::{self, TimeSet};
 
 use super::attrs::{apply_sattr, sync_meta};
-use super::common::{no_wcc, obj_attr, reply, run, wcc_after, Access, Op};
+use super::common::{no_wcc, obj_attr, reply, run, run_cheap, wcc_after, Access, Op};
 use super::xdr::{self, CreateHow, Fh, Mknod, Name, NameUse, Sattr};
 use super::NfsCtx;
 
@@ -295,11 +295,19 @@ pub(super) fn dec_mknod(r: &mut Reader) -> Result<(Fh, Name, Mknod), DecodeError
 }
 
 pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    run(ctx, call, args, dec_create, |op, a| created::<CREATE3resok, _>(op, a, make_file))
+    run_cheap(ctx, call, args, dec_create, create_cheap, |op, a| created::<CREATE3resok, _>(op, a, make_file))
+}
+
+/// An UNCHECKED create with a size may truncate an existing file: not cheap.
+fn create_cheap((fh, _, how): &(Fh, Name, CreateHow)) -> Option<&Fh> {
+    match how {
+        CreateHow::Unchecked(s) if s.size.is_some() => None,
+        _ => Some(fh),
+    }
 }
 
 pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
-    run(ctx, call, args, dec_mkdir, |op, a| created::<MKDIR3resok, _>(op, a, make_dir))
+    run_cheap(ctx, call, args, dec_mkdir, |(fh, _, _)| Some(fh), |op, a| created::<MKDIR3resok, _>(op, a, make_dir))
 }
 
 pub fn symlink(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
