@@ -178,12 +178,19 @@ impl Server {
     /// send the same call again (same xid, address and credential), and
     /// return the body of its answer.
     fn crash_and_retransmit(&mut self, proc_: u32, args: &[u8]) -> Vec<u8> {
+        self.crash_then_retransmit(proc_, args, |_| {})
+    }
+
+    /// `crash_and_retransmit`, with `between` run on the disk while the node
+    /// is down (to leave what a crash at another point would have left).
+    fn crash_then_retransmit(&mut self, proc_: u32, args: &[u8], between: impl FnOnce(&Server)) -> Vec<u8> {
         let cred = auth_sys_body(0, 0, &[]);
         let msg = call_msg(XID, NFS_PROGRAM, NFS_VERSION, proc_, (1, &cred), args);
         let first = tcp_call(self.nfs, &msg);
         assert!(first.is_none(), "the first call must not be answered: the node aborts after executing it");
         let status = self.wait_exit();
         assert_eq!(status.signal(), Some(libc::SIGABRT), "the node aborted at the crash point: {status:?}");
+        between(self);
         self.spawn(None);
         let reply = tcp_call(self.nfs, &msg).expect("the restarted node answers the retransmission");
         match parse_reply(&reply) {
@@ -262,6 +269,48 @@ async fn once_create_guarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_create_exclusive() {
     create_case("create-exclusive", "x", createhow3::EXCLUSIVE(createverf3(*b"once-vrf"))).await;
+}
+
+/// The seconds an EXCLUSIVE create stores as mtime for `verf` (`proc_dir::verf_times`).
+fn verifier_mtime(verf: &[u8; 8]) -> i64 {
+    i64::from(u32::from_be_bytes([verf[0], verf[1], verf[2], verf[3]]) & 0x7fff_ffff)
+}
+
+/// A kill between making an EXCLUSIVE file and storing the verifier in its
+/// times leaves an empty 0600 file with the clock's times (the kernel
+/// client's `create: File exists` that killloop once saw): the
+/// retransmission still gets the original's NFS3_OK, and the verifier is
+/// stored now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_create_exclusive_interrupted_before_the_verifier() {
+    let verf = *b"half-vrf";
+    let mut s = Server::start("create-exclusive-half", "CREATE");
+    let root = s.connect().await.root_nfs_fh3();
+    let args = CREATE3args { where_: diropargs(&root, "h"), how: createhow3::EXCLUSIVE(createverf3(verf)) };
+    let body = s.crash_then_retransmit(CREATE, &pack(&args), |s| {
+        let now = std::time::SystemTime::now();
+        let f = std::fs::File::options().write(true).open(s.export.join("h")).expect("the original made the file");
+        f.set_times(std::fs::FileTimes::new().set_accessed(now).set_modified(now)).expect("undo the verifier");
+    });
+    assert_created(&s, &body, "h", "EXCLUSIVE interrupted before its verifier").await;
+    let md = std::fs::metadata(s.export.join("h")).expect("h");
+    assert_eq!(std::os::unix::fs::MetadataExt::mtime(&md), verifier_mtime(&verf), "the verifier is stored now");
+}
+
+/// The other side: an empty 0600 file that was there before the intent (the
+/// original answered EXIST) is not taken for a half-made one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_create_exclusive_over_an_older_file_stays_exist() {
+    let mut s = Server::start("create-exclusive-old", "CREATE");
+    let older = s.export.join("o");
+    std::fs::write(&older, b"").expect("older file");
+    std::fs::set_permissions(&older, std::fs::Permissions::from_mode(0o600)).expect("0600");
+    // Well past the recovery's slack between the intent's time and a ctime.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    let root = s.connect().await.root_nfs_fh3();
+    let args = CREATE3args { where_: diropargs(&root, "o"), how: createhow3::EXCLUSIVE(createverf3(*b"late-vrf")) };
+    let body = s.crash_and_retransmit(CREATE, &pack(&args));
+    assert_eq!(status(&body), NFS3ERR_EXIST, "the file was there before the call: EXIST, as the original answered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,8 @@ pub struct Op {
     /// rule may decide its access (`ExportTable::peer_names`): the body
     /// never waits for a lookup.
     pub names: PeerLookup,
+    /// `Call::intent_ms`: set when this run recovers an interrupted call.
+    pub intent_ms: Option<u64>,
 }
 
 /// The caller's rights on one export.
@@ -199,7 +201,7 @@ fn run_on<T: Send + 'static>(
             Thread::IfCheap(cheap) => cheap(&a).is_some_and(|fh| async_export(&view, fh)),
         };
         let names = view.exports.peer_names(None, call.peer.ip()).await;
-        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names };
+        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names, intent_ms: call.intent_ms };
         if inline {
             Ok(body(&op, a))
         } else {
@@ -222,7 +224,7 @@ pub fn run_args<T: Send + 'static>(
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
         let view = ctx.live.load();
         let names = view.exports.peer_names(None, call.peer.ip()).await;
-        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names };
+        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names, intent_ms: call.intent_ms };
         tokio::task::spawn_blocking(move || body(&op, a, &args)).await.map_err(|_| ProcError::SystemErr)
     })
 }

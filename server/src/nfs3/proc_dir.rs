@@ -24,7 +24,7 @@ use super::NfsCtx;
 const FILE_MODE_DEFAULT: u32 = 0o644;
 const DIR_MODE_DEFAULT: u32 = 0o755;
 /// Mode of an exclusively created file until the client's follow-up SETATTR.
-const EXCLUSIVE_MODE: u32 = 0o600;
+pub(super) const EXCLUSIVE_MODE: u32 = 0o600;
 /// knfsd clears the top bit of the verifier words it stores as times.
 const VERF_TIME_MASK: u32 = 0x7fff_ffff;
 

@@ -10,7 +10,10 @@
 //!
 //! What counts as done:
 //! - CREATE: the name is a regular file (EXCLUSIVE: carrying the verifier as
-//!   `create_exclusive` stores it); MKDIR, SYMLINK (with the same target),
+//!   `create_exclusive` stores it, or just made by the original, which died
+//!   before storing it: an empty file with the mode it is made with, one
+//!   link, changed no earlier than the intent was recorded; the verifier is
+//!   stored now); MKDIR, SYMLINK (with the same target),
 //!   MKNOD: the name has the type the call makes.
 //! - LINK: the new name is the source object (the filesystem gives it the
 //!   same handle).
@@ -83,8 +86,46 @@ fn exclusive_verifier_matches(st: &Stat, verf: &[u8; 8]) -> bool {
     st.mtime.0 == i64::from(mtime) && st.atime.0 == i64::from(atime)
 }
 
+/// Slack between the intent's time and the file's ctime, both from the
+/// clock of the node that ran the original (the times a filesystem keeps
+/// can be coarser than the clock).
+const INTENT_CTIME_SLACK_MS: u64 = 1_000;
+
+/// An EXCLUSIVE create the original left half done: it made the file
+/// (mode `EXCLUSIVE_MODE`, empty, one link, changed since the intent) and
+/// died before storing the verifier in its times. Store it and answer OK.
+fn finish_exclusive(op: &Op, fh: &Fh, name: &Name, verf: &[u8; 8]) -> Option<Reply> {
+    let intent_ms = op.intent_ms?;
+    let name = name.as_ref().ok()?;
+    let (dir, acc) = writable_dir(op, fh)?;
+    let obj = child(op, &dir, &acc, name).ok()?;
+    let st = &obj.st;
+    let ctime_ms = u64::try_from(st.ctime.0).ok()?.saturating_mul(1000) + u64::from(st.ctime.1 / 1_000_000);
+    let half_made = st.is_reg()
+        && st.mode & 0o7777 == proc_dir::EXCLUSIVE_MODE
+        && st.size == 0
+        && st.nlink == 1
+        && ctime_ms.saturating_add(INTENT_CTIME_SLACK_MS) >= intent_ms;
+    if !half_made {
+        return None;
+    }
+    let (mtime, atime) = proc_dir::verf_times(verf);
+    {
+        let _user = acc.user().ok()?;
+        sys::utimens_fd(&obj.fd, sys::TimeSet::At(atime, 0), sys::TimeSet::At(mtime, 0)).ok()?;
+    }
+    made::<CREATE3resok>(op, fh, &Ok(name.to_vec()), |o| exclusive_verifier_matches(&o.st, verf))
+}
+
 pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     run(ctx, call, args, proc_dir::dec_create, |op, (fh, name, how)| {
+        // (A finished original passes this check too; storing the same
+        // verifier again changes nothing the client sees.)
+        if let CreateHow::Exclusive(verf) = &how {
+            if let Some(reply) = finish_exclusive(op, &fh, &name, verf) {
+                return reply;
+            }
+        }
         let done = |o: &Obj| {
             o.st.is_reg()
                 && match &how {

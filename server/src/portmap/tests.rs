@@ -13,7 +13,7 @@ fn m(prog: u32, vers: u32, prot: u32, port: u32) -> mapping {
 }
 
 fn call_from(peer: SocketAddr, transport: Transport) -> Call {
-    Call { peer, xid: 1, cred: Cred::None, transport }
+    Call { peer, xid: 1, cred: Cred::None, transport, intent_ms: None }
 }
 
 fn local(port: u16) -> Call {

@@ -265,6 +265,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         // Held until the reply is recorded; released however the call ends.
         let mut claim = None;
         let mut step = Step::Execute;
+        let mut intent_ms = None;
         if proc_.drc != Drc::Skip {
             let key = drc_key(header, peer, &args);
             let held = match Claim::take(&self.shared.in_progress, key) {
@@ -282,16 +283,17 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                 }
             };
             match drc_lookup(&self.shared, &held.key) {
-                Some(DrcValue::Reply(body)) => {
+                Some((DrcValue::Reply(body), _)) => {
                     tracing::debug!(%peer, xid, proc_ = proc_.name, "answered from the DRC");
                     drc_stats.hits.fetch_add(1, Ordering::Relaxed);
                     counters.replied(&body);
                     return Outcome::Reply(msg::success(xid, &body));
                 }
-                Some(DrcValue::Intent) => {
+                Some((DrcValue::Intent, time_ms)) => {
                     tracing::info!(%peer, xid, proc_ = proc_.name, "intent without a reply; recovering from the disk");
                     drc_stats.recovered.fetch_add(1, Ordering::Relaxed);
                     step = Step::Recover;
+                    intent_ms = Some(time_ms);
                 }
                 None if proc_.drc == Drc::Record && proc_.needs_intent.is_none_or(|needs| needs(&args)) => {
                     let intent = Command::DrcIntent { key: held.key.clone(), now_ms: crate::clock::unix_ms() };
@@ -311,7 +313,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
             Step::Execute => proc_.handler,
             Step::Recover => proc_.recover.unwrap_or(proc_.handler),
         };
-        let call = Call { peer, xid, cred: header.cred.clone(), transport };
+        let call = Call { peer, xid, cred: header.cred.clone(), transport, intent_ms };
         let reply = match run(self.ctx.clone(), call, args).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -426,14 +428,15 @@ fn error_reply(xid: u32, e: ProcError, name: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// What the replicated DRC holds for `key`: its reply, its intent, or nothing.
-fn drc_lookup(shared: &RpcShared, key: &DrcKey) -> Option<DrcValue> {
+/// What the replicated DRC holds for `key` (its reply or its intent, with
+/// the time it was recorded), or nothing.
+fn drc_lookup(shared: &RpcShared, key: &DrcKey) -> Option<(DrcValue, u64)> {
     let state = shared.commit.state();
     let guard = match state.read() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     };
-    guard.drc_entry(key).map(|e| e.value.clone())
+    guard.drc_entry(key).map(|e| (e.value.clone(), e.time_ms))
 }
 
 #[cfg(test)]

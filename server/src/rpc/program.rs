@@ -31,6 +31,10 @@ pub struct Call {
     pub xid: u32,
     pub cred: Cred,
     pub transport: Transport,
+    /// For a `recover` run only: when the original's intent was recorded
+    /// (the recording node's `unix_ms`), so recovery can tell an object the
+    /// original made from one that was there before.
+    pub intent_ms: Option<u64>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
