@@ -118,7 +118,7 @@ pub fn call_header(data: &[u8]) {
 pub fn nfs3(data: &[u8]) -> Option<Vec<u8>> {
     let input = Input::parse(data)?;
     let fix = Fixture::new();
-    let ctx = NfsCtx { live: fix.live.clone(), commit: fix.commit.clone() };
+    let ctx = NfsCtx { live: fix.live.clone(), commit: fix.commit.clone(), fence: crate::rpc::shared::Fence::always() };
     dispatch(&fix, ctx, &crate::nfs3::PROGRAM, &input)
 }
 

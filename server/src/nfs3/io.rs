@@ -14,6 +14,7 @@ use std::os::unix::fs::FileExt;
 
 use nfs3_types::nfs3::{nfsstat3, writeverf3};
 
+use crate::rpc::shared::Fence;
 use crate::vfs::cred::CredGuard;
 use crate::vfs::resolve::Obj;
 use crate::vfs::sys::{self, Errno};
@@ -85,8 +86,17 @@ pub fn read_into(obj: &Obj, acc: &Access, offset: u64, count: u32, out: &mut Vec
 
 /// Write all of `data` at `offset`; `stable` 1 = DATA_SYNC (fdatasync),
 /// 2 = FILE_SYNC (fsync), 0 = UNSTABLE (left to COMMIT).
-pub fn write_at(obj: &Obj, acc: &Access, offset: u64, data: &[u8], stable: u32) -> Result<(), nfsstat3> {
+///
+/// `fence` is checked once more right before the data is written: a node
+/// stopped (SIGSTOP, a stall) between the dispatch's check and here, and
+/// resumed after another took over, must not write a client's old data over
+/// what was written since (the soak saw a counter go back after a stop); the
+/// call is then not answered here (dispatch closes the connection).
+pub fn write_at(obj: &Obj, acc: &Access, offset: u64, data: &[u8], stable: u32, fence: &Fence) -> Result<(), nfsstat3> {
     let (f, _user) = open(obj, acc, true)?;
+    if !fence.serving_now() {
+        return Err(nfsstat3::NFS3ERR_JUKEBOX);
+    }
     f.write_all_at(data, offset).map_err(io_status)?;
     match stable {
         1 => f.sync_data().map_err(io_status),

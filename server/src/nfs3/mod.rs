@@ -38,6 +38,9 @@ pub struct NfsCtx {
     /// The replicated state (the epoch, the DRC): read it here; the
     /// handlers' changes go back as a reply's effects.
     pub commit: Arc<dyn Commit>,
+    /// This node may serve (`RpcShared`'s fence): WRITE checks it again
+    /// right before its data reaches the disk (`io::write_at`).
+    pub fence: crate::rpc::shared::Fence,
 }
 
 /// An idempotent procedure.

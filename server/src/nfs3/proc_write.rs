@@ -59,7 +59,7 @@ pub fn write(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
             Err(e) => return Reply::new(reply::<WRITE3resok, _>(Err((e, WRITE3resfail::default())))),
         };
         let pre = obj.st.clone();
-        let r = io::write_at(&obj, &acc, w.offset, data, w.stable);
+        let r = io::write_at(&obj, &acc, w.offset, data, w.stable, &op.ctx.fence);
         let file_wcc = wcc_after(&mut obj, &pre);
         let body = match r {
             Ok(()) => reply::<_, WRITE3resfail>(Ok(WRITE3resok {

@@ -100,14 +100,14 @@ pub(crate) fn services(
 ) -> Result<Services, NodeError> {
     let live = Live::new(view, config.host_cache_ttl);
     let rpc = Arc::new(
-        RpcShared::new(commit.clone(), fence, config.record_bytes_max)
+        RpcShared::new(commit.clone(), fence.clone(), config.record_bytes_max)
             .with_metrics(metrics.clone())
             .with_limits(config.limits.clone()),
     );
     metrics.attach(&rpc);
     Ok(Services {
         rpc,
-        nfs: Arc::new(NfsCtx { live: live.clone(), commit: commit.clone() }),
+        nfs: Arc::new(NfsCtx { live: live.clone(), commit: commit.clone(), fence }),
         mount: Arc::new(MountCtx { live, commit: commit.clone() }),
         portmap: Default::default(),
         config,
