@@ -140,3 +140,33 @@ pub fn verifier(op: &Op, export_id: u32) -> writeverf3 {
     let v = epoch ^ (u64::from(export_id) << 40).rotate_left(7);
     writeverf3(v.to_be_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+    use crate::config::ExportOptions;
+    use crate::vfs::cred::Creds;
+
+    /// A node whose fence fails between the dispatch's check and the write
+    /// (stopped, then resumed after another took over) writes nothing.
+    #[test]
+    fn a_write_past_the_fence_leaves_the_file_alone() {
+        let path = std::env::temp_dir().join(format!("hanfs-io-fence-{}", std::process::id()));
+        std::fs::write(&path, b"newer").expect("file");
+        let fd: OwnedFd = File::open(&path).expect("open").into();
+        let st = sys::stat_fd(&fd).expect("stat");
+        let obj = Obj { export_id: 1, fd, st };
+        let acc = Access {
+            opts: ExportOptions { read_only: false, ..ExportOptions::default() },
+            creds: Creds { uid: 0, gid: 0, gids: Vec::new() },
+        };
+        let err = write_at(&obj, &acc, 0, b"older", 0, &Fence::new(|| false));
+        assert_eq!(err, Err(nfsstat3::NFS3ERR_JUKEBOX));
+        assert_eq!(std::fs::read(&path).expect("read"), b"newer", "nothing written past the fence");
+        write_at(&obj, &acc, 0, b"later", 0, &Fence::always()).expect("a serving node writes");
+        assert_eq!(std::fs::read(&path).expect("read"), b"later");
+        let _ = std::fs::remove_file(&path);
+    }
+}
