@@ -173,13 +173,11 @@ enum Thread<T> {
     IfCheap(fn(&T) -> Option<&super::xdr::Fh>),
 }
 
-/// Whether every client of the export `fh` names (bytes 1..5 of the wire
-/// handle: `vfs::handle`) has it `async`. A handle that names no export is
-/// refused later; here it is simply not cheap.
+/// Whether every client of the export `fh` claims has it `async`. A handle
+/// that names no export (or a forged one, refused later by its MAC) is
+/// simply not cheap here.
 fn async_export(view: &View, fh: &[u8]) -> bool {
-    let Some(id) = fh.get(1..5).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes) else {
-        return false;
-    };
+    let Some(id) = crate::vfs::handle::FileHandle::claimed_export_id(fh) else { return false };
     view.exports.by_id(id).is_some_and(|e| e.clients.iter().all(|r| !r.options.sync))
 }
 

@@ -100,13 +100,17 @@ fn finish_exclusive(op: &Op, fh: &Fh, name: &Name, verf: &[u8; 8]) -> Option<Rep
     let (dir, acc) = writable_dir(op, fh)?;
     let obj = child(op, &dir, &acc, name).ok()?;
     let st = &obj.st;
-    let ctime_ms = u64::try_from(st.ctime.0).ok()?.saturating_mul(1000) + u64::from(st.ctime.1 / 1_000_000);
+    let ctime_ms =
+        u64::try_from(st.ctime.0).ok()?.saturating_mul(1000).saturating_add(u64::from(st.ctime.1 / 1_000_000));
     let half_made = st.is_reg()
         && st.mode & 0o7777 == proc_dir::EXCLUSIVE_MODE
         && st.size == 0
         && st.nlink == 1
         && ctime_ms.saturating_add(INTENT_CTIME_SLACK_MS) >= intent_ms;
     if !half_made {
+        return None;
+    }
+    if exclusive_verifier_matches(st, verf) {
         return None;
     }
     let (mtime, atime) = proc_dir::verf_times(verf);
@@ -119,8 +123,7 @@ fn finish_exclusive(op: &Op, fh: &Fh, name: &Name, verf: &[u8; 8]) -> Option<Rep
 
 pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     run(ctx, call, args, proc_dir::dec_create, |op, (fh, name, how)| {
-        // (A finished original passes this check too; storing the same
-        // verifier again changes nothing the client sees.)
+        // (A finished original is left to `made` below.)
         if let CreateHow::Exclusive(verf) = &how {
             if let Some(reply) = finish_exclusive(op, &fh, &name, verf) {
                 return reply;

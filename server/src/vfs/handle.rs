@@ -99,6 +99,15 @@ impl FileHandle {
         Ok(v)
     }
 
+    /// The export id a wire handle claims, unchecked (no MAC): only for
+    /// choosing how to run a call whose handle `decode` checks afterwards.
+    pub fn claimed_export_id(b: &[u8]) -> Option<u32> {
+        match b.get(..HEADER_BYTES)? {
+            [version, e0, e1, e2, e3, _] if *version == FH_VERSION => Some(u32::from_be_bytes([*e0, *e1, *e2, *e3])),
+            _ => None,
+        }
+    }
+
     /// Wrong length or version → NFS3ERR_BADHANDLE; a MAC that does not match
     /// → NFS3ERR_STALE (compared in constant time).
     pub fn decode(b: &[u8], key: &HandleKey) -> Result<FileHandle, nfsstat3> {
