@@ -304,6 +304,7 @@ fn dispatch<C: Send + Sync + 'static>(
         }
         match outcome {
             Outcome::Reply(reply) => {
+                let reply = reply.to_vec();
                 assert_eq!(reply.get(..4), Some(&1u32.to_be_bytes()[..]), "a reply to another xid");
                 Some(reply)
             }

@@ -30,7 +30,7 @@ use nfs3_types::xdr_codec::{BoundedList, List, Opaque};
 
 use crate::exports::{pattern_string, ExportTable, Verdict};
 use crate::live::Live;
-use crate::rpc::program::{Call, Drc, Proc, ProcError, ProcFuture, Program, Reply, Transport};
+use crate::rpc::program::{Args, Call, Drc, Proc, ProcError, ProcFuture, Program, Reply, Transport};
 use crate::rpc::xdr::{self, Reader};
 
 pub const MOUNT_PROGRAM: u32 = 100_005;
@@ -155,7 +155,7 @@ fn mount_status(e: nfsstat3) -> mountstat3 {
     }
 }
 
-fn null(_ctx: Arc<MountCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
+fn null(_ctx: Arc<MountCtx>, _call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         no_args(&args)?;
         Ok(Reply::new(Vec::new()))
@@ -165,7 +165,7 @@ fn null(_ctx: Arc<MountCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
 /// MNT: the same lookup and access checks for both versions. v3 answers with
 /// the root handle (and records the mount); v1 answers with a `fhstatus`
 /// status only: EOPNOTSUPP for an allowed client (see the module doc).
-fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn mnt<const VERS: u32>(ctx: Arc<MountCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let path = decode_path(&args)?;
         let view = ctx.live.load();
@@ -209,7 +209,7 @@ fn result_bytes_max(call: &Call) -> usize {
     }
 }
 
-fn dump(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn dump(ctx: Arc<MountCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         no_args(&args)?;
         let rows: Vec<(String, String)> = {
@@ -232,7 +232,7 @@ fn dump(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn umnt(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn umnt(ctx: Arc<MountCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let path = decode_path(&args)?;
         let path = rmtab_path(&ctx.live.load().exports, &path);
@@ -241,7 +241,7 @@ fn umnt(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn umntall(_ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn umntall(_ctx: Arc<MountCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         no_args(&args)?;
         let effects = vec![Command::UnmountAll { client: client_name(call.peer) }];
@@ -249,7 +249,7 @@ fn umntall(_ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn export(ctx: Arc<MountCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn export(ctx: Arc<MountCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         no_args(&args)?;
         let mut list: Vec<export_node<'static, 'static>> = Vec::new();

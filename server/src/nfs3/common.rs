@@ -12,7 +12,7 @@ use nfs3_types::xdr_codec::Pack;
 use crate::config::ExportOptions;
 use crate::exports::{PeerLookup, Verdict};
 use crate::live::View;
-use crate::rpc::program::{Call, Cred, ProcError, ProcFuture, Reply};
+use crate::rpc::program::{Args, Call, Cred, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::{encode, DecodeError, Reader};
 use crate::vfs::attr;
 use crate::vfs::cred::{squash, CredGuard, Creds};
@@ -122,7 +122,7 @@ impl Op {
 pub fn run<T: Send + 'static>(
     ctx: Arc<NfsCtx>,
     call: Call,
-    args: Vec<u8>,
+    args: Args,
     dec: fn(&mut Reader) -> Result<T, DecodeError>,
     body: fn(&Op, T) -> Reply,
 ) -> ProcFuture {
@@ -139,7 +139,7 @@ pub fn run<T: Send + 'static>(
 pub fn run_inline<T: Send + 'static>(
     ctx: Arc<NfsCtx>,
     call: Call,
-    args: Vec<u8>,
+    args: Args,
     dec: fn(&mut Reader) -> Result<T, DecodeError>,
     body: fn(&Op, T) -> Reply,
 ) -> ProcFuture {
@@ -157,7 +157,7 @@ pub fn run_inline<T: Send + 'static>(
 pub fn run_cheap<T: Send + 'static>(
     ctx: Arc<NfsCtx>,
     call: Call,
-    args: Vec<u8>,
+    args: Args,
     dec: fn(&mut Reader) -> Result<T, DecodeError>,
     cheap: fn(&T) -> Option<&super::xdr::Fh>,
     body: fn(&Op, T) -> Reply,
@@ -185,7 +185,7 @@ fn run_on<T: Send + 'static>(
     thread: Thread<T>,
     ctx: Arc<NfsCtx>,
     call: Call,
-    args: Vec<u8>,
+    args: Args,
     dec: fn(&mut Reader) -> Result<T, DecodeError>,
     body: fn(&Op, T) -> Reply,
 ) -> ProcFuture {
@@ -213,7 +213,7 @@ fn run_on<T: Send + 'static>(
 pub fn run_args<T: Send + 'static>(
     ctx: Arc<NfsCtx>,
     call: Call,
-    args: Vec<u8>,
+    args: Args,
     dec: fn(&mut Reader) -> Result<T, DecodeError>,
     body: fn(&Op, T, &[u8]) -> Reply,
 ) -> ProcFuture {

@@ -65,23 +65,19 @@ fn open(obj: &Obj, acc: &Access, write: bool) -> Result<(File, CredGuard), nfsst
 /// Returns the number of bytes read.
 pub fn read_into(obj: &Obj, acc: &Access, offset: u64, count: u32, out: &mut Vec<u8>) -> Result<usize, nfsstat3> {
     let (f, _user) = open(obj, acc, false)?;
-    let start = out.len();
-    out.resize(start + count as usize, 0);
+    let count = count as usize;
     let mut done = 0usize;
-    let r = loop {
-        let Some(rest) = out.get_mut(start + done..) else { break Err(nfsstat3::NFS3ERR_IO) };
-        if rest.is_empty() {
-            break Ok(());
-        }
-        match f.read_at(rest, offset.saturating_add(done as u64)) {
-            Ok(0) => break Ok(()),
+    // Each pass reads at least one byte, or the loop ends (end of file, an
+    // error); EINTR, which a regular file does not give, retries.
+    while done < count {
+        match sys::pread_append(&f, out, count - done, offset.saturating_add(done as u64)) {
+            Ok(0) => break,
             Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(io_status(e)),
+            Err(Errno(libc::EINTR)) => continue,
+            Err(e) => return Err(e.into()),
         }
-    };
-    out.truncate(start + done);
-    r.map(|()| done)
+    }
+    Ok(done)
 }
 
 /// Write all of `data` at `offset`; `stable` 1 = DATA_SYNC (fdatasync),

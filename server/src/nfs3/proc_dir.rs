@@ -10,7 +10,7 @@ use std::sync::Arc;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{Opaque, Pack};
 
-use crate::rpc::program::{Call, ProcFuture, Reply};
+use crate::rpc::program::{Args, Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::resolve::Obj;
 use crate::vfs::sys::{self, TimeSet};
@@ -294,7 +294,7 @@ pub(super) fn dec_mknod(r: &mut Reader) -> Result<(Fh, Name, Mknod), DecodeError
     Ok((fh, name, xdr::mknod(r)?))
 }
 
-pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run_cheap(ctx, call, args, dec_create, create_cheap, |op, a| created::<CREATE3resok, _>(op, a, make_file))
 }
 
@@ -306,15 +306,15 @@ fn create_cheap((fh, _, how): &(Fh, Name, CreateHow)) -> Option<&Fh> {
     }
 }
 
-pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run_cheap(ctx, call, args, dec_mkdir, |(fh, _, _)| Some(fh), |op, a| created::<MKDIR3resok, _>(op, a, make_dir))
 }
 
-pub fn symlink(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn symlink(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, dec_symlink, |op, a| created::<SYMLINK3resok, _>(op, a, make_symlink))
 }
 
-pub fn mknod(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn mknod(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, dec_mknod, |op, a| created::<MKNOD3resok, _>(op, a, make_node))
 }
 
@@ -375,10 +375,10 @@ pub(super) fn do_rmdir(op: &Op, (fh, name): (Fh, Name)) -> Reply {
     rmdir_reply(unlink(op, &fh, name, libc::AT_REMOVEDIR))
 }
 
-pub fn remove(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn remove(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, dec_remove, do_remove)
 }
 
-pub fn rmdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn rmdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, dec_remove, do_rmdir)
 }

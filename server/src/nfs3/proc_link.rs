@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use nfs3_types::nfs3::*;
 
-use crate::rpc::program::{Call, ProcFuture, Reply};
+use crate::rpc::program::{Args, Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::sys;
 
@@ -73,7 +73,7 @@ pub(super) fn rename_decoded(op: &Op, a: Rename) -> Reply {
     rename_reply(r, fromdir_wcc, todir_wcc)
 }
 
-pub fn rename(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn rename(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, dec_rename, rename_decoded)
 }
 
@@ -126,6 +126,6 @@ pub(super) fn link_decoded(op: &Op, (ffh, dfh, name): Link) -> Reply {
     link_reply(r, obj_attr(&file), linkdir_wcc)
 }
 
-pub fn link(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn link(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, dec_link, link_decoded)
 }

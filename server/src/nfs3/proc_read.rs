@@ -6,7 +6,7 @@ use std::sync::Arc;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{Opaque, Void};
 
-use crate::rpc::program::{Call, ProcError, ProcFuture, Reply};
+use crate::rpc::program::{Args, Call, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::Reader;
 use crate::vfs::{attr, sys};
 
@@ -21,7 +21,7 @@ const FILE_BYTES_MAX: u64 = i64::MAX as u64;
 /// Linux ext4's link limit, when fpathconf cannot say.
 const LINKS_DEFAULT_MAX: u32 = 65000;
 
-pub fn null(_ctx: Arc<NfsCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn null(_ctx: Arc<NfsCtx>, _call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         if args.is_empty() {
             Ok(Reply::new(Vec::new()))
@@ -31,7 +31,7 @@ pub fn null(_ctx: Arc<NfsCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn getattr(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn getattr(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run_inline(ctx, call, args, xdr::fh, |op, fh| {
         let r = op.attrs(&fh).map(|obj_attributes| GETATTR3resok { obj_attributes });
         Reply::new(reply(r.map_err(|s| (s, Void))))
@@ -42,7 +42,7 @@ fn dec_lookup(r: &mut Reader) -> Result<(Fh, Name), crate::rpc::xdr::DecodeError
     xdr::dirop(r, NameUse::Lookup)
 }
 
-pub fn lookup(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn lookup(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run_inline(ctx, call, args, dec_lookup, |op, (fh, name)| {
         let (dir, access) = match op.object(&fh) {
             Ok(v) => v,
@@ -82,7 +82,7 @@ fn dec_access(r: &mut Reader) -> Result<(Fh, u32), crate::rpc::xdr::DecodeError>
 
 /// ACCESS bits, as knfsd's nfs3_regaccess / nfs3_diraccess tables, checked by
 /// the kernel under the caller's fs credentials (faccessat2 AT_EACCESS).
-pub fn access(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn access(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run_inline(ctx, call, args, dec_access, |op, (fh, want)| {
         let (obj, acc) = match op.object(&fh) {
             Ok(v) => v,
@@ -118,7 +118,7 @@ pub fn access(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn readlink(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn readlink(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, xdr::fh, |op, fh| {
         let (obj, _) = match op.object(&fh) {
             Ok(v) => v,
@@ -151,7 +151,7 @@ const FATTR_BYTES: usize = 84;
 /// XDR pads opaque data to this multiple.
 const XDR_UNIT_BYTES: usize = 4;
 
-pub fn read(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn read(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, dec_read, |op, (fh, offset, count)| {
         let (mut obj, acc) = match op.object(&fh) {
             Ok(v) => v,
@@ -209,7 +209,7 @@ fn read_ok_body(mut body: Vec<u8>, attrs: post_op_attr, n: usize, eof: bool) -> 
 
 // statvfs counts are u32 on some targets and u64 on others.
 #[allow(clippy::useless_conversion)]
-pub fn fsstat(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn fsstat(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, xdr::fh, |op, fh| {
         let (obj, _) = match op.object(&fh) {
             Ok(v) => v,
@@ -235,7 +235,7 @@ pub fn fsstat(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn fsinfo(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn fsinfo(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, xdr::fh, |op, fh| {
         let obj = match op.object(&fh) {
             Ok((o, _)) => o,
@@ -258,7 +258,7 @@ pub fn fsinfo(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn pathconf(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn pathconf(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, xdr::fh, |op, fh| {
         let obj = match op.object(&fh) {
             Ok((o, _)) => o,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{List, Opaque};
 
-use crate::rpc::program::{Call, ProcFuture, Reply};
+use crate::rpc::program::{Args, Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::dir::{self, DirEntry, Take};
 use crate::vfs::resolve::Obj;
@@ -41,28 +41,28 @@ fn entry_bytes(name: &[u8]) -> u32 {
     ENTRY_FIXED_BYTES + pad4(name.len() as u32)
 }
 
-struct Args {
+struct ListArgs {
     fh: Fh,
     cookie: u64,
     dircount: u32,
     maxcount: u32,
 }
 
-fn dec_readdir(r: &mut Reader) -> Result<Args, DecodeError> {
+fn dec_readdir(r: &mut Reader) -> Result<ListArgs, DecodeError> {
     let fh = xdr::fh(r)?;
     let cookie = r.u64()?;
     let _verf = r.fixed(8)?;
     let count = xdr::count(r, DIR_BYTES_MAX)?;
-    Ok(Args { fh, cookie, dircount: count, maxcount: count })
+    Ok(ListArgs { fh, cookie, dircount: count, maxcount: count })
 }
 
-fn dec_readdirplus(r: &mut Reader) -> Result<Args, DecodeError> {
+fn dec_readdirplus(r: &mut Reader) -> Result<ListArgs, DecodeError> {
     let fh = xdr::fh(r)?;
     let cookie = r.u64()?;
     let _verf = r.fixed(8)?;
     let dircount = xdr::count(r, DIR_BYTES_MAX)?;
     let maxcount = xdr::count(r, DIR_BYTES_MAX)?;
-    Ok(Args { fh, cookie, dircount, maxcount })
+    Ok(ListArgs { fh, cookie, dircount, maxcount })
 }
 
 /// Open the directory for listing under the caller's ids (read permission).
@@ -85,7 +85,7 @@ fn fix_dotdot(op: &Op, dir: &Obj, e: &mut DirEntry) {
     }
 }
 
-pub fn readdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn readdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, dec_readdir, |op, a| {
         let (dir, acc) = match op.object(&a.fh) {
             Ok(v) => v,
@@ -147,7 +147,7 @@ fn plus_entry(op: &Op, dir: &Obj, e: DirEntry) -> (entryplus3<'static>, u32) {
     (entry, bytes)
 }
 
-pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, dec_readdirplus, |op, a| {
         let (dir, acc) = match op.object(&a.fh) {
             Ok(v) => v,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use nfs3_types::nfs3::*;
 
-use crate::rpc::program::{Call, ProcFuture, Reply};
+use crate::rpc::program::{Args, Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::attr::nfstime;
 
@@ -43,12 +43,12 @@ pub(super) fn setattr_decoded(op: &Op, (fh, s, guard): Setattr) -> Reply {
     setattr_reply(r, wcc)
 }
 
-pub fn setattr(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn setattr(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     // Without a size change: attributes only, cheap on an async export.
     run_cheap(ctx, call, args, xdr::setattr, |(fh, s, _)| s.size.is_none().then_some(fh), setattr_decoded)
 }
 
-pub fn write(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn write(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run_args(ctx, call, args, xdr::write, |op, w, args| {
         // The decoder checked the range against the argument bytes.
         let Some(data) = args.get(w.data.clone()) else {
@@ -82,7 +82,7 @@ fn dec_commit(r: &mut Reader) -> Result<(Fh, u64, u32), DecodeError> {
     Ok((xdr::fh(r)?, r.u64()?, r.u32()?))
 }
 
-pub fn commit(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn commit(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, dec_commit, |op, (fh, _offset, _count)| {
         let (mut obj, acc) = match op.object(&fh) {
             Ok(v) => v,

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use nfs3_types::nfs3::*;
 
-use crate::rpc::program::{Call, ProcFuture, Reply};
+use crate::rpc::program::{Args, Call, ProcFuture, Reply};
 use crate::vfs::attr::nfstime;
 use crate::vfs::resolve::Obj;
 use crate::vfs::sys::{self, Stat};
@@ -121,7 +121,7 @@ fn finish_exclusive(op: &Op, fh: &Fh, name: &Name, verf: &[u8; 8]) -> Option<Rep
     made::<CREATE3resok>(op, fh, &Ok(name.to_vec()), |o| exclusive_verifier_matches(&o.st, verf))
 }
 
-pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, proc_dir::dec_create, |op, (fh, name, how)| {
         // (A finished original is left to `made` below.)
         if let CreateHow::Exclusive(verf) = &how {
@@ -143,7 +143,7 @@ pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, proc_dir::dec_mkdir, |op, (fh, name, s)| {
         match made::<MKDIR3resok>(op, &fh, &name, |o| o.st.is_dir()) {
             Some(reply) => reply,
@@ -152,7 +152,7 @@ pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-pub fn symlink(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn symlink(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, proc_dir::dec_symlink, |op, (fh, name, what)| {
         let same_target = |o: &Obj| {
             o.st.is_lnk()
@@ -179,7 +179,7 @@ fn mknod_type(what: &Mknod) -> Option<u32> {
     }
 }
 
-pub fn mknod(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn mknod(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, proc_dir::dec_mknod, |op, (fh, name, what)| {
         let kind = mknod_type(&what);
         match made::<MKNOD3resok>(op, &fh, &name, |o| Some(o.st.mode & libc::S_IFMT) == kind) {
@@ -196,14 +196,14 @@ fn removed(op: &Op, fh: &Fh, name: &Name) -> Option<wcc_data> {
     gone(op, &dir, &acc, name).then(|| wcc_now(&dir))
 }
 
-pub fn remove(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn remove(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, proc_dir::dec_remove, |op, (fh, name)| match removed(op, &fh, &name) {
         Some(wcc) => proc_dir::remove_reply(Ok(wcc)),
         None => proc_dir::do_remove(op, (fh, name)),
     })
 }
 
-pub fn rmdir(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn rmdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, proc_dir::dec_remove, |op, (fh, name)| match removed(op, &fh, &name) {
         Some(wcc) => proc_dir::rmdir_reply(Ok(wcc)),
         None => proc_dir::do_rmdir(op, (fh, name)),
@@ -222,7 +222,7 @@ fn renamed(op: &Op, (ffh, fname, tfh, tname): &Rename) -> Option<Reply> {
     Some(proc_link::rename_reply(Ok(()), wcc_now(&from), wcc_now(&to)))
 }
 
-pub fn rename(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn rename(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, proc_link::dec_rename, |op, a| match renamed(op, &a) {
         Some(reply) => reply,
         None => proc_link::rename_decoded(op, a),
@@ -238,7 +238,7 @@ fn linked(op: &Op, (ffh, dfh, name): &Link) -> Option<Reply> {
     new.same_object(&file).then(|| proc_link::link_reply(Ok(()), obj_attr(&new), wcc_now(&dir)))
 }
 
-pub fn link(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn link(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, proc_link::dec_link, |op, a| match linked(op, &a) {
         Some(reply) => reply,
         None => proc_link::link_decoded(op, a),
@@ -278,7 +278,7 @@ pub fn setattr_is_guarded(args: &[u8]) -> bool {
     super::xdr::setattr(&mut r).map_or(true, |(_, _, guard)| guard.is_some())
 }
 
-pub fn setattr(ctx: Arc<NfsCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub fn setattr(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run(ctx, call, args, super::xdr::setattr, |op, a| match set_already(op, &a) {
         Some(reply) => reply,
         None => proc_write::setattr_decoded(op, a),

@@ -85,7 +85,7 @@ use std::sync::Arc;
 use hanfs_raft::commit::Commit;
 
 use crate::live::Live;
-use crate::rpc::program::{Call, Drc, Handler, Proc, ProcError, ProcFuture, Program};
+use crate::rpc::program::{Args, Call, Drc, Handler, Proc, ProcError, ProcFuture, Program};
 use callback::Callbacks;
 use grace::Grace;
 use ofd::OfdMirror;
@@ -113,7 +113,7 @@ const fn p(name: &'static str, handler: Handler<NlmCtx>, drc: Drc) -> Proc<NlmCt
 /// Procedures 17..=19 are undefined. Linux answers them PROC_UNAVAIL, which
 /// a handler cannot produce (`ProcError` has no such variant); GARBAGE_ARGS
 /// is the nearest refusal.
-fn undefined(_ctx: Arc<NlmCtx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn undefined(_ctx: Arc<NlmCtx>, _call: Call, _args: Args) -> ProcFuture {
     Box::pin(async { Err(ProcError::GarbageArgs) })
 }
 

@@ -20,7 +20,7 @@ use super::xdr::{
     Nlm4UnlockArgs, Xdr,
 };
 use super::{NlmCtx, NLMPROC4_CANCEL_RES, NLMPROC4_LOCK_RES, NLMPROC4_TEST_RES, NLMPROC4_UNLOCK_RES};
-use crate::rpc::program::{Call, ProcError, ProcFuture, Reply};
+use crate::rpc::program::{Args, Call, ProcError, ProcFuture, Reply};
 
 pub(super) fn decode<T: Xdr>(args: &[u8]) -> Result<T, ProcError> {
     from_bytes(args).map_err(|_| ProcError::GarbageArgs)
@@ -95,14 +95,14 @@ async fn test_stat(ctx: &Arc<NlmCtx>, call: &Call, a: &Nlm4TestArgs) -> Result<N
     }
 }
 
-pub(super) fn test(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn test(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a = decode(&args)?;
         reply(&test_core(&ctx, &call, a, "TEST").await)
     })
 }
 
-pub(super) fn test_msg(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn test_msg(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a = decode(&args)?;
         let res = test_core(&ctx, &call, a, "TEST_MSG").await;
@@ -171,14 +171,14 @@ async fn lock_stat(
     Ok(Ok(stat))
 }
 
-pub(super) fn lock(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn lock(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a = decode(&args)?;
         reply(&lock_core(&ctx, &call, a, "LOCK").await?)
     })
 }
 
-pub(super) fn lock_msg(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn lock_msg(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a = decode(&args)?;
         let res = lock_core(&ctx, &call, a, "LOCK_MSG").await?;
@@ -187,7 +187,7 @@ pub(super) fn lock_msg(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFutur
 }
 
 /// NM_LOCK: a LOCK from a host that is not monitored; it never blocks.
-pub(super) fn nm_lock(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn nm_lock(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a: Nlm4LockArgs = decode(&args)?;
         let a = Nlm4LockArgs { block: false, ..a };
@@ -220,14 +220,14 @@ async fn cancel_core(
     Ok(Nlm4Res { cookie: a.cookie, stat })
 }
 
-pub(super) fn cancel(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn cancel(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a = decode(&args)?;
         reply(&cancel_core(&ctx, &call, a, "CANCEL").await?)
     })
 }
 
-pub(super) fn cancel_msg(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn cancel_msg(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a = decode(&args)?;
         let res = cancel_core(&ctx, &call, a, "CANCEL_MSG").await?;
@@ -264,14 +264,14 @@ async fn unlock_core(
     Ok(Nlm4Res { cookie: a.cookie, stat })
 }
 
-pub(super) fn unlock(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn unlock(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a = decode(&args)?;
         reply(&unlock_core(&ctx, &call, a, "UNLOCK").await?)
     })
 }
 
-pub(super) fn unlock_msg(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn unlock_msg(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a = decode(&args)?;
         let res = unlock_core(&ctx, &call, a, "UNLOCK_MSG").await?;

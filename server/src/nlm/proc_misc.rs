@@ -14,10 +14,10 @@ use super::file::{check_file, client_ip, log_reply, Need};
 use super::proc_lock::{commit_one, decode, reply, reply_by_call};
 use super::xdr::{Nlm4Notify, Nlm4Res, Nlm4Share, Nlm4ShareArgs, Nlm4ShareRes, Nlm4Stats, Nlm4TestArgs, Nlm4TestRes};
 use super::{NlmCtx, NLMPROC4_GRANTED_RES};
-use crate::rpc::program::{Call, ProcError, ProcFuture, Reply};
+use crate::rpc::program::{Args, Call, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::Reader;
 
-pub(super) fn null(_ctx: Arc<NlmCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn null(_ctx: Arc<NlmCtx>, _call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         Reader::new(&args).finish().map_err(|_| ProcError::GarbageArgs)?;
         Ok(Reply::new(Vec::new()))
@@ -29,14 +29,14 @@ fn granted_res(call: &Call, a: Nlm4TestArgs, name: &'static str) -> Nlm4Res {
     Nlm4Res { cookie: a.cookie, stat: Nlm4Stats::Denied }
 }
 
-pub(super) fn granted(_ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn granted(_ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a = decode(&args)?;
         reply(&granted_res(&call, a, "GRANTED"))
     })
 }
 
-pub(super) fn granted_msg(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn granted_msg(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a = decode(&args)?;
         let res = granted_res(&call, a, "GRANTED_MSG");
@@ -45,7 +45,7 @@ pub(super) fn granted_msg(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFu
 }
 
 /// TEST_RES: a client's answer to a TEST_MSG we never send; checked, ignored.
-pub(super) fn test_res(_ctx: Arc<NlmCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn test_res(_ctx: Arc<NlmCtx>, _call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let _: Nlm4TestRes = decode(&args)?;
         Ok(Reply::new(Vec::new()))
@@ -53,7 +53,7 @@ pub(super) fn test_res(_ctx: Arc<NlmCtx>, _call: Call, args: Vec<u8>) -> ProcFut
 }
 
 /// LOCK_RES, CANCEL_RES, UNLOCK_RES: answers to calls we never make; checked, ignored.
-pub(super) fn other_res(_ctx: Arc<NlmCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn other_res(_ctx: Arc<NlmCtx>, _call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let _: Nlm4Res = decode(&args)?;
         Ok(Reply::new(Vec::new()))
@@ -65,7 +65,7 @@ pub(super) fn other_res(_ctx: Arc<NlmCtx>, _call: Call, args: Vec<u8>) -> ProcFu
 /// in Linux `nlmsvc_grant_reply`). Only the host the grant was sent to may
 /// end it. Answered with a void reply, as Linux lockd does (its `_RES` calls
 /// wait for one).
-pub(super) fn granted_res_proc(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn granted_res_proc(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let res: Nlm4Res = decode(&args)?;
         let Some(id) = grant_id(res.cookie.as_bytes()) else {
@@ -95,7 +95,7 @@ pub(super) fn granted_res_proc(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> P
 /// SM_NOTIFY (16, Linux-private): a local statd relaying a host's reboot.
 /// hanfs's NSM is in-process and handles SM_NOTIFY itself, so this is
 /// checked and answered, and changes nothing.
-pub(super) fn sm_notify(_ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn sm_notify(_ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let _: crate::nsm::xdr::SmStatus = decode(&args)?;
         tracing::debug!(peer = %call.peer, "nlm SM_NOTIFY (private procedure) ignored");
@@ -138,7 +138,7 @@ async fn share_stat(ctx: &Arc<NlmCtx>, call: &Call, a: &Nlm4ShareArgs, unshare: 
     })
 }
 
-fn share_proc<const UNSHARE: bool>(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn share_proc<const UNSHARE: bool>(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a: Nlm4ShareArgs = decode(&args)?;
         let stat = share_stat(&ctx, &call, &a, UNSHARE).await?;
@@ -147,11 +147,11 @@ fn share_proc<const UNSHARE: bool>(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) 
     })
 }
 
-pub(super) fn share(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn share(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     share_proc::<false>(ctx, call, args)
 }
 
-pub(super) fn unshare(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn unshare(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     share_proc::<true>(ctx, call, args)
 }
 
@@ -161,7 +161,7 @@ pub(super) fn unshare(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture
 /// behind them are granted). Like Linux, which looks the host up by name
 /// and address, only the host itself may: a name recorded at another
 /// address is left alone.
-pub(super) fn free_all(ctx: Arc<NlmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+pub(super) fn free_all(ctx: Arc<NlmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let a: Nlm4Notify = decode(&args)?;
         let Ok(name) = std::str::from_utf8(a.name.as_bytes()) else {

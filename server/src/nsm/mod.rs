@@ -58,7 +58,7 @@ use hanfs_state::{Command, NlmCommand, Outcome};
 use crate::nlm::callback::Callbacks;
 use crate::nlm::ofd::{OfdMirror, Touched};
 use crate::nlm::xdr::{from_bytes, to_bytes, Xdr};
-use crate::rpc::program::{Call, Drc, Handler, Proc, ProcError, ProcFuture, Program, Reply};
+use crate::rpc::program::{Args, Call, Drc, Handler, Proc, ProcError, ProcFuture, Program, Reply};
 use crate::rpc::xdr::Reader;
 use xdr::{Mon, MonId, MyId, SmName, SmRes, SmStat, SmStatRes, StatChge};
 
@@ -145,21 +145,21 @@ async fn commit_one(ctx: &NsmCtx, call: &Call, cmd: NlmCommand) -> Result<Outcom
     }
 }
 
-fn null(_ctx: Arc<NsmCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
+fn null(_ctx: Arc<NsmCtx>, _call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         no_args(&args)?;
         Ok(Reply::new(Vec::new()))
     })
 }
 
-fn stat(ctx: Arc<NsmCtx>, _call: Call, args: Vec<u8>) -> ProcFuture {
+fn stat(ctx: Arc<NsmCtx>, _call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let _: SmName = decode(&args)?;
         reply(&SmStatRes { res_stat: SmRes::StatSucc, state: own_state(&ctx) })
     })
 }
 
-fn mon(ctx: Arc<NsmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn mon(ctx: Arc<NsmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let m: Mon = decode(&args)?;
         let fail = SmStatRes { res_stat: SmRes::StatFail, state: own_state(&ctx) };
@@ -179,7 +179,7 @@ fn mon(ctx: Arc<NsmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn unmon(ctx: Arc<NsmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn unmon(ctx: Arc<NsmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let m: MonId = decode(&args)?;
         let parts = (utf8(m.mon_name.as_bytes()), monitor_id(&m.my_id));
@@ -192,7 +192,7 @@ fn unmon(ctx: Arc<NsmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn unmon_all(ctx: Arc<NsmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn unmon_all(ctx: Arc<NsmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let m: MyId = decode(&args)?;
         if let (true, Some(id)) = (loopback(&call), monitor_id(&m)) {
@@ -204,7 +204,7 @@ fn unmon_all(ctx: Arc<NsmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn simu_crash(_ctx: Arc<NsmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn simu_crash(_ctx: Arc<NsmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         no_args(&args)?;
         tracing::info!(peer = %call.peer, "nsm SIMU_CRASH ignored (transparent failover keeps the NSM state)");
@@ -213,7 +213,7 @@ fn simu_crash(_ctx: Arc<NsmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
 }
 
 /// SM_NOTIFY: see the module doc.
-fn notify(ctx: Arc<NsmCtx>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn notify(ctx: Arc<NsmCtx>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let c: StatChge = decode(&args)?;
         let Some(mon_name) = utf8(c.mon_name.as_bytes()) else {

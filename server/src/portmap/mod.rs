@@ -35,7 +35,7 @@ use nfs3_types::portmap::{mapping, pmaplist};
 use nfs3_types::xdr_codec::List;
 
 pub use self::table::{Owner, SetRefused, Table, UnsetRefused, PMAP_FOREIGN_ENTRIES_MAX};
-use crate::rpc::program::{Call, Drc, Proc, ProcError, ProcFuture, Program, Reply, Transport};
+use crate::rpc::program::{Args, Call, Drc, Proc, ProcError, ProcFuture, Program, Reply, Transport};
 use crate::rpc::xdr::{self, Reader};
 
 pub const PMAP_PROGRAM: u32 = 100_000;
@@ -98,14 +98,14 @@ fn refuse_sender(table: &Table, call: &Call, proc_: &'static str, m: &mapping) {
     }
 }
 
-fn null(_table: Arc<Table>, _call: Call, args: Vec<u8>) -> ProcFuture {
+fn null(_table: Arc<Table>, _call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         Reader::new(&args).finish().map_err(|_| ProcError::GarbageArgs)?;
         Ok(Reply::new(Vec::new()))
     })
 }
 
-fn set(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn set(table: Arc<Table>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let m = decode_mapping(&args)?;
         let ok = if !may_change(&call) {
@@ -124,7 +124,7 @@ fn set(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn unset(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn unset(table: Arc<Table>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let m = decode_mapping(&args)?;
         let ok = if !may_change(&call) {
@@ -143,14 +143,14 @@ fn unset(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn getport(table: Arc<Table>, _call: Call, args: Vec<u8>) -> ProcFuture {
+fn getport(table: Arc<Table>, _call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let m = decode_mapping(&args)?;
         Ok(Reply::new(xdr::encode(&table.getport(m.prog, m.vers, m.prot))))
     })
 }
 
-fn dump(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn dump(table: Arc<Table>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         Reader::new(&args).finish().map_err(|_| ProcError::GarbageArgs)?;
         let mut entries = table.dump();
@@ -166,7 +166,7 @@ fn dump(table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn callit(_table: Arc<Table>, call: Call, args: Vec<u8>) -> ProcFuture {
+fn callit(_table: Arc<Table>, call: Call, args: Args) -> ProcFuture {
     Box::pin(async move {
         let mut r = Reader::new(&args);
         let garbage = |_| ProcError::GarbageArgs;

@@ -25,7 +25,7 @@ fn args(m: mapping) -> Vec<u8> {
 }
 
 async fn answer(handler: Handler<Table>, table: &Arc<Table>, call: Call, m: mapping) -> bool {
-    let reply = handler(table.clone(), call, args(m)).await.map_err(|e| format!("{e:?}")).unwrap();
+    let reply = handler(table.clone(), call, args(m).into()).await.map_err(|e| format!("{e:?}")).unwrap();
     let mut r = Reader::new(&reply.body);
     let b = r.bool().unwrap();
     r.finish().unwrap();
@@ -98,14 +98,14 @@ async fn udp_dump_is_bounded_and_lists_hanfs_own_first() {
     }
     assert!(!answer(set, &t, local(700), m(99, 1, IPPROTO_UDP, 3000)).await, "beyond the bound");
 
-    let udp = dump(t.clone(), local(700), Vec::new()).await.map_err(|e| format!("{e:?}")).unwrap().body;
+    let udp = dump(t.clone(), local(700), Vec::new().into()).await.map_err(|e| format!("{e:?}")).unwrap().body;
     assert!(udp.len() <= PMAP_UDP_DUMP_BYTES_MAX, "{} bytes", udp.len());
     let listed = entries(&udp);
     assert_eq!(listed.len(), (PMAP_UDP_DUMP_BYTES_MAX - PMAPLIST_END_BYTES) / PMAPLIST_ENTRY_BYTES);
     assert!(listed.iter().take(11).all(|e| (200_000..200_011).contains(&e.prog)), "own first: {listed:?}");
 
     let tcp_call = call_from(SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000)), Transport::Tcp);
-    let tcp = dump(t.clone(), tcp_call, Vec::new()).await.map_err(|e| format!("{e:?}")).unwrap().body;
+    let tcp = dump(t.clone(), tcp_call, Vec::new().into()).await.map_err(|e| format!("{e:?}")).unwrap().body;
     assert_eq!(entries(&tcp).len(), 11 + PMAP_FOREIGN_ENTRIES_MAX, "TCP lists the whole table");
     assert_eq!(tcp.len(), PMAPLIST_END_BYTES + PMAPLIST_ENTRY_BYTES * (11 + PMAP_FOREIGN_ENTRIES_MAX));
 }

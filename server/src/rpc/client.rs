@@ -423,8 +423,10 @@ mod tests {
 
     #[tokio::test]
     async fn other_xids_are_skipped() {
-        let addr =
-            udp_answering(1, |xid| vec![msg::success(xid ^ 1, &[0, 0, 0, 9]), msg::success(xid, &[0, 0, 0, 7])]).await;
+        let addr = udp_answering(1, |xid| {
+            vec![msg::success(xid ^ 1, vec![0, 0, 0, 9]).to_vec(), msg::success(xid, vec![0, 0, 0, 7]).to_vec()]
+        })
+        .await;
         let body = call(&request(addr, &Cred::None, Transport::Udp)).await.unwrap();
         assert_eq!(body, vec![0, 0, 0, 7]);
     }
@@ -438,7 +440,10 @@ mod tests {
             let rec = read_record(&mut st).await;
             let header = msg::decode_call(&rec).unwrap();
             // A late reply to another xid first, then ours.
-            for reply in [msg::success(header.xid ^ 1, &[1; 4]), msg::success(header.xid, &rec[header.args_offset..])] {
+            for reply in
+                [msg::success(header.xid ^ 1, vec![1; 4]), msg::success(header.xid, rec[header.args_offset..].to_vec())]
+            {
+                let reply = reply.to_vec();
                 st.write_all(&record::header(reply.len()).unwrap()).await.unwrap();
                 st.write_all(&reply).await.unwrap();
             }
@@ -463,7 +468,7 @@ mod tests {
                         let mut buf = vec![0u8; 2048];
                         let (n, peer) = socket.recv_from(&mut buf).await.unwrap();
                         let header = msg::decode_call(&buf[..n]).unwrap();
-                        socket.send_to(&msg::success(header.xid, &[]), peer).await.unwrap();
+                        socket.send_to(&msg::success(header.xid, Vec::new()).to_vec(), peer).await.unwrap();
                         peer.ip()
                     });
                     (addr, seen)
@@ -474,7 +479,7 @@ mod tests {
                     let seen = tokio::spawn(async move {
                         let (mut st, peer) = listener.accept().await.unwrap();
                         let rec = read_record(&mut st).await;
-                        let reply = msg::success(msg::decode_call(&rec).unwrap().xid, &[]);
+                        let reply = msg::success(msg::decode_call(&rec).unwrap().xid, Vec::new()).to_vec();
                         st.write_all(&record::header(reply.len()).unwrap()).await.unwrap();
                         st.write_all(&reply).await.unwrap();
                         peer.ip()

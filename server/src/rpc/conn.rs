@@ -32,6 +32,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::budget::ReplyCharge;
 use super::dispatch::Dispatcher;
+use super::msg::Message;
 use super::reader::{End, Reader};
 use super::record;
 use super::registry::{Closing, ConnGuard, ConnState};
@@ -200,36 +201,45 @@ struct Queue {
 /// A framed reply, `written` bytes of it already sent.
 struct Pending {
     header: [u8; record::FRAGMENT_HEADER_BYTES],
-    body: Vec<u8>,
+    message: Message,
     written: usize,
     _charge: ReplyCharge,
 }
 
 impl Pending {
     fn len(&self) -> usize {
-        self.header.len().saturating_add(self.body.len())
+        self.header.len().saturating_add(self.message.len())
     }
 
-    /// What is left to send, as at most two slices.
-    fn rest(&self) -> [IoSlice<'_>; 2] {
-        let h = self.header.get(self.written.min(self.header.len())..).unwrap_or_default();
-        let b =
-            self.body.get(self.written.saturating_sub(self.header.len()).min(self.body.len())..).unwrap_or_default();
-        [IoSlice::new(h), IoSlice::new(b)]
+    /// What is left to send, as at most three slices (record mark, the
+    /// message's two parts).
+    fn rest(&self) -> [IoSlice<'_>; 3] {
+        let [head, body] = self.message.parts();
+        unsent([&self.header[..], head, body], self.written).map(IoSlice::new)
     }
 }
 
+/// What is left of `parts`, sent back to back, once `written` bytes are out.
+fn unsent<const N: usize>(parts: [&[u8]; N], written: usize) -> [&[u8]; N] {
+    let mut skip = written;
+    parts.map(|part| {
+        let from = skip.min(part.len());
+        skip -= from;
+        part.get(from..).unwrap_or_default()
+    })
+}
+
 impl Replies {
-    /// Send `body` as one record, now if the socket takes it, else queued.
-    pub(super) fn send(&self, body: Vec<u8>, charge: ReplyCharge) {
-        let header = match record::header(body.len()) {
+    /// Send `message` as one record, now if the socket takes it, else queued.
+    pub(super) fn send(&self, message: Message, charge: ReplyCharge) {
+        let header = match record::header(message.len()) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, error = ?e, "reply too large to frame; dropped");
                 return;
             }
         };
-        let mut reply = Pending { header, body, written: 0, _charge: charge };
+        let mut reply = Pending { header, message, written: 0, _charge: charge };
         let mut queue = lock(&self.queue);
         if queue.closed {
             return;

@@ -21,7 +21,7 @@ use crate::rpc::conn::CONN_INFLIGHT_MAX;
 use crate::rpc::dispatch::{Dispatcher, Registry};
 use crate::rpc::limits::Limits;
 use crate::rpc::listener::Listeners;
-use crate::rpc::program::{Call, Drc, Proc, ProcFuture, Program, Reply};
+use crate::rpc::program::{Args, Call, Drc, Proc, ProcFuture, Program, Reply};
 use crate::rpc::shared::{Fence, RpcShared};
 
 /// Bound on every wait of these tests.
@@ -50,11 +50,11 @@ struct Ctx {
     gate: watch::Sender<bool>,
 }
 
-fn ok(_ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn ok(_ctx: Arc<Ctx>, _call: Call, _args: Args) -> ProcFuture {
     Box::pin(async { Ok(Reply::new(b"okay".to_vec())) })
 }
 
-fn gate(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn gate(ctx: Arc<Ctx>, _call: Call, _args: Args) -> ProcFuture {
     ctx.started.fetch_add(1, Ordering::SeqCst);
     let mut open = ctx.gate.subscribe();
     Box::pin(async move {
@@ -63,7 +63,7 @@ fn gate(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
     })
 }
 
-fn big(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn big(ctx: Arc<Ctx>, _call: Call, _args: Args) -> ProcFuture {
     ctx.started.fetch_add(1, Ordering::SeqCst);
     Box::pin(async { Ok(Reply::new(vec![7; BIG_BYTES])) })
 }

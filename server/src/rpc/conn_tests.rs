@@ -14,7 +14,7 @@ use hanfs_state::{Command, State};
 
 use crate::rpc::dispatch::{Dispatcher, Registry};
 use crate::rpc::listener::Listeners;
-use crate::rpc::program::{Call, Drc, Proc, ProcError, ProcFuture, Program, Reply};
+use crate::rpc::program::{Args, Call, Drc, Proc, ProcError, ProcFuture, Program, Reply};
 use crate::rpc::shared::{CloseReason, Fence, RpcShared};
 
 /// Bound on any one blocking read of the test client: a server that leaves a
@@ -47,22 +47,22 @@ struct Ctx {
     serving: Arc<AtomicBool>,
 }
 
-fn ok(_ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn ok(_ctx: Arc<Ctx>, _call: Call, _args: Args) -> ProcFuture {
     Box::pin(async { Ok(Reply::new(b"okay".to_vec())) })
 }
 
 /// The node loses its lease while this call runs (after its request was read).
-fn lose_lease(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn lose_lease(ctx: Arc<Ctx>, _call: Call, _args: Args) -> ProcFuture {
     ctx.serving.store(false, Ordering::SeqCst);
     Box::pin(async { Ok(Reply::new(b"late".to_vec())) })
 }
 
-fn silent(_ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn silent(_ctx: Arc<Ctx>, _call: Call, _args: Args) -> ProcFuture {
     Box::pin(async { Err(ProcError::NoReply) })
 }
 
 /// Its effects cannot be committed (`FailingCommit`).
-fn effect(_ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn effect(_ctx: Arc<Ctx>, _call: Call, _args: Args) -> ProcFuture {
     Box::pin(async { Ok(Reply::with_effects(b"done".to_vec(), vec![Command::BumpEpoch])) })
 }
 
@@ -198,4 +198,16 @@ async fn a_failed_commit_closes_the_connection() {
     assert_eq!(n.shared.unanswered.get(CloseReason::CommitFailed), 1);
     assert_eq!(n.shared.unanswered.get(CloseReason::Fenced), 0);
     n.listeners.shutdown().await;
+}
+
+#[test]
+fn a_partly_written_reply_resumes_at_the_right_byte() {
+    let (mark, head, body) = ([0x80u8, 0, 0, 9], [1u8, 2, 3], [4u8, 5, 6, 7, 8, 9]);
+    let whole: Vec<u8> = [&mark[..], &head, &body].concat();
+    for written in 0..=whole.len() + 1 {
+        let rest: Vec<u8> = super::unsent([&mark[..], &head, &body], written).concat();
+        assert_eq!(rest, whole.get(written..).unwrap_or_default(), "after {written} bytes");
+    }
+    // An empty part anywhere is skipped over.
+    assert_eq!(super::unsent([&[][..], &[1, 2], &[]], 1).concat(), [2]);
 }

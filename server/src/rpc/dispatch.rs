@@ -46,7 +46,7 @@ use std::time::Instant;
 use hanfs_state::{Command, DrcCred, DrcKey, DrcValue};
 
 use super::msg::{self, AcceptStat, CallHeader};
-use super::program::{Call, Cred, Drc, Proc, ProcError, Program, Reply, Transport};
+use super::program::{Args, Call, Cred, Drc, Proc, ProcError, Program, Reply, Transport};
 use super::shared::{Busy, Claim, CloseReason, RpcShared};
 use crate::metrics::{ErrorKind, ProcStats, ProgramStats, Refusal};
 
@@ -58,7 +58,7 @@ pub const CRASH_AFTER_EXECUTE_ENV: &str = "HANFS_TEST_CRASH_AFTER_EXECUTE";
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Send this reply message.
-    Reply(Vec<u8>),
+    Reply(msg::Message),
     /// Send nothing and keep serving: not a call, a retransmission of a call
     /// still running (the original answers), or a procedure that answers with
     /// silence (`ProcError::NoReply`).
@@ -168,8 +168,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         let (outcome, counted) = self.call_unfenced(record, peer, transport).await;
         let outcome = match outcome {
             Outcome::Reply(reply) if !self.shared.serving_now() => {
-                let xid = reply.first_chunk::<4>().map_or(0, |b| u32::from_be_bytes(*b));
-                Outcome::Close { reason: CloseReason::Fenced, xid }
+                Outcome::Close { reason: CloseReason::Fenced, xid: reply.xid() }
             }
             other => other,
         };
@@ -190,7 +189,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
     /// call was refused before one was found; counted as a `Refusal`).
     async fn call_unfenced(
         &self,
-        mut record: Vec<u8>,
+        record: Vec<u8>,
         peer: SocketAddr,
         transport: Transport,
     ) -> (Outcome, Option<&ProcStats>) {
@@ -204,18 +203,18 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                     msg::HeaderError::Auth { .. } => Refusal::Auth,
                     msg::HeaderError::Drop | msg::HeaderError::Garbage { .. } => Refusal::BadHeader,
                 });
-                return (e.reply().map_or(Outcome::Silent, Outcome::Reply), None);
+                return (e.reply().map_or(Outcome::Silent, |m| Outcome::Reply(m.into())), None);
             }
         };
         let (index, program) = match self.registry.find(header.prog, header.vers) {
             Lookup::Found(i, p) => (i, p),
             Lookup::Mismatch { low, high } => {
                 metrics.refuse(Refusal::ProgMismatch);
-                return (Outcome::Reply(msg::prog_mismatch(header.xid, low, high)), None);
+                return (Outcome::Reply(msg::prog_mismatch(header.xid, low, high).into()), None);
             }
             Lookup::Unavailable => {
                 metrics.refuse(Refusal::ProgUnavail);
-                return (Outcome::Reply(msg::accepted(header.xid, AcceptStat::ProgUnavail)), None);
+                return (Outcome::Reply(msg::accepted(header.xid, AcceptStat::ProgUnavail).into()), None);
             }
         };
         let number = usize::try_from(header.proc_).ok();
@@ -225,13 +224,12 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
             number.and_then(|i| self.stats.get(index).and_then(|s| s.proc_(i))),
         ) else {
             metrics.refuse(Refusal::ProcUnavail);
-            return (Outcome::Reply(msg::accepted(header.xid, AcceptStat::ProcUnavail)), None);
+            return (Outcome::Reply(msg::accepted(header.xid, AcceptStat::ProcUnavail).into()), None);
         };
         counted.called();
-        // The arguments keep the record's buffer: the header is removed in
-        // place (a move within the buffer, no second allocation of a 1 MiB WRITE).
-        record.drain(..header.args_offset.min(record.len()));
-        let args = record;
+        // The arguments keep the record's buffer, the header skipped (no copy
+        // of a 1 MiB WRITE's payload).
+        let args = Args::new(record, header.args_offset);
         tracing::trace!(%peer, xid = header.xid, program = program.name, proc_ = proc_.name, "call");
         let counters = Counters { program: program_stats, proc_: counted };
         (self.run(&header, proc_, args, peer, transport, counters).await, Some(counted))
@@ -247,7 +245,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
         &self,
         header: &CallHeader,
         proc_: &Proc<C>,
-        args: Vec<u8>,
+        args: Args,
         peer: SocketAddr,
         transport: Transport,
         counters: Counters<'_>,
@@ -279,7 +277,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                     tracing::debug!(%peer, xid, proc_ = proc_.name, "answered from the reply being recorded");
                     drc_stats.hits.fetch_add(1, Ordering::Relaxed);
                     counters.replied(&body);
-                    return Outcome::Reply(msg::success(xid, &body));
+                    return Outcome::Reply(msg::success(xid, body));
                 }
             };
             match drc_lookup(&self.shared, &held.key) {
@@ -287,7 +285,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                     tracing::debug!(%peer, xid, proc_ = proc_.name, "answered from the DRC");
                     drc_stats.hits.fetch_add(1, Ordering::Relaxed);
                     counters.replied(&body);
-                    return Outcome::Reply(msg::success(xid, &body));
+                    return Outcome::Reply(msg::success(xid, body));
                 }
                 Some((DrcValue::Intent, time_ms)) => {
                     tracing::info!(%peer, xid, proc_ = proc_.name, "intent without a reply; recovering from the disk");
@@ -322,7 +320,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
                     ProcError::SystemErr => counters.proc_.failed(ErrorKind::SystemErr),
                     ProcError::NoReply => {}
                 }
-                return error_reply(xid, e, proc_.name).map_or(Outcome::Silent, Outcome::Reply);
+                return error_reply(xid, e, proc_.name).map_or(Outcome::Silent, |m| Outcome::Reply(m.into()));
             }
         };
         if matches!(step, Step::Execute) && self.crash_after_execute.as_deref() == Some(proc_.name) {
@@ -358,7 +356,7 @@ impl<C: Send + Sync + 'static> Dispatcher<C> {
             }
         }
         counters.replied(&body);
-        Outcome::Reply(msg::success(xid, &body))
+        Outcome::Reply(msg::success(xid, body))
     }
 }
 

@@ -7,7 +7,7 @@ use hanfs_raft::commit::{Commit, CommitFuture};
 use hanfs_state::State;
 
 use super::*;
-use crate::rpc::program::{ProcFuture, Recover};
+use crate::rpc::program::{Args, ProcFuture, Recover};
 use crate::rpc::shared::Fence;
 
 /// Waits for a record committed off the reply path: 2 s at most.
@@ -47,17 +47,17 @@ fn note(ctx: &Ctx, what: &str) {
     ctx.events.lock().unwrap().push(what.to_owned());
 }
 
-fn ran(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn ran(ctx: Arc<Ctx>, _call: Call, _args: Args) -> ProcFuture {
     note(&ctx, "run");
     Box::pin(async { Ok(Reply::new(b"ran!".to_vec())) })
 }
 
-fn ran_with_effect(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn ran_with_effect(ctx: Arc<Ctx>, _call: Call, _args: Args) -> ProcFuture {
     note(&ctx, "run");
     Box::pin(async { Ok(Reply::with_effects(b"ran!".to_vec(), vec![Command::BumpEpoch])) })
 }
 
-fn recovered(ctx: Arc<Ctx>, _call: Call, _args: Vec<u8>) -> ProcFuture {
+fn recovered(ctx: Arc<Ctx>, _call: Call, _args: Args) -> ProcFuture {
     note(&ctx, "recover");
     Box::pin(async { Ok(Reply::new(b"rcv!".to_vec())) })
 }
@@ -131,6 +131,7 @@ fn peer() -> SocketAddr {
 
 fn body(outcome: Outcome) -> Vec<u8> {
     let Outcome::Reply(reply) = outcome else { panic!("a reply expected, got {outcome:?}") };
+    let reply = reply.to_vec();
     reply[reply.len() - 4..].to_vec()
 }
 

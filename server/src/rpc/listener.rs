@@ -215,7 +215,7 @@ async fn udp_loop<C: Send + Sync + 'static>(
                     tracing::warn!(%peer, bytes = reply.len(), "udp reply too large; dropped");
                 }
                 Outcome::Reply(reply) => {
-                    if let Err(e) = socket.send_to(&reply, peer).await {
+                    if let Err(e) = socket.send_to(&reply.to_vec(), peer).await {
                         tracing::debug!(%peer, error = %e, "udp send failed");
                     }
                 }

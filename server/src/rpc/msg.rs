@@ -97,11 +97,54 @@ fn accepted_header(xid: u32, stat: AcceptStat, extra: usize) -> Vec<u8> {
     out
 }
 
+/// A reply message as two parts sent back to back: the RPC reply header (or a
+/// whole short message) and the procedure's result. They are kept apart so a
+/// large result (a READ's data) is never copied just to put 24 bytes before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Message {
+    pub fn len(&self) -> usize {
+        self.head.len().saturating_add(self.body.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The xid the message answers (0 if it is too short to have one).
+    pub fn xid(&self) -> u32 {
+        let mut b = self.head.iter().chain(self.body.iter()).copied();
+        let mut word = [0u8; 4];
+        for w in &mut word {
+            *w = b.next().unwrap_or(0);
+        }
+        u32::from_be_bytes(word)
+    }
+
+    /// The two parts, in order.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        [&self.head, &self.body]
+    }
+
+    /// The whole message in one buffer (a UDP datagram, a test).
+    pub fn to_vec(&self) -> Vec<u8> {
+        [self.head.as_slice(), self.body.as_slice()].concat()
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(whole: Vec<u8>) -> Message {
+        Message { head: whole, body: Vec::new() }
+    }
+}
+
 /// MSG_ACCEPTED SUCCESS followed by the procedure's result `body`.
-pub fn success(xid: u32, body: &[u8]) -> Vec<u8> {
-    let mut out = accepted_header(xid, AcceptStat::Success, body.len());
-    out.extend_from_slice(body);
-    out
+pub fn success(xid: u32, body: Vec<u8>) -> Message {
+    Message { head: accepted_header(xid, AcceptStat::Success, 0), body }
 }
 
 /// MSG_ACCEPTED with a status that carries no data (PROG_UNAVAIL, PROC_UNAVAIL,
@@ -181,7 +224,10 @@ mod tests {
 
     #[test]
     fn reply_layouts() {
-        assert_eq!(success(5, &[1, 2, 3, 4]), [words(&[5, 1, 0, 0, 0, 0]), vec![1, 2, 3, 4]].concat());
+        let m = success(5, vec![1, 2, 3, 4]);
+        assert_eq!(m.to_vec(), [words(&[5, 1, 0, 0, 0, 0]), vec![1, 2, 3, 4]].concat());
+        assert_eq!((m.xid(), m.len()), (5, 28));
+        assert_eq!(Message::from(vec![0, 0, 1]).xid(), 256);
         assert_eq!(prog_mismatch(5, 3, 3), words(&[5, 1, 0, 0, 0, 2, 3, 3]));
         assert_eq!(accepted(5, AcceptStat::ProcUnavail), words(&[5, 1, 0, 0, 0, 3]));
         assert_eq!(rpc_mismatch(5), words(&[5, 1, 1, 0, 2, 2]));

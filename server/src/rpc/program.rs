@@ -78,13 +78,48 @@ pub type ProcFuture = Pin<Box<dyn Future<Output = Result<Reply, ProcError>> + Se
 /// A handler takes its program's context, the call and the raw argument bytes
 /// (bounded by the record size limit) and decodes them itself with the
 /// program's checked decoders.
-pub type Handler<C> = fn(Arc<C>, Call, Vec<u8>) -> ProcFuture;
+pub type Handler<C> = fn(Arc<C>, Call, Args) -> ProcFuture;
 
 /// Answers a retransmission of a call whose intent was recorded but whose
 /// reply was not (the active died in between): works out from the disk what
 /// the original did and answers as it would have, running the call only if it
 /// concludes the original never ran. Same arguments and result as `Handler`.
-pub type Recover<C> = fn(Arc<C>, Call, Vec<u8>) -> ProcFuture;
+pub type Recover<C> = fn(Arc<C>, Call, Args) -> ProcFuture;
+
+/// A call's argument bytes: the tail of the record they arrived in. The RPC
+/// header before them is skipped, not moved out of the way, so a 1 MiB WRITE's
+/// payload is never copied between the socket and the handler.
+pub struct Args {
+    record: Vec<u8>,
+    start: usize,
+}
+
+impl Args {
+    /// The bytes of `record` from `start` (the whole record past its end: none).
+    pub fn new(record: Vec<u8>, start: usize) -> Args {
+        let start = start.min(record.len());
+        Args { record, start }
+    }
+}
+
+impl From<Vec<u8>> for Args {
+    fn from(args: Vec<u8>) -> Args {
+        Args { record: args, start: 0 }
+    }
+}
+
+impl std::ops::Deref for Args {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.record.get(self.start..).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Args({} bytes)", self.len())
+    }
+}
 
 /// Whether, and how, a procedure's reply is remembered in the replicated
 /// duplicate-request cache.

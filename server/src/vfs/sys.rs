@@ -291,6 +291,23 @@ pub fn statvfs_fd(fd: &OwnedFd) -> SysResult<libc::statvfs> {
     Ok(sv)
 }
 
+/// pread up to `count` bytes at `offset` into the spare room after `out`'s
+/// contents, appending what was read (a short count at end of file). The room
+/// is not zero-filled first: a 1 MiB READ writes its buffer once, not twice.
+pub fn pread_append(fd: &impl AsRawFd, out: &mut Vec<u8>, count: usize, offset: u64) -> SysResult<usize> {
+    out.reserve(count);
+    let spare = out.spare_capacity_mut();
+    let want = count.min(spare.len());
+    let offset = i64::try_from(offset).map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: the kernel writes at most `want` bytes into `spare`, which is
+    // `want` or more bytes of memory owned by `out`.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), spare.as_mut_ptr().cast(), want, offset) };
+    let n = usize::try_from(n).map_err(|_| last())?.min(want);
+    // SAFETY: the first `n` bytes after the old length were written by pread.
+    unsafe { out.set_len(out.len() + n) };
+    Ok(n)
+}
+
 /// One getdents64 call into `buf`; returns the number of bytes filled.
 pub fn getdents(fd: &OwnedFd, buf: &mut [u8]) -> SysResult<usize> {
     // SAFETY: buf is writable for buf.len() bytes.
@@ -319,4 +336,27 @@ pub fn current_umask() -> u32 {
         .find_map(|l| l.strip_prefix("Umask:"))
         .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         .unwrap_or(0o022)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pread_append_appends_what_it_read_and_stops_at_the_end() {
+        let path = std::env::temp_dir().join(format!("hanfs-pread-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let mut out = b"head".to_vec();
+        assert_eq!(pread_append(&f, &mut out, 4, 3), Ok(4));
+        assert_eq!(out, b"head3456");
+        // Short at the end of the file; nothing past it.
+        assert_eq!(pread_append(&f, &mut out, 100, 8), Ok(2));
+        assert_eq!(out, b"head345689");
+        assert_eq!(pread_append(&f, &mut out, 100, 10), Ok(0));
+        assert_eq!(out.len(), 10);
+        // An offset no file can have.
+        assert_eq!(pread_append(&f, &mut out, 1, u64::MAX), Err(Errno(libc::EINVAL)));
+        std::fs::remove_file(&path).unwrap();
+    }
 }
