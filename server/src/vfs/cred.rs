@@ -13,6 +13,14 @@
 //! setfsuid rule drops only `CAP_FS_SET`. A root caller (no_root_squash) gets
 //! `CAP_NFSD_SET` raised from the permitted set. Only the effective set
 //! changes; the guard saves all three sets and puts them back exactly.
+//!
+//! Each thread remembers its fs ids, capability sets and groups as this
+//! module last set or read them (nothing else in the server changes them), so
+//! a switch makes only the syscalls that change something: a call whose
+//! caller already has the thread's ids costs none. A root caller that keeps
+//! the DAC-override capabilities also keeps the thread's supplementary groups:
+//! with those capabilities groups decide no permission, and a new file's group
+//! comes from the fsgid (or a set-gid directory), not from the group list.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -63,10 +71,17 @@ pub struct CredGuard {
     saved: Option<Saved>,
 }
 
+/// What a guard puts back.
 struct Saved {
+    ids: Ids,
+    groups: Vec<libc::gid_t>,
+}
+
+/// A thread's fs ids and capability sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ids {
     uid: u32,
     gid: u32,
-    groups: Vec<libc::gid_t>,
     caps: CapSets,
 }
 
@@ -226,6 +241,8 @@ thread_local! {
     /// exact and saves a getgroups pair per call, and a setgroups when the
     /// caller's groups are the ones the thread already has.
     static THREAD_GROUPS: RefCell<Option<Vec<libc::gid_t>>> = const { RefCell::new(None) };
+    /// This thread's fs ids and capability sets, kept exact the same way.
+    static THREAD_IDS: RefCell<Option<Ids>> = const { RefCell::new(None) };
 }
 
 /// This thread's supplementary groups (read from the kernel once per thread).
@@ -244,6 +261,61 @@ fn ensure_groups(groups: &[libc::gid_t]) -> Result<(), Errno> {
     }
     set_groups(groups)
 }
+
+/// This thread's fs ids and capability sets (read from the kernel once per
+/// thread: setfsuid/setfsgid with an invalid id only report the current one).
+fn thread_ids() -> Result<Ids, Errno> {
+    if let Some(ids) = THREAD_IDS.with(|t| *t.borrow()) {
+        return Ok(ids);
+    }
+    let ids = Ids { uid: setfsuid(u32::MAX), gid: setfsgid(u32::MAX), caps: thread_caps()? };
+    THREAD_IDS.with(|t| *t.borrow_mut() = Some(ids));
+    Ok(ids)
+}
+
+/// Change this thread's fs ids and capabilities from `from` (what it has) to
+/// `to`, with a syscall only for what differs; the record follows each step
+/// that took, so it stays exact when one fails. The ids first, then the exact
+/// sets (setfsuid applies the kernel's partial capability rule on its way, so
+/// a changed uid is always followed by the capset). `verify` reads each
+/// changed id back (setfsuid/setfsgid report no error; a second call returns
+/// the current value); going back to the server's own ids cannot fail.
+fn change_ids(from: Ids, to: Ids, verify: bool) -> Result<(), Errno> {
+    let mut now = from;
+    let result = (|| {
+        if now.gid != to.gid {
+            now.gid = setfsgid(to.gid);
+            if verify {
+                now.gid = setfsgid(to.gid);
+                if now.gid != to.gid {
+                    return Err(Errno(libc::EPERM));
+                }
+            }
+            now.gid = to.gid;
+        }
+        let uid_changed = now.uid != to.uid;
+        if uid_changed {
+            now.uid = setfsuid(to.uid);
+            if verify {
+                now.uid = setfsuid(to.uid);
+                if now.uid != to.uid {
+                    return Err(Errno(libc::EPERM));
+                }
+            }
+            now.uid = to.uid;
+        }
+        if uid_changed || now.caps != to.caps {
+            set_thread_caps(to.caps)?;
+            now.caps = to.caps;
+        }
+        Ok(())
+    })();
+    THREAD_IDS.with(|t| *t.borrow_mut() = Some(now));
+    result
+}
+
+/// Capabilities with which supplementary groups decide no permission check.
+const CAPS_GROUPS_IRRELEVANT: u64 = cap(CAP_DAC_OVERRIDE) | cap(CAP_DAC_READ_SEARCH) | cap(CAP_FOWNER) | cap(CAP_CHOWN);
 
 fn get_groups() -> Vec<libc::gid_t> {
     // SAFETY: size 0 asks only for the count; nothing is written.
@@ -266,20 +338,17 @@ impl CredGuard {
         if !can_switch() {
             return Ok(CredGuard { saved: None });
         }
-        let caps = thread_caps()?;
+        let ids = thread_ids()?;
         let groups = thread_groups();
-        ensure_groups(&c.gids)?;
-        let gid = setfsgid(c.gid);
-        let uid = setfsuid(c.uid);
-        let guard = CredGuard { saved: Some(Saved { uid, gid, groups, caps }) };
-        // setfsuid/setfsgid report no error; reading back (a second call
-        // returns the current value) tells whether the switch took.
-        if setfsuid(c.uid) != c.uid || setfsgid(c.gid) != c.gid {
-            return Err(Errno(libc::EPERM));
+        let to = Ids { uid: c.uid, gid: c.gid, caps: ids.caps.for_fsuid(c.uid) };
+        let guard = CredGuard { saved: Some(Saved { ids, groups }) };
+        let groups_decide = to.uid != ROOT_ID || to.caps.effective & CAPS_GROUPS_IRRELEVANT != CAPS_GROUPS_IRRELEVANT;
+        if groups_decide {
+            ensure_groups(&c.gids)?;
         }
-        // From the saved sets, not the current ones: setfsuid has already
-        // applied the kernel's partial rule.
-        set_thread_caps(caps.for_fsuid(c.uid))?;
+        // From the saved sets, not the current ones: setfsuid applies the
+        // kernel's partial rule on its way.
+        change_ids(ids, to, true)?;
         Ok(guard)
     }
 }
@@ -287,12 +356,15 @@ impl CredGuard {
 impl Drop for CredGuard {
     fn drop(&mut self) {
         let Some(saved) = &self.saved else { return };
-        // The ids first (setfsuid back to 0 raises CAP_FS_SET from the
-        // permitted set), then the exact saved capability sets, then groups.
-        setfsuid(saved.uid);
-        setfsgid(saved.gid);
-        if let Err(e) = set_thread_caps(saved.caps) {
-            tracing::error!(errno = e.0, "could not restore the thread's capabilities");
+        let now = match thread_ids() {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::error!(errno = e.0, "could not read the thread's capabilities");
+                return;
+            }
+        };
+        if let Err(e) = change_ids(now, saved.ids, false) {
+            tracing::error!(errno = e.0, "could not restore the thread's fs ids and capabilities");
         }
         if let Err(e) = ensure_groups(&saved.groups) {
             tracing::error!(errno = e.0, "could not restore supplementary groups");
@@ -344,6 +416,50 @@ mod tests {
         assert_eq!(inside_groups, vec![77]);
         assert_eq!(after, 0);
         assert_eq!(setfsuid(u32::MAX), 0, "other threads keep their ids");
+    }
+
+    #[test]
+    fn switches_in_any_order_leave_the_kernel_as_recorded() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "needs root to switch ids (runs as euid {euid}); ./test.sh and CI run as root");
+        let h = std::thread::spawn(|| {
+            let kernel = || -> Result<(u32, u32, CapSets, Vec<u32>), i32> {
+                Ok((setfsuid(u32::MAX), setfsgid(u32::MAX), thread_caps().map_err(|e| e.0)?, get_groups()))
+            };
+            let server = kernel()?;
+            let mut seen = Vec::new();
+            let callers = [
+                Creds { uid: 1234, gid: 4321, gids: vec![77, 78] },
+                Creds { uid: 0, gid: 0, gids: vec![0] },
+                Creds { uid: 0, gid: 0, gids: vec![0] },
+                Creds { uid: 1234, gid: 4321, gids: vec![77, 78] },
+                Creds { uid: 1235, gid: 4321, gids: vec![] },
+                Creds { uid: 0, gid: 5, gids: vec![9] },
+            ];
+            for c in &callers {
+                let g = CredGuard::switch(c).map_err(|e| e.0)?;
+                let inside = kernel()?;
+                drop(g);
+                seen.push((inside, kernel()?));
+            }
+            Ok::<_, i32>((server, seen))
+        });
+        let (server, seen) = h.join().unwrap().unwrap();
+        let user_caps = CapSets { effective: server.2.effective & !CAPS_DROPPED_FOR_USER, ..server.2 };
+        let expect_inside = [
+            (1234, 4321, user_caps, vec![77, 78]),
+            // Root keeps the thread's groups: with DAC override they decide nothing.
+            (0, 0, server.2, server.3.clone()),
+            (0, 0, server.2, server.3.clone()),
+            (1234, 4321, user_caps, vec![77, 78]),
+            (1235, 4321, user_caps, vec![]),
+            (0, 5, server.2, server.3.clone()),
+        ];
+        for (i, ((inside, after), want)) in seen.into_iter().zip(expect_inside).enumerate() {
+            assert_eq!(inside, want, "caller {i} inside");
+            assert_eq!(after, server, "caller {i}: the server's own ids, caps and groups after");
+        }
     }
 
     #[test]
