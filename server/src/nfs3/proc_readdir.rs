@@ -5,18 +5,21 @@
 //! always zero and not checked, as knfsd does. `.` and `..` are listed; `..` of
 //! the export root reports the root itself. READDIRPLUS gives each entry's
 //! attributes and handle from a statx and a name_to_handle_at relative to the
-//! directory, without opening the entry, and replicates nothing.
+//! directory, without opening the entry, and replicates nothing. Both encode
+//! their entries straight into the reply as they are listed (`ListBody`): no
+//! per-entry allocation between the kernel's buffer and the reply's.
 
 use std::sync::Arc;
 
 use nfs3_types::nfs3::*;
-use nfs3_types::xdr_codec::{List, Opaque};
+use nfs3_types::xdr_codec::Pack;
 
 use crate::rpc::program::{Args, Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::dir::{self, DirEntry, Take};
 use crate::vfs::resolve::Obj;
-use crate::vfs::{attr, sys};
+use crate::vfs::sys::Stat;
+use crate::vfs::{attr, fhandle, handle, sys};
 
 use super::common::{obj_attr, reply, run, Access, Op};
 use super::xdr::{self, Fh, DIR_BYTES_MAX};
@@ -75,13 +78,82 @@ fn open_dir(dir: &Obj, acc: &Access) -> Result<std::os::fd::OwnedFd, nfsstat3> {
 }
 
 /// The export root's `..` is the root itself: nothing above it is shown.
-fn fix_dotdot(op: &Op, dir: &Obj, e: &mut DirEntry) {
+fn dotdot_ino(op: &Op, dir: &Obj, e: &DirEntry<'_>) -> u64 {
     if e.name == b".." {
         if let Some(root) = op.vfs().export(dir.export_id) {
             if root.ino == dir.st.ino {
-                e.ino = root.ino;
+                return root.ino;
             }
         }
+    }
+    e.ino
+}
+
+/// A READDIR3resok or READDIRPLUS3resok body, XDR-encoded as it is listed:
+/// status and directory attributes, the cookie verifier, then each entry
+/// with its list marker; `finish` ends the list.
+struct ListBody(Vec<u8>);
+
+impl ListBody {
+    fn start(dir: &Stat, export_id: u32, maxcount: u32) -> ListBody {
+        let mut b = ListBody(Vec::with_capacity(maxcount.min(DIR_BYTES_MAX) as usize));
+        b.u32(nfsstat3::NFS3_OK as u32);
+        b.attrs(Some(dir), export_id);
+        b.0.extend_from_slice(&cookieverf3::default().0);
+        b
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+
+    fn pad(&mut self, len: usize) {
+        self.0.resize(self.0.len() + (4 - len % 4) % 4, 0);
+    }
+
+    fn opaque(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+        self.pad(b.len());
+    }
+
+    /// post_op_attr.
+    fn attrs(&mut self, st: Option<&Stat>, export_id: u32) {
+        match st {
+            Some(st) => {
+                self.u32(1);
+                // Writing to a Vec cannot fail.
+                let _ = attr::fattr(st, export_id).pack(&mut self.0);
+            }
+            None => self.u32(0),
+        }
+    }
+
+    /// entry3's fields, after the list marker.
+    fn entry(&mut self, ino: u64, name: &[u8], cookie: u64) {
+        self.u32(1);
+        self.u64(ino);
+        self.opaque(name);
+        self.u64(cookie);
+    }
+
+    fn finish(mut self, eof: bool) -> Vec<u8> {
+        self.u32(0);
+        self.u32(u32::from(eof));
+        self.0
+    }
+}
+
+/// How a listing ended: the finished body, or a status for the failure reply.
+fn listed(body: ListBody, entries: u32, result: Result<bool, nfsstat3>) -> Result<Vec<u8>, nfsstat3> {
+    match result {
+        Ok(eof) if eof || entries > 0 => Ok(body.finish(eof)),
+        Ok(_) => Err(nfsstat3::NFS3ERR_TOOSMALL),
+        Err(s) => Err(s),
     }
 }
 
@@ -91,60 +163,41 @@ pub fn readdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<READDIR3resok, _>(Err((s, READDIR3resfail::default())))),
         };
-        let mut entries: Vec<entry3<'static>> = Vec::new();
-        let mut used = REPLY_FIXED_BYTES;
-        let listed = open_dir(&dir, &acc).and_then(|fd| {
-            dir::list(&fd, a.cookie, |mut e| {
-                let need = entry_bytes(&e.name);
+        let mut body = ListBody::start(&dir.st, dir.export_id, a.maxcount);
+        let (mut used, mut entries) = (REPLY_FIXED_BYTES, 0u32);
+        let result = open_dir(&dir, &acc).and_then(|fd| {
+            dir::list(&fd, a.cookie, |e| {
+                let need = entry_bytes(e.name);
                 if used.saturating_add(need) > a.maxcount {
                     return Take::Full;
                 }
                 used += need;
-                fix_dotdot(op, &dir, &mut e);
-                entries.push(entry3 { fileid: e.ino, name: filename3(Opaque::owned(e.name)), cookie: e.cookie });
+                entries += 1;
+                body.entry(dotdot_ino(op, &dir, &e), e.name, e.cookie);
                 Take::More
             })
             .map_err(nfsstat3::from)
         });
-        let body = match listed {
-            Ok(eof) if eof || !entries.is_empty() => reply::<_, READDIR3resfail>(Ok(READDIR3resok {
-                dir_attributes: obj_attr(&dir),
-                cookieverf: cookieverf3::default(),
-                reply: dirlist3 { entries: List(entries), eof },
-            })),
-            Ok(_) => reply::<READDIR3resok, _>(Err((
-                nfsstat3::NFS3ERR_TOOSMALL,
-                READDIR3resfail { dir_attributes: obj_attr(&dir) },
-            ))),
-            Err(s) => reply::<READDIR3resok, _>(Err((s, READDIR3resfail { dir_attributes: obj_attr(&dir) }))),
-        };
-        Reply::new(body)
+        match listed(body, entries, result) {
+            Ok(b) => Reply::new(b),
+            Err(s) => {
+                Reply::new(reply::<READDIR3resok, _>(Err((s, READDIR3resfail { dir_attributes: obj_attr(&dir) }))))
+            }
+        }
     })
 }
 
-/// One READDIRPLUS entry: attributes and handle for real names (not `.`/`..`),
-/// looked up under the caller's ids (a statx relative to the directory, no
-/// open: see `Vfs::child_attrs`); a name that vanished meanwhile is listed
-/// without them. Also its XDR size.
-fn plus_entry(op: &Op, dir: &Obj, e: DirEntry) -> (entryplus3<'static>, u32) {
-    let dots = e.name == b"." || e.name == b"..";
-    let child = if dots { None } else { op.vfs().child_attrs(dir, &e.name).ok() };
-    let child = child.and_then(|(st, fs)| Some((st, op.vfs().encode(dir.export_id, fs).ok()?)));
-    let bytes = entry_bytes(&e.name) + entryplus_extra_bytes(child.as_ref().map_or(0, |(_, fh)| fh.len() as u32));
-    let (attrs, fh) = match child {
-        Some((st, fh)) => {
-            (Nfs3Option::Some(attr::fattr(&st, dir.export_id)), Nfs3Option::Some(nfs_fh3 { data: Opaque::owned(fh) }))
-        }
-        None => (Nfs3Option::None, Nfs3Option::None),
-    };
-    let entry = entryplus3 {
-        fileid: e.ino,
-        name: filename3(Opaque::owned(e.name)),
-        cookie: e.cookie,
-        name_attributes: attrs,
-        name_handle: fh,
-    };
-    (entry, bytes)
+/// A READDIRPLUS entry's attributes and fs handle for real names (not
+/// `.`/`..`), looked up under the caller's ids (a statx and a
+/// name_to_handle_at relative to the directory, no open: see
+/// `Vfs::child_attrs_raw`); a name that vanished meanwhile, or whose handle
+/// does not fit, is listed without them.
+fn plus_child(op: &Op, dir: &Obj, name: &[u8]) -> Option<(Stat, fhandle::RawHandle)> {
+    if name == b"." || name == b".." {
+        return None;
+    }
+    let (st, fs) = op.vfs().child_attrs_raw(dir, name).ok()?;
+    handle::fits(fs.kind(), fs.bytes().len()).then_some((st, fs))
 }
 
 pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
@@ -153,41 +206,139 @@ pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail::default())))),
         };
-        let mut entries: Vec<entryplus3<'static>> = Vec::new();
-        let (mut used, mut dir_used) = (REPLY_FIXED_BYTES, 0u32);
-        let listed = open_dir(&dir, &acc).and_then(|fd| {
+        let mut body = ListBody::start(&dir.st, dir.export_id, a.maxcount);
+        let (mut used, mut dir_used, mut entries) = (REPLY_FIXED_BYTES, 0u32, 0u32);
+        let result = open_dir(&dir, &acc).and_then(|fd| {
             let _user = acc.user()?;
-            dir::list(&fd, a.cookie, |mut e| {
-                let short = entry_bytes(&e.name);
+            dir::list(&fd, a.cookie, |e| {
+                let short = entry_bytes(e.name);
                 // Cheap check first (the smallest an entry can be), then the exact size.
                 let least = short + entryplus_extra_bytes(0);
                 if used.saturating_add(least) > a.maxcount || dir_used.saturating_add(short) > a.dircount {
                     return Take::Full;
                 }
-                fix_dotdot(op, &dir, &mut e);
-                let (entry, need) = plus_entry(op, &dir, e);
+                let child = plus_child(op, &dir, e.name);
+                let fh_bytes = child.as_ref().map_or(0, |(_, fs)| handle::wire_len(fs.bytes().len()) as u32);
+                let need = short + entryplus_extra_bytes(fh_bytes);
                 if used.saturating_add(need) > a.maxcount {
                     return Take::Full;
                 }
                 used += need;
                 dir_used += short;
-                entries.push(entry);
+                entries += 1;
+                body.entry(dotdot_ino(op, &dir, &e), e.name, e.cookie);
+                match child {
+                    Some((st, fs)) => {
+                        body.attrs(Some(&st), dir.export_id);
+                        body.u32(1);
+                        body.u32(fh_bytes);
+                        let at = body.0.len();
+                        if op.vfs().encode_into(dir.export_id, &fs, &mut body.0).is_err() {
+                            // Checked to fit above: cannot happen; keep the XDR whole.
+                            body.0.resize(at + fh_bytes as usize, 0);
+                        }
+                        body.pad(fh_bytes as usize);
+                    }
+                    None => {
+                        body.attrs(None, dir.export_id);
+                        body.u32(0);
+                    }
+                }
                 Take::More
             })
             .map_err(nfsstat3::from)
         });
-        let body = match listed {
-            Ok(eof) if eof || !entries.is_empty() => reply::<_, READDIRPLUS3resfail>(Ok(READDIRPLUS3resok {
-                dir_attributes: obj_attr(&dir),
-                cookieverf: cookieverf3::default(),
-                reply: dirlistplus3 { entries: List(entries), eof },
-            })),
-            Ok(_) => reply::<READDIRPLUS3resok, _>(Err((
-                nfsstat3::NFS3ERR_TOOSMALL,
+        match listed(body, entries, result) {
+            Ok(b) => Reply::new(b),
+            Err(s) => Reply::new(reply::<READDIRPLUS3resok, _>(Err((
+                s,
                 READDIRPLUS3resfail { dir_attributes: obj_attr(&dir) },
-            ))),
-            Err(s) => reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail { dir_attributes: obj_attr(&dir) }))),
-        };
-        Reply::new(body)
+            )))),
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use nfs3_types::xdr_codec::{List, Opaque};
+
+    use super::*;
+
+    fn st(ino: u64) -> Stat {
+        Stat { ino, mode: 0o100640, nlink: 1, size: ino * 3, mtime: (5, 6), ..Default::default() }
+    }
+
+    #[test]
+    fn list_bodies_encode_as_the_generic_encoder_does() {
+        let names: [&[u8]; 4] = [b".", b"a", b"abcd", b"seven77"];
+        let fh = |i: usize| vec![i as u8; 14 + i];
+        // READDIRPLUS: entries with and without attributes and handles.
+        let mut body = ListBody::start(&st(2), 9, 4096);
+        let mut expect = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            body.entry(10 + i as u64, name, 100 + i as u64);
+            let with = i % 2 == 1;
+            if with {
+                body.attrs(Some(&st(10 + i as u64)), 9);
+                body.u32(1);
+                body.opaque(&fh(i));
+            } else {
+                body.attrs(None, 9);
+                body.u32(0);
+            }
+            expect.push(entryplus3 {
+                fileid: 10 + i as u64,
+                name: filename3(Opaque::owned(name.to_vec())),
+                cookie: 100 + i as u64,
+                name_attributes: if with {
+                    Nfs3Option::Some(attr::fattr(&st(10 + i as u64), 9))
+                } else {
+                    Nfs3Option::None
+                },
+                name_handle: if with {
+                    Nfs3Option::Some(nfs_fh3 { data: Opaque::owned(fh(i)) })
+                } else {
+                    Nfs3Option::None
+                },
+            });
+        }
+        let generic = reply::<_, READDIRPLUS3resfail>(Ok(READDIRPLUS3resok {
+            dir_attributes: Nfs3Option::Some(attr::fattr(&st(2), 9)),
+            cookieverf: cookieverf3::default(),
+            reply: dirlistplus3 { entries: List(expect), eof: true },
+        }));
+        assert_eq!(body.finish(true), generic);
+        // READDIR, not at the end.
+        let mut body = ListBody::start(&st(2), 9, 4096);
+        let mut expect = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            body.entry(10 + i as u64, name, 100 + i as u64);
+            expect.push(entry3 {
+                fileid: 10 + i as u64,
+                name: filename3(Opaque::owned(name.to_vec())),
+                cookie: 100 + i as u64,
+            });
+        }
+        let generic = reply::<_, READDIR3resfail>(Ok(READDIR3resok {
+            dir_attributes: Nfs3Option::Some(attr::fattr(&st(2), 9)),
+            cookieverf: cookieverf3::default(),
+            reply: dirlist3 { entries: List(expect), eof: false },
+        }));
+        assert_eq!(body.finish(false), generic);
+    }
+
+    #[test]
+    fn the_size_bounds_match_the_encoding() {
+        // One entry's bytes as counted for maxcount are the bytes it adds.
+        for (name, fh) in [(&b"x"[..], 22u32), (b"abcd", 30), (b"", 0)] {
+            let mut body = ListBody(Vec::new());
+            body.entry(1, name, 2);
+            body.attrs(Some(&st(1)), 1);
+            body.u32(1);
+            body.opaque(&vec![0; fh as usize]);
+            assert_eq!(body.0.len() as u32, entry_bytes(name) + entryplus_extra_bytes(fh));
+        }
+        let body = ListBody::start(&st(1), 1, 0).finish(true);
+        assert_eq!(body.len() as u32, REPLY_FIXED_BYTES);
+    }
 }

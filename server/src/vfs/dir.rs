@@ -22,9 +22,10 @@ const DIRENT_NAME_OFFSET: usize = 19;
 
 const _: () = assert!(DIRENT_FIRST_BYTES >= 512 && DIRENT_FIRST_BYTES <= DIRENT_BUF_BYTES);
 
-pub struct DirEntry {
+/// One entry, its name borrowed from the listing's buffer.
+pub struct DirEntry<'a> {
     pub ino: u64,
-    pub name: Vec<u8>,
+    pub name: &'a [u8],
     pub cookie: u64,
 }
 
@@ -39,7 +40,7 @@ pub enum Take {
 
 /// List the open directory `dir` from `cookie`, feeding entries to `take`
 /// until it reports `Full` (returns false) or the directory ends (returns true).
-pub fn list(dir: &OwnedFd, cookie: u64, mut take: impl FnMut(DirEntry) -> Take) -> SysResult<bool> {
+pub fn list(dir: &OwnedFd, cookie: u64, mut take: impl FnMut(DirEntry<'_>) -> Take) -> SysResult<bool> {
     sys::seek_dir(dir, cookie)?;
     let mut buf = vec![0u8; DIRENT_BUF_BYTES];
     let mut ask = DIRENT_FIRST_BYTES;
@@ -64,7 +65,7 @@ pub fn list(dir: &OwnedFd, cookie: u64, mut take: impl FnMut(DirEntry) -> Take) 
 
 /// Parse one linux_dirent64 record: d_ino u64, d_off i64, d_reclen u16,
 /// d_type u8, d_name NUL-terminated.
-fn parse(rec: &[u8]) -> Option<(DirEntry, usize)> {
+fn parse(rec: &[u8]) -> Option<(DirEntry<'_>, usize)> {
     let ino = u64::from_ne_bytes(rec.get(0..8)?.try_into().ok()?);
     let off = i64::from_ne_bytes(rec.get(8..16)?.try_into().ok()?);
     let reclen = usize::from(u16::from_ne_bytes(rec.get(16..18)?.try_into().ok()?));
@@ -73,7 +74,7 @@ fn parse(rec: &[u8]) -> Option<(DirEntry, usize)> {
     }
     let name_area = rec.get(DIRENT_NAME_OFFSET..reclen)?;
     let len = name_area.iter().position(|b| *b == 0)?;
-    let name = name_area.get(..len)?.to_vec();
+    let name = name_area.get(..len)?;
     Some((DirEntry { ino, name, cookie: off as u64 }, reclen))
 }
 
@@ -107,7 +108,7 @@ mod tests {
                     return Take::Full;
                 }
                 taken += 1;
-                *seen.entry(e.name).or_insert(0) += 1;
+                *seen.entry(e.name.to_vec()).or_insert(0) += 1;
                 cookie = e.cookie;
                 Take::More
             })
@@ -131,6 +132,6 @@ mod tests {
         assert!(parse(&rec).is_none());
         rec[23] = 0;
         let (e, len) = parse(&rec).unwrap();
-        assert_eq!((e.name.as_slice(), len), (b"abcd".as_slice(), 24));
+        assert_eq!((e.name, len), (b"abcd".as_slice(), 24));
     }
 }

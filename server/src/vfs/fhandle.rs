@@ -11,7 +11,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::sys::{cname, Errno, SysResult};
+use super::sys::{with_cname, Errno, SysResult};
 
 /// Largest handle the kernel hands out (MAX_HANDLE_SZ).
 pub const FS_HANDLE_BYTES_MAX: usize = 128;
@@ -24,9 +24,10 @@ pub struct FsHandle {
     pub bytes: Vec<u8>,
 }
 
-/// `struct file_handle` with room for the largest handle.
+/// `struct file_handle` with room for the largest handle: a handle as the
+/// kernel gave it, on the stack (a listing takes one per entry).
 #[repr(C)]
-struct RawHandle {
+pub struct RawHandle {
     handle_bytes: libc::c_uint,
     handle_type: libc::c_int,
     f_handle: [u8; FS_HANDLE_BYTES_MAX],
@@ -42,22 +43,42 @@ impl RawHandle {
     }
 }
 
+impl RawHandle {
+    /// The type the filesystem gave the handle.
+    pub fn kind(&self) -> i32 {
+        self.handle_type
+    }
+
+    /// The handle's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.f_handle.get(..self.handle_bytes as usize).unwrap_or(&self.f_handle)
+    }
+}
+
 /// The handle of `name` in `dir` (never following a symlink), or of `dir`
 /// itself when `name` is empty.
 pub fn handle_at(dir: RawFd, name: &[u8]) -> SysResult<FsHandle> {
-    let c = cname(name)?;
+    let raw = raw_handle_at(dir, name)?;
+    Ok(FsHandle { kind: raw.kind(), bytes: raw.bytes().to_vec() })
+}
+
+/// `handle_at`, kept on the stack.
+pub fn raw_handle_at(dir: RawFd, name: &[u8]) -> SysResult<RawHandle> {
     let flags = if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
-    let mut raw = RawHandle::empty();
-    let mut mount_id: libc::c_int = 0;
-    // SAFETY: `raw` is a file_handle followed by FS_HANDLE_BYTES_MAX bytes, as
-    // `handle_bytes` says; c is a valid C string; mount_id is a valid int.
-    let rc =
-        unsafe { libc::name_to_handle_at(dir, c.as_ptr(), (&mut raw as *mut RawHandle).cast(), &mut mount_id, flags) };
-    if rc < 0 {
-        return Err(Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)));
-    }
-    let len = (raw.handle_bytes as usize).min(FS_HANDLE_BYTES_MAX);
-    Ok(FsHandle { kind: raw.handle_type, bytes: raw.f_handle[..len].to_vec() })
+    with_cname(name, |c| {
+        let mut raw = RawHandle::empty();
+        let mut mount_id: libc::c_int = 0;
+        // SAFETY: `raw` is a file_handle followed by FS_HANDLE_BYTES_MAX bytes, as
+        // `handle_bytes` says; c is a valid C string; mount_id is a valid int.
+        let rc = unsafe {
+            libc::name_to_handle_at(dir, c.as_ptr(), (&mut raw as *mut RawHandle).cast(), &mut mount_id, flags)
+        };
+        if rc < 0 {
+            return Err(Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)));
+        }
+        raw.handle_bytes = raw.handle_bytes.min(FS_HANDLE_BYTES_MAX as libc::c_uint);
+        Ok(raw)
+    })
 }
 
 /// The handle of the object behind `fd`.

@@ -74,10 +74,44 @@ impl HandleKey {
 
 /// Whether an fs handle fits in an NFSv3 handle.
 pub fn check_fit(fs: &FsHandle) -> Result<(), FitError> {
-    if fs.bytes.len() > FS_BYTES_MAX || fs.bytes.is_empty() {
-        return Err(FitError::TooLong { bytes: fs.bytes.len() });
+    fit(fs.kind, fs.bytes.len()).map(drop)
+}
+
+/// Whether an fs handle of this type and length fits in an NFSv3 handle.
+pub fn fits(kind: i32, bytes: usize) -> bool {
+    fit(kind, bytes).is_ok()
+}
+
+/// The handle type as its one byte, if an fs handle of this type and length fits.
+fn fit(kind: i32, bytes: usize) -> Result<u8, FitError> {
+    if bytes > FS_BYTES_MAX || bytes == 0 {
+        return Err(FitError::TooLong { bytes });
     }
-    u8::try_from(fs.kind).map(drop).map_err(|_| FitError::Type { kind: fs.kind })
+    u8::try_from(kind).map_err(|_| FitError::Type { kind })
+}
+
+/// Bytes of the wire handle of an fs handle of `fs_bytes` bytes.
+pub const fn wire_len(fs_bytes: usize) -> usize {
+    HEADER_BYTES + fs_bytes + MAC_BYTES
+}
+
+/// Append the wire handle of fs handle (`kind`, `fs`) in `export_id` to
+/// `out` (`wire_len(fs.len())` bytes), without building a `FileHandle`: a
+/// listing encodes one per entry straight into its reply. One that does not
+/// fit is NFS3ERR_SERVERFAULT and appends nothing.
+pub fn encode_into(export_id: u32, kind: i32, fs: &[u8], key: &HandleKey, out: &mut Vec<u8>) -> Result<(), nfsstat3> {
+    let kind = fit(kind, fs.len()).map_err(|e| {
+        tracing::error!(export_id, error = %e, "cannot hand out a handle");
+        nfsstat3::NFS3ERR_SERVERFAULT
+    })?;
+    let start = out.len();
+    out.push(FH_VERSION);
+    out.extend_from_slice(&export_id.to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(fs);
+    let tag = key.tag(out.get(start..).unwrap_or_default()).finalize().into_bytes();
+    out.extend_from_slice(tag.get(..MAC_BYTES).unwrap_or_default());
+    Ok(())
 }
 
 impl FileHandle {
@@ -85,17 +119,8 @@ impl FileHandle {
     /// root at start; another object of the same filesystem could in theory
     /// be larger) is NFS3ERR_SERVERFAULT.
     pub fn encode(&self, key: &HandleKey) -> Result<Vec<u8>, nfsstat3> {
-        check_fit(&self.fs).map_err(|e| {
-            tracing::error!(export_id = self.export_id, error = %e, "cannot hand out a handle");
-            nfsstat3::NFS3ERR_SERVERFAULT
-        })?;
-        let mut v = Vec::with_capacity(HEADER_BYTES + self.fs.bytes.len() + MAC_BYTES);
-        v.push(FH_VERSION);
-        v.extend_from_slice(&self.export_id.to_be_bytes());
-        v.push(self.fs.kind as u8);
-        v.extend_from_slice(&self.fs.bytes);
-        let tag = key.tag(&v).finalize().into_bytes();
-        v.extend_from_slice(&tag[..MAC_BYTES]);
+        let mut v = Vec::with_capacity(wire_len(self.fs.bytes.len()));
+        encode_into(self.export_id, self.fs.kind, &self.fs.bytes, key, &mut v)?;
         Ok(v)
     }
 

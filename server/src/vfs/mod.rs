@@ -266,6 +266,12 @@ impl Vfs {
         FileHandle { export_id, fs }.encode(&self.key)
     }
 
+    /// Append the wire handle of `fs` in `export_id` to `out`
+    /// (`handle::wire_len(fs.bytes().len())` bytes).
+    pub fn encode_into(&self, export_id: u32, fs: &fhandle::RawHandle, out: &mut Vec<u8>) -> Result<(), nfsstat3> {
+        handle::encode_into(export_id, fs.kind(), fs.bytes(), &self.key, out)
+    }
+
     /// Where the object behind `fh` lives now, relative to its export's root
     /// (empty for the root), read back from the kernel; None if it is gone or
     /// no longer below the export root.

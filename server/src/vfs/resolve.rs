@@ -187,20 +187,33 @@ impl Vfs {
     /// one name_to_handle_at relative to the directory (search permission
     /// checked by the kernel under the caller's ids, no symlink followed).
     pub fn child_attrs(&self, dir: &Obj, name: &[u8]) -> Result<(Stat, FsHandle), nfsstat3> {
+        if name == b"." || name == b".." {
+            if !dir.st.is_dir() {
+                return Err(nfsstat3::NFS3ERR_NOTDIR);
+            }
+            let o = self.child(dir, name)?;
+            let fs = o.fs_handle()?;
+            return Ok((o.st, fs));
+        }
+        let (st, raw) = self.child_attrs_raw(dir, name)?;
+        Ok((st, FsHandle { kind: raw.kind(), bytes: raw.bytes().to_vec() }))
+    }
+
+    /// `child_attrs` for a name other than `.` and `..` (refused with
+    /// NFS3ERR_INVAL), its fs handle kept on the stack.
+    pub fn child_attrs_raw(&self, dir: &Obj, name: &[u8]) -> Result<(Stat, fhandle::RawHandle), nfsstat3> {
         if !dir.st.is_dir() {
             return Err(nfsstat3::NFS3ERR_NOTDIR);
         }
         if name == b"." || name == b".." {
-            let o = self.child(dir, name)?;
-            let fs = o.fs_handle()?;
-            return Ok((o.st, fs));
+            return Err(nfsstat3::NFS3ERR_INVAL);
         }
         let e = self.export_of(dir.export_id)?;
         let st = sys::stat_at(dir.raw(), name)?;
         if !e.same_dev(&st) {
             return Err(nfsstat3::NFS3ERR_ACCES);
         }
-        let fs = fhandle::handle_at(dir.raw(), name)?;
+        let fs = fhandle::raw_handle_at(dir.raw(), name)?;
         Ok((st, fs))
     }
 }

@@ -29,6 +29,23 @@ pub fn cname(name: &[u8]) -> SysResult<CString> {
     CString::new(name).map_err(|_| Errno(libc::EINVAL))
 }
 
+/// Longest name `with_cname` copies to the stack (a directory entry's name
+/// is at most 255 bytes on Linux); a longer one gets a `CString`.
+const STACK_NAME_BYTES: usize = 256;
+
+/// Run `f` with `name` as a C string, built on the stack for the usual
+/// name (no allocation per READDIRPLUS entry). A NUL in `name` is EINVAL.
+pub fn with_cname<R>(name: &[u8], f: impl FnOnce(&std::ffi::CStr) -> SysResult<R>) -> SysResult<R> {
+    if name.len() >= STACK_NAME_BYTES {
+        return f(&cname(name)?);
+    }
+    let mut buf = [0u8; STACK_NAME_BYTES];
+    buf.get_mut(..name.len()).ok_or(Errno(libc::EINVAL))?.copy_from_slice(name);
+    let c = std::ffi::CStr::from_bytes_with_nul(buf.get(..=name.len()).ok_or(Errno(libc::EINVAL))?)
+        .map_err(|_| Errno(libc::EINVAL))?;
+    f(c)
+}
+
 /// `/proc/self/fd/N`: reopening or addressing an O_PATH fd without a path walk.
 pub fn proc_path(fd: RawFd) -> CString {
     // Digits only: this never contains a NUL.
@@ -126,7 +143,7 @@ impl Stat {
 
 const STATX_WANT: u32 = libc::STATX_BASIC_STATS | libc::STATX_BTIME;
 
-fn statx_raw(dir: RawFd, name: &CString, flags: i32) -> SysResult<Stat> {
+fn statx_raw(dir: RawFd, name: &std::ffi::CStr, flags: i32) -> SysResult<Stat> {
     // SAFETY: statx is plain old data; all-zero is a valid value.
     let mut sx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and a properly sized out buffer.
@@ -153,12 +170,12 @@ fn statx_raw(dir: RawFd, name: &CString, flags: i32) -> SysResult<Stat> {
 
 /// statx of the object an fd refers to (O_PATH fds included).
 pub fn stat_fd(fd: &OwnedFd) -> SysResult<Stat> {
-    statx_raw(fd.as_raw_fd(), &CString::default(), libc::AT_EMPTY_PATH)
+    statx_raw(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
 }
 
 /// statx of `name` inside `dir`, not following a final symlink.
 pub fn stat_at(dir: RawFd, name: &[u8]) -> SysResult<Stat> {
-    statx_raw(dir, &cname(name)?, 0)
+    with_cname(name, |c| statx_raw(dir, c, 0))
 }
 
 pub fn mkdir_at(dir: RawFd, name: &[u8], mode: u32) -> SysResult<()> {
@@ -341,6 +358,18 @@ pub fn current_umask() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_become_c_strings_on_the_stack_or_the_heap() {
+        let len = |n: &[u8]| with_cname(n, |c| Ok(c.to_bytes().len()));
+        assert_eq!(len(b"abc"), Ok(3));
+        assert_eq!(len(&[b'x'; 255]), Ok(255));
+        assert_eq!(len(&[b'x'; 256]), Ok(256));
+        assert_eq!(len(&[b'x'; 4000]), Ok(4000));
+        assert_eq!(len(b""), Ok(0));
+        assert_eq!(len(b"a\0b"), Err(Errno(libc::EINVAL)));
+        assert_eq!(len(&[0u8; 300]), Err(Errno(libc::EINVAL)));
+    }
 
     #[test]
     fn pread_append_appends_what_it_read_and_stops_at_the_end() {
