@@ -202,6 +202,42 @@ async fn create_modes_write_read_commit() {
     assert_ne!(w4.verf, w1.verf, "a new epoch gives a new write verifier");
 }
 
+/// Large READs (read straight into the reply, `io::read_into`) return exactly
+/// the file's bytes at any offset and length, short only at the end of the
+/// file, and what the file holds now after it changed on the disk.
+#[tokio::test]
+async fn large_reads_match_the_file_at_any_offset() {
+    let (export, s) = server("ops-large-read");
+    let mut c = s.connect().await;
+    let root = c.root_nfs_fh3();
+    let size = 3 * 1024 * 1024 + 12_345;
+    let content: Vec<u8> = (0..size).map(|i: usize| (i.wrapping_mul(31) % 253) as u8).collect();
+    std::fs::write(export.path().join("big"), &content).unwrap();
+    let (fh, _) = lookup(&mut c, &root, "big").await.unwrap();
+    let cases: [(u64, u32); 7] = [
+        (0, 1 << 20),
+        (1, 65_537),
+        (4093, 65_536),
+        ((1 << 20) + 3, (1 << 20) - 1),
+        (size as u64 - 70_001, 1 << 20),
+        (size as u64, 1 << 20),
+        (17, 100),
+    ];
+    for (offset, count) in cases {
+        let (data, eof) = read(&mut c, &fh, offset, count).await.unwrap();
+        let from = (offset as usize).min(size);
+        let to = (from + count as usize).min(size);
+        assert_eq!(data.len(), to - from, "length at {offset}+{count}");
+        assert!(data == content[from..to], "bytes at {offset}+{count}");
+        assert_eq!(eof, to == size, "eof at {offset}+{count}");
+    }
+    // A read of data changed since: the new bytes.
+    std::fs::write(export.path().join("big"), vec![9u8; 200_000]).unwrap();
+    let (data, eof) = read(&mut c, &fh, 100_000, 1 << 20).await.unwrap();
+    assert_eq!((data.len(), eof), (100_000, true));
+    assert!(data.iter().all(|b| *b == 9));
+}
+
 #[tokio::test]
 async fn exclusive_create_retransmit_and_mismatch() {
     let (export, s) = server("ops-excl");
