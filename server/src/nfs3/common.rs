@@ -17,10 +17,10 @@ use crate::rpc::xdr::{encode, DecodeError, Reader};
 use crate::vfs::attr;
 use crate::vfs::cred::{squash, CredGuard, Creds};
 use crate::vfs::resolve::Obj;
-use crate::vfs::sys::Stat;
+use crate::vfs::sys::{self, Stat};
 use crate::vfs::Vfs;
 
-use super::xdr::decode_all;
+use super::xdr::{decode_all, Name};
 use super::NfsCtx;
 
 /// Reserved ports end here: `secure` exports want a source port below it.
@@ -147,19 +147,21 @@ pub fn run_inline<T: Send + 'static>(
 }
 
 /// As `run`, but `body` runs on the runtime's thread (as `run_inline`) when
-/// `cheap` gives the handle whose export decides and that export is `async`
-/// for every client: a metadata change there is a few syscalls on cached
-/// blocks (as knfsd's `async`, nothing is flushed before the reply), and the
-/// hand-off to a blocking thread and back cost more than the call (about
-/// 60 µs of a SETATTR on a 2-core VM). `cheap` returns `None` for what may
-/// free a file's blocks (a size change: truncating a large file takes long)
-/// and a `sync` export flushes metadata, so both stay on a blocking thread.
+/// `cheap` says so: when the export the call changes is `async` for every
+/// client (`async_export`) and what it does there is a few syscalls on
+/// cached blocks (as knfsd's `async`, nothing is flushed before the reply),
+/// the hand-off to a blocking thread and back costs more than the call
+/// (about 60 µs of a SETATTR on a 2-core VM). What may free many blocks (a
+/// size change; removing, or renaming over, a large file: see
+/// `frees_little`) and every `sync` export, which flushes metadata, stay on
+/// a blocking thread. `cheap` runs on the runtime thread with the server's
+/// own ids and may look (statx) but must not change anything.
 pub fn run_cheap<T: Send + 'static>(
     ctx: Arc<NfsCtx>,
     call: Call,
     args: Args,
     dec: fn(&mut Reader) -> Result<T, DecodeError>,
-    cheap: fn(&T) -> Option<&super::xdr::Fh>,
+    cheap: fn(&View, &T) -> bool,
     body: fn(&Op, T) -> Reply,
 ) -> ProcFuture {
     run_on(Thread::IfCheap(cheap), ctx, call, args, dec, body)
@@ -169,16 +171,36 @@ pub fn run_cheap<T: Send + 'static>(
 enum Thread<T> {
     Blocking,
     Runtime,
-    /// On the runtime when the named handle's export is async everywhere.
-    IfCheap(fn(&T) -> Option<&super::xdr::Fh>),
+    /// On the runtime when `run_cheap`'s test says so.
+    IfCheap(fn(&View, &T) -> bool),
 }
 
 /// Whether every client of the export `fh` claims has it `async`. A handle
 /// that names no export (or a forged one, refused later by its MAC) is
 /// simply not cheap here.
-fn async_export(view: &View, fh: &[u8]) -> bool {
+pub fn async_export(view: &View, fh: &[u8]) -> bool {
     let Some(id) = crate::vfs::handle::FileHandle::claimed_export_id(fh) else { return false };
     view.exports.by_id(id).is_some_and(|e| e.clients.iter().all(|r| !r.options.sync))
+}
+
+/// Most bytes a file may have allocated for unlinking its last name to count
+/// as cheap: freeing them (and their cached pages) takes microseconds.
+const CHEAP_UNLINK_BYTES_MAX: u64 = 1 << 20;
+
+/// Whether removing `name` from the directory `dir` (or renaming something
+/// over it) frees little: it is not there, is not a regular file, has other
+/// links, or has at most `CHEAP_UNLINK_BYTES_MAX` allocated. A handle or
+/// name that does not resolve is cheap (the call fails fast). Looked at with
+/// the server's own ids, without opening the object.
+pub fn frees_little(view: &View, dir: &[u8], name: &Name) -> bool {
+    let Ok(name) = name else { return true };
+    let Ok(dir) = view.vfs.resolve(dir) else { return true };
+    sys::stat_at(dir.raw(), name).map_or(true, |st| unlink_frees_little(&st))
+}
+
+/// Whether unlinking a name of the object `st` frees little (see `frees_little`).
+fn unlink_frees_little(st: &Stat) -> bool {
+    !st.is_reg() || st.nlink > 1 || st.blocks.saturating_mul(512) <= CHEAP_UNLINK_BYTES_MAX
 }
 
 fn run_on<T: Send + 'static>(
@@ -196,7 +218,7 @@ fn run_on<T: Send + 'static>(
         let inline = match thread {
             Thread::Blocking => false,
             Thread::Runtime => true,
-            Thread::IfCheap(cheap) => cheap(&a).is_some_and(|fh| async_export(&view, fh)),
+            Thread::IfCheap(cheap) => cheap(&view, &a),
         };
         let names = view.exports.peer_names(None, call.peer.ip()).await;
         let op = Op { view, ctx, cred: call.cred, peer: call.peer, names, intent_ms: call.intent_ms };
@@ -255,4 +277,28 @@ pub fn wcc_after(obj: &mut Obj, pre: &Stat) -> wcc_data {
 /// wcc_data when the call failed before anything was resolved.
 pub fn no_wcc() -> wcc_data {
     wcc_data::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_last_name_of_a_large_file_is_not_cheap_to_remove() {
+        let dir = std::env::temp_dir().join(format!("hanfs-frees-little-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("small"), vec![1u8; 64 * 1024]).unwrap();
+        std::fs::write(dir.join("large"), vec![1u8; 3 << 20]).unwrap();
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let st = |n: &str| sys::stat_at(libc::AT_FDCWD, dir.join(n).as_os_str().as_encoded_bytes()).unwrap();
+        assert!(unlink_frees_little(&st("small")));
+        assert!(unlink_frees_little(&st("sub")));
+        assert!(!unlink_frees_little(&st("large")), "3 MiB allocated: its blocks are freed");
+        std::fs::hard_link(dir.join("large"), dir.join("other")).unwrap();
+        assert!(unlink_frees_little(&st("large")), "another name keeps the blocks");
+        // Sparse: a large size with nothing allocated frees nothing.
+        std::fs::File::create(dir.join("sparse")).unwrap().set_len(1 << 40).unwrap();
+        assert!(unlink_frees_little(&st("sparse")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

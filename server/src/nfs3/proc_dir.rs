@@ -16,9 +16,10 @@ use crate::vfs::resolve::Obj;
 use crate::vfs::sys::{self, TimeSet};
 
 use super::attrs::{apply_sattr, sync_meta};
-use super::common::{no_wcc, obj_attr, reply, run, run_cheap, wcc_after, Access, Op};
+use super::common::{async_export, frees_little, no_wcc, obj_attr, reply, run, run_cheap, wcc_after, Access, Op};
 use super::xdr::{self, CreateHow, Fh, Mknod, Name, NameUse, Sattr};
 use super::NfsCtx;
+use crate::live::View;
 
 /// Mode of a new file or directory when the client sends none.
 const FILE_MODE_DEFAULT: u32 = 0o644;
@@ -299,15 +300,22 @@ pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
 }
 
 /// An UNCHECKED create with a size may truncate an existing file: not cheap.
-fn create_cheap((fh, _, how): &(Fh, Name, CreateHow)) -> Option<&Fh> {
+fn create_cheap(view: &View, (fh, _, how): &(Fh, Name, CreateHow)) -> bool {
     match how {
-        CreateHow::Unchecked(s) if s.size.is_some() => None,
-        _ => Some(fh),
+        CreateHow::Unchecked(s) if s.size.is_some() => false,
+        _ => async_export(view, fh),
     }
 }
 
 pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run_cheap(ctx, call, args, dec_mkdir, |(fh, _, _)| Some(fh), |op, a| created::<MKDIR3resok, _>(op, a, make_dir))
+    run_cheap(
+        ctx,
+        call,
+        args,
+        dec_mkdir,
+        |v, (fh, _, _)| async_export(v, fh),
+        |op, a| created::<MKDIR3resok, _>(op, a, make_dir),
+    )
 }
 
 pub fn symlink(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
@@ -375,10 +383,15 @@ pub(super) fn do_rmdir(op: &Op, (fh, name): (Fh, Name)) -> Reply {
     rmdir_reply(unlink(op, &fh, name, libc::AT_REMOVEDIR))
 }
 
+/// On an async export, removing a name that frees little runs on the runtime.
+fn remove_cheap(view: &View, (fh, name): &(Fh, Name)) -> bool {
+    async_export(view, fh) && frees_little(view, fh, name)
+}
+
 pub fn remove(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run(ctx, call, args, dec_remove, do_remove)
+    run_cheap(ctx, call, args, dec_remove, remove_cheap, do_remove)
 }
 
 pub fn rmdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run(ctx, call, args, dec_remove, do_rmdir)
+    run_cheap(ctx, call, args, dec_remove, remove_cheap, do_rmdir)
 }

@@ -12,9 +12,10 @@ use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::sys;
 
 use super::attrs::sync_meta;
-use super::common::{no_wcc, obj_attr, reply, run, wcc_after, Op};
+use super::common::{async_export, frees_little, no_wcc, obj_attr, reply, run, run_cheap, wcc_after, Op};
 use super::xdr::{self, Fh, Name, NameUse};
 use super::NfsCtx;
+use crate::live::View;
 
 pub(super) type Rename = (Fh, Name, Fh, Name);
 
@@ -73,8 +74,13 @@ pub(super) fn rename_decoded(op: &Op, a: Rename) -> Reply {
     rename_reply(r, fromdir_wcc, todir_wcc)
 }
 
+/// On an async export, a rename that replaces nothing large runs on the runtime.
+fn rename_cheap(view: &View, (ffh, _, tfh, tname): &Rename) -> bool {
+    async_export(view, ffh) && async_export(view, tfh) && frees_little(view, tfh, tname)
+}
+
 pub fn rename(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run(ctx, call, args, dec_rename, rename_decoded)
+    run_cheap(ctx, call, args, dec_rename, rename_cheap, rename_decoded)
 }
 
 pub(super) type Link = (Fh, Fh, Name);

@@ -9,7 +9,7 @@ use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::attr::nfstime;
 
 use super::attrs::{apply_sattr, sync_meta};
-use super::common::{no_wcc, reply, run, run_args, run_cheap, wcc_after, Op};
+use super::common::{async_export, no_wcc, reply, run, run_args, run_cheap, wcc_after, Op};
 use super::io;
 use super::xdr::{self, Fh, Sattr};
 use super::NfsCtx;
@@ -45,7 +45,7 @@ pub(super) fn setattr_decoded(op: &Op, (fh, s, guard): Setattr) -> Reply {
 
 pub fn setattr(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     // Without a size change: attributes only, cheap on an async export.
-    run_cheap(ctx, call, args, xdr::setattr, |(fh, s, _)| s.size.is_none().then_some(fh), setattr_decoded)
+    run_cheap(ctx, call, args, xdr::setattr, |v, (fh, s, _)| s.size.is_none() && async_export(v, fh), setattr_decoded)
 }
 
 pub fn write(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
