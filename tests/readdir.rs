@@ -148,3 +148,94 @@ async fn readdirplus_2500_entries_replicate_nothing() {
         assert_eq!(getattr(&mut c, fh).await.unwrap().fileid, *ino);
     }
 }
+
+/// Every entry of a whole READDIRPLUS listing of `dir` (1 KiB replies): name
+/// → (fileid, handle if given).
+async fn plus_all(c: &mut Conn, dir: &nfs_fh3) -> BTreeMap<Vec<u8>, (u64, Option<nfs_fh3>)> {
+    let mut all = BTreeMap::new();
+    let mut cookie = 0;
+    for _ in 0..CALLS_MAX {
+        let args = READDIRPLUS3args {
+            dir: dir.clone(),
+            cookie,
+            cookieverf: cookieverf3::default(),
+            dircount: 512,
+            maxcount: 1024,
+        };
+        let Nfs3Result::Ok(ok) = c.readdirplus(&args).await.unwrap() else { panic!("READDIRPLUS failed") };
+        for e in &ok.reply.entries.0 {
+            let fh = match &e.name_handle {
+                Nfs3Option::Some(fh) => Some(fh.clone()),
+                Nfs3Option::None => None,
+            };
+            assert!(all.insert(e.name.0.to_vec(), (e.fileid, fh)).is_none(), "a name listed twice");
+            cookie = e.cookie;
+        }
+        if ok.reply.eof {
+            return all;
+        }
+    }
+    panic!("listing did not end within {CALLS_MAX} calls");
+}
+
+/// The listings READDIRPLUS remembers (`vfs::dircache`, filled once a
+/// directory has not changed for 50 ms) never outlive a change: a file
+/// created, removed, renamed or replaced on the disk right after a
+/// remembered listing shows at once, with handles of the objects there now;
+/// and a caller who may read the directory but not search it gets no
+/// handles from a remembered listing either.
+#[tokio::test]
+async fn remembered_listings_follow_every_change_at_once() {
+    let export = tempdir("readdirplus-cache");
+    let d = export.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    for i in 0..60 {
+        std::fs::write(d.join(format!("n{i:02}")), b"x").unwrap();
+    }
+    let s = TestServer::start(export.path(), RW_NO_SQUASH);
+    let mut c = s.connect().await;
+    let root = c.root_nfs_fh3();
+    let (dir, _) = lookup(&mut c, &root, "d").await.unwrap();
+    // Let the directory settle so its listing is remembered, then list twice.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let first = plus_all(&mut c, &dir).await;
+    assert_eq!(first, plus_all(&mut c, &dir).await);
+    assert_eq!(first.len(), 62);
+    let (old_ino, old_fh) = first.get(b"n05".as_slice()).cloned().unwrap();
+    // Changes straight on the disk, right away.
+    std::fs::remove_file(d.join("n05")).unwrap();
+    std::fs::write(d.join("n05"), b"new").unwrap();
+    std::fs::write(d.join("added"), b"").unwrap();
+    std::fs::rename(d.join("n07"), d.join("moved")).unwrap();
+    std::fs::remove_file(d.join("n09")).unwrap();
+    let now = plus_all(&mut c, &dir).await;
+    let names: Vec<&[u8]> = now.keys().map(|k| k.as_slice()).collect();
+    assert!(names.contains(&b"added".as_slice()) && names.contains(&b"moved".as_slice()));
+    assert!(!names.contains(&b"n07".as_slice()) && !names.contains(&b"n09".as_slice()));
+    assert_eq!(now.len(), 62);
+    // The replaced name has the new file's handle; the old one is stale.
+    let (ino, fh) = now.get(b"n05".as_slice()).cloned().unwrap();
+    let fh = fh.expect("a handle for n05");
+    let attrs = getattr(&mut c, &fh).await.unwrap();
+    assert_eq!((attrs.fileid, attrs.size), (ino, 3));
+    let old = old_fh.expect("the old handle");
+    if ino == old_ino {
+        assert_ne!(old, fh, "a reused inode number gets a new handle");
+    }
+    assert_eq!(getattr(&mut c, &old).await.unwrap_err(), nfsstat3::NFS3ERR_STALE);
+    // Every handle listed resolves to the object of that name now.
+    for (name, (ino, fh)) in &now {
+        if let Some(fh) = fh {
+            assert_eq!(getattr(&mut c, fh).await.unwrap().fileid, *ino, "{}", String::from_utf8_lossy(name));
+        }
+    }
+    // Read but no search permission: names, no attributes or handles, also
+    // when the listing was remembered under root a moment ago.
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o744)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let _ = plus_all(&mut c, &dir).await;
+    let mut other = s.connect_as(4321, 4321, &[]).await;
+    let seen = plus_all(&mut other, &dir).await;
+    assert_eq!(seen.len(), 62);
+    assert!(seen.values().all(|(_, fh)| fh.is_none()), "no handle without search permission");
+}

@@ -19,7 +19,7 @@ use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::dir::{self, DirEntry, Take};
 use crate::vfs::resolve::Obj;
 use crate::vfs::sys::Stat;
-use crate::vfs::{attr, fhandle, handle, sys};
+use crate::vfs::{attr, dircache, fhandle, handle, sys};
 
 use super::common::{obj_attr, reply, run, Access, Op};
 use super::xdr::{self, Fh, DIR_BYTES_MAX};
@@ -187,17 +187,137 @@ pub fn readdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     })
 }
 
+/// A READDIRPLUS entry's handle: made now from the fs handle, or remembered
+/// whole (`vfs::dircache`).
+enum PlusFh<'a> {
+    Made(fhandle::RawHandle),
+    Kept(&'a [u8]),
+}
+
+impl PlusFh<'_> {
+    fn len(&self) -> usize {
+        match self {
+            PlusFh::Made(fs) => handle::wire_len(fs.bytes().len()),
+            PlusFh::Kept(b) => b.len(),
+        }
+    }
+}
+
 /// A READDIRPLUS entry's attributes and fs handle for real names (not
 /// `.`/`..`), looked up under the caller's ids (a statx and a
 /// name_to_handle_at relative to the directory, no open: see
 /// `Vfs::child_attrs_raw`); a name that vanished meanwhile, or whose handle
 /// does not fit, is listed without them.
-fn plus_child(op: &Op, dir: &Obj, name: &[u8]) -> Option<(Stat, fhandle::RawHandle)> {
+fn plus_child(op: &Op, dir: &Obj, name: &[u8]) -> Option<(Stat, PlusFh<'static>)> {
     if name == b"." || name == b".." {
         return None;
     }
     let (st, fs) = op.vfs().child_attrs_raw(dir, name).ok()?;
-    handle::fits(fs.kind(), fs.bytes().len()).then_some((st, fs))
+    handle::fits(fs.kind(), fs.bytes().len()).then_some((st, PlusFh::Made(fs)))
+}
+
+/// `plus_child` for a remembered entry: only the statx (under the caller's
+/// ids, so permissions are checked as without the cache), which must show
+/// the remembered inode; else the handle is made afresh.
+fn plus_kept<'a>(op: &Op, dir: &Obj, e: &'a dircache::Entry) -> Option<(Stat, PlusFh<'a>)> {
+    let Some(fh) = e.fh.as_deref() else { return plus_child(op, dir, &e.name) };
+    let st = op.vfs().child_stat(dir, &e.name).ok()?;
+    if st.ino == e.ino {
+        Some((st, PlusFh::Kept(fh)))
+    } else {
+        plus_child(op, dir, &e.name)
+    }
+}
+
+/// A READDIRPLUS reply being filled: the body and the bounds on it.
+struct PlusPage<'a> {
+    op: &'a Op,
+    dir: &'a Obj,
+    args: &'a ListArgs,
+    body: ListBody,
+    used: u32,
+    dir_used: u32,
+    entries: u32,
+}
+
+impl PlusPage<'_> {
+    /// The smallest the entry `name` can be fits (checked before any lookup).
+    fn may_fit(&self, name: &[u8]) -> bool {
+        let short = entry_bytes(name);
+        let least = short + entryplus_extra_bytes(0);
+        self.used.saturating_add(least) <= self.args.maxcount
+            && self.dir_used.saturating_add(short) <= self.args.dircount
+    }
+
+    /// Add the entry if it fits exactly.
+    fn put(&mut self, ino: u64, name: &[u8], cookie: u64, child: Option<(Stat, PlusFh<'_>)>) -> Take {
+        let short = entry_bytes(name);
+        let fh_bytes = child.as_ref().map_or(0, |(_, fh)| fh.len() as u32);
+        let need = short + entryplus_extra_bytes(fh_bytes);
+        if self.used.saturating_add(need) > self.args.maxcount {
+            return Take::Full;
+        }
+        self.used += need;
+        self.dir_used += short;
+        self.entries += 1;
+        let body = &mut self.body;
+        body.entry(ino, name, cookie);
+        match child {
+            Some((st, fh)) => {
+                body.attrs(Some(&st), self.dir.export_id);
+                body.u32(1);
+                body.u32(fh_bytes);
+                let at = body.0.len();
+                match fh {
+                    PlusFh::Kept(b) => body.0.extend_from_slice(b),
+                    PlusFh::Made(fs) => {
+                        if self.op.vfs().encode_into(self.dir.export_id, &fs, &mut body.0).is_err() {
+                            // Checked to fit: cannot happen; keep the XDR whole.
+                            body.0.resize(at + fh_bytes as usize, 0);
+                        }
+                    }
+                }
+                body.pad(fh_bytes as usize);
+            }
+            None => {
+                body.attrs(None, self.dir.export_id);
+                body.u32(0);
+            }
+        }
+        Take::More
+    }
+}
+
+/// The entries of `dir` from `cookie`: from its remembered listing when it
+/// is still exact (or, at the start of a listing, filled now), else from
+/// the directory itself. Returns whether the listing reached its end.
+fn list_plus(page: &mut PlusPage<'_>, fd: &std::os::fd::OwnedFd, acc: &Access) -> Result<bool, nfsstat3> {
+    let (op, dir, cookie) = (page.op, page.dir, page.args.cookie);
+    let cache = op.vfs().dircache();
+    // Filled with the server's own ids (before the switch below).
+    let listing =
+        cache.get(dir).or_else(|| (cookie == 0).then(|| cache.fill(op.vfs(), dir, fd, dircache::now_ns())).flatten());
+    let _user = acc.user()?;
+    if let Some((start, listing)) = listing.filter(|l| !l.too_big).and_then(|l| Some((l.resume_at(cookie)?, l))) {
+        for e in listing.entries.iter().skip(start) {
+            if !page.may_fit(&e.name) {
+                return Ok(false);
+            }
+            let ino = dotdot_ino(op, dir, &DirEntry { ino: e.ino, name: &e.name, cookie: e.cookie });
+            if page.put(ino, &e.name, e.cookie, plus_kept(op, dir, e)) == Take::Full {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
+    dir::list(fd, cookie, |e| {
+        if !page.may_fit(e.name) {
+            return Take::Full;
+        }
+        let child = plus_child(op, dir, e.name);
+        page.put(dotdot_ino(op, dir, &e), e.name, e.cookie, child)
+    })
+    .map_err(nfsstat3::from)
 }
 
 pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
@@ -206,48 +326,17 @@ pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
             Ok(v) => v,
             Err(s) => return Reply::new(reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail::default())))),
         };
-        let mut body = ListBody::start(&dir.st, dir.export_id, a.maxcount);
-        let (mut used, mut dir_used, mut entries) = (REPLY_FIXED_BYTES, 0u32, 0u32);
-        let result = open_dir(&dir, &acc).and_then(|fd| {
-            let _user = acc.user()?;
-            dir::list(&fd, a.cookie, |e| {
-                let short = entry_bytes(e.name);
-                // Cheap check first (the smallest an entry can be), then the exact size.
-                let least = short + entryplus_extra_bytes(0);
-                if used.saturating_add(least) > a.maxcount || dir_used.saturating_add(short) > a.dircount {
-                    return Take::Full;
-                }
-                let child = plus_child(op, &dir, e.name);
-                let fh_bytes = child.as_ref().map_or(0, |(_, fs)| handle::wire_len(fs.bytes().len()) as u32);
-                let need = short + entryplus_extra_bytes(fh_bytes);
-                if used.saturating_add(need) > a.maxcount {
-                    return Take::Full;
-                }
-                used += need;
-                dir_used += short;
-                entries += 1;
-                body.entry(dotdot_ino(op, &dir, &e), e.name, e.cookie);
-                match child {
-                    Some((st, fs)) => {
-                        body.attrs(Some(&st), dir.export_id);
-                        body.u32(1);
-                        body.u32(fh_bytes);
-                        let at = body.0.len();
-                        if op.vfs().encode_into(dir.export_id, &fs, &mut body.0).is_err() {
-                            // Checked to fit above: cannot happen; keep the XDR whole.
-                            body.0.resize(at + fh_bytes as usize, 0);
-                        }
-                        body.pad(fh_bytes as usize);
-                    }
-                    None => {
-                        body.attrs(None, dir.export_id);
-                        body.u32(0);
-                    }
-                }
-                Take::More
-            })
-            .map_err(nfsstat3::from)
-        });
+        let mut page = PlusPage {
+            op,
+            dir: &dir,
+            args: &a,
+            body: ListBody::start(&dir.st, dir.export_id, a.maxcount),
+            used: REPLY_FIXED_BYTES,
+            dir_used: 0,
+            entries: 0,
+        };
+        let result = open_dir(&dir, &acc).and_then(|fd| list_plus(&mut page, &fd, &acc));
+        let PlusPage { body, entries, .. } = page;
         match listed(body, entries, result) {
             Ok(b) => Reply::new(b),
             Err(s) => Reply::new(reply::<READDIRPLUS3resok, _>(Err((

@@ -23,6 +23,7 @@
 pub mod attr;
 pub mod cred;
 pub mod dir;
+pub mod dircache;
 pub mod errno;
 pub mod fhandle;
 pub mod handle;
@@ -221,6 +222,8 @@ pub struct Vfs {
     /// Process umask, re-applied explicitly after creating objects so the
     /// client's requested mode is the mode the object gets (knfsd uses umask 0).
     umask: u32,
+    /// Listings remembered for READDIRPLUS.
+    dircache: dircache::DirCache,
 }
 
 impl Vfs {
@@ -234,13 +237,18 @@ impl Vfs {
                 e.check_identity(recorded)?;
             }
         }
-        Ok(Vfs { exports: exports.into_iter().map(Arc::new).collect(), key, umask: sys::current_umask() })
+        Ok(Vfs {
+            exports: exports.into_iter().map(Arc::new).collect(),
+            key,
+            umask: sys::current_umask(),
+            dircache: Default::default(),
+        })
     }
 
     /// The same key and umask around other roots (the exports changed
     /// live); the caller checked each new root's identity.
     pub fn with_roots(&self, exports: Vec<Arc<ExportRoot>>) -> Vfs {
-        Vfs { exports, key: self.key.clone(), umask: self.umask }
+        Vfs { exports, key: self.key.clone(), umask: self.umask, dircache: Default::default() }
     }
 
     /// The roots served, by the order they were given.
@@ -254,6 +262,10 @@ impl Vfs {
 
     pub fn umask(&self) -> u32 {
         self.umask
+    }
+
+    pub fn dircache(&self) -> &dircache::DirCache {
+        &self.dircache
     }
 
     /// Decode and authenticate a handle from the wire.

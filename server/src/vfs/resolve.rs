@@ -199,6 +199,16 @@ impl Vfs {
         Ok((st, FsHandle { kind: raw.kind(), bytes: raw.bytes().to_vec() }))
     }
 
+    /// The attributes `child_attrs` gives, without the handle.
+    pub fn child_stat(&self, dir: &Obj, name: &[u8]) -> Result<Stat, nfsstat3> {
+        let e = self.export_of(dir.export_id)?;
+        let st = sys::stat_at(dir.raw(), name)?;
+        if !e.same_dev(&st) {
+            return Err(nfsstat3::NFS3ERR_ACCES);
+        }
+        Ok(st)
+    }
+
     /// `child_attrs` for a name other than `.` and `..` (refused with
     /// NFS3ERR_INVAL), its fs handle kept on the stack.
     pub fn child_attrs_raw(&self, dir: &Obj, name: &[u8]) -> Result<(Stat, fhandle::RawHandle), nfsstat3> {
@@ -208,11 +218,7 @@ impl Vfs {
         if name == b"." || name == b".." {
             return Err(nfsstat3::NFS3ERR_INVAL);
         }
-        let e = self.export_of(dir.export_id)?;
-        let st = sys::stat_at(dir.raw(), name)?;
-        if !e.same_dev(&st) {
-            return Err(nfsstat3::NFS3ERR_ACCES);
-        }
+        let st = self.child_stat(dir, name)?;
         let fs = fhandle::raw_handle_at(dir.raw(), name)?;
         Ok((st, fs))
     }
