@@ -231,6 +231,15 @@ async fn large_reads_match_the_file_at_any_offset() {
         assert!(data == content[from..to], "bytes at {offset}+{count}");
         assert_eq!(eof, to == size, "eof at {offset}+{count}");
     }
+    // Not in the page cache (the server's no-wait read finds nothing there
+    // and reads again on a blocking thread): the same bytes.
+    let f = std::fs::File::open(export.path().join("big")).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: advice on an open fd; it only drops clean cached pages.
+    let rc = unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+    let (data, _) = read(&mut c, &fh, 12_345, 1 << 20).await.unwrap();
+    assert!(data == content[12_345..12_345 + (1 << 20)], "bytes read from the disk");
     // A read of data changed since: the new bytes.
     std::fs::write(export.path().join("big"), vec![9u8; 200_000]).unwrap();
     let (data, eof) = read(&mut c, &fh, 100_000, 1 << 20).await.unwrap();

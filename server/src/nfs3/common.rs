@@ -167,6 +167,36 @@ pub fn run_cheap<T: Send + 'static>(
     run_on(Thread::IfCheap(cheap), ctx, call, args, dec, body)
 }
 
+/// A body run by `run_try` on the runtime thread found it would have to
+/// wait for the disk.
+pub struct WouldBlock;
+
+/// As `run`, but `body` is first tried right here on the runtime's thread
+/// with `may_block` false, where it must not wait for the disk (a READ from
+/// the page cache: RWF_NOWAIT) and gives `WouldBlock` instead; only then does
+/// it run again on a blocking thread, with `may_block` true. A cached READ
+/// then costs no hand-off to a blocking thread and back.
+pub fn run_try<T: Clone + Send + 'static>(
+    ctx: Arc<NfsCtx>,
+    call: Call,
+    args: Args,
+    dec: fn(&mut Reader) -> Result<T, DecodeError>,
+    body: fn(&Op, T, bool) -> Result<Reply, WouldBlock>,
+) -> ProcFuture {
+    let decoded = decode_all(&args, dec);
+    Box::pin(async move {
+        let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
+        let view = ctx.live.load();
+        let names = view.exports.peer_names(None, call.peer.ip()).await;
+        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names, intent_ms: call.intent_ms };
+        if let Ok(reply) = body(&op, a.clone(), false) {
+            return Ok(reply);
+        }
+        let reply = tokio::task::spawn_blocking(move || body(&op, a, true)).await.map_err(|_| ProcError::SystemErr)?;
+        reply.map_err(|WouldBlock| ProcError::SystemErr)
+    })
+}
+
 /// Where a handler's body runs.
 enum Thread<T> {
     Blocking,

@@ -62,18 +62,31 @@ fn open(obj: &Obj, acc: &Access, write: bool) -> Result<(File, CredGuard), nfsst
 
 /// Read up to `count` bytes at `offset` (short only at end of file), appended
 /// to `out` (so a reply can be built around the data without copying it).
-/// Returns the number of bytes read.
-pub fn read_into(obj: &Obj, acc: &Access, offset: u64, count: u32, out: &mut Vec<u8>) -> Result<usize, nfsstat3> {
+/// Returns the number of bytes read. `nowait`: only from the page cache;
+/// `Err(NFS3ERR_JUKEBOX)` with `out` as it was if the disk would have to be
+/// read (the caller then reads on a blocking thread).
+pub fn read_into(
+    obj: &Obj,
+    acc: &Access,
+    offset: u64,
+    count: u32,
+    out: &mut Vec<u8>,
+    nowait: bool,
+) -> Result<usize, nfsstat3> {
     let (f, _user) = open(obj, acc, false)?;
-    let count = count as usize;
+    let (count, start) = (count as usize, out.len());
     let mut done = 0usize;
     // Each pass reads at least one byte, or the loop ends (end of file, an
     // error); EINTR, which a regular file does not give, retries.
     while done < count {
-        match sys::pread_append(&f, out, count - done, offset.saturating_add(done as u64)) {
+        match sys::pread_append(&f, out, count - done, offset.saturating_add(done as u64), nowait) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(Errno(libc::EINTR)) => continue,
+            Err(Errno(libc::EAGAIN)) if nowait => {
+                out.truncate(start);
+                return Err(nfsstat3::NFS3ERR_JUKEBOX);
+            }
             Err(e) => return Err(e.into()),
         }
     }

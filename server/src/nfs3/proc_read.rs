@@ -10,7 +10,7 @@ use crate::rpc::program::{Args, Call, ProcError, ProcFuture, Reply};
 use crate::rpc::xdr::Reader;
 use crate::vfs::{attr, sys};
 
-use super::common::{obj_attr, reply, run, run_inline};
+use super::common::{obj_attr, reply, run, run_inline, run_try, WouldBlock};
 use super::xdr::{self, Fh, Name, NameUse, DIR_BYTES_MAX, IO_BYTES_MAX, NAME_BYTES_MAX, PATH_BYTES_MAX};
 use super::NfsCtx;
 
@@ -152,17 +152,20 @@ const FATTR_BYTES: usize = 84;
 const XDR_UNIT_BYTES: usize = 4;
 
 pub fn read(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run(ctx, call, args, dec_read, |op, (fh, offset, count)| {
+    run_try(ctx, call, args, dec_read, |op, (fh, offset, count), may_block| {
         let (mut obj, acc) = match op.object(&fh) {
             Ok(v) => v,
-            Err(s) => return Reply::new(reply::<READ3resok, _>(Err((s, READ3resfail::default())))),
+            Err(s) => return Ok(Reply::new(reply::<READ3resok, _>(Err((s, READ3resfail::default()))))),
         };
         // The data is read straight into the reply body, after room for the
         // fixed-size head, which is encoded once the count and attributes are
         // known: the payload is written once.
         let mut body = Vec::with_capacity(READ_OK_HEAD_BYTES + count as usize + XDR_UNIT_BYTES);
         body.resize(READ_OK_HEAD_BYTES, 0);
-        let r = super::io::read_into(&obj, &acc, offset, count, &mut body);
+        let r = super::io::read_into(&obj, &acc, offset, count, &mut body, !may_block);
+        if r == Err(nfsstat3::NFS3ERR_JUKEBOX) && !may_block {
+            return Err(WouldBlock);
+        }
         let _ = obj.restat();
         let body = match r {
             Ok(n) => {
@@ -171,7 +174,7 @@ pub fn read(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
             }
             Err(s) => reply::<READ3resok, _>(Err((s, READ3resfail { file_attributes: obj_attr(&obj) }))),
         };
-        Reply::new(body)
+        Ok(Reply::new(body))
     })
 }
 

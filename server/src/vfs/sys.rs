@@ -311,14 +311,18 @@ pub fn statvfs_fd(fd: &OwnedFd) -> SysResult<libc::statvfs> {
 /// pread up to `count` bytes at `offset` into the spare room after `out`'s
 /// contents, appending what was read (a short count at end of file). The room
 /// is not zero-filled first: a 1 MiB READ writes its buffer once, not twice.
-pub fn pread_append(fd: &impl AsRawFd, out: &mut Vec<u8>, count: usize, offset: u64) -> SysResult<usize> {
+/// `nowait`: only what the page cache holds (RWF_NOWAIT: EAGAIN, or a short
+/// count, where the disk would have to be read).
+pub fn pread_append(fd: &impl AsRawFd, out: &mut Vec<u8>, count: usize, offset: u64, nowait: bool) -> SysResult<usize> {
     out.reserve(count);
     let spare = out.spare_capacity_mut();
     let want = count.min(spare.len());
     let offset = i64::try_from(offset).map_err(|_| Errno(libc::EINVAL))?;
-    // SAFETY: the kernel writes at most `want` bytes into `spare`, which is
-    // `want` or more bytes of memory owned by `out`.
-    let n = unsafe { libc::pread(fd.as_raw_fd(), spare.as_mut_ptr().cast(), want, offset) };
+    let iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: want };
+    let flags = if nowait { libc::RWF_NOWAIT } else { 0 };
+    // SAFETY: the kernel writes at most `want` bytes into `spare` (the one
+    // iovec), which is `want` or more bytes of memory owned by `out`.
+    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, offset, flags) };
     let n = usize::try_from(n).map_err(|_| last())?.min(want);
     // SAFETY: the first `n` bytes after the old length were written by pread.
     unsafe { out.set_len(out.len() + n) };
@@ -377,15 +381,18 @@ mod tests {
         std::fs::write(&path, b"0123456789").unwrap();
         let f = std::fs::File::open(&path).unwrap();
         let mut out = b"head".to_vec();
-        assert_eq!(pread_append(&f, &mut out, 4, 3), Ok(4));
+        assert_eq!(pread_append(&f, &mut out, 4, 3, false), Ok(4));
         assert_eq!(out, b"head3456");
         // Short at the end of the file; nothing past it.
-        assert_eq!(pread_append(&f, &mut out, 100, 8), Ok(2));
+        assert_eq!(pread_append(&f, &mut out, 100, 8, false), Ok(2));
         assert_eq!(out, b"head345689");
-        assert_eq!(pread_append(&f, &mut out, 100, 10), Ok(0));
+        assert_eq!(pread_append(&f, &mut out, 100, 10, false), Ok(0));
         assert_eq!(out.len(), 10);
+        // Just written, so in the page cache: a no-wait read gets it.
+        assert_eq!(pread_append(&f, &mut out, 3, 0, true), Ok(3));
+        assert_eq!(out, b"head345689012");
         // An offset no file can have.
-        assert_eq!(pread_append(&f, &mut out, 1, u64::MAX), Err(Errno(libc::EINVAL)));
+        assert_eq!(pread_append(&f, &mut out, 1, u64::MAX, false), Err(Errno(libc::EINVAL)));
         std::fs::remove_file(&path).unwrap();
     }
 }
