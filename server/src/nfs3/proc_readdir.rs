@@ -21,7 +21,7 @@ use crate::vfs::resolve::Obj;
 use crate::vfs::sys::Stat;
 use crate::vfs::{attr, dircache, fhandle, handle, sys};
 
-use super::common::{obj_attr, reply, run, Access, Op};
+use super::common::{obj_attr, reply, run, run_try, Access, Op, WouldBlock};
 use super::xdr::{self, Fh, DIR_BYTES_MAX};
 use super::NfsCtx;
 
@@ -44,6 +44,7 @@ fn entry_bytes(name: &[u8]) -> u32 {
     ENTRY_FIXED_BYTES + pad4(name.len() as u32)
 }
 
+#[derive(Clone)]
 struct ListArgs {
     fh: Fh,
     cookie: u64,
@@ -288,17 +289,20 @@ impl PlusPage<'_> {
     }
 }
 
-/// The entries of `dir` from `cookie`: from its remembered listing when it
-/// is still exact (or, at the start of a listing, filled now), else from
-/// the directory itself. Returns whether the listing reached its end.
-fn list_plus(page: &mut PlusPage<'_>, fd: &std::os::fd::OwnedFd, acc: &Access) -> Result<bool, nfsstat3> {
+/// Where a remembered listing resumes at `cookie`, if it can.
+type Kept = Option<(usize, Arc<dircache::Listing>)>;
+
+fn resume(listing: Option<Arc<dircache::Listing>>, cookie: u64) -> Kept {
+    listing.filter(|l| !l.too_big).and_then(|l| Some((l.resume_at(cookie)?, l)))
+}
+
+/// The entries from the page's cookie: from the directory's remembered
+/// listing (`kept`) when there is one, else from the directory itself.
+/// Returns whether the listing reached its end.
+fn list_plus(page: &mut PlusPage<'_>, fd: &std::os::fd::OwnedFd, acc: &Access, kept: Kept) -> Result<bool, nfsstat3> {
     let (op, dir, cookie) = (page.op, page.dir, page.args.cookie);
-    let cache = op.vfs().dircache();
-    // Filled with the server's own ids (before the switch below).
-    let listing =
-        cache.get(dir).or_else(|| (cookie == 0).then(|| cache.fill(op.vfs(), dir, fd, dircache::now_ns())).flatten());
     let _user = acc.user()?;
-    if let Some((start, listing)) = listing.filter(|l| !l.too_big).and_then(|l| Some((l.resume_at(cookie)?, l))) {
+    if let Some((start, listing)) = kept {
         for e in listing.entries.iter().skip(start) {
             if !page.may_fit(&e.name) {
                 return Ok(false);
@@ -320,12 +324,21 @@ fn list_plus(page: &mut PlusPage<'_>, fd: &std::os::fd::OwnedFd, acc: &Access) -
     .map_err(nfsstat3::from)
 }
 
+/// READDIRPLUS. A page of a remembered listing (`vfs::dircache`: a statx
+/// per entry, of inodes the kernel has at hand) runs on the runtime thread;
+/// any other reads the directory on a blocking thread, filling the listing
+/// at a listing's start.
 pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run(ctx, call, args, dec_readdirplus, |op, a| {
+    run_try(ctx, call, args, dec_readdirplus, |op, a, may_block| {
         let (dir, acc) = match op.object(&a.fh) {
             Ok(v) => v,
-            Err(s) => return Reply::new(reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail::default())))),
+            Err(s) => return Ok(Reply::new(reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail::default()))))),
         };
+        let cache = op.vfs().dircache();
+        let kept = resume(cache.get(&dir), a.cookie);
+        if kept.is_none() && !may_block {
+            return Err(WouldBlock);
+        }
         let mut page = PlusPage {
             op,
             dir: &dir,
@@ -335,15 +348,20 @@ pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
             dir_used: 0,
             entries: 0,
         };
-        let result = open_dir(&dir, &acc).and_then(|fd| list_plus(&mut page, &fd, &acc));
+        let result = open_dir(&dir, &acc).and_then(|fd| {
+            // Filled with the server's own ids (open_dir switched back).
+            let kept = kept
+                .or_else(|| resume((a.cookie == 0).then(|| cache.fill(op.vfs(), &dir, &fd, dircache::now_ns()))?, 0));
+            list_plus(&mut page, &fd, &acc, kept)
+        });
         let PlusPage { body, entries, .. } = page;
-        match listed(body, entries, result) {
+        Ok(match listed(body, entries, result) {
             Ok(b) => Reply::new(b),
             Err(s) => Reply::new(reply::<READDIRPLUS3resok, _>(Err((
                 s,
                 READDIRPLUS3resfail { dir_attributes: obj_attr(&dir) },
             )))),
-        }
+        })
     })
 }
 
