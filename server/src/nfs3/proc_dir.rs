@@ -16,7 +16,7 @@ use crate::vfs::resolve::Obj;
 use crate::vfs::sys::{self, TimeSet};
 
 use super::attrs::{apply_sattr, sync_meta};
-use super::common::{async_export, frees_little, no_wcc, obj_attr, reply, run, run_cheap, wcc_after, Access, Op};
+use super::common::{async_export, frees_little, no_wcc, obj_attr, reply, run_cheap, wcc_after, Access, Op};
 use super::xdr::{self, CreateHow, Fh, Mknod, Name, NameUse, Sattr};
 use super::NfsCtx;
 use crate::live::View;
@@ -319,11 +319,25 @@ pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
 }
 
 pub fn symlink(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run(ctx, call, args, dec_symlink, |op, a| created::<SYMLINK3resok, _>(op, a, make_symlink))
+    run_cheap(
+        ctx,
+        call,
+        args,
+        dec_symlink,
+        |v, (fh, _, _)| async_export(v, fh),
+        |op, a| created::<SYMLINK3resok, _>(op, a, make_symlink),
+    )
 }
 
 pub fn mknod(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run(ctx, call, args, dec_mknod, |op, a| created::<MKNOD3resok, _>(op, a, make_node))
+    run_cheap(
+        ctx,
+        call,
+        args,
+        dec_mknod,
+        |v, (fh, _, _)| async_export(v, fh),
+        |op, a| created::<MKNOD3resok, _>(op, a, make_node),
+    )
 }
 
 /// REMOVE and RMDIR: unlink `name` under the caller's ids.

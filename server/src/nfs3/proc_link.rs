@@ -12,7 +12,7 @@ use crate::rpc::xdr::{DecodeError, Reader};
 use crate::vfs::sys;
 
 use super::attrs::sync_meta;
-use super::common::{async_export, frees_little, no_wcc, obj_attr, reply, run, run_cheap, wcc_after, Op};
+use super::common::{async_export, frees_little, no_wcc, obj_attr, reply, run_cheap, wcc_after, Op};
 use super::xdr::{self, Fh, Name, NameUse};
 use super::NfsCtx;
 use crate::live::View;
@@ -133,5 +133,5 @@ pub(super) fn link_decoded(op: &Op, (ffh, dfh, name): Link) -> Reply {
 }
 
 pub fn link(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run(ctx, call, args, dec_link, link_decoded)
+    run_cheap(ctx, call, args, dec_link, |v, (_, dir, _)| async_export(v, dir), link_decoded)
 }
