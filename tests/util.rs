@@ -65,19 +65,39 @@ impl Drop for TempDir {
     }
 }
 
-/// Shorthand for `TempDir::new`.
-/// A port free for TCP and UDP on every address right now.
+/// Ports handed out by `free_port`: below Linux's ephemeral range (32768 and
+/// up), so the source port of an outgoing connection, which the kernel
+/// picks there, never takes a port a test server is about to bind.
+const TEST_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// The next port `free_port` tries; starts at a place drawn from the clock
+/// and the process id, so runs on one machine seldom start in step.
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
+/// A port free for TCP and UDP on every address right now, never handed out
+/// before in this process, and outside the ephemeral range (a port taken
+/// from bind(0) and released could be reused at once by any outgoing
+/// connection: under a loaded full run a test node then failed to start).
 pub fn free_port() -> u16 {
-    for _ in 0..64 {
-        let Ok(tcp) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)) else { continue };
-        let Ok(addr) = tcp.local_addr() else { continue };
-        if UdpSocket::bind((Ipv4Addr::UNSPECIFIED, addr.port())).is_ok() {
-            return addr.port();
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let _ = NEXT_PORT.compare_exchange(0, seed() % span + 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let Ok(port) = u16::try_from(TEST_PORTS.start + n % span) else { continue };
+        let Ok(_tcp) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) else { continue };
+        if UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok() {
+            return port;
         }
     }
-    panic!("no free port found");
+    panic!("no free port found in {TEST_PORTS:?}");
 }
 
+fn seed() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().wrapping_mul(2_654_435_761)
+}
+
+/// Shorthand for `TempDir::new`.
 pub fn tempdir(label: &str) -> TempDir {
     TempDir::new(label)
 }
