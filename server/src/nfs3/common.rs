@@ -64,6 +64,14 @@ impl Access {
 }
 
 impl Op {
+    /// The call's view of the exports as it starts, and the caller's host
+    /// names if a name rule may need them.
+    async fn start(ctx: Arc<NfsCtx>, call: Call) -> Op {
+        let view = ctx.live.load();
+        let names = view.exports.peer_names(None, call.peer.ip()).await;
+        Op { view, ctx, cred: call.cred, peer: call.peer, names, intent_ms: call.intent_ms }
+    }
+
     pub fn vfs(&self) -> &Vfs {
         &self.view.vfs
     }
@@ -186,9 +194,7 @@ pub fn run_try<T: Clone + Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let view = ctx.live.load();
-        let names = view.exports.peer_names(None, call.peer.ip()).await;
-        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names, intent_ms: call.intent_ms };
+        let op = Op::start(ctx, call).await;
         if let Ok(reply) = body(&op, a.clone(), false) {
             return Ok(reply);
         }
@@ -244,14 +250,12 @@ fn run_on<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let view = ctx.live.load();
+        let op = Op::start(ctx, call).await;
         let inline = match thread {
             Thread::Blocking => false,
             Thread::Runtime => true,
-            Thread::IfCheap(cheap) => cheap(&view, &a),
+            Thread::IfCheap(cheap) => cheap(&op.view, &a),
         };
-        let names = view.exports.peer_names(None, call.peer.ip()).await;
-        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names, intent_ms: call.intent_ms };
         if inline {
             Ok(body(&op, a))
         } else {
@@ -272,9 +276,7 @@ pub fn run_args<T: Send + 'static>(
     let decoded = decode_all(&args, dec);
     Box::pin(async move {
         let a = decoded.map_err(|_| ProcError::GarbageArgs)?;
-        let view = ctx.live.load();
-        let names = view.exports.peer_names(None, call.peer.ip()).await;
-        let op = Op { view, ctx, cred: call.cred, peer: call.peer, names, intent_ms: call.intent_ms };
+        let op = Op::start(ctx, call).await;
         tokio::task::spawn_blocking(move || body(&op, a, &args)).await.map_err(|_| ProcError::SystemErr)
     })
 }

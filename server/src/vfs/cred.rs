@@ -284,25 +284,11 @@ fn change_ids(from: Ids, to: Ids, verify: bool) -> Result<(), Errno> {
     let mut now = from;
     let result = (|| {
         if now.gid != to.gid {
-            now.gid = setfsgid(to.gid);
-            if verify {
-                now.gid = setfsgid(to.gid);
-                if now.gid != to.gid {
-                    return Err(Errno(libc::EPERM));
-                }
-            }
-            now.gid = to.gid;
+            now.gid = set_fs_id(setfsgid, to.gid, verify)?;
         }
         let uid_changed = now.uid != to.uid;
         if uid_changed {
-            now.uid = setfsuid(to.uid);
-            if verify {
-                now.uid = setfsuid(to.uid);
-                if now.uid != to.uid {
-                    return Err(Errno(libc::EPERM));
-                }
-            }
-            now.uid = to.uid;
+            now.uid = set_fs_id(setfsuid, to.uid, verify)?;
         }
         if uid_changed || now.caps != to.caps {
             set_thread_caps(to.caps)?;
@@ -312,6 +298,15 @@ fn change_ids(from: Ids, to: Ids, verify: bool) -> Result<(), Errno> {
     })();
     THREAD_IDS.with(|t| *t.borrow_mut() = Some(now));
     result
+}
+
+/// Set one fs id with `set` (setfsuid or setfsgid), read back when `verify`.
+fn set_fs_id(set: fn(u32) -> u32, id: u32, verify: bool) -> Result<u32, Errno> {
+    set(id);
+    if verify && set(id) != id {
+        return Err(Errno(libc::EPERM));
+    }
+    Ok(id)
 }
 
 /// Capabilities with which supplementary groups decide no permission check.
