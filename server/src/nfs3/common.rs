@@ -1,6 +1,13 @@
 //! What every NFSv3 handler shares: decode-then-run plumbing, export access
 //! checks (client list, read-only, secure port), credential switching, and
 //! building post-op and wcc attributes. No sockets and no DRC logic here.
+//!
+//! Where a body runs: on a blocking thread (`run`: every filesystem call may
+//! block), on the runtime's thread (`run_inline`: a few cached metadata
+//! syscalls), on the runtime's thread when the export is async and the call
+//! frees little (`run_cheap`), or on the runtime's thread first and a
+//! blocking thread only if it would wait for the disk (`run_try`: READ with
+//! RWF_NOWAIT, a page of a remembered listing).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};

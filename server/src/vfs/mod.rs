@@ -17,8 +17,12 @@
 //! filesystem UUID and the root directory's own handle), so a missing or
 //! wrong disk is refused instead of answering with wrong objects.
 //!
-//! A `Vfs` is immutable: when the exports change live, the node builds a new
-//! one around the roots it keeps (`Vfs::with_roots`, see `crate::live`).
+//! READDIRPLUS listings of settled directories are remembered, in memory
+//! and exactly (`dircache`: valid while the directory's ctime is unchanged).
+//!
+//! A `Vfs` is immutable apart from those listings: when the exports change
+//! live, the node builds a new one around the roots it keeps (`Vfs::with_roots`,
+//! see `crate::live`), with no listings remembered.
 
 pub mod attr;
 pub mod cred;
