@@ -335,7 +335,10 @@ pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
             Err(s) => return Ok(Reply::new(reply::<READDIRPLUS3resok, _>(Err((s, READDIRPLUS3resfail::default()))))),
         };
         let cache = op.vfs().dircache();
-        let kept = resume(cache.get(&dir), a.cookie);
+        let remembered = cache.get(&dir);
+        // A directory remembered as too big is not read whole again.
+        let known = remembered.is_some();
+        let kept = resume(remembered, a.cookie);
         if kept.is_none() && !may_block {
             return Err(WouldBlock);
         }
@@ -350,8 +353,8 @@ pub fn readdirplus(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
         };
         let result = open_dir(&dir, &acc).and_then(|fd| {
             // Filled with the server's own ids (open_dir switched back).
-            let kept = kept
-                .or_else(|| resume((a.cookie == 0).then(|| cache.fill(op.vfs(), &dir, &fd, dircache::now_ns()))?, 0));
+            let fill = a.cookie == 0 && !known;
+            let kept = kept.or_else(|| resume(fill.then(|| cache.fill(op.vfs(), &dir, &fd, dircache::now_ns()))?, 0));
             list_plus(&mut page, &fd, &acc, kept)
         });
         let PlusPage { body, entries, .. } = page;
