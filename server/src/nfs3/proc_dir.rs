@@ -299,45 +299,29 @@ pub fn create(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
     run_cheap(ctx, call, args, dec_create, create_cheap, |op, a| created::<CREATE3resok, _>(op, a, make_file))
 }
 
+/// A create-type call in directory `fh` is cheap on an async export.
+fn parent_async<A>(view: &View, (fh, _, _): &(Fh, Name, A)) -> bool {
+    async_export(view, fh)
+}
+
 /// An UNCHECKED create with a size may truncate an existing file: not cheap.
-fn create_cheap(view: &View, (fh, _, how): &(Fh, Name, CreateHow)) -> bool {
-    match how {
+fn create_cheap(view: &View, a: &(Fh, Name, CreateHow)) -> bool {
+    match &a.2 {
         CreateHow::Unchecked(s) if s.size.is_some() => false,
-        _ => async_export(view, fh),
+        _ => parent_async(view, a),
     }
 }
 
 pub fn mkdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run_cheap(
-        ctx,
-        call,
-        args,
-        dec_mkdir,
-        |v, (fh, _, _)| async_export(v, fh),
-        |op, a| created::<MKDIR3resok, _>(op, a, make_dir),
-    )
+    run_cheap(ctx, call, args, dec_mkdir, parent_async, |op, a| created::<MKDIR3resok, _>(op, a, make_dir))
 }
 
 pub fn symlink(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run_cheap(
-        ctx,
-        call,
-        args,
-        dec_symlink,
-        |v, (fh, _, _)| async_export(v, fh),
-        |op, a| created::<SYMLINK3resok, _>(op, a, make_symlink),
-    )
+    run_cheap(ctx, call, args, dec_symlink, parent_async, |op, a| created::<SYMLINK3resok, _>(op, a, make_symlink))
 }
 
 pub fn mknod(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
-    run_cheap(
-        ctx,
-        call,
-        args,
-        dec_mknod,
-        |v, (fh, _, _)| async_export(v, fh),
-        |op, a| created::<MKNOD3resok, _>(op, a, make_node),
-    )
+    run_cheap(ctx, call, args, dec_mknod, parent_async, |op, a| created::<MKNOD3resok, _>(op, a, make_node))
 }
 
 /// REMOVE and RMDIR: unlink `name` under the caller's ids.

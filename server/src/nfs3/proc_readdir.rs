@@ -16,7 +16,7 @@ use nfs3_types::xdr_codec::Pack;
 
 use crate::rpc::program::{Args, Call, ProcFuture, Reply};
 use crate::rpc::xdr::{DecodeError, Reader};
-use crate::vfs::dir::{self, DirEntry, Take};
+use crate::vfs::dir::{self, Take};
 use crate::vfs::resolve::Obj;
 use crate::vfs::sys::Stat;
 use crate::vfs::{attr, dircache, fhandle, handle, sys};
@@ -79,15 +79,15 @@ fn open_dir(dir: &Obj, acc: &Access) -> Result<std::os::fd::OwnedFd, nfsstat3> {
 }
 
 /// The export root's `..` is the root itself: nothing above it is shown.
-fn dotdot_ino(op: &Op, dir: &Obj, e: &DirEntry<'_>) -> u64 {
-    if e.name == b".." {
+fn dotdot_ino(op: &Op, dir: &Obj, name: &[u8], ino: u64) -> u64 {
+    if name == b".." {
         if let Some(root) = op.vfs().export(dir.export_id) {
             if root.ino == dir.st.ino {
                 return root.ino;
             }
         }
     }
-    e.ino
+    ino
 }
 
 /// A READDIR3resok or READDIRPLUS3resok body, XDR-encoded as it is listed:
@@ -174,7 +174,7 @@ pub fn readdir(ctx: Arc<NfsCtx>, call: Call, args: Args) -> ProcFuture {
                 }
                 used += need;
                 entries += 1;
-                body.entry(dotdot_ino(op, &dir, &e), e.name, e.cookie);
+                body.entry(dotdot_ino(op, &dir, e.name, e.ino), e.name, e.cookie);
                 Take::More
             })
             .map_err(nfsstat3::from)
@@ -307,7 +307,7 @@ fn list_plus(page: &mut PlusPage<'_>, fd: &std::os::fd::OwnedFd, acc: &Access, k
             if !page.may_fit(&e.name) {
                 return Ok(false);
             }
-            let ino = dotdot_ino(op, dir, &DirEntry { ino: e.ino, name: &e.name, cookie: e.cookie });
+            let ino = dotdot_ino(op, dir, &e.name, e.ino);
             if page.put(ino, &e.name, e.cookie, plus_kept(op, dir, e)) == Take::Full {
                 return Ok(false);
             }
@@ -319,7 +319,7 @@ fn list_plus(page: &mut PlusPage<'_>, fd: &std::os::fd::OwnedFd, acc: &Access, k
             return Take::Full;
         }
         let child = plus_child(op, dir, e.name);
-        page.put(dotdot_ino(op, dir, &e), e.name, e.cookie, child)
+        page.put(dotdot_ino(op, dir, e.name, e.ino), e.name, e.cookie, child)
     })
     .map_err(nfsstat3::from)
 }

@@ -41,9 +41,7 @@ impl RawHandle {
             f_handle: [0; FS_HANDLE_BYTES_MAX],
         }
     }
-}
 
-impl RawHandle {
     /// The type the filesystem gave the handle.
     pub fn kind(&self) -> i32 {
         self.handle_type
@@ -53,13 +51,17 @@ impl RawHandle {
     pub fn bytes(&self) -> &[u8] {
         self.f_handle.get(..self.handle_bytes as usize).unwrap_or(&self.f_handle)
     }
+
+    /// The same handle, owned.
+    pub fn to_fs_handle(&self) -> FsHandle {
+        FsHandle { kind: self.kind(), bytes: self.bytes().to_vec() }
+    }
 }
 
 /// The handle of `name` in `dir` (never following a symlink), or of `dir`
 /// itself when `name` is empty.
 pub fn handle_at(dir: RawFd, name: &[u8]) -> SysResult<FsHandle> {
-    let raw = raw_handle_at(dir, name)?;
-    Ok(FsHandle { kind: raw.kind(), bytes: raw.bytes().to_vec() })
+    raw_handle_at(dir, name).map(|raw| raw.to_fs_handle())
 }
 
 /// `handle_at`, kept on the stack.

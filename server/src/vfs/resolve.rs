@@ -196,7 +196,7 @@ impl Vfs {
             return Ok((o.st, fs));
         }
         let (st, raw) = self.child_attrs_raw(dir, name)?;
-        Ok((st, FsHandle { kind: raw.kind(), bytes: raw.bytes().to_vec() }))
+        Ok((st, raw.to_fs_handle()))
     }
 
     /// The attributes `child_attrs` gives, without the handle.
