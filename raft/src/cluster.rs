@@ -168,6 +168,11 @@ pub enum LeaderAskError {
 }
 
 /// A running cluster member.
+/// How long `RaftNode::shutdown` waits for the log file to be closed, and
+/// how often it looks.
+const LOG_CLOSE_WAIT_MS: u64 = 5_000;
+const LOG_CLOSE_POLL_MS: u64 = 5;
+
 pub struct RaftNode {
     pub id: NodeId,
     pub role: Role,
@@ -250,8 +255,9 @@ impl RaftNode {
         let log_db = open_db(&log_path).map_err(|e| storage_err(&log_path, &e))?;
         bind_identity(&log_db, &opts.cluster, opts.node_id)?;
         let snapshot_db = open_db(&snapshot_path).map_err(|e| storage_err(&snapshot_path, &e))?;
-        let log = LogStore::new(log_db).map_err(|e| storage_err(&log_path, &e))?;
-        let sm = StateMachineStore::open(snapshot_db).map_err(|e| storage_err(&snapshot_path, &e))?;
+        let log = LogStore::new(log_db, opts.node_id).map_err(|e| storage_err(&log_path, &e))?;
+        let sm =
+            StateMachineStore::open(snapshot_db, Some(log.durable())).map_err(|e| storage_err(&snapshot_path, &e))?;
         let faults = Faults::default();
         opts.timing.check().map_err(MembershipError::from)?;
         let lease = LeaseClock::new(opts.timing.lease());
@@ -261,6 +267,7 @@ impl RaftNode {
             secret: opts.secret.clone(),
             faults: faults.clone(),
             lease: lease.clone(),
+            durable: log.durable(),
         };
         let config = match opts.config {
             Some(config) => config,
@@ -402,6 +409,7 @@ impl RaftNode {
     /// Stop everything: commits (queued ones finish or fail), the peer
     /// listener and its connections, Raft, the watch.
     pub async fn shutdown(self) -> Result<(), RaftNodeError> {
+        let log_db = self.log.db_handle();
         self.server.abort();
         let _ = self.server.await;
         if let Some(relay) = self.relay {
@@ -412,6 +420,14 @@ impl RaftNode {
         self.commit.shutdown().await;
         // The watch ends once Raft's metrics channel closes.
         let _ = self.watch.await;
+        // The log file is closed once its writer thread and the last reader
+        // let go of it (a node started again on the directory opens it).
+        drop(self.log);
+        drop(self.raft);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOG_CLOSE_WAIT_MS);
+        while log_db.strong_count() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(LOG_CLOSE_POLL_MS)).await;
+        }
         stopped
     }
 }

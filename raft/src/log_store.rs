@@ -1,11 +1,15 @@
 //! The Raft log on redb (`RaftLogStorage`): entries by index, the vote, the
 //! committed log id and the last purged log id.
 //!
-//! Durability: appended entries are on disk (fsync) before `LogFlushed` is
-//! signalled, which is what lets openraft count them towards a commit and
-//! acknowledge them to the leader; `append` itself returns as soon as they
-//! are readable (`writer`: the write-behind thread, so the leader's fsync
-//! and its followers' overlap). A vote and a truncate wait for the queued
+//! Durability: `append` returns as soon as the entries are readable and
+//! queued for the writer thread (`writer`), which signals `LogFlushed` once
+//! they are on disk (fsync): a follower acknowledges only then. A leader's
+//! own entries are signalled at once, so it sends them to its followers
+//! while its own fsync runs (openraft 0.9 waits for the signal before it
+//! replicates); what keeps every applied entry on a majority of disks then
+//! is `durable`'s (module doc): the state machine applies, and followers
+//! are told a commit, only up to what is on this disk (`LogDurable`), and a
+//! stuck disk turns the early signal off. A vote and a truncate wait for the queued
 //! appends and then commit with `Durability::Immediate` before the call
 //! returns, so a vote is on disk before the vote reply is sent. A purge is
 //! queued behind the appends and returns at once (`writer`'s module doc).
@@ -17,12 +21,15 @@
 // openraft fixes `StorageError` (large) as the error type of these traits.
 #![allow(clippy::result_large_err)]
 
+mod durable;
 mod writer;
+
+pub use durable::{LogDurable, APPLY_WAIT_MS};
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogId, RaftLogReader, StorageIOError};
@@ -106,6 +113,11 @@ pub fn open_db(path: &Path) -> Result<Arc<Database>, redb::Error> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// This node: only its own entries as leader are signalled early.
+    node_id: NodeId,
+    /// The vote last saved (this node leads when it is its own, committed).
+    vote: Arc<Mutex<Option<typ::Vote>>>,
+    durable: LogDurable,
     writer: writer::Writer,
 }
 
@@ -142,9 +154,39 @@ fn note_write_time(took: std::time::Duration) {
 impl LogStore {
     /// The log store on `db`, with its writer thread (fails only if the
     /// thread cannot be started).
-    pub fn new(db: Arc<Database>) -> std::io::Result<Self> {
-        let writer = writer::Writer::start(db.clone())?;
-        Ok(Self { db, writer })
+    pub fn new(db: Arc<Database>, node_id: NodeId) -> std::io::Result<Self> {
+        let (vote, last) = Self::read_start(&db).map_err(std::io::Error::other)?;
+        let durable = LogDurable::new(last);
+        let writer = writer::Writer::start(db.clone(), durable.clone())?;
+        Ok(Self { db, node_id, vote: Arc::new(Mutex::new(vote)), durable, writer })
+    }
+
+    /// The vote and the end of the log on disk, at start.
+    fn read_start(db: &Database) -> Result<(Option<typ::Vote>, Option<typ::LogId>), typ::StorageError> {
+        Ok((get_meta(db, KEY_VOTE)?, durable_end(db)?))
+    }
+
+    /// The database, weakly: gone once every user has closed it.
+    pub fn db_handle(&self) -> std::sync::Weak<Database> {
+        Arc::downgrade(&self.db)
+    }
+
+    /// How far the log is on disk (shared with the state machine and the
+    /// peer network: `durable`'s module doc).
+    pub fn durable(&self) -> LogDurable {
+        self.durable.clone()
+    }
+
+    /// Whether `entries` may be signalled flushed before their fsync: this
+    /// node leads the current term, they are its own, and the writer keeps
+    /// up (`durable`'s module doc).
+    fn early_flush(&self, entries: &[(u64, typ::Entry, Vec<u8>)]) -> bool {
+        let vote = *self.vote.lock().unwrap_or_else(|p| p.into_inner());
+        vote.is_some_and(|v| {
+            v.committed
+                && v.leader_id.node_id == self.node_id
+                && entries.iter().all(|(_, e, _)| e.log_id.leader_id == v.leader_id)
+        }) && self.durable.keeps_up()
     }
 
     /// Tests only: make every log write fail with ENOSPC (a full disk), or
@@ -160,13 +202,7 @@ impl LogStore {
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, typ::StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(META).map_err(read_err)?;
-        let Some(value) = table.get(key).map_err(read_err)? else {
-            return Ok(None);
-        };
-        let decoded = decode(value.value(), META_BYTES_MAX).map_err(read_err)?;
-        Ok(Some(decoded))
+        get_meta(&self.db, key)
     }
 
     /// Run `f` in one durable (fsynced) write transaction on the blocking pool.
@@ -192,14 +228,37 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> Result<Option<typ::LogId>, typ::StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(LOGS).map_err(read_err)?;
-        let Some((_, value)) = table.last().map_err(read_err)? else {
-            return Ok(None);
-        };
-        let entry: typ::Entry = decode(value.value(), ENTRY_BYTES_MAX).map_err(read_err)?;
-        Ok(Some(*entry.get_log_id()))
+        last_entry_log_id(&self.db)
     }
+}
+
+fn last_entry_log_id(db: &Database) -> Result<Option<typ::LogId>, typ::StorageError> {
+    let txn = db.begin_read().map_err(read_err)?;
+    let table = txn.open_table(LOGS).map_err(read_err)?;
+    let Some((_, value)) = table.last().map_err(read_err)? else {
+        return Ok(None);
+    };
+    let entry: typ::Entry = decode(value.value(), ENTRY_BYTES_MAX).map_err(read_err)?;
+    Ok(Some(*entry.get_log_id()))
+}
+
+/// The end of the log on disk: its last entry, or the last purged id when
+/// every entry was purged.
+fn durable_end(db: &Database) -> Result<Option<typ::LogId>, typ::StorageError> {
+    if let Some(last) = last_entry_log_id(db)? {
+        return Ok(Some(last));
+    }
+    get_meta(db, KEY_LAST_PURGED)
+}
+
+fn get_meta<T: DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, typ::StorageError> {
+    let txn = db.begin_read().map_err(read_err)?;
+    let table = txn.open_table(META).map_err(read_err)?;
+    let Some(value) = table.get(key).map_err(read_err)? else {
+        return Ok(None);
+    };
+    let decoded = decode(value.value(), META_BYTES_MAX).map_err(read_err)?;
+    Ok(Some(decoded))
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> typ::StorageError {
@@ -240,6 +299,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let db = self.db.clone();
         let bounds = to_bounds(&range);
         let pending = self.writer.pending.range(bounds);
+        if writer::covers(&pending, bounds) {
+            // All of it still waits for the writer (a leader replicating what
+            // it has just appended): no read of redb, which would wait for
+            // the commit in progress there, and with it the follower's fsync
+            // for the leader's.
+            let entries = pending.into_iter().map(|(_, e)| e).collect();
+            return Ok(self.writer.hide_purged(entries));
+        }
         let stored = tokio::task::spawn_blocking(move || read_entries(&db, bounds)).await.map_err(read_err)??;
         Ok(self.writer.hide_purged(writer::merge(stored, pending)))
     }
@@ -269,7 +336,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await
-        .map_err(|e| StorageIOError::<NodeId>::write_vote(AnyError::new(&e)).into())
+        .map_err(|e| StorageIOError::<NodeId>::write_vote(AnyError::new(&e)))?;
+        *self.vote.lock().unwrap_or_else(|p| p.into_inner()) = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<typ::Vote>, typ::StorageError> {
@@ -299,6 +368,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = encode(&entry, ENTRY_BYTES_MAX).map_err(write_err)?;
             encoded.push((entry.get_log_id().index, entry, bytes));
         }
+        let callback = if self.early_flush(&encoded) {
+            callback.log_io_completed(Ok(()));
+            None
+        } else {
+            Some(callback)
+        };
         self.writer.append(encoded, callback).map_err(|e| write_err(std::io::Error::other(e)))
     }
 
@@ -309,7 +384,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             txn.open_table(LOGS)?.retain_in::<u64, _>(log_id.index.., |_, _| false)?;
             Ok(())
         })
-        .await
+        .await?;
+        self.durable.truncated(durable_end(&self.db)?);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {

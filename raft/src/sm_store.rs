@@ -8,6 +8,10 @@
 //! state is rebuilt from that snapshot and openraft re-applies the committed log
 //! after it (the log store persists the committed id).
 //! No application logic here: what a command means is `hanfs-state`'s business.
+//! An apply waits until the local log is on disk up to its entries
+//! (`log_store::LogDurable`): a leader signals its own appends flushed before
+//! their fsync, and nothing may be applied (answered, read) before it is on
+//! a majority of disks.
 //!
 //! Nothing here holds a runtime thread: applying (which waits for the state's
 //! write lock, held by readers and by a snapshot's copy), copying and encoding
@@ -27,6 +31,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use redb::{Database, Durability, TableDefinition};
 
+use crate::log_store::LogDurable;
 use crate::types::{decode, encode, typ, Applied, NodeId, TypeConfig};
 
 /// Upper bound on the encoded snapshot metadata (log id + membership).
@@ -56,6 +61,8 @@ struct StoredSnapshot {
 
 struct Inner {
     db: Arc<Database>,
+    /// How far the local log is on disk (`open`).
+    log: Option<LogDurable>,
     /// Lock order: `state` before `applied`.
     state: Arc<RwLock<State>>,
     applied: Mutex<AppliedMeta>,
@@ -80,7 +87,11 @@ fn snap_err(meta: &typ::SnapshotMeta, e: impl std::fmt::Display) -> typ::Storage
 impl StateMachineStore {
     /// Open the state machine: the last persisted snapshot if there is one,
     /// otherwise an empty `State`.
-    pub fn open(db: Arc<Database>) -> Result<Self, typ::StorageError> {
+    /// With `log`, an apply first waits until the local log is durable up
+    /// to its entries (`log_store::LogDurable`: a leader signals its own
+    /// appends flushed before their fsync); openraft's storage tests, which
+    /// apply entries they never appended, pass `None`.
+    pub fn open(db: Arc<Database>, log: Option<LogDurable>) -> Result<Self, typ::StorageError> {
         let (state, applied, current) = match load_snapshot(&db)? {
             None => (State::default(), AppliedMeta::default(), None),
             Some(snap) => {
@@ -93,6 +104,7 @@ impl StateMachineStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                log,
                 state: Arc::new(RwLock::new(state)),
                 applied: Mutex::new(applied),
                 current: Mutex::new(current),
@@ -236,6 +248,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // On the blocking pool: the write lock may wait for readers or for a
         // snapshot's copy of the state.
         let entries: Vec<typ::Entry> = entries.into_iter().collect();
+        if let (Some(log), Some(last)) = (&self.inner.log, entries.last()) {
+            log.wait_for(last.log_id.index)
+                .await
+                .map_err(|e| StorageIOError::<NodeId>::write_logs(AnyError::error(e)))?;
+        }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || apply_entries(&inner, entries)).await.map_err(sm_read_err)
     }

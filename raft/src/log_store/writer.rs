@@ -1,9 +1,11 @@
 //! The log's write-behind: `append` puts entries in `Pending` (readable at
 //! once, as openraft requires) and queues them for the writer thread, which
 //! commits them to redb in order (consecutive appends in one fsynced
-//! transaction) and only then signals `LogFlushed`. openraft goes on at once:
-//! a leader sends the entries to its followers while its own fsync runs, so
-//! a commit costs about one fsync plus a round trip, not two fsyncs in a row.
+//! transaction), records how far the log is on disk (`LogDurable`), and only
+//! then signals `LogFlushed` (unless the leader signalled already: `durable`'s
+//! module doc). With that, a leader sends the entries to its followers while
+//! its own fsync runs, so a commit costs about one fsync plus a round trip,
+//! not two fsyncs in a row.
 //!
 //! A vote and a truncate first wait for the queue to drain (`Writer::drain`),
 //! so they are ordered after the appends before them and never see entries
@@ -23,6 +25,7 @@ use openraft::storage::LogFlushed;
 use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
+use super::durable::LogDurable;
 use super::{note_write_time, LOGS, META};
 use crate::types::{typ, TypeConfig};
 
@@ -72,6 +75,24 @@ impl Pending {
     }
 }
 
+/// Whether `pending` (sorted by index) holds every index of `bounds`, which
+/// must have a start and an end: then redb has nothing else there to read.
+pub(super) fn covers(pending: &[(u64, typ::Entry)], bounds: (Bound<u64>, Bound<u64>)) -> bool {
+    let start = match bounds.0 {
+        Bound::Included(s) => s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => return false,
+    };
+    let end = match bounds.1 {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => e,
+        Bound::Unbounded => return false,
+    };
+    end > start
+        && pending.len() as u64 == end - start
+        && pending.iter().zip(start..).all(|((index, _), expected)| *index == expected)
+}
+
 /// Merges `pending` (newer) over `stored` (from redb), both sorted by index.
 pub(super) fn merge(stored: Vec<typ::Entry>, pending: Vec<(u64, typ::Entry)>) -> Vec<typ::Entry> {
     if pending.is_empty() {
@@ -85,7 +106,7 @@ pub(super) fn merge(stored: Vec<typ::Entry>, pending: Vec<(u64, typ::Entry)>) ->
 /// What the writer thread is asked to do. `Purge` deletes the entries up to
 /// `upto` and records `bytes` (the last purged log id) in one transaction.
 enum Job {
-    Append { entries: Vec<(u64, typ::LogId, Vec<u8>)>, callback: LogFlushed<TypeConfig> },
+    Append { entries: Vec<(u64, typ::LogId, Vec<u8>)>, callback: Option<LogFlushed<TypeConfig>> },
     Committed { bytes: Vec<u8> },
     Purge { upto: u64, bytes: Vec<u8> },
     Drain { done: oneshot::Sender<()> },
@@ -107,7 +128,7 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer thread for `db`.
-    pub(super) fn start(db: Arc<Database>) -> std::io::Result<Writer> {
+    pub(super) fn start(db: Arc<Database>, durable: LogDurable) -> std::io::Result<Writer> {
         let (jobs, rx) = mpsc::channel();
         let pending = Arc::new(Pending::default());
         let thread_pending = pending.clone();
@@ -115,7 +136,7 @@ impl Writer {
         let thread_fail = fail.clone();
         std::thread::Builder::new()
             .name("hanfs-raft-log".into())
-            .spawn(move || run(&db, &thread_pending, &thread_fail, &rx))?;
+            .spawn(move || run(&db, &thread_pending, &thread_fail, &durable, &rx))?;
         Ok(Writer { jobs, pending, purged_upto: Arc::default(), fail })
     }
 
@@ -126,12 +147,13 @@ impl Writer {
         self.fail.store(on, Ordering::SeqCst);
     }
 
-    /// Makes `entries` readable now and durable soon; `callback` is signalled
-    /// once they are on disk (or the write failed).
+    /// Makes `entries` readable now and durable soon; `callback` (if any: a
+    /// leader may have signalled already, `durable`'s module doc) is
+    /// signalled once they are on disk (or the write failed).
     pub(super) fn append(
         &self,
         entries: Vec<(u64, typ::Entry, Vec<u8>)>,
-        callback: LogFlushed<TypeConfig>,
+        callback: Option<LogFlushed<TypeConfig>>,
     ) -> Result<(), String> {
         let readable: Vec<(u64, typ::Entry)> = entries.iter().map(|(i, e, _)| (*i, e.clone())).collect();
         self.pending.insert(&readable);
@@ -173,7 +195,7 @@ impl Writer {
 /// The writer thread: takes what is queued (up to APPENDS_PER_TXN_MAX
 /// appends), writes it in one transaction (fsynced when it holds entries),
 /// then answers the callbacks and drains.
-fn run(db: &Database, pending: &Pending, fail: &AtomicBool, rx: &mpsc::Receiver<Job>) {
+fn run(db: &Database, pending: &Pending, fail: &AtomicBool, durable: &LogDurable, rx: &mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < APPENDS_PER_TXN_MAX {
@@ -181,12 +203,19 @@ fn run(db: &Database, pending: &Pending, fail: &AtomicBool, rx: &mpsc::Receiver<
             jobs.push(job);
         }
         let started = std::time::Instant::now();
+        durable.busy();
         let result = if fail.load(Ordering::SeqCst) {
             Err(redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)))
         } else {
             write(db, &jobs)
         };
         note_write_time(started.elapsed());
+        // Before any callback: what openraft does next may wait on it.
+        let last = jobs.iter().rev().find_map(|j| match j {
+            Job::Append { entries, .. } => entries.last().map(|(_, id, _)| *id),
+            _ => None,
+        });
+        durable.done(last, result.as_ref().err().map(|e| e.to_string()));
         for job in jobs {
             match job {
                 Job::Append { entries, callback } => {
@@ -199,7 +228,9 @@ fn run(db: &Database, pending: &Pending, fail: &AtomicBool, rx: &mpsc::Receiver<
                         }
                         Err(e) => Err(std::io::Error::other(e.to_string())),
                     };
-                    callback.log_io_completed(outcome);
+                    if let Some(callback) = callback {
+                        callback.log_io_completed(outcome);
+                    }
                 }
                 Job::Committed { .. } | Job::Purge { .. } => {}
                 Job::Drain { done } => {

@@ -34,6 +34,7 @@ use super::auth::{client_handshake, ClusterSecret};
 use super::secure::SecureStream;
 use super::{ms, Faults, PeerRequest, PeerResponse, PEER_FRAME_BYTES_MAX, PEER_REQUEST_OVERHEAD_BYTES};
 use crate::lease::LeaseClock;
+use crate::log_store::LogDurable;
 use crate::timing::{
     ADMIN_FORWARD_TIMEOUT_MS, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, INSTALL_SNAPSHOT_TIMEOUT_MS, PEER_BACKOFF_MS,
     VIEW_TIMEOUT_MS,
@@ -48,6 +49,9 @@ pub struct PeerNetwork {
     pub secret: ClusterSecret,
     pub faults: Faults,
     pub lease: LeaseClock,
+    /// How far this node's log is on disk: the commit index sent to a
+    /// follower goes no further (`log_store::LogDurable::clamp`).
+    pub durable: LogDurable,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -311,6 +315,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<typ::AppendEntriesResponse, typ::RPCError> {
         let ttl = option.hard_ttl();
         let vote = rpc.vote;
+        let mut rpc = rpc;
+        rpc.leader_commit = self.net.durable.clamp(rpc.leader_commit);
         let (rpc, cut_at) = fit_in_frame(rpc, PEER_FRAME_BYTES_MAX - PEER_REQUEST_OVERHEAD_BYTES);
         // The connection task renews the lease from the answer.
         let resp = self.call_with(PeerRequest::Append(rpc), Some(vote), ttl).await;

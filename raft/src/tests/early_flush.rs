@@ -1,0 +1,108 @@
+//! A leader's own appends are signalled flushed before their fsync, and
+//! nothing is applied or announced as committed beyond the local disk
+//! (`log_store::durable`): each test holds redb's one write transaction, so
+//! the log's writer cannot write until it is released.
+
+use std::time::Duration;
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+use crate::log_store::{open_db, LogStore};
+use crate::sm_store::StateMachineStore;
+use crate::types::{typ, NodeId};
+
+/// This node, and the other one in these tests.
+const ME: NodeId = 1;
+const OTHER: NodeId = 2;
+/// Long enough for a write that is not held to finish many times over.
+const SETTLE: Duration = Duration::from_millis(300);
+/// Bound on what must finish once the write transaction is released.
+const DONE: Duration = Duration::from_secs(20);
+
+fn blank(term: u64, leader: NodeId, index: u64) -> typ::Entry {
+    Entry { log_id: LogId::new(CommittedLeaderId::new(term, leader), index), payload: EntryPayload::Blank }
+}
+
+async fn store(vote: Vote<NodeId>) -> (tempfile::TempDir, std::sync::Arc<redb::Database>, LogStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_db(&dir.path().join("raft.redb")).expect("open");
+    let mut log = LogStore::new(db.clone(), ME).expect("log store");
+    log.save_vote(&vote).await.expect("vote");
+    (dir, db, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaders_own_entries_are_flushed_early_but_applied_only_once_on_disk() {
+    let (dir, db, mut log) = store(Vote::new_committed(1, ME)).await;
+    let sm_db = open_db(&dir.path().join("sm.redb")).expect("open");
+    let mut sm = StateMachineStore::open(sm_db, Some(log.durable())).expect("state machine");
+
+    let held = db.begin_write().expect("a write transaction");
+    tokio::time::timeout(SETTLE, log.blocking_append([blank(1, ME, 1)]))
+        .await
+        .expect("the leader's own entry is signalled flushed while the disk write waits")
+        .expect("append");
+    assert_eq!(log.durable().upto(), None, "nothing is on disk yet");
+    // The commit index a follower is told goes no further than the disk.
+    assert_eq!(log.durable().clamp(Some(blank(1, ME, 1).log_id)), None);
+
+    let apply = tokio::spawn(async move { sm.apply([blank(1, ME, 1)]).await.map(|r| r.len()) });
+    tokio::time::sleep(SETTLE).await;
+    assert!(!apply.is_finished(), "an entry was applied before it was on the local disk");
+
+    drop(held);
+    let applied = tokio::time::timeout(DONE, apply).await.expect("applied once on disk").expect("task");
+    assert_eq!(applied.expect("apply"), 1);
+    assert_eq!(log.durable().upto(), Some(blank(1, ME, 1).log_id));
+    assert_eq!(log.durable().clamp(Some(blank(1, ME, 1).log_id)), Some(blank(1, ME, 1).log_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_acknowledges_only_what_is_on_its_disk() {
+    // This node follows the other's term: the entries are the other's, and
+    // also entries of its own older term sent back by the new leader.
+    let (_dir, db, mut log) = store(Vote::new_committed(2, OTHER)).await;
+    let held = db.begin_write().expect("a write transaction");
+    let entries = [blank(1, ME, 1), blank(2, OTHER, 2)];
+    let append = tokio::spawn(async move { log.blocking_append(entries).await.map(|_| log) });
+    tokio::time::sleep(SETTLE).await;
+    assert!(!append.is_finished(), "a follower signalled an append flushed before its fsync");
+    drop(held);
+    let log = tokio::time::timeout(DONE, append).await.expect("flushed once written").expect("task").expect("append");
+    assert_eq!(log.durable().upto(), Some(blank(2, OTHER, 2).log_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_disk_is_stuck_waits_for_its_fsync_again() {
+    let (_dir, db, mut log) = store(Vote::new_committed(1, ME)).await;
+    let held = db.begin_write().expect("a write transaction");
+    tokio::time::timeout(SETTLE, log.blocking_append([blank(1, ME, 1)]))
+        .await
+        .expect("the first entry is signalled early")
+        .expect("append");
+    // The writer has now been stuck on its transaction for longer than a
+    // slow write: the next append waits for the disk, as openraft's core
+    // (and with it heartbeats and the lease) then does.
+    tokio::time::sleep(Duration::from_millis(crate::log_store::LOG_WRITE_SLOW_MS) + SETTLE).await;
+    let mut second = log.clone();
+    let append = tokio::spawn(async move { second.blocking_append([blank(1, ME, 2)]).await });
+    tokio::time::sleep(SETTLE).await;
+    assert!(!append.is_finished(), "an append was signalled early while the disk was stuck");
+    drop(held);
+    tokio::time::timeout(DONE, append).await.expect("flushed once written").expect("task").expect("append");
+    assert_eq!(log.durable().upto(), Some(blank(1, ME, 2).log_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_waiting_for_a_failed_log_write_fails() {
+    let (dir, _db, mut log) = store(Vote::new_committed(1, ME)).await;
+    let sm_db = open_db(&dir.path().join("sm.redb")).expect("open");
+    let mut sm = StateMachineStore::open(sm_db, Some(log.durable())).expect("state machine");
+    log.fail_writes(true);
+    // Signalled early, then the write fails: the apply reports it.
+    log.blocking_append([blank(1, ME, 1)]).await.expect("signalled early");
+    let applied = tokio::time::timeout(DONE, sm.apply([blank(1, ME, 1)])).await.expect("the apply ends");
+    let error = applied.expect_err("an entry that never reached the disk was applied").to_string();
+    assert!(error.contains("No space left on device"), "{error}");
+}
