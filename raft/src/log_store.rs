@@ -118,6 +118,8 @@ pub struct LogStore {
     /// The vote last saved (this node leads when it is its own, committed).
     vote: Arc<Mutex<Option<typ::Vote>>>,
     durable: LogDurable,
+    /// The committed-id hint last saved (the writer carries it: `writer`).
+    committed: Arc<Mutex<Option<Option<typ::LogId>>>>,
     writer: writer::Writer,
 }
 
@@ -158,7 +160,7 @@ impl LogStore {
         let (vote, last) = Self::read_start(&db).map_err(std::io::Error::other)?;
         let durable = LogDurable::new(last);
         let writer = writer::Writer::start(db.clone(), durable.clone())?;
-        Ok(Self { db, node_id, vote: Arc::new(Mutex::new(vote)), durable, writer })
+        Ok(Self { db, node_id, vote: Arc::new(Mutex::new(vote)), durable, committed: Arc::default(), writer })
     }
 
     /// The vote and the end of the log on disk, at start.
@@ -351,10 +353,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // leader re-establishes it). So no fsync of its own: it is queued
         // behind the appends it covers and is durable with the next fsync.
         let bytes = encode(&committed, META_BYTES_MAX).map_err(write_err)?;
-        self.writer.save_committed(bytes).map_err(|e| write_err(std::io::Error::other(e)))
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+        self.writer.save_committed(committed, bytes).map_err(|e| write_err(std::io::Error::other(e)))
     }
 
     async fn read_committed(&mut self) -> Result<Option<typ::LogId>, typ::StorageError> {
+        // The last one saved, which the writer may not have written yet.
+        if let Some(committed) = *self.committed.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(committed);
+        }
         Ok(self.get_meta::<Option<typ::LogId>>(KEY_COMMITTED)?.flatten())
     }
 

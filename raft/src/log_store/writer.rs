@@ -11,7 +11,15 @@
 //! so they are ordered after the appends before them and never see entries
 //! that are still only in memory. The committed-id hint and a purge go
 //! through the queue without waiting and need no fsync of their own: both
-//! ride in the next transaction (durable with the next fsync), so a purge
+//! ride in the next transaction (durable with the next fsync); a hint with
+//! no append or purge beside it is not written on its own (openraft saves
+//! one after every commit: a redb transaction each on every node, between
+//! one entry's fsync and the next) but carried to the next transaction or
+//! written when the writer ends; losing it loses nothing (`save_committed`).
+//! A hint is written only once the log on disk reaches it (a leader's entry
+//! may be committed before its own fsync, `durable`'s module doc): a hint
+//! beyond the log's end would stop the node from starting again.
+//! So a purge
 //! never holds openraft's core (and with it heartbeats and the lease) on a
 //! drain and an fsync. A purge lost in a crash leaves its entries and the
 //! older last-purged id, which is consistent: it is done again later.
@@ -103,11 +111,18 @@ pub(super) fn merge(stored: Vec<typ::Entry>, pending: Vec<(u64, typ::Entry)>) ->
     by_index.into_values().collect()
 }
 
+/// A committed-id hint: the id, and its encoding as stored.
+#[derive(Default)]
+struct Hint {
+    id: Option<typ::LogId>,
+    bytes: Vec<u8>,
+}
+
 /// What the writer thread is asked to do. `Purge` deletes the entries up to
 /// `upto` and records `bytes` (the last purged log id) in one transaction.
 enum Job {
     Append { entries: Vec<(u64, typ::LogId, Vec<u8>)>, callback: Option<LogFlushed<TypeConfig>> },
-    Committed { bytes: Vec<u8> },
+    Committed { hint: Hint },
     Purge { upto: u64, bytes: Vec<u8> },
     Drain { done: oneshot::Sender<()> },
 }
@@ -162,8 +177,10 @@ impl Writer {
     }
 
     /// Queues the committed-id hint behind the appends before it.
-    pub(super) fn save_committed(&self, bytes: Vec<u8>) -> Result<(), String> {
-        self.jobs.send(Job::Committed { bytes }).map_err(|_| "the raft log writer has stopped".to_owned())
+    pub(super) fn save_committed(&self, id: Option<typ::LogId>, bytes: Vec<u8>) -> Result<(), String> {
+        self.jobs
+            .send(Job::Committed { hint: Hint { id, bytes } })
+            .map_err(|_| "the raft log writer has stopped".to_owned())
     }
 
     /// Queues the purge of the entries up to `upto` behind the appends before
@@ -196,26 +213,37 @@ impl Writer {
 /// appends), writes it in one transaction (fsynced when it holds entries),
 /// then answers the callbacks and drains.
 fn run(db: &Database, pending: &Pending, fail: &AtomicBool, durable: &LogDurable, rx: &mpsc::Receiver<Job>) {
+    // The newest committed-id hint not written yet (module doc).
+    let mut carried: Option<Hint> = None;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < APPENDS_PER_TXN_MAX {
             let Ok(job) = rx.try_recv() else { break };
             jobs.push(job);
         }
+        for job in &mut jobs {
+            if let Job::Committed { hint } = job {
+                carried = Some(std::mem::take(hint));
+            }
+        }
+        if !jobs.iter().any(|j| matches!(j, Job::Append { .. } | Job::Purge { .. })) {
+            // Hints (and drains) alone: no transaction of their own.
+            answer_drains(jobs);
+            continue;
+        }
+        // A hint goes no further than the log on disk after this write.
+        let end = last_appended(&jobs).or_else(|| durable.upto()).map(|id| id.index);
+        let hint = carried.take_if(|h| h.id.map(|id| id.index) <= end);
         let started = std::time::Instant::now();
         durable.busy();
         let result = if fail.load(Ordering::SeqCst) {
             Err(redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)))
         } else {
-            write(db, &jobs)
+            write(db, &jobs, hint.as_ref())
         };
         note_write_time(started.elapsed());
         // Before any callback: what openraft does next may wait on it.
-        let last = jobs.iter().rev().find_map(|j| match j {
-            Job::Append { entries, .. } => entries.last().map(|(_, id, _)| *id),
-            _ => None,
-        });
-        durable.done(last, result.as_ref().err().map(|e| e.to_string()));
+        durable.done(last_appended(&jobs), result.as_ref().err().map(|e| e.to_string()));
         for job in jobs {
             match job {
                 Job::Append { entries, callback } => {
@@ -239,17 +267,37 @@ fn run(db: &Database, pending: &Pending, fail: &AtomicBool, durable: &LogDurable
             }
         }
     }
+    // Closing: the last hint, if the log on disk covers it.
+    let end = durable.upto().map(|id| id.index);
+    if let Some(hint) = carried.take_if(|h| h.id.map(|id| id.index) <= end) {
+        if !fail.load(Ordering::SeqCst) {
+            let _ = write(db, &[], Some(&hint));
+        }
+    }
 }
 
-/// One transaction with every append and purge of `jobs`, in order, and
-/// their last committed-id hint and last-purged id; durable (fsync) when it
-/// holds an entry.
-fn write(db: &Database, jobs: &[Job]) -> Result<(), redb::Error> {
-    let has_entries = jobs.iter().any(|j| matches!(j, Job::Append { .. }));
-    let committed = jobs.iter().rev().find_map(|j| match j {
-        Job::Committed { bytes } => Some(bytes),
+/// The last entry `jobs` append.
+fn last_appended(jobs: &[Job]) -> Option<typ::LogId> {
+    jobs.iter().rev().find_map(|j| match j {
+        Job::Append { entries, .. } => entries.last().map(|(_, id, _)| *id),
         _ => None,
-    });
+    })
+}
+
+/// Answers the drains among `jobs` (the rest needs nothing).
+fn answer_drains(jobs: Vec<Job>) {
+    for job in jobs {
+        if let Job::Drain { done } = job {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// One transaction with every append and purge of `jobs`, in order, their
+/// last-purged id and the committed-id hint `committed`; durable (fsync)
+/// when it holds an entry.
+fn write(db: &Database, jobs: &[Job], committed: Option<&Hint>) -> Result<(), redb::Error> {
+    let has_entries = jobs.iter().any(|j| matches!(j, Job::Append { .. }));
     let purged = jobs.iter().rev().find_map(|j| match j {
         Job::Purge { bytes, .. } => Some(bytes),
         _ => None,
@@ -274,8 +322,8 @@ fn write(db: &Database, jobs: &[Job]) -> Result<(), redb::Error> {
             }
         }
     }
-    if let Some(bytes) = committed {
-        txn.open_table(META)?.insert(super::KEY_COMMITTED, bytes.as_slice())?;
+    if let Some(hint) = committed {
+        txn.open_table(META)?.insert(super::KEY_COMMITTED, hint.bytes.as_slice())?;
     }
     if let Some(bytes) = purged {
         txn.open_table(META)?.insert(super::KEY_LAST_PURGED, bytes.as_slice())?;

@@ -106,3 +106,38 @@ async fn an_apply_waiting_for_a_failed_log_write_fails() {
     let error = applied.expect_err("an entry that never reached the disk was applied").to_string();
     assert!(error.contains("No space left on device"), "{error}");
 }
+
+/// Drops `log` and waits until its writer thread has ended (the test holds
+/// the only other reference to `db`), then opens the log again.
+async fn reopen(log: LogStore, db: &std::sync::Arc<redb::Database>) -> LogStore {
+    drop(log);
+    let deadline = std::time::Instant::now() + DONE;
+    while std::sync::Arc::strong_count(db) > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(std::sync::Arc::strong_count(db), 1, "the writer thread still holds the log");
+    LogStore::new(db.clone(), ME).expect("log store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_hint_never_goes_beyond_the_log_on_disk() {
+    // Written (when the writer ends) once its entry is on disk.
+    let (_dir, db, mut log) = store(Vote::new_committed(1, ME)).await;
+    log.blocking_append([blank(1, ME, 1)]).await.expect("append");
+    tokio::time::timeout(DONE, log.durable().wait_for(1)).await.expect("written").expect("on disk");
+    log.save_committed(Some(blank(1, ME, 1).log_id)).await.expect("hint");
+    let mut log = reopen(log, &db).await;
+    assert_eq!(log.read_committed().await.expect("read"), Some(blank(1, ME, 1).log_id));
+
+    // A leader's entry committed before its own write, which then fails: the
+    // hint must not name it, or the node could not start again.
+    log.fail_writes(true);
+    log.blocking_append([blank(1, ME, 2)]).await.expect("signalled early");
+    let error = tokio::time::timeout(DONE, log.durable().wait_for(2)).await.expect("the write ends");
+    assert!(error.is_err(), "the failed write counted as on disk");
+    log.fail_writes(false);
+    log.save_committed(Some(blank(1, ME, 2).log_id)).await.expect("hint");
+    let mut log = reopen(log, &db).await;
+    assert_eq!(log.read_committed().await.expect("read"), Some(blank(1, ME, 1).log_id));
+    assert_eq!(log.get_log_state().await.expect("state").last_log_id, Some(blank(1, ME, 1).log_id));
+}
