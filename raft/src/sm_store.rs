@@ -13,11 +13,13 @@
 //! their fsync, and nothing may be applied (answered, read) before it is on
 //! a majority of disks.
 //!
-//! Nothing here holds a runtime thread: applying (which waits for the state's
-//! write lock, held by readers and by a snapshot's copy), copying and encoding
-//! the state for a snapshot, and every redb write run on the blocking pool, so
-//! the runtime's workers stay free for heartbeats and replication (the whole
-//! copy of a large state takes a while; so can an fsync).
+//! Nothing here waits on a runtime thread: applying runs there only when the
+//! state's write lock is free at once (a few µs a command; saves a hand-off
+//! to the blocking pool and back on every commit), and on the blocking pool
+//! when it would wait for readers or a snapshot's copy; copying and encoding
+//! the state for a snapshot, and every redb write, run on the blocking pool,
+//! so the runtime's workers stay free for heartbeats and replication (the
+//! whole copy of a large state takes a while; so can an fsync).
 
 // openraft fixes `StorageError` (large) as the error type of these traits.
 #![allow(clippy::result_large_err)]
@@ -211,8 +213,25 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 
 /// Apply `entries` to the state, under its write lock.
 fn apply_entries(inner: &Inner, entries: Vec<typ::Entry>) -> Vec<Applied> {
+    let state = inner.state.write().unwrap_or_else(|p| p.into_inner());
+    apply_locked(inner, state, entries)
+}
+
+/// `apply_entries` if the write lock is free now; the entries back if not.
+fn try_apply_entries(inner: &Inner, entries: Vec<typ::Entry>) -> Result<Vec<Applied>, Vec<typ::Entry>> {
+    match inner.state.try_write() {
+        Ok(state) => Ok(apply_locked(inner, state, entries)),
+        Err(std::sync::TryLockError::Poisoned(p)) => Ok(apply_locked(inner, p.into_inner(), entries)),
+        Err(std::sync::TryLockError::WouldBlock) => Err(entries),
+    }
+}
+
+fn apply_locked(
+    inner: &Inner,
+    mut state: std::sync::RwLockWriteGuard<'_, State>,
+    entries: Vec<typ::Entry>,
+) -> Vec<Applied> {
     let mut replies = Vec::with_capacity(entries.len());
-    let mut state = inner.state.write().unwrap_or_else(|p| p.into_inner());
     let mut applied = lock(&inner.applied);
     for entry in entries {
         applied.last_applied = Some(entry.log_id);
@@ -245,14 +264,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = typ::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // On the blocking pool: the write lock may wait for readers or for a
-        // snapshot's copy of the state.
         let entries: Vec<typ::Entry> = entries.into_iter().collect();
         if let (Some(log), Some(last)) = (&self.inner.log, entries.last()) {
             log.wait_for(last.log_id.index)
                 .await
                 .map_err(|e| StorageIOError::<NodeId>::write_logs(AnyError::error(e)))?;
         }
+        // Here when the write lock is free (applying is a few µs a command);
+        // on the blocking pool when it would wait for readers or for a
+        // snapshot's copy of the state.
+        let entries = match try_apply_entries(&self.inner, entries) {
+            Ok(replies) => return Ok(replies),
+            Err(entries) => entries,
+        };
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || apply_entries(&inner, entries)).await.map_err(sm_read_err)
     }

@@ -1,7 +1,8 @@
 //! A leader's own appends are signalled flushed before their fsync, and
 //! nothing is applied or announced as committed beyond the local disk
-//! (`log_store::durable`): each test holds redb's one write transaction, so
-//! the log's writer cannot write until it is released.
+//! (`log_store::durable`): most tests hold redb's one write transaction, so
+//! the log's writer cannot write until it is released. Also: the committed
+//! hint, and where an apply waits for the state's lock.
 
 use std::time::Duration;
 
@@ -140,4 +141,38 @@ async fn the_committed_hint_never_goes_beyond_the_log_on_disk() {
     let mut log = reopen(log, &db).await;
     assert_eq!(log.read_committed().await.expect("read"), Some(blank(1, ME, 1).log_id));
     assert_eq!(log.get_log_state().await.expect("state").last_log_id, Some(blank(1, ME, 1).log_id));
+}
+
+/// An apply while a reader holds the state waits on the blocking pool, not
+/// on the runtime's thread: on a one-thread runtime the reader below could
+/// never let go otherwise. Run on a thread of its own, so that a blocked
+/// runtime fails the test instead of hanging it.
+#[test]
+// The reader holds the state's lock across its sleep on purpose.
+#[allow(clippy::await_holding_lock)]
+fn an_apply_waits_for_readers_off_the_runtime_thread() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let sm_db = open_db(&dir.path().join("sm.redb")).expect("open");
+            let mut sm = StateMachineStore::open(sm_db, None).expect("state machine");
+            let state = sm.state();
+            let (held, release) = tokio::sync::oneshot::channel::<()>();
+            let reader = tokio::task::spawn_local(async move {
+                let guard = state.read().unwrap_or_else(|p| p.into_inner());
+                let _ = held.send(());
+                tokio::time::sleep(SETTLE).await;
+                drop(guard);
+            });
+            release.await.expect("the reader holds the state");
+            let applied = sm.apply([blank(1, ME, 1)]).await.map(|r| r.len());
+            reader.await.expect("reader");
+            let _ = done.send(applied.map_err(|e| e.to_string()));
+        });
+    });
+    let applied = finished.recv_timeout(DONE).expect("the apply blocked the runtime's thread");
+    assert_eq!(applied, Ok(1));
 }
