@@ -198,6 +198,13 @@ impl LogStore {
         self.writer.fail_writes(on);
     }
 
+    /// Tests only: make every log write wait before it starts (a stuck
+    /// disk), or go on again.
+    #[cfg(test)]
+    pub(crate) fn stall_writes(&self, on: bool) {
+        self.writer.stall_writes(on);
+    }
+
     /// Waits for the queued appends (module doc: before any other write).
     async fn drain(&self) -> Result<(), typ::StorageError> {
         self.writer.drain().await.map_err(|e| write_err(std::io::Error::other(e)))

@@ -9,6 +9,7 @@ mod disk_full;
 mod early_flush;
 mod group_commit;
 mod harness;
+mod stuck_disk;
 mod transport;
 mod transport_cost;
 mod witness_relay;

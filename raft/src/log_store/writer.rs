@@ -111,6 +111,25 @@ pub(super) fn merge(stored: Vec<typ::Entry>, pending: Vec<(u64, typ::Entry)>) ->
     by_index.into_values().collect()
 }
 
+/// Tests only: a full disk and a stuck one (`Writer::fail_writes`,
+/// `Writer::stall_writes`); never set outside tests.
+#[derive(Default)]
+struct Faults {
+    fail: AtomicBool,
+    stall: AtomicBool,
+}
+
+/// Longest a write waits while `Faults::stall` is set.
+const STALL_MAX_MS: u64 = 60_000;
+
+impl Faults {
+    fn wait_stall(&self, since: std::time::Instant) {
+        while self.stall.load(Ordering::SeqCst) && since.elapsed() < std::time::Duration::from_millis(STALL_MAX_MS) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
 /// A committed-id hint: the id, and its encoding as stored.
 #[derive(Default)]
 struct Hint {
@@ -136,9 +155,10 @@ pub(super) struct Writer {
     /// The highest index a purge was queued for: readers hide entries up to
     /// it even while the purge is still in the queue.
     purged_upto: Arc<Mutex<Option<u64>>>,
-    /// Tests only: every write fails as on a full disk (`fail_writes`).
+    /// Tests only: every write fails as on a full disk (`fail_writes`), or
+    /// waits as on a stuck one (`stall_writes`).
     #[cfg_attr(not(test), allow(dead_code))]
-    fail: Arc<AtomicBool>,
+    faults: Arc<Faults>,
 }
 
 impl Writer {
@@ -147,19 +167,26 @@ impl Writer {
         let (jobs, rx) = mpsc::channel();
         let pending = Arc::new(Pending::default());
         let thread_pending = pending.clone();
-        let fail = Arc::new(AtomicBool::new(false));
-        let thread_fail = fail.clone();
+        let faults = Arc::new(Faults::default());
+        let thread_faults = faults.clone();
         std::thread::Builder::new()
             .name("hanfs-raft-log".into())
-            .spawn(move || run(&db, &thread_pending, &thread_fail, &durable, &rx))?;
-        Ok(Writer { jobs, pending, purged_upto: Arc::default(), fail })
+            .spawn(move || run(&db, &thread_pending, &thread_faults, &durable, &rx))?;
+        Ok(Writer { jobs, pending, purged_upto: Arc::default(), faults })
     }
 
     /// Tests only: from now on every write fails with ENOSPC, as when the
     /// state directory's disk is full (`false`: writes work again).
     #[cfg(test)]
     pub(super) fn fail_writes(&self, on: bool) {
-        self.fail.store(on, Ordering::SeqCst);
+        self.faults.fail.store(on, Ordering::SeqCst);
+    }
+
+    /// Tests only: from now on every write waits (at most `STALL_MAX_MS`)
+    /// before it starts, as on a stuck disk (`false`: it goes on).
+    #[cfg(test)]
+    pub(super) fn stall_writes(&self, on: bool) {
+        self.faults.stall.store(on, Ordering::SeqCst);
     }
 
     /// Makes `entries` readable now and durable soon; `callback` (if any: a
@@ -212,7 +239,7 @@ impl Writer {
 /// The writer thread: takes what is queued (up to APPENDS_PER_TXN_MAX
 /// appends), writes it in one transaction (fsynced when it holds entries),
 /// then answers the callbacks and drains.
-fn run(db: &Database, pending: &Pending, fail: &AtomicBool, durable: &LogDurable, rx: &mpsc::Receiver<Job>) {
+fn run(db: &Database, pending: &Pending, faults: &Faults, durable: &LogDurable, rx: &mpsc::Receiver<Job>) {
     // The newest committed-id hint not written yet (module doc).
     let mut carried: Option<Hint> = None;
     while let Ok(first) = rx.recv() {
@@ -236,7 +263,8 @@ fn run(db: &Database, pending: &Pending, fail: &AtomicBool, durable: &LogDurable
         let hint = carried.take_if(|h| h.id.map(|id| id.index) <= end);
         let started = std::time::Instant::now();
         durable.busy();
-        let result = if fail.load(Ordering::SeqCst) {
+        faults.wait_stall(started);
+        let result = if faults.fail.load(Ordering::SeqCst) {
             Err(redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)))
         } else {
             write(db, &jobs, hint.as_ref())
@@ -270,7 +298,7 @@ fn run(db: &Database, pending: &Pending, fail: &AtomicBool, durable: &LogDurable
     // Closing: the last hint, if the log on disk covers it.
     let end = durable.upto().map(|id| id.index);
     if let Some(hint) = carried.take_if(|h| h.id.map(|id| id.index) <= end) {
-        if !fail.load(Ordering::SeqCst) {
+        if !faults.fail.load(Ordering::SeqCst) {
             let _ = write(db, &[], Some(&hint));
         }
     }
