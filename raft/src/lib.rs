@@ -3,7 +3,8 @@
 //! Owns the `Commit` interface the server writes through, its single-node
 //! implementation on redb (`LocalCommit`), and the openraft glue: the type
 //! configuration (`types`), log and state-machine storage on redb (`log_store`,
-//! `sm_store`), the authenticated peer transport (`network`), membership and
+//! `sm_store`) and how far the log is on disk, which lets a leader replicate
+//! during its own fsync (`durable`), the authenticated peer transport (`network`), membership and
 //! timing (`membership`), the leader lease and leadership watch used for
 //! fencing (`lease`), and `RaftCommit`, the `Commit` implementation over Raft
 //! with group commit (`raft_commit`), the group-commit batcher both commit
@@ -25,6 +26,7 @@
 mod batch;
 pub mod cluster;
 pub mod commit;
+pub mod durable;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handover;

@@ -21,10 +21,9 @@
 // openraft fixes `StorageError` (large) as the error type of these traits.
 #![allow(clippy::result_large_err)]
 
-mod durable;
 mod writer;
 
-pub use durable::{LogDurable, APPLY_WAIT_MS};
+use crate::durable::{LogDurable, LOG_WRITE_SLOW_MS};
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -123,9 +122,6 @@ pub struct LogStore {
     writer: writer::Writer,
 }
 
-/// A log write (fsync included) slower than this is logged: openraft waits for
-/// it before it goes on, and a follower acknowledges only after it.
-pub const LOG_WRITE_SLOW_MS: u64 = 100;
 /// At most one slow-write warning this often (with the count and the slowest
 /// since the last one).
 pub const LOG_WRITE_WARN_EVERY_MS: u64 = 10_000;

@@ -9,7 +9,7 @@
 //! after it (the log store persists the committed id).
 //! No application logic here: what a command means is `hanfs-state`'s business.
 //! An apply waits until the local log is on disk up to its entries
-//! (`log_store::LogDurable`): a leader signals its own appends flushed before
+//! (`durable::LogDurable`): a leader signals its own appends flushed before
 //! their fsync, and nothing may be applied (answered, read) before it is on
 //! a majority of disks.
 //!
@@ -33,7 +33,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use redb::{Database, Durability, TableDefinition};
 
-use crate::log_store::LogDurable;
+use crate::durable::LogDurable;
 use crate::types::{decode, encode, typ, Applied, NodeId, TypeConfig};
 
 /// Upper bound on the encoded snapshot metadata (log id + membership).
@@ -90,7 +90,7 @@ impl StateMachineStore {
     /// Open the state machine: the last persisted snapshot if there is one,
     /// otherwise an empty `State`.
     /// With `log`, an apply first waits until the local log is durable up
-    /// to its entries (`log_store::LogDurable`: a leader signals its own
+    /// to its entries (`durable::LogDurable`: a leader signals its own
     /// appends flushed before their fsync); openraft's storage tests, which
     /// apply entries they never appended, pass `None`.
     pub fn open(db: Arc<Database>, log: Option<LogDurable>) -> Result<Self, typ::StorageError> {

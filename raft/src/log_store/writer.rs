@@ -33,8 +33,8 @@ use openraft::storage::LogFlushed;
 use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
-use super::durable::LogDurable;
 use super::{note_write_time, LOGS, META};
+use crate::durable::LogDurable;
 use crate::types::{typ, TypeConfig};
 
 /// Most queued appends folded into one redb transaction.

@@ -33,8 +33,8 @@ use openraft::raft::AppendEntriesResponse;
 use super::auth::{client_handshake, ClusterSecret};
 use super::secure::SecureStream;
 use super::{ms, Faults, PeerRequest, PeerResponse, PEER_FRAME_BYTES_MAX, PEER_REQUEST_OVERHEAD_BYTES};
+use crate::durable::LogDurable;
 use crate::lease::LeaseClock;
-use crate::log_store::LogDurable;
 use crate::timing::{
     ADMIN_FORWARD_TIMEOUT_MS, CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, INSTALL_SNAPSHOT_TIMEOUT_MS, PEER_BACKOFF_MS,
     VIEW_TIMEOUT_MS,
@@ -50,7 +50,7 @@ pub struct PeerNetwork {
     pub faults: Faults,
     pub lease: LeaseClock,
     /// How far this node's log is on disk: the commit index sent to a
-    /// follower goes no further (`log_store::LogDurable::clamp`).
+    /// follower goes no further (`durable::LogDurable::clamp`).
     pub durable: LogDurable,
 }
 

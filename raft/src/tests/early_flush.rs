@@ -1,6 +1,6 @@
 //! A leader's own appends are signalled flushed before their fsync, and
 //! nothing is applied or announced as committed beyond the local disk
-//! (`log_store::durable`): most tests hold redb's one write transaction, so
+//! (`durable`): most tests hold redb's one write transaction, so
 //! the log's writer cannot write until it is released. Also: the committed
 //! hint, and where an apply waits for the state's lock.
 
@@ -85,7 +85,7 @@ async fn a_leader_whose_disk_is_stuck_waits_for_its_fsync_again() {
     // The writer has now been stuck on its transaction for longer than a
     // slow write: the next append waits for the disk, as openraft's core
     // (and with it heartbeats and the lease) then does.
-    tokio::time::sleep(Duration::from_millis(crate::log_store::LOG_WRITE_SLOW_MS) + SETTLE).await;
+    tokio::time::sleep(Duration::from_millis(crate::durable::LOG_WRITE_SLOW_MS) + SETTLE).await;
     let mut second = log.clone();
     let append = tokio::spawn(async move { second.blocking_append([blank(1, ME, 2)]).await });
     tokio::time::sleep(SETTLE).await;

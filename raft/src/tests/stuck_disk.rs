@@ -1,5 +1,5 @@
 //! A leader whose log disk stops answering hands over: it signals its own
-//! appends flushed before their fsync (`log_store::durable`) only while its
+//! appends flushed before their fsync (`durable`) only while its
 //! writer keeps up, so the next append after a write has hung for
 //! `LOG_WRITE_SLOW_MS` holds openraft's core, its heartbeats stop, and the
 //! other storage node takes over. Nothing the stuck node had only queued is
@@ -25,7 +25,7 @@ async fn a_leader_whose_disk_hangs_hands_over_and_loses_nothing_applied() {
     nodes[0].log.stall_writes(true);
     let stuck = nodes[0].raft.clone();
     let first = tokio::spawn(async move { stuck.client_write(mount(2)).await });
-    tokio::time::sleep(Duration::from_millis(crate::log_store::LOG_WRITE_SLOW_MS * 3)).await;
+    tokio::time::sleep(Duration::from_millis(crate::durable::LOG_WRITE_SLOW_MS * 3)).await;
     let stuck = nodes[0].raft.clone();
     let second = tokio::spawn(async move { stuck.client_write(mount(3)).await });
     assert!(!first.is_finished(), "a write was answered by a leader whose disk does not have it");

@@ -1,4 +1,6 @@
-//! How far this node's log is on its own disk (`LogDurable`), and the rules
+//! How far this node's log is on its own disk (`LogDurable`: the log store
+//! and its writer move it, the state machine waits on it, the peer network
+//! clamps the commit index it sends to it), and the rules
 //! that let a leader send its new entries to its followers while its own
 //! fsync runs.
 //!
@@ -36,8 +38,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::LOG_WRITE_SLOW_MS;
 use crate::types::typ;
+
+/// A log write (fsync included) slower than this is logged (`log_store`),
+/// and turns a leader's early flush off until the writer catches up.
+pub const LOG_WRITE_SLOW_MS: u64 = 100;
 
 /// Longest an apply waits for the local log to be durable up to its entries.
 pub const APPLY_WAIT_MS: u64 = 10_000;
@@ -67,7 +72,7 @@ pub struct LogDurable {
 
 impl LogDurable {
     /// Everything up to `upto` is already on disk (the log as opened).
-    pub(super) fn new(upto: Option<typ::LogId>) -> Self {
+    pub(crate) fn new(upto: Option<typ::LogId>) -> Self {
         let (mark, _) = watch::channel(Mark { upto, failed: None });
         Self { mark: Arc::new(mark), busy_since: Arc::default(), epoch: Instant::now() }
     }
@@ -106,7 +111,7 @@ impl LogDurable {
     }
 
     /// May an append be signalled flushed before its fsync (module doc)?
-    pub(super) fn keeps_up(&self) -> bool {
+    pub(crate) fn keeps_up(&self) -> bool {
         if self.mark.borrow().failed.is_some() {
             return false;
         }
@@ -115,13 +120,13 @@ impl LogDurable {
     }
 
     /// The writer starts a transaction.
-    pub(super) fn busy(&self) {
+    pub(crate) fn busy(&self) {
         self.busy_since.store(self.nanos() + 1, Ordering::Release);
     }
 
     /// The writer's transaction ended: everything up to `last` (if it wrote
     /// entries) is on disk, or the write failed with `error`.
-    pub(super) fn done(&self, last: Option<typ::LogId>, error: Option<String>) {
+    pub(crate) fn done(&self, last: Option<typ::LogId>, error: Option<String>) {
         self.busy_since.store(0, Ordering::Release);
         self.mark.send_modify(|m| {
             if let Some(e) = error {
@@ -133,7 +138,7 @@ impl LogDurable {
     }
 
     /// The log was cut after `last` (a truncate): what followed is gone.
-    pub(super) fn truncated(&self, last: Option<typ::LogId>) {
+    pub(crate) fn truncated(&self, last: Option<typ::LogId>) {
         self.mark.send_modify(|m| {
             if m.upto.map(|u| u.index) > last.map(|l| l.index) {
                 m.upto = last;
