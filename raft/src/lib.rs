@@ -4,8 +4,8 @@
 //! implementation on redb (`LocalCommit`), and the openraft glue: the type
 //! configuration (`types`), log and state-machine storage on redb (`log_store`,
 //! `sm_store`) and how far the log is on disk, which lets a leader replicate
-//! during its own fsync (`durable`), the authenticated peer transport (`network`), membership and
-//! timing (`membership`), the leader lease and leadership watch used for
+//! during its own fsync (`durable`), the authenticated peer transport
+//! (`network`), membership and timing (`membership`), the leader lease and leadership watch used for
 //! fencing (`lease`), and `RaftCommit`, the `Commit` implementation over Raft
 //! with group commit (`raft_commit`), the group-commit batcher both commit
 //! paths share (`batch`), and the witness relay (`relay`: the witness leads only
