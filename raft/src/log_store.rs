@@ -23,8 +23,6 @@
 
 mod writer;
 
-use crate::durable::{LogDurable, LOG_WRITE_SLOW_MS};
-
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -35,6 +33,7 @@ use openraft::{AnyError, OptionalSend, RaftLogId, RaftLogReader, StorageIOError}
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
+use crate::durable::{LogDurable, LOG_WRITE_SLOW_MS};
 use crate::types::{decode, encode, typ, NodeId, TypeConfig};
 
 /// What a log entry adds around its command (log id, payload tag).
