@@ -359,3 +359,31 @@ fn write(db: &Database, jobs: &[Job], committed: Option<&Hint>) -> Result<(), re
     txn.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    use super::covers;
+    use crate::types::typ;
+
+    fn pending(indexes: &[u64]) -> Vec<(u64, typ::Entry)> {
+        let entry = |i| Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), i), payload: EntryPayload::Blank };
+        indexes.iter().map(|&i| (i, entry(i))).collect()
+    }
+
+    /// Redb is skipped only when every index of the range is pending.
+    #[test]
+    fn a_range_is_covered_only_when_every_index_is_pending() {
+        assert!(covers(&pending(&[5, 6, 7]), (Included(5), Excluded(8))));
+        assert!(covers(&pending(&[5, 6, 7]), (Excluded(4), Included(7))));
+        assert!(!covers(&pending(&[6, 7]), (Included(5), Excluded(8))), "the first is in redb");
+        assert!(!covers(&pending(&[5, 7]), (Included(5), Excluded(8))), "a gap");
+        assert!(!covers(&pending(&[5, 6]), (Included(5), Excluded(8))), "the last is missing");
+        assert!(!covers(&pending(&[5, 6, 7]), (Included(5), Unbounded)), "no end");
+        assert!(!covers(&pending(&[5, 6, 7]), (Unbounded, Excluded(8))), "no start");
+        assert!(!covers(&pending(&[]), (Included(5), Excluded(5))), "an empty range reads nothing anyway");
+    }
+}
