@@ -167,12 +167,12 @@ pub enum LeaderAskError {
     Peer { leader: NodeId, error: PeerAskError },
 }
 
-/// A running cluster member.
 /// How long `RaftNode::shutdown` waits for the log file to be closed, and
 /// how often it looks.
 const LOG_CLOSE_WAIT_MS: u64 = 5_000;
 const LOG_CLOSE_POLL_MS: u64 = 5;
 
+/// A running cluster member.
 pub struct RaftNode {
     pub id: NodeId,
     pub role: Role,

@@ -1,8 +1,7 @@
 //! How far this node's log is on its own disk (`LogDurable`: the log store
 //! and its writer move it, the state machine waits on it, the peer network
-//! clamps the commit index it sends to it), and the rules
-//! that let a leader send its new entries to its followers while its own
-//! fsync runs.
+//! clamps the commit index it sends to it), and the rules that let a leader
+//! send its new entries to its followers while its own fsync runs.
 //!
 //! openraft 0.9 waits inside its core for a leader's own `LogFlushed` before
 //! it runs the commands that replicate the entries, so a commit would cost
@@ -50,7 +49,7 @@ pub const APPLY_WAIT_MS: u64 = 10_000;
 const _: () = assert!(APPLY_WAIT_MS > LOG_WRITE_SLOW_MS);
 
 /// What the writer has made durable, or why it stopped.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Mark {
     /// The last log id on disk (in log order: every entry before it is too).
     upto: Option<typ::LogId>,

@@ -310,12 +310,11 @@ async fn one_off(
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: typ::AppendEntriesRequest,
+        mut rpc: typ::AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<typ::AppendEntriesResponse, typ::RPCError> {
         let ttl = option.hard_ttl();
         let vote = rpc.vote;
-        let mut rpc = rpc;
         rpc.leader_commit = self.net.durable.clamp(rpc.leader_commit);
         let (rpc, cut_at) = fit_in_frame(rpc, PEER_FRAME_BYTES_MAX - PEER_REQUEST_OVERHEAD_BYTES);
         // The connection task renews the lease from the answer.
