@@ -93,6 +93,13 @@ pub fn read_into(
     Ok(done)
 }
 
+/// An UNSTABLE write at least this large is sent on to the disk at once
+/// (without waiting): a streaming writer's COMMIT then finds most of its data
+/// already written instead of all of it still dirty, as a local `dd` keeps
+/// the disk busy while it copies. Smaller writes (a random rewriter of the
+/// same pages) are left to COMMIT and the kernel's own writeback.
+const WRITE_BEHIND_MIN: usize = 256 * 1024;
+
 /// Write all of `data` at `offset`; `stable` 1 = DATA_SYNC (fdatasync),
 /// 2 = FILE_SYNC (fsync), 0 = UNSTABLE (left to COMMIT).
 ///
@@ -110,7 +117,13 @@ pub fn write_at(obj: &Obj, acc: &Access, offset: u64, data: &[u8], stable: u32, 
     match stable {
         1 => f.sync_data().map_err(io_status),
         2 => f.sync_all().map_err(io_status),
-        _ => Ok(()),
+        _ => {
+            if data.len() >= WRITE_BEHIND_MIN {
+                // Best effort: a failure to start is seen again by COMMIT's fsync.
+                let _ = sys::start_writeback(&f, offset, data.len());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -329,6 +329,17 @@ pub fn pread_append(fd: &impl AsRawFd, out: &mut Vec<u8>, count: usize, offset: 
     Ok(n)
 }
 
+/// Start writing `len` bytes at `offset` back to the disk without waiting
+/// for it (sync_file_range SYNC_FILE_RANGE_WRITE): a hint, durability still
+/// comes only from fsync. An error of the write-out itself is not lost: it
+/// stays recorded on the file for the next fsync (COMMIT) to report.
+pub fn start_writeback(fd: &impl AsRawFd, offset: u64, len: usize) -> SysResult<()> {
+    let offset = i64::try_from(offset).map_err(|_| Errno(libc::EINVAL))?;
+    let len = i64::try_from(len).map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: plain syscall on an open fd; no memory is passed.
+    check(unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) }).map(drop)
+}
+
 /// One getdents64 call into `buf`; returns the number of bytes filled.
 pub fn getdents(fd: &OwnedFd, buf: &mut [u8]) -> SysResult<usize> {
     // SAFETY: buf is writable for buf.len() bytes.
