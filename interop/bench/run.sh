@@ -106,6 +106,10 @@ TABLE_ROWS=(
     "write_vs_disk value higher -"
     "read_mib_per_s value higher -"
     "read_cold_mib_per_s value higher -"
+    "write_inflight_mib_per_s value higher -"
+    "write_inflight_vs_disk value higher -"
+    "read_inflight_mib_per_s value higher -"
+    "read_cold_inflight_mib_per_s value higher -"
     "nlm_pairs_per_s value higher -"
     "nlm_pairs_per_s p50_us lower -"
     "nlm_pairs_concurrent_per_s value higher -"
@@ -213,11 +217,13 @@ bench_one() {
     if [ "$SERVER_KIND" = ganesha ]; then server_stop; else hanfs_stop; fi
     net_down
     cat "$RUN/disk.txt" >> "$RUN/metrics.txt"
-    # The WRITE+COMMIT rate against the disk's own, both from this round.
-    awk '$1 == "metric=write_mib_per_s" || $1 == "metric=disk_dd_mib_per_s" {
-            for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "value") v[$1] = kv[2] } }
-         END { w = v["metric=write_mib_per_s"]; d = v["metric=disk_dd_mib_per_s"];
-               if (w > 0 && d > 0) printf "metric=write_vs_disk value=%.2f\n", w / d }' "$RUN/metrics.txt" >> "$RUN/metrics.txt"
+    # The WRITE+COMMIT rates (one and --inflight in flight) against the disk's own, all from this round.
+    awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "value") v[$1] = kv[2] } }
+         END { d = v["metric=disk_dd_mib_per_s"]; w = v["metric=write_mib_per_s"];
+               wi = v["metric=write_inflight_mib_per_s"];
+               if (w > 0 && d > 0) printf "metric=write_vs_disk value=%.2f\n", w / d;
+               if (wi > 0 && d > 0) printf "metric=write_inflight_vs_disk value=%.2f\n", wi / d }' \
+        "$RUN/metrics.txt" >> "$RUN/metrics.txt"
     return "$rc"
 }
 

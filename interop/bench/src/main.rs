@@ -16,6 +16,7 @@ use hanfs_bench::client::{Mounted, Session, Target};
 use hanfs_bench::probe::{self, ProbeConfig};
 use hanfs_bench::stats::MetricLine;
 use hanfs_bench::workloads::data::{self, DataSize};
+use hanfs_bench::workloads::data_inflight;
 use hanfs_bench::workloads::inflight::{self, Lanes};
 use hanfs_bench::workloads::locks::{self, LockSize};
 use hanfs_bench::workloads::meta;
@@ -365,8 +366,18 @@ async fn run_one(step: &str, ctx: &Ctx<'_>, s: &mut Session) -> bool {
             };
             // Every call makes progress, so the file size bounds a pass's calls; this is a backstop.
             let calls = u32::try_from(size.file_bytes / 512 + 1).unwrap_or(u32::MAX);
-            data::write_read(s, &ctx.mounted.root, ctx.work, &ctx.dir_name("data"), size, &Budget::new(calls, time))
-                .await
+            let (root, name) = (&ctx.mounted.root, ctx.dir_name("data"));
+            let one = data::write_read(s, root, ctx.work, &name, size.clone(), &Budget::new(calls, time)).await;
+            match (one, ctx.lanes().await) {
+                (Ok(mut lines), Ok(Some(lanes))) => {
+                    data_inflight::write_read(&lanes, s, root, ctx.work, &name, size, time).await.map(|more| {
+                        lines.extend(more);
+                        lines
+                    })
+                }
+                (Ok(lines), Ok(None)) => Ok(lines),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
         }
         "locks" => {
             let size = LockSize {

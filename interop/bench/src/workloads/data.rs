@@ -60,7 +60,7 @@ struct Pass {
 }
 
 /// The base block: fixed pseudo-random bytes (xorshift, constant seed).
-fn base_block() -> Vec<u8> {
+pub(super) fn base_block() -> Vec<u8> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut block = Vec::with_capacity(PATTERN_BLOCK_BYTES);
     while block.len() < PATTERN_BLOCK_BYTES {
@@ -108,14 +108,7 @@ pub async fn write_read(
     size: DataSize,
     budget: &Budget,
 ) -> Result<Vec<MetricLine>, BenchError> {
-    if size.file_bytes > FILE_BYTES_MAX || size.chunk_bytes == 0 || size.chunk_bytes > CHUNK_BYTES_MAX {
-        return Err(BenchError::Verify("file or chunk size out of range".into()));
-    }
-    if size.passes == 0 || size.passes > PASSES_MAX {
-        return Err(BenchError::Verify(format!("passes must be 1..={PASSES_MAX}")));
-    }
-    let (rtmax, wtmax) = s.fsinfo_max(root).await?;
-    let chunks = (size.chunk_bytes.min(wtmax).max(1), size.chunk_bytes.min(rtmax).max(1));
+    let chunks = chunk_sizes(s, root, &size).await?;
     let base = base_block();
     let mut passes = Vec::with_capacity(size.passes as usize);
     while passes.len() < size.passes as usize && !budget.expired() {
@@ -128,14 +121,27 @@ pub async fn write_read(
     Ok(rate_lines(&passes, &size, chunks))
 }
 
+/// Checks `size`; returns the (WRITE, READ) chunks, clamped to the
+/// server's FSINFO wtmax and rtmax.
+pub(super) async fn chunk_sizes(s: &mut Session, root: &nfs_fh3, size: &DataSize) -> Result<(u32, u32), BenchError> {
+    if size.file_bytes > FILE_BYTES_MAX || size.chunk_bytes == 0 || size.chunk_bytes > CHUNK_BYTES_MAX {
+        return Err(BenchError::Verify("file or chunk size out of range".into()));
+    }
+    if size.passes == 0 || size.passes > PASSES_MAX {
+        return Err(BenchError::Verify(format!("passes must be 1..={PASSES_MAX}")));
+    }
+    let (rtmax, wtmax) = s.fsinfo_max(root).await?;
+    Ok((size.chunk_bytes.min(wtmax).max(1), size.chunk_bytes.min(rtmax).max(1)))
+}
+
 /// Median (lower middle), min and max of `rates`, formatted; `None` if empty.
-fn median_min_max(rates: &mut [f64]) -> Option<(String, String, String)> {
+pub(super) fn median_min_max(rates: &mut [f64]) -> Option<(String, String, String)> {
     rates.sort_by(f64::total_cmp);
     let median = *rates.get(rates.len().checked_sub(1)? / 2)?;
     Some((format!("{median:.2}"), format!("{:.2}", rates.first()?), format!("{:.2}", rates.last()?)))
 }
 
-fn mib_per_s(bytes: u64, time: Duration) -> f64 {
+pub(super) fn mib_per_s(bytes: u64, time: Duration) -> f64 {
     let secs = time.as_secs_f64();
     if secs <= 0.0 {
         0.0
@@ -188,7 +194,7 @@ fn rate_lines(passes: &[Pass], size: &DataSize, (wchunk, rchunk): (u32, u32)) ->
 }
 
 /// Drops the page cache of `path` (all of it; DONTNEED through dd).
-fn drop_page_cache(path: &std::path::Path) -> Result<(), BenchError> {
+pub(super) fn drop_page_cache(path: &std::path::Path) -> Result<(), BenchError> {
     let mut arg = std::ffi::OsString::from("if=");
     arg.push(path);
     let status = Command::new("dd")

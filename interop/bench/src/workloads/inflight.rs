@@ -59,6 +59,15 @@ impl Lanes {
     pub fn connections(&self) -> usize {
         self.pipes.len()
     }
+
+    pub fn inflight(&self) -> u32 {
+        self.inflight
+    }
+
+    /// The first connection, for a call made alone (a COMMIT after the WRITEs).
+    pub fn first(&self) -> Result<&Arc<Pipe>, BenchError> {
+        self.pipes.first().ok_or_else(|| BenchError::Verify("no connection open".into()))
+    }
 }
 
 /// What one driven loop did: per-call latencies, the value each call
@@ -244,7 +253,7 @@ async fn page_starts(
     fixture: &Fixture,
     size: ListingSize,
 ) -> Result<Vec<(u64, cookieverf3)>, BenchError> {
-    let pipe = lanes.pipes.first().ok_or_else(|| BenchError::Verify("no connection open".into()))?;
+    let pipe = lanes.first()?;
     let mut starts = Vec::new();
     let (mut cookie, mut verf) = (0u64, cookieverf3::default());
     for _ in 0..super::meta::LISTING_PAGES_MAX {

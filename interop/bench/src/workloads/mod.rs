@@ -4,9 +4,11 @@
 //! so runs never collide. `meta`: one call in flight, CREATE/SETATTR/
 //! RENAME/REMOVE, LOOKUP, GETATTR, READDIRPLUS; `inflight`: the same calls
 //! with many in flight; `data`: sequential WRITE+COMMIT and READ (warm and
-//! cold); `locks`: NLM LOCK+UNLOCK pairs (one owner, then many at once).
+//! cold), `data_inflight` the same with many in flight; `locks`: NLM
+//! LOCK+UNLOCK pairs (one owner, then many at once).
 
 pub mod data;
+pub mod data_inflight;
 pub mod inflight;
 pub mod locks;
 pub mod meta;
