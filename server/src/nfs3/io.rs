@@ -191,4 +191,44 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("read"), b"later");
         let _ = std::fs::remove_file(&path);
     }
+
+    /// Dirty pages of `f` in `len` bytes at `offset` (cachestat(2), Linux 6.5).
+    fn dirty_pages(f: &File, offset: u64, len: u64) -> u64 {
+        use std::os::fd::AsRawFd;
+        const SYS_CACHESTAT: libc::c_long = 451;
+        let range = [offset, len];
+        // nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted
+        let mut stat = [0u64; 5];
+        // SAFETY: the kernel reads two u64s and writes five.
+        let rc = unsafe { libc::syscall(SYS_CACHESTAT, f.as_raw_fd(), range.as_ptr(), stat.as_mut_ptr(), 0) };
+        assert_eq!(rc, 0, "cachestat: {}", std::io::Error::last_os_error());
+        stat[1]
+    }
+
+    /// An UNSTABLE write of WRITE_BEHIND_MIN or more leaves none of its pages
+    /// merely dirty (all sent on to the disk, or written already); a smaller
+    /// one is left to COMMIT.
+    #[test]
+    fn a_large_unstable_write_is_sent_on_to_the_disk_at_once() {
+        let path = std::env::temp_dir().join(format!("hanfs-io-behind-{}", std::process::id()));
+        std::fs::write(&path, b"").expect("file");
+        let fd: OwnedFd = File::open(&path).expect("open").into();
+        let st = sys::stat_fd(&fd).expect("stat");
+        let obj = Obj { export_id: 1, fd, st };
+        let acc = Access {
+            opts: ExportOptions { read_only: false, ..ExportOptions::default() },
+            creds: Creds { uid: 0, gid: 0, gids: Vec::new() },
+        };
+        let f = File::open(&path).expect("open");
+        let small = vec![7u8; WRITE_BEHIND_MIN / 2];
+        write_at(&obj, &acc, 0, &small, 0, &Fence::always()).expect("small write");
+        let before = dirty_pages(&f, 0, small.len() as u64);
+        assert!(before > 0, "a small UNSTABLE write stays dirty until COMMIT ({before} dirty pages)");
+        let large = vec![9u8; WRITE_BEHIND_MIN * 4];
+        let at = WRITE_BEHIND_MIN as u64;
+        write_at(&obj, &acc, at, &large, 0, &Fence::always()).expect("large write");
+        assert_eq!(dirty_pages(&f, at, large.len() as u64), 0, "no page of the large write is left merely dirty");
+        commit(&obj, &acc).expect("commit");
+        let _ = std::fs::remove_file(&path);
+    }
 }
