@@ -132,11 +132,31 @@ fn run(args: RunArgs) -> Result<(), Failure> {
             }
         }
     }
+    tune_allocator();
     let rt = runtime()?;
     // Each `NodeError` names what failed (the state directory only when it
     // is the state directory), so it is shown as it is.
     rt.block_on(hanfs_server::node::run(cfg.server, shutdown_signal())).map_err(anyhow::Error::from)?;
     Ok(())
+}
+
+/// glibc malloc thresholds for a server that receives and sends records of
+/// up to about 1 MiB (a WRITE's or READ's payload), many at once. By default
+/// glibc maps each such buffer on its own or trims the freed heap top past
+/// 2 MiB, so every call page-faults (and the kernel zeroes) a fresh 1 MiB;
+/// with buffers up to 4 MiB taken from the heap and up to 16 MiB (sixteen
+/// calls in flight) of free heap kept, they are reused. Measured with
+/// hanfs-bench io, 16 WRITEs of 1 MiB in flight: 1,151-1,188 -> 1,305-1,366
+/// MiB/s; resident memory after the run 18 -> 30 MiB.
+fn tune_allocator() {
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 4 * 1024 * 1024;
+    const TRIM_THRESHOLD_BYTES: libc::c_int = 16 * 1024 * 1024;
+    // SAFETY: mallopt only sets allocator parameters; called before the
+    // runtime's threads start. A refused value (0) leaves glibc's default.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
