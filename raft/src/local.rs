@@ -49,8 +49,9 @@ pub struct LocalCommit {
 }
 
 impl LocalCommit {
-    /// Opens (creating if needed) `state_dir/hanfs.redb`, loads the committed
-    /// state, and spawns the group-commit task. Call inside a tokio runtime.
+    /// Opens (creating if needed) `state_dir/hanfs.redb` and `hanfs.wal`,
+    /// loads the committed state, and spawns the group-commit task. Call
+    /// inside a tokio runtime.
     pub fn open(state_dir: &Path) -> Result<Arc<LocalCommit>, CommitError> {
         Self::open_with(state_dir, Tuning { compact_entries: COMPACT_ENTRIES, entry_bytes_max: ENTRY_BYTES_MAX })
     }
@@ -70,7 +71,7 @@ impl LocalCommit {
         let state = Arc::new(RwLock::new(state));
         let last_index_shared = Arc::new(AtomicU64::new(last_index));
         let entry_bytes_max = tuning.entry_bytes_max.min(ENTRY_BYTES_MAX);
-        let durable = RedbLog {
+        let durable = FileLog {
             store: Arc::new(store),
             state: state.clone(),
             last_index: last_index_shared.clone(),
@@ -121,8 +122,9 @@ impl Commit for LocalCommit {
 }
 
 /// How the group-commit task makes an entry durable here: append it to the
-/// redb log (fsync'd), apply it, and compact now and then.
-struct RedbLog {
+/// store's log file (one pwrite and one fdatasync), apply it, and compact
+/// (a redb snapshot) now and then.
+struct FileLog {
     store: Arc<Store>,
     state: Arc<RwLock<State>>,
     last_index: Arc<AtomicU64>,
@@ -131,7 +133,7 @@ struct RedbLog {
     compact_entries: u64,
 }
 
-impl Durable for RedbLog {
+impl Durable for FileLog {
     fn refuse(&self) -> Option<CommitError> {
         None
     }
@@ -152,8 +154,8 @@ impl Durable for RedbLog {
         applied.map_err(CommitError::Rejected)
     }
 
-    /// Every `compact_entries` (COMPACT_ENTRIES) entries, snapshot the state
-    /// and drop the log rows it covers. The read lock is held only inside the
+    /// Every `compact_entries` (COMPACT_ENTRIES) entries, snapshot the state;
+    /// the log then starts over. The read lock is held only inside the
     /// blocking task, never across an `.await`.
     async fn after_batch(&mut self) {
         let last = self.next_index.saturating_sub(1);

@@ -12,8 +12,9 @@
 //! returns an `Outcome` per command (`outcome.rs`): the lock table's decision
 //! travels back through the commit to the handler that encodes its reply.
 //! `codec.rs` is the only place that knows the byte encoding; `store.rs` is
-//! the only I/O (its own redb file). `invariants.rs` says which consistency
-//! checks run when (cheap ones after every apply in every build; the full walk
+//! the only I/O (its own log file and redb snapshot file). `invariants.rs`
+//! says which consistency checks run when (cheap ones after every apply in
+//! every build; the full walk
 //! on snapshot load, and after every apply in tests and under the feature
 //! `invariants`).
 //!

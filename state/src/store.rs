@@ -1,23 +1,28 @@
-//! Durable single-node storage in one redb file: a log of encoded commands
-//! plus the latest snapshot. `append` returns only after an fsync'd commit;
-//! `compact` replaces the snapshot and drops the log rows it covers in one
-//! atomic transaction, so a crash at any point reopens to a committed state.
+//! Durable single-node storage: the log of encoded commands in an
+//! append-only file (`wal.rs`: one pwrite and one fdatasync per append) and
+//! the latest snapshot in a redb file beside it. `append` returns only after
+//! its record is synced; `compact` stores a new snapshot in one atomic redb
+//! transaction and only then lets the log start over, so a crash at any
+//! point reopens to a committed state.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use crate::codec::{decode_command, encode_command, CodecError};
 use crate::command::Command;
 use crate::State;
 
+mod wal;
+
 /// Log entries between snapshots, for callers that compact periodically.
 pub const COMPACT_ENTRIES: u64 = 10_000;
 /// A snapshot is stored as chunks of at most this size (redb values are bounded).
 const SNAPSHOT_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+/// The log file's extension, beside the redb file (`hanfs.redb` → `hanfs.wal`).
+pub const LOG_EXTENSION: &str = "wal";
 
-/// Log index → encoded `Command`.
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// Chunk number → bytes of the latest snapshot.
 const SNAPSHOT: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot");
 /// Small counters, see the `META_*` keys.
@@ -62,10 +67,20 @@ from_redb!(
 
 pub struct Store {
     db: Database,
+    log: Mutex<Log>,
+}
+
+/// The log file and the indexes around it.
+struct Log {
+    wal: wal::Wal,
+    snapshot_index: u64,
+    /// Last index appended (the snapshot's when the log holds none after it).
+    last: u64,
 }
 
 impl Store {
-    /// Opens (or creates) the store file. Fails if another process holds it.
+    /// Opens (or creates) the store file `path` and its log beside it. Fails
+    /// if another process holds it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path)?;
         // A new file's directory entry is durable only once its directory is
@@ -75,13 +90,24 @@ impl Store {
         }
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
-        {
-            txn.open_table(LOG)?;
+        let snapshot_index = {
             txn.open_table(SNAPSHOT)?;
-            txn.open_table(META)?;
-        }
+            let meta = txn.open_table(META)?;
+            let index = meta.get(META_SNAPSHOT_INDEX)?.map(|v| v.value()).unwrap_or(0);
+            index
+        };
         txn.commit()?;
-        Ok(Store { db })
+        // The redb file's lock keeps a second process out of the log too.
+        let mut wal = wal::Wal::open(&log_path(path))?;
+        let buf = wal.read_all()?;
+        let (records, end) = wal::scan(&buf, snapshot_index)?;
+        let last = records.last().map_or(snapshot_index, |r| r.index);
+        wal.set_end(end);
+        Ok(Store { db, log: Mutex::new(Log { wal, snapshot_index, last }) })
+    }
+
+    fn log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The committed state and the last log index it includes.
@@ -89,20 +115,15 @@ impl Store {
     /// when first applied too, so replay skips it the same way.
     pub fn load(&self) -> Result<(State, u64), StoreError> {
         let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let snapshot_index = meta.get(META_SNAPSHOT_INDEX)?.map(|v| v.value()).unwrap_or(0);
         let mut state = read_snapshot(&txn.open_table(SNAPSHOT)?)?;
-        let log = txn.open_table(LOG)?;
-        let mut last = snapshot_index;
-        for row in log.range(snapshot_index.saturating_add(1)..)? {
-            let (index, bytes) = row?;
-            let index = index.value();
-            if Some(index) != last.checked_add(1) {
-                return Err(StoreError::Corrupt(format!("log gap: {last} then {index}")));
-            }
-            let cmd = decode_command(bytes.value())?;
+        let log = self.log();
+        let buf = log.wal.read_all()?;
+        let (records, _) = wal::scan(&buf, log.snapshot_index)?;
+        let mut last = log.snapshot_index;
+        for r in records {
+            let cmd = decode_command(r.bytes)?;
             let _ = state.apply(&cmd);
-            last = index;
+            last = r.index;
         }
         Ok((state, last))
     }
@@ -110,60 +131,60 @@ impl Store {
     /// Durably appends `cmd` at `index`, which must follow the last index.
     pub fn append(&self, index: u64, cmd: &Command) -> Result<(), StoreError> {
         let bytes = encode_command(cmd)?;
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
-        {
-            let snapshot_index = txn.open_table(META)?.get(META_SNAPSHOT_INDEX)?.map(|v| v.value()).unwrap_or(0);
-            let mut log = txn.open_table(LOG)?;
-            let last = log.last()?.map(|(k, _)| k.value()).unwrap_or(0).max(snapshot_index);
-            let expected = last.saturating_add(1);
-            if index != expected {
-                return Err(StoreError::OutOfOrder { expected, got: index });
-            }
-            log.insert(index, bytes.as_slice())?;
+        let mut log = self.log();
+        let expected = log.last.saturating_add(1);
+        if index != expected {
+            return Err(StoreError::OutOfOrder { expected, got: index });
         }
-        txn.commit()?;
+        log.wal.append(index, &bytes)?;
+        log.last = index;
         Ok(())
     }
 
     /// Stores `state` (the result of applying every entry up to `index`) as
-    /// the snapshot and drops log rows up to `index`, atomically and durably.
+    /// the snapshot, atomically and durably; a compaction of everything
+    /// appended lets the log start over.
     pub fn compact(&self, state: &State, index: u64) -> Result<(), StoreError> {
+        let mut log = self.log();
+        if index < log.snapshot_index || index > log.last {
+            return Err(StoreError::CompactRange { index, snapshot_index: log.snapshot_index, last_index: log.last });
+        }
         let bytes = state.to_snapshot();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         {
             let mut meta = txn.open_table(META)?;
-            let snapshot_index = meta.get(META_SNAPSHOT_INDEX)?.map(|v| v.value()).unwrap_or(0);
-            let mut log = txn.open_table(LOG)?;
-            let last_index = log.last()?.map(|(k, _)| k.value()).unwrap_or(0).max(snapshot_index);
-            if index < snapshot_index || index > last_index {
-                return Err(StoreError::CompactRange { index, snapshot_index, last_index });
-            }
             let mut chunks = txn.open_table(SNAPSHOT)?;
             chunks.retain(|_, _| false)?;
             for (n, chunk) in (0u64..).zip(bytes.chunks(SNAPSHOT_CHUNK_BYTES)) {
                 chunks.insert(n, chunk)?;
             }
             meta.insert(META_SNAPSHOT_INDEX, index)?;
-            log.retain_in(..=index, |_, _| false)?;
         }
         txn.commit()?;
+        log.snapshot_index = index;
+        if index == log.last {
+            // Every record is in the snapshot now, durably: overwrite them.
+            log.wal.set_end(0);
+        }
         Ok(())
     }
 
     /// Last index the stored snapshot includes (0: none).
     pub fn snapshot_index(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta.get(META_SNAPSHOT_INDEX)?.map(|v| v.value()).unwrap_or(0))
+        Ok(self.log().snapshot_index)
     }
 
-    /// Number of log rows not yet folded into the snapshot.
+    /// Number of log entries not yet folded into the snapshot.
     pub fn log_len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(LOG)?.len()?)
+        let log = self.log();
+        Ok(log.last - log.snapshot_index)
     }
+}
+
+/// The log file of the store file `path`.
+pub fn log_path(path: &Path) -> PathBuf {
+    path.with_extension(LOG_EXTENSION)
 }
 
 /// fsync a directory, making the names in it durable.

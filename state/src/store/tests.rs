@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
+use crate::codec::encode_command;
 use crate::command::test_fs;
 
 struct TempFile(PathBuf);
@@ -106,27 +107,76 @@ fn damaged_contents_are_errors_not_panics() {
     {
         let store = Store::open(&t.path()).expect("open");
         store.append(1, &Command::BumpEpoch).expect("append");
-        // A log row that is not an encoded command.
-        let txn = store.db.begin_write().expect("txn");
-        txn.open_table(LOG).expect("log").insert(2, &[0xde, 0xad][..]).expect("insert");
-        txn.commit().expect("commit");
+        // A log record that is not an encoded command.
+        store.log().wal.append(2, &[0xde, 0xad]).expect("raw append");
     }
     let store = Store::open(&t.path()).expect("reopen");
     assert!(matches!(store.load(), Err(StoreError::Codec(_))));
     {
-        // A gap in the log.
-        let txn = store.db.begin_write().expect("txn");
+        // A gap in the log (3 is missing).
         let bytes = encode_command(&Command::BumpEpoch).expect("encode");
-        txn.open_table(LOG).expect("log").insert(2, bytes.as_slice()).expect("insert");
-        txn.open_table(LOG).expect("log").insert(4, bytes.as_slice()).expect("insert");
-        txn.commit().expect("commit");
-    }
-    assert!(matches!(store.load(), Err(StoreError::Corrupt(_))));
-    {
+        store.log().wal.append(4, &bytes).expect("raw append");
         // A snapshot that is not a snapshot.
         let txn = store.db.begin_write().expect("txn");
         txn.open_table(SNAPSHOT).expect("snap").insert(0, &[1u8, 0xff, 0xff][..]).expect("insert");
         txn.commit().expect("commit");
     }
     assert!(matches!(store.load(), Err(StoreError::Codec(_))));
+    drop(store);
+    assert!(matches!(Store::open(&t.path()), Err(StoreError::Corrupt(_))));
+}
+
+/// A record cut short by a crash during its write (never acknowledged)
+/// ends the log: the store reopens to the state before it, and the next
+/// append goes where it was.
+#[test]
+fn a_torn_last_record_is_dropped_and_overwritten() {
+    let t = TempFile::new("torn");
+    {
+        let store = Store::open(&t.path()).expect("open");
+        for i in 1..=3 {
+            store.append(i, &Command::BumpEpoch).expect("append");
+        }
+    }
+    // Cut record 3 in half: zero its second half.
+    let log = log_path(&t.path());
+    let bytes = std::fs::read(&log).expect("read log");
+    let one = bytes.iter().rposition(|b| *b != 0).expect("records") + 1;
+    let record = one / 3;
+    let f = std::fs::OpenOptions::new().write(true).open(&log).expect("open log");
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; record / 2], (one - record / 2) as u64).expect("tear");
+    drop(f);
+    let store = Store::open(&t.path()).expect("reopen");
+    let (state, last) = store.load().expect("load");
+    assert_eq!((state.epoch(), last), (2, 2));
+    store.append(3, &Command::SetHandleKey { key: [5; 32] }).expect("append 3 again");
+    drop(store);
+    let store = Store::open(&t.path()).expect("reopen");
+    let (_, last) = store.load().expect("load");
+    assert_eq!(last, 3);
+}
+
+/// After a compaction of everything the log starts over at its beginning;
+/// the old records left behind the new ones are never replayed, and a
+/// reopen between the compaction and the next append replays nothing.
+#[test]
+fn the_log_starts_over_after_a_full_compaction() {
+    let t = TempFile::new("restart");
+    let mut expected = State::default();
+    let store = Store::open(&t.path()).expect("open");
+    for (i, cmd) in (1u64..).zip(setup_cmds()) {
+        store.append(i, &cmd).expect("append");
+        expected.apply(&cmd).expect("apply");
+    }
+    store.compact(&expected, 4).expect("compact");
+    drop(store);
+    let store = Store::open(&t.path()).expect("reopen");
+    assert_eq!(store.load().expect("load"), (expected.clone(), 4));
+    // One short record over the first old one; the old ones after it stay.
+    store.append(5, &Command::BumpEpoch).expect("append 5");
+    expected.apply(&Command::BumpEpoch).expect("apply");
+    drop(store);
+    let store = Store::open(&t.path()).expect("reopen");
+    assert_eq!(store.load().expect("load"), (expected, 5));
+    assert_eq!(store.log_len().expect("len"), 1);
 }
