@@ -171,19 +171,24 @@ mod tests {
     use crate::config::ExportOptions;
     use crate::vfs::cred::Creds;
 
-    /// A node whose fence fails between the dispatch's check and the write
-    /// (stopped, then resumed after another took over) writes nothing.
-    #[test]
-    fn a_write_past_the_fence_leaves_the_file_alone() {
-        let path = std::env::temp_dir().join(format!("hanfs-io-fence-{}", std::process::id()));
-        std::fs::write(&path, b"newer").expect("file");
+    /// A temporary file holding `content`, as an object a root caller may write.
+    fn root_file(tag: &str, content: &[u8]) -> (std::path::PathBuf, Obj, Access) {
+        let path = std::env::temp_dir().join(format!("hanfs-io-{tag}-{}", std::process::id()));
+        std::fs::write(&path, content).expect("file");
         let fd: OwnedFd = File::open(&path).expect("open").into();
         let st = sys::stat_fd(&fd).expect("stat");
-        let obj = Obj { export_id: 1, fd, st };
         let acc = Access {
             opts: ExportOptions { read_only: false, ..ExportOptions::default() },
             creds: Creds { uid: 0, gid: 0, gids: Vec::new() },
         };
+        (path, Obj { export_id: 1, fd, st }, acc)
+    }
+
+    /// A node whose fence fails between the dispatch's check and the write
+    /// (stopped, then resumed after another took over) writes nothing.
+    #[test]
+    fn a_write_past_the_fence_leaves_the_file_alone() {
+        let (path, obj, acc) = root_file("fence", b"newer");
         let err = write_at(&obj, &acc, 0, b"older", 0, &Fence::new(|| false));
         assert_eq!(err, Err(nfsstat3::NFS3ERR_JUKEBOX));
         assert_eq!(std::fs::read(&path).expect("read"), b"newer", "nothing written past the fence");
@@ -210,15 +215,7 @@ mod tests {
     /// one is left to COMMIT.
     #[test]
     fn a_large_unstable_write_is_sent_on_to_the_disk_at_once() {
-        let path = std::env::temp_dir().join(format!("hanfs-io-behind-{}", std::process::id()));
-        std::fs::write(&path, b"").expect("file");
-        let fd: OwnedFd = File::open(&path).expect("open").into();
-        let st = sys::stat_fd(&fd).expect("stat");
-        let obj = Obj { export_id: 1, fd, st };
-        let acc = Access {
-            opts: ExportOptions { read_only: false, ..ExportOptions::default() },
-            creds: Creds { uid: 0, gid: 0, gids: Vec::new() },
-        };
+        let (path, obj, acc) = root_file("behind", b"");
         let f = File::open(&path).expect("open");
         let small = vec![7u8; WRITE_BEHIND_MIN / 2];
         write_at(&obj, &acc, 0, &small, 0, &Fence::always()).expect("small write");

@@ -6,6 +6,7 @@
 //! reachable locally, drop its page cache and READ it again (cold). Same
 //! content, chunks and passes as `data::write_read` (one call in flight).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,19 @@ impl Content {
             w
         });
         Content { block, whole }
+    }
+
+    /// The `len` bytes at `offset`: from memory, or generated.
+    fn chunk(&self, offset: u64, len: usize) -> Cow<'_, [u8]> {
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        match self.whole.as_ref().and_then(|w| w.get(at..at.saturating_add(len))) {
+            Some(data) => Cow::Borrowed(data),
+            None => {
+                let mut data = vec![0u8; len];
+                fill(&mut data, offset, &self.block);
+                Cow::Owned(data)
+            }
+        }
     }
 }
 
@@ -139,14 +153,7 @@ async fn write_file(
         let (f, b) = (Arc::clone(&f), Arc::clone(&b));
         async move {
             let (offset, len) = layout.chunk(i);
-            let w = match b.whole.as_ref().and_then(|w| w.get(offset as usize..offset as usize + len)) {
-                Some(data) => p.write(&f, offset, data, stable_how::UNSTABLE).await?,
-                None => {
-                    let mut data = vec![0u8; len];
-                    fill(&mut data, offset, &b.block);
-                    p.write(&f, offset, &data, stable_how::UNSTABLE).await?
-                }
-            };
+            let w = p.write(&f, offset, &b.chunk(offset, len), stable_how::UNSTABLE).await?;
             if w.count as usize != len {
                 return Err(BenchError::Verify(format!("WRITE at {offset} wrote {} of {len} bytes", w.count)));
             }
@@ -184,15 +191,7 @@ async fn read_file(
             if data.len() != len {
                 return Err(BenchError::Verify(format!("READ at {offset}: {} of {len} bytes", data.len())));
             }
-            let same = match b.whole.as_ref().and_then(|w| w.get(offset as usize..offset as usize + len)) {
-                Some(expected) => data == expected,
-                None => {
-                    let mut expected = vec![0u8; len];
-                    fill(&mut expected, offset, &b.block);
-                    data == expected
-                }
-            };
-            if !same {
+            if data != *b.chunk(offset, len) {
                 return Err(BenchError::Verify(format!("READ at {offset}: content differs from what was written")));
             }
             Ok(len as u64)
