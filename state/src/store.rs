@@ -29,6 +29,8 @@ const SNAPSHOT: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Last log index the stored snapshot includes (0: none).
 const META_SNAPSHOT_INDEX: &str = "snapshot_index";
+/// Present once the log file was made: from then on a missing log file is an error.
+const META_LOG_MADE: &str = "log_made";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -88,17 +90,36 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             sync_dir(dir)?;
         }
+        let log_file = log_path(path);
+        let log_existed = log_file.exists();
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
-        let snapshot_index = {
+        let (snapshot_index, log_made) = {
             txn.open_table(SNAPSHOT)?;
             let meta = txn.open_table(META)?;
             let index = meta.get(META_SNAPSHOT_INDEX)?.map(|v| v.value()).unwrap_or(0);
-            index
+            let made = meta.get(META_LOG_MADE)?.is_some();
+            (index, made)
         };
         txn.commit()?;
+        if log_made && !log_existed {
+            // Starting over with an empty log would silently drop every
+            // commit since the last snapshot (e.g. a copy of *.redb alone).
+            return Err(StoreError::Corrupt(format!(
+                "{} is missing: the commits since the last snapshot are in it; restore it beside {}",
+                log_file.display(),
+                path.display()
+            )));
+        }
         // The redb file's lock keeps a second process out of the log too.
-        let mut wal = wal::Wal::open(&log_path(path))?;
+        let mut wal = wal::Wal::open(&log_file)?;
+        if !log_made {
+            // Only once the new log file and its name are durable (Wal::open).
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate);
+            txn.open_table(META)?.insert(META_LOG_MADE, 1)?;
+            txn.commit()?;
+        }
         let buf = wal.read_all()?;
         let (records, end) = wal::scan(&buf, snapshot_index)?;
         let last = records.last().map_or(snapshot_index, |r| r.index);

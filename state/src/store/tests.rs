@@ -180,3 +180,20 @@ fn the_log_starts_over_after_a_full_compaction() {
     assert_eq!(store.load().expect("load"), (expected, 5));
     assert_eq!(store.log_len().expect("len"), 1);
 }
+
+/// A store whose log file is gone (a careless copy of the redb file alone)
+/// refuses to open instead of starting over without the commits in it.
+#[test]
+fn a_missing_log_file_is_refused() {
+    let t = TempFile::new("nolog");
+    {
+        let store = Store::open(&t.path()).expect("open");
+        store.append(1, &Command::BumpEpoch).expect("append");
+    }
+    std::fs::remove_file(log_path(&t.path())).expect("remove the log");
+    match Store::open(&t.path()) {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("is missing"), "{msg}"),
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("opened without its log file"),
+    }
+}
