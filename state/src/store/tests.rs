@@ -197,3 +197,27 @@ fn a_missing_log_file_is_refused() {
         Ok(_) => panic!("opened without its log file"),
     }
 }
+
+/// An append whose sync fails was never acknowledged: the log stays as it
+/// was, its record is written over by the next append of the same index
+/// (with other contents), and a reopen replays that one.
+#[test]
+fn a_failed_append_is_written_over_by_the_next() {
+    let t = TempFile::new("failsync");
+    let mut expected = State::default();
+    {
+        let store = Store::open(&t.path()).expect("open");
+        for (i, cmd) in (1u64..).zip(setup_cmds()) {
+            store.append(i, &cmd).expect("append");
+            expected.apply(&cmd).expect("apply");
+        }
+        store.log().wal.fail_next_sync = true;
+        let lost = Command::Mount { client: "lost".into(), path: "/srv".into() };
+        assert!(matches!(store.append(5, &lost), Err(StoreError::Io { .. })));
+        assert_eq!(store.log_len().expect("len"), 4);
+        store.append(5, &Command::BumpEpoch).expect("append 5 again");
+        expected.apply(&Command::BumpEpoch).expect("apply");
+    }
+    let store = Store::open(&t.path()).expect("reopen");
+    assert_eq!(store.load().expect("load"), (expected, 5));
+}

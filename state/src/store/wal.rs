@@ -38,6 +38,9 @@ pub struct Wal {
     end: u64,
     /// Bytes the file holds (written, zeros included).
     size: u64,
+    /// Tests only: the next sync fails (as an fdatasync's EIO would).
+    #[cfg(test)]
+    pub fail_next_sync: bool,
 }
 
 /// A record found by `scan`: its index, command bytes, and the offset after it.
@@ -56,7 +59,15 @@ impl Wal {
         let created = !path.exists();
         let file =
             std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
-        let mut wal = Wal { size: file.metadata().map_err(io)?.len(), file, path: name.clone(), end: 0 };
+        let size = file.metadata().map_err(io)?.len();
+        let mut wal = Wal {
+            size,
+            file,
+            path: name.clone(),
+            end: 0,
+            #[cfg(test)]
+            fail_next_sync: false,
+        };
         if created || wal.size == 0 {
             wal.grow(GROW_BYTES)?;
             wal.file.sync_all().map_err(io)?;
@@ -101,6 +112,10 @@ impl Wal {
             self.grow(GROW_BYTES.max(len))?;
         }
         self.file.write_all_at(&record, self.end).map_err(|e| self.io(e))?;
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_sync) {
+            return Err(self.io(std::io::Error::other("injected: the sync failed")));
+        }
         self.file.sync_data().map_err(|e| self.io(e))?;
         self.end += len;
         Ok(())
