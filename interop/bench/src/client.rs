@@ -11,7 +11,7 @@ use nfs3_client::net::Connector;
 use nfs3_client::nfs3_types::nfs3::{
     cookieverf3, createhow3, diropargs3, fattr3, filename3, nfs_fh3, nfsstat3, sattr3, stable_how, writeverf3,
     COMMIT3args, CREATE3args, FSINFO3args, GETATTR3args, LOOKUP3args, MKDIR3args, Nfs3Option, Nfs3Result, READ3args,
-    READDIRPLUS3args, REMOVE3args, RENAME3args, RMDIR3args, SETATTR3args, WRITE3args,
+    READDIRPLUS3args, REMOVE3args, RENAME3args, RMDIR3args, SETATTR3args, WRITE3args, WRITE3resok,
 };
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
@@ -158,6 +158,28 @@ pub struct Written {
     pub verf: writeverf3,
 }
 
+impl From<WRITE3resok> for Written {
+    fn from(ok: WRITE3resok) -> Self {
+        Written { count: ok.count, committed: ok.committed, verf: ok.verf }
+    }
+}
+
+/// WRITE's arguments for `data` at `offset` (both clients send the same).
+pub(crate) fn write_args<'a>(
+    fh: &nfs_fh3,
+    offset: u64,
+    data: &'a [u8],
+    stable: stable_how,
+) -> Result<WRITE3args<'a>, BenchError> {
+    let count = u32::try_from(data.len()).map_err(|_| BenchError::Verify("write chunk over 4 GiB".into()))?;
+    Ok(WRITE3args { file: fh.clone(), offset, count, stable, data: Opaque::borrowed(data) })
+}
+
+/// COMMIT's arguments: the whole file.
+pub(crate) fn commit_args(fh: &nfs_fh3) -> COMMIT3args {
+    COMMIT3args { file: fh.clone(), offset: 0, count: 0 }
+}
+
 /// One page of READDIRPLUS: entry names (with `.`/`..`), next cookie, eof.
 #[derive(Debug)]
 pub struct DirPage {
@@ -300,15 +322,14 @@ impl Session {
         data: &[u8],
         stable: stable_how,
     ) -> Result<Written, BenchError> {
-        let count = u32::try_from(data.len()).map_err(|_| BenchError::Verify("write chunk over 4 GiB".into()))?;
-        let args = WRITE3args { file: fh.clone(), offset, count, stable, data: Opaque::borrowed(data) };
+        let args = write_args(fh, offset, data, stable)?;
         let res = Self::guard(self.rpc_timeout, &mut self.broken, "WRITE", self.client.write(&args)).await?;
-        nfs_err("WRITE", res).map(|ok| Written { count: ok.count, committed: ok.committed, verf: ok.verf })
+        nfs_err("WRITE", res).map(Written::from)
     }
 
     /// COMMIT of the whole file; returns the verifier.
     pub async fn commit(&mut self, fh: &nfs_fh3) -> Result<writeverf3, BenchError> {
-        let args = COMMIT3args { file: fh.clone(), offset: 0, count: 0 };
+        let args = commit_args(fh);
         let res = Self::guard(self.rpc_timeout, &mut self.broken, "COMMIT", self.client.commit(&args)).await?;
         nfs_err("COMMIT", res).map(|ok| ok.verf)
     }

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use nfs3_client::nfs3_types::nfs3::{
     self, cookieverf3, createhow3, diropargs3, filename3, nfs_fh3, sattr3, set_mode3, stable_how, writeverf3,
-    COMMIT3args, COMMIT3res, CREATE3args, CREATE3res, GETATTR3args, GETATTR3res, LOOKUP3args, LOOKUP3res, Nfs3Option,
-    Nfs3Result, READ3args, READ3res, READDIRPLUS3args, READDIRPLUS3res, REMOVE3args, REMOVE3res, RENAME3args,
-    RENAME3res, SETATTR3args, SETATTR3res, WRITE3args, WRITE3res, NFS_PROGRAM,
+    COMMIT3res, CREATE3args, CREATE3res, GETATTR3args, GETATTR3res, LOOKUP3args, LOOKUP3res, Nfs3Option, Nfs3Result,
+    READ3args, READ3res, READDIRPLUS3args, READDIRPLUS3res, REMOVE3args, REMOVE3res, RENAME3args, RENAME3res,
+    SETATTR3args, SETATTR3res, WRITE3res, NFS_PROGRAM,
 };
 use nfs3_client::nfs3_types::rpc::{
     accept_stat_data, call_body, fragment_header, msg_body, opaque_auth, reply_body, rpc_msg, RPC_VERSION_2,
@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::client::{status_name, DirPage, Mounted, Target, Written};
+use crate::client::{commit_args, status_name, write_args, DirPage, Mounted, Target, Written};
 use crate::BenchError;
 
 /// Largest reply record accepted (a READDIRPLUS page is at most its maxcount).
@@ -246,16 +246,14 @@ impl Pipe {
         data: &[u8],
         stable: stable_how,
     ) -> Result<Written, BenchError> {
-        let count = u32::try_from(data.len()).map_err(|_| BenchError::Verify("write chunk over 4 GiB".into()))?;
-        let args = WRITE3args { file: fh.clone(), offset, count, stable, data: Opaque::borrowed(data) };
+        let args = write_args(fh, offset, data, stable)?;
         let res: WRITE3res = self.call("WRITE", NFS_PROGRAM::NFSPROC3_WRITE, &args).await?;
-        nfs_ok("WRITE", res).map(|ok| Written { count: ok.count, committed: ok.committed, verf: ok.verf })
+        nfs_ok("WRITE", res).map(Written::from)
     }
 
     /// COMMIT of the whole file; returns the verifier.
     pub async fn commit(&self, fh: &nfs_fh3) -> Result<writeverf3, BenchError> {
-        let args = COMMIT3args { file: fh.clone(), offset: 0, count: 0 };
-        let res: COMMIT3res = self.call("COMMIT", NFS_PROGRAM::NFSPROC3_COMMIT, &args).await?;
+        let res: COMMIT3res = self.call("COMMIT", NFS_PROGRAM::NFSPROC3_COMMIT, &commit_args(fh)).await?;
         nfs_ok("COMMIT", res).map(|ok| ok.verf)
     }
 

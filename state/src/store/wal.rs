@@ -56,7 +56,6 @@ impl Wal {
     pub fn open(path: &Path) -> Result<Wal, StoreError> {
         let name = path.display().to_string();
         let io = |error| StoreError::Io { path: name.clone(), error };
-        let created = !path.exists();
         let file =
             std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
@@ -68,7 +67,8 @@ impl Wal {
             #[cfg(test)]
             fail_next_sync: false,
         };
-        if created || wal.size == 0 {
+        // New (or left empty by a crash right after its creation).
+        if wal.size == 0 {
             wal.grow(GROW_BYTES)?;
             wal.file.sync_all().map_err(io)?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
