@@ -13,7 +13,8 @@
 //! lock recovery (`nlm_classic`), `stats` and `/metrics` on every member
 //! (`stats`), an export on the wrong filesystem refused (`wrong_disk`), no
 //! false failover under a CPU hog, NFS load and snapshot builds (`load`),
-//! and what the operator reads across failovers: promotion times,
+//! a killed node rejoining on a slow disk without deposing the active
+//! (`rejoin`), and what the operator reads across failovers: promotion times,
 //! `serving`, peer log lines (`operator`); peer traffic encrypted, a
 //! tampered peer frame refused (`peer_traffic`); exports added on the
 //! passive served at once and after a failover, removed ones refused
@@ -33,6 +34,7 @@ mod nlm_classic;
 mod operator;
 mod partition;
 mod peer_traffic;
+mod rejoin;
 mod relay;
 mod stats;
 mod switchover;

@@ -232,7 +232,10 @@ pub enum FaultAction {
     Block { peer: u64 },
     /// Restore traffic with this peer.
     Unblock { peer: u64 },
-    /// Restore traffic with every peer.
+    /// Answer every AppendEntries this many milliseconds late (0: stop), as
+    /// a follower whose log disk is slow.
+    SlowAppends { ms: u64 },
+    /// Restore traffic with every peer and stop slowing answers.
     Heal,
 }
 

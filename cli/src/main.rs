@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             let line = match action {
                 FaultAction::Block { peer } => format!("debug faults block {peer}"),
                 FaultAction::Unblock { peer } => format!("debug faults unblock {peer}"),
+                FaultAction::SlowAppends { ms } => format!("debug faults slow-appends {ms}"),
                 FaultAction::Heal => "debug faults heal".into(),
             };
             ask(state, line)

@@ -23,6 +23,8 @@
 //!
 //! For `Timing::restart_guard_ms` after the start a storage node does not
 //! campaign (and no node grants a vote: `network::server`): see `lease`.
+//! Whether a storage node may campaign is decided in one place, the
+//! election gate (`elect_gate`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::elect_gate::ElectGate;
 use crate::lease::{spawn_leadership_watch, LastDemotion, Leadership, LeaseClock};
 use crate::log_store::{bind_identity, open_db, IdentityError, LogStore};
 use crate::membership::{initialize, raft_config_with, MembershipError, SNAPSHOT_EVERY_ENTRIES};
@@ -191,8 +194,10 @@ pub struct RaftNode {
     pub timing: Timing,
     server: JoinHandle<()>,
     watch: JoinHandle<()>,
-    /// The witness relay (`relay`), on the witness only.
-    relay: Option<JoinHandle<()>>,
+    /// The witness relay (`relay`) on the witness, the election gate's task
+    /// (`elect_gate`) on a storage node.
+    role_task: Option<JoinHandle<()>>,
+    pub(crate) gate: ElectGate,
     /// Last field: dropped after every handle above.
     runtime: OwnRuntime,
 }
@@ -279,16 +284,9 @@ impl RaftNode {
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         // A restarted node neither votes nor campaigns for a while (`lease`).
         let votes_from = std::time::Instant::now() + opts.timing.restart_guard();
-        if opts.role == Role::Storage {
-            raft.runtime_config().elect(false);
-            let rc_raft = raft.clone();
-            let guard = opts.timing.restart_guard();
-            tokio::spawn(async move {
-                tokio::time::sleep(guard).await;
-                rc_raft.runtime_config().elect(true);
-            });
-        }
         let signals = PeerSignals::default();
+        let gate = ElectGate::new(raft.clone(), opts.role, opts.timing, signals.clone(), votes_from);
+        let gate_task = (opts.role == Role::Storage).then(|| gate.spawn());
         let hooks = ServerHooks::default();
         let server = PeerServer {
             raft: raft.clone(),
@@ -301,8 +299,9 @@ impl RaftNode {
             votes_from,
         }
         .spawn(listener);
-        let relay = (opts.role == Role::Witness)
-            .then(|| spawn_witness_relay(raft.clone(), signals, opts.timing.relay_silence_ms, votes_from));
+        let role_task = (opts.role == Role::Witness)
+            .then(|| spawn_witness_relay(raft.clone(), signals, opts.timing.relay_silence_ms, votes_from))
+            .or(gate_task);
         let (leadership, watch, last_demotion) =
             spawn_leadership_watch(raft.clone(), opts.role, lease.clone(), opts.timing);
         let commit = RaftCommit::start(&caller, raft.clone(), &sm, leadership.clone());
@@ -322,7 +321,8 @@ impl RaftNode {
             timing: opts.timing,
             server,
             watch,
-            relay,
+            role_task,
+            gate,
             runtime: OwnRuntime(None),
         })
     }
@@ -412,9 +412,9 @@ impl RaftNode {
         let log_db = self.log.db_handle();
         self.server.abort();
         let _ = self.server.await;
-        if let Some(relay) = self.relay {
-            relay.abort();
-            let _ = relay.await;
+        if let Some(task) = self.role_task {
+            task.abort();
+            let _ = task.await;
         }
         let stopped = self.raft.shutdown().await.map_err(|e| RaftNodeError::Raft(e.to_string()));
         self.commit.shutdown().await;

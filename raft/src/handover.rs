@@ -115,7 +115,7 @@ impl RaftNode {
         let me = self.id;
         let rc = self.raft.runtime_config();
         rc.heartbeat(false);
-        rc.elect(false);
+        self.gate.set_aside(true);
         let metrics = self.raft.metrics();
         let seen = poll_until(wait_ms, || {
             let leader = metrics.borrow().current_leader;
@@ -124,7 +124,7 @@ impl RaftNode {
         .await;
         let leader = metrics.borrow().current_leader;
         rc.heartbeat(true);
-        rc.elect(self.role == Role::Storage);
+        self.gate.set_aside(false);
         if seen {
             leader
         } else {

@@ -5,7 +5,8 @@
 //! configuration (`types`), log and state-machine storage on redb (`log_store`,
 //! `sm_store`) and how far the log is on disk, which lets a leader replicate
 //! during its own fsync (`durable`), the authenticated peer transport
-//! (`network`), membership and timing (`membership`), the leader lease and leadership watch used for
+//! (`network`), membership and timing (`membership`), when a storage node may
+//! campaign (`elect_gate`: not while a live leader's append is in hand), the leader lease and leadership watch used for
 //! fencing (`lease`), and `RaftCommit`, the `Commit` implementation over Raft
 //! with group commit (`raft_commit`), the group-commit batcher both commit
 //! paths share (`batch`), and the witness relay (`relay`: the witness leads only
@@ -27,6 +28,7 @@ mod batch;
 pub mod cluster;
 pub mod commit;
 pub mod durable;
+pub mod elect_gate;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handover;

@@ -129,17 +129,27 @@ mod tests {
         let now = Instant::now() + Duration::from_secs(10);
         let t = Timing::default();
         let should_stand = |seen, now| should_stand(seen, now, t.relay_silence_ms);
-        let quiet_and_refused =
-            SignalTimes { last_append: ago(now, t.relay_silence_ms + 1), refused_behind: ago(now, 10) };
+        let quiet_and_refused = SignalTimes {
+            last_append: ago(now, t.relay_silence_ms + 1),
+            refused_behind: ago(now, 10),
+            ..SignalTimes::default()
+        };
         assert!(should_stand(quiet_and_refused, now));
-        let never_heard = SignalTimes { last_append: None, refused_behind: ago(now, 10) };
+        let never_heard = SignalTimes { last_append: None, refused_behind: ago(now, 10), ..SignalTimes::default() };
         assert!(should_stand(never_heard, now));
-        let leader_alive = SignalTimes { last_append: ago(now, t.heartbeat_ms), refused_behind: ago(now, 10) };
+        let leader_alive = SignalTimes {
+            last_append: ago(now, t.heartbeat_ms),
+            refused_behind: ago(now, 10),
+            ..SignalTimes::default()
+        };
         assert!(!should_stand(leader_alive, now), "a live leader talks to us: never stand");
-        let no_refusal = SignalTimes { last_append: ago(now, 5_000), refused_behind: None };
+        let no_refusal = SignalTimes { last_append: ago(now, 5_000), refused_behind: None, ..SignalTimes::default() };
         assert!(!should_stand(no_refusal, now), "nobody is stuck behind us");
-        let old_refusal =
-            SignalTimes { last_append: ago(now, 5_000), refused_behind: ago(now, RELAY_REFUSAL_RECENT_MS + 1) };
+        let old_refusal = SignalTimes {
+            last_append: ago(now, 5_000),
+            refused_behind: ago(now, RELAY_REFUSAL_RECENT_MS + 1),
+            ..SignalTimes::default()
+        };
         assert!(!should_stand(old_refusal, now));
     }
 }

@@ -32,6 +32,9 @@
 //!   its Raft starts a node neither grants a vote nor campaigns (a restarted
 //!   node has forgotten the in-memory follower lease that made its recent
 //!   acknowledgements binding; see `lease`);
+//! - `campaign_hold_ms` = F/4 and `campaign_busy_cap_ms` = 2F: a storage
+//!   node does not campaign while it handles an AppendEntries (up to the
+//!   cap) or for the hold after answering one (`elect_gate`);
 //! - a new leader waits only `promote_wait_ms` = `lease_drift_ms` after its
 //!   election before serving (the old lease has ended by its election: see
 //!   `lease`);
@@ -104,6 +107,13 @@ pub struct Timing {
     /// campaign: `lease_ms + lease_drift_ms`, so that an acknowledgement it
     /// gave before a restart, which the restart made it forget, binds no more.
     pub restart_guard_ms: u64,
+    /// How long after answering an AppendEntries a storage node still does
+    /// not campaign (`elect_gate`): `election_timeout_min_ms`, longer than
+    /// a heartbeat period, shorter than openraft's shortest election timer.
+    pub campaign_hold_ms: u64,
+    /// How long one AppendEntries still in hand keeps a storage node from
+    /// campaigning (`elect_gate`): 2 × `failure_detection_ms`.
+    pub campaign_busy_cap_ms: u64,
     /// Silence from every leader before the witness may stand (`relay`): two
     /// full election timeouts plus a heartbeat, longer than any storage node
     /// needs to notice a dead leader and campaign.
@@ -155,6 +165,8 @@ impl Timing {
             lease_drift_ms,
             promote_wait_ms: lease_drift_ms,
             restart_guard_ms: lease_ms + lease_drift_ms,
+            campaign_hold_ms: f / 4,
+            campaign_busy_cap_ms: 2 * f,
             relay_silence_ms: 2 * election_timeout_max_ms + heartbeat_ms,
         }
     }
@@ -163,7 +175,7 @@ impl Timing {
     /// the error. Run at config load and again at node start.
     pub fn check(&self) -> Result<(), TimingError> {
         let t = self;
-        let relations: [(bool, String); 11] = [
+        let relations: [(bool, String); 13] = [
             (
                 t.election_timeout_min_ms >= 2 * t.heartbeat_ms,
                 format!(
@@ -204,6 +216,22 @@ impl Timing {
                 format!(
                     "promote_wait_ms {} < lease_drift_ms {}: a new leader would serve while the old one may still send a reply",
                     t.promote_wait_ms, t.lease_drift_ms
+                ),
+            ),
+            (
+                t.campaign_hold_ms >= t.heartbeat_period_ms() && t.campaign_hold_ms >= 2 * ELECT_GATE_POLL_MS,
+                format!(
+                    "campaign_hold_ms {} < the heartbeat period {} or 2 × ELECT_GATE_POLL_MS {ELECT_GATE_POLL_MS}: a follower could campaign between two requests of a live leader",
+                    t.campaign_hold_ms,
+                    t.heartbeat_period_ms()
+                ),
+            ),
+            (
+                t.campaign_hold_ms < t.election_timeout_max_ms + t.election_timeout_min_ms
+                    && t.campaign_busy_cap_ms > t.election_timeout_max_ms + t.election_timeout_min_ms,
+                format!(
+                    "campaign_hold_ms {} must end before openraft's shortest election timer ({} + {}), and campaign_busy_cap_ms {} after it",
+                    t.campaign_hold_ms, t.election_timeout_max_ms, t.election_timeout_min_ms, t.campaign_busy_cap_ms
                 ),
             ),
             (
@@ -282,6 +310,9 @@ pub const PROMOTE_APPLY_TIMEOUT_MS: u64 = 5_000;
 /// machine came close to a false failover.
 pub const LEASE_LOW_FRACTION: u64 = 4;
 pub const LEASE_LOW_LOG_EVERY_MS: u64 = 10_000;
+/// How often the election gate (`elect_gate`) re-decides.
+pub const ELECT_GATE_POLL_MS: u64 = 20;
+
 // ------------------------------------------------------------ peer transport
 
 /// TCP connect timeout.

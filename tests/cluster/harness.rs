@@ -278,10 +278,12 @@ impl Cluster {
         }
     }
 
+    /// Wait until node `id`'s admin socket takes connections (after a kill -9
+    /// the old socket file is still there until the new process replaces it).
     fn wait_admin(&mut self, id: u32) {
         let sock = self.node(id).state_dir.join("admin.sock");
         for _ in 0..ADMIN_POLLS_MAX {
-            if sock.exists() {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
                 return;
             }
             assert!(self.node(id).running(), "node {id} exited at start:\n{}", self.node(id).log_text());

@@ -42,10 +42,10 @@ const FILES_PER_DIR: u64 = 2_000;
 
 /// What the load clients did.
 #[derive(Default)]
-struct LoadCounts {
-    ops: AtomicU64,
-    errors: AtomicU64,
-    reconnects: AtomicU64,
+pub(super) struct LoadCounts {
+    pub(super) ops: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) reconnects: AtomicU64,
 }
 
 /// The run's length: `HANFS_LOADFLAP_SECS` or the CI default.
@@ -61,7 +61,7 @@ fn load_seconds() -> u64 {
 
 /// Spin on every core until `stop` or `until` (no threads when
 /// `HANFS_LOADFLAP_OWN_HOG=0`: `interop/loadflap.sh` runs `stress-ng` instead).
-fn cpu_hog(stop: Arc<AtomicBool>, until: Instant) -> Vec<std::thread::JoinHandle<u64>> {
+pub(super) fn cpu_hog(stop: Arc<AtomicBool>, until: Instant) -> Vec<std::thread::JoinHandle<u64>> {
     let threads = if std::env::var("HANFS_LOADFLAP_OWN_HOG").is_ok_and(|v| v == "0") { 0 } else { HOG_THREADS };
     (0..threads)
         .map(|_| {
@@ -95,7 +95,13 @@ async fn mount(service: std::net::Ipv4Addr, ports: ServicePorts) -> Option<Conn>
 /// One client: MKDIR a directory of its own, then CREATE files in it and
 /// GETATTR each, until `until`; reconnect (bounded by the deadline) on any
 /// error.
-async fn client(n: usize, service: std::net::Ipv4Addr, ports: ServicePorts, until: Instant, counts: Arc<LoadCounts>) {
+pub(super) async fn client(
+    n: usize,
+    service: std::net::Ipv4Addr,
+    ports: ServicePorts,
+    until: Instant,
+    counts: Arc<LoadCounts>,
+) {
     let call = Duration::from_millis(CALL_TIMEOUT_MS);
     let mut round = 0u64;
     while Instant::now() < until {
@@ -148,7 +154,7 @@ async fn client(n: usize, service: std::net::Ipv4Addr, ports: ServicePorts, unti
 
 /// The lines of node `id`'s log that record a demotion (and the
 /// leadership watch's reasons, where the binary logs them).
-fn demotion_lines(cl: &mut Cluster, id: u32) -> Vec<String> {
+pub(super) fn demotion_lines(cl: &mut Cluster, id: u32) -> Vec<String> {
     let text = std::fs::read_to_string(&cl.node(id).log).unwrap_or_default();
     text.lines().filter(|l| l.contains(" demoted") || l.contains("leadership lost")).map(str::to_string).collect()
 }

@@ -22,6 +22,7 @@ pub mod secure;
 pub mod server;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -73,14 +74,28 @@ pub(crate) enum PeerResponse {
 
 /// Fault injection for tests: a node drops all traffic to and from the peers
 /// in its blocked set. Outgoing RPCs to them fail as `Unreachable`; their
-/// incoming requests are dropped and the connection is closed. Cloning shares
-/// the set.
+/// incoming requests are dropped and the connection is closed. With
+/// `slow_appends`, the peer server holds every AppendEntries answer that
+/// long after Raft gave it (a follower whose log disk is slow: Raft saw the
+/// request at once, the leader hears back late and sends nothing new on that
+/// connection meanwhile). Cloning shares the settings.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     blocked: Arc<RwLock<BTreeSet<NodeId>>>,
+    slow_appends_ms: Arc<AtomicU64>,
 }
 
 impl Faults {
+    /// Hold every AppendEntries answer `ms` (0: no more).
+    pub fn slow_appends(&self, ms: u64) {
+        self.slow_appends_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn append_delay(&self) -> Option<Duration> {
+        let ms = self.slow_appends_ms.load(Ordering::Relaxed);
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
     pub fn block(&self, peer: NodeId) {
         self.blocked.write().unwrap_or_else(|p| p.into_inner()).insert(peer);
     }
@@ -89,8 +104,10 @@ impl Faults {
         self.blocked.write().unwrap_or_else(|p| p.into_inner()).remove(&peer);
     }
 
+    /// Unblock every peer and stop slowing answers.
     pub fn heal(&self) {
         self.blocked.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.slow_appends(0);
     }
 
     pub fn is_blocked(&self, peer: NodeId) -> bool {
@@ -98,9 +115,10 @@ impl Faults {
     }
 }
 
-/// When this node's peer server last saw two things: an AppendEntries from a
-/// leader (any leader talking to us is alive), and a vote it refused because
-/// the candidate's log was behind ours. Cloning shares the record.
+/// When this node's peer server last saw these: an AppendEntries from a
+/// leader (any leader talking to us is alive), the answer to one, one still
+/// being handled, and a vote it refused because the candidate's log was
+/// behind ours. Cloning shares the record.
 #[derive(Clone, Debug, Default)]
 pub struct PeerSignals {
     seen: Arc<Mutex<SignalTimes>>,
@@ -110,12 +128,41 @@ pub struct PeerSignals {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SignalTimes {
     pub last_append: Option<Instant>,
+    /// When the last AppendEntries handling ended (answered or abandoned).
+    pub last_answer: Option<Instant>,
+    /// Since when AppendEntries have been in hand without a break (`None`:
+    /// none is).
+    pub append_open_since: Option<Instant>,
+    /// How many are in hand (one per connection at most).
+    pub appends_open: u32,
     pub refused_behind: Option<Instant>,
 }
 
+/// One AppendEntries in the peer server's hands; dropping it (answered, or
+/// the connection gone) records the end.
+pub(crate) struct AppendOpen(PeerSignals);
+
+impl Drop for AppendOpen {
+    fn drop(&mut self) {
+        let mut seen = self.0.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.appends_open = seen.appends_open.saturating_sub(1);
+        if seen.appends_open == 0 {
+            seen.append_open_since = None;
+        }
+        seen.last_answer = Some(Instant::now());
+    }
+}
+
 impl PeerSignals {
-    pub(crate) fn append_received(&self) {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).last_append = Some(Instant::now());
+    /// An AppendEntries arrived; it is in hand until the result is dropped.
+    pub(crate) fn append_received(&self) -> AppendOpen {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.last_append = Some(now);
+        seen.appends_open += 1;
+        seen.append_open_since.get_or_insert(now);
+        drop(seen);
+        AppendOpen(self.clone())
     }
 
     pub(crate) fn vote_refused_behind(&self) {

@@ -145,8 +145,13 @@ impl PeerServer {
     async fn dispatch(&self, req: PeerRequest) -> Option<PeerResponse> {
         let resp = match req {
             PeerRequest::Append(rpc) => {
-                self.signals.append_received();
-                PeerResponse::Append(self.raft.append_entries(rpc).await)
+                // In hand (the election gate's signal) until answered.
+                let _open = self.signals.append_received();
+                let resp = self.raft.append_entries(rpc).await;
+                if let Some(delay) = self.faults.append_delay() {
+                    tokio::time::sleep(delay).await;
+                }
+                PeerResponse::Append(resp)
             }
             PeerRequest::Vote(_) if std::time::Instant::now() < self.votes_from => {
                 // Just restarted: acknowledgements given before the restart

@@ -4,8 +4,9 @@
 //! here, run on the leader: forwarded there unless this node leads; see
 //! `crate::exports_admin`), `stats` (the serving node's call counts: a
 //! node that does not serve forwards it to the leader, and the answer says
-//! which node answered), and `debug faults block N | unblock N | heal` and
-//! `debug snapshot` (only when started with `HANFS_TEST_FAULTS=1`).
+//! which node answered), and `debug faults block N | unblock N |
+//! slow-appends MS | heal` and `debug snapshot` (only when started with
+//! `HANFS_TEST_FAULTS=1`).
 //!
 //! `debug snapshot` builds a snapshot now (`RaftNode::snapshot_now`), waits
 //! for it (at most `DEBUG_SNAPSHOT_WAIT_MS`) and purges the log up to it, so a
@@ -53,6 +54,8 @@ use crate::admin::{self, Handler};
 pub const FAULTS_ENV: &str = "HANFS_TEST_FAULTS";
 /// Bound on waiting for a `debug snapshot` to be built.
 pub const DEBUG_SNAPSHOT_WAIT_MS: u64 = 10_000;
+/// Longest hold `debug faults slow-appends` accepts (a minute).
+pub const SLOW_APPENDS_MS_MAX: u64 = 60_000;
 
 /// The admin handler of a cluster member.
 pub(crate) struct Control {
@@ -271,11 +274,18 @@ fn faults(shared: &Shared, args: &[&str]) -> String {
     let done = match args {
         ["block", p] => peer(p).map(|p| f.block(p)),
         ["unblock", p] => peer(p).map(|p| f.unblock(p)),
+        ["slow-appends", ms] => match ms.parse::<u64>() {
+            Ok(ms) if ms <= SLOW_APPENDS_MS_MAX => {
+                f.slow_appends(ms);
+                Ok(())
+            }
+            _ => Err(format!("error: slow-appends wants milliseconds 0..={SLOW_APPENDS_MS_MAX}\n")),
+        },
         ["heal"] => {
             f.heal();
             Ok(())
         }
-        _ => Err("error: debug faults block N | unblock N | heal\n".to_string()),
+        _ => Err("error: debug faults block N | unblock N | slow-appends MS | heal\n".to_string()),
     };
     match done {
         Ok(()) => {
