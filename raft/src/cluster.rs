@@ -46,6 +46,7 @@ use crate::network::{Faults, PeerSignals};
 use crate::raft_commit::RaftCommit;
 use crate::relay::spawn_witness_relay;
 use crate::sm_store::StateMachineStore;
+use crate::status::{spawn_role_watch, RoleView};
 use crate::timing::Timing;
 use crate::types::{typ, NodeId, PeerNode, Role};
 use crate::view::{AdminForward, ClusterView, ServerHooks, ViewExtra};
@@ -198,6 +199,10 @@ pub struct RaftNode {
     /// (`elect_gate`) on a storage node.
     role_task: Option<JoinHandle<()>>,
     pub(crate) gate: ElectGate,
+    /// Role, term, leader and fatal error, changed only when one changes
+    /// (`status::spawn_role_watch`), and the task publishing it.
+    pub(crate) role_view: watch::Receiver<RoleView>,
+    role_watch: JoinHandle<()>,
     /// Last field: dropped after every handle above.
     runtime: OwnRuntime,
 }
@@ -305,6 +310,7 @@ impl RaftNode {
         let (leadership, watch, last_demotion) =
             spawn_leadership_watch(raft.clone(), opts.role, lease.clone(), opts.timing);
         let commit = RaftCommit::start(&caller, raft.clone(), &sm, leadership.clone());
+        let (role_view, role_watch) = spawn_role_watch(raft.metrics());
         Ok(RaftNode {
             id: opts.node_id,
             role: opts.role,
@@ -323,6 +329,8 @@ impl RaftNode {
             watch,
             role_task,
             gate,
+            role_view,
+            role_watch,
             runtime: OwnRuntime(None),
         })
     }
@@ -418,8 +426,9 @@ impl RaftNode {
         }
         let stopped = self.raft.shutdown().await.map_err(|e| RaftNodeError::Raft(e.to_string()));
         self.commit.shutdown().await;
-        // The watch ends once Raft's metrics channel closes.
+        // The watches end once Raft's metrics channel closes.
         let _ = self.watch.await;
+        let _ = self.role_watch.await;
         // The log file is closed once its writer thread and the last reader
         // let go of it (a node started again on the directory opens it).
         drop(self.log);

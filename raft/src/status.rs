@@ -4,8 +4,12 @@
 //! - `RaftStatus`: one copy of the metrics (`RaftNode::status`): id, state,
 //!   term, leader, log/applied/snapshot/purged indexes, members; for `status`
 //!   and for "does this node lead?" before a switchover;
-//! - `RaftWatch`: woken on every metrics change (`RaftNode::raft_watch`); the
-//!   lifecycle times a promotion from the moment it sees itself elected;
+//! - `RaftWatch`: woken when this node's role, term or leader changes, or Raft
+//!   fails (`RaftNode::raft_watch`); the lifecycle times a promotion from the
+//!   moment it sees itself elected. openraft updates its metrics several times
+//!   per log entry; a task on Raft's runtime (`spawn_role_watch`) reduces them
+//!   to a `RoleView` that changes only on those events, so the server's
+//!   runtime is not woken (a thread wake-up and a context switch) per entry;
 //! - `ServingCheck`: the reply-time fence (`RaftNode::serving_check`), the
 //!   leadership watch says `Leader` and the lease holds now;
 //! - `RaftNode::snapshot_now`: `debug snapshot`'s build-then-purge;
@@ -100,29 +104,73 @@ impl RaftStatus {
 #[error("raft stopped")]
 pub struct RaftStopped;
 
-/// Changes of this node's Raft metrics, each one a wake-up.
+/// The part of the metrics the server waits on: this node's role, term and
+/// leader, and why Raft stopped by itself, if it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleView {
+    id: NodeId,
+    state: ServerState,
+    term: u64,
+    leader: Option<NodeId>,
+    fatal: Option<String>,
+}
+
+impl RoleView {
+    fn of(m: &RaftMetrics<NodeId, PeerNode>) -> RoleView {
+        RoleView { id: m.id, state: m.state, term: m.current_term, leader: m.current_leader, fatal: fatal_of(m) }
+    }
+
+    fn elected_term(&self) -> Option<u64> {
+        (self.state == ServerState::Leader && self.leader == Some(self.id)).then_some(self.term)
+    }
+}
+
+/// Publish `RoleView` from `metrics`, on the caller's runtime (Raft's), only
+/// when it changes; ends (closing the watch) once the metrics close, after
+/// publishing their last state (a fatal error's reason).
+pub(crate) fn spawn_role_watch(
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, PeerNode>>,
+) -> (watch::Receiver<RoleView>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(RoleView::of(&metrics.borrow_and_update()));
+    let task = tokio::spawn(async move {
+        loop {
+            let open = metrics.changed().await.is_ok();
+            let view = RoleView::of(&metrics.borrow_and_update());
+            tx.send_if_modified(|old| {
+                let changed = *old != view;
+                *old = view;
+                changed
+            });
+            if !open {
+                return;
+            }
+        }
+    });
+    (rx, task)
+}
+
+/// Changes of this node's `RoleView`, each one a wake-up.
 pub struct RaftWatch {
-    metrics: watch::Receiver<RaftMetrics<NodeId, PeerNode>>,
+    role: watch::Receiver<RoleView>,
 }
 
 impl RaftWatch {
     /// Is this node Raft leader now (state `Leader`, naming itself)? That is
     /// election only, before the promotion steps `Leadership` waits for. Marks
-    /// the current metrics as seen.
+    /// the current view as seen.
     pub fn elected(&mut self) -> bool {
         self.elected_term().is_some()
     }
 
     /// The term this node leads now, if it is Raft leader (see `elected`).
-    /// Marks the current metrics as seen.
+    /// Marks the current view as seen.
     pub fn elected_term(&mut self) -> Option<u64> {
-        let m = self.metrics.borrow_and_update();
-        (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
+        self.role.borrow_and_update().elected_term()
     }
 
-    /// Wait for the next change of the metrics.
+    /// Wait for the next change of the view.
     pub async fn changed(&mut self) -> Result<(), RaftStopped> {
-        self.metrics.changed().await.map_err(|_| RaftStopped)
+        self.role.changed().await.map_err(|_| RaftStopped)
     }
 }
 
@@ -163,7 +211,7 @@ impl RaftNode {
 
     /// Subscribe to changes of this node's Raft metrics.
     pub fn raft_watch(&self) -> RaftWatch {
-        RaftWatch { metrics: self.raft.metrics() }
+        RaftWatch { role: self.role_view.clone() }
     }
 
     /// Completes once Raft has stopped by itself on a fatal error, with that
@@ -173,14 +221,14 @@ impl RaftNode {
     /// until the process starts again. Never completes while Raft runs, nor
     /// after a requested shutdown.
     pub async fn fatal_error(&self) -> String {
-        let mut metrics = self.raft.metrics();
+        let mut role = self.role_view.clone();
         loop {
-            if let Some(error) = fatal_of(&metrics.borrow_and_update()) {
+            if let Some(error) = role.borrow_and_update().fatal.clone() {
                 return error;
             }
-            if metrics.changed().await.is_err() {
+            if role.changed().await.is_err() {
                 // The core is gone: its last metrics say why, if it failed.
-                if let Some(error) = fatal_of(&metrics.borrow()) {
+                if let Some(error) = role.borrow().fatal.clone() {
                     return error;
                 }
                 return std::future::pending().await;
