@@ -45,8 +45,8 @@ use crate::network::server::PeerServer;
 use crate::network::{Faults, PeerSignals};
 use crate::raft_commit::RaftCommit;
 use crate::relay::spawn_witness_relay;
+use crate::role::{spawn_role_watch, RoleView};
 use crate::sm_store::StateMachineStore;
-use crate::status::{spawn_role_watch, RoleView};
 use crate::timing::Timing;
 use crate::types::{typ, NodeId, PeerNode, Role};
 use crate::view::{AdminForward, ClusterView, ServerHooks, ViewExtra};
@@ -209,7 +209,7 @@ pub struct RaftNode {
     role_task: Option<JoinHandle<()>>,
     pub(crate) gate: ElectGate,
     /// Role, term, leader and fatal error, changed only when one changes
-    /// (`status::spawn_role_watch`), and the task publishing it.
+    /// (`role::spawn_role_watch`), and the task publishing it.
     pub(crate) role_view: watch::Receiver<RoleView>,
     role_watch: JoinHandle<()>,
     /// Last field: dropped after every handle above.

@@ -15,7 +15,9 @@
 //! `stats` holds read-only counters of the commit path (latency, batch
 //! sizes) and each follower's replication lag, for the server's `/metrics`.
 //! The server drives and reads Raft only through `RaftNode`: `status` (a copy
-//! of the metrics in our own types, a metrics watch, the reply-time
+//! of the metrics in our own types, a watch of this node's role, term,
+//! leader and fatal error (`role`: changed only when one of them changes),
+//! the reply-time
 //! `ServingCheck`, `debug snapshot`), `handover` (switchover and stepping
 //! aside) and `lease::Leadership` (may this node serve); it never names the
 //! Raft library's types.
@@ -39,6 +41,7 @@ pub mod membership;
 pub mod network;
 pub mod raft_commit;
 pub mod relay;
+pub mod role;
 pub mod sm_store;
 pub mod stats;
 pub mod status;

@@ -5,11 +5,9 @@
 //!   term, leader, log/applied/snapshot/purged indexes, members; for `status`
 //!   and for "does this node lead?" before a switchover;
 //! - `RaftWatch`: woken when this node's role, term or leader changes, or Raft
-//!   fails (`RaftNode::raft_watch`); the lifecycle times a promotion from the
-//!   moment it sees itself elected. openraft updates its metrics several times
-//!   per log entry; a task on Raft's runtime (`spawn_role_watch`) reduces them
-//!   to a `RoleView` that changes only on those events, so the server's
-//!   runtime is not woken (a thread wake-up and a context switch) per entry;
+//!   fails (`RaftNode::raft_watch`, on `role::RoleView`, not on every metrics
+//!   update); the lifecycle times a promotion from the moment it sees itself
+//!   elected;
 //! - `ServingCheck`: the reply-time fence (`RaftNode::serving_check`), the
 //!   leadership watch says `Leader` and the lease holds now;
 //! - `RaftNode::snapshot_now`: `debug snapshot`'s build-then-purge;
@@ -24,13 +22,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use openraft::error::Fatal;
 use openraft::metrics::WaitError;
 use openraft::{RaftMetrics, ServerState};
 use tokio::sync::watch;
 
 use crate::cluster::{RaftNode, RaftNodeError};
 use crate::lease::{Leadership, LeaseClock};
+use crate::role::RoleView;
 use crate::types::{NodeId, PeerNode};
 
 /// The Raft state of this node. `Debug` prints the variant name (`status`
@@ -103,51 +101,6 @@ impl RaftStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("raft stopped")]
 pub struct RaftStopped;
-
-/// The part of the metrics the server waits on: this node's role, term and
-/// leader, and why Raft stopped by itself, if it did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoleView {
-    id: NodeId,
-    state: ServerState,
-    term: u64,
-    leader: Option<NodeId>,
-    fatal: Option<String>,
-}
-
-impl RoleView {
-    fn of(m: &RaftMetrics<NodeId, PeerNode>) -> RoleView {
-        RoleView { id: m.id, state: m.state, term: m.current_term, leader: m.current_leader, fatal: fatal_of(m) }
-    }
-
-    fn elected_term(&self) -> Option<u64> {
-        (self.state == ServerState::Leader && self.leader == Some(self.id)).then_some(self.term)
-    }
-}
-
-/// Publish `RoleView` from `metrics`, on the caller's runtime (Raft's), only
-/// when it changes; ends (closing the watch) once the metrics close, after
-/// publishing their last state (a fatal error's reason).
-pub(crate) fn spawn_role_watch(
-    mut metrics: watch::Receiver<RaftMetrics<NodeId, PeerNode>>,
-) -> (watch::Receiver<RoleView>, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = watch::channel(RoleView::of(&metrics.borrow_and_update()));
-    let task = tokio::spawn(async move {
-        loop {
-            let open = metrics.changed().await.is_ok();
-            let view = RoleView::of(&metrics.borrow_and_update());
-            tx.send_if_modified(|old| {
-                let changed = *old != view;
-                *old = view;
-                changed
-            });
-            if !open {
-                return;
-            }
-        }
-    });
-    (rx, task)
-}
 
 /// Changes of this node's `RoleView`, each one a wake-up.
 pub struct RaftWatch {
@@ -265,13 +218,5 @@ impl RaftNode {
     /// owned); the rest stops when the last holder drops it.
     pub async fn shutdown_raft(&self) -> Result<(), RaftNodeError> {
         self.raft.shutdown().await.map_err(|e| RaftNodeError::Raft(e.to_string()))
-    }
-}
-
-/// The fatal error in `m`, if Raft stopped on one (not a requested stop).
-fn fatal_of(m: &RaftMetrics<NodeId, PeerNode>) -> Option<String> {
-    match &m.running_state {
-        Ok(()) | Err(Fatal::Stopped) => None,
-        Err(error) => Some(error.to_string()),
     }
 }
