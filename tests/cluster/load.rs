@@ -31,7 +31,7 @@ const HOG_THREADS: usize = 4;
 /// Concurrent NFS clients of the load.
 const LOAD_CLIENTS: usize = 4;
 /// Applied entries between two snapshots on the nodes (the default is 10,000).
-const SNAPSHOT_EVERY_ENTRIES: &str = "500";
+pub(super) const SNAPSHOT_EVERY_ENTRIES: &str = "500";
 /// A `debug snapshot` on the active this often as well.
 const SNAPSHOT_EVERY_S: u64 = 10;
 /// Bound on one NFS call or mount of the load; a call that takes longer
@@ -50,13 +50,43 @@ pub(super) struct LoadCounts {
 
 /// The run's length: `HANFS_LOADFLAP_SECS` or the CI default.
 fn load_seconds() -> u64 {
-    match std::env::var("HANFS_LOADFLAP_SECS") {
-        Err(_) => LOAD_SECONDS_DEFAULT,
+    env_count("HANFS_LOADFLAP_SECS", LOAD_SECONDS_DEFAULT, LOAD_SECONDS_MAX)
+}
+
+/// The number in environment variable `name` (1..=`max`), or `default`
+/// when it is not set.
+pub(super) fn env_count(name: &str, default: u64, max: u64) -> u64 {
+    match std::env::var(name) {
+        Err(_) => default,
         Ok(v) => match v.parse::<u64>() {
-            Ok(s) if (1..=LOAD_SECONDS_MAX).contains(&s) => s,
-            _ => panic!("HANFS_LOADFLAP_SECS={v}: want 1..={LOAD_SECONDS_MAX} seconds"),
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => panic!("{name}={v}: want 1..={max}"),
         },
     }
+}
+
+/// The NFS load: `LOAD_CLIENTS` clients on a runtime of their own, until
+/// `until` or until `stop` turns true.
+pub(super) fn spawn_load(
+    service: std::net::Ipv4Addr,
+    ports: ServicePorts,
+    until: Instant,
+    stop: Arc<AtomicBool>,
+    counts: Arc<LoadCounts>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let tasks: Vec<_> =
+                (0..LOAD_CLIENTS).map(|n| tokio::spawn(client(n, service, ports, until, counts.clone()))).collect();
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+            }
+            for t in tasks {
+                t.abort();
+            }
+        });
+    })
 }
 
 /// Spin on every core until `stop` or `until` (no threads when
@@ -183,18 +213,7 @@ fn cluster_keeps_its_active_under_cpu_hog_nfs_load_and_snapshot_builds() {
     let hog = cpu_hog(stop.clone(), until);
     let counts = Arc::new(LoadCounts::default());
     let (service, ports) = (cl.service, cl.ports);
-    let load_counts = counts.clone();
-    let load = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            let tasks: Vec<_> = (0..LOAD_CLIENTS)
-                .map(|n| tokio::spawn(client(n, service, ports, until, load_counts.clone())))
-                .collect();
-            for t in tasks {
-                let _ = t.await;
-            }
-        });
-    });
+    let load = spawn_load(service, ports, until, stop.clone(), counts.clone());
     let mut snapshots = Vec::new();
     let mut next_snapshot = started + Duration::from_secs(SNAPSHOT_EVERY_S);
     while Instant::now() < until {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::harness::*;
-use super::load::{client, cpu_hog, demotion_lines, LoadCounts};
+use super::load::{cpu_hog, demotion_lines, env_count, spawn_load, LoadCounts, SNAPSHOT_EVERY_ENTRIES};
 
 /// Kill-and-rejoin rounds in CI; `HANFS_REJOIN_ROUNDS` overrides it.
 const ROUNDS_DEFAULT: u64 = 3;
@@ -31,25 +31,16 @@ const DOWN_MS: u64 = 4_000;
 /// longer than its election timer (`election_timeout_max` + up to
 /// `election_timeout_max` more, 1.2 s by default), for several answers.
 const SLOW_APPENDS_MS: &str = "1500";
+/// How long the rejoined node answers late.
 const SLOW_MS: u64 = 5_000;
 /// Load after the rejoined node caught up, before the next kill.
 const SETTLE_MS: u64 = 2_000;
 /// Upper bound of one round (kill, down, restart, catch-up, settle), for the
 /// load's deadline.
 const ROUND_BOUND_S: u64 = 30;
-/// Concurrent NFS clients of the load.
-const LOAD_CLIENTS: usize = 4;
-/// Applied entries between two snapshots on the nodes (as in `load`).
-const SNAPSHOT_EVERY_ENTRIES: &str = "500";
 
 fn rounds() -> u64 {
-    match std::env::var("HANFS_REJOIN_ROUNDS") {
-        Err(_) => ROUNDS_DEFAULT,
-        Ok(v) => match v.parse::<u64>() {
-            Ok(n) if (1..=ROUNDS_MAX).contains(&n) => n,
-            _ => panic!("HANFS_REJOIN_ROUNDS={v}: want 1..={ROUNDS_MAX}"),
-        },
-    }
+    env_count("HANFS_REJOIN_ROUNDS", ROUNDS_DEFAULT, ROUNDS_MAX)
 }
 
 #[test]
@@ -65,21 +56,7 @@ fn a_killed_node_rejoining_under_load_does_not_depose_the_active() {
     let hog = cpu_hog(stop.clone(), deadline);
     let counts = Arc::new(LoadCounts::default());
     let (service, ports) = (cl.service, cl.ports);
-    let (load_counts, load_stop) = (counts.clone(), stop.clone());
-    let load = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            let tasks: Vec<_> = (0..LOAD_CLIENTS)
-                .map(|n| tokio::spawn(client(n, service, ports, deadline, load_counts.clone())))
-                .collect();
-            while !load_stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
-            }
-            for t in tasks {
-                t.abort();
-            }
-        });
-    });
+    let load = spawn_load(service, ports, deadline, stop.clone(), counts.clone());
     let mut caught_up = Vec::new();
     for round in 1..=rounds {
         assert!(Instant::now() < deadline, "round {round} started after the load's deadline");
