@@ -30,6 +30,17 @@
 //! leader dies waits for that append to end (at most `campaign_busy_cap_ms`).
 //! The witness never campaigns (its switch stays off; the relay uses
 //! `trigger().elect()`, which the switch does not govern).
+//!
+//! The gate also takes the witness relay's last step (`relay`). When the
+//! witness leads only to hand this node the log and has stopped sending
+//! (the gate open again), openraft would still wait out the witness's lease,
+//! an election timeout, and its `smaller_log_timeout` (2 ×
+//! `election_timeout_max`, added because this node was refused a vote for a
+//! shorter log a moment before): some 2.5 s of a failover with nobody
+//! serving. So once the witness has led for `election_timeout_max_ms +
+//! lease_drift_ms` (its lease has ended: it would refuse the vote before)
+//! and the gate is open, this node campaigns at once (`follow_relay`), at
+//! most once per `election_timeout_max_ms`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,6 +91,22 @@ pub fn closed_by(inputs: &GateInputs, timing: &Timing, now: Instant) -> Option<C
     None
 }
 
+/// Should this storage node campaign now to end a witness relay (module
+/// doc)? `witness_since`: since when the witness has been seen leading;
+/// `last`: this node's last such campaign.
+pub fn follow_relay(
+    witness_since: Option<Instant>,
+    last: Option<Instant>,
+    gate_open: bool,
+    timing: &Timing,
+    now: Instant,
+) -> bool {
+    let since = |t: Instant| now.saturating_duration_since(t);
+    gate_open
+        && witness_since.is_some_and(|t| since(t) >= ms(timing.election_timeout_max_ms + timing.lease_drift_ms))
+        && last.is_none_or(|t| since(t) >= ms(timing.election_timeout_max_ms))
+}
+
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
@@ -99,12 +126,17 @@ struct GateState {
     aside: bool,
     /// What was last handed to openraft.
     open: Option<bool>,
+    /// Since when the witness has been seen leading (a relay), if it leads.
+    witness_since: Option<Instant>,
+    /// This node's last campaign to end a relay.
+    relay_campaign: Option<Instant>,
 }
 
 impl ElectGate {
     /// A gate for `raft`, closed until `restart_until`; applied at once.
     pub fn new(raft: typ::Raft, role: Role, timing: Timing, signals: PeerSignals, restart_until: Instant) -> Self {
-        let state = GateState { role, restart_until, aside: false, open: None };
+        let state =
+            GateState { role, restart_until, aside: false, open: None, witness_since: None, relay_campaign: None };
         let gate = ElectGate { raft, timing, signals, state: Arc::new(Mutex::new(state)) };
         gate.apply();
         gate
@@ -128,13 +160,38 @@ impl ElectGate {
             aside: state.aside,
             seen: self.signals.times(),
         };
-        let closed = closed_by(&inputs, &self.timing, Instant::now());
+        let now = Instant::now();
+        let closed = closed_by(&inputs, &self.timing, now);
         let open = closed.is_none();
         if state.open != Some(open) {
             self.raft.runtime_config().elect(open);
             state.open = Some(open);
             tracing::debug!(open, ?closed, "election gate");
         }
+        if state.role != Role::Storage {
+            return;
+        }
+        state.witness_since = if self.witness_leads() { state.witness_since.or(Some(now)) } else { None };
+        if follow_relay(state.witness_since, state.relay_campaign, open, &self.timing, now) {
+            state.relay_campaign = Some(now);
+            tracing::info!(
+                "the witness handed this node the log and stopped: campaigning now (witness relay's last step)"
+            );
+            let raft = self.raft.clone();
+            tokio::spawn(async move {
+                let _ = raft.trigger().elect().await;
+            });
+        }
+    }
+
+    /// Is the leader this node knows of a witness?
+    fn witness_leads(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader
+            .filter(|leader| *leader != m.id)
+            .and_then(|leader| m.membership_config.membership().get_node(&leader).map(|n| n.role))
+            == Some(Role::Witness)
     }
 
     /// Re-apply every `ELECT_GATE_POLL_MS` until aborted (storage nodes).
@@ -185,6 +242,20 @@ mod tests {
         assert_eq!(at(0), Some(Closed::AppendInProgress));
         assert_eq!(at(t.campaign_busy_cap_ms - 1), Some(Closed::AppendInProgress));
         assert_eq!(at(t.campaign_busy_cap_ms), None, "a follower stuck in one append may campaign after the cap");
+    }
+
+    #[test]
+    fn after_a_relay_a_storage_node_campaigns_once_the_witness_lease_ended_and_the_gate_opened() {
+        let t = Timing::default();
+        let seen = Instant::now();
+        let lease_end = seen + ms(t.election_timeout_max_ms + t.lease_drift_ms);
+        assert!(!follow_relay(None, None, true, &t, lease_end), "no witness leads");
+        assert!(!follow_relay(Some(seen), None, true, &t, lease_end - ms(1)), "inside the witness's lease");
+        assert!(!follow_relay(Some(seen), None, false, &t, lease_end), "the witness still sends");
+        assert!(follow_relay(Some(seen), None, true, &t, lease_end));
+        let again = lease_end + ms(t.election_timeout_max_ms);
+        assert!(!follow_relay(Some(seen), Some(lease_end), true, &t, again - ms(1)), "once per election_timeout_max");
+        assert!(follow_relay(Some(seen), Some(lease_end), true, &t, again));
     }
 
     #[test]

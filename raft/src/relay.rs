@@ -17,10 +17,12 @@
 //! witness's switched-off election timer). A refused candidacy teaches it the
 //! candidate's term, so the next trigger, `RELAY_RETRY_MS` later, outbids it.
 //! As leader it commits its term's blank entry, which brings the storage node
-//! up to date (`RELAY_CATCHUP_MS` bound), then stops heartbeating: the storage
-//! node's leader lease runs out, it campaigns with a complete log, the witness
-//! grants, and the storage node promotes itself through the normal lifecycle
-//! (apply, wait out the lease bound, VIP, epoch, listeners).
+//! up to date (`RELAY_CATCHUP_MS` bound), then stops heartbeating: once the
+//! witness's lease has ended the storage node campaigns at once with a
+//! complete log (`elect_gate::follow_relay`; openraft's own timers would add
+//! a penalty of 2 × `election_timeout_max` for its refused candidacy), the
+//! witness grants, and the storage node promotes itself through the normal
+//! lifecycle (apply, wait out the lease bound, VIP, epoch, listeners).
 //!
 //! The witness never serves: its leadership watch never reports `Leader`
 //! (`lease::spawn_leadership_watch` checks the role), so it never opens

@@ -30,9 +30,11 @@ async fn cluster_entry_only_the_witness_has_survives_the_active() {
     );
     drop(c);
 
+    let killed = std::time::Instant::now();
     cl.kill9(old);
     cl.faults(other, &["heal"]);
     let new = cl.wait_serving(&[old]);
+    println!("relay: node {new} serves {:?} after the kill", killed.elapsed());
     assert_eq!(new, other);
     let mut c = cl.connect().await;
     getattr(&mut c, &fh).await.unwrap_or_else(|e| panic!("GETATTR of the handle only the witness had: {e:?}"));
