@@ -206,7 +206,7 @@ pub struct RaftNode {
     watch: JoinHandle<()>,
     /// The witness relay (`relay`) on the witness, the election gate's task
     /// (`elect_gate`) on a storage node.
-    role_task: Option<JoinHandle<()>>,
+    role_task: JoinHandle<()>,
     pub(crate) gate: ElectGate,
     /// Role, term, leader and fatal error, changed only when one changes
     /// (`role::spawn_role_watch`), and the task publishing it.
@@ -300,7 +300,6 @@ impl RaftNode {
         let votes_from = std::time::Instant::now() + opts.timing.restart_guard();
         let signals = PeerSignals::default();
         let gate = ElectGate::new(raft.clone(), opts.role, opts.timing, signals.clone(), votes_from);
-        let gate_task = (opts.role == Role::Storage).then(|| gate.spawn());
         let hooks = ServerHooks::default();
         let server = PeerServer {
             raft: raft.clone(),
@@ -313,9 +312,10 @@ impl RaftNode {
             votes_from,
         }
         .spawn(listener);
-        let role_task = (opts.role == Role::Witness)
-            .then(|| spawn_witness_relay(raft.clone(), signals, opts.timing.relay_silence_ms, votes_from))
-            .or(gate_task);
+        let role_task = match opts.role {
+            Role::Witness => spawn_witness_relay(raft.clone(), signals, opts.timing.relay_silence_ms, votes_from),
+            Role::Storage => gate.spawn(),
+        };
         let (leadership, watch, last_demotion) =
             spawn_leadership_watch(raft.clone(), opts.role, lease.clone(), opts.timing);
         let commit = RaftCommit::start(&caller, raft.clone(), &sm, leadership.clone());
@@ -429,10 +429,8 @@ impl RaftNode {
         let log_db = self.log.db_handle();
         self.server.abort();
         let _ = self.server.await;
-        if let Some(task) = self.role_task {
-            task.abort();
-            let _ = task.await;
-        }
+        self.role_task.abort();
+        let _ = self.role_task.await;
         let stopped = self.raft.shutdown().await.map_err(|e| RaftNodeError::Raft(e.to_string()));
         self.commit.shutdown().await;
         // The watches end once Raft's metrics channel closes.

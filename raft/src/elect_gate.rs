@@ -115,14 +115,14 @@ fn ms(v: u64) -> Duration {
 #[derive(Clone)]
 pub struct ElectGate {
     raft: typ::Raft,
+    role: Role,
+    restart_until: Instant,
     timing: Timing,
     signals: PeerSignals,
     state: Arc<Mutex<GateState>>,
 }
 
 struct GateState {
-    role: Role,
-    restart_until: Instant,
     aside: bool,
     /// What was last handed to openraft.
     open: Option<bool>,
@@ -135,9 +135,8 @@ struct GateState {
 impl ElectGate {
     /// A gate for `raft`, closed until `restart_until`; applied at once.
     pub fn new(raft: typ::Raft, role: Role, timing: Timing, signals: PeerSignals, restart_until: Instant) -> Self {
-        let state =
-            GateState { role, restart_until, aside: false, open: None, witness_since: None, relay_campaign: None };
-        let gate = ElectGate { raft, timing, signals, state: Arc::new(Mutex::new(state)) };
+        let state = GateState { aside: false, open: None, witness_since: None, relay_campaign: None };
+        let gate = ElectGate { raft, role, restart_until, timing, signals, state: Arc::new(Mutex::new(state)) };
         gate.apply();
         gate
     }
@@ -155,8 +154,8 @@ impl ElectGate {
     fn apply(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let inputs = GateInputs {
-            role: state.role,
-            restart_until: state.restart_until,
+            role: self.role,
+            restart_until: self.restart_until,
             aside: state.aside,
             seen: self.signals.times(),
         };
@@ -168,7 +167,7 @@ impl ElectGate {
             state.open = Some(open);
             tracing::debug!(open, ?closed, "election gate");
         }
-        if state.role != Role::Storage {
+        if self.role != Role::Storage {
             return;
         }
         state.witness_since = if self.witness_leads() { state.witness_since.or(Some(now)) } else { None };
