@@ -467,6 +467,11 @@ impl Cluster {
         applied_index(&s)
     }
 
+    /// Node `id`'s Raft term by its own status.
+    pub fn term(&mut self, id: u32) -> Option<u64> {
+        self.status(id).and_then(|s| s.get("term").and_then(|t| first_number(t)))
+    }
+
     /// Wait (bounded) until node `id` has applied at least what `leader` has.
     pub fn wait_caught_up(&mut self, id: u32, leader: u32) -> (u64, u64) {
         let mut last = (None, None);

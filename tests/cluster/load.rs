@@ -42,10 +42,10 @@ const FILES_PER_DIR: u64 = 2_000;
 
 /// What the load clients did.
 #[derive(Default)]
-pub(super) struct LoadCounts {
-    pub(super) ops: AtomicU64,
-    pub(super) errors: AtomicU64,
-    pub(super) reconnects: AtomicU64,
+struct LoadCounts {
+    ops: AtomicU64,
+    errors: AtomicU64,
+    reconnects: AtomicU64,
 }
 
 /// The run's length: `HANFS_LOADFLAP_SECS` or the CI default.
@@ -65,9 +65,51 @@ pub(super) fn env_count(name: &str, default: u64, max: u64) -> u64 {
     }
 }
 
+/// A test's CPU hog (`cpu_hog`) and NFS load (`spawn_load`), running until
+/// `until` or `finish`.
+pub(super) struct LoadRun {
+    stop: Arc<AtomicBool>,
+    hog: Vec<std::thread::JoinHandle<u64>>,
+    load: std::thread::JoinHandle<()>,
+    counts: Arc<LoadCounts>,
+}
+
+/// What a `LoadRun` did.
+pub(super) struct LoadDone {
+    pub(super) ops: u64,
+    pub(super) errors: u64,
+    pub(super) mounts: u64,
+    /// Hog loops of 100,000 spins.
+    pub(super) spins: u64,
+}
+
+impl LoadRun {
+    pub(super) fn start(cl: &Cluster, until: Instant) -> LoadRun {
+        let stop = Arc::new(AtomicBool::new(false));
+        let hog = cpu_hog(stop.clone(), until);
+        let counts = Arc::new(LoadCounts::default());
+        let load = spawn_load(cl.service, cl.ports, until, stop.clone(), counts.clone());
+        LoadRun { stop, hog, load, counts }
+    }
+
+    /// Stop both and wait for them.
+    pub(super) fn finish(self) -> LoadDone {
+        self.stop.store(true, Ordering::Relaxed);
+        let spins = self.hog.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+        self.load.join().expect("load thread");
+        let c = &self.counts;
+        LoadDone {
+            ops: c.ops.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            mounts: c.reconnects.load(Ordering::Relaxed),
+            spins,
+        }
+    }
+}
+
 /// The NFS load: `LOAD_CLIENTS` clients on a runtime of their own, until
 /// `until` or until `stop` turns true.
-pub(super) fn spawn_load(
+fn spawn_load(
     service: std::net::Ipv4Addr,
     ports: ServicePorts,
     until: Instant,
@@ -91,7 +133,7 @@ pub(super) fn spawn_load(
 
 /// Spin on every core until `stop` or `until` (no threads when
 /// `HANFS_LOADFLAP_OWN_HOG=0`: `interop/loadflap.sh` runs `stress-ng` instead).
-pub(super) fn cpu_hog(stop: Arc<AtomicBool>, until: Instant) -> Vec<std::thread::JoinHandle<u64>> {
+fn cpu_hog(stop: Arc<AtomicBool>, until: Instant) -> Vec<std::thread::JoinHandle<u64>> {
     let threads = if std::env::var("HANFS_LOADFLAP_OWN_HOG").is_ok_and(|v| v == "0") { 0 } else { HOG_THREADS };
     (0..threads)
         .map(|_| {
@@ -125,13 +167,7 @@ async fn mount(service: std::net::Ipv4Addr, ports: ServicePorts) -> Option<Conn>
 /// One client: MKDIR a directory of its own, then CREATE files in it and
 /// GETATTR each, until `until`; reconnect (bounded by the deadline) on any
 /// error.
-pub(super) async fn client(
-    n: usize,
-    service: std::net::Ipv4Addr,
-    ports: ServicePorts,
-    until: Instant,
-    counts: Arc<LoadCounts>,
-) {
+async fn client(n: usize, service: std::net::Ipv4Addr, ports: ServicePorts, until: Instant, counts: Arc<LoadCounts>) {
     let call = Duration::from_millis(CALL_TIMEOUT_MS);
     let mut round = 0u64;
     while Instant::now() < until {
@@ -206,14 +242,10 @@ fn cluster_keeps_its_active_under_cpu_hog_nfs_load_and_snapshot_builds() {
     let seconds = load_seconds();
     let mut cl = Cluster::start_with_env("load", &[("HANFS_TEST_SNAPSHOT_EVERY", SNAPSHOT_EVERY_ENTRIES)]);
     let leader = cl.wait_serving(&[]);
-    let term_before = cl.status(leader).and_then(|s| s.get("term").and_then(|t| first_number(t)));
+    let term_before = cl.term(leader);
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
-    let stop = Arc::new(AtomicBool::new(false));
-    let hog = cpu_hog(stop.clone(), until);
-    let counts = Arc::new(LoadCounts::default());
-    let (service, ports) = (cl.service, cl.ports);
-    let load = spawn_load(service, ports, until, stop.clone(), counts.clone());
+    let run = LoadRun::start(&cl, until);
     let mut snapshots = Vec::new();
     let mut next_snapshot = started + Duration::from_secs(SNAPSHOT_EVERY_S);
     while Instant::now() < until {
@@ -224,13 +256,8 @@ fn cluster_keeps_its_active_under_cpu_hog_nfs_load_and_snapshot_builds() {
             snapshots.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let spins: u64 = hog.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-    load.join().expect("load thread");
-    let ops = counts.ops.load(Ordering::Relaxed);
-    let errors = counts.errors.load(Ordering::Relaxed);
-    let mounts = counts.reconnects.load(Ordering::Relaxed);
-    let term_after = cl.status(leader).and_then(|s| s.get("term").and_then(|t| first_number(t)));
+    let LoadDone { ops, errors, mounts, spins } = run.finish();
+    let term_after = cl.term(leader);
     let mut demotions = Vec::new();
     let mut low = 0;
     for id in NODE_IDS {

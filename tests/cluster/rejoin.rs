@@ -14,12 +14,10 @@
 //! append is in hand, and briefly after).
 //! `HANFS_REJOIN_ROUNDS` runs more rounds than CI's.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::harness::*;
-use super::load::{cpu_hog, demotion_lines, env_count, spawn_load, LoadCounts, SNAPSHOT_EVERY_ENTRIES};
+use super::load::{demotion_lines, env_count, LoadDone, LoadRun, SNAPSHOT_EVERY_ENTRIES};
 
 /// Kill-and-rejoin rounds in CI; `HANFS_REJOIN_ROUNDS` overrides it.
 const ROUNDS_DEFAULT: u64 = 3;
@@ -49,14 +47,9 @@ fn a_killed_node_rejoining_under_load_does_not_depose_the_active() {
     let mut cl = Cluster::start_with_env("rejoin", &[("HANFS_TEST_SNAPSHOT_EVERY", SNAPSHOT_EVERY_ENTRIES)]);
     let active = cl.wait_serving(&[]);
     let passive = Cluster::other_storage(active);
-    let term = |cl: &mut Cluster| cl.status(active).and_then(|s| s.get("term").and_then(|t| first_number(t)));
-    let term_before = term(&mut cl);
+    let term_before = cl.term(active);
     let deadline = Instant::now() + Duration::from_secs(rounds * ROUND_BOUND_S);
-    let stop = Arc::new(AtomicBool::new(false));
-    let hog = cpu_hog(stop.clone(), deadline);
-    let counts = Arc::new(LoadCounts::default());
-    let (service, ports) = (cl.service, cl.ports);
-    let load = spawn_load(service, ports, deadline, stop.clone(), counts.clone());
+    let run = LoadRun::start(&cl, deadline);
     let mut caught_up = Vec::new();
     for round in 1..=rounds {
         assert!(Instant::now() < deadline, "round {round} started after the load's deadline");
@@ -74,18 +67,12 @@ fn a_killed_node_rejoining_under_load_does_not_depose_the_active() {
             break;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for h in hog {
-        let _ = h.join();
-    }
-    load.join().expect("load thread");
-    let ops = counts.ops.load(Ordering::Relaxed);
-    let errors = counts.errors.load(Ordering::Relaxed);
+    let LoadDone { ops, errors, .. } = run.finish();
     for line in &caught_up {
         println!("{line}");
     }
     let demotions = demotion_lines(&mut cl, active);
-    let term_after = term(&mut cl);
+    let term_after = cl.term(active);
     println!(
         "{rounds} rejoin rounds under load: {ops} NFS ops, {errors} errors, {} demotion lines on the active, term {term_before:?} -> {term_after:?}",
         demotions.len()

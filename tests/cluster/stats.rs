@@ -59,7 +59,7 @@ fn cluster_stats_come_from_the_leader_on_every_node_and_every_node_serves_metric
         assert_eq!(nfsstat_count(&text, "Server nfs v3:", "getattr"), 2, "node {id}:\n{text}");
     }
     let follower = Cluster::other_storage(leader);
-    let term = cl.status(leader).and_then(|s| s.get("term").and_then(|t| first_number(t))).expect("term");
+    let term = cl.term(leader).expect("term");
     for id in NODE_IDS {
         let addr = metrics_addr(&mut cl, id);
         let samples = prometheus_parse(&scrape(addr));
