@@ -202,6 +202,28 @@ async fn create_modes_write_read_commit() {
     assert_ne!(w4.verf, w1.verf, "a new epoch gives a new write verifier");
 }
 
+/// An export on tmpfs, whose files refuse no-wait reads (RWF_NOWAIT gives
+/// EOPNOTSUPP), serves READs: every one once failed with NFS3ERR_NOTSUPP.
+#[tokio::test]
+async fn reads_work_on_a_tmpfs_export() {
+    let shm = std::path::Path::new("/dev/shm");
+    let export = TempDir::new_in(shm, "ops-tmpfs");
+    let magic = std::process::Command::new("stat").args(["-f", "-c", "%t"]).arg(shm).output().expect("stat -f");
+    assert_eq!(String::from_utf8_lossy(&magic.stdout).trim(), "1021994", "this test needs /dev/shm on tmpfs");
+    let s = TestServer::start(export.path(), RW_NO_SQUASH);
+    let mut c = s.connect().await;
+    let root = c.root_nfs_fh3();
+    let f = create(&mut c, &root, "f").await.unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    for (i, chunk) in data.chunks(65_536).enumerate() {
+        write(&mut c, &f, (i * 65_536) as u64, chunk, stable_how::UNSTABLE).await.unwrap();
+    }
+    assert_eq!(read(&mut c, &f, 0, 10).await.unwrap(), (data[..10].to_vec(), false));
+    let (got, eof) = read(&mut c, &f, 70_000, 200_000).await.unwrap();
+    assert_eq!((got.as_slice(), eof), (&data[70_000..], true), "a large READ to the end of the file");
+    assert_eq!(std::fs::read(export.path().join("f")).unwrap(), data);
+}
+
 /// Large READs (read straight into the reply, `io::read_into`) return exactly
 /// the file's bytes at any offset and length, short only at the end of the
 /// file, and what the file holds now after it changed on the disk.

@@ -64,7 +64,8 @@ fn open(obj: &Obj, acc: &Access, write: bool) -> Result<(File, CredGuard), nfsst
 /// to `out` (so a reply can be built around the data without copying it).
 /// Returns the number of bytes read. `nowait`: only from the page cache;
 /// `Err(NFS3ERR_JUKEBOX)` with `out` as it was if the disk would have to be
-/// read (the caller then reads on a blocking thread).
+/// read, or the file system cannot tell (no RWF_NOWAIT: tmpfs); the caller
+/// then reads on a blocking thread.
 pub fn read_into(
     obj: &Obj,
     acc: &Access,
@@ -83,7 +84,9 @@ pub fn read_into(
             Ok(0) => break,
             Ok(n) => done += n,
             Err(Errno(libc::EINTR)) => continue,
-            Err(Errno(libc::EAGAIN)) if nowait => {
+            // EOPNOTSUPP: a file system without no-wait reads (tmpfs, for
+            // one): read it like an uncached file, on a blocking thread.
+            Err(Errno(libc::EAGAIN | libc::EOPNOTSUPP)) if nowait => {
                 out.truncate(start);
                 return Err(nfsstat3::NFS3ERR_JUKEBOX);
             }
@@ -194,6 +197,34 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("read"), b"newer", "nothing written past the fence");
         write_at(&obj, &acc, 0, b"later", 0, &Fence::always()).expect("a serving node writes");
         assert_eq!(std::fs::read(&path).expect("read"), b"later");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A file system without no-wait reads (tmpfs answers RWF_NOWAIT with
+    /// EOPNOTSUPP) sends the read to the blocking path instead of failing
+    /// it: every READ of a tmpfs export once answered NFS3ERR_NOTSUPP.
+    #[test]
+    fn a_file_system_without_nowait_reads_is_read_on_the_blocking_path() {
+        let dir = std::path::Path::new("/dev/shm");
+        // SAFETY: all-zero bytes are a valid `statfs` (plain integers).
+        let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and a struct statfs fills.
+        let rc = unsafe { libc::statfs(c"/dev/shm".as_ptr(), &mut sfs) };
+        assert!(rc == 0 && sfs.f_type == libc::TMPFS_MAGIC, "this test needs /dev/shm on tmpfs");
+        let path = dir.join(format!("hanfs-io-nowait-{}", std::process::id()));
+        std::fs::write(&path, b"on tmpfs").expect("file");
+        let fd: OwnedFd = File::open(&path).expect("open").into();
+        let st = sys::stat_fd(&fd).expect("stat");
+        let acc = Access {
+            opts: ExportOptions { read_only: false, ..ExportOptions::default() },
+            creds: Creds { uid: 0, gid: 0, gids: Vec::new() },
+        };
+        let obj = Obj { export_id: 1, fd, st };
+        let mut out = b"head".to_vec();
+        assert_eq!(read_into(&obj, &acc, 0, 100, &mut out, true), Err(nfsstat3::NFS3ERR_JUKEBOX));
+        assert_eq!(out, b"head", "nothing appended by the refused no-wait read");
+        assert_eq!(read_into(&obj, &acc, 0, 100, &mut out, false), Ok(8));
+        assert_eq!(out, b"headon tmpfs");
         let _ = std::fs::remove_file(&path);
     }
 
