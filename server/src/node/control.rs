@@ -265,30 +265,43 @@ async fn debug_snapshot(shared: &Shared) -> String {
     format!("ok snapshot_index {index}\n")
 }
 
+/// One `debug faults` request.
+#[derive(Debug, PartialEq, Eq)]
+enum FaultOp {
+    Block(NodeId),
+    Unblock(NodeId),
+    SlowAppends(u64),
+    Heal,
+}
+
+/// `debug faults`' arguments; `Err` is the error line answered (nothing changes).
+fn parse_faults(args: &[&str]) -> Result<FaultOp, String> {
+    let peer = |s: &str| s.parse::<NodeId>().map_err(|_| format!("error: `{s}` is not a node id\n"));
+    match args {
+        ["block", p] => peer(p).map(FaultOp::Block),
+        ["unblock", p] => peer(p).map(FaultOp::Unblock),
+        ["slow-appends", ms] => match ms.parse::<u64>() {
+            Ok(ms) if ms <= SLOW_APPENDS_MS_MAX => Ok(FaultOp::SlowAppends(ms)),
+            _ => Err(format!("error: slow-appends wants milliseconds 0..={SLOW_APPENDS_MS_MAX}\n")),
+        },
+        ["heal"] => Ok(FaultOp::Heal),
+        _ => Err("error: debug faults block N | unblock N | slow-appends MS | heal\n".to_string()),
+    }
+}
+
 fn faults(shared: &Shared, args: &[&str]) -> String {
     if !shared.faults_enabled {
         return format!("error: fault injection is off (start the node with {}=1)\n", FAULTS_ENV);
     }
     let f = &shared.raft.faults;
-    let peer = |s: &str| s.parse::<NodeId>().map_err(|_| format!("error: `{s}` is not a node id\n"));
-    let done = match args {
-        ["block", p] => peer(p).map(|p| f.block(p)),
-        ["unblock", p] => peer(p).map(|p| f.unblock(p)),
-        ["slow-appends", ms] => match ms.parse::<u64>() {
-            Ok(ms) if ms <= SLOW_APPENDS_MS_MAX => {
-                f.slow_appends(ms);
-                Ok(())
+    match parse_faults(args) {
+        Ok(op) => {
+            match op {
+                FaultOp::Block(p) => f.block(p),
+                FaultOp::Unblock(p) => f.unblock(p),
+                FaultOp::SlowAppends(ms) => f.slow_appends(ms),
+                FaultOp::Heal => f.heal(),
             }
-            _ => Err(format!("error: slow-appends wants milliseconds 0..={SLOW_APPENDS_MS_MAX}\n")),
-        },
-        ["heal"] => {
-            f.heal();
-            Ok(())
-        }
-        _ => Err("error: debug faults block N | unblock N | slow-appends MS | heal\n".to_string()),
-    };
-    match done {
-        Ok(()) => {
             tracing::warn!(?args, "fault injection");
             "ok\n".into()
         }
@@ -417,6 +430,41 @@ async fn switchover(shared: &Shared, to: Option<NodeId>) -> String {
         None => {
             shared.update_active(|a| a.last_error = Some("switchover: no other leader; resumed".into()));
             format!("error: no other node became leader within {SWITCHOVER_WAIT_MS} ms; this node resumed\n")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every malformed `debug faults` request is refused with an error line
+    /// (and so changes nothing); the bounds are inclusive.
+    #[test]
+    fn malformed_fault_requests_are_refused() {
+        assert_eq!(parse_faults(&["slow-appends", "0"]), Ok(FaultOp::SlowAppends(0)));
+        let max = SLOW_APPENDS_MS_MAX.to_string();
+        assert_eq!(parse_faults(&["slow-appends", &max]), Ok(FaultOp::SlowAppends(SLOW_APPENDS_MS_MAX)));
+        assert_eq!(parse_faults(&["block", "2"]), Ok(FaultOp::Block(2)));
+        assert_eq!(parse_faults(&["heal"]), Ok(FaultOp::Heal));
+        let over = (SLOW_APPENDS_MS_MAX + 1).to_string();
+        for bad in [
+            &["slow-appends", over.as_str()][..],
+            &["slow-appends", "-1"],
+            &["slow-appends", "1.5"],
+            &["slow-appends", "abc"],
+            &["slow-appends", "99999999999999999999999"],
+            &["slow-appends"],
+            &["slow-appends", "10", "20"],
+            &["block", "x"],
+            &["block"],
+            &["unblock", "-3"],
+            &["heal", "now"],
+            &[],
+            &["nonsense"],
+        ] {
+            let answer = parse_faults(bad).expect_err(&format!("{bad:?} refused"));
+            assert!(answer.starts_with("error: ") && answer.ends_with('\n'), "{bad:?}: {answer:?}");
         }
     }
 }
