@@ -51,8 +51,12 @@ use crate::timing::Timing;
 use crate::types::{typ, NodeId, PeerNode, Role};
 use crate::view::{AdminForward, ClusterView, ServerHooks, ViewExtra};
 
-/// The log database's file name inside `RaftNodeOptions::data_dir`.
+/// The log database's file name inside `RaftNodeOptions::data_dir`: the
+/// vote, the committed and last purged log ids, the node's identity.
 pub const LOG_DB_FILE: &str = "raft-log.redb";
+/// The log entries' file name inside `RaftNodeOptions::data_dir`
+/// (`log_store`'s `file` module).
+pub const LOG_ENTRIES_FILE: &str = "raft-log.entries";
 /// The snapshot database's file name inside `RaftNodeOptions::data_dir`.
 pub const SNAPSHOT_DB_FILE: &str = "raft-snapshot.redb";
 /// Worker threads of Raft's own runtime. One: nothing on it blocks (log
@@ -75,10 +79,11 @@ pub struct RaftNodeOptions {
     pub role: Role,
     /// Cluster name: checked in the peer handshake and bound to the database.
     pub cluster: String,
-    /// Directory for the node's Raft files: `LOG_DB_FILE` (log, vote,
-    /// identity) and `SNAPSHOT_DB_FILE` (the state-machine snapshot). Two
-    /// files, so writing a large snapshot never holds up a log append or a
-    /// vote (redb has one writer per file).
+    /// Directory for the node's Raft files: `LOG_ENTRIES_FILE` (the log's
+    /// entries), `LOG_DB_FILE` (vote, log ids, identity) and
+    /// `SNAPSHOT_DB_FILE` (the state-machine snapshot). Two databases, so
+    /// writing a large snapshot never holds up a vote or a purge (redb has
+    /// one writer per file).
     pub data_dir: PathBuf,
     pub secret: ClusterSecret,
     /// Heartbeat, election and lease timings (from `failure_detection_ms`).
@@ -274,7 +279,8 @@ impl RaftNode {
         let log_db = open_db(&log_path).map_err(|e| storage_err(&log_path, &e))?;
         bind_identity(&log_db, &opts.cluster, opts.node_id)?;
         let snapshot_db = open_db(&snapshot_path).map_err(|e| storage_err(&snapshot_path, &e))?;
-        let log = LogStore::new(log_db, opts.node_id).map_err(|e| storage_err(&log_path, &e))?;
+        let entries_path = opts.data_dir.join(LOG_ENTRIES_FILE);
+        let log = LogStore::new(log_db, &entries_path, opts.node_id).map_err(|e| storage_err(&entries_path, &e))?;
         let sm =
             StateMachineStore::open(snapshot_db, Some(log.durable())).map_err(|e| storage_err(&snapshot_path, &e))?;
         let faults = Faults::default();

@@ -2,8 +2,9 @@
 //!
 //! Owns the `Commit` interface the server writes through, its single-node
 //! implementation on redb (`LocalCommit`), and the openraft glue: the type
-//! configuration (`types`), log and state-machine storage on redb (`log_store`,
-//! `sm_store`) and how far the log is on disk, which lets a leader replicate
+//! configuration (`types`), the log's storage (`log_store`: its entries in
+//! an append-only file, vote and log ids on redb) and the state machine's on
+//! redb (`sm_store`) and how far the log is on disk, which lets a leader replicate
 //! during its own fsync (`durable`), the authenticated peer transport
 //! (`network`), membership and timing (`membership`), when a storage node may
 //! campaign (`elect_gate`: not while a live leader's append is in hand), the leader lease and leadership watch used for

@@ -1,19 +1,21 @@
-//! The Raft log on redb (`RaftLogStorage`): entries by index, the vote, the
-//! committed log id and the last purged log id.
+//! The Raft log (`RaftLogStorage`): the entries in an append-only file
+//! (`file`), the vote, the committed log id and the last purged log id on
+//! redb.
 //!
 //! Durability: `append` returns as soon as the entries are readable and
 //! queued for the writer thread (`writer`), which signals `LogFlushed` once
-//! they are on disk (fsync): a follower acknowledges only then. A leader's
+//! they are on disk (fdatasync): a follower acknowledges only then. A leader's
 //! own entries are signalled at once, so it sends them to its followers
 //! while its own fsync runs (openraft 0.9 waits for the signal before it
 //! replicates); what keeps every applied entry on a majority of disks then
 //! is `durable`'s (module doc): the state machine applies, and followers
 //! are told a commit, only up to what is on this disk (`LogDurable`), and a
-//! stuck disk turns the early signal off. A vote and a truncate wait for the queued
-//! appends and then commit with `Durability::Immediate` before the call
-//! returns, so a vote is on disk before the vote reply is sent. A purge is
-//! queued behind the appends and returns at once (`writer`'s module doc).
-//! Blocking redb calls run on the writer thread or tokio's blocking pool,
+//! stuck disk turns the early signal off. A vote and a truncate wait for the
+//! queued appends and are durable before the call returns (the vote a redb
+//! commit with `Durability::Immediate`, the truncate zeros over the entries
+//! and an fdatasync), so a vote is on disk before the vote reply is sent. A
+//! purge is queued behind the appends and returns at once (`writer`'s module
+//! doc). Blocking calls run on the writer thread or tokio's blocking pool,
 //! never on a core thread: every write, and reading entries (replication
 //! reads them all the time; an uncached page is a disk read). The small
 //! metadata reads at start and on a vote stay inline.
@@ -21,6 +23,7 @@
 // openraft fixes `StorageError` (large) as the error type of these traits.
 #![allow(clippy::result_large_err)]
 
+mod file;
 mod writer;
 
 use std::fmt::Debug;
@@ -44,6 +47,8 @@ pub const ENTRY_BYTES_MAX: u64 = hanfs_state::COMMAND_BYTES_MAX + ENTRY_OVERHEAD
 /// Upper bound on one encoded metadata value (vote, log ids).
 const META_BYTES_MAX: u64 = 64 * 1024;
 
+/// Where the entries were kept before they moved to their own file
+/// (`file`); a database that still has some there is refused.
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const KEY_VOTE: &str = "vote";
@@ -99,7 +104,6 @@ pub fn open_db(path: &Path) -> Result<Arc<Database>, redb::Error> {
     let db = Database::create(path)?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
-    txn.open_table(LOGS)?;
     txn.open_table(META)?;
     crate::sm_store::create_tables(&txn)?;
     txn.commit()?;
@@ -111,6 +115,8 @@ pub fn open_db(path: &Path) -> Result<Arc<Database>, redb::Error> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The entries (`file`), shared with the writer thread.
+    log: Arc<Mutex<file::LogFile>>,
     /// This node: only its own entries as leader are signalled early.
     node_id: NodeId,
     /// The vote last saved (this node leads when it is its own, committed).
@@ -149,18 +155,33 @@ fn note_write_time(took: std::time::Duration) {
 }
 
 impl LogStore {
-    /// The log store on `db`, with its writer thread (fails only if the
-    /// thread cannot be started).
-    pub fn new(db: Arc<Database>, node_id: NodeId) -> std::io::Result<Self> {
-        let (vote, last) = Self::read_start(&db).map_err(std::io::Error::other)?;
+    /// The log store: the vote and log ids in `db`, the entries in the file
+    /// `entries` (`file`), with its writer thread. Fails on a damaged file,
+    /// entries that do not follow the last purged id, a database from before
+    /// the entries file, or if the thread cannot be started.
+    pub fn new(db: Arc<Database>, entries: &Path, node_id: NodeId) -> std::io::Result<Self> {
+        refuse_old_format(&db)?;
+        let (mut file, stray) = file::LogFile::open(entries)?;
+        if stray > 0 {
+            tracing::warn!(path = %entries.display(), bytes = stray, "raft log: cleared what followed the last whole entry (a torn append, or entries purged before)");
+        }
+        let last_purged: Option<typ::LogId> = get_meta(&db, KEY_LAST_PURGED).map_err(std::io::Error::other)?;
+        if let Some(purged) = last_purged {
+            file.purge(purged.index)?;
+            if let Some((first, _)) = file.bounds().filter(|(first, _)| *first > purged.index + 1) {
+                return Err(std::io::Error::other(format!(
+                    "{}: the first entry is {first}, the last purged {}: entries are missing",
+                    entries.display(),
+                    purged.index
+                )));
+            }
+        }
+        let log = Arc::new(Mutex::new(file));
+        let vote = get_meta(&db, KEY_VOTE).map_err(std::io::Error::other)?;
+        let last = durable_end(&db, &log).map_err(std::io::Error::other)?;
         let durable = LogDurable::new(last);
-        let writer = writer::Writer::start(db.clone(), durable.clone())?;
-        Ok(Self { db, node_id, vote: Arc::new(Mutex::new(vote)), durable, committed: Arc::default(), writer })
-    }
-
-    /// The vote and the end of the log on disk, at start.
-    fn read_start(db: &Database) -> Result<(Option<typ::Vote>, Option<typ::LogId>), typ::StorageError> {
-        Ok((get_meta(db, KEY_VOTE)?, durable_end(db)?))
+        let writer = writer::Writer::start(db.clone(), log.clone(), durable.clone())?;
+        Ok(Self { db, log, node_id, vote: Arc::new(Mutex::new(vote)), durable, committed: Arc::default(), writer })
     }
 
     /// The database, weakly: gone once every user has closed it.
@@ -232,24 +253,49 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> Result<Option<typ::LogId>, typ::StorageError> {
-        last_entry_log_id(&self.db)
+        last_entry_log_id(&self.log)
     }
 }
 
-fn last_entry_log_id(db: &Database) -> Result<Option<typ::LogId>, typ::StorageError> {
-    let txn = db.begin_read().map_err(read_err)?;
-    let table = txn.open_table(LOGS).map_err(read_err)?;
-    let Some((_, value)) = table.last().map_err(read_err)? else {
+/// Refuses a database whose entries are still in its `raft_log` table: the
+/// format before the entries file (there are no deployments of it).
+fn refuse_old_format(db: &Database) -> std::io::Result<()> {
+    let txn = db.begin_read().map_err(std::io::Error::other)?;
+    let old = match txn.open_table(LOGS) {
+        Ok(table) => table.first().map_err(std::io::Error::other)?.is_some(),
+        Err(redb::TableError::TableDoesNotExist(_)) => false,
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    if old {
+        return Err(std::io::Error::other(
+            "this Raft state keeps its log entries in the database (an earlier hanfs); \
+             wipe the node's state directory and let it catch up from the others",
+        ));
+    }
+    Ok(())
+}
+
+fn lock_log(log: &Mutex<file::LogFile>) -> std::sync::MutexGuard<'_, file::LogFile> {
+    log.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn last_entry_log_id(log: &Mutex<file::LogFile>) -> Result<Option<typ::LogId>, typ::StorageError> {
+    let place = {
+        let log = lock_log(log);
+        let Some((_, last)) = log.bounds() else { return Ok(None) };
+        log.places(last, last + 1)
+    };
+    let Some(bytes) = place.first().map(file::Place::read).transpose().map_err(read_err)? else {
         return Ok(None);
     };
-    let entry: typ::Entry = decode(value.value(), ENTRY_BYTES_MAX).map_err(read_err)?;
+    let entry: typ::Entry = decode(&bytes, ENTRY_BYTES_MAX).map_err(read_err)?;
     Ok(Some(*entry.get_log_id()))
 }
 
 /// The end of the log on disk: its last entry, or the last purged id when
 /// every entry was purged.
-fn durable_end(db: &Database) -> Result<Option<typ::LogId>, typ::StorageError> {
-    if let Some(last) = last_entry_log_id(db)? {
+fn durable_end(db: &Database, log: &Mutex<file::LogFile>) -> Result<Option<typ::LogId>, typ::StorageError> {
+    if let Some(last) = last_entry_log_id(log)? {
         return Ok(Some(last));
     }
     get_meta(db, KEY_LAST_PURGED)
@@ -273,21 +319,28 @@ fn write_err(e: impl std::error::Error + 'static) -> typ::StorageError {
     StorageIOError::<NodeId>::write_logs(AnyError::new(&e)).into()
 }
 
-/// Convert a generic range to the redb key range `[start, end)`.
+/// Convert a generic range to a pair of bounds.
 fn to_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
     (range.start_bound().cloned(), range.end_bound().cloned())
 }
 
-/// The entries with an index in `bounds`, in order.
-fn read_entries(db: &Database, bounds: (Bound<u64>, Bound<u64>)) -> Result<Vec<typ::Entry>, typ::StorageError> {
-    let txn = db.begin_read().map_err(read_err)?;
-    let table = txn.open_table(LOGS).map_err(read_err)?;
-    let mut entries = Vec::new();
-    for item in table.range::<u64>(bounds).map_err(read_err)? {
-        let (_, value) = item.map_err(read_err)?;
-        entries.push(decode(value.value(), ENTRY_BYTES_MAX).map_err(read_err)?);
-    }
-    Ok(entries)
+/// The entries on disk with an index in `bounds`, in order.
+fn read_entries(
+    log: &Mutex<file::LogFile>,
+    bounds: (Bound<u64>, Bound<u64>),
+) -> Result<Vec<typ::Entry>, typ::StorageError> {
+    let from = match bounds.0 {
+        Bound::Included(s) => s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let to = match bounds.1 {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    let places = lock_log(log).places(from, to);
+    places.iter().map(|p| decode(&p.read().map_err(read_err)?, ENTRY_BYTES_MAX).map_err(read_err)).collect()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -298,20 +351,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // On the blocking pool: replication reads entries for every follower,
         // and a page no longer cached is a disk read, which must not hold a
         // runtime worker (heartbeats, the lease watch) on a busy disk.
-        // Pending first: an entry that reaches redb in between is then in
-        // one of the two (it is forgotten only after its commit).
-        let db = self.db.clone();
+        // Pending first: an entry that reaches the file in between is then
+        // in one of the two (it is forgotten only after it is written).
+        let log = self.log.clone();
         let bounds = to_bounds(&range);
         let pending = self.writer.pending.range(bounds);
         if writer::covers(&pending, bounds) {
             // All of it still waits for the writer (a leader replicating what
-            // it has just appended): no read of redb, which would wait for
-            // the commit in progress there, and with it the follower's fsync
+            // it has just appended): no read of the file, which would wait for
+            // the append in progress there, and with it the follower's fsync
             // for the leader's.
             let entries = pending.into_iter().map(|(_, e)| e).collect();
             return Ok(self.writer.hide_purged(entries));
         }
-        let stored = tokio::task::spawn_blocking(move || read_entries(&db, bounds)).await.map_err(read_err)??;
+        let stored = tokio::task::spawn_blocking(move || read_entries(&log, bounds)).await.map_err(read_err)??;
         Ok(self.writer.hide_purged(writer::merge(stored, pending)))
     }
 }
@@ -389,20 +442,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
         tracing::debug!(%log_id, "truncate log since");
         self.drain().await?;
-        self.write(move |txn| {
-            txn.open_table(LOGS)?.retain_in::<u64, _>(log_id.index.., |_, _| false)?;
-            Ok(())
-        })
-        .await?;
-        self.durable.truncated(durable_end(&self.db)?);
+        let log = self.log.clone();
+        let started = std::time::Instant::now();
+        let joined = tokio::task::spawn_blocking(move || lock_log(&log).truncate(log_id.index)).await;
+        note_write_time(started.elapsed());
+        joined.map_err(write_err)?.map_err(write_err)?;
+        self.durable.truncated(durable_end(&self.db, &self.log)?);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
         tracing::debug!(%log_id, "purge log upto");
         let bytes = encode(&log_id, META_BYTES_MAX).map_err(write_err)?;
-        // The last purged id and the deletion commit together (one writer
-        // transaction), so a crash never leaves a gap that `get_log_state`
+        // The last purged id is durable before the entries are forgotten
+        // (the writer), so a crash never leaves a gap that `get_log_state`
         // cannot explain. Not awaited: openraft's core (heartbeats, the
         // lease) must not wait on a drain and an fsync for a purge.
         self.writer.purge(log_id.index, bytes).map_err(|e| write_err(std::io::Error::other(e)))

@@ -35,7 +35,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RedbBuil
         let db = open_db(&dir.path().join("raft.redb"))
             .map_err(|e| openraft::StorageIOError::write(openraft::AnyError::new(&e)))?;
         let sm = StateMachineStore::open(db.clone(), None)?;
-        let log = LogStore::new(db, 1).map_err(|e| openraft::StorageIOError::write(openraft::AnyError::new(&e)))?;
+        let log = LogStore::new(db, &dir.path().join("raft.entries"), 1)
+            .map_err(|e| openraft::StorageIOError::write(openraft::AnyError::new(&e)))?;
         Ok((dir, log, sm))
     }
 }
@@ -56,7 +57,7 @@ async fn purge_does_not_wait_for_a_write_transaction() {
     use openraft::storage::RaftLogStorage;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = open_db(&dir.path().join("raft.redb")).expect("open");
-    let mut log = LogStore::new(db.clone(), 1).expect("log store");
+    let mut log = LogStore::new(db.clone(), &dir.path().join("raft.entries"), 1).expect("log store");
     let purged = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 5);
     let held = db.begin_write().expect("a write transaction");
     let purge = tokio::time::timeout(std::time::Duration::from_secs(30), log.purge(purged));

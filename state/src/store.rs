@@ -16,6 +16,8 @@ use crate::State;
 
 mod wal;
 
+pub use wal::crc32c;
+
 /// Log entries between snapshots, for callers that compact periodically.
 pub const COMPACT_ENTRIES: u64 = 10_000;
 /// A snapshot is stored as chunks of at most this size (redb values are bounded).

@@ -1,21 +1,21 @@
 //! The log's write-behind: `append` puts entries in `Pending` (readable at
 //! once, as openraft requires) and queues them for the writer thread, which
-//! commits them to redb in order (consecutive appends in one fsynced
-//! transaction), records how far the log is on disk (`LogDurable`), and only
-//! then signals `LogFlushed` (unless the leader signalled already: `durable`'s
-//! module doc). With that, a leader sends the entries to its followers while
+//! appends them to the entries file (`file`) in order (consecutive appends
+//! in one write and one fdatasync), records how far the log is on disk
+//! (`LogDurable`), and only then signals `LogFlushed` (unless the leader
+//! signalled already: `durable`'s module doc). With that, a leader sends the entries to its followers while
 //! its own fsync runs, so a commit costs about one fsync plus a round trip,
 //! not two fsyncs in a row.
 //!
 //! A vote and a truncate first wait for the queue to drain (`Writer::drain`),
 //! so they are ordered after the appends before them and never see entries
 //! that are still only in memory. The committed-id hint and a purge go
-//! through the queue without waiting and need no fsync of their own: both
-//! ride in the next transaction (durable with the next fsync); a hint with
-//! no append or purge beside it is not written on its own (openraft saves
-//! one after every commit: a redb transaction each on every node, between
-//! one entry's fsync and the next) but carried to the next transaction or
-//! written when the writer ends; losing it loses nothing (`save_committed`).
+//! through the queue without waiting. A purge saves its last purged id in
+//! redb (one durable transaction) before the file forgets the entries. The
+//! hint (openraft saves one after every commit) is carried, not written each
+//! time: it goes into redb with the next purge, at most every
+//! `HINT_WRITE_EVERY_MS` on its own, and when the writer ends; losing it
+//! loses nothing (`save_committed`).
 //! A hint is written only once the log on disk reaches it (a leader's entry
 //! may be committed before its own fsync, `durable`'s module doc): a hint
 //! beyond the log's end would stop the node from starting again.
@@ -33,17 +33,20 @@ use openraft::storage::LogFlushed;
 use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
-use super::{note_write_time, LOGS, META};
+use super::file::LogFile;
+use super::{note_write_time, META};
 use crate::durable::LogDurable;
 use crate::types::{typ, TypeConfig};
 
-/// Most queued appends folded into one redb transaction.
+/// Most queued appends folded into one write.
 pub const APPENDS_PER_TXN_MAX: usize = 256;
+/// The committed-id hint is written on its own at most this often.
+pub const HINT_WRITE_EVERY_MS: u64 = 1_000;
 
 const _: () = assert!(APPENDS_PER_TXN_MAX > 0);
 
-/// Entries appended but not yet durable in redb, by index. Readers merge them
-/// over what redb holds.
+/// Entries appended but not yet durable in the file, by index. Readers merge
+/// them over what the file holds.
 #[derive(Default)]
 pub(super) struct Pending {
     entries: Mutex<BTreeMap<u64, typ::Entry>>,
@@ -84,7 +87,7 @@ impl Pending {
 }
 
 /// Whether `pending` (sorted by index) holds every index of `bounds`, which
-/// must have a start and an end: then redb has nothing else there to read.
+/// must have a start and an end: then the file has nothing else there to read.
 pub(super) fn covers(pending: &[(u64, typ::Entry)], bounds: (Bound<u64>, Bound<u64>)) -> bool {
     let start = match bounds.0 {
         Bound::Included(s) => s,
@@ -101,7 +104,7 @@ pub(super) fn covers(pending: &[(u64, typ::Entry)], bounds: (Bound<u64>, Bound<u
         && pending.iter().zip(start..).all(|((index, _), expected)| *index == expected)
 }
 
-/// Merges `pending` (newer) over `stored` (from redb), both sorted by index.
+/// Merges `pending` (newer) over `stored` (from the file), both sorted by index.
 pub(super) fn merge(stored: Vec<typ::Entry>, pending: Vec<(u64, typ::Entry)>) -> Vec<typ::Entry> {
     if pending.is_empty() {
         return stored;
@@ -137,8 +140,8 @@ struct Hint {
     bytes: Vec<u8>,
 }
 
-/// What the writer thread is asked to do. `Purge` deletes the entries up to
-/// `upto` and records `bytes` (the last purged log id) in one transaction.
+/// What the writer thread is asked to do. `Purge` records `bytes` (the last
+/// purged log id), then forgets the entries up to `upto`.
 enum Job {
     Append { entries: Vec<(u64, typ::LogId, Vec<u8>)>, callback: Option<LogFlushed<TypeConfig>> },
     Committed { hint: Hint },
@@ -162,8 +165,8 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread for `db`.
-    pub(super) fn start(db: Arc<Database>, durable: LogDurable) -> std::io::Result<Writer> {
+    /// Starts the writer thread for `log` (and `db`, for the log ids).
+    pub(super) fn start(db: Arc<Database>, log: Arc<Mutex<LogFile>>, durable: LogDurable) -> std::io::Result<Writer> {
         let (jobs, rx) = mpsc::channel();
         let pending = Arc::new(Pending::default());
         let thread_pending = pending.clone();
@@ -171,7 +174,7 @@ impl Writer {
         let thread_faults = faults.clone();
         std::thread::Builder::new()
             .name("hanfs-raft-log".into())
-            .spawn(move || run(&db, &thread_pending, &thread_faults, &durable, &rx))?;
+            .spawn(move || run(&db, &log, &thread_pending, &thread_faults, &durable, &rx))?;
         Ok(Writer { jobs, pending, purged_upto: Arc::default(), faults })
     }
 
@@ -237,11 +240,18 @@ impl Writer {
 }
 
 /// The writer thread: takes what is queued (up to APPENDS_PER_TXN_MAX
-/// appends), writes it in one transaction (fsynced when it holds entries),
-/// then answers the callbacks and drains.
-fn run(db: &Database, pending: &Pending, faults: &Faults, durable: &LogDurable, rx: &mpsc::Receiver<Job>) {
-    // The newest committed-id hint not written yet (module doc).
+/// appends), writes it (`write`), then answers the callbacks and drains.
+fn run(
+    db: &Database,
+    log: &Mutex<LogFile>,
+    pending: &Pending,
+    faults: &Faults,
+    durable: &LogDurable,
+    rx: &mpsc::Receiver<Job>,
+) {
+    // The newest committed-id hint not written yet, and when one last was (module doc).
     let mut carried: Option<Hint> = None;
+    let mut hint_written = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < APPENDS_PER_TXN_MAX {
@@ -260,14 +270,19 @@ fn run(db: &Database, pending: &Pending, faults: &Faults, durable: &LogDurable, 
         }
         // A hint goes no further than the log on disk after this write.
         let end = last_appended(&jobs).or_else(|| durable.upto()).map(|id| id.index);
-        let hint = carried.take_if(|h| h.id.map(|id| id.index) <= end);
+        let due = jobs.iter().any(|j| matches!(j, Job::Purge { .. }))
+            || hint_written.elapsed() >= std::time::Duration::from_millis(HINT_WRITE_EVERY_MS);
+        let hint = if due { carried.take_if(|h| h.id.map(|id| id.index) <= end) } else { None };
+        if hint.is_some() {
+            hint_written = std::time::Instant::now();
+        }
         let started = std::time::Instant::now();
         durable.busy();
         faults.wait_stall(started);
         let result = if faults.fail.load(Ordering::SeqCst) {
-            Err(redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)))
+            Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
         } else {
-            write(db, &jobs, hint.as_ref())
+            write(db, log, &jobs, hint.as_ref())
         };
         note_write_time(started.elapsed());
         // Before any callback: what openraft does next may wait on it.
@@ -277,7 +292,7 @@ fn run(db: &Database, pending: &Pending, faults: &Faults, durable: &LogDurable, 
                 Job::Append { entries, callback } => {
                     let outcome = match &result {
                         Ok(()) => {
-                            // Forgotten before the signal: a reader now finds them in redb.
+                            // Forgotten before the signal: a reader now finds them in the file.
                             let written: Vec<(u64, typ::LogId)> = entries.iter().map(|(i, id, _)| (*i, *id)).collect();
                             pending.remove_written(&written);
                             Ok(())
@@ -299,7 +314,7 @@ fn run(db: &Database, pending: &Pending, faults: &Faults, durable: &LogDurable, 
     let end = durable.upto().map(|id| id.index);
     if let Some(hint) = carried.take_if(|h| h.id.map(|id| id.index) <= end) {
         if !faults.fail.load(Ordering::SeqCst) {
-            let _ = write(db, &[], Some(&hint));
+            let _ = write(db, log, &[], Some(&hint));
         }
     }
 }
@@ -321,42 +336,48 @@ fn answer_drains(jobs: Vec<Job>) {
     }
 }
 
-/// One transaction with every append and purge of `jobs`, in order, their
-/// last-purged id and the committed-id hint `committed`; durable (fsync)
-/// when it holds an entry.
-fn write(db: &Database, jobs: &[Job], committed: Option<&Hint>) -> Result<(), redb::Error> {
-    let has_entries = jobs.iter().any(|j| matches!(j, Job::Append { .. }));
-    let purged = jobs.iter().rev().find_map(|j| match j {
-        Job::Purge { bytes, .. } => Some(bytes),
+/// Every append of `jobs` in one write to the file, synced; then, if `jobs`
+/// purge, the last purged id (with `committed`, if given) in one durable redb
+/// transaction before the file forgets the entries; a hint without a purge
+/// in a transaction of its own.
+fn write(db: &Database, log: &Mutex<LogFile>, jobs: &[Job], committed: Option<&Hint>) -> std::io::Result<()> {
+    let entries: Vec<(u64, &[u8])> = jobs
+        .iter()
+        .flat_map(|j| match j {
+            Job::Append { entries, .. } => entries.as_slice(),
+            _ => &[],
+        })
+        .map(|(index, _, bytes)| (*index, bytes.as_slice()))
+        .collect();
+    if !entries.is_empty() {
+        LogFile::append_shared(log, &entries)?;
+    }
+    let purge = jobs.iter().rev().find_map(|j| match j {
+        Job::Purge { upto, bytes } => Some((*upto, bytes)),
         _ => None,
     });
-    if !has_entries && committed.is_none() && purged.is_none() {
+    if purge.is_none() && committed.is_none() {
         return Ok(());
     }
-    let mut txn = db.begin_write()?;
-    // The committed id alone is a hint: made durable by the next fsync.
-    txn.set_durability(if has_entries { Durability::Immediate } else { Durability::None });
-    {
-        let mut logs = txn.open_table(LOGS)?;
-        for job in jobs {
-            match job {
-                Job::Append { entries, .. } => {
-                    for (index, _, bytes) in entries {
-                        logs.insert(*index, bytes.as_slice())?;
-                    }
-                }
-                Job::Purge { upto, .. } => logs.retain_in::<u64, _>(..=*upto, |_, _| false)?,
-                Job::Committed { .. } | Job::Drain { .. } => {}
+    let meta = || -> Result<(), redb::Error> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut table = txn.open_table(META)?;
+            if let Some(hint) = committed {
+                table.insert(super::KEY_COMMITTED, hint.bytes.as_slice())?;
+            }
+            if let Some((_, bytes)) = purge {
+                table.insert(super::KEY_LAST_PURGED, bytes.as_slice())?;
             }
         }
+        txn.commit()?;
+        Ok(())
+    };
+    meta().map_err(std::io::Error::other)?;
+    if let Some((upto, _)) = purge {
+        log.lock().unwrap_or_else(|p| p.into_inner()).purge(upto)?;
     }
-    if let Some(hint) = committed {
-        txn.open_table(META)?.insert(super::KEY_COMMITTED, hint.bytes.as_slice())?;
-    }
-    if let Some(bytes) = purged {
-        txn.open_table(META)?.insert(super::KEY_LAST_PURGED, bytes.as_slice())?;
-    }
-    txn.commit()?;
     Ok(())
 }
 
@@ -374,12 +395,12 @@ mod tests {
         indexes.iter().map(|&i| (i, entry(i))).collect()
     }
 
-    /// Redb is skipped only when every index of the range is pending.
+    /// The file is skipped only when every index of the range is pending.
     #[test]
     fn a_range_is_covered_only_when_every_index_is_pending() {
         assert!(covers(&pending(&[5, 6, 7]), (Included(5), Excluded(8))));
         assert!(covers(&pending(&[5, 6, 7]), (Excluded(4), Included(7))));
-        assert!(!covers(&pending(&[6, 7]), (Included(5), Excluded(8))), "the first is in redb");
+        assert!(!covers(&pending(&[6, 7]), (Included(5), Excluded(8))), "the first is in the file");
         assert!(!covers(&pending(&[5, 7]), (Included(5), Excluded(8))), "a gap");
         assert!(!covers(&pending(&[5, 6]), (Included(5), Excluded(8))), "the last is missing");
         assert!(!covers(&pending(&[5, 6, 7]), (Included(5), Unbounded)), "no end");

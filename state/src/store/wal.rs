@@ -177,8 +177,9 @@ pub fn scan(buf: &[u8], snapshot_index: u64) -> Result<(Vec<Record<'_>>, u64), S
     Ok((out, end))
 }
 
-/// CRC-32C (Castagnoli), bitwise-reflected, as iSCSI and ext4 use.
-fn crc32c(data: &[u8]) -> u32 {
+/// CRC-32C (Castagnoli), bitwise-reflected, as iSCSI and ext4 use (also
+/// the Raft log file's record check, `hanfs_raft::log_store::file`).
+pub fn crc32c(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut i = 0;
