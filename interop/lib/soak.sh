@@ -241,7 +241,8 @@ fault_witness() {
 storage_errors() { grep -ac 'raft stopped on a storage error' "$LOGDIR/node$1.log" 2>/dev/null || true; }
 
 # disk-full: the active must step down once a write of its state fails. A full filesystem need not
-# fail one: the redb files grow and keep free pages inside, which later writes reuse. So when no
+# fail one: the redb files grow and keep free pages inside, which later writes reuse, and the Raft
+# log's entries file is written into zeros it laid down before (it grows 4 MiB at a time). So when no
 # other node takes over, the fault counts as absorbed (no failover expected: F_NEW is the node
 # itself) only if the node logged no storage error and still leads; otherwise it is a missed
 # step-down.

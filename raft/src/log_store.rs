@@ -285,7 +285,7 @@ fn last_entry_log_id(log: &Mutex<file::LogFile>) -> Result<Option<typ::LogId>, t
         let Some((_, last)) = log.bounds() else { return Ok(None) };
         log.places(last, last + 1)
     };
-    let Some(bytes) = place.first().map(file::Place::read).transpose().map_err(read_err)? else {
+    let Some(bytes) = place.first().map(file::Place::read).transpose().map_err(read_err)?.flatten() else {
         return Ok(None);
     };
     let entry: typ::Entry = decode(&bytes, ENTRY_BYTES_MAX).map_err(read_err)?;
@@ -340,7 +340,18 @@ fn read_entries(
         Bound::Unbounded => u64::MAX,
     };
     let places = lock_log(log).places(from, to);
-    places.iter().map(|p| decode(&p.read().map_err(read_err)?, ENTRY_BYTES_MAX).map_err(read_err)).collect()
+    // A record gone since the places were taken (module doc of `file`) is
+    // left out as a deleted row was: those purged at the front, and all
+    // from the first truncated one on.
+    let mut entries = Vec::with_capacity(places.len());
+    for place in &places {
+        match place.read().map_err(read_err)? {
+            Some(bytes) => entries.push(decode(&bytes, ENTRY_BYTES_MAX).map_err(read_err)?),
+            None if entries.is_empty() => {}
+            None => break,
+        }
+    }
+    Ok(entries)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

@@ -29,7 +29,9 @@
 //!
 //! Readers (replication) take the file and the records' places under the
 //! lock and read without it: a compaction swaps in a new file, and a reader
-//! still holding the old one reads the same bytes there.
+//! still holding the old one reads the same bytes there; a record purged or
+//! truncated meanwhile, and written over, fails its CRC or index check and
+//! reads as gone, never as another entry.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -62,19 +64,26 @@ struct Slot {
     len: u64,
 }
 
-/// Where one entry's bytes are, for a read without the lock.
+/// Where one entry's record is, for a read without the lock.
 pub(super) struct Place {
     file: Arc<File>,
+    index: u64,
+    /// Offset and length of the whole record, head included.
     offset: u64,
     len: usize,
 }
 
 impl Place {
-    /// The entry's encoded bytes.
-    pub(super) fn read(&self) -> std::io::Result<Vec<u8>> {
+    /// The entry's encoded bytes; `None` if the record is no longer there
+    /// (purged and written over, or truncated, since the place was taken):
+    /// the record read back must be whole and carry the same index.
+    pub(super) fn read(&self) -> std::io::Result<Option<Vec<u8>>> {
         let mut buf = vec![0u8; self.len];
         self.file.read_exact_at(&mut buf, self.offset)?;
-        Ok(buf)
+        if record_at(&buf, 0) != Some((self.index, self.len as u64)) {
+            return Ok(None);
+        }
+        Ok(buf.get(HEAD_BYTES + INDEX_BYTES..).map(<[u8]>::to_vec))
     }
 }
 
@@ -255,11 +264,7 @@ impl LogFile {
             .skip(start)
             .take_while(|s| s.index < to)
             .filter(|s| s.index >= from)
-            .map(|s| Place {
-                file: self.file.clone(),
-                offset: s.offset + (HEAD_BYTES + INDEX_BYTES) as u64,
-                len: (s.len as usize).saturating_sub(HEAD_BYTES + INDEX_BYTES),
-            })
+            .map(|s| Place { file: self.file.clone(), index: s.index, offset: s.offset, len: s.len as usize })
             .collect()
     }
 
