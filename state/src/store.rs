@@ -16,7 +16,8 @@ use crate::State;
 
 mod wal;
 
-pub use wal::crc32c;
+/// The log record format, shared with the Raft log's entries file.
+pub use wal::{encode as encode_record, record_at, Record};
 
 /// Log entries between snapshots, for callers that compact periodically.
 pub const COMPACT_ENTRIES: u64 = 10_000;

@@ -5,8 +5,8 @@
 //! records' pages and no size change, B-tree page or allocator state (redb
 //! cost some 90 us of CPU and a slower fsync per append on every node).
 //!
-//! A record is `len: u32, crc: u32, index: u64, entry bytes`, little endian;
-//! `len` counts index and bytes, `crc` (CRC-32C) covers them. Records follow
+//! A record is the WAL's: `len: u32, crc: u32, index: u64, entry bytes`,
+//! little endian; `len` counts index and bytes, `crc` (CRC-32C) covers them. Records follow
 //! each other with consecutive indexes; the first may have any index (the
 //! entries before it were purged).
 //!
@@ -39,16 +39,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hanfs_state::crc32c;
-
 /// Bytes of zeros the file is created with and grows by.
 pub const GROW_BYTES: u64 = 4 * 1024 * 1024;
 /// Purged records at the head of the file that make a purge rewrite it.
 pub const COMPACT_BYTES: u64 = 64 * 1024 * 1024;
-/// `len` and `crc`.
-const HEAD_BYTES: usize = 8;
-/// The index inside `len`.
-const INDEX_BYTES: usize = 8;
 /// Zeros written at a time when a region is cleared.
 const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -80,10 +74,9 @@ impl Place {
     pub(super) fn read(&self) -> std::io::Result<Option<Vec<u8>>> {
         let mut buf = vec![0u8; self.len];
         self.file.read_exact_at(&mut buf, self.offset)?;
-        if record_at(&buf, 0) != Some((self.index, self.len as u64)) {
-            return Ok(None);
-        }
-        Ok(buf.get(HEAD_BYTES + INDEX_BYTES..).map(<[u8]>::to_vec))
+        Ok(hanfs_state::record_at(&buf, 0)
+            .filter(|r| r.index == self.index && r.end == self.len as u64)
+            .map(|r| r.bytes.to_vec()))
     }
 }
 
@@ -356,38 +349,17 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Appends the record of `index` and `bytes` to `out`.
+/// Appends the record of `index` and `bytes` to `out` (the single node's
+/// WAL record: `hanfs_state::encode_record`).
 fn encode(index: u64, bytes: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
-    let len =
-        u32::try_from(INDEX_BYTES + bytes.len()).map_err(|_| std::io::Error::other("raft log record too large"))?;
-    let start = out.len();
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&index.to_le_bytes());
-    out.extend_from_slice(bytes);
-    let crc = crc32c(out.get(start + HEAD_BYTES..).unwrap_or_default());
-    if let Some(room) = out.get_mut(start + 4..start + HEAD_BYTES) {
-        room.copy_from_slice(&crc.to_le_bytes());
-    }
+    out.extend(hanfs_state::encode_record(index, bytes).map_err(|e| std::io::Error::other(e.to_string()))?);
     Ok(())
 }
 
 /// The index and whole length of the record at `at` in `buf`, if a whole
 /// one with a matching CRC is there.
 fn record_at(buf: &[u8], at: u64) -> Option<(u64, u64)> {
-    let start = usize::try_from(at).ok()?;
-    let head = buf.get(start..start.checked_add(HEAD_BYTES)?)?;
-    let len = u32::from_le_bytes(head.get(..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(head.get(4..)?.try_into().ok()?);
-    if len < INDEX_BYTES {
-        return None;
-    }
-    let body = buf.get(start + HEAD_BYTES..start.checked_add(HEAD_BYTES)?.checked_add(len)?)?;
-    if crc32c(body) != crc {
-        return None;
-    }
-    let index = u64::from_le_bytes(body.get(..INDEX_BYTES)?.try_into().ok()?);
-    Some((index, (HEAD_BYTES + len) as u64))
+    hanfs_state::record_at(buf, at).map(|r| (r.index, r.end - at))
 }
 
 #[cfg(test)]

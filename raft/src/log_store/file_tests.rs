@@ -1,5 +1,8 @@
 use super::*;
 
+/// Where a record's entry bytes start: after `len`, `crc` and the index.
+const ENTRY_AT: u64 = 16;
+
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
@@ -51,7 +54,7 @@ fn a_torn_batch_never_comes_back_behind_a_new_append() {
     drop(log);
     // A flipped byte in record 2's entry: as if its page never reached the disk.
     let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
-    f.write_all_at(b"T", second + (HEAD_BYTES + INDEX_BYTES) as u64).expect("damage");
+    f.write_all_at(b"T", second + ENTRY_AT).expect("damage");
     drop(f);
     let (mut log, stray) = LogFile::open(&path).expect("reopen");
     assert!(stray > 0, "the torn batch's bytes were cleared");

@@ -122,7 +122,9 @@ impl Wal {
     }
 }
 
-fn encode(index: u64, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+/// The record of `index` and `bytes` (module doc), also the Raft log file's
+/// (`hanfs_raft::log_store::file`).
+pub fn encode(index: u64, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
     let len =
         u32::try_from(INDEX_BYTES + bytes.len()).map_err(|_| StoreError::Corrupt("log record too large".into()))?;
     let mut record = Vec::with_capacity(HEAD_BYTES + INDEX_BYTES + bytes.len());
@@ -136,7 +138,7 @@ fn encode(index: u64, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
 }
 
 /// The record at `at` in `buf`, if a whole one with a matching CRC is there.
-fn record_at(buf: &[u8], at: u64) -> Option<Record<'_>> {
+pub fn record_at(buf: &[u8], at: u64) -> Option<Record<'_>> {
     let start = usize::try_from(at).ok()?;
     let head = buf.get(start..start.checked_add(HEAD_BYTES)?)?;
     let len = u32::from_le_bytes(head.get(..4)?.try_into().ok()?) as usize;
@@ -177,9 +179,8 @@ pub fn scan(buf: &[u8], snapshot_index: u64) -> Result<(Vec<Record<'_>>, u64), S
     Ok((out, end))
 }
 
-/// CRC-32C (Castagnoli), bitwise-reflected, as iSCSI and ext4 use (also
-/// the Raft log file's record check, `hanfs_raft::log_store::file`).
-pub fn crc32c(data: &[u8]) -> u32 {
+/// CRC-32C (Castagnoli), bitwise-reflected, as iSCSI and ext4 use.
+fn crc32c(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut i = 0;
