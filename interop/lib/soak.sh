@@ -257,7 +257,7 @@ fault_disk-full() {
         rm -f "$filler"
         if [ "$(storage_errors "$1")" = "$errors_before" ] && [ "$(leader_of "$1")" = "$1" ]; then
             F_NEW=$1
-            F_NOTE+="no write failed (the redb files' free pages took them): node $1 kept serving durably; "
+            F_NOTE+="no write failed (room inside the state files took them: redb's free pages, the log's zeroed blocks): node $1 kept serving durably; "
             return 0
         fi
         F_NOTE+="node $1 did not step down; "

@@ -3,9 +3,9 @@
 //! appends them to the entries file (`file`) in order (consecutive appends
 //! in one write and one fdatasync), records how far the log is on disk
 //! (`LogDurable`), and only then signals `LogFlushed` (unless the leader
-//! signalled already: `durable`'s module doc). With that, a leader sends the entries to its followers while
-//! its own fsync runs, so a commit costs about one fsync plus a round trip,
-//! not two fsyncs in a row.
+//! signalled already: `durable`'s module doc). With that, a leader sends the
+//! entries to its followers while its own fsync runs, so a commit costs
+//! about one fsync plus a round trip, not two fsyncs in a row.
 //!
 //! A vote and a truncate first wait for the queue to drain (`Writer::drain`),
 //! so they are ordered after the appends before them and never see entries
