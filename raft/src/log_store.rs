@@ -280,16 +280,8 @@ fn lock_log(log: &Mutex<file::LogFile>) -> std::sync::MutexGuard<'_, file::LogFi
 }
 
 fn last_entry_log_id(log: &Mutex<file::LogFile>) -> Result<Option<typ::LogId>, typ::StorageError> {
-    let place = {
-        let log = lock_log(log);
-        let Some((_, last)) = log.bounds() else { return Ok(None) };
-        log.places(last, last + 1)
-    };
-    let Some(bytes) = place.first().map(file::Place::read).transpose().map_err(read_err)?.flatten() else {
-        return Ok(None);
-    };
-    let entry: typ::Entry = decode(&bytes, ENTRY_BYTES_MAX).map_err(read_err)?;
-    Ok(Some(*entry.get_log_id()))
+    let Some((_, last)) = lock_log(log).bounds() else { return Ok(None) };
+    Ok(read_entries(log, (Bound::Included(last), Bound::Included(last)))?.pop().map(|e| *e.get_log_id()))
 }
 
 /// The end of the log on disk: its last entry, or the last purged id when

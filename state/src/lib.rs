@@ -44,7 +44,7 @@ pub use drc::{DrcEntry, DrcValue};
 pub use error::{ApplyError, InvariantError, Table};
 pub use limits::*;
 pub use outcome::Outcome;
-pub use store::{encode_record, record_at, sync_dir, Record, Store, StoreError, COMPACT_ENTRIES};
+pub use store::{encode_record_into, record_at, sync_dir, Record, Store, StoreError, COMPACT_ENTRIES};
 
 use serde::{Deserialize, Serialize};
 

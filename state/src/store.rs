@@ -17,7 +17,7 @@ use crate::State;
 mod wal;
 
 /// The log record format, shared with the Raft log's entries file.
-pub use wal::{encode as encode_record, record_at, Record};
+pub use wal::{encode_into as encode_record_into, record_at, Record};
 
 /// Log entries between snapshots, for callers that compact periodically.
 pub const COMPACT_ENTRIES: u64 = 10_000;

@@ -6,9 +6,9 @@
 //! cost some 90 us of CPU and a slower fsync per append on every node).
 //!
 //! A record is the WAL's: `len: u32, crc: u32, index: u64, entry bytes`,
-//! little endian; `len` counts index and bytes, `crc` (CRC-32C) covers them. Records follow
-//! each other with consecutive indexes; the first may have any index (the
-//! entries before it were purged).
+//! little endian; `len` counts index and bytes, `crc` (CRC-32C) covers them.
+//! Records follow each other with consecutive indexes; the first may have
+//! any index (the entries before it were purged).
 //!
 //! What keeps the file readable after a crash:
 //! - Opening reads every record from offset 0 while each is whole, matches
@@ -166,7 +166,7 @@ impl LogFile {
         // The last byte that is not zero after the records: a torn append.
         let stray = buf.iter().rposition(|b| *b != 0).map_or(0, |last| (last as u64 + 1).saturating_sub(at));
         if stray > 0 {
-            log.zero(at, at + stray)?;
+            zero(&log.file, path, at, at + stray)?;
             log.file.sync_data().map_err(|e| io_err(path, e))?;
         }
         Ok((log, stray))
@@ -177,11 +177,6 @@ impl LogFile {
         zero(&self.file, &self.path, self.size, self.size + bytes)?;
         self.size += bytes;
         Ok(())
-    }
-
-    /// Writes zeros over `[from, to)` (not synced).
-    fn zero(&self, from: u64, to: u64) -> std::io::Result<()> {
-        zero(&self.file, &self.path, from, to)
     }
 
     /// The index of the first and of the last live record.
@@ -256,7 +251,6 @@ impl LogFile {
             .iter()
             .skip(start)
             .take_while(|s| s.index < to)
-            .filter(|s| s.index >= from)
             .map(|s| Place { file: self.file.clone(), index: s.index, offset: s.offset, len: s.len as usize })
             .collect()
     }
@@ -265,7 +259,7 @@ impl LogFile {
     pub(super) fn truncate(&mut self, since: u64) -> std::io::Result<()> {
         let Some(pos) = self.slots.iter().position(|s| s.index >= since) else { return Ok(()) };
         let from = self.slots.get(pos).map_or(self.end, |s| s.offset);
-        self.zero(from, self.end)?;
+        zero(&self.file, &self.path, from, self.end)?;
         self.file.sync_data().map_err(|e| io_err(&self.path, e))?;
         self.slots.truncate(pos);
         self.end = from;
@@ -342,18 +336,18 @@ fn zero(file: &File, path: &Path, from: u64, to: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// fsyncs the directory that holds `path` (`hanfs_state::sync_dir`).
 fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e)),
+        Some(dir) => hanfs_state::sync_dir(dir).map_err(|e| std::io::Error::other(e.to_string())),
         None => Ok(()),
     }
 }
 
 /// Appends the record of `index` and `bytes` to `out` (the single node's
-/// WAL record: `hanfs_state::encode_record`).
+/// WAL record: `hanfs_state::encode_record_into`).
 fn encode(index: u64, bytes: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
-    out.extend(hanfs_state::encode_record(index, bytes).map_err(|e| std::io::Error::other(e.to_string()))?);
-    Ok(())
+    hanfs_state::encode_record_into(index, bytes, out).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// The index and whole length of the record at `at` in `buf`, if a whole

@@ -176,7 +176,12 @@ mod tests {
 
     /// A temporary file holding `content`, as an object a root caller may write.
     fn root_file(tag: &str, content: &[u8]) -> (std::path::PathBuf, Obj, Access) {
-        let path = std::env::temp_dir().join(format!("hanfs-io-{tag}-{}", std::process::id()));
+        root_file_in(&std::env::temp_dir(), tag, content)
+    }
+
+    /// As `root_file`, in `dir`.
+    fn root_file_in(dir: &std::path::Path, tag: &str, content: &[u8]) -> (std::path::PathBuf, Obj, Access) {
+        let path = dir.join(format!("hanfs-io-{tag}-{}", std::process::id()));
         std::fs::write(&path, content).expect("file");
         let fd: OwnedFd = File::open(&path).expect("open").into();
         let st = sys::stat_fd(&fd).expect("stat");
@@ -211,15 +216,7 @@ mod tests {
         // SAFETY: a valid C string and a struct statfs fills.
         let rc = unsafe { libc::statfs(c"/dev/shm".as_ptr(), &mut sfs) };
         assert!(rc == 0 && sfs.f_type == libc::TMPFS_MAGIC, "this test needs /dev/shm on tmpfs");
-        let path = dir.join(format!("hanfs-io-nowait-{}", std::process::id()));
-        std::fs::write(&path, b"on tmpfs").expect("file");
-        let fd: OwnedFd = File::open(&path).expect("open").into();
-        let st = sys::stat_fd(&fd).expect("stat");
-        let acc = Access {
-            opts: ExportOptions { read_only: false, ..ExportOptions::default() },
-            creds: Creds { uid: 0, gid: 0, gids: Vec::new() },
-        };
-        let obj = Obj { export_id: 1, fd, st };
+        let (path, obj, acc) = root_file_in(dir, "nowait", b"on tmpfs");
         let mut out = b"head".to_vec();
         assert_eq!(read_into(&obj, &acc, 0, 100, &mut out, true), Err(nfsstat3::NFS3ERR_JUKEBOX));
         assert_eq!(out, b"head", "nothing appended by the refused no-wait read");

@@ -122,19 +122,29 @@ impl Wal {
     }
 }
 
-/// The record of `index` and `bytes` (module doc), also the Raft log file's
-/// (`hanfs_raft::log_store::file`).
-pub fn encode(index: u64, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+/// The record of `index` and `bytes` (module doc).
+fn encode(index: u64, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut record = Vec::with_capacity(HEAD_BYTES + INDEX_BYTES + bytes.len());
+    encode_into(index, bytes, &mut record)?;
+    Ok(record)
+}
+
+/// Appends the record of `index` and `bytes` to `out`: also the Raft log
+/// file's (`hanfs_raft::log_store::file`), which puts a batch's records in
+/// one buffer.
+pub fn encode_into(index: u64, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
     let len =
         u32::try_from(INDEX_BYTES + bytes.len()).map_err(|_| StoreError::Corrupt("log record too large".into()))?;
-    let mut record = Vec::with_capacity(HEAD_BYTES + INDEX_BYTES + bytes.len());
-    record.extend_from_slice(&len.to_le_bytes());
-    record.extend_from_slice(&[0; 4]);
-    record.extend_from_slice(&index.to_le_bytes());
-    record.extend_from_slice(bytes);
-    let crc = crc32c(record.get(HEAD_BYTES..).unwrap_or_default());
-    record[4..HEAD_BYTES].copy_from_slice(&crc.to_le_bytes());
-    Ok(record)
+    let start = out.len();
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(bytes);
+    let crc = crc32c(out.get(start + HEAD_BYTES..).unwrap_or_default());
+    if let Some(room) = out.get_mut(start + 4..start + HEAD_BYTES) {
+        room.copy_from_slice(&crc.to_le_bytes());
+    }
+    Ok(())
 }
 
 /// The record at `at` in `buf`, if a whole one with a matching CRC is there.
