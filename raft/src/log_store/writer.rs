@@ -336,49 +336,48 @@ fn answer_drains(jobs: Vec<Job>) {
     }
 }
 
-/// Every append of `jobs` in one write to the file, synced; then, if `jobs`
-/// purge, the last purged id (with `committed`, if given) in one durable redb
-/// transaction before the file forgets the entries; a hint without a purge
-/// in a transaction of its own.
+/// The appends and purges of `jobs` in their order: each run of appends in
+/// one write to the file, synced; each purge's last purged id in one durable
+/// redb transaction before the file forgets the entries. A purge past the
+/// log's end restarts the file (`file`'s module doc), so the appends queued
+/// after it must be written after it, never before. Then the hint
+/// `committed` (if given, covered by what is now on disk) in a transaction
+/// of its own.
 fn write(db: &Database, log: &Mutex<LogFile>, jobs: &[Job], committed: Option<&Hint>) -> std::io::Result<()> {
-    let entries: Vec<(u64, &[u8])> = jobs
-        .iter()
-        .flat_map(|j| match j {
-            Job::Append { entries, .. } => entries.as_slice(),
-            _ => &[],
-        })
-        .map(|(index, _, bytes)| (*index, bytes.as_slice()))
-        .collect();
-    if !entries.is_empty() {
-        LogFile::append_shared(log, &entries)?;
-    }
-    let purge = jobs.iter().rev().find_map(|j| match j {
-        Job::Purge { upto, bytes } => Some((*upto, bytes)),
-        _ => None,
-    });
-    if purge.is_none() && committed.is_none() {
-        return Ok(());
-    }
-    let meta = || -> Result<(), redb::Error> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
-        {
-            let mut table = txn.open_table(META)?;
-            if let Some(hint) = committed {
-                table.insert(super::KEY_COMMITTED, hint.bytes.as_slice())?;
-            }
-            if let Some((_, bytes)) = purge {
-                table.insert(super::KEY_LAST_PURGED, bytes.as_slice())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+    let meta = |key: &str, bytes: &[u8]| -> std::io::Result<()> {
+        let txn = || -> Result<(), redb::Error> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate);
+            txn.open_table(META)?.insert(key, bytes)?;
+            txn.commit()?;
+            Ok(())
+        };
+        txn().map_err(std::io::Error::other)
     };
-    meta().map_err(std::io::Error::other)?;
-    if let Some((upto, _)) = purge {
-        log.lock().unwrap_or_else(|p| p.into_inner()).purge(upto)?;
+    let mut run: Vec<(u64, &[u8])> = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Append { entries, .. } => {
+                run.extend(entries.iter().map(|(index, _, bytes)| (*index, bytes.as_slice())))
+            }
+            Job::Purge { upto, bytes } => {
+                if !run.is_empty() {
+                    LogFile::append_shared(log, &run)?;
+                    run.clear();
+                }
+                meta(super::KEY_LAST_PURGED, bytes)?;
+                log.lock().unwrap_or_else(|p| p.into_inner()).purge(*upto)?;
+            }
+            Job::Committed { .. } | Job::Drain { .. } => {}
+        }
     }
-    Ok(())
+    if !run.is_empty() {
+        LogFile::append_shared(log, &run)?;
+    }
+    match committed {
+        Some(hint) => meta(super::KEY_COMMITTED, &hint.bytes),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -178,6 +178,33 @@ async fn purged_truncated_and_live_entries_across_a_restart() {
     );
 }
 
+/// A purge past the log's end (a follower installing a snapshot) and the
+/// appends after it, taken by the writer in one batch: written in their
+/// order, so the appends go on after the purge instead of failing as not
+/// following the entries the purge dropped (CI saw that once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_past_the_end_and_the_appends_after_it_in_one_batch() {
+    use openraft::RaftLogReader;
+    let (dir, db, mut log) = store(Vote::new_committed(2, OTHER)).await;
+    log.blocking_append([blank(1, ME, 1), blank(1, ME, 2)]).await.expect("append");
+    // The writer stalls inside the batch of entry 3, so the purge and the
+    // append after it wait in the queue and are taken together.
+    log.stall_writes(true);
+    let mut first = log.clone();
+    let third = tokio::spawn(async move { first.blocking_append([blank(1, ME, 3)]).await });
+    tokio::time::sleep(SETTLE).await;
+    log.purge(blank(2, OTHER, 5).log_id).await.expect("purge");
+    let mut appender = log.clone();
+    let append = tokio::spawn(async move { appender.blocking_append([blank(2, OTHER, 6)]).await });
+    tokio::time::sleep(SETTLE).await;
+    log.stall_writes(false);
+    tokio::time::timeout(DONE, third).await.expect("written").expect("task").expect("entry 3");
+    tokio::time::timeout(DONE, append).await.expect("written").expect("task").expect("the append after the purge");
+    let mut log = reopen(log, &db, &dir).await;
+    let entries = log.try_get_log_entries(1..10).await.expect("read");
+    assert_eq!(entries.iter().map(|e| e.log_id).collect::<Vec<_>>(), vec![blank(2, OTHER, 6).log_id]);
+}
+
 /// A database that still keeps entries in its `raft_log` table (the format
 /// before the entries file) is refused with what to do, not half read.
 #[test]
