@@ -27,10 +27,11 @@
 //! election gate (`elect_gate`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 
 use openraft::Config;
+use redb::Database;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -185,10 +186,10 @@ pub enum LeaderAskError {
     Peer { leader: NodeId, error: PeerAskError },
 }
 
-/// How long `RaftNode::shutdown` waits for the log file to be closed, and
-/// how often it looks.
-const LOG_CLOSE_WAIT_MS: u64 = 5_000;
-const LOG_CLOSE_POLL_MS: u64 = 5;
+/// How long `RaftNode::shutdown` waits for the node's databases to be
+/// closed, and how often it looks.
+const DB_CLOSE_WAIT_MS: u64 = 5_000;
+const DB_CLOSE_POLL_MS: u64 = 5;
 
 /// A running cluster member.
 pub struct RaftNode {
@@ -217,6 +218,9 @@ pub struct RaftNode {
     /// (`role::spawn_role_watch`), and the task publishing it.
     pub(crate) role_view: watch::Receiver<RoleView>,
     role_watch: JoinHandle<()>,
+    /// The log and snapshot databases and their files: `shutdown` waits
+    /// until both are closed.
+    databases: [(Weak<Database>, PathBuf); 2],
     /// Last field: dropped after every handle above.
     runtime: OwnRuntime,
 }
@@ -279,6 +283,7 @@ impl RaftNode {
         let log_db = open_db(&log_path).map_err(|e| storage_err(&log_path, &e))?;
         bind_identity(&log_db, &opts.cluster, opts.node_id)?;
         let snapshot_db = open_db(&snapshot_path).map_err(|e| storage_err(&snapshot_path, &e))?;
+        let databases = [(Arc::downgrade(&log_db), log_path), (Arc::downgrade(&snapshot_db), snapshot_path.clone())];
         let entries_path = opts.data_dir.join(LOG_ENTRIES_FILE);
         let log = LogStore::new(log_db, &entries_path, opts.node_id).map_err(|e| storage_err(&entries_path, &e))?;
         let sm =
@@ -346,6 +351,7 @@ impl RaftNode {
             gate,
             role_view,
             role_watch,
+            databases,
             runtime: OwnRuntime(None),
         })
     }
@@ -432,7 +438,6 @@ impl RaftNode {
     /// Stop everything: commits (queued ones finish or fail), the peer
     /// listener and its connections, Raft, the watch.
     pub async fn shutdown(self) -> Result<(), RaftNodeError> {
-        let log_db = self.log.db_handle();
         self.server.abort();
         let _ = self.server.await;
         self.role_task.abort();
@@ -442,14 +447,24 @@ impl RaftNode {
         // The watches end once Raft's metrics channel closes.
         let _ = self.watch.await;
         let _ = self.role_watch.await;
-        // The log file is closed once its writer thread and the last reader
-        // let go of it (a node started again on the directory opens it).
-        drop(self.log);
-        drop(self.raft);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOG_CLOSE_WAIT_MS);
-        while log_db.strong_count() > 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(LOG_CLOSE_POLL_MS)).await;
+        // The databases are closed once the log writer thread, the runtime's
+        // tasks and this node let go of them (a node started again on the
+        // directory opens them).
+        drop((self.log, self.sm, self.raft, self.commit));
+        drop(self.runtime);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(DB_CLOSE_WAIT_MS);
+        for (db, path) in &self.databases {
+            wait_closed(db, path, deadline).await;
         }
         stopped
+    }
+}
+
+/// Waits (until `deadline`) for `db` to be closed: no one holds it, and
+/// its file's lock is free (the last holder's drop has finished closing it).
+async fn wait_closed(db: &Weak<Database>, path: &Path, deadline: std::time::Instant) {
+    let closed = || db.strong_count() == 0 && std::fs::File::open(path).is_ok_and(|f| f.try_lock().is_ok());
+    while !closed() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(DB_CLOSE_POLL_MS)).await;
     }
 }

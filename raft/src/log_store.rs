@@ -184,11 +184,6 @@ impl LogStore {
         Ok(Self { db, log, node_id, vote: Arc::new(Mutex::new(vote)), durable, committed: Arc::default(), writer })
     }
 
-    /// The database, weakly: gone once every user has closed it.
-    pub fn db_handle(&self) -> std::sync::Weak<Database> {
-        Arc::downgrade(&self.db)
-    }
-
     /// How far the log is on disk (shared with the state machine and the
     /// peer network: `durable`'s module doc).
     pub fn durable(&self) -> LogDurable {
