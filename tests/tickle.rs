@@ -65,6 +65,11 @@ impl Pair {
         p
     }
 
+    /// Adds or deletes the VIP on the server's link (the link stays up).
+    fn server_vip(&self, held: bool) {
+        ip(&["-n", &self.server, "addr", if held { "replace" } else { "del" }, "10.77.0.100/32", "dev", "ts0"]);
+    }
+
     fn server_link(&self, up: bool) {
         ip(&["-n", &self.server, "link", "set", "ts0", if up { "up" } else { "down" }]);
         if up {
@@ -147,6 +152,37 @@ fn a_tickle_resets_a_client_connection_the_dead_active_left_open() {
     // And it can connect again at once.
     let again = in_ns(&pair.client, || TcpStream::connect_timeout(&vip(), Duration::from_secs(5)));
     assert!(again.is_ok(), "reconnect after the reset: {again:?}");
+}
+
+/// What a demotion relies on: it releases the VIP before it closes the
+/// connections, so their FINs (or resets) have no source address to leave
+/// from and the client, unaware, waits for the new active's tickle instead
+/// of reconnecting at once into an address nobody holds (and then waiting
+/// out its SYN backoff: 1 s, 2 s).
+#[test]
+fn a_connection_closed_after_the_vip_is_released_sends_the_client_nothing() {
+    let pair = Pair::new("silent");
+    let listener = in_ns(&pair.server, || TcpListener::bind(vip())).unwrap_or_else(|e| panic!("bind the VIP: {e}"));
+    let (mut client, server) = connect(&pair, &listener);
+    let (mut client2, mut server2) = connect(&pair, &listener);
+    // One closes with unread data (a reset), one plainly (a FIN).
+    client2.write_all(b"a call never read").unwrap_or_else(|e| panic!("write: {e}"));
+    std::thread::sleep(Duration::from_millis(50));
+
+    pair.server_vip(false);
+    drop(server);
+    let _ = server2.flush();
+    drop(server2);
+    drop(listener);
+
+    let mut buf = [0u8; 16];
+    for c in [&mut client, &mut client2] {
+        c.set_read_timeout(Some(Duration::from_millis(QUIET_WAIT_MS))).unwrap_or_else(|e| panic!("timeout: {e}"));
+        match c.read(&mut buf) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("the client heard the close of a connection whose address was gone: {other:?}"),
+        }
+    }
 }
 
 #[test]
