@@ -33,8 +33,9 @@
 //! `status` shows the last failover on every node.
 //!
 //! Demote, when the watch leaves `Leader` (leadership or lease lost), when the
-//! node starts standing down (switchover), or on stop: close the listeners and
-//! drop every connection at once, release the VIP, run `on_demote`; log
+//! node starts standing down (switchover), or on stop: release the VIP, close
+//! the listeners and drop every connection at once (no FIN reaches a client
+//! then: `demote`), run `on_demote`; log
 //! `demoted` with its reason (for a lost leadership, the leadership watch's:
 //! when the lease expired and each peer's newest acknowledgement, another
 //! leader, a new term). Replies are fenced before that too:
@@ -322,28 +323,43 @@ async fn claim_address(vip: &Vip) -> Result<(), VipError> {
 
 /// Release the VIP (if claimed) and run `on_demote`.
 async fn undo(shared: &Shared, vip: Option<Vip>) {
+    release(vip).await;
+    on_demote(shared).await;
+}
+
+/// Release the VIP, if claimed.
+async fn release(vip: Option<Vip>) {
     if let Some(vip) = vip {
         if let Err(e) = vip.release().await {
             tracing::warn!(error = %e, "releasing the VIP failed");
         }
     }
+}
+
+async fn on_demote(shared: &Shared) {
     let hooks_cfg = &shared.setup.hooks;
     if let Err(e) = hooks::run("demote", hooks_cfg.on_demote.as_deref(), shared.raft.id, hooks_cfg.timeout_ms).await {
         tracing::warn!(error = %e, "on_demote failed");
     }
 }
 
-/// Demotion: listeners and connections first, then the VIP, then `on_demote`.
+/// Demotion: the VIP first, then listeners and connections, then
+/// `on_demote`. With the VIP gone, the connections closed after it send
+/// the client nothing (their FIN or reset has no source address to leave
+/// from): the client keeps its connection until the new active's tickle
+/// resets it and reconnects then, not at once into an address nobody holds
+/// yet, where its SYN would wait out the backoff (1 s, then 2 s).
 async fn demote(shared: &Shared, active: Active, reason: &str) {
     let started = Instant::now();
+    release(active.vip).await;
+    shared.update_active(|a| a.vip_held = false);
     active.serving.close(&active.services).await;
     active.recording.inspect(|t| t.abort());
     shared.update_active(|a| {
         a.serving = false;
         a.ports = None;
     });
-    undo(shared, active.vip).await;
-    shared.update_active(|a| a.vip_held = false);
+    on_demote(shared).await;
     let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::warn!(took_ms, %reason, "demoted");
 }

@@ -14,11 +14,16 @@
 //! - A soft close (`registry::Closing`: idle timeout, or evicted for a new
 //!   connection): nothing more is read, started or sent; running calls
 //!   finish.
+//! - Node shutdown or `close_all`: the whole connection closes at once,
+//!   dropping replies still queued and aborting running calls, so the client
+//!   reconnects and resends instead of waiting out its timeout.
 //! - A call that may not be answered (`dispatch::Outcome::Close`: fenced,
-//!   or a failed commit), node shutdown or `close_all`: the whole connection
-//!   closes at once, dropping replies still queued and aborting running
-//!   calls, so the client reconnects and resends instead of waiting out its
-//!   timeout.
+//!   or a failed commit): the same, except that the socket itself is kept
+//!   (nothing read or sent) until the node's demotion closes it or, if none
+//!   comes, for `UNANSWERED_CLOSE_WAIT_MS`. Such a call almost always means
+//!   the node is losing the right to serve; its demotion releases the VIP
+//!   first, and a socket closed after that sends the client nothing, so the
+//!   client waits for the new active's tickle (`node::lifecycle::demote`).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -55,6 +60,11 @@ pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// exactly-sized buffer (one copy of a WRITE's payload, not several while the
 /// shared buffer grows); smaller records share `READ_BUFFER_BYTES` reads.
 pub const DIRECT_RECORD_BYTES_MIN: usize = 32 * 1024;
+
+/// How long a connection with a call that may not be answered keeps its
+/// socket waiting for the node's demotion (module doc) before it closes it
+/// anyway, so the client resends to this node, which still serves.
+pub const UNANSWERED_CLOSE_WAIT_MS: u64 = 1_000;
 
 const _: () = assert!(CONN_INFLIGHT_MAX > 0);
 const _: () = assert!(DIRECT_RECORD_BYTES_MIN <= READ_BUFFER_BYTES);
@@ -99,6 +109,12 @@ pub async fn serve<C: Send + Sync + 'static>(
             finish_running(&mut calls, &mut stop).await;
         }
         End::Drop => replies.finish(),
+        End::Unanswered => {
+            replies.finish();
+            writer.abort();
+            calls.shutdown().await;
+            stop.closed_or(std::time::Duration::from_millis(UNANSWERED_CLOSE_WAIT_MS)).await;
+        }
     }
     calls.shutdown().await;
     writer.abort();
@@ -118,8 +134,10 @@ async fn finish_running(calls: &mut JoinSet<()>, stop: &mut Stop<'_>) {
 /// How a wait was interrupted.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(super) enum Halt {
-    /// Node shutdown, `close_all`, or a call that may not be answered.
+    /// Node shutdown or `close_all`.
     Hard,
+    /// A call that may not be answered.
+    Unanswered,
     /// Idle timeout or eviction.
     Soft(Closing),
 }
@@ -148,6 +166,15 @@ impl Stop<'_> {
     async fn hard(&mut self) -> Halt {
         hard(self.shutdown, self.closed, self.unanswered).await
     }
+
+    /// Resolves at node shutdown or `close_all`, or after `wait`.
+    async fn closed_or(&mut self, wait: std::time::Duration) {
+        tokio::select! {
+            _ = self.shutdown.recv() => {}
+            _ = self.closed.recv() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
 }
 
 async fn hard(
@@ -156,11 +183,10 @@ async fn hard(
     unanswered: &mut mpsc::Receiver<CloseReason>,
 ) -> Halt {
     tokio::select! {
-        _ = shutdown.recv() => {}
-        _ = closed.recv() => {}
-        Some(_) = unanswered.recv() => {}
+        _ = shutdown.recv() => Halt::Hard,
+        _ = closed.recv() => Halt::Hard,
+        Some(_) = unanswered.recv() => Halt::Unanswered,
     }
-    Halt::Hard
 }
 
 async fn soft(rx: &mut watch::Receiver<Option<Closing>>) -> Closing {

@@ -1,7 +1,8 @@
 //! A TCP client of a real listener sees a call that may not be answered as a
 //! closed connection, not as silence: the fence turning false while the call
-//! runs, and a failed commit of its effects. A normal reply and a procedure
-//! answering with silence keep the connection open.
+//! runs, and a failed commit of its effects; closed once the node closes its
+//! connections (its demotion), or `UNANSWERED_CLOSE_WAIT_MS` later. A normal
+//! reply and a procedure answering with silence keep the connection open.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -21,6 +22,10 @@ use crate::rpc::shared::{CloseReason, Fence, RpcShared};
 /// call unanswered on an open connection fails the test instead of hanging it.
 const CLIENT_READ_TIMEOUT_MS: u64 = 10_000;
 const PROG: u32 = 400_001;
+/// How long the client shows the server still holds a socket with an
+/// unanswered call (less than the server's wait, so never a race).
+const QUIET_MS: u64 = 300;
+const _: () = assert!(QUIET_MS < super::UNANSWERED_CLOSE_WAIT_MS);
 
 /// Refuses any commit holding `BumpEpoch`; applies the rest.
 struct FailingCommit {
@@ -177,6 +182,32 @@ async fn a_fenced_reply_closes_the_connection() {
     assert_eq!(n.shared.unanswered.get(CloseReason::Fenced), 1);
     assert_eq!(n.shared.unanswered.get(CloseReason::CommitFailed), 0);
     n.listeners.shutdown().await;
+}
+
+/// A demotion releases the VIP before it closes the connections: a socket
+/// closed before that would tell the client too early (module doc of `conn`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_call_keeps_the_socket_until_the_node_closes_its_connections() {
+    let n = node().await;
+    let addr = n.addr;
+    let mut s = client(move || {
+        let mut s = connect(addr);
+        send_call(&mut s, 7, LOSE_LEASE);
+        s.set_read_timeout(Some(Duration::from_millis(QUIET_MS))).unwrap();
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("the socket was not kept for the demotion: {other:?}"),
+        }
+        s.set_read_timeout(Some(Duration::from_millis(CLIENT_READ_TIMEOUT_MS))).unwrap();
+        s
+    })
+    .await;
+    let shared = n.shared.clone();
+    let closing = tokio::spawn(n.listeners.shutdown());
+    client(move || assert_closed(&mut s)).await;
+    closing.await.unwrap();
+    assert_eq!(shared.unanswered.get(CloseReason::Fenced), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,12 +44,16 @@ pub(super) enum End {
     Soft,
     /// Drop the connection now: a broken record, a read error, a hard stop.
     Drop,
+    /// A call may not be answered: stop, and keep the socket a while
+    /// (`conn`'s module doc).
+    Unanswered,
 }
 
 impl From<Halt> for End {
     fn from(h: Halt) -> End {
         match h {
             Halt::Hard => End::Drop,
+            Halt::Unanswered => End::Unanswered,
             Halt::Soft(_) => End::Soft,
         }
     }
