@@ -19,7 +19,7 @@
 //!    the leader's last log index (`RaftNode::switchover_target`, then
 //!    `wait_caught_up`: at most `SWITCHOVER_CATCHUP_MS`);
 //! 2. stand down (`lifecycle::stand_down`): the lifecycle demotes at once
-//!    (listeners, connections, VIP, `on_demote`), and the fence refuses every
+//!    (VIP, listeners, connections, `on_demote`), and the fence refuses every
 //!    reply from then on;
 //! 3. switch this node's heartbeats and elections off
 //!    (`RaftNode::step_aside`): the followers' leader lease runs out, the
