@@ -33,6 +33,7 @@ EXPORT {
     Squash = No_Root_Squash;
     SecType = sys;
     FSAL { Name = VFS; }
+    ${GANESHA_EXPORT_EXTRA:-}
 }
 LOG { Default_Log_Level = EVENT; ${GANESHA_LOG_EXTRA:-} }
 CONF
