@@ -22,7 +22,8 @@
 # no other failed call in the guests; the lock counter equals both guests' critical sections and
 # no guest saw the other's marker inside the lock (no two holders); every failover inside the
 # window of a fault that causes one, and one per such fault (0 false, 0 missed); no new data
-# from a node to a client after another node's promotion (tcpdump on the nodes' links).
+# from a node to a client after another node's promotion, and no FIN or reset from the VIP once
+# a node had to stop serving (tcpdump on the nodes' links).
 # Prints a stall table per fault kind (p50, p99, max) and the summary. Exit 0 when every fault
 # ran and every check holds; 1 otherwise; 2 harness error.
 set -euo pipefail
@@ -210,6 +211,8 @@ echo "failovers:"
 check_failovers
 echo "replies after lease end:"
 check_replies_after_lease
+echo "closes after a node had to stop serving:"
+check_closes_after_lease
 echo "acknowledged writes:"
 check_writes
 echo "locks:"
@@ -230,12 +233,13 @@ echo "lost acknowledged writes: $LOST"
 echo "ESTALE: $ESTALE, other guest errors: $OTHER_ERRORS"
 echo "conflicting lock holders: $CONFLICTS"
 echo "replies after lease end: $LATE_REPLIES"
+echo "FIN or reset from the VIP after a node had to stop serving: $EARLY_CLOSES"
 echo "load client: $load_runs hanfs-bench runs, $load_ok without an error line (a run a failover interrupts reports its broken connection)"
 echo "guests finished: $finished of 2"
 echo "state filesystems (${STATE_FS_MIB} MiB each) used at the end: $STATE_USED"
 ok=1
 [ "$DONE" = "$FAULTS" ] && [ "$FAILED_FAULTS" = 0 ] || ok=
-for v in "$FALSE_FAILOVERS" "$MISSED_FAILOVERS" "$LOST" "$ESTALE" "$OTHER_ERRORS" "$CONFLICTS" "$LATE_REPLIES"; do
+for v in "$FALSE_FAILOVERS" "$MISSED_FAILOVERS" "$LOST" "$ESTALE" "$OTHER_ERRORS" "$CONFLICTS" "$LATE_REPLIES" "$EARLY_CLOSES"; do
     [ "$v" = 0 ] || ok=
 done
 [ "$finished" = 2 ] || ok=

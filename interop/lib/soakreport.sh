@@ -6,6 +6,9 @@
 # A promotion or re-promotion ends within this long after its fault's recovery and still counts
 # as that fault's (seconds).
 WINDOW_SLACK_SECONDS=2
+# A node's first sign that it must stop serving (lease lost, an unanswerable call, a storage
+# error) opens its no-close window when its `demoted` line follows within this long (seconds).
+CLOSE_MARKER_SECONDS=1
 
 # iso_epochs: "ISO-TIMESTAMP REST" lines on stdin -> "EPOCH REST" (UTC, microseconds kept).
 iso_epochs() {
@@ -95,6 +98,44 @@ check_replies_after_lease() {
         END { printf "  packets with new data to a client: node 1 %d, node 2 %d\n", fresh[1], fresh[2]; printf "RESULT %d\n", late + 0 }')
     grep -v '^RESULT' <<< "$out" || true
     LATE_REPLIES=$(grep '^RESULT' <<< "$out" | cut -d' ' -f2)
+}
+
+# check_closes_after_lease: from each storage node's capture, every FIN or reset the node sent
+# from the VIP once it had to stop serving: after the first `leadership lost`, `call cannot be
+# answered here` or storage-error line at most CLOSE_MARKER_SECONDS before one of its `demoted`
+# lines, until it is promoted again (a promoting node's own cleanup of sockets left on the VIP
+# may send some, to clients long reconnected elsewhere). A demotion releases the VIP before it closes the
+# connections, so none should leave: a client that saw one would reconnect at once into an
+# address nobody holds yet and back off on its SYN (1 s, then 2 s). Sets EARLY_CLOSES.
+check_closes_after_lease() {
+    local id out
+    EARLY_CLOSES=0
+    for id in 1 2; do
+        [ -s "$LOGDIR/pfv$id.pcap" ] || { echo "  node $id: no capture"; EARLY_CLOSES=missing; return; }
+    done
+    out=$( {
+        for id in 1 2; do
+            grep -a -e 'hanfs_raft::lease: promoted' -e 'node::lifecycle: demoted' -e 'leadership lost' \
+                -e 'call cannot be answered here' -e 'raft stopped on a storage error' "$LOGDIR/node$id.log" 2>/dev/null |
+                awk -v n="$id" '{ print $1, (/lease: promoted/ ? "S" : (/lifecycle: demoted/ ? "D" : "M")), n }' |
+                iso_epochs
+            tcpdump -tt -n -r "$LOGDIR/pfv$id.pcap" "src host $VIP and tcp[tcpflags] & (tcp-fin|tcp-rst) != 0" \
+                2>/dev/null | awk -v n="$id" '{ f = $0; sub(/.*Flags /, "", f); sub(/,.*/, "", f)
+                    print $1, "C", n, $3, $5, f }'
+        done
+    } | sort -n -k1,1 -s | awk -v win="$CLOSE_MARKER_SECONDS" '
+        function early(n, t, what) { late++; if (late <= 20) printf "  early close: node %s sent %s at %.6f after it had to stop serving\n", n, what, t }
+        $2 == "S" { down[$3] = 0; nm[$3] = 0; nc[$3] = 0; next }
+        $2 == "M" { if (!down[$3]) mt[$3, ++nm[$3]] = $1; next }
+        $2 == "D" { n = $3; if (down[n]) next; down[n] = 1; start = $1
+                    for (i = 1; i <= nm[n]; i++) if (mt[n, i] >= $1 - win && mt[n, i] < start) start = mt[n, i]
+                    for (i = 1; i <= nc[n]; i++) if (ct[n, i] >= start) early(n, ct[n, i], cw[n, i])
+                    nc[n] = 0; next }
+        $2 == "C" { n = $3; what = $4 " " $5 " " $6; if (down[n]) early(n, $1, what); else { ct[n, ++nc[n]] = $1; cw[n, nc[n]] = what } }
+        END { printf "RESULT %d\n", late + 0 }')
+    grep -v '^RESULT' <<< "$out" || true
+    EARLY_CLOSES=$(grep '^RESULT' <<< "$out" | cut -d' ' -f2)
+    echo "  FIN or reset from the VIP after a node had to stop serving: $EARLY_CLOSES"
 }
 
 # check_writes: the host reads each writer's file on the export and checks every acknowledged

@@ -381,7 +381,7 @@ impl<C: Send + Sync + 'static> Reader<C> {
                     // Logged once per connection: the first close request wins.
                     if close.try_send(reason).is_ok() {
                         let total = dispatcher.shared().unanswered.get(reason);
-                        tracing::warn!(%peer, xid, ?reason, total, "call cannot be answered here; connection closed so the client resends");
+                        tracing::warn!(%peer, xid, ?reason, total, "call cannot be answered here; connection closed (at the demotion, or in 1 s) so the client resends");
                     }
                 }
             }
