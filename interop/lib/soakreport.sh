@@ -101,14 +101,12 @@ check_replies_after_lease() {
 }
 
 # check_closes_after_lease: from each storage node's capture, every FIN or reset the node sent
-# from the VIP once it had to stop serving, until it is promoted again (a promoting node's own
-# cleanup of sockets left on the VIP may send some, to clients long reconnected elsewhere). It
-# had to stop at its first `leadership lost`, `call cannot be answered here` or storage-error
-# line at most CLOSE_MARKER_SECONDS before one of its `demoted` lines, or at the start of a kill
-# -9 or power-off fault. A demotion releases the VIP before it closes the connections, and a
-# killed process's VIP device goes before its sockets, so none should leave: a client that saw
-# one would reconnect at once into an address nobody holds yet and back off on its SYN (1 s,
-# then 2 s). Sets EARLY_CLOSES.
+# from the VIP once it had to stop serving: after the first `leadership lost`, `call cannot be
+# answered here` or storage-error line at most CLOSE_MARKER_SECONDS before one of its `demoted`
+# lines, until it is promoted again (a promoting node's own cleanup of sockets left on the VIP
+# may send some, to clients long reconnected elsewhere). A demotion releases the VIP before it closes the
+# connections, so none should leave: a client that saw one would reconnect at once into an
+# address nobody holds yet and back off on its SYN (1 s, then 2 s). Sets EARLY_CLOSES.
 check_closes_after_lease() {
     local id out
     EARLY_CLOSES=0
@@ -125,8 +123,6 @@ check_closes_after_lease() {
                 2>/dev/null | awk -v n="$id" '{ f = $0; sub(/.*Flags /, "", f); sub(/,.*/, "", f)
                     print $1, "C", n, $3, $5, f }'
         done
-        # A kill -9 or power-off takes the node down at once: its window opens at the fault's start.
-        awk '$2 == "kill" || $2 == "power-off" { print $5, "D", $3 }' "$RUN/faults.txt"
     } | sort -n -k1,1 -s | awk -v win="$CLOSE_MARKER_SECONDS" '
         function early(n, t, what) { late++; if (late <= 20) printf "  early close: node %s sent %s at %.6f after it had to stop serving\n", n, what, t }
         $2 == "S" { down[$3] = 0; nm[$3] = 0; nc[$3] = 0; next }
