@@ -101,12 +101,15 @@ check_replies_after_lease() {
 }
 
 # check_closes_after_lease: from each storage node's capture, every FIN or reset the node sent
-# from the VIP once it had to stop serving: after the first `leadership lost`, `call cannot be
-# answered here` or storage-error line at most CLOSE_MARKER_SECONDS before one of its `demoted`
-# lines, until it is promoted again (a promoting node's own cleanup of sockets left on the VIP
-# may send some, to clients long reconnected elsewhere). A demotion releases the VIP before it closes the
-# connections, so none should leave: a client that saw one would reconnect at once into an
-# address nobody holds yet and back off on its SYN (1 s, then 2 s). Sets EARLY_CLOSES.
+# from the VIP once it had to stop serving, until it is promoted again (a promoting node's own
+# cleanup of sockets left on the VIP may send some, to clients long reconnected elsewhere). It
+# had to stop at its first `leadership lost`, `call cannot be answered here` or storage-error
+# line at most CLOSE_MARKER_SECONDS before one of its `demoted` lines, or at the start of a kill
+# -9 or power-off fault. A demotion releases the VIP before it closes the connections, and a
+# killed process's VIP device goes before its sockets, so none should leave: a client that saw
+# one would reconnect at once into an address nobody holds yet and back off on its SYN (1 s,
+# then 2 s). A close answering the client's own FIN (the node's ACK on the flow rose by exactly
+# one) is not counted. Sets EARLY_CLOSES.
 check_closes_after_lease() {
     local id out
     EARLY_CLOSES=0
@@ -119,10 +122,13 @@ check_closes_after_lease() {
                 -e 'call cannot be answered here' -e 'raft stopped on a storage error' "$LOGDIR/node$id.log" 2>/dev/null |
                 awk -v n="$id" '{ print $1, (/lease: promoted/ ? "S" : (/lifecycle: demoted/ ? "D" : "M")), n }' |
                 iso_epochs
-            tcpdump -tt -n -r "$LOGDIR/pfv$id.pcap" "src host $VIP and tcp[tcpflags] & (tcp-fin|tcp-rst) != 0" \
-                2>/dev/null | awk -v n="$id" '{ f = $0; sub(/.*Flags /, "", f); sub(/,.*/, "", f)
-                    print $1, "C", n, $3, $5, f }'
+            tcpdump -tt -n -S -r "$LOGDIR/pfv$id.pcap" "src host $VIP and tcp" 2>/dev/null | awk -v n="$id" '
+                { f = $0; sub(/.*Flags /, "", f); sub(/,.*/, "", f); ack = "-"
+                  for (i = 6; i < NF; i++) if ($i == "ack") { ack = $(i + 1); sub(/,$/, "", ack) }
+                  print $1, "P", n, $3, $5, f, ack }'
         done
+        # A kill -9 or power-off takes the node down at once: its window opens at the fault's start.
+        awk '$2 == "kill" || $2 == "power-off" { print $5, "D", $3 }' "$RUN/faults.txt"
     } | sort -n -k1,1 -s | awk -v win="$CLOSE_MARKER_SECONDS" '
         function early(n, t, what) { late++; if (late <= 20) printf "  early close: node %s sent %s at %.6f after it had to stop serving\n", n, what, t }
         $2 == "S" { down[$3] = 0; nm[$3] = 0; nc[$3] = 0; next }
@@ -131,7 +137,12 @@ check_closes_after_lease() {
                     for (i = 1; i <= nm[n]; i++) if (mt[n, i] >= $1 - win && mt[n, i] < start) start = mt[n, i]
                     for (i = 1; i <= nc[n]; i++) if (ct[n, i] >= start) early(n, ct[n, i], cw[n, i])
                     nc[n] = 0; next }
-        $2 == "C" { n = $3; what = $4 " " $5 " " $6; if (down[n]) early(n, $1, what); else { ct[n, ++nc[n]] = $1; cw[n, nc[n]] = what } }
+        # The node acknowledging exactly one more byte on a flow is the client FIN (RPC data
+        # never comes a byte at a time): a close of that flow answers the client.
+        $2 == "P" { n = $3; key = n " " $4 " " $5
+                    if ($7 != "-") { if ((key in last) && $7 == last[key] + 1) theirs[key] = 1; last[key] = $7 }
+                    if ($6 !~ /[FR]/ || (key in theirs)) next
+                    what = $4 " " $5 " " $6; if (down[n]) early(n, $1, what); else { ct[n, ++nc[n]] = $1; cw[n, nc[n]] = what } }
         END { printf "RESULT %d\n", late + 0 }')
     grep -v '^RESULT' <<< "$out" || true
     EARLY_CLOSES=$(grep '^RESULT' <<< "$out" | cut -d' ' -f2)
