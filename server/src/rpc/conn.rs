@@ -90,7 +90,9 @@ pub async fn serve<C: Send + Sync + 'static>(
     let mut stop =
         Stop { shutdown: &mut shutdown, closed: &mut guard.closed, unanswered: &mut close_rx, soft: &mut soft };
     let reader = Reader::new(rd, peer, dispatcher, record_bytes_max, replies.clone(), close_tx, state);
-    match reader.run(&mut calls, &mut stop).await {
+    let end = reader.run(&mut calls, &mut stop).await;
+    let unanswered = matches!(end, End::Unanswered);
+    match end {
         End::PeerClosed => {
             // Let the running calls complete and their replies go out.
             let drain = async {
@@ -108,16 +110,14 @@ pub async fn serve<C: Send + Sync + 'static>(
             writer.abort();
             finish_running(&mut calls, &mut stop).await;
         }
-        End::Drop => replies.finish(),
-        End::Unanswered => {
-            replies.finish();
-            writer.abort();
-            calls.shutdown().await;
-            stop.closed_or(std::time::Duration::from_millis(UNANSWERED_CLOSE_WAIT_MS)).await;
-        }
+        End::Drop | End::Unanswered => replies.finish(),
     }
     calls.shutdown().await;
     writer.abort();
+    if unanswered {
+        // Running calls and queued replies are gone; the socket waits.
+        stop.closed_or(std::time::Duration::from_millis(UNANSWERED_CLOSE_WAIT_MS)).await;
+    }
     drop(guard);
 }
 
